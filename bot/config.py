@@ -1,0 +1,125 @@
+"""Atelier's configuration: one TOML file, validated once at start.
+
+Every key is documented in config.example.toml. Secrets never live here: the
+Discord token comes from the DISCORD_TOKEN environment variable.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.protocol import ModelSpec
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+
+
+class ConfigError(Exception):
+    """A config problem, worded as one line a person can act on."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordConfig(Section):
+    api_base: str = DISCORD_API_BASE
+    gateway_url: str = DISCORD_GATEWAY_URL
+    guild_ids: list[int] = Field(
+        default_factory=list,
+        description="sync commands to these guilds at once (global sync can take an hour)",
+    )
+    progress_interval: float = Field(
+        2.0, gt=0, description="seconds between progress edits of a reply"
+    )
+
+
+class StorageConfig(Section):
+    data_dir: Path = Path("data")
+
+
+class DatabaseConfig(Section):
+    url: str | None = Field(None, description="SQLAlchemy async URL; default data_dir/atelier.db")
+
+
+class EngineConfig(Section):
+    devices: list[str] = Field(default_factory=lambda: ["cuda:0"], min_length=1)
+    default_model: str
+    job_timeout: float = Field(
+        600.0, gt=0, description="seconds a job may run before its engine is restarted"
+    )
+
+
+class Config(Section):
+    discord: DiscordConfig = DiscordConfig()
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    engine: EngineConfig
+    models: dict[str, ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_model_is_configured(self) -> Self:
+        if self.engine.default_model not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise ValueError(
+                f"engine.default_model: {self.engine.default_model!r} is not a [models.<name>]"
+                f" section (configured: {known})"
+            )
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.storage.data_dir / 'atelier.db'}"
+
+
+def _looks_local(source: str) -> bool:
+    """A source is a path (not a hub repo id) when it is absolute, relative or a file."""
+    return source.startswith(("/", ".", "~")) or source.endswith((".safetensors", ".ckpt"))
+
+
+def _check_model_sources(config: Config, base: Path) -> Config:
+    """Resolve local sources against the config file's folder and require they exist."""
+    models = {}
+    for name, spec in config.models.items():
+        if _looks_local(spec.source):
+            path = (base / Path(spec.source).expanduser()).resolve()
+            if not path.exists():
+                raise ConfigError(f"models.{name}.source: {spec.source!r} does not exist ({path})")
+            spec = spec.model_copy(update={"source": str(path)})
+        models[name] = spec
+    data_dir = base / config.storage.data_dir.expanduser()
+    return config.model_copy(
+        update={"models": models, "storage": StorageConfig(data_dir=data_dir.resolve())}
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown key (see config.example.toml for every key)"
+    if first["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if message.startswith(f"{key}:") or not first["loc"]:
+        return message
+    return f"{key}: {message} (got {first.get('input')!r})"
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; raises ConfigError with one readable line."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (copy config.example.toml)") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_describe(error)}") from None
+    return _check_model_sources(config, path.parent.resolve())

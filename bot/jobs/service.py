@@ -1,0 +1,171 @@
+"""The job service: takes specs in, runs them on the engines, reports back.
+
+Discord is one client of this service and the `atelier generate` CLI another;
+neither knows how jobs are stored or run. A job is written to the database
+before its submitter hears it is queued, and unfinished jobs are put back in
+the queue when the service starts, so nothing is lost across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from engine.protocol import ErrorCode, Progress
+
+from ..store.jobs import JobStore, NewOutput, Requester
+from ..store.models import Job, JobState
+from .engine_client import EngineFailure, EngineProcess, JobFailed
+from .queue import JobQueue
+from .spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class JobListener(Protocol):
+    """What a front end (Discord, CLI) hears about the jobs it submitted."""
+
+    async def job_started(self, job: Job) -> None: ...
+
+    async def job_progress(self, job_id: str, progress: Progress) -> None: ...
+
+    async def job_finished(self, job: Job) -> None: ...
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    queue_position: int
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(5)
+
+
+class JobService:
+    def __init__(
+        self,
+        store: JobStore,
+        data_dir: Path,
+        engines: list[EngineProcess],
+        job_timeout: float,
+    ) -> None:
+        self.store = store
+        self.queue = JobQueue()
+        self._data_dir = data_dir
+        self._engines = engines
+        self._job_timeout = job_timeout
+        self._listeners: list[JobListener] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[str, EngineProcess] = {}
+
+    def add_listener(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Requeue what a previous run left unfinished, then start one worker per engine."""
+        for job in await self.store.unfinished():
+            if job.state is JobState.RUNNING:
+                # It was cut off mid-run by a stop or crash: run it again from the start.
+                await self.store.transition(job.id, JobState.QUEUED, outcome="requeued")
+            await self.queue.put(job.id)
+        self._workers = [
+            asyncio.create_task(self._work(engine), name=f"engine-worker-{engine.device}")
+            for engine in self._engines
+        ]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*(engine.stop() for engine in self._engines))
+
+    async def submit(self, spec: JobSpec, requester: Requester) -> Submitted:
+        job_id = new_job_id()
+        job = await self.store.create(
+            job_id, requester, spec.model_dump(mode="json"), spec.model, spec.seeds
+        )
+        position = await self.queue.put(job_id)
+        log.info("job %s: queued at position %d by user %d", job_id, position, requester.user_id)
+        return Submitted(job=job, queue_position=position)
+
+    async def _work(self, engine: EngineProcess) -> None:
+        while True:
+            job_id = await self.queue.take()
+            try:
+                await self._run(engine, job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s: unexpected failure", job_id)
+                await self._finish_failed(
+                    job_id, "something went wrong on our side", JobState.FAILED
+                )
+
+    async def _run(self, engine: EngineProcess, job_id: str) -> None:
+        if not engine.alive:
+            await engine.start()
+        job = await self.store.transition(job_id, JobState.RUNNING, device=engine.device)
+        await self._notify_started(job)
+        spec = JobSpec.model_validate(job.spec)
+        output_dir = self._data_dir / "images" / job_id
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+        async def on_progress(progress: Progress) -> None:
+            for listener in self._listeners:
+                await listener.job_progress(job_id, progress)
+
+        self._running[job_id] = engine
+        try:
+            result = await engine.run(
+                spec.to_request(job_id, str(output_dir)), on_progress, self._job_timeout
+            )
+        except JobFailed as failure:
+            cancelled = failure.error.code is ErrorCode.CANCELLED
+            state = JobState.CANCELLED if cancelled else JobState.FAILED
+            log.warning("job %s: engine error %s: %s", job_id, failure.error.code, failure)
+            await self._finish_failed(job_id, str(failure), state)
+            return
+        except EngineFailure as failure:
+            log.error("job %s: %s", job_id, failure)
+            await self._finish_failed(job_id, str(failure), JobState.FAILED)
+            return
+        finally:
+            del self._running[job_id]
+        outputs = [
+            NewOutput(
+                index=index,
+                path=str(Path(image.path).relative_to(self._data_dir)),
+                sha256=image.sha256,
+                seed=image.seed,
+                width=image.width,
+                height=image.height,
+            )
+            for index, image in enumerate(result.images)
+        ]
+        job = await self.store.succeed(job_id, result.gpu_seconds, outputs)
+        log.info("job %s: succeeded in %.2f GPU seconds", job_id, result.gpu_seconds)
+        await self._notify_finished(job)
+
+    async def _finish_failed(self, job_id: str, message: str, state: JobState) -> None:
+        job = await self.store.transition(job_id, state, outcome="error", error=message)
+        await self._notify_finished(job)
+
+    async def _notify_started(self, job: Job) -> None:
+        for listener in self._listeners:
+            await listener.job_started(job)
+
+    async def _notify_finished(self, job: Job) -> None:
+        # A front end that cannot deliver must not stop the worker.
+        for listener in self._listeners:
+            try:
+                await listener.job_finished(job)
+            except Exception:
+                log.exception("job %s: delivery failed", job.id)
+
+    def output_path(self, relative: str) -> Path:
+        return self._data_dir / relative

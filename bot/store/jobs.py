@@ -1,0 +1,129 @@
+"""Job rows and their state changes; each change writes its audit entry with it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from . import audit
+from .models import Job, JobState, Output, User, utcnow
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked for a job and where the answer goes."""
+
+    user_id: int
+    user_name: str
+    guild_id: int | None = None
+    channel_id: int | None = None
+    interaction_id: int | None = None
+    interaction_token: str | None = None
+
+
+@dataclass(frozen=True)
+class NewOutput:
+    index: int
+    path: str
+    sha256: str
+    seed: int
+    width: int
+    height: int
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self, job_id: str, requester: Requester, spec: dict[str, Any], model: str, seeds: list[int]
+    ) -> Job:
+        """Write the job (and its user, on first sight) before anyone is told it is queued."""
+        async with self._sessions.begin() as session:
+            user = await session.get(User, requester.user_id)
+            if user is None:
+                session.add(User(id=requester.user_id, name=requester.user_name))
+            elif user.name != requester.user_name:
+                user.name = requester.user_name
+            job = Job(
+                id=job_id,
+                user_id=requester.user_id,
+                state=JobState.QUEUED,
+                spec=spec,
+                model=model,
+                seeds=seeds,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                interaction_id=requester.interaction_id,
+                interaction_token=requester.interaction_token,
+                outputs=[],
+            )
+            session.add(job)
+            audit.record(
+                session, "job.queued", "ok", actor_id=requester.user_id,
+                guild_id=requester.guild_id, channel_id=requester.channel_id, target=job_id,
+                params={"model": model, "count": len(seeds)},
+            )  # fmt: skip
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return job
+
+    async def unfinished(self) -> Sequence[Job]:
+        """Queued and running jobs, oldest first: the queue to rebuild at start."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+                .order_by(Job.created_at, Job.id)
+            )
+            return rows.all()
+
+    async def transition(
+        self, job_id: str, state: JobState, outcome: str = "ok", **fields: Any
+    ) -> Job:
+        """Move a job to `state`, setting `fields`, with its audit entry in one transaction."""
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobNotFound(job_id)
+            previous = job.state
+            job.state = state
+            if state is JobState.RUNNING:
+                job.started_at = utcnow()
+            elif state.finished:
+                job.finished_at = utcnow()
+            for name, value in fields.items():
+                setattr(job, name, value)
+            audit.record(
+                session, f"job.{state}", outcome, actor_id=job.user_id, guild_id=job.guild_id,
+                channel_id=job.channel_id, target=job_id,
+                params={"from": previous, **({"error": job.error} if job.error else {})},
+            )  # fmt: skip
+        return job
+
+    async def succeed(self, job_id: str, gpu_seconds: float, outputs: list[NewOutput]) -> Job:
+        async with self._sessions.begin() as session:
+            session.add_all(Output(job_id=job_id, **vars(output)) for output in outputs)
+        return await self.transition(job_id, JobState.SUCCEEDED, gpu_seconds=gpu_seconds)
+
+    async def mark_delivered(self, job_id: str, message_id: int | None) -> None:
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            if job is not None:
+                job.delivered_at = utcnow()
+                job.message_id = message_id
+                # The token is a credential for the reply; drop it once it is spent.
+                job.interaction_token = None
