@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.protocol import ErrorCode, Progress
+from engine.protocol import ErrorCode, ModelSpec, Progress
 
 from ..store.jobs import JobStore, NewOutput, Requester
 from ..store.models import Job, JobState
@@ -53,8 +53,12 @@ class JobService:
         data_dir: Path,
         engines: list[EngineProcess],
         job_timeout: float,
+        models: dict[str, ModelSpec],
+        default_model: str,
     ) -> None:
         self.store = store
+        self.models = models
+        self.default_model = default_model
         self.queue = JobQueue()
         self._data_dir = data_dir
         self._engines = engines

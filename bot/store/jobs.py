@@ -74,6 +74,20 @@ class JobStore:
             )  # fmt: skip
         return job
 
+    async def record_refusal(
+        self,
+        action: str,
+        actor_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        reason: str,
+    ) -> None:
+        async with self._sessions.begin() as session:
+            audit.record(
+                session, action, "refused", actor_id=actor_id, guild_id=guild_id,
+                channel_id=channel_id, params={"reason": reason},
+            )  # fmt: skip
+
     async def get(self, job_id: str) -> Job:
         async with self._sessions() as session:
             job = await session.get(Job, job_id)

@@ -1,0 +1,74 @@
+"""Wiring: build every service once, start them in order, stop them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from .config import Config
+from .discord.client import AtelierClient
+from .discord.endpoints import use_endpoints
+from .jobs.engine_client import EngineProcess
+from .jobs.service import JobService
+from .store.db import open_engine, session_factory
+from .store.jobs import JobStore
+from .store.migrate import upgrade_async
+
+log = logging.getLogger(__name__)
+
+SECRET_VARIABLES = ("DISCORD_TOKEN",)
+
+
+def engine_environment() -> dict[str, str]:
+    """The engine's environment: the bot's, minus secrets it has no use for."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+
+
+def build_engines(config: Config) -> list[EngineProcess]:
+    env = engine_environment()
+    return [EngineProcess(device, config.models, env) for device in config.engine.devices]
+
+
+async def run_bot(config: Config, token: str) -> None:
+    backup = await upgrade_async(config.database_url)
+    if backup is not None:
+        log.info("database migrated; the previous version is kept at %s", backup)
+    database = open_engine(config.database_url)
+    service = JobService(
+        JobStore(session_factory(database)),
+        config.storage.data_dir,
+        build_engines(config),
+        config.engine.job_timeout,
+        config.models,
+        config.engine.default_model,
+    )
+    use_endpoints(config.discord)
+    client = AtelierClient(config, service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await service.start()
+        async with client:
+            connection = asyncio.create_task(client.start(token), name="discord-connection")
+            stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+            done, _ = await asyncio.wait(
+                {connection, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopping.cancel()
+            if connection in done:
+                connection.result()  # a login failure surfaces here
+            else:
+                log.info("stopping")
+                await client.close()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await service.stop()
+        await database.dispose()

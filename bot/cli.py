@@ -1,0 +1,117 @@
+"""The `atelier` command: run the bot, generate from the terminal, manage the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import discord
+
+from .config import Config, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("config.toml"),
+                        help="TOML config file (default: ./config.toml)")  # fmt: skip
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
+    _add_config(run)
+
+    generate = commands.add_parser("generate", help="make images in the terminal, no Discord")
+    generate.add_argument("prompt")
+    _add_config(generate)
+    generate.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    generate.add_argument("--negative", default=None)
+    generate.add_argument("--model", default=None)
+    generate.add_argument("--count", type=int, default=None)
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--steps", type=int, default=None)
+    generate.add_argument("--cfg", type=float, default=None)
+    generate.add_argument("--aspect", default=None)
+    generate.add_argument("--sampler", default=None)
+    generate.add_argument("--device", default=None, help="default: the first [engine] device")
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply migrations (the bot does on start)")
+    _add_config(upgrade)
+
+    tiny = commands.add_parser(
+        "tiny-model", help="write a tiny random-weight model for smoke tests (no download)"
+    )
+    tiny.add_argument("dir", type=Path)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # discord.py's own gateway chatter is noise at INFO.
+    logging.getLogger("discord").setLevel(logging.WARNING)
+
+
+def _run(config: Config) -> int:
+    from .app import run_bot
+
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        print("atelier: set DISCORD_TOKEN to your bot's token (see README.md)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(run_bot(config, token))
+    except discord.LoginFailure:
+        print("atelier: Discord refused the token in DISCORD_TOKEN", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _upgrade(config: Config) -> int:
+    from .store.migrate import upgrade
+
+    backup = upgrade(config.database_url)
+    print("database is up to date" + (f" (backup of the old one: {backup})" if backup else ""))
+    return 0
+
+
+def _tiny_model(directory: Path) -> int:
+    # The engine package owns torch; the bot side only starts it.
+    return subprocess.call([sys.executable, "-m", "engine.tiny", str(directory)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "tiny-model":
+        return _tiny_model(args.dir)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "run":
+        return _run(config)
+    if args.command == "db":
+        return _upgrade(config)
+    from .generate import generate
+
+    return asyncio.run(generate(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

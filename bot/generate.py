@@ -1,0 +1,56 @@
+"""`atelier generate`: one job through the real engine process, in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.protocol import Progress
+
+from .app import build_engines
+from .config import Config
+from .jobs.engine_client import EngineFailure, JobFailed
+from .jobs.service import new_job_id
+from .jobs.spec import BadInput, Options, build_spec
+from .render import progress_bar
+
+
+def _show_progress(progress: Progress) -> None:
+    bar = progress_bar(progress.step, progress.total, width=30)
+    end = "\n" if progress.step >= progress.total else ""
+    print(f"\r{bar} {progress.step}/{progress.total}", end=end, file=sys.stderr, flush=True)
+
+
+async def generate(config: Config, args: argparse.Namespace) -> int:
+    options = Options(
+        prompt=args.prompt, negative_prompt=args.negative, model=args.model, aspect=args.aspect,
+        count=args.count, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
+    )  # fmt: skip
+    try:
+        spec = build_spec(options, config.models, config.engine.default_model)
+    except BadInput as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return 2
+    engines = build_engines(config)
+    engine = next((e for e in engines if e.device == args.device), engines[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    async def on_progress(progress: Progress) -> None:
+        _show_progress(progress)
+
+    try:
+        await engine.start()
+        result = await engine.run(
+            spec.to_request(new_job_id(), str(args.out.resolve())),
+            on_progress,
+            config.engine.job_timeout,
+        )
+    except (JobFailed, EngineFailure) as error:
+        print(f"\natelier: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.stop()
+    for image in result.images:
+        print(f"{image.path}  seed {image.seed}  {image.width}x{image.height}")
+    print(f"{len(result.images)} image(s) in {result.gpu_seconds:.2f} s", file=sys.stderr)
+    return 0
