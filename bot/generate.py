@@ -7,9 +7,9 @@ import sys
 
 from engine.protocol import Progress
 
-from .app import build_engines
+from .app import engine_environment
 from .config import Config
-from .jobs.engine_client import EngineFailure, JobFailed
+from .jobs.engine_client import EngineFailure, EngineProcess, JobFailed
 from .jobs.service import new_job_id
 from .jobs.spec import BadInput, Options, build_spec
 from .render import progress_bar
@@ -31,8 +31,8 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
         return 2
-    engines = build_engines(config)
-    engine = next((e for e in engines if e.device == args.device), engines[0])
+    device = args.device or config.engine.devices[0]
+    engine = EngineProcess(device, config.models, engine_environment())
     args.out.mkdir(parents=True, exist_ok=True)
 
     async def on_progress(progress: Progress) -> None:

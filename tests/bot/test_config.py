@@ -1,0 +1,83 @@
+"""Config is validated at start: one clear line naming the key, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import DISCORD_API_BASE, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """
+[engine]
+devices = ["cpu"]
+default_model = "tiny"
+
+[models.tiny]
+source = "./tiny"
+width = 64
+height = 64
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "tiny").mkdir(exist_ok=True)
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_fills_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.discord.api_base == DISCORD_API_BASE
+    assert config.models["tiny"].source == str(tmp_path / "tiny")
+    assert config.storage.data_dir == tmp_path / "data"
+    assert config.database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atelier.db'}"
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert config.engine.default_model in config.models
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (VALID + "\n[discord]\ntoken = 'x'\n", "discord.token: unknown key"),
+        (VALID.replace('devices = ["cpu"]', "devices = 3"), "engine.devices:"),
+        (VALID.replace("width = 64", "width = 'wide'"), "models.tiny.width:"),
+        (VALID.replace('default_model = "tiny"', 'default_model = "sdxl"'),
+         "engine.default_model: 'sdxl' is not a [models.<name>] section"),
+        (VALID.replace('source = "./tiny"', 'source = "./missing"'),
+         "models.tiny.source: './missing' does not exist"),
+        (VALID.replace('default_model = "tiny"\n', ""), "engine.default_model: required key"),
+        ("[engine\n", "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=None) as raised:
+        load_config(write(tmp_path, text))
+    assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_cli_reports_bad_config_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "\n[storage]\ndata_dri = 'x'\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "upgrade", "--config", str(path)],
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"atelier: {path}: storage.data_dri: unknown key (see config.example.toml for every key)"
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.toml")
