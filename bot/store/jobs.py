@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import audit
-from .models import Job, JobState, Output, User, utcnow
+from .models import AuditEntry, Job, JobState, Output, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,14 @@ class JobStore:
             if job is None:
                 raise JobNotFound(job_id)
             return job
+
+    async def audit_trail(self, target: str) -> Sequence[AuditEntry]:
+        """Every audit entry about `target` (a job id), oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AuditEntry).where(AuditEntry.target == target).order_by(AuditEntry.id)
+            )
+            return rows.all()
 
     async def unfinished(self) -> Sequence[Job]:
         """Queued and running jobs, oldest first: the queue to rebuild at start."""

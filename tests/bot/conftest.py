@@ -1,0 +1,87 @@
+"""Bot-side fixtures: a migrated SQLite file, a config on the tiny model, a job service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, load_config
+from bot.jobs.engine_client import EngineProcess
+from bot.jobs.service import JobService
+from bot.store.db import open_engine, session_factory
+from bot.store.jobs import JobStore
+from bot.store.migrate import upgrade
+from bot.store.models import Job
+from engine.protocol import Progress
+
+
+def write_config(directory: Path, model_dir: Path, extra: str = "") -> Path:
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[engine]
+devices = ["cpu"]
+default_model = "tiny"
+job_timeout = 120
+
+[models.tiny]
+source = "{model_dir}"
+width = 64
+height = 64
+steps = 3
+sampler = "Euler"
+{extra}"""
+    )
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, tiny_model_dir: Path) -> Config:
+    return load_config(write_config(tmp_path, tiny_model_dir))
+
+
+@pytest.fixture
+async def store(config: Config) -> AsyncIterator[JobStore]:
+    await asyncio.to_thread(upgrade, config.database_url)
+    database = open_engine(config.database_url)
+    yield JobStore(session_factory(database))
+    await database.dispose()
+
+
+class Recorder:
+    """A JobListener that remembers what it heard, for assertions."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.progress: dict[str, list[Progress]] = {}
+        self.finished: dict[str, Job] = {}
+        self._changed = asyncio.Event()
+
+    async def job_started(self, job: Job) -> None:
+        self.started.append(job.id)
+
+    async def job_progress(self, job_id: str, progress: Progress) -> None:
+        self.progress.setdefault(job_id, []).append(progress)
+
+    async def job_finished(self, job: Job) -> None:
+        self.finished[job.id] = job
+        self._changed.set()
+
+    async def wait_finished(self, count: int) -> None:
+        async with asyncio.timeout(90):
+            while len(self.finished) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def make_service(config: Config, store: JobStore, env: dict[str, str] | None = None) -> JobService:
+    engine_env = dict(os.environ) | (env or {})
+    engines = [EngineProcess(d, config.models, engine_env) for d in config.engine.devices]
+    return JobService(
+        store, config.storage.data_dir, engines, config.engine.job_timeout, config.models,
+        config.engine.default_model,
+    )  # fmt: skip

@@ -1,0 +1,72 @@
+"""The job service over a real engine subprocess and a real SQLite file."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from bot.config import Config
+from bot.jobs.spec import Options, build_spec
+from bot.store.jobs import JobStore, Requester
+from bot.store.models import JobState
+
+from .conftest import Recorder, make_service
+
+ALICE = Requester(user_id=111, user_name="alice", guild_id=1, channel_id=2)
+
+
+async def test_jobs_run_in_order_and_are_recorded(config: Config, store: JobStore) -> None:
+    service = make_service(config, store)
+    recorder = Recorder()
+    service.add_listener(recorder)
+    first = build_spec(Options(prompt="a red cube", seed=7, count=2), config.models, "tiny")
+    second = build_spec(Options(prompt="a blue ball", seed=9), config.models, "tiny")
+    await service.start()
+    try:
+        one = await service.submit(first, ALICE)
+        two = await service.submit(second, ALICE)
+        assert (one.queue_position, two.queue_position) in ((1, 2), (1, 1))
+        await recorder.wait_finished(2)
+    finally:
+        await service.stop()
+
+    assert recorder.started == [one.job.id, two.job.id]
+    job = await store.get(one.job.id)
+    assert job.state is JobState.SUCCEEDED
+    assert job.gpu_seconds is not None and job.gpu_seconds > 0
+    assert [output.seed for output in job.outputs] == [7, 8]
+    for output in job.outputs:
+        with Image.open(config.storage.data_dir / output.path) as image:
+            assert image.size == (64, 64)
+    steps = [p.step for p in recorder.progress[one.job.id]]
+    assert steps[-1] == steps[0] + len(steps) - 1  # one event per step, in order
+
+    actions = [entry.action for entry in await store.audit_trail(one.job.id)]
+    assert actions == ["job.queued", "job.running", "job.succeeded"]
+
+
+async def test_unfinished_jobs_survive_a_restart_and_run_once(
+    config: Config, store: JobStore
+) -> None:
+    # The first "bot" queues a job and is stopped before any worker takes it.
+    spec = build_spec(Options(prompt="a quiet lake", seed=3), config.models, "tiny")
+    stopped = make_service(config, store)
+    submitted = await stopped.submit(spec, ALICE)
+    # A second job was mid-run when the process died.
+    interrupted = await stopped.submit(spec, ALICE)
+    await store.transition(interrupted.job.id, JobState.RUNNING, device="cpu")
+
+    restarted = make_service(config, store)
+    recorder = Recorder()
+    restarted.add_listener(recorder)
+    await restarted.start()
+    try:
+        await recorder.wait_finished(2)
+    finally:
+        await restarted.stop()
+
+    assert sorted(recorder.started) == sorted([submitted.job.id, interrupted.job.id])
+    for job_id in (submitted.job.id, interrupted.job.id):
+        job = await store.get(job_id)
+        assert job.state is JobState.SUCCEEDED
+        assert len(job.outputs) == 1
+    assert await store.unfinished() == []
