@@ -1,0 +1,16 @@
+"""A local Discord-compatible server (gateway + REST + CDN) for tests of the real bot."""
+
+from .interactions import InteractionHandle
+from .models import Attachment, CallbackRecord, Fault, Message, RequestRecord, Upload
+from .server import LocalDiscord
+
+__all__ = [
+    "Attachment",
+    "CallbackRecord",
+    "Fault",
+    "InteractionHandle",
+    "LocalDiscord",
+    "Message",
+    "RequestRecord",
+    "Upload",
+]
