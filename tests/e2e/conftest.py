@@ -1,0 +1,105 @@
+"""The real bot, started as `atelier run`, against the local Discord-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from tests.discord_server import LocalDiscord
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunningBot:
+    server: LocalDiscord
+    process: asyncio.subprocess.Process
+    data_dir: Path
+    log: Path
+
+    def database(self) -> Engine:
+        return create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
+
+    def job_row(self, job_id: str) -> dict[str, object]:
+        engine = self.database()
+        try:
+            with engine.connect() as connection:
+                row = (
+                    connection.execute(text("select * from jobs where id = :id"), {"id": job_id})
+                    .mappings()
+                    .one()
+                )
+                return dict(row)
+        finally:
+            engine.dispose()
+
+
+def bot_config(directory: Path, server: LocalDiscord, model_dir: Path) -> Path:
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[discord]
+api_base = "{server.api_base}"
+gateway_url = "{server.gateway_url}"
+guild_ids = [{server.guild_id}]
+progress_interval = 0.2
+
+[storage]
+data_dir = "data"
+
+[engine]
+devices = ["cpu"]
+default_model = "tiny"
+job_timeout = 120
+
+[models.tiny]
+source = "{model_dir}"
+width = 64
+height = 64
+steps = 4
+sampler = "Euler"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+async def running_bot(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[RunningBot]:
+    server = LocalDiscord()
+    await server.start()
+    config = bot_config(tmp_path, server, tiny_model_dir)
+    log = tmp_path / "bot.log"
+    env = dict(os.environ, DISCORD_TOKEN=server.bot_token)
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", "--config", str(config),
+            cwd=REPO, env=env, stdout=sink, stderr=sink,
+        )  # fmt: skip
+    bot = RunningBot(server, process, tmp_path / "data", log)
+    try:
+        await server.wait_for_identify(timeout=30)
+        await server.wait_for_commands(timeout=30)
+        yield bot
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await server.stop()
+    logged = log.read_text(errors="replace")
+    assert process.returncode == 0, logged
+    assert server.bot_token not in logged  # the secret never reaches a log
+    assert server.schema_errors == []
+    assert server.unhandled == []

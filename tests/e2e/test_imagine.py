@@ -1,0 +1,93 @@
+"""/imagine end to end: Discord interaction -> bot -> engine process -> image reply -> SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from PIL import Image
+from sqlalchemy import text
+
+from tests.discord_server import Message
+
+from .conftest import RunningBot
+
+
+def finished(message: Message) -> bool:
+    return bool(message.attachments) or "failed" in message.content
+
+
+async def test_imagine_replies_with_images_and_records_the_job(running_bot: RunningBot) -> None:
+    server = running_bot.server
+    ix = await server.send_slash_command(
+        "imagine", {"prompt": "a lighthouse at dusk", "count": 2, "seed": 1234}
+    )
+    deferral = await ix.wait_for_callback(timeout=3)
+    assert deferral.type == 5  # deferred channel message
+    assert deferral.received_at - ix.sent_at < 3.0
+
+    queued = await ix.wait_for_original(lambda m: "queued" in m.content, timeout=10)
+    job_id = queued.content.split("`")[1]
+    result = await ix.wait_for_original(finished, timeout=120)
+
+    names = [attachment.filename for attachment in result.attachments]
+    assert names == ["grid.png", f"atelier-{job_id}-1.png", f"atelier-{job_id}-2.png"]
+    sizes = [Image.open(io.BytesIO(a.data)).size for a in result.attachments]
+    assert sizes == [(128, 64), (64, 64), (64, 64)]
+    embed = result.embeds[0]
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Seeds"] == "#1: 1234, #2: 1235"
+    assert fields["Prompt"] == "a lighthouse at dusk"
+    assert fields["Model"] == "tiny" and fields["Size"] == "64×64"
+    assert embed["image"]["url"] == "attachment://grid.png"
+
+    row = running_bot.job_row(job_id)
+    assert row["state"] == "succeeded"
+    assert isinstance(row["gpu_seconds"], float) and row["gpu_seconds"] > 0
+    assert row["user_id"] == server.user_id
+    assert row["interaction_token"] is None  # spent once delivered
+
+
+async def test_second_imagine_while_one_runs_is_queued_not_lost(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    first = await server.send_slash_command("imagine", {"prompt": "first", "seed": 1})
+    second = await server.send_slash_command("imagine", {"prompt": "second", "seed": 2})
+    results = await asyncio.gather(
+        first.wait_for_original(finished, timeout=120),
+        second.wait_for_original(finished, timeout=120),
+    )
+    for result, seed in zip(results, (1, 2), strict=True):
+        assert len(result.attachments) == 1
+        fields = {f["name"]: f["value"] for f in result.embeds[0]["fields"]}
+        assert fields["Seed"] == f"#1: {seed}"
+
+
+async def test_bad_input_is_refused_privately_and_audited(running_bot: RunningBot) -> None:
+    server = running_bot.server
+    ix = await server.send_slash_command("imagine", {"prompt": "x" * 100_000})
+    callback = await ix.wait_for_callback(timeout=3)
+    assert callback.type == 4
+    assert callback.data["flags"] & 64  # ephemeral
+    assert "limit is 1,500" in callback.data["content"]
+    engine = running_bot.database()
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("select action, outcome, actor_id from audit_log")).all()
+    finally:
+        engine.dispose()
+    assert ("imagine.refused", "refused", server.user_id) in rows
+
+
+async def test_mentions_in_a_prompt_never_ping(running_bot: RunningBot) -> None:
+    server = running_bot.server
+    ix = await server.send_slash_command("imagine", {"prompt": "@everyone party", "seed": 5})
+    result = await ix.wait_for_original(finished, timeout=120)
+    fields = {f["name"]: f["value"] for f in result.embeds[0]["fields"]}
+    assert fields["Prompt"] == "@everyone party"
+    edits = server.requests_matching("PATCH", r"/webhooks/.*/messages/@original")
+    assert edits
+    for edit in edits:
+        assert isinstance(edit.body, dict)
+        assert edit.body.get("allowed_mentions") == {"parse": []}
