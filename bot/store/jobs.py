@@ -51,6 +51,7 @@ class JobStore:
             user = await session.get(User, requester.user_id)
             if user is None:
                 session.add(User(id=requester.user_id, name=requester.user_name))
+                await session.flush()  # the job's foreign key needs the user row first
             elif user.name != requester.user_name:
                 user.name = requester.user_name
             job = Job(
