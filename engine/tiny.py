@@ -15,9 +15,15 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+    StableDiffusionPipeline,
+)
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -45,7 +51,10 @@ def tiny_tokenizer() -> CLIPTokenizer:
     with tempfile.TemporaryDirectory() as folder:
         write_byte_tokenizer_files(Path(folder))
         # transformers 5 defaults model_max_length to ~1e30, which overflows the pipeline.
-        return CLIPTokenizer.from_pretrained(folder, model_max_length=TOKENIZER_MAX_LENGTH)
+        tokenizer: CLIPTokenizer = CLIPTokenizer.from_pretrained(
+            folder, model_max_length=TOKENIZER_MAX_LENGTH
+        )
+        return tokenizer
 
 
 def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
@@ -68,7 +77,7 @@ def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
 def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
     """SD 1.5 layout in miniature; `in_channels=9` gives an inpainting UNet."""
     torch.manual_seed(SEED)
-    return UNet2DConditionModel(
+    unet: UNet2DConditionModel = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=32,
@@ -78,11 +87,12 @@ def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=HIDDEN_SIZE,
     )
+    return unet
 
 
 def tiny_vae() -> AutoencoderKL:
     torch.manual_seed(SEED)
-    return AutoencoderKL(
+    vae: AutoencoderKL = AutoencoderKL(
         block_out_channels=[32, 64],
         in_channels=3,
         out_channels=3,
@@ -90,11 +100,12 @@ def tiny_vae() -> AutoencoderKL:
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         latent_channels=4,
     )
+    return vae
 
 
 def tiny_scheduler() -> DDIMScheduler:
     # SD 1.5's own noise schedule, so every sampler's from_config sees real values.
-    return DDIMScheduler(
+    scheduler: DDIMScheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -102,25 +113,28 @@ def tiny_scheduler() -> DDIMScheduler:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    return scheduler
 
 
-def tiny_sd15_pipeline() -> StableDiffusionPipeline:
+def tiny_sd15_components() -> dict[str, Any]:
+    """Keyword arguments for `StableDiffusionPipeline`; swap a part to build a variant."""
     tokenizer = tiny_tokenizer()
-    return StableDiffusionPipeline(
-        vae=tiny_vae(),
-        text_encoder=tiny_text_encoder(tokenizer),
-        tokenizer=tokenizer,
-        unet=tiny_unet(),
-        scheduler=tiny_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return {
+        "vae": tiny_vae(),
+        "text_encoder": tiny_text_encoder(tokenizer),
+        "tokenizer": tokenizer,
+        "unet": tiny_unet(),
+        "scheduler": tiny_scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
 
 
 def write_tiny_sd15(directory: Path) -> Path:
     """Write a diffusers-format SD 1.5 pipeline folder (model_index.json, ...) to `directory`."""
-    tiny_sd15_pipeline().save_pretrained(directory, safe_serialization=True)
+    pipeline = StableDiffusionPipeline(**tiny_sd15_components())
+    pipeline.save_pretrained(directory, safe_serialization=True)
     return directory
 
 

@@ -99,6 +99,7 @@ async def running_bot(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Run
                 await process.wait()
         await server.stop()
     logged = log.read_text(errors="replace")
+    print(logged)  # shown by pytest when the test fails
     assert process.returncode == 0, logged
     assert server.bot_token not in logged  # the secret never reaches a log
     assert server.schema_errors == []

@@ -39,7 +39,7 @@ async def test_imagine_replies_with_images_and_records_the_job(running_bot: Runn
     assert fields["Seeds"] == "#1: 1234, #2: 1235"
     assert fields["Prompt"] == "a lighthouse at dusk"
     assert fields["Model"] == "tiny" and fields["Size"] == "64×64"
-    assert embed["image"]["url"] == "attachment://grid.png"
+    assert embed["image"]["url"] == result.attachments[0].url  # attachment://grid.png
 
     row = running_bot.job_row(job_id)
     assert row["state"] == "succeeded"

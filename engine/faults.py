@@ -1,0 +1,95 @@
+"""For tests only: make the engine fail on demand, so tests can check that the bot survives it.
+
+Set ATELIER_ENGINE_FAULT in the engine's environment to one or more faults
+separated by ';':
+
+    crash_at_step=N   the process kills itself (SIGKILL) when step N of a job ends
+    hang_at_step=N    the job stops at step N and never returns
+    oom_at_step=N     step N raises torch.cuda.OutOfMemoryError (the engine stays up)
+    garbage           a non-JSON line is written on the protocol channel before the result
+
+A fault ending in "@TEXT" hits only jobs whose prompt contains TEXT, so one
+engine can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
+Unset in production: then the engine has no faults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.protocol import GenerateRequest
+
+FAULT_ENV = "ATELIER_ENGINE_FAULT"
+GARBAGE_LINE = b"this is not JSON {\n"
+
+
+class FaultKind(StrEnum):
+    CRASH = "crash_at_step"
+    HANG = "hang_at_step"
+    OUT_OF_MEMORY = "oom_at_step"
+    GARBAGE = "garbage"
+
+
+_STEP_FAULTS = (FaultKind.CRASH, FaultKind.HANG, FaultKind.OUT_OF_MEMORY)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    step: int | None = None
+    prompt_contains: str | None = None
+
+    def hits(self, request: GenerateRequest) -> bool:
+        return self.prompt_contains is None or self.prompt_contains in request.prompt
+
+
+def parse_faults(spec: str) -> tuple[Fault, ...]:
+    """Parse ATELIER_ENGINE_FAULT; raises ValueError naming the bad part."""
+    faults = []
+    for part in filter(None, (item.strip() for item in spec.split(";"))):
+        body, _, prompt_contains = part.partition("@")
+        name, has_step, step = body.partition("=")
+        try:
+            kind = FaultKind(name.strip())
+        except ValueError:
+            choices = ", ".join(kind.value for kind in FaultKind)
+            raise ValueError(f"unknown fault {name!r} in {part!r}; known: {choices}") from None
+        if (kind in _STEP_FAULTS) != bool(has_step) or (has_step and not step.isdigit()):
+            usage = f"{kind}=STEP" if kind in _STEP_FAULTS else str(kind)
+            raise ValueError(f"bad fault {part!r}; write {usage}[@PROMPT TEXT]")
+        faults.append(Fault(kind, int(step) if has_step else None, prompt_contains or None))
+    return tuple(faults)
+
+
+class FaultPlan:
+    """The faults this engine was told to inject; empty (a no-op) unless the env var is set."""
+
+    def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
+        self.faults = faults
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> FaultPlan:
+        return cls(parse_faults(environ.get(FAULT_ENV, "")))
+
+    def at_step(self, request: GenerateRequest, step: int) -> None:
+        for fault in self.faults:
+            if fault.step != step or not fault.hits(request):
+                continue
+            if fault.kind is FaultKind.CRASH:
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif fault.kind is FaultKind.HANG:
+                while True:
+                    time.sleep(3600)
+            elif fault.kind is FaultKind.OUT_OF_MEMORY:
+                import torch  # already loaded by the running job; keeps this module light
+
+                raise torch.cuda.OutOfMemoryError(f"simulated by {FAULT_ENV} at step {step}")
+
+    def before_result(self, request: GenerateRequest, write_raw: Callable[[bytes], None]) -> None:
+        if any(f.kind is FaultKind.GARBAGE and f.hits(request) for f in self.faults):
+            write_raw(GARBAGE_LINE)

@@ -1,0 +1,66 @@
+"""The engine's ends of the pipes: request lines from stdin, event lines to the protocol fd."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import BinaryIO
+
+from pydantic import ValidationError
+
+from engine.protocol import Message, encode
+
+# A request carries no image bytes, so a longer line is garbage, not a request.
+MAX_LINE = 1 << 20
+
+
+class EventChannel:
+    """Writes whole event lines to the protocol fd, from any thread, flushed at once."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "wb")
+        self._lock = threading.Lock()
+
+    def send(self, event: Message) -> None:
+        self.write_raw(encode(event))
+
+    def write_raw(self, data: bytes) -> None:
+        with self._lock:
+            self._file.write(data)
+            self._file.flush()
+
+
+class LineTooLong(ValueError):
+    pass
+
+
+def read_line(stream: BinaryIO) -> bytes | None:
+    """The next line, or None at end of input; raises LineTooLong after skipping an overlong one."""
+    line = stream.readline(MAX_LINE + 1)
+    if not line:
+        return None
+    if len(line) > MAX_LINE and not line.endswith(b"\n"):
+        while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+            pass
+        raise LineTooLong(f"request line longer than {MAX_LINE} bytes")
+    return line
+
+
+def describe(error: ValidationError) -> str:
+    """A one-line account of why a request line was refused."""
+    problems = [
+        f"{'.'.join(str(part) for part in item['loc']) or 'line'}: {item['msg']}"
+        for item in error.errors(include_url=False)[:3]
+    ]
+    return "bad request line: " + "; ".join(problems)
+
+
+def job_id_of(line: bytes) -> str | None:
+    """The job id a refused line meant to carry, so the bot can fail that job at once."""
+    try:
+        payload = json.loads(line)
+    except ValueError:
+        return None
+    job_id = payload.get("job_id") if isinstance(payload, dict) else None
+    return job_id if isinstance(job_id, str) else None

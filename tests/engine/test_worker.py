@@ -1,0 +1,202 @@
+"""The engine process over its real pipes: handshake, jobs, refusals, cancels, faults, exit."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from engine.faults import FAULT_ENV, GARBAGE_LINE
+from engine.protocol import (
+    PROTOCOL_VERSION,
+    CancelRequest,
+    ErrorCode,
+    GenerateRequest,
+    JobError,
+    JobResult,
+    ModelSpec,
+    Progress,
+    SetupRequest,
+    ShutdownRequest,
+    decode_event,
+    encode,
+)
+
+from .conftest import make_request
+from .harness import EngineUnderTest
+
+# Faults aimed by prompt, so normal jobs on the same engine run as usual.
+FAULTS = "oom_at_step=2@[oom];garbage@[garbage]"
+LONG_JOB_STEPS = 150
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dir: Path) -> dict[str, ModelSpec]:
+    return {"tiny": ModelSpec(source=str(tiny_model_dir))}
+
+
+@pytest.fixture(scope="module")
+def engine(
+    models: dict[str, ModelSpec], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineUnderTest]:
+    log = tmp_path_factory.mktemp("engine") / "engine.log"
+    process = EngineUnderTest(log, env={FAULT_ENV: FAULTS})
+    try:
+        ready = process.start(models)
+        assert (ready.device, ready.models, ready.version) == ("cpu", ["tiny"], PROTOCOL_VERSION)
+        yield process
+    finally:
+        process.stop()
+
+
+def request(tmp_path: Path, job_id: str, **changes: Any) -> GenerateRequest:
+    return make_request(tmp_path, job_id=job_id, **changes)
+
+
+def test_a_job_reports_each_step_then_its_images(engine: EngineUnderTest, tmp_path: Path) -> None:
+    engine.send(request(tmp_path, "ok", count=2, steps=4, sampler="Euler"))
+    *progress, result = engine.events_until_done("ok")
+
+    assert progress == [Progress(job_id="ok", step=step, total=4) for step in (1, 2, 3, 4)]
+    assert isinstance(result, JobResult)
+    assert result.sampler == "Euler"
+    assert [image.seed for image in result.images] == [42, 43]
+    for image in result.images:
+        data = Path(image.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == image.sha256
+        with Image.open(image.path) as decoded:
+            assert decoded.size == (64, 64)
+
+
+def test_a_garbage_line_is_refused_and_the_engine_keeps_serving(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(b"this is not a request\n")
+    refusal = engine.next_event()
+    assert isinstance(refusal, JobError)
+    assert (refusal.job_id, refusal.code) == (None, ErrorCode.BAD_REQUEST)
+    assert "Invalid JSON" in refusal.message
+
+    engine.send(request(tmp_path, "after-garbage", steps=2))
+    assert isinstance(engine.events_until_done("after-garbage")[-1], JobResult)
+
+
+def test_an_invalid_request_fails_its_own_job_with_the_reason(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    line = encode(request(tmp_path, "odd-size")).replace(b'"width":64', b'"width":65')
+    engine.send(line)
+    refusal = engine.next_event()
+    assert isinstance(refusal, JobError)
+    assert (refusal.job_id, refusal.code) == ("odd-size", ErrorCode.BAD_REQUEST)
+    assert "width" in refusal.message
+
+
+def test_unknown_model_and_sampler_fail_only_their_jobs(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "no-model", model="sdxl"))
+    engine.send(request(tmp_path, "no-sampler", sampler="Euler b"))
+    engine.send(request(tmp_path, "fine", steps=2))
+    no_model = engine.events_until_done("no-model")[-1]
+    no_sampler = engine.events_until_done("no-sampler")[-1]
+    assert isinstance(no_model, JobError) and no_model.code is ErrorCode.UNKNOWN_MODEL
+    assert isinstance(no_sampler, JobError) and no_sampler.code is ErrorCode.BAD_REQUEST
+    assert "DPM++ 2M Karras" in no_sampler.message
+    assert isinstance(engine.events_until_done("fine")[-1], JobResult)
+
+
+def test_cancel_stops_the_running_job_within_a_step(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "long", steps=LONG_JOB_STEPS, sampler="Euler"))
+    first = engine.next_event()
+    assert isinstance(first, Progress) and first.step == 1
+    engine.send(CancelRequest(job_id="long"))
+    *progress, error = engine.events_until_done("long")
+
+    assert isinstance(error, JobError)
+    assert error.code is ErrorCode.CANCELLED
+    # Steps already under way when the cancel arrived may still report, no more.
+    assert len(progress) <= 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_drops_a_job_still_waiting_in_the_engine(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "running", steps=LONG_JOB_STEPS, sampler="Euler"))
+    engine.send(request(tmp_path, "waiting"))
+    assert isinstance(engine.next_event(), Progress)
+    engine.send(CancelRequest(job_id="waiting"))
+    events = engine.events_until_done("waiting")
+    assert events[-1] == JobError(
+        job_id="waiting", code=ErrorCode.CANCELLED, message="cancelled before it started"
+    )
+    assert all(isinstance(e, Progress) and e.job_id == "running" for e in events[:-1])
+
+    engine.send(CancelRequest(job_id="running"))
+    stopped = engine.events_until_done("running")[-1]
+    assert isinstance(stopped, JobError) and stopped.code is ErrorCode.CANCELLED
+
+
+def test_out_of_memory_fails_the_job_and_the_engine_keeps_serving(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "big", prompt="a castle [oom]", count=4))
+    error = engine.events_until_done("big")[-1]
+    assert isinstance(error, JobError)
+    assert error.code is ErrorCode.OUT_OF_MEMORY
+    assert "4 image(s) at 64x64" in error.message and "smaller" in error.message
+
+    engine.send(request(tmp_path, "small", steps=2))
+    assert isinstance(engine.events_until_done("small")[-1], JobResult)
+
+
+def test_garbage_fault_puts_a_non_json_line_before_the_result(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "noisy", prompt="a bird [garbage]", steps=2))
+    lines = [engine.read_line() for _ in range(4)]
+    assert lines[2] == GARBAGE_LINE
+    result = decode_event(lines[3])
+    assert isinstance(result, JobResult) and result.job_id == "noisy"
+
+
+def test_a_protocol_version_mismatch_exits_with_code_2(
+    models: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    process = EngineUnderTest(tmp_path / "engine.log")
+    try:
+        process.send(SetupRequest(version=PROTOCOL_VERSION + 1, device="cpu", models=models))
+        refusal = process.next_event()
+        assert isinstance(refusal, JobError)
+        assert (refusal.job_id, refusal.code) == (None, ErrorCode.BAD_REQUEST)
+        assert f"speaks {PROTOCOL_VERSION}" in refusal.message
+        assert process.wait() == 2
+    finally:
+        process.stop()
+
+
+def test_shutdown_request_and_end_of_stdin_both_exit_0_with_stdout_unused(
+    models: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    # Two engines at once: each spends seconds importing torch and diffusers.
+    told = EngineUnderTest(tmp_path / "told.log")
+    closed = EngineUnderTest(tmp_path / "closed.log")
+    try:
+        for process in (told, closed):
+            process.send_setup(models)
+        told.ready()
+        closed.ready()
+        told.send(ShutdownRequest())
+        closed.close_stdin()
+        assert (told.wait(), closed.wait()) == (0, 0)
+        assert told.stdout() == closed.stdout() == b""
+    finally:
+        told.stop()
+        closed.stop()
