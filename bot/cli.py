@@ -62,8 +62,9 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # discord.py's own gateway chatter is noise at INFO.
-    logging.getLogger("discord").setLevel(logging.WARNING)
+    # discord.py's gateway chatter and Alembic's plugin list are noise at INFO.
+    for noisy in ("discord", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _run(config: Config) -> int:

@@ -89,7 +89,9 @@ class EngineProcess:
             os.fdopen(read_fd, "rb", buffering=0),
         )
         await self._send(SetupRequest(device=self.device, models=self._models))
-        event = await self._next_event(START_TIMEOUT)
+        event = await self._next_event(
+            START_TIMEOUT, f"the engine on {self.device} did not start within {START_TIMEOUT} s"
+        )
         if not isinstance(event, Ready) or event.version != PROTOCOL_VERSION:
             await self.kill()
             raise EngineFailure(f"engine on {self.device} did not start: {event!r}")
@@ -104,13 +106,10 @@ class EngineProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_limit
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                await self.kill()
-                raise EngineFailure(
-                    f"the engine took longer than {time_limit:g} s and was restarted"
-                )
-            event = await self._next_event(remaining)
+            event = await self._next_event(
+                deadline - loop.time(),
+                f"the job took longer than {time_limit:g} s; the engine was restarted",
+            )
             if isinstance(event, Progress) and event.job_id == request.job_id:
                 await on_progress(event)
             elif isinstance(event, JobResult) and event.job_id == request.job_id:
@@ -157,23 +156,28 @@ class EngineProcess:
         except (BrokenPipeError, ConnectionResetError) as error:
             raise EngineFailure(f"the engine on {self.device} went away") from error
 
-    async def _next_event(self, wait_seconds: float) -> Event:
-        """The next valid event; garbage lines are logged and skipped."""
+    async def _next_event(self, wait_seconds: float, too_slow: str) -> Event:
+        """The next valid event; garbage lines are logged and skipped.
+
+        With no event within `wait_seconds` the engine is killed (a stuck GPU
+        call cannot be interrupted any other way) and EngineFailure(too_slow) raised.
+        """
         assert self._events is not None
         while True:
             try:
                 line = await asyncio.wait_for(self._events.readline(), wait_seconds)
             except TimeoutError:
                 await self.kill()
-                raise EngineFailure(
-                    f"the engine on {self.device} stopped answering and was restarted"
-                ) from None
+                raise EngineFailure(too_slow) from None
             except ValueError:  # a line over MAX_LINE
                 await self.kill()
                 raise EngineFailure("the engine sent an oversized protocol line") from None
             if not line:
                 code = await self._exit_code()
-                raise EngineFailure(f"the engine on {self.device} exited (code {code})")
+                raise EngineFailure(
+                    f"the engine on {self.device} exited unexpectedly (code {code});"
+                    " it restarts for the next job"
+                )
             try:
                 return decode_event(line)
             except ValidationError:

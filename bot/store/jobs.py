@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import audit
@@ -39,6 +40,20 @@ class JobNotFound(LookupError):
     pass
 
 
+async def upsert_user(session: AsyncSession, user_id: int, name: str) -> None:
+    """Insert the user or refresh their name, in one statement.
+
+    A single upsert, not a read then an insert: two first commands from the same
+    member arrive together, and the write also takes SQLite's write lock at the
+    start of the transaction, so the rest of it cannot fail on a stale snapshot.
+    """
+    await session.execute(
+        insert(User)
+        .values(id=user_id, name=name, created_at=utcnow())
+        .on_conflict_do_update(index_elements=[User.id], set_={"name": name})
+    )
+
+
 class JobStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -48,12 +63,7 @@ class JobStore:
     ) -> Job:
         """Write the job (and its user, on first sight) before anyone is told it is queued."""
         async with self._sessions.begin() as session:
-            user = await session.get(User, requester.user_id)
-            if user is None:
-                session.add(User(id=requester.user_id, name=requester.user_name))
-                await session.flush()  # the job's foreign key needs the user row first
-            elif user.name != requester.user_name:
-                user.name = requester.user_name
+            await upsert_user(session, requester.user_id, requester.user_name)
             job = Job(
                 id=job_id,
                 user_id=requester.user_id,

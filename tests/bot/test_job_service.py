@@ -70,3 +70,35 @@ async def test_unfinished_jobs_survive_a_restart_and_run_once(
         assert job.state is JobState.SUCCEEDED
         assert len(job.outputs) == 1
     assert await store.unfinished() == []
+
+
+async def test_engine_faults_fail_only_their_jobs_and_the_service_keeps_serving(
+    config: Config, store: JobStore
+) -> None:
+    faults = "crash_at_step=2@[crash];hang_at_step=1@[hang];oom_at_step=1@[oom];garbage@[noise]"
+    quick = config.model_copy(
+        update={"engine": config.engine.model_copy(update={"job_timeout": 10})}
+    )
+    service = make_service(quick, store, env={"ATELIER_ENGINE_FAULT": faults})
+    recorder = Recorder()
+    service.add_listener(recorder)
+    prompts = ["[crash] a", "[hang] b", "[oom] c", "[noise] d", "e"]
+    await service.start()
+    try:
+        submitted = [
+            await service.submit(
+                build_spec(Options(prompt=p, seed=1), config.models, "tiny"), ALICE
+            )
+            for p in prompts
+        ]
+        await recorder.wait_finished(len(prompts))
+    finally:
+        await service.stop()
+
+    jobs = [await store.get(s.job.id) for s in submitted]
+    assert [job.state for job in jobs] == [JobState.FAILED] * 3 + [JobState.SUCCEEDED] * 2
+    crashed, hung, out_of_memory = (job.error or "" for job in jobs[:3])
+    assert "exited" in crashed
+    assert "longer than 10 s" in hung
+    assert "ran out of memory" in out_of_memory and "smaller size" in out_of_memory
+    assert all(len(job.outputs) == 1 for job in jobs[3:])

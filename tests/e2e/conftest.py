@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
 
 from tests.discord_server import LocalDiscord
 
 REPO = Path(__file__).resolve().parents[2]
+CRASH_FAULT = "crash_at_step=2@[crash]"
 
 
 @dataclass
@@ -26,21 +26,27 @@ class RunningBot:
     data_dir: Path
     log: Path
 
-    def database(self) -> Engine:
-        return create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
-
-    def job_row(self, job_id: str) -> dict[str, object]:
-        engine = self.database()
+    def rows(self, sql: str, **params: object) -> list[dict[str, object]]:
+        """Run one query against the bot's SQLite file, as another process would."""
+        engine = create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
         try:
             with engine.connect() as connection:
-                row = (
-                    connection.execute(text("select * from jobs where id = :id"), {"id": job_id})
-                    .mappings()
-                    .one()
-                )
-                return dict(row)
+                return [dict(row) for row in connection.execute(text(sql), params).mappings()]
         finally:
             engine.dispose()
+
+    async def wait_for_rows(self, sql: str, **params: object) -> list[dict[str, object]]:
+        """The query's rows once there are any (polled for 10 s): some rows are written
+        just after the reply, and the bot is another process."""
+        for _ in range(200):
+            if found := self.rows(sql, **params):
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no rows for {sql!r} after 10 s")
+
+    def job_row(self, job_id: str) -> dict[str, object]:
+        (row,) = self.rows("select * from jobs where id = :id", id=job_id)
+        return row
 
 
 def bot_config(directory: Path, server: LocalDiscord, model_dir: Path) -> Path:
@@ -78,7 +84,8 @@ async def running_bot(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Run
     await server.start()
     config = bot_config(tmp_path, server, tiny_model_dir)
     log = tmp_path / "bot.log"
-    env = dict(os.environ, DISCORD_TOKEN=server.bot_token)
+    # Only prompts containing "[crash]" make the engine die, so a test can break one job.
+    env = dict(os.environ, DISCORD_TOKEN=server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT)
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "run", "--config", str(config),

@@ -6,7 +6,6 @@ import asyncio
 import io
 
 from PIL import Image
-from sqlalchemy import text
 
 from tests.discord_server import Message
 
@@ -45,7 +44,10 @@ async def test_imagine_replies_with_images_and_records_the_job(running_bot: Runn
     assert row["state"] == "succeeded"
     assert isinstance(row["gpu_seconds"], float) and row["gpu_seconds"] > 0
     assert row["user_id"] == server.user_id
-    assert row["interaction_token"] is None  # spent once delivered
+    # The token is a credential: it is dropped once the reply is delivered (just after the edit).
+    assert await running_bot.wait_for_rows(
+        "select id from jobs where id = :id and interaction_token is null", id=job_id
+    )
 
 
 async def test_second_imagine_while_one_runs_is_queued_not_lost(
@@ -71,13 +73,10 @@ async def test_bad_input_is_refused_privately_and_audited(running_bot: RunningBo
     assert callback.type == 4
     assert callback.data["flags"] & 64  # ephemeral
     assert "limit is 1,500" in callback.data["content"]
-    engine = running_bot.database()
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("select action, outcome, actor_id from audit_log")).all()
-    finally:
-        engine.dispose()
-    assert ("imagine.refused", "refused", server.user_id) in rows
+    rows = await running_bot.wait_for_rows(
+        "select action, outcome, actor_id from audit_log where action = 'imagine.refused'"
+    )
+    assert rows == [{"action": "imagine.refused", "outcome": "refused", "actor_id": server.user_id}]
 
 
 async def test_mentions_in_a_prompt_never_ping(running_bot: RunningBot) -> None:
@@ -91,3 +90,22 @@ async def test_mentions_in_a_prompt_never_ping(running_bot: RunningBot) -> None:
     for edit in edits:
         assert isinstance(edit.body, dict)
         assert edit.body.get("allowed_mentions") == {"parse": []}
+
+
+async def test_a_job_whose_engine_dies_is_reported_and_the_bot_keeps_serving(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    doomed = await server.send_slash_command("imagine", {"prompt": "[crash] a vase", "seed": 1})
+    queued = await doomed.wait_for_original(lambda m: "queued" in m.content, timeout=10)
+    job_id = queued.content.split("`")[1]
+    failure = await doomed.wait_for_original(finished, timeout=120)
+    assert failure.content.startswith(f"❌ Job `{job_id}` failed: ")
+    assert "exited" in failure.content
+    assert not failure.attachments
+    assert running_bot.job_row(job_id)["state"] == "failed"
+
+    after = await server.send_slash_command("imagine", {"prompt": "a vase", "seed": 1})
+    result = await after.wait_for_original(finished, timeout=120)
+    assert len(result.attachments) == 1
+    assert "Traceback" not in failure.content

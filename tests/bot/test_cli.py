@@ -1,0 +1,66 @@
+"""The `atelier` command as a newcomer runs it: tiny model, database, generate."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from .conftest import write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def atelier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True, text=True, cwd=cwd, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def test_smoke_path_tiny_model_then_db_upgrade_then_generate(tmp_path: Path) -> None:
+    made = atelier("tiny-model", "models/tiny", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "models/tiny/model_index.json").is_file()
+    config = write_config(tmp_path, tmp_path / "models/tiny")
+
+    upgraded = atelier("db", "upgrade", "--config", str(config), cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "database is up to date" in upgraded.stdout
+    with sqlite3.connect(tmp_path / "data/atelier.db") as database:
+        tables = {row[0] for row in database.execute("select name from sqlite_master")}
+    assert {"users", "jobs", "outputs", "audit_log"} <= tables
+
+    out = tmp_path / "out"
+    made = atelier(
+        "generate", "a small red house", "--config", str(config), "--out", str(out),
+        "--seed", "21", "--count", "2", "--steps", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "3/3" in made.stderr  # the terminal progress bar reached the last step
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 2
+    for path, seed in zip(files, (21, 22), strict=True):
+        assert f"{path}  seed {seed}  64x64" in made.stdout
+        with Image.open(path) as image:
+            assert image.size == (64, 64)
+            assert f"Seed: {seed}" in image.text["parameters"]
+            assert json.loads(image.text["atelier"])["seed"] == seed
+
+
+def test_generate_refuses_bad_options_in_one_line_before_starting_an_engine(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = write_config(tmp_path, tiny_model_dir)
+    done = atelier(
+        "generate", "x", "--config", str(config), "--out", str(tmp_path / "out"),
+        "--steps", "999", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("atelier: ") and "steps" in line
+    assert not (tmp_path / "out").exists()
