@@ -17,26 +17,7 @@ from bot.store.jobs import JobStore
 from bot.store.migrate import upgrade
 from bot.store.models import Job
 from engine.protocol import Progress
-
-
-def write_config(directory: Path, model_dir: Path, extra: str = "") -> Path:
-    path = directory / "config.toml"
-    path.write_text(
-        f"""
-[engine]
-devices = ["cpu"]
-default_model = "tiny"
-job_timeout = 120
-
-[models.tiny]
-source = "{model_dir}"
-width = 64
-height = 64
-steps = 3
-sampler = "Euler"
-{extra}"""
-    )
-    return path
+from tests.configs import write_config
 
 
 @pytest.fixture

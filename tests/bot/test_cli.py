@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .conftest import write_config
+from tests.configs import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.configs import write_config
 from tests.discord_server import LocalDiscord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,32 +51,14 @@ class RunningBot:
 
 
 def bot_config(directory: Path, server: LocalDiscord, model_dir: Path) -> Path:
-    path = directory / "config.toml"
-    path.write_text(
-        f"""
+    discord = f"""
 [discord]
 api_base = "{server.api_base}"
 gateway_url = "{server.gateway_url}"
 guild_ids = [{server.guild_id}]
 progress_interval = 0.2
-
-[storage]
-data_dir = "data"
-
-[engine]
-devices = ["cpu"]
-default_model = "tiny"
-job_timeout = 120
-
-[models.tiny]
-source = "{model_dir}"
-width = 64
-height = 64
-steps = 4
-sampler = "Euler"
 """
-    )
-    return path
+    return write_config(directory, model_dir, extra=discord, steps=4)
 
 
 @pytest.fixture
