@@ -52,6 +52,24 @@ class EngineConfig(Section):
     job_timeout: float = Field(
         600.0, gt=0, description="seconds a job may run before its engine is restarted"
     )
+    model_memory_gb: float | None = Field(
+        None, gt=0, description="memory for resident checkpoints, evicted least recently used"
+    )
+
+
+class GenerationConfig(Section):
+    preview_every: int = Field(
+        5, ge=0, description="a live preview every k denoising steps; 0 turns previews off"
+    )
+    variation_strength: float = Field(
+        0.6, ge=0.05, le=1.0, description="how far a V button's variation strays"
+    )
+    upscale_strength: float = Field(
+        0.3, ge=0.05, le=1.0, description="how much a U button's 2x upscale repaints"
+    )
+    max_attachment_mb: float = Field(
+        20.0, gt=0, description="largest image attachment /imagine accepts"
+    )
 
 
 class Config(Section):
@@ -59,6 +77,7 @@ class Config(Section):
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
     engine: EngineConfig
+    generation: GenerationConfig = GenerationConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -81,16 +100,34 @@ def _looks_local(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.endswith((".safetensors", ".ckpt"))
 
 
+def _resolve_source(key: str, source: str, base: Path) -> str:
+    """A local source as an absolute path that exists; a hub repo id unchanged."""
+    if not _looks_local(source):
+        return source
+    path = (base / Path(source).expanduser()).resolve()
+    if not path.exists():
+        raise ConfigError(f"{key}: {source!r} does not exist ({path})")
+    return str(path)
+
+
 def _check_model_sources(config: Config, base: Path) -> Config:
-    """Resolve local sources against the config file's folder and require they exist."""
+    """Resolve every local weight source against the config file's folder."""
     models = {}
     for name, spec in config.models.items():
-        if _looks_local(spec.source):
-            path = (base / Path(spec.source).expanduser()).resolve()
-            if not path.exists():
-                raise ConfigError(f"models.{name}.source: {spec.source!r} does not exist ({path})")
-            spec = spec.model_copy(update={"source": str(path)})
-        models[name] = spec
+        key = f"models.{name}"
+        extras = {
+            field: _resolve_source(f"{key}.{field}", value, base)
+            for field in ("inpaint", "vae", "preview_decoder")
+            if (value := getattr(spec, field)) is not None
+        }
+        controlnets = {
+            kind: _resolve_source(f"{key}.controlnets.{kind}", source, base)
+            for kind, source in spec.controlnets.items()
+        }
+        source = _resolve_source(f"{key}.source", spec.source, base)
+        models[name] = spec.model_copy(
+            update={"source": source, "controlnets": controlnets, **extras}
+        )
     data_dir = base / config.storage.data_dir.expanduser()
     return config.model_copy(
         update={"models": models, "storage": StorageConfig(data_dir=data_dir.resolve())}

@@ -12,11 +12,11 @@ This module imports pydantic only, so the bot can use it without torch.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -25,14 +25,41 @@ MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_STEPS = 150
 MAX_SEED = 2**32 - 1
+MIN_STRENGTH = 0.05
+MAX_CONTROL_SCALE = 2.0
+
+# Sampler names as users know them from other Stable Diffusion tools; the
+# engine maps each to a diffusers scheduler (engine.samplers).
+SAMPLER_NAMES: tuple[str, ...] = (
+    "Euler", "Euler a", "Heun", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M Karras",
+    "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "DPM++ SDE", "DPM++ SDE Karras", "DDIM", "PNDM",
+    "UniPC", "LMS", "LMS Karras", "LCM",
+)  # fmt: skip
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ControlType(StrEnum):
+    """How a ControlNet image is read: which ControlNet, and how it is prepared.
+
+    canny: edges are extracted from a photo. scribble / lineart: the drawing is
+    used as drawn (inverted when it is dark lines on white). none: the image is
+    already a control map (depth, pose, ...) for the ControlNet configured as `none`.
+    """
+
+    CANNY = "canny"
+    SCRIBBLE = "scribble"
+    LINEART = "lineart"
+    NONE = "none"
+
+
 class ModelSpec(Message):
-    """One `[models.<name>]` entry: where the weights are and their defaults."""
+    """One `[models.<name>]` entry: where the weights are and their defaults.
+
+    The family (SD 1.x/2.x or SDXL) is read from the checkpoint, not configured.
+    """
 
     source: str = Field(
         description="Hugging Face repo id, local diffusers folder or single-file .safetensors"
@@ -42,10 +69,34 @@ class ModelSpec(Message):
     steps: int = Field(30, ge=1, le=MAX_STEPS)
     cfg: float = Field(7.0, ge=0.0, le=30.0)
     sampler: str = "DPM++ 2M Karras"
+    controlnets: dict[ControlType, str] = Field(
+        default_factory=dict, description="ControlNet source (repo id, folder or file) per type"
+    )
+    inpaint: str | None = Field(None, description="dedicated inpainting checkpoint source")
+    vae: str | None = Field(None, description="VAE source replacing the checkpoint's own")
+    preview_decoder: str | None = Field(
+        None, description="tiny autoencoder (TAESD-style) source for live previews"
+    )
 
 
 class Mode(StrEnum):
     TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"  # from `init_image`, changed by `strength`
+    INPAINT = "inpaint"  # repaint where `mask_image` is white
+    CONTROLNET = "controlnet"  # text-to-image guided by `control_image`
+    VARIATION = "variation"  # img2img from an earlier output, new seed
+    UPSCALE = "upscale"  # `init_image` resized to width x height, then refined
+
+
+# Which input images each mode needs; any other image field must be empty.
+MODE_INPUTS: dict[Mode, frozenset[str]] = {
+    Mode.TXT2IMG: frozenset(),
+    Mode.IMG2IMG: frozenset({"init_image"}),
+    Mode.INPAINT: frozenset({"init_image", "mask_image"}),
+    Mode.CONTROLNET: frozenset({"control_image"}),
+    Mode.VARIATION: frozenset({"init_image"}),
+    Mode.UPSCALE: frozenset({"init_image"}),
+}
 
 
 class GenerateRequest(Message):
@@ -63,6 +114,26 @@ class GenerateRequest(Message):
     seed: int = Field(ge=0, le=MAX_SEED, description="image i of the batch uses seed + i")
     count: int = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
     output_dir: str = Field(description="folder the engine writes <job_id>-<i>.png into")
+    # Input images are files the bot has checked and saved; paths are absolute.
+    init_image: str | None = None
+    mask_image: str | None = Field(None, description="white = repaint, black = keep")
+    control_image: str | None = None
+    control_type: ControlType = ControlType.CANNY
+    control_scale: float = Field(1.0, ge=0.0, le=MAX_CONTROL_SCALE)
+    strength: float = Field(
+        0.75, ge=MIN_STRENGTH, le=1.0, description="how much of init_image is repainted"
+    )
+    preview_every: int = Field(0, ge=0, description="a preview every k steps; 0: none")
+
+    @model_validator(mode="after")
+    def _inputs_match_mode(self) -> Self:
+        needed = MODE_INPUTS[self.mode]
+        for name in ("init_image", "mask_image", "control_image"):
+            given = getattr(self, name) is not None
+            if given != (name in needed):
+                verb = "needs" if name in needed else "takes no"
+                raise ValueError(f"mode {self.mode} {verb} {name}")
+        return self
 
 
 class CancelRequest(Message):
@@ -77,14 +148,23 @@ class SetupRequest(Message):
     version: int = PROTOCOL_VERSION
     device: str
     models: dict[str, ModelSpec]
+    model_memory_gb: float | None = Field(
+        None, gt=0, description="budget for resident checkpoints (LRU); None: engine decides"
+    )
 
 
 class ShutdownRequest(Message):
     type: Literal["shutdown"] = "shutdown"
 
 
+class StatusRequest(Message):
+    """Answered with a `Status` event at once, even while a job runs."""
+
+    type: Literal["status"] = "status"
+
+
 Request = Annotated[
-    SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest,
+    SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest | StatusRequest,
     Field(discriminator="type"),
 ]
 
@@ -101,6 +181,9 @@ class Progress(Message):
     job_id: str
     step: int = Field(ge=0)
     total: int = Field(ge=1)
+    preview: str | None = Field(
+        None, description="path of a small PNG of the image so far (replaced atomically)"
+    )
 
 
 class OutputImage(Message):
@@ -109,6 +192,9 @@ class OutputImage(Message):
     width: int
     height: int
     sha256: str
+    recipe: dict[str, Any] = Field(
+        description="everything needed to make this image again (also in its PNG text chunk)"
+    )
 
 
 class JobResult(Message):
@@ -117,6 +203,21 @@ class JobResult(Message):
     images: list[OutputImage]
     gpu_seconds: float = Field(ge=0.0, description="wall time the engine spent on this job")
     sampler: str
+
+
+class LoadedModel(Message):
+    name: str
+    family: str = Field(description='"sd" (1.x/2.x) or "sdxl"')
+    memory_bytes: int
+
+
+class Status(Message):
+    type: Literal["status"] = "status"
+    device: str
+    loaded: list[LoadedModel] = Field(description="resident models, most recently used last")
+    running_job: str | None
+    memory_used_bytes: int | None = Field(description="device memory in use; None on CPU")
+    memory_total_bytes: int | None
 
 
 class ErrorCode(StrEnum):
@@ -136,7 +237,7 @@ class JobError(Message):
     message: str
 
 
-Event = Annotated[Ready | Progress | JobResult | JobError, Field(discriminator="type")]
+Event = Annotated[Ready | Progress | JobResult | JobError | Status, Field(discriminator="type")]
 
 _requests: TypeAdapter[Request] = TypeAdapter(Request)
 _events: TypeAdapter[Event] = TypeAdapter(Event)

@@ -148,6 +148,7 @@ class JobService:
                 seed=image.seed,
                 width=image.width,
                 height=image.height,
+                recipe=image.recipe,
             )
             for index, image in enumerate(result.images)
         ]

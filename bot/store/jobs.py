@@ -34,6 +34,7 @@ class NewOutput:
     seed: int
     width: int
     height: int
+    recipe: dict[str, Any]
 
 
 class JobNotFound(LookupError):

@@ -104,6 +104,9 @@ class Output(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
+    # Everything needed to make this image again: mode, model and its file hash,
+    # scheduler and options, every parameter, seed, library versions.
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
     job: Mapped[Job] = relationship(back_populates="outputs")
 
