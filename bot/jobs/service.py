@@ -66,6 +66,7 @@ class JobService:
         self._listeners: list[JobListener] = []
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, EngineProcess] = {}
+        self._cancelled_by: dict[str, int] = {}
 
     def add_listener(self, listener: JobListener) -> None:
         self._listeners.append(listener)
@@ -96,6 +97,26 @@ class JobService:
         position = await self.queue.put(job_id)
         log.info("job %s: queued at position %d by user %d", job_id, position, requester.user_id)
         return Submitted(job=job, queue_position=position)
+
+    async def cancel(self, job_id: str, actor_id: int) -> bool:
+        """Cancel a queued or running job; False when it is neither (already finished).
+
+        A queued job is cancelled here at once; a running one is stopped by its
+        engine within one denoising step, and its worker records the end.
+        """
+        if self.queue.remove(job_id):
+            job = await self.store.transition(
+                job_id, JobState.CANCELLED, outcome="cancelled", actor_id=actor_id,
+                error="cancelled before it started",
+            )  # fmt: skip
+            await self._notify_finished(job)
+            return True
+        engine = self._running.get(job_id)
+        if engine is None:
+            return False
+        self._cancelled_by[job_id] = actor_id
+        await engine.cancel(job_id)
+        return True
 
     async def _work(self, engine: EngineProcess) -> None:
         while True:
@@ -129,10 +150,16 @@ class JobService:
                 spec.to_request(job_id, str(output_dir)), on_progress, self._job_timeout
             )
         except JobFailed as failure:
-            cancelled = failure.error.code is ErrorCode.CANCELLED
-            state = JobState.CANCELLED if cancelled else JobState.FAILED
+            if failure.error.code is ErrorCode.CANCELLED:
+                log.info("job %s: cancelled while running", job_id)
+                job = await self.store.transition(
+                    job_id, JobState.CANCELLED, outcome="cancelled",
+                    actor_id=self._cancelled_by.pop(job_id, None), error=str(failure),
+                )  # fmt: skip
+                await self._notify_finished(job)
+                return
             log.warning("job %s: engine error %s: %s", job_id, failure.error.code, failure)
-            await self._finish_failed(job_id, str(failure), state)
+            await self._finish_failed(job_id, str(failure), JobState.FAILED)
             return
         except EngineFailure as failure:
             log.error("job %s: %s", job_id, failure)
@@ -140,6 +167,7 @@ class JobService:
             return
         finally:
             del self._running[job_id]
+            self._cancelled_by.pop(job_id, None)
         outputs = [
             NewOutput(
                 index=index,

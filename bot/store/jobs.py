@@ -126,9 +126,17 @@ class JobStore:
             return rows.all()
 
     async def transition(
-        self, job_id: str, state: JobState, outcome: str = "ok", **fields: Any
+        self,
+        job_id: str,
+        state: JobState,
+        outcome: str = "ok",
+        actor_id: int | None = None,
+        **fields: Any,
     ) -> Job:
-        """Move a job to `state`, setting `fields`, with its audit entry in one transaction."""
+        """Move a job to `state`, setting `fields`, with its audit entry in one transaction.
+
+        The audit entry's actor is the job's owner unless `actor_id` names who acted.
+        """
         async with self._sessions.begin() as session:
             job = await session.get(Job, job_id, with_for_update=True)
             if job is None:
@@ -142,7 +150,8 @@ class JobStore:
             for name, value in fields.items():
                 setattr(job, name, value)
             audit.record(
-                session, f"job.{state}", outcome, actor_id=job.user_id, guild_id=job.guild_id,
+                session, f"job.{state}", outcome, actor_id=actor_id or job.user_id,
+                guild_id=job.guild_id,
                 channel_id=job.channel_id, target=job_id,
                 params={"from": previous, **({"error": job.error} if job.error else {})},
             )  # fmt: skip
