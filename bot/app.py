@@ -29,7 +29,10 @@ def engine_environment() -> dict[str, str]:
 
 def build_engines(config: Config) -> list[EngineProcess]:
     env = engine_environment()
-    return [EngineProcess(device, config.models, env) for device in config.engine.devices]
+    return [
+        EngineProcess(device, config.models, env, config.engine.model_memory_gb)
+        for device in config.engine.devices
+    ]
 
 
 async def run_bot(config: Config, token: str) -> None:
@@ -44,6 +47,7 @@ async def run_bot(config: Config, token: str) -> None:
         config.engine.job_timeout,
         config.models,
         config.engine.default_model,
+        config.generation.preview_every,
     )
     use_endpoints(config.discord)
     client = AtelierClient(config, service)

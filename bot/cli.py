@@ -13,6 +13,8 @@ from pathlib import Path
 
 import discord
 
+from engine.protocol import ControlType
+
 from .config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
@@ -42,7 +44,13 @@ def make_parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int, default=None)
     generate.add_argument("--cfg", type=float, default=None)
     generate.add_argument("--aspect", default=None)
-    generate.add_argument("--sampler", default=None)
+    generate.add_argument("--sampler", default=None, help="e.g. Euler a, DPM++ 2M Karras")
+    generate.add_argument("--image", type=Path, help="init image: image-to-image")
+    generate.add_argument("--mask", type=Path, help="with --image: white = repaint (inpainting)")
+    generate.add_argument("--control", type=Path, help="sketch or photo for a ControlNet")
+    generate.add_argument("--control-type", choices=[t.value for t in ControlType], default=None)
+    generate.add_argument("--control-scale", type=float, default=None)
+    generate.add_argument("--strength", type=float, default=None, help="0.05-1.0 (--image)")
     generate.add_argument("--device", default=None, help="default: the first [engine] device")
 
     db = commands.add_parser("db", help="database maintenance")

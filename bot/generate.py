@@ -10,8 +10,9 @@ from engine.protocol import Progress
 from .app import engine_environment
 from .config import Config
 from .jobs.engine_client import EngineFailure, EngineProcess, JobFailed
+from .jobs.inputs import ROLES, save_inputs
 from .jobs.service import new_job_id
-from .jobs.spec import BadInput, Options, build_spec
+from .jobs.spec import BadInput, Inputs, Options, build_spec
 from .render import progress_bar
 
 
@@ -21,19 +22,39 @@ def _show_progress(progress: Progress) -> None:
     print(f"\r{bar} {progress.step}/{progress.total}", end=end, file=sys.stderr, flush=True)
 
 
+def _inputs(args: argparse.Namespace, config: Config) -> Inputs:
+    """Check and copy the --image/--mask/--control files into the output folder."""
+    given = {role: getattr(args, role) for role in ROLES if getattr(args, role) is not None}
+    attachments = {}
+    for role, path in given.items():
+        try:
+            attachments[role] = path.read_bytes()
+        except OSError as error:
+            raise BadInput(f"--{role} {path}: {error.strerror}") from None
+    out = args.out.resolve()
+    max_bytes = int(config.generation.max_attachment_mb * 2**20)
+    return save_inputs(attachments, out / "inputs", out, max_bytes) if attachments else Inputs()
+
+
 async def generate(config: Config, args: argparse.Namespace) -> int:
     options = Options(
         prompt=args.prompt, negative_prompt=args.negative, model=args.model, aspect=args.aspect,
         count=args.count, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
+        strength=args.strength, control_type=args.control_type, control_scale=args.control_scale,
     )  # fmt: skip
     try:
-        spec = build_spec(options, config.models, config.engine.default_model)
+        spec = build_spec(
+            options, config.models, config.engine.default_model, _inputs(args, config)
+        )
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
         return 2
     device = args.device or config.engine.devices[0]
-    engine = EngineProcess(device, config.models, engine_environment())
-    args.out.mkdir(parents=True, exist_ok=True)
+    engine = EngineProcess(
+        device, config.models, engine_environment(), config.engine.model_memory_gb
+    )
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
 
     async def on_progress(progress: Progress) -> None:
         _show_progress(progress)
@@ -41,7 +62,7 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
     try:
         await engine.start()
         result = await engine.run(
-            spec.to_request(new_job_id(), str(args.out.resolve())),
+            spec.to_request(new_job_id(), out, out),
             on_progress,
             config.engine.job_timeout,
         )

@@ -10,6 +10,7 @@ from discord import app_commands
 
 from ..config import Config
 from ..jobs.service import JobService
+from .buttons import CancelButton, ImageButton
 from .delivery import Delivery
 from .imagine import imagine_command
 
@@ -23,7 +24,7 @@ class AtelierClient(discord.Client):
             intents=discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions.none(),
         )
-        self._config = config
+        self.config = config
         self.service = service
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_command_error)
@@ -31,14 +32,17 @@ class AtelierClient(discord.Client):
             self, service.store, config.storage.data_dir, config.discord.progress_interval
         )
         service.add_listener(self.delivery)
-        self.tree.add_command(
-            imagine_command(
-                service, self.delivery, sorted(config.models), config.engine.default_model
-            )
-        )
+        self.tree.add_command(imagine_command(sorted(config.models)))
+
+    def is_admin(self, interaction: discord.Interaction[Any]) -> bool:
+        """Whether the member may manage other members' jobs (Manage Server)."""
+        permissions = getattr(interaction.user, "guild_permissions", None)
+        return bool(permissions and permissions.manage_guild)
 
     async def setup_hook(self) -> None:
-        guild_ids = self._config.discord.guild_ids
+        # Buttons are rebuilt from their custom ids, so old messages work after a restart.
+        self.add_dynamic_items(ImageButton, CancelButton)
+        guild_ids = self.config.discord.guild_ids
         if guild_ids:
             for guild_id in guild_ids:
                 guild = discord.Object(guild_id)

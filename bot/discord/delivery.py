@@ -20,10 +20,12 @@ from engine.protocol import Progress
 from ..render import GRID_NAME, grid_png, output_name, progress_bar, result_fields
 from ..store.jobs import JobStore
 from ..store.models import Job, JobState
+from .buttons import progress_view, result_view
 
 log = logging.getLogger(__name__)
 
 RESULT_COLOUR = discord.Colour.blurple()
+PREVIEW_NAME = "preview.png"
 
 
 def result_embed(job: Job, image_name: str) -> discord.Embed:
@@ -53,8 +55,12 @@ class Delivery:
         self._interactions: dict[str, discord.Interaction] = {}
         self._last_edit: dict[str, float] = {}
 
-    def track(self, job_id: str, interaction: discord.Interaction) -> None:
+    async def announce_queued(
+        self, job_id: str, interaction: discord.Interaction, content: str
+    ) -> None:
+        """Say the job is queued, with its Cancel button, and follow it from now on."""
         self._interactions[job_id] = interaction
+        await self._edit_progress(job_id, content)
 
     async def job_started(self, job: Job) -> None:
         await self._edit_progress(job.id, f"🎨 Job `{job.id}` is starting…")
@@ -67,15 +73,25 @@ class Delivery:
         self._last_edit[job_id] = now
         bar = progress_bar(progress.step, progress.total)
         await self._edit_progress(
-            job_id, f"🎨 Job `{job_id}`: step {progress.step}/{progress.total} `{bar}`"
+            job_id,
+            f"🎨 Job `{job_id}`: step {progress.step}/{progress.total} `{bar}`",
+            Path(progress.preview) if progress.preview else None,
         )
 
-    async def _edit_progress(self, job_id: str, content: str) -> None:
+    async def _edit_progress(self, job_id: str, content: str, preview: Path | None = None) -> None:
         interaction = self._interactions.get(job_id)
         if interaction is None:
             return
+        files = []
+        if preview is not None:
+            try:  # the engine replaces the file atomically; opening it pins this version
+                files.append(discord.File(preview, PREVIEW_NAME))
+            except FileNotFoundError:
+                log.info("job %s: preview %s is gone", job_id, preview)
         try:
-            await interaction.edit_original_response(content=content)
+            await interaction.edit_original_response(
+                content=content, attachments=files, view=progress_view(job_id)
+            )
         except discord.HTTPException as error:
             log.info("job %s: progress edit failed (%s); result will still be delivered",
                      job_id, error)  # fmt: skip
@@ -88,7 +104,7 @@ class Delivery:
         if interaction is not None:
             try:
                 message = await interaction.edit_original_response(
-                    content=content, embed=embed, attachments=files
+                    content=content, embed=embed, attachments=files, view=self._view(job)
                 )
                 message_id = message.id
             except discord.HTTPException as error:
@@ -125,6 +141,12 @@ class Delivery:
             content=content,
             embed=embed if embed is not None else discord.utils.MISSING,
             files=files,
+            view=self._view(job) or discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
         )
         return message.id
+
+    @staticmethod
+    def _view(job: Job) -> discord.ui.View | None:
+        """V/U buttons under a result; None clears the Cancel button from a failure."""
+        return result_view(job) if job.state is JobState.SUCCEEDED else None

@@ -1,39 +1,53 @@
-"""/imagine: defer at once, check the input, queue the job, say where it stands."""
+"""/imagine: check the input, defer, save attachments, queue the job, say where it stands."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import secrets
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
 
-from engine.protocol import MAX_IMAGES_PER_JOB, MAX_SEED, MAX_STEPS
+from engine.protocol import (
+    MAX_CONTROL_SCALE,
+    MAX_IMAGES_PER_JOB,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_STRENGTH,
+    SAMPLER_NAMES,
+    ControlType,
+)
 
-from ..jobs.service import JobService
-from ..jobs.spec import ASPECTS, BadInput, Options, build_spec
-from ..store.jobs import Requester
-from .delivery import Delivery
+from ..jobs.inputs import save_inputs
+from ..jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options, build_spec
 from .errors import refuse
+from .queueing import queue_job
+
+if TYPE_CHECKING:
+    from .client import AtelierClient
 
 log = logging.getLogger(__name__)
 
 
-def requester_of(interaction: discord.Interaction) -> Requester:
-    return Requester(
-        user_id=interaction.user.id,
-        user_name=interaction.user.name,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        interaction_id=interaction.id,
-        interaction_token=interaction.token,
-    )
+def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int) -> Inputs:
+    """Inputs as Discord describes the attachments, to refuse before downloading anything."""
+    declared = {}
+    for role, attachment in attachments.items():
+        if attachment.size > max_bytes:
+            raise BadInput(
+                f"The `{role}` attachment is {attachment.size / 2**20:.1f} MB;"
+                f" the limit is {max_bytes / 2**20:g} MB."
+            )
+        is_image = (attachment.content_type or "").startswith("image/")
+        if not is_image or not attachment.width or not attachment.height:
+            raise BadInput(f"The `{role}` attachment is not an image (PNG, JPEG, WebP).")
+        declared[role] = InputImage("", attachment.width, attachment.height)
+    return Inputs(**declared)
 
 
-def imagine_command(
-    service: JobService, delivery: Delivery, models: list[str], default_model: str
-) -> app_commands.Command[Any, ..., None]:
-    """Build /imagine bound to the running services (no globals)."""
+def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
+    """Build /imagine; the running services come from the client at call time."""
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
     @app_commands.describe(
@@ -43,10 +57,21 @@ def imagine_command(
         seed="Seed of the first image; image n uses seed + n - 1",
         steps="Denoising steps (more is slower, often finer)",
         cfg="How closely to follow the prompt (about 4-12)",
-        aspect="Shape of the image",
+        aspect="Shape of the image (default: the attached image's shape, else square)",
         model="Which model to use",
+        sampler="Sampler, named as in other Stable Diffusion tools",
+        image="Start from this image (image-to-image)",
+        mask="With image: white = repaint, black = keep (inpainting)",
+        strength=f"With image: how much to change it ({MIN_STRENGTH:g}-1.0)",
+        control="A sketch or photo the composition follows (ControlNet)",
+        control_type="How to read the control image (default canny)",
+        control_scale=f"How strongly to follow the control image (0-{MAX_CONTROL_SCALE:g})",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+        sampler=[app_commands.Choice(name=n, value=n) for n in SAMPLER_NAMES],
+        control_type=[app_commands.Choice(name=f"{t.value}", value=t.value) for t in ControlType],
+    )
     async def imagine(
         interaction: discord.Interaction,
         prompt: str,
@@ -57,26 +82,60 @@ def imagine_command(
         cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
         aspect: str | None = None,
         model: str | None = None,
+        sampler: str | None = None,
+        image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, 1.0] | None = None,
+        control: discord.Attachment | None = None,
+        control_type: str | None = None,
+        control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
     ) -> None:
+        client = cast("AtelierClient", interaction.client)
+        service = client.service
+        attachments = {
+            role: attachment
+            for role, attachment in (("image", image), ("mask", mask), ("control", control))
+            if attachment is not None
+        }
+        max_bytes = int(client.config.generation.max_attachment_mb * 2**20)
+        try:
+            kind = ControlType(control_type) if control_type else None
+        except ValueError:
+            kind = None  # not one of the offered choices: reported below
         options = Options(
             prompt=prompt, negative_prompt=negative, count=count, seed=seed, steps=steps,
-            cfg=cfg, aspect=aspect, model=model,
+            cfg=cfg, aspect=aspect, model=model, sampler=sampler, strength=strength,
+            control_type=kind, control_scale=control_scale,
         )  # fmt: skip
         try:
-            spec = build_spec(options, service.models, service.default_model)
+            if control_type and kind is None:
+                raise BadInput(f"Control type `{control_type}` is not one of the choices.")
+            # Everything that needs no download is checked before the deferral.
+            build_spec(
+                options, service.models, service.default_model,
+                _declared_inputs(attachments, max_bytes),
+            )  # fmt: skip
         except BadInput as error:
             await refuse(interaction, service.store, "imagine", str(error))
             return
-        # Defer before touching the database: Discord allows 3 s for a first answer.
+        # Defer before downloading or touching the database: Discord allows 3 s.
         await interaction.response.defer(thinking=True)
-        submitted = await service.submit(spec, requester_of(interaction))
-        delivery.track(submitted.job.id, interaction)
-        ahead = submitted.queue_position - 1
-        where = "next in line" if ahead == 0 else f"position {submitted.queue_position} in queue"
-        await interaction.edit_original_response(
-            content=f"⏳ Job `{submitted.job.id}` queued ({where}): {spec.count} × "
-            f"{spec.width}×{spec.height}, {spec.steps} steps, seed {spec.seed}."
-        )
+        try:
+            inputs = Inputs()
+            if attachments:
+                data = {role: await a.read() for role, a in attachments.items()}
+                folder = client.config.storage.data_dir / "inputs" / secrets.token_hex(8)
+                inputs = save_inputs(data, folder, client.config.storage.data_dir, max_bytes)
+            spec = build_spec(options, service.models, service.default_model, inputs)
+        except BadInput as error:
+            await refuse(interaction, service.store, "imagine", str(error))
+            return
+        except discord.HTTPException as error:
+            log.warning("could not download an attachment: %s", error)
+            reason = "Discord would not give me the attached file; please attach it again."
+            await refuse(interaction, service.store, "imagine", reason)
+            return
+        await queue_job(client, interaction, spec)
 
     @imagine.autocomplete("model")
     async def model_names(

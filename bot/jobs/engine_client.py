@@ -59,10 +59,17 @@ class JobFailed(Exception):
 class EngineProcess:
     """One running `python -m engine`; `run` executes one job at a time."""
 
-    def __init__(self, device: str, models: dict[str, ModelSpec], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        device: str,
+        models: dict[str, ModelSpec],
+        env: dict[str, str],
+        model_memory_gb: float | None = None,
+    ) -> None:
         self.device = device
         self._models = models
         self._env = env
+        self._model_memory_gb = model_memory_gb
         self._process: asyncio.subprocess.Process | None = None
         self._events: asyncio.StreamReader | None = None
         self._transport: asyncio.ReadTransport | None = None
@@ -88,7 +95,11 @@ class EngineProcess:
             lambda: asyncio.StreamReaderProtocol(events, loop=loop),
             os.fdopen(read_fd, "rb", buffering=0),
         )
-        await self._send(SetupRequest(device=self.device, models=self._models))
+        await self._send(
+            SetupRequest(
+                device=self.device, models=self._models, model_memory_gb=self._model_memory_gb
+            )
+        )
         event = await self._next_event(
             START_TIMEOUT, f"the engine on {self.device} did not start within {START_TIMEOUT} s"
         )

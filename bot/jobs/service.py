@@ -55,6 +55,7 @@ class JobService:
         job_timeout: float,
         models: dict[str, ModelSpec],
         default_model: str,
+        preview_every: int = 0,
     ) -> None:
         self.store = store
         self.models = models
@@ -63,6 +64,7 @@ class JobService:
         self._data_dir = data_dir
         self._engines = engines
         self._job_timeout = job_timeout
+        self._preview_every = preview_every
         self._listeners: list[JobListener] = []
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, EngineProcess] = {}
@@ -147,7 +149,9 @@ class JobService:
         self._running[job_id] = engine
         try:
             result = await engine.run(
-                spec.to_request(job_id, str(output_dir)), on_progress, self._job_timeout
+                spec.to_request(job_id, output_dir, self._data_dir, self._preview_every),
+                on_progress,
+                self._job_timeout,
             )
         except JobFailed as failure:
             if failure.error.code is ErrorCode.CANCELLED:
