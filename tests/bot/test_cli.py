@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.configs import write_config
@@ -52,15 +53,25 @@ def test_smoke_path_tiny_model_then_db_upgrade_then_generate(tmp_path: Path) -> 
             assert json.loads(image.text["atelier"])["seed"] == seed
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--steps", "999"], "`steps` must be between 1 and 150"),
+        (["--sampler", "Euler b"], "choose one of: Euler, Euler a, Heun, DPM2, DPM2 a, DPM++ 2M"),
+        (["--mask", "m.png"], "A `mask` needs the `image`"),
+        (["--image", "missing.png"], "--image missing.png: No such file or directory"),
+    ],
+)
 def test_generate_refuses_bad_options_in_one_line_before_starting_an_engine(
-    tmp_path: Path, tiny_model_dir: Path
+    tmp_path: Path, tiny_model_dir: Path, arguments: list[str], message: str
 ) -> None:
     config = write_config(tmp_path, tiny_model_dir)
+    Image.new("L", (64, 64), 255).save(tmp_path / "m.png")
     done = atelier(
-        "generate", "x", "--config", str(config), "--out", str(tmp_path / "out"),
-        "--steps", "999", cwd=tmp_path,
+        "generate", "x", "--config", str(config), "--out", str(tmp_path / "out"), *arguments,
+        cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("atelier: ") and "steps" in line
-    assert not (tmp_path / "out").exists()
+    assert line.startswith("atelier: ") and message in line
+    assert not list(tmp_path.glob("out/*.png"))

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.jobs.spec import (
     ASPECTS,
     MAX_PROMPT_CHARS,
     BadInput,
+    InputImage,
+    Inputs,
     Options,
     build_spec,
     clean_text,
+    derived_spec,
     fit_aspect,
     parse_prompt_flags,
 )
-from engine.protocol import ModelSpec
+from engine.protocol import MAX_SIDE, ControlType, Mode, ModelSpec
 
 MODELS = {"sd15": ModelSpec(source="x", width=512, height=512, steps=30, cfg=7.0)}
 
@@ -89,3 +94,102 @@ def test_bad_options_say_what_to_change(options: dict[str, object], message: str
 def test_flags_alone_parse_without_a_spec() -> None:
     options = parse_prompt_flags("castle --steps 12 --cfg 4.5")
     assert (options.prompt, options.steps, options.cfg) == ("castle", 12, 4.5)
+
+
+CONTROLLED = {
+    **MODELS,
+    "sketchy": ModelSpec(source="y", controlnets={ControlType.SCRIBBLE: "z"}),
+}
+
+
+def inputs(**roles: tuple[int, int]) -> Inputs:
+    return Inputs(
+        **{role: InputImage(f"inputs/x/{role}.png", *size) for role, size in roles.items()}
+    )
+
+
+def test_attachments_choose_the_mode() -> None:
+    def mode(found: Inputs, **options: object) -> Mode:
+        return build_spec(Options(prompt="x", **options), CONTROLLED, "sd15", found).mode  # type: ignore[arg-type]
+
+    assert mode(Inputs()) is Mode.TXT2IMG
+    assert mode(inputs(image=(64, 64))) is Mode.IMG2IMG
+    assert mode(inputs(image=(64, 64), mask=(32, 32))) is Mode.INPAINT
+    assert mode(inputs(control=(64, 64)), model="sketchy", control_type="scribble") is (
+        Mode.CONTROLNET
+    )
+
+
+def test_an_input_image_sets_the_shape_at_the_models_area() -> None:
+    spec = build_spec(Options(prompt="x"), MODELS, "sd15", inputs(image=(1600, 900)))
+    assert abs(spec.width / spec.height - 16 / 9) < 0.05
+    assert abs(spec.width * spec.height / 512**2 - 1) < 0.05
+    assert spec.init_image == "inputs/x/image.png" and spec.strength == 0.75
+
+
+def test_inpainting_repaints_fully_unless_told() -> None:
+    found = inputs(image=(64, 64), mask=(64, 64))
+    assert build_spec(Options(prompt="x"), MODELS, "sd15", found).strength == 1.0
+    assert build_spec(Options(prompt="x", strength=0.4), MODELS, "sd15", found).strength == 0.4
+
+
+@pytest.mark.parametrize(
+    ("found", "options", "message"),
+    [
+        (inputs(mask=(64, 64)), {}, "needs the `image`"),
+        (inputs(image=(64, 64), control=(64, 64)), {}, "not both"),
+        (
+            inputs(control=(64, 64)),
+            {},
+            "Model `sd15` has no `canny` ControlNet configured; no model",
+        ),
+        (
+            inputs(control=(64, 64)),
+            {"control_type": "scribble"},
+            "has no `scribble` ControlNet configured; models that have one: sketchy",
+        ),
+        (inputs(image=(64, 64)), {"strength": 0.01}, "`strength` must be between 0.05 and 1"),
+        (
+            Inputs(),
+            {"sampler": "Euler b"},
+            "Unknown sampler `Euler b`; choose one of: Euler, Euler a",
+        ),
+    ],
+)
+def test_impossible_modes_are_refused_with_what_would_work(
+    found: Inputs, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(BadInput) as raised:
+        build_spec(Options(prompt="x", **options), CONTROLLED, "sd15", found)  # type: ignore[arg-type]
+    assert message in str(raised.value)
+
+
+def test_sampler_names_are_matched_ignoring_case() -> None:
+    assert spec_for(prompt="x", sampler="dpm++ 2m karras").sampler == "DPM++ 2M Karras"
+
+
+def test_upscale_doubles_each_side_and_variation_keeps_the_size() -> None:
+    original = spec_for(prompt="a fox", seed=3, count=4)
+    image = InputImage("images/j/j-2.png", 512, 384)
+    up = derived_spec(original, ("j", 2), image, Mode.UPSCALE, 0.3, 4)
+    assert (up.width, up.height, up.count, up.seed, up.strength) == (1024, 768, 1, 4, 0.3)
+    assert (up.mode, up.init_image, up.source_job, up.source_image) == (
+        Mode.UPSCALE, "images/j/j-2.png", "j", 2,
+    )  # fmt: skip
+    variation = derived_spec(original, ("j", 2), image, Mode.VARIATION, 0.6, 99)
+    assert (variation.width, variation.height, variation.seed) == (512, 384, 99)
+    assert variation.prompt == "a fox"
+
+
+def test_upscale_stays_within_the_largest_side() -> None:
+    original = spec_for(prompt="x")
+    big = derived_spec(original, ("j", 1), InputImage("p", 1536, 1024), Mode.UPSCALE, 0.3, 1)
+    assert big.width <= MAX_SIDE and big.height <= MAX_SIDE
+    assert abs(big.width / big.height - 1.5) < 0.02
+
+
+def test_request_paths_are_absolute_under_the_data_dir(tmp_path: Path) -> None:
+    spec = build_spec(Options(prompt="x", seed=1), MODELS, "sd15", inputs(image=(64, 64)))
+    request = spec.to_request("j1", tmp_path / "images/j1", tmp_path, preview_every=3)
+    assert request.init_image == str(tmp_path / "inputs/x/image.png")
+    assert (request.mode, request.preview_every) == (Mode.IMG2IMG, 3)
