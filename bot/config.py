@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.protocol import ModelSpec
 
@@ -72,12 +80,48 @@ class GenerationConfig(Section):
     )
 
 
+class BillingConfig(Section):
+    price_per_gpu_hour: float = Field(
+        0.0, ge=0, description="what one hour of GPU time costs; a job costs its share"
+    )
+    currency: str = Field("USD", min_length=1, max_length=8)
+
+
+class QuotaConfig(Section):
+    """Default limits for every member; admins override them per role and per user."""
+
+    timezone: str = Field("UTC", description="the zone whose midnight resets the daily limits")
+    images_per_day: int | None = Field(None, ge=0, description="unset: unlimited")
+    gpu_seconds_per_day: float | None = Field(None, ge=0, description="unset: unlimited")
+    cost_per_day: float | None = Field(None, ge=0, description="unset: unlimited")
+    jobs_queued: int | None = Field(None, ge=1, description="jobs waiting or running at once")
+    over_quota: Literal["refuse", "relax"] = "refuse"
+    default_gpu_seconds: float = Field(
+        10.0, gt=0, description="estimate for a 512x512, 30-step image of a model with no history"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. UTC, Europe/Paris)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
     engine: EngineConfig
     generation: GenerationConfig = GenerationConfig()
+    billing: BillingConfig = BillingConfig()
+    quota: QuotaConfig = QuotaConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

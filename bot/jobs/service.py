@@ -18,7 +18,8 @@ from typing import Protocol
 from engine.protocol import ErrorCode, ModelSpec, Progress
 
 from ..store.jobs import JobStore, NewOutput, Requester
-from ..store.models import Job, JobState
+from ..store.models import Job, JobState, Lane
+from ..store.quotas import QuotaStore
 from .engine_client import EngineFailure, EngineProcess, JobFailed
 from .queue import JobQueue
 from .spec import JobSpec
@@ -40,6 +41,7 @@ class JobListener(Protocol):
 class Submitted:
     job: Job
     queue_position: int
+    lane: Lane = Lane.NORMAL  # relax: over quota, runs when no in-quota job waits
 
 
 def new_job_id() -> str:
@@ -56,6 +58,7 @@ class JobService:
         models: dict[str, ModelSpec],
         default_model: str,
         preview_every: int = 0,
+        quotas: QuotaStore | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -65,6 +68,7 @@ class JobService:
         self._engines = engines
         self._job_timeout = job_timeout
         self._preview_every = preview_every
+        self._quotas = quotas
         self._listeners: list[JobListener] = []
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, EngineProcess] = {}
@@ -79,7 +83,7 @@ class JobService:
             if job.state is JobState.RUNNING:
                 # It was cut off mid-run by a stop or crash: run it again from the start.
                 await self.store.transition(job.id, JobState.QUEUED, outcome="requeued")
-            await self.queue.put(job.id)
+            await self.queue.put(job.id, job.lane)
         self._workers = [
             asyncio.create_task(self._work(engine), name=f"engine-worker-{engine.device}")
             for engine in self._engines
@@ -92,13 +96,19 @@ class JobService:
         await asyncio.gather(*(engine.stop() for engine in self._engines))
 
     async def submit(self, spec: JobSpec, requester: Requester) -> Submitted:
+        """Queue a job; with quotas, raises UserBanned or OverQuotaError (bot.store.quotas)."""
         job_id = new_job_id()
-        job = await self.store.create(
-            job_id, requester, spec.model_dump(mode="json"), spec.model, spec.seeds
-        )
-        position = await self.queue.put(job_id)
-        log.info("job %s: queued at position %d by user %d", job_id, position, requester.user_id)
-        return Submitted(job=job, queue_position=position)
+        args = (job_id, requester, spec.model_dump(mode="json"), spec.model, spec.seeds)
+        if self._quotas is None:
+            job = await self.store.create(*args)
+        else:
+            job = (await self._quotas.admit(*args)).job
+        position = await self.queue.put(job_id, job.lane)
+        log.info(
+            "job %s: queued at position %d (%s lane) by user %d",
+            job_id, position, job.lane, requester.user_id,
+        )  # fmt: skip
+        return Submitted(job=job, queue_position=position, lane=job.lane)
 
     async def cancel(self, job_id: str, actor_id: int) -> bool:
         """Cancel a queued or running job; False when it is neither (already finished).

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .models import AuditEntry
+from .models import AuditEntry, utcnow
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, and where: the context of every audit entry."""
+
+    user_id: int | None
+    guild_id: int | None = None
+    channel_id: int | None = None
+
+
+def user_target(user_id: int) -> str:
+    """The audit `target` of an action on a member (ban, quota, forget)."""
+    return f"user:{user_id}"
 
 
 def record(
@@ -32,3 +50,82 @@ def record(
             params=params or {},
         )
     )
+
+
+def record_by(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    outcome: str = "ok",
+    target: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    record(
+        session, action, outcome, actor_id=actor.user_id, guild_id=actor.guild_id,
+        channel_id=actor.channel_id, target=target, params=params,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: Sequence[AuditEntry]  # newest first
+    total: int  # entries matching the filter, over all pages
+    offset: int
+
+
+class AuditLog:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record_command(
+        self,
+        actor: Actor,
+        action: str,
+        outcome: str = "ok",
+        target: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit a slash command or button click that changes nothing else in the store."""
+        async with self._sessions.begin() as session:
+            record_by(session, actor, action, outcome, target, params)
+
+    async def query(
+        self,
+        user_id: int | None = None,
+        action: str | None = None,
+        days: float | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> AuditPage:
+        """Entries by or about `user_id`, of `action` (or its family: "quota" matches
+        "quota.settle"), from the last `days`; newest first."""
+        where = _filters(user_id, action, days)
+        async with self._sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*where))
+            rows = await session.scalars(
+                select(AuditEntry)
+                .where(*where)
+                .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return AuditPage(entries=rows.all(), total=total or 0, offset=offset)
+
+
+def _filters(
+    user_id: int | None, action: str | None, days: float | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if user_id is not None:
+        where.append(or_(AuditEntry.actor_id == user_id, AuditEntry.target == user_target(user_id)))
+    if action:
+        family = action.rstrip(".*")
+        where.append(
+            or_(
+                AuditEntry.action == family,
+                AuditEntry.action.startswith(f"{family}.", autoescape=True),
+            )
+        )
+    if days is not None:
+        where.append(AuditEntry.at >= utcnow() - timedelta(days=days))
+    return where

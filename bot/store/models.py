@@ -1,4 +1,4 @@
-"""SQLAlchemy models: the database is the truth about users, jobs and outputs.
+"""SQLAlchemy models: the database is the truth about users, jobs, outputs and usage.
 
 Alembic migrations in migrations/ create this schema; a test checks the two
 never drift apart.
@@ -10,7 +10,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -46,6 +59,23 @@ class JobState(StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
+class Lane(StrEnum):
+    """Normal jobs always run first; relax jobs (over quota) only when no normal one waits."""
+
+    NORMAL = "normal"
+    RELAX = "relax"
+
+
+class QuotaScope(StrEnum):
+    ROLE = "role"
+    USER = "user"
+
+
+def _enum(cls: type[StrEnum]) -> Enum:
+    """Stored as its value in a plain string column (no native enum: portable, easy to extend)."""
+    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -56,6 +86,10 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    ban_reason: Mapped[str | None] = mapped_column(Text)
+    # Personal defaults for /imagine: model, sampler, aspect, steps, cfg, negative.
+    defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
 
 class Job(Base):
@@ -63,12 +97,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    state: Mapped[JobState] = mapped_column(
-        Enum(
-            JobState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
-        ),
-        index=True,
-    )
+    state: Mapped[JobState] = mapped_column(_enum(JobState), index=True)
     # The validated JobSpec as JSON: what to make, exactly as the user asked.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     model: Mapped[str] = mapped_column(String(100))
@@ -87,6 +116,7 @@ class Job(Base):
     interaction_token: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lane: Mapped[Lane] = mapped_column(_enum(Lane), default=Lane.NORMAL, server_default="normal")
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
@@ -107,6 +137,8 @@ class Output(Base):
     # Everything needed to make this image again: mode, model and its file hash,
     # scheduler and options, every parameter, seed, library versions.
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # Moderation flags set by admins or filters, e.g. {"nsfw": true}.
+    flags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
     job: Mapped[Job] = relationship(back_populates="outputs")
 
@@ -125,3 +157,80 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(100))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outcome: Mapped[str] = mapped_column(String(32))
+
+
+class QuotaPolicy(Base):
+    """An admin's override of the config's default limits for one role or one user.
+
+    A None limit inherits (user from roles, roles from the default).
+    """
+
+    __tablename__ = "quota_policies"
+    __table_args__ = (UniqueConstraint("scope", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[QuotaScope] = mapped_column(_enum(QuotaScope))
+    subject_id: Mapped[int] = mapped_column(BigInteger)  # a Discord role or user id
+    images_per_day: Mapped[int | None] = mapped_column(Integer)
+    gpu_seconds_per_day: Mapped[float | None] = mapped_column(Float)
+    cost_per_day: Mapped[float | None] = mapped_column(Float)
+    jobs_queued: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Reservation(Base):
+    """A queued or running job's estimated usage, held against its owner's quota.
+
+    Settling turns it into a ledger entry and refunding deletes it, each in the
+    transaction that finishes the job, so a job is charged exactly once.
+    """
+
+    __tablename__ = "quota_reservations"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    images: Mapped[int] = mapped_column(Integer)
+    gpu_seconds: Mapped[float] = mapped_column(Float)
+    cost: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageEntry(Base):
+    """The usage ledger: one entry per settled job, with what it measurably used."""
+
+    __tablename__ = "usage_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    images: Mapped[int] = mapped_column(Integer)
+    gpu_seconds: Mapped[float] = mapped_column(Float)
+    cost: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str] = mapped_column(String(8))
+    lane: Mapped[Lane] = mapped_column(_enum(Lane))
+
+
+class BlockedTerm(Base):
+    """A prompt blocklist entry; guild_id None applies everywhere."""
+
+    __tablename__ = "blocklist"
+    __table_args__ = (UniqueConstraint("guild_id", "term"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    term: Mapped[str] = mapped_column(String(200))
+    added_by: Mapped[int | None] = mapped_column(BigInteger)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GuildSettings(Base):
+    """Per-guild settings an admin changes from Discord (e.g. allowed channels)."""
+
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)

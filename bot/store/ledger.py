@@ -1,0 +1,116 @@
+"""The usage ledger: reserve an estimate at enqueue, settle or refund it at the end.
+
+Each function works in the caller's transaction, next to the job change it
+accounts for, and writes its own audit entry there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..quota import Estimate, cost_of
+from . import audit
+from .models import Job, Reservation, UsageEntry
+
+
+@dataclass(frozen=True)
+class Pricing:
+    price_per_gpu_hour: float = 0.0
+    currency: str = "USD"
+
+    def cost(self, gpu_seconds: float) -> float:
+        return cost_of(gpu_seconds, self.price_per_gpu_hour)
+
+
+FREE = Pricing()
+
+
+def reserve(session: AsyncSession, job: Job, estimate: Estimate) -> None:
+    session.add(
+        Reservation(
+            job_id=job.id,
+            user_id=job.user_id,
+            images=estimate.images,
+            gpu_seconds=estimate.gpu_seconds,
+            cost=estimate.cost,
+        )
+    )
+    audit.record(
+        session, "quota.reserve", "ok", actor_id=job.user_id, guild_id=job.guild_id,
+        channel_id=job.channel_id, target=job.id,
+        params={"images": estimate.images, "gpu_seconds": round(estimate.gpu_seconds, 3),
+                "cost": estimate.cost, "lane": job.lane},
+    )  # fmt: skip
+
+
+async def settle(session: AsyncSession, job: Job, images: int, pricing: Pricing) -> UsageEntry:
+    """Charge the job's measured GPU time and release its reservation, if it had one."""
+    gpu_seconds = job.gpu_seconds or 0.0
+    reservation = await session.get(Reservation, job.id)
+    if reservation is not None:
+        await session.delete(reservation)
+    entry = UsageEntry(
+        job_id=job.id,
+        user_id=job.user_id,
+        images=images,
+        gpu_seconds=gpu_seconds,
+        cost=pricing.cost(gpu_seconds),
+        currency=pricing.currency,
+        lane=job.lane,
+    )
+    session.add(entry)
+    audit.record(
+        session, "quota.settle", "ok", actor_id=job.user_id, guild_id=job.guild_id,
+        channel_id=job.channel_id, target=job.id,
+        params={"images": images, "gpu_seconds": round(gpu_seconds, 3), "cost": entry.cost,
+                "currency": pricing.currency, "lane": job.lane,
+                "reserved_gpu_seconds": None if reservation is None
+                else round(reservation.gpu_seconds, 3)},
+    )  # fmt: skip
+    return entry
+
+
+async def refund(session: AsyncSession, job: Job) -> None:
+    """Release a failed or cancelled job's reservation: it is never charged."""
+    reservation = await session.get(Reservation, job.id)
+    if reservation is None:
+        return
+    await session.delete(reservation)
+    audit.record(
+        session, "quota.refund", "ok", actor_id=job.user_id, guild_id=job.guild_id,
+        channel_id=job.channel_id, target=job.id,
+        params={"images": reservation.images, "gpu_seconds": round(reservation.gpu_seconds, 3),
+                "cost": reservation.cost},
+    )  # fmt: skip
+
+
+async def reserved(session: AsyncSession, user_id: int) -> Estimate:
+    """The sum of a member's open reservations (their queued and running jobs)."""
+    images, gpu_seconds, cost = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(Reservation.images), 0),
+                func.coalesce(func.sum(Reservation.gpu_seconds), 0.0),
+                func.coalesce(func.sum(Reservation.cost), 0.0),
+            ).where(Reservation.user_id == user_id)
+        )
+    ).one()
+    return Estimate(images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost))
+
+
+async def charged_since(session: AsyncSession, user_id: int, since: datetime) -> Estimate:
+    """What a member's settled jobs used since `since` (both lanes)."""
+    images, gpu_seconds, cost = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(UsageEntry.images), 0),
+                func.coalesce(func.sum(UsageEntry.gpu_seconds), 0.0),
+                func.coalesce(func.sum(UsageEntry.cost), 0.0),
+            ).where(UsageEntry.user_id == user_id, UsageEntry.at >= since)
+        )
+    ).one()
+    return Estimate(images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost))

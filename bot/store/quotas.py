@@ -1,0 +1,261 @@
+"""Quota policies and admission: check, reserve and queue a job in one transaction.
+
+The transaction starts with a write (the user upsert), so on SQLite it holds
+the write lock before it reads usage, and on PostgreSQL it holds the member's
+row lock: two commands from one member cannot both pass a limit only one fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..config import Config
+from ..quota import Estimate, Limits, OverQuota, Usage, check, day_bounds, effective_limits
+from . import audit, ledger
+from .audit import Actor, user_target
+from .jobs import Requester, add_job, upsert_user
+from .ledger import Pricing
+from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, User, utcnow
+
+# The work the config's default estimate is for: one 512x512 image in 30 steps.
+REFERENCE_WORK = 512 * 512 * 30
+# How many recent jobs of a model its estimate averages over.
+HISTORY_JOBS = 20
+
+
+class Refused(Exception):
+    """A job was not queued; `message` is ready to show to the member."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UserBanned(Refused):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"You cannot use this bot here: {reason}")
+        self.reason = reason
+
+
+class OverQuotaError(Refused):
+    def __init__(self, over: OverQuota) -> None:
+        super().__init__(over.message())
+        self.over = over
+
+
+@dataclass(frozen=True)
+class QuotaRules:
+    default: Limits
+    zone: ZoneInfo
+    relax_when_over: bool
+    pricing: Pricing
+    default_gpu_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> QuotaRules:
+        quota = config.quota
+        return cls(
+            default=Limits(
+                images_per_day=quota.images_per_day,
+                gpu_seconds_per_day=quota.gpu_seconds_per_day,
+                cost_per_day=quota.cost_per_day,
+                jobs_queued=quota.jobs_queued,
+            ),
+            zone=quota.zone,
+            relax_when_over=quota.over_quota == "relax",
+            pricing=Pricing(config.billing.price_per_gpu_hour, config.billing.currency),
+            default_gpu_seconds=quota.default_gpu_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Admission:
+    job: Job
+    lane: Lane
+    estimate: Estimate
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """A member's limits and today's usage (settled plus reserved), for /me."""
+
+    limits: Limits
+    usage: Usage
+    resets_at: datetime
+    currency: str
+
+
+def work_of(spec: dict[str, Any]) -> int:
+    """GPU work grows with pixels x steps x images."""
+    return int(spec["width"]) * int(spec["height"]) * int(spec["steps"]) * int(spec["count"])
+
+
+def limits_of(policy: QuotaPolicy | None) -> Limits | None:
+    if policy is None:
+        return None
+    return Limits(
+        images_per_day=policy.images_per_day,
+        gpu_seconds_per_day=policy.gpu_seconds_per_day,
+        cost_per_day=policy.cost_per_day,
+        jobs_queued=policy.jobs_queued,
+    )
+
+
+class QuotaStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], rules: QuotaRules) -> None:
+        self._sessions = sessions
+        self.rules = rules
+
+    async def admit(
+        self,
+        job_id: str,
+        requester: Requester,
+        spec: dict[str, Any],
+        model: str,
+        seeds: list[int],
+    ) -> Admission:
+        """Queue the job with its reservation, or raise UserBanned / OverQuotaError.
+
+        A refusal is audited (and committed) before it is raised.
+        """
+        refusal: Refused | None = None
+        async with self._sessions.begin() as session:
+            await upsert_user(session, requester.user_id, requester.user_name)
+            user = await session.get(User, requester.user_id)
+            if user is not None and user.banned:
+                refusal = UserBanned(user.ban_reason or "you are banned")
+            else:
+                estimate = await self._estimate(session, model, work_of(spec), len(seeds))
+                limits = await self._limits(session, requester.user_id, requester.role_ids)
+                usage, resets_at = await self._usage(session, requester.user_id)
+                over = check(limits, usage, estimate, resets_at, self.rules.pricing.currency)
+                # The queued-jobs limit guards against floods: the relax lane does not lift it.
+                if over is not None and (not self.rules.relax_when_over or over.resets_at is None):
+                    refusal = OverQuotaError(over)
+                else:
+                    lane = Lane.NORMAL if over is None else Lane.RELAX
+                    job = add_job(session, job_id, requester, spec, model, seeds, lane)
+                    ledger.reserve(session, job, estimate)
+                    return Admission(job=job, lane=lane, estimate=estimate)
+            audit.record(
+                session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
+                actor_id=requester.user_id, guild_id=requester.guild_id,
+                channel_id=requester.channel_id, params={"reason": refusal.message},
+            )  # fmt: skip
+        raise refusal
+
+    async def status(self, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
+        async with self._sessions() as session:
+            limits = await self._limits(session, user_id, role_ids)
+            usage, resets_at = await self._usage(session, user_id)
+        return QuotaStatus(limits, usage, resets_at, self.rules.pricing.currency)
+
+    async def policy(self, scope: QuotaScope, subject_id: int) -> Limits | None:
+        """The override stored for a role or user; None when it has none."""
+        async with self._sessions() as session:
+            return limits_of(await _policy(session, scope, subject_id))
+
+    async def policies(self) -> Sequence[QuotaPolicy]:
+        """Every stored override, roles first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(QuotaPolicy).order_by(QuotaPolicy.scope, QuotaPolicy.subject_id)
+            )
+            return rows.all()
+
+    async def set_policy(
+        self, scope: QuotaScope, subject_id: int, limits: Limits, actor: Actor
+    ) -> None:
+        """Store (replace) the override; its None limits inherit."""
+        async with self._sessions.begin() as session:
+            policy = await _policy(session, scope, subject_id)
+            if policy is None:
+                policy = QuotaPolicy(scope=scope, subject_id=subject_id)
+                session.add(policy)
+            policy.images_per_day = limits.images_per_day
+            policy.gpu_seconds_per_day = limits.gpu_seconds_per_day
+            policy.cost_per_day = limits.cost_per_day
+            policy.jobs_queued = limits.jobs_queued
+            policy.updated_at = utcnow()
+            policy.updated_by = actor.user_id
+            audit.record_by(
+                session, actor, "quota.set", target=_subject(scope, subject_id),
+                params=vars(limits),
+            )  # fmt: skip
+
+    async def reset_policy(self, scope: QuotaScope, subject_id: int, actor: Actor) -> bool:
+        """Drop the override (back to the role or config default); False if there was none."""
+        async with self._sessions.begin() as session:
+            policy = await _policy(session, scope, subject_id)
+            if policy is not None:
+                await session.delete(policy)
+            audit.record_by(
+                session, actor, "quota.reset", "ok" if policy else "no-op",
+                target=_subject(scope, subject_id),
+            )  # fmt: skip
+        return policy is not None
+
+    async def _limits(self, session: AsyncSession, user_id: int, role_ids: Sequence[int]) -> Limits:
+        roles = await session.scalars(
+            select(QuotaPolicy).where(
+                QuotaPolicy.scope == QuotaScope.ROLE, QuotaPolicy.subject_id.in_(role_ids)
+            )
+        )
+        user = await _policy(session, QuotaScope.USER, user_id)
+        return effective_limits(
+            self.rules.default, [limits_of(r) or Limits() for r in roles], limits_of(user)
+        )
+
+    async def _usage(self, session: AsyncSession, user_id: int) -> tuple[Usage, datetime]:
+        start, end = day_bounds(utcnow(), self.rules.zone)
+        charged = await ledger.charged_since(session, user_id, start)
+        held = await ledger.reserved(session, user_id)
+        queued = await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.user_id == user_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+        )
+        usage = Usage(
+            images=charged.images + held.images,
+            gpu_seconds=charged.gpu_seconds + held.gpu_seconds,
+            cost=charged.cost + held.cost,
+            jobs_queued=queued or 0,
+        )
+        return usage, end
+
+    async def _estimate(
+        self, session: AsyncSession, model: str, work: int, images: int
+    ) -> Estimate:
+        """Scale the model's recent GPU seconds per unit of work to this job's work."""
+        rows = await session.execute(
+            select(Job.spec, Job.gpu_seconds)
+            .where(Job.model == model, Job.state == JobState.SUCCEEDED, Job.gpu_seconds > 0)
+            .order_by(Job.finished_at.desc())
+            .limit(HISTORY_JOBS)
+        )
+        history = [(work_of(spec), seconds) for spec, seconds in rows]
+        done = sum(units for units, _ in history)
+        per_unit = (
+            sum(seconds for _, seconds in history) / done
+            if done
+            else self.rules.default_gpu_seconds / REFERENCE_WORK
+        )
+        gpu_seconds = per_unit * work
+        return Estimate(images, gpu_seconds, self.rules.pricing.cost(gpu_seconds))
+
+
+async def _policy(session: AsyncSession, scope: QuotaScope, subject_id: int) -> QuotaPolicy | None:
+    return await session.scalar(
+        select(QuotaPolicy).where(QuotaPolicy.scope == scope, QuotaPolicy.subject_id == subject_id)
+    )
+
+
+def _subject(scope: QuotaScope, subject_id: int) -> str:
+    return user_target(subject_id) if scope is QuotaScope.USER else f"role:{subject_id}"
