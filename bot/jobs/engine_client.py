@@ -5,6 +5,9 @@ reads requests on stdin and writes events on a pipe of its own (fd passed at
 spawn), so a library that prints to stdout can never corrupt the protocol.
 If the engine dies, hangs or talks nonsense, the running job fails with a
 clear error and the next job gets a freshly started engine.
+
+After the handshake one reader task owns the event pipe: it answers status
+queries (which may come while a job runs) and hands job events to `run`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from engine.protocol import (
     Ready,
     SetupRequest,
     ShutdownRequest,
+    Status,
+    StatusRequest,
     decode_event,
     encode,
 )
@@ -40,6 +45,7 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 # Importing torch and diffusers alone takes seconds; model loads are lazy.
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
+STATUS_TIMEOUT = 5.0
 # A protocol line carries no image bytes, so anything longer is garbage.
 MAX_LINE = 1 << 20
 
@@ -73,6 +79,10 @@ class EngineProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._events: asyncio.StreamReader | None = None
         self._transport: asyncio.ReadTransport | None = None
+        self._reader: asyncio.Task[None] | None = None
+        # Job events, or the EngineFailure that ended the pipe.
+        self._job_events: asyncio.Queue[Event | EngineFailure] = asyncio.Queue()
+        self._status_waiters: list[asyncio.Future[Status]] = []
 
     @property
     def alive(self) -> bool:
@@ -100,12 +110,18 @@ class EngineProcess:
                 device=self.device, models=self._models, model_memory_gb=self._model_memory_gb
             )
         )
-        event = await self._next_event(
-            START_TIMEOUT, f"the engine on {self.device} did not start within {START_TIMEOUT} s"
-        )
+        try:
+            event = await asyncio.wait_for(self._next_event(), START_TIMEOUT)
+        except TimeoutError:
+            await self.kill()
+            raise EngineFailure(
+                f"the engine on {self.device} did not start within {START_TIMEOUT:g} s"
+            ) from None
         if not isinstance(event, Ready) or event.version != PROTOCOL_VERSION:
             await self.kill()
             raise EngineFailure(f"engine on {self.device} did not start: {event!r}")
+        self._job_events = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read_events(), name=f"engine-{self.device}")
         log.info("engine on %s ready (pid %s)", self.device, self._process.pid)
         return event
 
@@ -117,10 +133,16 @@ class EngineProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_limit
         while True:
-            event = await self._next_event(
-                deadline - loop.time(),
-                f"the job took longer than {time_limit:g} s; the engine was restarted",
-            )
+            try:
+                event = await asyncio.wait_for(self._job_events.get(), deadline - loop.time())
+            except TimeoutError:
+                # A stuck GPU call cannot be interrupted any other way.
+                await self.kill()
+                raise EngineFailure(
+                    f"the job took longer than {time_limit:g} s; the engine was restarted"
+                ) from None
+            if isinstance(event, EngineFailure):
+                raise event
             if isinstance(event, Progress) and event.job_id == request.job_id:
                 await on_progress(event)
             elif isinstance(event, JobResult) and event.job_id == request.job_id:
@@ -134,6 +156,21 @@ class EngineProcess:
         if self.alive:
             await self._send(CancelRequest(job_id=job_id))
 
+    async def status(self) -> Status | None:
+        """What the engine has loaded and how much memory it uses; None if it is not up."""
+        if not self.alive or self._reader is None:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._status_waiters.append(waiter)
+        try:
+            await self._send(StatusRequest())
+            return await asyncio.wait_for(asyncio.shield(waiter), STATUS_TIMEOUT)
+        except (TimeoutError, EngineFailure):
+            return None
+        finally:
+            if waiter in self._status_waiters:
+                self._status_waiters.remove(waiter)
+
     async def stop(self) -> None:
         """Ask the engine to exit; kill it if it does not within STOP_TIMEOUT."""
         if self.alive:
@@ -143,21 +180,26 @@ class EngineProcess:
                 await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT)
             except (TimeoutError, EngineFailure):
                 await self.kill()
-        self._close_pipe()
+        await self._close()
 
     async def kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
             await self._process.wait()
-        self._close_pipe()
+        await self._close()
 
-    def _close_pipe(self) -> None:
+    async def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         if self._transport is not None:
             self._transport.close()
             self._transport = None
 
     async def _send(
-        self, request: SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest
+        self,
+        request: SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest | StatusRequest,
     ) -> None:
         if self._process is None or self._process.stdin is None or not self.alive:
             raise EngineFailure(f"the engine on {self.device} is not running")
@@ -167,19 +209,26 @@ class EngineProcess:
         except (BrokenPipeError, ConnectionResetError) as error:
             raise EngineFailure(f"the engine on {self.device} went away") from error
 
-    async def _next_event(self, wait_seconds: float, too_slow: str) -> Event:
-        """The next valid event; garbage lines are logged and skipped.
+    async def _read_events(self) -> None:
+        """The reader task: status answers to their waiters, the rest to `run`."""
+        try:
+            while True:
+                event = await self._next_event()
+                if isinstance(event, Status):
+                    for waiter in self._status_waiters:
+                        if not waiter.done():
+                            waiter.set_result(event)
+                else:
+                    self._job_events.put_nowait(event)
+        except EngineFailure as failure:
+            self._job_events.put_nowait(failure)
 
-        With no event within `wait_seconds` the engine is killed (a stuck GPU
-        call cannot be interrupted any other way) and EngineFailure(too_slow) raised.
-        """
+    async def _next_event(self) -> Event:
+        """The next valid event; garbage lines are logged and skipped."""
         assert self._events is not None
         while True:
             try:
-                line = await asyncio.wait_for(self._events.readline(), wait_seconds)
-            except TimeoutError:
-                await self.kill()
-                raise EngineFailure(too_slow) from None
+                line = await self._events.readline()
             except ValueError:  # a line over MAX_LINE
                 await self.kill()
                 raise EngineFailure("the engine sent an oversized protocol line") from None
