@@ -1,4 +1,5 @@
-"""The `atelier` command: run the bot, generate from the terminal, manage the database."""
+"""The `atelier` command: run the bot, generate from the terminal, manage the database,
+and print usage and audit reports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import discord
@@ -58,11 +60,34 @@ def make_parser() -> argparse.ArgumentParser:
     upgrade = db_commands.add_parser("upgrade", help="apply migrations (the bot does on start)")
     _add_config(upgrade)
 
+    usage = commands.add_parser("usage", help="top members and daily usage for a period")
+    _add_config(usage)
+    usage.add_argument("--since", type=_duration, default=timedelta(days=7),
+                       help="period: 90m, 24h, 7d, 2w (default: 7d)")  # fmt: skip
+    usage.add_argument("--user", type=int, default=None, help="one member's Discord id")
+
+    audit = commands.add_parser("audit", help="audit log entries, newest first")
+    _add_config(audit)
+    audit.add_argument("--user", type=int, default=None, help="by or about this Discord id")
+    audit.add_argument("--action", default=None, help='an action or family, e.g. "quota"')
+    audit.add_argument("--since", type=_duration, default=None, help="e.g. 24h, 7d (default: all)")
+    audit.add_argument("--limit", type=int, default=50, help="entries to show (default: 50)")
+    audit.add_argument("--offset", type=int, default=0, help="entries to skip, for paging")
+
     tiny = commands.add_parser(
         "tiny-model", help="write a tiny random-weight model for smoke tests (no download)"
     )
     tiny.add_argument("dir", type=Path)
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    from .reports.period import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -117,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(config)
     if args.command == "db":
         return _upgrade(config)
+    if args.command in ("usage", "audit"):
+        from .reports.terminal import print_report
+
+        return asyncio.run(print_report(config, args))
     from .generate import generate
 
     return asyncio.run(generate(config, args))

@@ -95,10 +95,10 @@ class AuditLog:
         action: str | None = None,
         days: float | None = None,
         offset: int = 0,
-        limit: int = 20,
+        limit: int | None = 20,
     ) -> AuditPage:
         """Entries by or about `user_id`, of `action` (or its family: "quota" matches
-        "quota.settle"), from the last `days`; newest first."""
+        "quota.settle"), from the last `days`; newest first. `limit` None: all of them."""
         where = _filters(user_id, action, days)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*where))

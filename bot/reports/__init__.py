@@ -1,0 +1,1 @@
+"""Usage and audit reports for admins: plain data, text tables, a chart and CSV."""
