@@ -23,3 +23,9 @@ class Cancelled(JobFailure):
     """Raised from the step callback: the pipeline stops before the VAE decode."""
 
     code = ErrorCode.CANCELLED
+
+
+class OutOfMemory(JobFailure):
+    """Even one image at a time did not fit in the device's memory."""
+
+    code = ErrorCode.OUT_OF_MEMORY

@@ -6,6 +6,9 @@ separated by ';':
     crash_at_step=N   the process kills itself (SIGKILL) when step N of a job ends
     hang_at_step=N    the job stops at step N and never returns
     oom_at_step=N     step N raises torch.cuda.OutOfMemoryError (the engine stays up)
+    oom_if_batch_over=N
+                      a batch of more than N images raises torch.cuda.OutOfMemoryError
+                      before it starts, as on a device where only N fit (0: none fit)
     garbage           a non-JSON line is written on the protocol channel before the result
 
 A fault ending in "@TEXT" hits only jobs whose prompt contains TEXT, so one
@@ -32,16 +35,23 @@ class FaultKind(StrEnum):
     CRASH = "crash_at_step"
     HANG = "hang_at_step"
     OUT_OF_MEMORY = "oom_at_step"
+    OUT_OF_MEMORY_OVER = "oom_if_batch_over"
     GARBAGE = "garbage"
 
 
-_STEP_FAULTS = (FaultKind.CRASH, FaultKind.HANG, FaultKind.OUT_OF_MEMORY)
+# Faults that take a number (a step, or a batch size).
+_COUNTED_FAULTS = (
+    FaultKind.CRASH,
+    FaultKind.HANG,
+    FaultKind.OUT_OF_MEMORY,
+    FaultKind.OUT_OF_MEMORY_OVER,
+)
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: FaultKind
-    step: int | None = None
+    step: int | None = None  # the step, or the batch size for OUT_OF_MEMORY_OVER
     prompt_contains: str | None = None
 
     def hits(self, request: GenerateRequest) -> bool:
@@ -59,8 +69,8 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
         except ValueError:
             choices = ", ".join(kind.value for kind in FaultKind)
             raise ValueError(f"unknown fault {name!r} in {part!r}; known: {choices}") from None
-        if (kind in _STEP_FAULTS) != bool(has_step) or (has_step and not step.isdigit()):
-            usage = f"{kind}=STEP" if kind in _STEP_FAULTS else str(kind)
+        if (kind in _COUNTED_FAULTS) != bool(has_step) or (has_step and not step.isdigit()):
+            usage = f"{kind}=N" if kind in _COUNTED_FAULTS else str(kind)
             raise ValueError(f"bad fault {part!r}; write {usage}[@PROMPT TEXT]")
         faults.append(Fault(kind, int(step) if has_step else None, prompt_contains or None))
     return tuple(faults)
@@ -76,8 +86,17 @@ class FaultPlan:
     def from_env(cls, environ: Mapping[str, str]) -> FaultPlan:
         return cls(parse_faults(environ.get(FAULT_ENV, "")))
 
+    def before_batch(self, request: GenerateRequest, size: int) -> None:
+        for fault in self.faults:
+            if fault.kind is not FaultKind.OUT_OF_MEMORY_OVER or not fault.hits(request):
+                continue
+            if fault.step is not None and size > fault.step:
+                _raise_out_of_memory(f"a batch of {size} image(s)")
+
     def at_step(self, request: GenerateRequest, step: int) -> None:
         for fault in self.faults:
+            if fault.kind is FaultKind.OUT_OF_MEMORY_OVER:
+                continue
             if fault.step != step or not fault.hits(request):
                 continue
             if fault.kind is FaultKind.CRASH:
@@ -86,10 +105,14 @@ class FaultPlan:
                 while True:
                     time.sleep(3600)
             elif fault.kind is FaultKind.OUT_OF_MEMORY:
-                import torch  # already loaded by the running job; keeps this module light
-
-                raise torch.cuda.OutOfMemoryError(f"simulated by {FAULT_ENV} at step {step}")
+                _raise_out_of_memory(f"step {step}")
 
     def before_result(self, request: GenerateRequest, write_raw: Callable[[bytes], None]) -> None:
         if any(f.kind is FaultKind.GARBAGE and f.hits(request) for f in self.faults):
             write_raw(GARBAGE_LINE)
+
+
+def _raise_out_of_memory(where: str) -> None:
+    import torch  # already loaded by the running job; keeps this module light
+
+    raise torch.cuda.OutOfMemoryError(f"simulated by {FAULT_ENV} at {where}")

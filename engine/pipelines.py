@@ -1,48 +1,47 @@
 """Runs one `GenerateRequest` on a loaded model and writes its images as PNG files.
 
-What every mode shares lives here: a fresh scheduler per job, one CPU
-generator per image (seed + i, so image i of a batch is identical to a single
-run with that seed), step progress against `pipe.num_timesteps`, cancelling
-from the step callback, and PNG files that carry their own recipe. A mode only
-picks its pipeline and call arguments (`_RUNNERS`).
+What every mode shares lives here: a fresh scheduler per batch, one CPU
+generator per image (seed + i, so image i is the same whether the job runs
+as one batch or is split), step progress against `pipe.num_timesteps`,
+previews, cancelling from the step callback, splitting a batch that does not
+fit in memory, and PNG files that carry their own recipe. A mode only adds
+its inputs to the pipeline call (`_mode_arguments`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-import diffusers
 import torch
-import transformers
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
-from engine.errors import BadRequest
+from engine import inputs
+from engine.errors import BadRequest, OutOfMemory
+from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
-from engine.protocol import MAX_SEED, GenerateRequest, JobResult, Mode, OutputImage
-from engine.samplers import find_sampler
+from engine.outputs import a1111_parameters, recipe, write_png
+from engine.previews import PreviewWriter
+from engine.protocol import MAX_SEED, GenerateRequest, JobResult, Mode
+from engine.samplers import Sampler, find_sampler
 
-# Called after each denoising step with (step, total); raising from it stops the
-# pipeline before the VAE decode, which is how a job is cancelled.
-StepCallback = Callable[[int, int], None]
-
-PipelineCallback = Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]
-Runner = Callable[
-    [LoadedModel, GenerateRequest, SchedulerMixin, list[torch.Generator], PipelineCallback],
-    list[Image.Image],
-]
+# Called after each denoising step with (step, total, preview path or None); raising
+# from it stops the pipeline before the VAE decode, which is how a job is cancelled.
+StepCallback = Callable[[int, int, str | None], None]
+# Called with the number of images just before each batch runs (fault injection).
+BatchHook = Callable[[int], None]
 
 # A job id names files on disk, so it may not carry path separators or dots first.
 _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Above this side the VAE decodes in tiles: a full decode of a large image is the
+# single biggest allocation of a job. Upscales always allow tiles.
+TILED_DECODE_ABOVE_SIDE = 1024
 
 
 def image_seeds(request: GenerateRequest) -> list[int]:
@@ -50,33 +49,69 @@ def image_seeds(request: GenerateRequest) -> list[int]:
     return [(request.seed + index) % (MAX_SEED + 1) for index in range(request.count)]
 
 
-def generate(request: GenerateRequest, registry: ModelRegistry, on_step: StepCallback) -> JobResult:
+def generate(
+    request: GenerateRequest,
+    registry: ModelRegistry,
+    on_step: StepCallback,
+    before_batch: BatchHook | None = None,
+) -> JobResult:
     if not _SAFE_JOB_ID.fullmatch(request.job_id):
         raise BadRequest("a job id may hold only letters, digits, '_', '-' and '.' (not first)")
     sampler = find_sampler(request.sampler)
     model = registry.get(request.model)
+    pipeline = model.pipeline_for(request.mode, request.control_type)
+    arguments = _mode_arguments(request)
     seeds = image_seeds(request)
-    scheduler = sampler.build(model.scheduler_config, seeds)
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-    def step_end(
-        pipeline: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        on_step(index + 1, pipeline.num_timesteps)
-        return tensors
-
-    started = _clock(registry.device)
-    images = _RUNNERS[request.mode](model, request, scheduler, generators, step_end)
-    gpu_seconds = _clock(registry.device) - started
-
     output_dir = Path(request.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    preview = (
+        PreviewWriter(
+            output_dir / f"{request.job_id}-preview.png", model.family, model.preview_decoder
+        )
+        if request.preview_every
+        else None
+    )
+    job = _Job(request, model, pipeline, sampler, arguments, seeds, on_step, preview)
+    if before_batch is not None:
+        job.before_batch = before_batch
+    memory = device_memory(registry.device)
+    first_size = images_per_batch(
+        model.family,
+        request.width,
+        request.height,
+        request.count,
+        model.dtype,
+        None if memory is None else memory.free,
+    )
+
+    started = _clock(registry.device)
+    try:
+        with _tiled_decode(pipeline, request):
+            images = job.run(first_size, registry.free_memory)
+    finally:
+        if preview is not None:
+            preview.remove()
+    gpu_seconds = _clock(registry.device) - started
+
+    input_sha256 = {
+        name: inputs.file_sha256(path)
+        for name in ("init_image", "mask_image", "control_image")
+        if (path := getattr(request, name)) is not None
+    }
     outputs = [
         write_png(
             image,
             output_dir / f"{request.job_id}-{index}.png",
             parameters=a1111_parameters(request, sampler.name, seed),
-            recipe=recipe(request, sampler.name, seed, index),
+            recipe=recipe(
+                request,
+                sampler=sampler.name,
+                scheduler=job.scheduler_recipe,
+                checkpoint_sha256=model.checkpoint_sha256,
+                input_sha256=input_sha256,
+                seed=seed,
+                index=index,
+            ),
             seed=seed,
         )
         for index, (image, seed) in enumerate(zip(images, seeds, strict=True))
@@ -86,32 +121,139 @@ def generate(request: GenerateRequest, registry: ModelRegistry, on_step: StepCal
     )
 
 
-def _txt2img(
-    model: LoadedModel,
-    request: GenerateRequest,
-    scheduler: SchedulerMixin,
-    generators: list[torch.Generator],
-    callback: PipelineCallback,
-) -> list[Image.Image]:
-    model.pipeline.scheduler = scheduler
-    # Each diffusers pipeline class declares its own __call__; the base class has none.
-    pipeline = cast(Callable[..., Any], model.pipeline)
-    output = pipeline(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps,
-        guidance_scale=request.cfg,
-        num_images_per_prompt=request.count,
-        generator=generators,
-        callback_on_step_end=callback,
-    )
-    images: list[Image.Image] = output.images
-    return images
+def _mode_arguments(request: GenerateRequest) -> dict[str, Any]:
+    """The pipeline call's mode-specific arguments, inputs read and sized to the job."""
+    size = {"width": request.width, "height": request.height}
+    mode = request.mode
+    if mode is Mode.TXT2IMG:
+        return size
+    if mode is Mode.CONTROLNET:
+        assert request.control_image is not None  # the protocol checks inputs per mode
+        control = inputs.control_image(request.control_image, request.control_type, **size)
+        return size | {"image": control, "controlnet_conditioning_scale": request.control_scale}
+    assert request.init_image is not None
+    # Upscale: the resize to the (larger) request size is the upscale; the
+    # low-strength pass that follows adds the detail.
+    init = inputs.init_image(request.init_image, **size)
+    if mode is Mode.INPAINT:
+        assert request.mask_image is not None
+        mask = inputs.mask_image(request.mask_image, **size)
+        return size | {"image": init, "mask_image": mask, "strength": request.strength}
+    # Image-to-image pipelines take their size from the image.
+    return {"image": init, "strength": request.strength}
 
 
-_RUNNERS: dict[Mode, Runner] = {Mode.TXT2IMG: _txt2img}
+class _Job:
+    """One request's pipeline calls: batches of images, each with its own seeds."""
+
+    def __init__(
+        self,
+        request: GenerateRequest,
+        model: LoadedModel,
+        pipeline: DiffusionPipeline,
+        sampler: Sampler,
+        arguments: dict[str, Any],
+        seeds: list[int],
+        on_step: StepCallback,
+        preview: PreviewWriter | None,
+    ) -> None:
+        self.request = request
+        self.model = model
+        self.pipeline = pipeline
+        self.sampler = sampler
+        self.arguments = arguments
+        self.seeds = seeds
+        self.on_step = on_step
+        self.preview = preview
+        self.before_batch: BatchHook = lambda size: None
+        self.scheduler_recipe: dict[str, Any] = {}
+
+    def run(self, size: int, free_memory: Callable[[], None]) -> list[Image.Image]:
+        """All images, `size` at a time; on out-of-memory, retry that batch in halves."""
+        images: list[Image.Image] = []
+        batches_done = 0
+        while len(images) < len(self.seeds):
+            start = len(images)
+            indices = range(start, min(len(self.seeds), start + size))
+            batches = batches_done + math.ceil((len(self.seeds) - start) / size)
+            out_of_memory = False
+            try:
+                images += self._batch(indices, batches_done, batches)
+                batches_done += 1
+            except torch.cuda.OutOfMemoryError:
+                out_of_memory = True
+            if out_of_memory:
+                # Outside the except block: the traceback's frames, which hold the
+                # batch's tensors, are gone by now, so the cache can really be emptied.
+                free_memory()
+                if size == 1:
+                    raise OutOfMemory(self._too_big())
+                size = max(1, len(indices) // 2)
+        return images
+
+    def _too_big(self) -> str:
+        request = self.request
+        return (
+            f"the GPU ran out of memory making {request.count} image(s) at"
+            f" {request.width}x{request.height}, even one at a time;"
+            " try a smaller size or fewer images"
+        )
+
+    def _batch(self, indices: range, batch: int, batches: int) -> list[Image.Image]:
+        seeds = [self.seeds[index] for index in indices]
+        scheduler = self.sampler.build(self.model.scheduler_config, seeds)
+        self.scheduler_recipe = {
+            "class": type(scheduler).__name__,
+            "options": dict(self.sampler.options),
+            # Every scheduler is a ConfigMixin; SchedulerMixin alone does not say so.
+            "config": dict(cast(Any, scheduler).config),
+        }
+        self.pipeline.scheduler = scheduler
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        every = self.request.preview_every
+
+        def step_end(
+            pipeline: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            per_batch = pipeline.num_timesteps
+            preview = None
+            if self.preview is not None and (index + 1) % every == 0:
+                preview = self.preview.write(tensors["latents"])
+            self.on_step(batch * per_batch + index + 1, batches * per_batch, preview)
+            return tensors
+
+        self.before_batch(len(indices))
+        # Each diffusers pipeline class declares its own __call__; the base class has none.
+        call = cast(Callable[..., Any], self.pipeline)
+        output = call(
+            prompt=self.request.prompt,
+            negative_prompt=self.request.negative_prompt or None,
+            num_inference_steps=self.request.steps,
+            guidance_scale=self.request.cfg,
+            num_images_per_prompt=len(indices),
+            generator=generators,
+            callback_on_step_end=step_end,
+            **self.arguments,
+        )
+        images: list[Image.Image] = output.images
+        return images
+
+
+@contextmanager
+def _tiled_decode(pipeline: DiffusionPipeline, request: GenerateRequest) -> Iterator[None]:
+    """Let the VAE decode in tiles for an upscale or a large image, for this job only.
+
+    The VAE is shared by every mode of the model, so tiling is switched back off after.
+    """
+    large = max(request.width, request.height) > TILED_DECODE_ABOVE_SIDE
+    if not (large or request.mode is Mode.UPSCALE):
+        yield
+        return
+    pipeline.vae.enable_tiling()
+    try:
+        yield
+    finally:
+        pipeline.vae.disable_tiling()
 
 
 def _clock(device: torch.device) -> float:
@@ -119,53 +261,3 @@ def _clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def a1111_parameters(request: GenerateRequest, sampler: str, seed: int) -> str:
-    """The "parameters" text other Stable Diffusion tools read back from a PNG."""
-    lines = [request.prompt]
-    if request.negative_prompt:
-        lines.append(f"Negative prompt: {request.negative_prompt}")
-    lines.append(
-        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.cfg:g}, "
-        f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {request.model}"
-    )
-    return "\n".join(lines)
-
-
-def recipe(request: GenerateRequest, sampler: str, seed: int, index: int) -> dict[str, object]:
-    """Everything needed to make this one image again, stored in its "atelier" PNG chunk."""
-    return {
-        **request.model_dump(mode="json", exclude={"type", "output_dir"}),
-        "sampler": sampler,
-        "seed": seed,
-        "batch_seed": request.seed,
-        "index": index,
-        "versions": {
-            "diffusers": diffusers.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-    }
-
-
-def write_png(
-    image: Image.Image, path: Path, *, parameters: str, recipe: dict[str, object], seed: int
-) -> OutputImage:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", parameters)
-    info.add_text("atelier", json.dumps(recipe, ensure_ascii=False))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    data = buffer.getvalue()
-    # Write then rename, so a crash never leaves a half-written file under the final name.
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return OutputImage(
-        path=str(path),
-        seed=seed,
-        width=image.width,
-        height=image.height,
-        sha256=hashlib.sha256(data).hexdigest(),
-    )

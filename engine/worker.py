@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -32,6 +33,8 @@ from engine.protocol import (
     Ready,
     SetupRequest,
     ShutdownRequest,
+    Status,
+    StatusRequest,
     decode_request,
 )
 from engine.wire import EventChannel, LineTooLong, describe, job_id_of, read_line
@@ -60,6 +63,11 @@ class JobBuffer:
         with self._ready:
             self._waiting.append(request)
             self._ready.notify()
+
+    @property
+    def running_job(self) -> str | None:
+        with self._ready:
+            return None if self._running is None else self._running[0]
 
     def cancel(self, job_id: str) -> None:
         with self._ready:
@@ -105,14 +113,24 @@ class JobBuffer:
         )
 
 
-def read_requests(stdin: BinaryIO, jobs: JobBuffer, channel: EventChannel) -> None:
-    """The reader thread: feed `jobs` until shutdown or end of input, then close it."""
+def read_requests(
+    stdin: BinaryIO,
+    jobs: JobBuffer,
+    channel: EventChannel,
+    status: Callable[[str | None], Status],
+) -> None:
+    """The reader thread: feed `jobs` until shutdown or end of input, then close it.
+
+    Status requests are answered here, so the bot gets one even while a job runs.
+    """
     try:
         while (request := _next_request(stdin, channel)) is not None:
             if isinstance(request, GenerateRequest):
                 jobs.put(request)
             elif isinstance(request, CancelRequest):
                 jobs.cancel(request.job_id)
+            elif isinstance(request, StatusRequest):
+                channel.send(status(jobs.running_job))
             elif isinstance(request, ShutdownRequest):
                 log.info("shutdown requested")
                 return
@@ -125,7 +143,7 @@ def read_requests(stdin: BinaryIO, jobs: JobBuffer, channel: EventChannel) -> No
 
 def _next_request(
     stdin: BinaryIO, channel: EventChannel
-) -> SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest | None:
+) -> SetupRequest | GenerateRequest | CancelRequest | ShutdownRequest | StatusRequest | None:
     """The next valid request; refused lines are answered with bad_request and skipped."""
     while True:
         try:
@@ -213,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = JobBuffer(channel)
     threading.Thread(
-        target=read_requests, args=(stdin, jobs, channel), name="requests", daemon=True
+        target=read_requests,
+        args=(stdin, jobs, channel, runner.status),
+        name="requests",
+        daemon=True,
     ).start()
     while (job := jobs.next_job()) is not None:
         request, cancel = job

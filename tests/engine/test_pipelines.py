@@ -18,7 +18,7 @@ from engine.protocol import MAX_SEED, JobResult
 from .conftest import make_request
 
 
-def no_progress(step: int, total: int) -> None:
+def no_progress(step: int, total: int, preview: str | None) -> None:
     pass
 
 
@@ -74,7 +74,7 @@ def test_progress_reports_every_scheduler_step_against_its_total(
 ) -> None:
     steps: list[tuple[int, int]] = []
     request = make_request(tmp_path, sampler=sampler, steps=4)
-    generate(request, registry, lambda step, of: steps.append((step, of)))
+    generate(request, registry, lambda step, of, _: steps.append((step, of)))
     assert steps == [(step, total) for step in range(1, total + 1)]
 
 
@@ -129,7 +129,7 @@ def test_cancelling_from_a_step_stops_before_the_vae_decode(
 
     monkeypatch.setattr(vae, "decode", counting_decode)
 
-    def cancel_at_two(step: int, total: int) -> None:
+    def cancel_at_two(step: int, total: int, preview: str | None) -> None:
         if step == 2:
             raise Cancelled("cancelled at step 2")
 

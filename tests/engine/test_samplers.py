@@ -58,7 +58,7 @@ def test_each_job_gets_its_own_scheduler(registry: ModelRegistry) -> None:
 def test_every_sampler_runs_two_steps(name: str, registry: ModelRegistry, tmp_path: Path) -> None:
     steps: list[tuple[int, int]] = []
     request = make_request(tmp_path, sampler=name, steps=2)
-    result = generate(request, registry, lambda step, total: steps.append((step, total)))
+    result = generate(request, registry, lambda step, total, _: steps.append((step, total)))
     assert result.sampler == name
     assert len(result.images) == 1
     assert steps and steps[-1][0] == steps[-1][1]

@@ -1,0 +1,102 @@
+"""Output files: PNGs that carry their own recipe, written so no half file is ever seen."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from PIL import Image, PngImagePlugin
+
+from engine.protocol import MODE_INPUTS, GenerateRequest, Mode, OutputImage
+
+# Request fields that say where things are on this machine, not how the image is made.
+_LOCAL_FIELDS = {"type", "output_dir", "preview_every", "init_image", "mask_image", "control_image"}
+_CONTROL_FIELDS = {"control_type", "control_scale"}
+
+
+def uses_strength(mode: Mode) -> bool:
+    return "init_image" in MODE_INPUTS[mode]
+
+
+def a1111_parameters(request: GenerateRequest, sampler: str, seed: int) -> str:
+    """The "parameters" text other Stable Diffusion tools read back from a PNG."""
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"Negative prompt: {request.negative_prompt}")
+    settings = (
+        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.cfg:g}, "
+        f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {request.model}"
+    )
+    if uses_strength(request.mode):
+        settings += f", Denoising strength: {request.strength:g}"
+    lines.append(settings)
+    return "\n".join(lines)
+
+
+def recipe(
+    request: GenerateRequest,
+    *,
+    sampler: str,
+    scheduler: Mapping[str, Any],
+    checkpoint_sha256: str,
+    input_sha256: Mapping[str, str],
+    seed: int,
+    index: int,
+) -> dict[str, Any]:
+    """Everything needed to make this one image again, stored in its "atelier" PNG chunk.
+
+    Only the settings the mode uses are kept (no strength for text-to-image),
+    and input images are named by their sha256, not by their local path.
+    """
+    unused = _LOCAL_FIELDS | (set() if uses_strength(request.mode) else {"strength"})
+    if request.mode is not Mode.CONTROLNET:
+        unused |= _CONTROL_FIELDS
+    made: dict[str, Any] = {
+        **request.model_dump(mode="json", exclude=unused),
+        "checkpoint_sha256": checkpoint_sha256,
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "inputs": dict(input_sha256),
+        "seed": seed,
+        "batch_seed": request.seed,
+        "index": index,
+        "versions": {
+            "diffusers": diffusers.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+    # Scheduler configs hold tuples and the odd non-JSON value: store what JSON keeps.
+    plain: dict[str, Any] = json.loads(json.dumps(made, default=str))
+    return plain
+
+
+def write_png(
+    image: Image.Image, path: Path, *, parameters: str, recipe: dict[str, Any], seed: int
+) -> OutputImage:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    info.add_text("atelier", json.dumps(recipe, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    data = buffer.getvalue()
+    # Write then rename, so a crash never leaves a half-written file under the final name.
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return OutputImage(
+        path=str(path),
+        seed=seed,
+        width=image.width,
+        height=image.height,
+        sha256=hashlib.sha256(data).hexdigest(),
+        recipe=recipe,
+    )
