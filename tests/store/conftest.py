@@ -1,0 +1,23 @@
+"""Store fixtures: every store over a migrated SQLite file, configured per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from tests.stores import Stores, open_stores
+
+
+@pytest.fixture
+def stores_with(tmp_path: Path) -> Callable[[str], AbstractAsyncContextManager[Stores]]:
+    """Open the stores with extra TOML config (e.g. a [quota] section)."""
+    return lambda extra="": open_stores(tmp_path, extra)
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    async with open_stores(tmp_path) as opened:
+        yield opened

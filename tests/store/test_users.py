@@ -1,0 +1,91 @@
+"""Members: bans, personal defaults, and forget-me."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.store.audit import Actor, AuditEntry
+from bot.store.jobs import Requester
+from bot.store.models import Job, JobState, Output, UsageEntry, User
+from bot.store.users import REDACTED, UnfinishedJobs
+from tests.stores import Stores, spec
+
+DANA = Requester(user_id=444, user_name="dana", guild_id=10, channel_id=20)
+ERIN = Requester(user_id=555, user_name="erin", guild_id=10, channel_id=20)
+ADMIN = Actor(user_id=1, guild_id=10)
+
+
+async def test_ban_reason_is_none_for_unknown_and_unbanned_members(stores: Stores) -> None:
+    assert await stores.users.ban_reason(DANA.user_id) is None
+    await stores.users.ban(DANA.user_id, "raids", ADMIN)
+    assert await stores.users.ban_reason(DANA.user_id) == "raids"
+    assert not await stores.users.unban(ERIN.user_id, ADMIN)
+
+
+async def test_personal_defaults_are_stored_and_replaced(stores: Stores) -> None:
+    assert await stores.users.defaults(DANA.user_id) == {}
+    mine = {"model": "tiny", "sampler": "Euler a", "aspect": "16:9", "steps": 20, "cfg": 6.5,
+            "negative": "blurry"}  # fmt: skip
+    await stores.users.set_defaults(DANA.user_id, "dana", mine, Actor(DANA.user_id))
+    assert await stores.users.defaults(DANA.user_id) == mine
+    await stores.users.set_defaults(DANA.user_id, "dana", {}, Actor(DANA.user_id))
+    assert await stores.users.defaults(DANA.user_id) == {}
+
+
+async def test_forget_me_deletes_images_prompts_and_defaults_and_keeps_totals(
+    stores: Stores,
+) -> None:
+    data_dir = stores.config.storage.data_dir
+    await stores.run_job("dana1", DANA, 2.0, count=2)
+    await stores.run_job("erin1", ERIN, 1.0)
+    for job_id, count in (("dana1", 2), ("erin1", 1)):
+        for index in range(count):
+            path = data_dir / "images" / job_id / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"png")
+    await stores.users.set_defaults(DANA.user_id, "dana", {"steps": 9}, Actor(DANA.user_id))
+
+    forgotten = await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
+
+    assert (forgotten.jobs, forgotten.images) == (1, 2)
+    assert not (data_dir / "images" / "dana1").exists()
+    assert (data_dir / "images" / "erin1" / "0.png").exists()
+    async with stores.sessions() as session:
+        job = await session.get(Job, "dana1")
+        assert job is not None
+        assert (job.spec["prompt"], job.spec["negative_prompt"]) == (REDACTED, REDACTED)
+        assert job.user_id < 0  # the pseudonym
+        assert await session.get(User, DANA.user_id) is None
+        assert await session.scalar(select(func.count()).select_from(Output)) == 1  # Erin's
+        total = await session.scalar(select(func.sum(UsageEntry.gpu_seconds)))
+        assert total == pytest.approx(3.0)
+        pseudonymous = await session.scalar(
+            select(func.sum(UsageEntry.gpu_seconds)).where(UsageEntry.user_id == job.user_id)
+        )
+        assert pseudonymous == pytest.approx(2.0)
+        mentions = (
+            await session.scalars(
+                select(AuditEntry).where(
+                    (AuditEntry.actor_id == DANA.user_id)
+                    | (AuditEntry.target == f"user:{DANA.user_id}")
+                )
+            )
+        ).all()
+    # Only the record that she asked to be forgotten still names her.
+    assert [(e.action, e.params) for e in mentions] == [("user.forget", {"jobs": 1, "images": 2})]
+    assert await stores.users.defaults(DANA.user_id) == {}
+
+
+async def test_forget_me_waits_for_unfinished_jobs_and_a_ban_survives_it(stores: Stores) -> None:
+    await stores.quotas.admit("queued", DANA, spec(), "tiny", [1])
+    with pytest.raises(UnfinishedJobs, match="1 job"):
+        await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
+    assert (await stores.jobs.get("queued")).spec["prompt"] == "a red fox"
+    page = await stores.audit.query(action="user.forget")
+    assert [e.outcome for e in page.entries] == ["refused"]
+
+    await stores.jobs.transition("queued", JobState.CANCELLED, outcome="cancelled")
+    await stores.users.ban(DANA.user_id, "raids", ADMIN)
+    await stores.users.forget(DANA.user_id, ADMIN)
+    assert await stores.users.ban_reason(DANA.user_id) == "raids"

@@ -1,0 +1,80 @@
+"""Every store over one migrated SQLite file, for tests that need no engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Config, load_config
+from bot.store.audit import AuditLog
+from bot.store.db import open_engine, session_factory
+from bot.store.jobs import JobStore, NewOutput, Requester
+from bot.store.migrate import upgrade
+from bot.store.models import Base, Job, JobState
+from bot.store.quotas import QuotaRules, QuotaStore
+from bot.store.users import UserStore
+from tests.configs import write_config
+
+
+@dataclass(frozen=True)
+class Stores:
+    config: Config
+    sessions: async_sessionmaker[AsyncSession]
+    jobs: JobStore
+    quotas: QuotaStore
+    users: UserStore
+    audit: AuditLog
+
+    async def count(self, model: type[Base], *where: Any) -> int:
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(model).where(*where))
+            return total or 0
+
+    async def run_job(
+        self, job_id: str, requester: Requester, gpu_seconds: float, *, count: int = 1
+    ) -> Job:
+        """Admit a job and let it succeed with `gpu_seconds` measured, as the service would."""
+        await self.quotas.admit(job_id, requester, spec(count=count), "tiny", list(range(count)))
+        await self.jobs.transition(job_id, JobState.RUNNING, device="cpu")
+        outputs = [output(job_id, n) for n in range(count)]
+        return await self.jobs.succeed(job_id, gpu_seconds, outputs)
+
+
+def spec(count: int = 1, width: int = 512, height: int = 512, steps: int = 30) -> dict[str, Any]:
+    """The fields of a job spec that pricing reads, plus a prompt to forget."""
+    return {"prompt": "a red fox", "negative_prompt": "blur", "width": width,
+            "height": height, "steps": steps, "count": count}  # fmt: skip
+
+
+def output(job_id: str, index: int) -> NewOutput:
+    return NewOutput(index=index, path=f"images/{job_id}/{index}.png", sha256="0" * 64,
+                     seed=index, width=64, height=64, recipe={"prompt": "a red fox"})  # fmt: skip
+
+
+@asynccontextmanager
+async def open_stores(directory: Path, extra: str = "") -> AsyncIterator[Stores]:
+    """Stores over a fresh database; `extra` is TOML put before the config's sections."""
+    # The model folder only has to exist: these tests never start an engine.
+    config = load_config(write_config(directory, directory, extra))
+    await asyncio.to_thread(upgrade, config.database_url)
+    database = open_engine(config.database_url)
+    sessions = session_factory(database)
+    rules = QuotaRules.from_config(config)
+    try:
+        yield Stores(
+            config=config,
+            sessions=sessions,
+            jobs=JobStore(sessions, rules.pricing),
+            quotas=QuotaStore(sessions, rules),
+            users=UserStore(sessions, config.storage.data_dir),
+            audit=AuditLog(sessions),
+        )
+    finally:
+        await database.dispose()
