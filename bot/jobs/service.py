@@ -117,11 +117,7 @@ class JobService:
         engine within one denoising step, and its worker records the end.
         """
         if self.queue.remove(job_id):
-            job = await self.store.transition(
-                job_id, JobState.CANCELLED, outcome="cancelled", actor_id=actor_id,
-                error="cancelled before it started",
-            )  # fmt: skip
-            await self._notify_finished(job)
+            await self._finish_cancelled(job_id, actor_id, "cancelled before it started")
             return True
         engine = self._running.get(job_id)
         if engine is None:
@@ -144,6 +140,15 @@ class JobService:
                 )
 
     async def _run(self, engine: EngineProcess, job_id: str) -> None:
+        # From here on a cancel reaches this job, even while its engine starts.
+        self._running[job_id] = engine
+        try:
+            await self._execute(engine, job_id)
+        finally:
+            del self._running[job_id]
+            self._cancelled_by.pop(job_id, None)
+
+    async def _execute(self, engine: EngineProcess, job_id: str) -> None:
         if not engine.alive:
             await engine.start()
         job = await self.store.transition(job_id, JobState.RUNNING, device=engine.device)
@@ -156,7 +161,11 @@ class JobService:
             for listener in self._listeners:
                 await listener.job_progress(job_id, progress)
 
-        self._running[job_id] = engine
+        if job_id in self._cancelled_by:
+            # Cancelled while the engine started; no await between this check and
+            # the request, so a later cancel finds the job in the engine.
+            await self._finish_cancelled(job_id, self._cancelled_by[job_id], "cancelled")
+            return
         try:
             result = await engine.run(
                 spec.to_request(job_id, output_dir, self._data_dir, self._preview_every),
@@ -166,11 +175,7 @@ class JobService:
         except JobFailed as failure:
             if failure.error.code is ErrorCode.CANCELLED:
                 log.info("job %s: cancelled while running", job_id)
-                job = await self.store.transition(
-                    job_id, JobState.CANCELLED, outcome="cancelled",
-                    actor_id=self._cancelled_by.pop(job_id, None), error=str(failure),
-                )  # fmt: skip
-                await self._notify_finished(job)
+                await self._finish_cancelled(job_id, self._cancelled_by.get(job_id), str(failure))
                 return
             log.warning("job %s: engine error %s: %s", job_id, failure.error.code, failure)
             await self._finish_failed(job_id, str(failure), JobState.FAILED)
@@ -179,9 +184,6 @@ class JobService:
             log.error("job %s: %s", job_id, failure)
             await self._finish_failed(job_id, str(failure), JobState.FAILED)
             return
-        finally:
-            del self._running[job_id]
-            self._cancelled_by.pop(job_id, None)
         outputs = [
             NewOutput(
                 index=index,
@@ -196,6 +198,12 @@ class JobService:
         ]
         job = await self.store.succeed(job_id, result.gpu_seconds, outputs)
         log.info("job %s: succeeded in %.2f GPU seconds", job_id, result.gpu_seconds)
+        await self._notify_finished(job)
+
+    async def _finish_cancelled(self, job_id: str, actor_id: int | None, message: str) -> None:
+        job = await self.store.transition(
+            job_id, JobState.CANCELLED, outcome="cancelled", actor_id=actor_id, error=message
+        )
         await self._notify_finished(job)
 
     async def _finish_failed(self, job_id: str, message: str, state: JobState) -> None:

@@ -319,10 +319,15 @@ class LocalDiscord:
     def resumes(self) -> list[JSON]:
         return self._gateway.resumes
 
-    async def wait_for_identify(self, timeout: float = 5.0) -> JSON:
-        """The first IDENTIFY, returned once READY and GUILD_CREATE have been sent."""
+    async def wait_for_identify(self, timeout: float = 5.0, count: int = 1) -> JSON:
+        """The `count`-th IDENTIFY (a restarted bot identifies again), returned once READY
+        and GUILD_CREATE have been sent."""
         return await self._state.signal.wait_until(
-            lambda: self._gateway.identifies[0] if self._gateway.identifies else None,
+            lambda: (
+                self._gateway.identifies[count - 1]
+                if len(self._gateway.identifies) >= count
+                else None
+            ),
             timeout,
             "the bot to IDENTIFY on the gateway",
             self._state.diagnostics,

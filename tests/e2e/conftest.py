@@ -22,10 +22,46 @@ CRASH_FAULT = "crash_at_step=2@[crash]"
 
 @dataclass
 class RunningBot:
+    """`atelier run` against the local server; `restart` stops it and starts another."""
+
     server: LocalDiscord
-    process: asyncio.subprocess.Process
+    config: Path
     data_dir: Path
     log: Path
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    async def start(self) -> None:
+        # Only prompts containing "[crash]" make the engine die, so a test can break one job.
+        env = dict(
+            os.environ, DISCORD_TOKEN=self.server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT
+        )
+        self.starts += 1
+        with self.log.open("ab") as sink:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "run", "--config", str(self.config),
+                cwd=REPO, env=env, stdout=sink, stderr=sink,
+            )  # fmt: skip
+        await self.server.wait_for_identify(timeout=30, count=self.starts)
+        await self.server.wait_for_commands(timeout=30)
+
+    async def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; the exit code."""
+        process = self.process
+        assert process is not None
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        assert process.returncode is not None
+        return process.returncode
+
+    async def restart(self) -> None:
+        assert await self.stop() == 0, self.log.read_text(errors="replace")
+        await self.start()
 
     def rows(self, sql: str, **params: object) -> list[dict[str, object]]:
         """Run one query against the bot's SQLite file, as another process would."""
@@ -57,6 +93,9 @@ api_base = "{server.api_base}"
 gateway_url = "{server.gateway_url}"
 guild_ids = [{server.guild_id}]
 progress_interval = 0.2
+
+[generation]
+preview_every = 1
 """
     return write_config(directory, model_dir, extra=discord, steps=4)
 
@@ -66,31 +105,18 @@ async def running_bot(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Run
     server = LocalDiscord()
     await server.start()
     config = bot_config(tmp_path, server, tiny_model_dir)
-    log = tmp_path / "bot.log"
-    # Only prompts containing "[crash]" make the engine die, so a test can break one job.
-    env = dict(os.environ, DISCORD_TOKEN=server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT)
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", "--config", str(config),
-            cwd=REPO, env=env, stdout=sink, stderr=sink,
-        )  # fmt: skip
-    bot = RunningBot(server, process, tmp_path / "data", log)
+    bot = RunningBot(server, config, tmp_path / "data", tmp_path / "bot.log")
+    code: int | None = None
     try:
-        await server.wait_for_identify(timeout=30)
-        await server.wait_for_commands(timeout=30)
+        await bot.start()
         yield bot
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if bot.process is not None:
+            code = await bot.stop()
         await server.stop()
-    logged = log.read_text(errors="replace")
+    logged = bot.log.read_text(errors="replace")
     print(logged)  # shown by pytest when the test fails
-    assert process.returncode == 0, logged
+    assert code == 0, logged
     assert server.bot_token not in logged  # the secret never reaches a log
     assert server.schema_errors == []
     assert server.unhandled == []

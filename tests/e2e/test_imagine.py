@@ -13,7 +13,9 @@ from .conftest import RunningBot
 
 
 def finished(message: Message) -> bool:
-    return bool(message.attachments) or "failed" in message.content
+    """The final version of a job's reply: its result embed, or the failure (previews
+    come as attachments too, so attachments alone do not tell)."""
+    return bool(message.embeds) or "failed" in message.content
 
 
 async def test_imagine_replies_with_images_and_records_the_job(running_bot: RunningBot) -> None:

@@ -1,0 +1,142 @@
+"""Generation modes end to end: attachments, V/U buttons (across a restart), Cancel, previews."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from bot.jobs.spec import fit_ratio
+from tests.discord_server import Message
+
+from .conftest import RunningBot
+from .test_imagine import finished
+
+
+def png(size: tuple[int, int], colour: str = "red", mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sizes(message: Message) -> list[tuple[int, int]]:
+    return [Image.open(io.BytesIO(a.data)).size for a in message.attachments]
+
+
+def job_id_of(message: Message) -> str:
+    return message.content.split("`")[1]
+
+
+async def test_image_to_image_then_variation_and_upscale_buttons_work_after_a_restart(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    ix = await server.send_slash_command(
+        "imagine", {"prompt": "a red square", "seed": 3, "strength": 0.5},
+        attachments={"image": ("photo.png", png((128, 64)), "image/png")},
+    )  # fmt: skip
+    assert (await ix.wait_for_callback(timeout=3)).type == 5
+    job_id = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content, timeout=30))
+    result = await ix.wait_for_original(finished, timeout=120)
+    shape = fit_ratio(128 / 64, 64 * 64)  # the photo's shape at the model's area
+    assert sizes(result) == [shape]
+    assert {f"atelier:v:{job_id}:1", f"atelier:u:{job_id}:1"} <= set(result.custom_ids)
+    (row,) = running_bot.rows("select spec from jobs where id = :id", id=job_id)
+    assert '"mode": "img2img"' in str(row["spec"]) and '"strength": 0.5' in str(row["spec"])
+
+    # The buttons read the stored output, so they outlive the process that made them.
+    await running_bot.restart()
+    variation = await server.click_button(result, f"atelier:v:{job_id}:1")
+    assert (await variation.wait_for_callback(timeout=3)).type == 5
+    varied = await variation.wait_for_original(finished, timeout=120)
+    assert sizes(varied) == [shape]
+    seed_field = next(f for f in varied.embeds[0]["fields"] if f["name"] == "Seed")
+    assert seed_field["value"] != "#1: 3"  # a variation is a new roll
+
+    upscale = await server.click_button(result, f"atelier:u:{job_id}:1")
+    upscaled = await upscale.wait_for_original(finished, timeout=120)
+    assert sizes(upscaled) == [(shape[0] * 2, shape[1] * 2)]
+    up_id = job_id_of(await upscale.wait_for_original(lambda m: "queued" in m.content))
+    (row,) = running_bot.rows(
+        "select j.spec, o.recipe from jobs j join outputs o on o.job_id = j.id where j.id = :id",
+        id=up_id,
+    )
+    assert '"mode": "upscale"' in str(row["spec"]) and f'"source_job": "{job_id}"' in str(
+        row["spec"]
+    )
+    assert '"upscale"' in str(row["recipe"])  # the recipe names its mode
+
+
+async def test_cancel_stops_a_queued_and_a_running_job_and_previews_show_meanwhile(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    long = await server.send_slash_command("imagine", {"prompt": "slow", "steps": 150})
+    await long.wait_for_original(lambda m: "queued" in m.content, timeout=30)
+    waiting = await server.send_slash_command("imagine", {"prompt": "next", "steps": 150})
+    queued = await waiting.wait_for_original(lambda m: "queued" in m.content, timeout=30)
+    waiting_id = job_id_of(queued)
+
+    cancel = await server.click_button(queued, f"atelier:cancel:{waiting_id}")
+    assert "Cancelling" in (await cancel.wait_for_callback(timeout=3)).data["content"]
+    assert "was cancelled" in (await waiting.wait_for_original(finished_or_cancelled)).content
+
+    preview = await long.wait_for_original(
+        lambda m: any(a.filename == "preview.png" for a in m.attachments), timeout=120
+    )
+    assert "step" in preview.content
+    long_id = job_id_of(preview)
+    stopper = await server.click_button(preview, f"atelier:cancel:{long_id}")
+    await stopper.wait_for_callback(timeout=3)
+    stopped = await long.wait_for_original(finished_or_cancelled, timeout=60)
+    assert "was cancelled" in stopped.content and not stopped.attachments
+    assert stopped.custom_ids == []  # no Cancel button left on a finished job
+
+    states = running_bot.rows(
+        "select id, state from jobs where id in (:a, :b)", a=long_id, b=waiting_id
+    )
+    assert {(r["id"], r["state"]) for r in states} == {
+        (long_id, "cancelled"),
+        (waiting_id, "cancelled"),
+    }
+    audit = await running_bot.wait_for_rows(
+        "select actor_id from audit_log where action = 'job.cancelled' and target = :id",
+        id=long_id,
+    )
+    assert audit == [{"actor_id": server.user_id}]
+
+
+def finished_or_cancelled(message: Message) -> bool:
+    return finished(message) or "cancelled" in message.content
+
+
+async def test_impossible_inputs_are_refused_privately_before_queueing(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    cases = [
+        ({"mask": ("m.png", png((64, 64), "white"), "image/png")}, {}, "needs the `image`"),
+        (
+            {"control": ("c.png", png((64, 64)), "image/png")},
+            {"control_type": "scribble"},
+            "Model `tiny` has no `scribble` ControlNet configured",
+        ),
+        ({"image": ("notes.txt", b"hello", "text/plain")}, {}, "is not an image"),
+        ({"image": ("fake.png", b"not a png at all", "image/png")}, {}, "not an image"),
+    ]
+    for attachments, options, message in cases:
+        ix = await server.send_slash_command(
+            "imagine", {"prompt": "x", **options}, attachments=attachments
+        )
+        callback = await ix.wait_for_callback(timeout=3)
+        if callback.type == 4:  # refused before the deferral
+            assert callback.data["flags"] & 64, message
+            text = callback.data["content"]
+        else:  # refused after downloading: the deferred reply says why
+            text = (await ix.wait_for_original(lambda m: "⚠️" in m.content, timeout=10)).content
+        assert message in text
+    refusals = await running_bot.wait_for_rows(
+        "select count(*) as n from audit_log where action = 'imagine.refused' having n = 4"
+    )
+    assert refusals == [{"n": 4}]
+    assert running_bot.rows("select count(*) as n from jobs") == [{"n": 0}]
