@@ -83,7 +83,7 @@ class LoadedModel:
             if controlnet is None:
                 configured = ", ".join(self.controlnets) or "none"
                 raise BadRequest(
-                    f"model {self.name!r} has no ControlNet for control type {control_type!r}"
+                    f"model {self.name!r} has no ControlNet for control type '{control_type}'"
                     f" (configured: {configured}); add [models.{self.name}.controlnets]"
                     f" {control_type} = ... to the config or pick another control type"
                 )

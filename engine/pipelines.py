@@ -28,7 +28,7 @@ from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
 from engine.previews import PreviewWriter
-from engine.protocol import MAX_SEED, GenerateRequest, JobResult, Mode
+from engine.protocol import MAX_SEED, MAX_STEPS, GenerateRequest, JobResult, Mode
 from engine.samplers import Sampler, find_sampler
 
 # Called after each denoising step with (step, total, preview path or None); raising
@@ -132,6 +132,7 @@ def _mode_arguments(request: GenerateRequest) -> dict[str, Any]:
         control = inputs.control_image(request.control_image, request.control_type, **size)
         return size | {"image": control, "controlnet_conditioning_scale": request.control_scale}
     assert request.init_image is not None
+    _check_denoising_steps(request)
     # Upscale: the resize to the (larger) request size is the upscale; the
     # low-strength pass that follows adds the detail.
     init = inputs.init_image(request.init_image, **size)
@@ -141,6 +142,17 @@ def _mode_arguments(request: GenerateRequest) -> dict[str, Any]:
         return size | {"image": init, "mask_image": mask, "strength": request.strength}
     # Image-to-image pipelines take their size from the image.
     return {"image": init, "strength": request.strength}
+
+
+def _check_denoising_steps(request: GenerateRequest) -> None:
+    # Image-to-image pipelines run int(steps * strength) steps; none at all would
+    # return an empty batch.
+    if int(request.steps * request.strength) < 1:
+        fewest = next(n for n in range(1, 10 * MAX_STEPS) if int(n * request.strength) >= 1)
+        raise BadRequest(
+            f"strength {request.strength:g} with {request.steps} steps leaves no denoising step;"
+            f" use at least {fewest} steps or a higher strength"
+        )
 
 
 class _Job:

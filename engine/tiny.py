@@ -6,7 +6,13 @@ in a fraction of a second and makes a 64x64 image on CPU in well under a
 second. They are saved with `save_pretrained` and loaded back through the
 same `from_pretrained` path real models use.
 
-    python -m engine.tiny DIR
+    python -m engine.tiny DIR          an SD 1.5 pipeline folder in DIR
+    python -m engine.tiny --all DIR    the whole set, one folder each:
+        DIR/sd15                 SD 1.5 pipeline (StableDiffusionPipeline)
+        DIR/sdxl                 SDXL pipeline (two text encoders, "text_time" UNet)
+        DIR/controlnet-scribble  ControlNet matching sd15's UNet (any control type)
+        DIR/inpaint              SD 1.5 inpainting pipeline (9-channel UNet)
+        DIR/taesd                tiny autoencoder (AutoencoderTiny) for previews
 """
 
 from __future__ import annotations
@@ -15,21 +21,35 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
+from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
     StableDiffusionPipeline,
 )
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+    StableDiffusionInpaintPipeline,
+)
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+    StableDiffusionXLPipeline,
+)
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 SEED = 0
 TOKENIZER_MAX_LENGTH = 77
 HIDDEN_SIZE = 32
+SDXL_TIME_EMBED_DIM = 8
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
@@ -57,9 +77,8 @@ def tiny_tokenizer() -> CLIPTokenizer:
         return tokenizer
 
 
-def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    torch.manual_seed(SEED)
-    config = CLIPTextConfig(
+def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -70,8 +89,19 @@ def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         num_hidden_layers=5,
         max_position_embeddings=TOKENIZER_MAX_LENGTH,
         vocab_size=len(tokenizer),
+        projection_dim=HIDDEN_SIZE,
     )
-    return CLIPTextModel(config)
+
+
+def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    torch.manual_seed(SEED)
+    return CLIPTextModel(_text_config(tokenizer))
+
+
+def tiny_text_encoder_with_projection(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
+    """SDXL's second text encoder: its pooled, projected output feeds the UNet's added embedding."""
+    torch.manual_seed(SEED + 1)
+    return CLIPTextModelWithProjection(_text_config(tokenizer))
 
 
 def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
@@ -90,6 +120,29 @@ def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
     return unet
 
 
+def tiny_sdxl_unet() -> UNet2DConditionModel:
+    """SDXL layout in miniature: both encoders' hidden states, plus size/crop time ids."""
+    torch.manual_seed(SEED)
+    unet: UNet2DConditionModel = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        transformer_layers_per_block=(1, 2),
+        # Six time ids (original size, crop, target size) plus the pooled text embedding.
+        projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + HIDDEN_SIZE,
+        cross_attention_dim=2 * HIDDEN_SIZE,
+    )
+    return unet
+
+
 def tiny_vae() -> AutoencoderKL:
     torch.manual_seed(SEED)
     vae: AutoencoderKL = AutoencoderKL(
@@ -99,6 +152,8 @@ def tiny_vae() -> AutoencoderKL:
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         latent_channels=4,
+        # Tiled decode cuts latents into sample_size / 2 tiles: 32, so a 128 px upscale tiles.
+        sample_size=64,
     )
     return vae
 
@@ -138,11 +193,86 @@ def write_tiny_sd15(directory: Path) -> Path:
     return directory
 
 
+def write_tiny_sdxl(directory: Path) -> Path:
+    """Write a diffusers-format SDXL pipeline folder to `directory`."""
+    tokenizer = tiny_tokenizer()
+    pipeline = StableDiffusionXLPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(tokenizer),
+        text_encoder_2=tiny_text_encoder_with_projection(tokenizer),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=tiny_sdxl_unet(),
+        # diffusers annotates this parameter with its enum of scheduler names.
+        scheduler=cast(Any, tiny_scheduler()),
+    )
+    pipeline.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def write_tiny_inpaint(directory: Path) -> Path:
+    """Write an SD 1.5 inpainting pipeline folder: the UNet also reads mask and masked image."""
+    components = tiny_sd15_components() | {"unet": tiny_unet(in_channels=9)}
+    StableDiffusionInpaintPipeline(**components).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def write_tiny_controlnet(directory: Path) -> Path:
+    """Write a ControlNet made from the tiny SD 1.5 UNet, so it fits that model."""
+    torch.manual_seed(SEED)
+    # One downsampling conditioning block: the control image meets the latents at
+    # the tiny VAE's scale (1/2), not SD's (1/8).
+    controlnet = ControlNetModel.from_unet(
+        tiny_unet(), conditioning_embedding_out_channels=(16, 32)
+    )
+    controlnet.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def write_tiny_preview_decoder(directory: Path) -> Path:
+    """Write a tiny autoencoder whose decoder upsamples latents as much as the tiny VAE does."""
+    torch.manual_seed(SEED)
+    decoder = AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+    decoder.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+# The folders `--all` writes, by name under DIR.
+TINY_SET = {
+    "sd15": write_tiny_sd15,
+    "sdxl": write_tiny_sdxl,
+    "controlnet-scribble": write_tiny_controlnet,
+    "inpaint": write_tiny_inpaint,
+    "taesd": write_tiny_preview_decoder,
+}
+
+
+def write_tiny_set(directory: Path) -> dict[str, Path]:
+    return {name: write(directory / name) for name, write in TINY_SET.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engine.tiny", description=__doc__)
-    parser.add_argument("directory", type=Path, help="folder to write the pipeline into")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.tiny",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("directory", type=Path, help="folder to write into")
+    parser.add_argument(
+        "--all", action="store_true", help="write the whole tiny set, one subfolder each"
+    )
     args = parser.parse_args(argv)
-    print(write_tiny_sd15(args.directory))
+    if args.all:
+        for path in write_tiny_set(args.directory).values():
+            print(path)
+    else:
+        print(write_tiny_sd15(args.directory))
 
 
 if __name__ == "__main__":
