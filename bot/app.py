@@ -16,6 +16,7 @@ from .jobs.service import JobService
 from .store.db import open_engine, session_factory
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
+from .store.quotas import QuotaRules, QuotaStore
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,17 @@ async def run_bot(config: Config, token: str) -> None:
     if backup is not None:
         log.info("database migrated; the previous version is kept at %s", backup)
     database = open_engine(config.database_url)
+    sessions = session_factory(database)
+    rules = QuotaRules.from_config(config)
     service = JobService(
-        JobStore(session_factory(database)),
+        JobStore(sessions, rules.pricing),
         config.storage.data_dir,
         build_engines(config),
         config.engine.job_timeout,
         config.models,
         config.engine.default_model,
         config.generation.preview_every,
+        quotas=QuotaStore(sessions, rules),
     )
     use_endpoints(config.discord)
     client = AtelierClient(config, service)
