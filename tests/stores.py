@@ -59,10 +59,15 @@ def output(job_id: str, index: int) -> NewOutput:
 
 
 @asynccontextmanager
-async def open_stores(directory: Path, extra: str = "") -> AsyncIterator[Stores]:
-    """Stores over a fresh database; `extra` is TOML put before the config's sections."""
-    # The model folder only has to exist: these tests never start an engine.
-    config = load_config(write_config(directory, directory, extra))
+async def open_stores(
+    directory: Path, extra: str = "", model_dir: Path | None = None
+) -> AsyncIterator[Stores]:
+    """Stores over a fresh database; `extra` is TOML put before the config's sections.
+
+    Without `model_dir` the model source is any existing folder: enough for
+    tests that never start an engine.
+    """
+    config = load_config(write_config(directory, model_dir or directory, extra))
     await asyncio.to_thread(upgrade, config.database_url)
     database = open_engine(config.database_url)
     sessions = session_factory(database)

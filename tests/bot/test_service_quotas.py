@@ -1,0 +1,63 @@
+"""The job service with quotas over a real engine: measured GPU time is charged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.jobs.engine_client import EngineProcess
+from bot.jobs.service import JobService
+from bot.jobs.spec import Options, build_spec
+from bot.store.jobs import Requester
+from bot.store.models import JobState, Lane, Reservation, UsageEntry
+from tests.stores import open_stores
+
+from .conftest import Recorder
+
+FERN = Requester(user_id=666, user_name="fern", guild_id=1, channel_id=2)
+QUOTA = """[billing]
+price_per_gpu_hour = 3.6
+[quota]
+images_per_day = 2
+over_quota = "relax"
+"""
+
+
+async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relaxed(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
+        config = stores.config
+        engines = [EngineProcess(d, config.models, dict(os.environ)) for d in ["cpu"]]
+        service = JobService(
+            stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
+            config.models, "tiny", quotas=stores.quotas,
+        )  # fmt: skip
+        recorder = Recorder()
+        service.add_listener(recorder)
+        spec = build_spec(Options(prompt="a green hill", seed=5, count=2), config.models, "tiny")
+        await service.start()
+        try:
+            in_quota = await service.submit(spec, FERN)
+            relaxed = await service.submit(spec, FERN)
+            assert (in_quota.lane, relaxed.lane) == (Lane.NORMAL, Lane.RELAX)
+            await recorder.wait_finished(2)
+        finally:
+            await service.stop()
+
+        jobs = [await stores.jobs.get(s.job.id) for s in (in_quota, relaxed)]
+        assert [job.state for job in jobs] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+        async with stores.sessions() as session:
+            ledger = (await session.scalars(select(UsageEntry).order_by(UsageEntry.id))).all()
+        assert [(e.job_id, e.lane, e.images) for e in ledger] == [
+            (jobs[0].id, Lane.NORMAL, 2),
+            (jobs[1].id, Lane.RELAX, 2),
+        ]
+        for entry, job in zip(ledger, jobs, strict=True):
+            assert job.gpu_seconds is not None and job.gpu_seconds > 0
+            assert entry.gpu_seconds == job.gpu_seconds
+            assert entry.cost == pytest.approx(job.gpu_seconds / 1000)
+        assert await stores.count(Reservation) == 0
