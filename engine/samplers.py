@@ -33,6 +33,7 @@ from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepSchedu
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from engine.errors import BadRequest
+from engine.protocol import SAMPLER_NAMES
 
 # A model's own config may switch one of these on (many ship "DPM++ 2M Karras");
 # a sampler name means exactly one schedule, so each is reset unless named.
@@ -69,28 +70,32 @@ _KARRAS: dict[str, object] = {"use_karras_sigmas": True}
 _DPMPP: dict[str, object] = {"algorithm_type": "dpmsolver++"}
 _DPMPP_SDE: dict[str, object] = {"algorithm_type": "sde-dpmsolver++"}
 
-SAMPLERS: tuple[Sampler, ...] = (
-    Sampler("Euler", EulerDiscreteScheduler),
-    Sampler("Euler a", EulerAncestralDiscreteScheduler),
-    Sampler("Heun", HeunDiscreteScheduler),
-    Sampler("DPM2", KDPM2DiscreteScheduler),
-    Sampler("DPM2 a", KDPM2AncestralDiscreteScheduler),
-    Sampler("DPM++ 2M", DPMSolverMultistepScheduler, _DPMPP),
-    Sampler("DPM++ 2M Karras", DPMSolverMultistepScheduler, _DPMPP | _KARRAS),
-    Sampler("DPM++ 2M SDE", DPMSolverMultistepScheduler, _DPMPP_SDE),
-    Sampler("DPM++ 2M SDE Karras", DPMSolverMultistepScheduler, _DPMPP_SDE | _KARRAS),
-    Sampler("DPM++ SDE", DPMSolverSDEScheduler),
-    Sampler("DPM++ SDE Karras", DPMSolverSDEScheduler, _KARRAS),
-    Sampler("DDIM", DDIMScheduler),
+# Scheduler and options for each of protocol.SAMPLER_NAMES, the one list of names.
+SCHEDULER_TABLE: dict[str, tuple[SchedulerClass, Mapping[str, object]]] = {
+    "Euler": (EulerDiscreteScheduler, {}),
+    "Euler a": (EulerAncestralDiscreteScheduler, {}),
+    "Heun": (HeunDiscreteScheduler, {}),
+    "DPM2": (KDPM2DiscreteScheduler, {}),
+    "DPM2 a": (KDPM2AncestralDiscreteScheduler, {}),
+    "DPM++ 2M": (DPMSolverMultistepScheduler, _DPMPP),
+    "DPM++ 2M Karras": (DPMSolverMultistepScheduler, _DPMPP | _KARRAS),
+    "DPM++ 2M SDE": (DPMSolverMultistepScheduler, _DPMPP_SDE),
+    "DPM++ 2M SDE Karras": (DPMSolverMultistepScheduler, _DPMPP_SDE | _KARRAS),
+    "DPM++ SDE": (DPMSolverSDEScheduler, {}),
+    "DPM++ SDE Karras": (DPMSolverSDEScheduler, _KARRAS),
+    "DDIM": (DDIMScheduler, {}),
     # PLMS as SD 1.5 ships it; the Runge-Kutta warm-up steps fail below 3 steps.
-    Sampler("PNDM", PNDMScheduler, {"skip_prk_steps": True}),
-    Sampler("UniPC", UniPCMultistepScheduler),
-    Sampler("LMS", LMSDiscreteScheduler),
-    Sampler("LMS Karras", LMSDiscreteScheduler, _KARRAS),
-    Sampler("LCM", LCMScheduler),
-)
+    "PNDM": (PNDMScheduler, {"skip_prk_steps": True}),
+    "UniPC": (UniPCMultistepScheduler, {}),
+    "LMS": (LMSDiscreteScheduler, {}),
+    "LMS Karras": (LMSDiscreteScheduler, _KARRAS),
+    "LCM": (LCMScheduler, {}),
+}
 
-SAMPLER_NAMES: tuple[str, ...] = tuple(sampler.name for sampler in SAMPLERS)
+# In the protocol's order; a name missing from the table fails here, at import.
+SAMPLERS: tuple[Sampler, ...] = tuple(
+    Sampler(name, *SCHEDULER_TABLE[name]) for name in SAMPLER_NAMES
+)
 
 _BY_KEY = {sampler.name.casefold(): sampler for sampler in SAMPLERS}
 
