@@ -9,14 +9,16 @@ import os
 import signal
 
 from .config import Config
-from .discord.client import AtelierClient
+from .discord.client import AtelierClient, Stores
 from .discord.endpoints import use_endpoints
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .reports.console import AdminReports
 from .store.db import open_engine, session_factory
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
+from .store.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +44,24 @@ async def run_bot(config: Config, token: str) -> None:
         log.info("database migrated; the previous version is kept at %s", backup)
     database = open_engine(config.database_url)
     sessions = session_factory(database)
-    rules = QuotaRules.from_config(config)
+    quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = JobService(
-        JobStore(sessions, rules.pricing),
+        JobStore(sessions, quotas.rules.pricing),
         config.storage.data_dir,
         build_engines(config),
         config.engine.job_timeout,
         config.models,
         config.engine.default_model,
         config.generation.preview_every,
-        quotas=QuotaStore(sessions, rules),
+        quotas=quotas,
     )
     use_endpoints(config.discord)
-    client = AtelierClient(config, service)
+    stores = Stores(
+        users=UserStore(sessions, config.storage.data_dir),
+        quotas=quotas,
+        reports=AdminReports(sessions, config),
+    )
+    client = AtelierClient(config, service, stores)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -114,6 +114,13 @@ class QuotaConfig(Section):
         return ZoneInfo(self.timezone)
 
 
+class AdminConfig(Section):
+    role_ids: list[int] = Field(
+        default_factory=list, description="members with any of these roles are admins"
+    )
+    user_ids: list[int] = Field(default_factory=list, description="these members are admins")
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
@@ -122,6 +129,7 @@ class Config(Section):
     generation: GenerationConfig = GenerationConfig()
     billing: BillingConfig = BillingConfig()
     quota: QuotaConfig = QuotaConfig()
+    admin: AdminConfig = AdminConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -102,6 +102,14 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
             kind = ControlType(control_type) if control_type else None
         except ValueError:
             kind = None  # not one of the offered choices: reported below
+        banned = await client.accounts.ban_reason(interaction.user.id)
+        if banned is not None:
+            await refuse(
+                interaction, service.store, "imagine", f"You cannot use this bot: {banned}"
+            )
+            return
+        # The member's own defaults fill what this command leaves out.
+        personal = await client.accounts.defaults(interaction.user.id)
         options = Options(
             prompt=prompt, negative_prompt=negative, count=count, seed=seed, steps=steps,
             cfg=cfg, aspect=aspect, model=model, sampler=sampler, strength=strength,
@@ -113,7 +121,7 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
             # Everything that needs no download is checked before the deferral.
             build_spec(
                 options, service.models, service.default_model,
-                _declared_inputs(attachments, max_bytes),
+                _declared_inputs(attachments, max_bytes), personal,
             )  # fmt: skip
         except BadInput as error:
             await refuse(interaction, service.store, "imagine", str(error))
@@ -126,7 +134,7 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
                 data = {role: await a.read() for role, a in attachments.items()}
                 folder = client.config.storage.data_dir / "inputs" / secrets.token_hex(8)
                 inputs = save_inputs(data, folder, client.config.storage.data_dir, max_bytes)
-            spec = build_spec(options, service.models, service.default_model, inputs)
+            spec = build_spec(options, service.models, service.default_model, inputs, personal)
         except BadInput as error:
             await refuse(interaction, service.store, "imagine", str(error))
             return

@@ -8,6 +8,7 @@ import discord
 
 from ..jobs.spec import JobSpec
 from ..store.jobs import Requester
+from ..store.quotas import Refused
 
 if TYPE_CHECKING:
     from .client import AtelierClient
@@ -21,6 +22,7 @@ def requester_of(interaction: discord.Interaction) -> Requester:
         channel_id=interaction.channel_id,
         interaction_id=interaction.id,
         interaction_token=interaction.token,
+        role_ids=tuple(role.id for role in getattr(interaction.user, "roles", [])),
     )
 
 
@@ -30,7 +32,11 @@ async def queue_job(client: AtelierClient, interaction: discord.Interaction, spe
     The job row exists before the member reads "queued"; the reply then
     follows the job through `client.delivery`.
     """
-    submitted = await client.service.submit(spec, requester_of(interaction))
+    try:
+        submitted = await client.service.submit(spec, requester_of(interaction))
+    except Refused as refusal:  # banned or over quota; the store audited it
+        await interaction.edit_original_response(content=f"⚠️ {refusal.message}", view=None)
+        return
     job_id = submitted.job.id
     ahead = submitted.queue_position - 1
     where = "next in line" if ahead == 0 else f"position {submitted.queue_position} in queue"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.protocol import ErrorCode, ModelSpec, Progress
+from engine.protocol import ErrorCode, ModelSpec, Progress, Status
 
 from ..store.jobs import JobStore, NewOutput, Requester
 from ..store.models import Job, JobState, Lane
@@ -221,6 +221,10 @@ class JobService:
                 await listener.job_finished(job)
             except Exception:
                 log.exception("job %s: delivery failed", job.id)
+
+    async def engine_status(self) -> list[tuple[str, Status | None]]:
+        """Each engine's device and what it has loaded; None for an engine not running."""
+        return [(engine.device, await engine.status()) for engine in self._engines]
 
     def output_path(self, relative: str) -> Path:
         return self._data_dir / relative

@@ -115,6 +115,11 @@ class Options(BaseModel):
     control_type: ControlType | None = None
     control_scale: float | None = None
 
+    def over(self, defaults: dict[str, object]) -> Self:
+        """These options, with `defaults` (a member's own) filling the ones left out."""
+        known = {key: value for key, value in defaults.items() if key in type(self).model_fields}
+        return type(self).model_validate(known | self.model_dump(exclude_none=True))
+
     def merged(self, flags: Self) -> Self:
         """Explicit options win over flags written inside the prompt."""
         values = flags.model_dump(exclude_none=True) | self.model_dump(exclude_none=True)
@@ -189,10 +194,18 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
 
 
 def build_spec(
-    options: Options, models: dict[str, ModelSpec], default_model: str, inputs: Inputs = Inputs()
+    options: Options,
+    models: dict[str, ModelSpec],
+    default_model: str,
+    inputs: Inputs = Inputs(),
+    personal: dict[str, object] | None = None,
 ) -> JobSpec:
-    """Turn a member's options into a JobSpec, or raise BadInput saying what to change."""
-    options = options.merged(parse_prompt_flags(options.prompt))
+    """Turn a member's options into a JobSpec, or raise BadInput saying what to change.
+
+    Precedence: options given, then flags in the prompt, then the member's
+    `personal` defaults, then the model's.
+    """
+    options = options.merged(parse_prompt_flags(options.prompt)).over(personal or {})
     prompt = clean_text(options.prompt)
     if not prompt:
         raise BadInput("The prompt is empty: describe the image you want.")

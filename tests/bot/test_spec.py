@@ -193,3 +193,12 @@ def test_request_paths_are_absolute_under_the_data_dir(tmp_path: Path) -> None:
     request = spec.to_request("j1", tmp_path / "images/j1", tmp_path, preview_every=3)
     assert request.init_image == str(tmp_path / "inputs/x/image.png")
     assert (request.mode, request.preview_every) == (Mode.IMG2IMG, 3)
+
+
+def test_personal_defaults_fill_only_what_the_member_left_out() -> None:
+    personal = {"steps": 12, "aspect": "16:9", "negative_prompt": "blur", "unknown": 1}
+    spec = build_spec(
+        Options(prompt="a fox --no text", steps=20), MODELS, "sd15", personal=personal
+    )
+    assert (spec.steps, spec.negative_prompt) == (20, "text")  # given, then prompt flags
+    assert spec.width > spec.height  # the member's own 16:9

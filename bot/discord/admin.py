@@ -1,0 +1,324 @@
+"""/admin: usage, quotas, bans, audit, queue, export and models, for admins only.
+
+Discord hides the group from members without Manage Server (its default
+permissions), and every call is checked again here, against `[admin]` in the
+config, because a server's own settings can hand the command to anyone.
+Every answer is ephemeral; every call leaves an audit entry.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+from discord import app_commands
+
+from ..quota import Limits
+from ..reports.table import code_block, render
+from ..store.audit import Actor
+from ..store.models import QuotaScope, utcnow
+from .errors import refuse
+
+if TYPE_CHECKING:
+    from .client import AtelierClient
+
+AUDIT_PAGE = 15
+
+
+def actor_of(interaction: discord.Interaction) -> Actor:
+    return Actor(interaction.user.id, interaction.guild_id, interaction.channel_id)
+
+
+def _client(interaction: discord.Interaction) -> AtelierClient:
+    return cast("AtelierClient", interaction.client)
+
+
+def _subject(target: discord.User | discord.Member | discord.Role) -> tuple[QuotaScope, int]:
+    scope = QuotaScope.ROLE if isinstance(target, discord.Role) else QuotaScope.USER
+    return scope, target.id
+
+
+def _limits_text(limits: Limits | None, currency: str) -> str:
+    if limits is None:
+        return "no override (inherits the role or config default)"
+
+    def show(value: float | None, unit: str = "") -> str:
+        return "unlimited" if value is None else f"{value:g}{unit}"
+
+    return (
+        f"images/day {show(limits.images_per_day)} · GPU s/day {show(limits.gpu_seconds_per_day)}"
+        f" · cost/day {show(limits.cost_per_day, ' ' + currency)}"
+        f" · queued at once {show(limits.jobs_queued)}"
+    )
+
+
+class AdminGroup(app_commands.Group):
+    """The /admin commands; `interaction_check` is the server-side admin check."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            name="admin",
+            description="Atelier admin console",
+            default_permissions=discord.Permissions(manage_guild=True),
+            guild_only=True,
+        )
+        self.add_command(QuotaGroup())
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        client = _client(interaction)
+        command = interaction.command.qualified_name if interaction.command else "admin"
+        if client.is_admin(interaction):
+            await client.audit.record_command(
+                actor_of(interaction), command.replace(" ", "."),
+                params=_options(interaction),
+            )  # fmt: skip
+            return True
+        await refuse(
+            interaction, client.service.store, command.replace(" ", "."),
+            "This command is for the bot's admins.",
+        )  # fmt: skip
+        return False
+
+    @app_commands.command(description="Top members and a daily chart of usage")
+    @app_commands.describe(user="Only this member", days="How many days back (default 7)")
+    async def usage(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User | None = None,
+        days: app_commands.Range[int, 1, 366] = 7,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        reports = _client(interaction).reports
+        period = timedelta(days=days)
+        user_id = user.id if user else None
+        table = await reports.usage_table(period, user_id)
+        chart = await reports.usage_chart(period, user_id)
+        await interaction.edit_original_response(
+            content=code_block(table), attachments=[discord.File(io.BytesIO(chart), "usage.png")]
+        )
+
+    @app_commands.command(description="Refuse a member's commands, with a reason")
+    async def ban(self, interaction: discord.Interaction, user: discord.User, reason: str) -> None:
+        await _client(interaction).accounts.ban(user.id, reason, actor_of(interaction))
+        await interaction.response.send_message(
+            f"🚫 {user.mention} is banned: {reason}", ephemeral=True
+        )
+
+    @app_commands.command(description="Lift a member's ban")
+    async def unban(
+        self, interaction: discord.Interaction, user: discord.User, reason: str = ""
+    ) -> None:
+        lifted = await _client(interaction).accounts.unban(user.id, actor_of(interaction), reason)
+        text = f"✅ {user.mention} may use the bot again." if lifted else (
+            f"{user.mention} was not banned."
+        )  # fmt: skip
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(description="The audit log, newest first")
+    @app_commands.describe(
+        user="By or about this member", action="An action or family, e.g. job or quota.set",
+        days="How many days back",
+    )  # fmt: skip
+    async def audit(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User | None = None,
+        action: str | None = None,
+        days: app_commands.Range[int, 1, 3660] | None = None,
+    ) -> None:
+        pages = AuditPages(
+            interaction.user.id, user.id if user else None, action,
+            timedelta(days=days) if days else None,
+        )  # fmt: skip
+        await interaction.response.send_message(
+            await pages.render(interaction), view=pages, ephemeral=True
+        )
+
+    @app_commands.command(description="Queued and running jobs; cancel any of them")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        client = _client(interaction)
+        jobs = await client.service.store.unfinished()
+        if not jobs:
+            await interaction.response.send_message("The queue is empty.", ephemeral=True)
+            return
+        now = utcnow()
+        rows = [
+            [job.id, str(job.state), f"<@{job.user_id}>"[:24], str(job.user_id),
+             f"{(now - job.created_at).total_seconds() / 60:.0f} min", job.model]
+            for job in jobs
+        ]  # fmt: skip
+        table = render(["job", "state", "owner", "owner id", "age", "model"], rows)
+        view = QueueView([job.id for job in jobs][:25])
+        await interaction.response.send_message(code_block(table), view=view, ephemeral=True)
+
+    @app_commands.command(description="Usage ledger and audit log as CSV files")
+    async def export(
+        self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 3660] = 30
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        reports = _client(interaction).reports
+        period = timedelta(days=days)
+        files = [
+            discord.File(io.BytesIO(await reports.usage_csv(period)), "usage.csv"),
+            discord.File(io.BytesIO(await reports.audit_csv(period)), "audit.csv"),
+        ]
+        await interaction.edit_original_response(
+            content=f"Usage and audit of the last {days} day(s).", attachments=files
+        )
+
+    @app_commands.command(description="Configured models, which are loaded, memory use")
+    async def models(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        client = _client(interaction)
+        loaded: dict[str, list[str]] = {}
+        lines = []
+        for device, status in await client.service.engine_status():
+            if status is None:
+                lines.append(f"{device}: engine not running (it starts with the next job)")
+                continue
+            for model in status.loaded:
+                loaded.setdefault(model.name, []).append(
+                    f"{device} ({model.family}, {model.memory_bytes / 2**30:.2f} GiB)"
+                )
+            if status.memory_total_bytes:
+                used = (status.memory_used_bytes or 0) / 2**30
+                lines.append(f"{device}: {used:.1f} of {status.memory_total_bytes / 2**30:.1f} GiB")
+        rows = [
+            [name, spec.source[-40:], f"{spec.width}x{spec.height}", spec.sampler,
+             ", ".join(sorted(spec.controlnets)) or "-", "; ".join(loaded.get(name, ["no"]))]
+            for name, spec in sorted(client.config.models.items())
+        ]  # fmt: skip
+        table = render(["model", "source", "size", "sampler", "controlnets", "loaded"], rows)
+        await interaction.edit_original_response(content=code_block("\n".join([table, *lines])))
+
+
+class QuotaGroup(app_commands.Group):
+    def __init__(self) -> None:
+        super().__init__(name="quota", description="Per-member and per-role limits")
+
+    @app_commands.command(description="A member's limits and usage today, or a role's override")
+    async def show(
+        self, interaction: discord.Interaction, target: discord.Member | discord.User | discord.Role
+    ) -> None:
+        client = _client(interaction)
+        scope, subject = _subject(target)
+        currency = client.quotas.rules.pricing.currency
+        override = _limits_text(await client.quotas.policy(scope, subject), currency)
+        text = f"**{target.mention}** override: {override}"
+        if scope is QuotaScope.USER:
+            roles = [role.id for role in getattr(target, "roles", [])]
+            status = await client.quotas.status(subject, roles)
+            usage = status.usage
+            text += (
+                f"\nEffective: {_limits_text(status.limits, currency)}"
+                f"\nToday: {usage.images} images · {usage.gpu_seconds:.1f} GPU s"
+                f" · {usage.cost:.4f} {currency} · {usage.jobs_queued} queued;"
+                f" resets <t:{int(status.resets_at.timestamp())}:R>"
+            )
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(description="Set a member's or role's limits (unset = inherit)")
+    async def set(
+        self,
+        interaction: discord.Interaction,
+        target: discord.Member | discord.User | discord.Role,
+        images_per_day: app_commands.Range[int, 0] | None = None,
+        gpu_seconds_per_day: app_commands.Range[float, 0.0] | None = None,
+        cost_per_day: app_commands.Range[float, 0.0] | None = None,
+        jobs_queued: app_commands.Range[int, 1] | None = None,
+    ) -> None:
+        client = _client(interaction)
+        scope, subject = _subject(target)
+        limits = Limits(images_per_day, gpu_seconds_per_day, cost_per_day, jobs_queued)
+        await client.quotas.set_policy(scope, subject, limits, actor_of(interaction))
+        currency = client.quotas.rules.pricing.currency
+        await interaction.response.send_message(
+            f"Quota for {target.mention}: {_limits_text(limits, currency)}", ephemeral=True
+        )
+
+    @app_commands.command(description="Drop a member's or role's override")
+    async def reset(
+        self, interaction: discord.Interaction, target: discord.Member | discord.User | discord.Role
+    ) -> None:
+        scope, subject = _subject(target)
+        dropped = await _client(interaction).quotas.reset_policy(
+            scope, subject, actor_of(interaction)
+        )
+        text = "override removed" if dropped else "had no override"
+        await interaction.response.send_message(f"{target.mention}: {text}.", ephemeral=True)
+
+
+def _options(interaction: discord.Interaction) -> dict[str, Any]:
+    """The options an admin gave, as plain values for the audit entry."""
+    values: dict[str, Any] = {}
+    for name, value in interaction.namespace.__dict__.items():
+        values[name] = getattr(value, "id", value)
+    return values
+
+
+class AuditPages(discord.ui.View):
+    """Previous/next buttons over an audit query; only its admin can page."""
+
+    def __init__(
+        self, owner_id: int, user_id: int | None, action: str | None, period: timedelta | None
+    ) -> None:
+        super().__init__(timeout=600)
+        self._owner_id = owner_id
+        self._query = (user_id, action, period)
+        self.offset = 0
+
+    async def render(self, interaction: discord.Interaction) -> str:
+        reports = _client(interaction).reports
+        user_id, action, period = self._query
+        days = None if period is None else period / timedelta(days=1)
+        page = await reports.audit.query(user_id, action, days, self.offset, AUDIT_PAGE)
+        self.previous.disabled = self.offset == 0
+        self.next.disabled = self.offset + AUDIT_PAGE >= page.total
+        first, last = self.offset + 1, min(self.offset + AUDIT_PAGE, page.total)
+        header = f"Audit entries {first}-{last} of {page.total}" if page.total else "No entries."
+        table = await reports.audit_table(user_id, action, period, self.offset, AUDIT_PAGE)
+        return f"{header}\n{code_block(table, 1900)}"
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id == self._owner_id
+
+    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
+        self.offset = max(0, self.offset + step)
+        await interaction.response.edit_message(content=await self.render(interaction), view=self)
+
+    @discord.ui.button(label="◀ Newer", style=discord.ButtonStyle.secondary)
+    async def previous(
+        self, interaction: discord.Interaction, button: discord.ui.Button[AuditPages]
+    ) -> None:
+        await self._turn(interaction, -AUDIT_PAGE)
+
+    @discord.ui.button(label="Older ▶", style=discord.ButtonStyle.secondary)
+    async def next(
+        self, interaction: discord.Interaction, button: discord.ui.Button[AuditPages]
+    ) -> None:
+        await self._turn(interaction, AUDIT_PAGE)
+
+
+class QueueView(discord.ui.View):
+    """A menu of the listed jobs; choosing one cancels it."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(timeout=600)
+        self._menu: discord.ui.Select[QueueView] = discord.ui.Select(
+            placeholder="Cancel a job…",
+            options=[discord.SelectOption(label=job_id) for job_id in job_ids],
+        )
+        self._menu.callback = self._cancel  # type: ignore[method-assign]
+        self.add_item(self._menu)
+
+    async def _cancel(self, interaction: discord.Interaction) -> None:
+        client = _client(interaction)
+        if not client.is_admin(interaction):
+            await refuse(interaction, client.service.store, "admin.queue.cancel", "Admins only.")
+            return
+        job_id = self._menu.values[0]
+        cancelled = await client.service.cancel(job_id, interaction.user.id)
+        text = f"🛑 Cancelling job `{job_id}`." if cancelled else f"Job `{job_id}` already ended."
+        await interaction.response.send_message(text, ephemeral=True)

@@ -1,0 +1,161 @@
+"""Member commands: /me and /help (usage, limits, defaults), /defaults, /forget-me."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+from discord import app_commands
+
+from engine.protocol import MAX_STEPS, SAMPLER_NAMES
+
+from ..jobs.spec import ASPECTS
+from ..quota import Limits, Usage
+from ..store.users import UnfinishedJobs
+from .admin import actor_of
+from .errors import refuse
+
+if TYPE_CHECKING:
+    from .client import AtelierClient
+
+HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
+`aspect`, `model`, `sampler`, `negative`; flags in the prompt work too \
+(`--ar 16:9 --seed 42 --no text`).
+Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
+for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
+Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
+**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts."""
+
+
+def _client(interaction: discord.Interaction) -> AtelierClient:
+    return cast("AtelierClient", interaction.client)
+
+
+def role_ids_of(interaction: discord.Interaction) -> list[int]:
+    return [role.id for role in getattr(interaction.user, "roles", [])]
+
+
+def _left(limit: float | None, used: float, unit: str = "") -> str:
+    if limit is None:
+        return f"{used:g}{unit} used (no limit)"
+    return f"{used:g}{unit} of {limit:g}{unit} used, {max(0.0, limit - used):g}{unit} left"
+
+
+def usage_lines(limits: Limits, usage: Usage, currency: str) -> list[str]:
+    return [
+        f"Images: {_left(limits.images_per_day, usage.images)}",
+        f"GPU time: {_left(limits.gpu_seconds_per_day, round(usage.gpu_seconds, 1), ' s')}",
+        f"Cost: {_left(limits.cost_per_day, round(usage.cost, 4), ' ' + currency)}",
+        f"Jobs queued now: {_left(limits.jobs_queued, usage.jobs_queued)}",
+    ]
+
+
+async def summary(interaction: discord.Interaction) -> str:
+    """The member's usage today, what is left, when it resets, and their defaults."""
+    client = _client(interaction)
+    user_id = interaction.user.id
+    status = await client.quotas.status(user_id, role_ids_of(interaction))
+    defaults = await client.accounts.defaults(user_id)
+    banned = await client.accounts.ban_reason(user_id)
+    lines = ["**Today**", *usage_lines(status.limits, status.usage, status.currency)]
+    lines.append(f"Resets <t:{int(status.resets_at.timestamp())}:R>.")
+    if client.quotas.rules.relax_when_over:
+        lines.append("Over a limit, your jobs still run in the relax lane when the GPU is free.")
+    shown = ", ".join(f"{key} = {value}" for key, value in sorted(defaults.items()))
+    lines.append(f"**Your defaults**: {shown or 'none (see /defaults)'}")
+    if banned:
+        lines.append(f"⛔ You cannot use the bot: {banned}")
+    return "\n".join(lines)
+
+
+@app_commands.command(name="me", description="Your usage today, what is left, your defaults")
+async def me(interaction: discord.Interaction) -> None:
+    await _client(interaction).audit.record_command(actor_of(interaction), "me")
+    await interaction.response.send_message(await summary(interaction), ephemeral=True)
+
+
+@app_commands.command(name="help", description="How to use Atelier, and your usage today")
+async def help_command(interaction: discord.Interaction) -> None:
+    await _client(interaction).audit.record_command(actor_of(interaction), "help")
+    text = f"{HELP}\n\n{await summary(interaction)}"
+    await interaction.response.send_message(text, ephemeral=True)
+
+
+@app_commands.command(name="defaults", description="Your own /imagine defaults")
+@app_commands.describe(clear="Forget all your defaults")
+@app_commands.choices(
+    aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+    sampler=[app_commands.Choice(name=n, value=n) for n in SAMPLER_NAMES],
+)
+async def defaults(
+    interaction: discord.Interaction,
+    model: str | None = None,
+    sampler: str | None = None,
+    aspect: str | None = None,
+    steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+    cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+    negative: str | None = None,
+    clear: bool = False,
+) -> None:
+    client = _client(interaction)
+    if model is not None and model not in client.config.models:
+        known = ", ".join(sorted(client.config.models))
+        await refuse(interaction, client.service.store, "defaults",
+                     f"Unknown model `{model}`; available: {known}.")  # fmt: skip
+        return
+    given: dict[str, Any] = {
+        "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
+        "negative_prompt": negative,
+    }  # fmt: skip
+    chosen = {} if clear else await client.accounts.defaults(interaction.user.id)
+    chosen.update({key: value for key, value in given.items() if value is not None})
+    await client.accounts.set_defaults(
+        interaction.user.id, interaction.user.name, chosen, actor_of(interaction)
+    )
+    shown = ", ".join(f"{key} = {value}" for key, value in sorted(chosen.items()))
+    await interaction.response.send_message(f"Your defaults: {shown or 'none'}.", ephemeral=True)
+
+
+class ForgetConfirm(discord.ui.View):
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(timeout=300)
+        self._owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id == self._owner_id
+
+    @discord.ui.button(label="Delete my images and prompts", style=discord.ButtonStyle.danger)
+    async def confirm(
+        self, interaction: discord.Interaction, button: discord.ui.Button[ForgetConfirm]
+    ) -> None:
+        client = _client(interaction)
+        try:
+            forgotten = await client.accounts.forget(interaction.user.id, actor_of(interaction))
+        except UnfinishedJobs as error:
+            await interaction.response.edit_message(content=f"⚠️ {error}", view=None)
+            return
+        await interaction.response.edit_message(
+            content=f"🧹 Done: {forgotten.images} image(s) deleted and the prompts of"
+            f" {forgotten.jobs} job(s) erased. Usage totals keep only an anonymous id.",
+            view=None,
+        )
+        self.stop()
+
+
+@app_commands.command(name="forget-me", description="Delete your stored images and prompts")
+async def forget_me(interaction: discord.Interaction) -> None:
+    await _client(interaction).audit.record_command(actor_of(interaction), "forget-me.asked")
+    await interaction.response.send_message(
+        "This deletes every image Atelier stored for you, the prompts of your jobs and your"
+        " defaults. It cannot be undone. Usage totals stay, under an anonymous id.",
+        view=ForgetConfirm(interaction.user.id),
+        ephemeral=True,
+    )
+
+
+MEMBER_COMMANDS: tuple[app_commands.Command[Any, ..., None], ...] = (
+    me,
+    help_command,
+    defaults,
+    forget_me,
+)
