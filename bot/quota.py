@@ -143,3 +143,26 @@ def check(
             resets_at,
         )
     return None
+
+
+def summary(limits: Limits, usage: Usage, resets_at: datetime, currency: str) -> str:
+    """A member's standing today, one line per limit, ready to show (/me)."""
+
+    def line(name: str, used: str, limit: str | None) -> str:
+        return f"{name}: {used}" + (f" of {limit}" if limit is not None else " (no limit)")
+
+    def number(value: float | None, spec: str) -> str | None:
+        return None if value is None else format(value, spec)
+
+    return "\n".join(
+        [
+            line("Images today", str(usage.images), number(limits.images_per_day, "d")),
+            line("GPU seconds today", f"{usage.gpu_seconds:.1f}",
+                 number(limits.gpu_seconds_per_day, "g")),
+            line(f"Cost today ({currency})", f"{usage.cost:.2f}",
+                 number(limits.cost_per_day, ".2f")),
+            line("Jobs queued or running", str(usage.jobs_queued),
+                 number(limits.jobs_queued, "d")),
+            f"Daily limits reset <t:{int(resets_at.timestamp())}:R>.",
+        ]
+    )  # fmt: skip

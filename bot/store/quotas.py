@@ -17,7 +17,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Config
-from ..quota import Estimate, Limits, OverQuota, Usage, check, day_bounds, effective_limits
+from ..quota import (
+    Estimate,
+    Limits,
+    OverQuota,
+    Usage,
+    check,
+    day_bounds,
+    effective_limits,
+    summary,
+)
 from . import audit, ledger
 from .audit import Actor, user_target
 from .jobs import Requester, add_job, upsert_user
@@ -90,6 +99,9 @@ class QuotaStatus:
     usage: Usage
     resets_at: datetime
     currency: str
+
+    def message(self) -> str:
+        return summary(self.limits, self.usage, self.resets_at, self.currency)
 
 
 def work_of(spec: dict[str, Any]) -> int:
