@@ -96,6 +96,13 @@ progress_interval = 0.2
 
 [generation]
 preview_every = 1
+
+[billing]
+price_per_gpu_hour = 3.6
+currency = "EUR"
+
+[admin]
+user_ids = [{server.owner_id}]
 """
     return write_config(directory, model_dir, extra=discord, steps=4)
 
