@@ -15,6 +15,7 @@ from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .reports.console import AdminReports
 from .store.db import open_engine, session_factory
+from .store.guilds import GuildStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
@@ -59,6 +60,7 @@ async def run_bot(config: Config, token: str) -> None:
     stores = Stores(
         users=UserStore(sessions, config.storage.data_dir),
         quotas=quotas,
+        guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),
     )
     client = AtelierClient(config, service, stores)

@@ -116,6 +116,27 @@ class AdminGroup(app_commands.Group):
         )  # fmt: skip
         await interaction.response.send_message(text, ephemeral=True)
 
+    @app_commands.command(description="Refuse prompts containing a word or phrase")
+    @app_commands.describe(everywhere="In every server the bot is in, not just this one")
+    async def block(
+        self, interaction: discord.Interaction, term: str, everywhere: bool = False
+    ) -> None:
+        term = term.strip().casefold()
+        moderation = _client(interaction).moderation
+        added = await moderation.block(term, actor_of(interaction), everywhere)
+        text = f"Prompts containing `{term}` are refused." if added else f"`{term}` was blocked."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(description="Allow a blocked word or phrase again")
+    async def unblock(
+        self, interaction: discord.Interaction, term: str, everywhere: bool = False
+    ) -> None:
+        term = term.strip().casefold()
+        moderation = _client(interaction).moderation
+        removed = await moderation.unblock(term, actor_of(interaction), everywhere)
+        text = f"`{term}` is allowed again." if removed else f"`{term}` was not blocked."
+        await interaction.response.send_message(text, ephemeral=True)
+
     @app_commands.command(description="The audit log, newest first")
     @app_commands.describe(
         user="By or about this member", action="An action or family, e.g. job or quota.set",

@@ -12,6 +12,7 @@ from discord import app_commands
 from ..config import Config
 from ..jobs.service import JobService
 from ..reports.console import AdminReports
+from ..store.guilds import GuildStore
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .admin import AdminGroup
@@ -29,6 +30,7 @@ class Stores:
 
     users: UserStore
     quotas: QuotaStore
+    guilds: GuildStore
     reports: AdminReports
 
 
@@ -43,6 +45,7 @@ class AtelierClient(discord.Client):
         self.service = service
         self.accounts = stores.users
         self.quotas = stores.quotas
+        self.moderation = stores.guilds
         self.reports = stores.reports
         self.audit = stores.reports.audit
         self.tree = app_commands.CommandTree(self)

@@ -20,7 +20,15 @@ from engine.protocol import (
 )
 
 from ..jobs.inputs import save_inputs
-from ..jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options, build_spec
+from ..jobs.spec import (
+    ASPECTS,
+    BadInput,
+    InputImage,
+    Inputs,
+    Options,
+    blocked_term,
+    build_spec,
+)
 from .errors import refuse
 from .queueing import queue_job
 
@@ -107,6 +115,12 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
             await refuse(
                 interaction, service.store, "imagine", f"You cannot use this bot: {banned}"
             )
+            return
+        terms = await client.moderation.blocked_terms(interaction.guild_id)
+        blocked = blocked_term(f"{prompt} {negative or ''}", terms)
+        if blocked is not None:
+            reason = f"Your prompt contains `{blocked}`, which this server does not allow."
+            await refuse(interaction, service.store, "imagine", reason)
             return
         # The member's own defaults fill what this command leaves out.
         personal = await client.accounts.defaults(interaction.user.id)

@@ -86,6 +86,16 @@ async def test_a_banned_member_is_refused_politely_and_audited(running_bot: Runn
     assert "may use the bot again" in (await unban.wait_for_callback(timeout=3)).data["content"]
     await make_one_image(running_bot)
 
+    block = await server.send_slash_command(
+        "admin block", {"term": "Kettle"}, user_id=server.owner_id
+    )
+    await block.wait_for_callback(timeout=3)
+    ix = await server.send_slash_command("imagine", {"prompt": "a KETTLE on a stove"})
+    refused = (await ix.wait_for_callback(timeout=3)).data["content"]
+    assert refused == "⚠️ Your prompt contains `kettle`, which this server does not allow."
+    blocks = running_bot.rows("select params from audit_log where action = 'blocklist.add'")
+    assert len(blocks) == 1 and "kettle" in str(blocks[0]["params"])
+
 
 async def test_me_shows_usage_and_limits_and_forget_me_erases_prompts(
     running_bot: RunningBot,
