@@ -47,12 +47,19 @@ def reserve(session: AsyncSession, job: Job, estimate: Estimate) -> None:
     )  # fmt: skip
 
 
-async def settle(session: AsyncSession, job: Job, images: int, pricing: Pricing) -> UsageEntry:
-    """Charge the job's measured GPU time and release its reservation, if it had one."""
+async def settle(
+    session: AsyncSession, job: Job, images: int, pricing: Pricing
+) -> UsageEntry | None:
+    """Turn the job's reservation into a ledger entry of its measured GPU time.
+
+    None when the job holds no reservation: it was queued without quotas, or is
+    settled already (so a job is never charged twice).
+    """
     gpu_seconds = job.gpu_seconds or 0.0
     reservation = await session.get(Reservation, job.id)
-    if reservation is not None:
-        await session.delete(reservation)
+    if reservation is None:
+        return None
+    await session.delete(reservation)
     entry = UsageEntry(
         job_id=job.id,
         user_id=job.user_id,
@@ -68,8 +75,7 @@ async def settle(session: AsyncSession, job: Job, images: int, pricing: Pricing)
         channel_id=job.channel_id, target=job.id,
         params={"images": images, "gpu_seconds": round(gpu_seconds, 3), "cost": entry.cost,
                 "currency": pricing.currency, "lane": job.lane,
-                "reserved_gpu_seconds": None if reservation is None
-                else round(reservation.gpu_seconds, 3)},
+                "reserved_gpu_seconds": round(reservation.gpu_seconds, 3)},
     )  # fmt: skip
     return entry
 
