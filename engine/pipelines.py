@@ -42,6 +42,8 @@ _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Above this side the VAE decodes in tiles: a full decode of a large image is the
 # single biggest allocation of a job. Upscales always allow tiles.
 TILED_DECODE_ABOVE_SIDE = 1024
+# The init image in a job's arguments, before it is repeated per image as "image".
+_INIT_IMAGE = "init_image"
 
 
 def image_seeds(request: GenerateRequest) -> list[int]:
@@ -136,12 +138,14 @@ def _mode_arguments(request: GenerateRequest) -> dict[str, Any]:
     # Upscale: the resize to the (larger) request size is the upscale; the
     # low-strength pass that follows adds the detail.
     init = inputs.init_image(request.init_image, **size)
+    # One copy of the init image per image of the batch (see _Job._batch).
+    arguments = {_INIT_IMAGE: init, "strength": request.strength}
     if mode is Mode.INPAINT:
         assert request.mask_image is not None
         mask = inputs.mask_image(request.mask_image, **size)
-        return size | {"image": init, "mask_image": mask, "strength": request.strength}
+        return size | arguments | {"mask_image": mask}
     # Image-to-image pipelines take their size from the image.
-    return {"image": init, "strength": request.strength}
+    return arguments
 
 
 def _check_denoising_steps(request: GenerateRequest) -> None:
@@ -234,6 +238,12 @@ class _Job:
             self.on_step(batch * per_batch + index + 1, batches * per_batch, preview)
             return tensors
 
+        arguments = dict(self.arguments)
+        if _INIT_IMAGE in arguments:
+            # Given once, the inpainting pipelines encode the init image with the
+            # first generator only, so image i would depend on the batch it ran in;
+            # one copy per image makes each encode draw from its own generator.
+            arguments["image"] = [arguments.pop(_INIT_IMAGE)] * len(indices)
         self.before_batch(len(indices))
         # Each diffusers pipeline class declares its own __call__; the base class has none.
         call = cast(Callable[..., Any], self.pipeline)
@@ -245,7 +255,7 @@ class _Job:
             num_images_per_prompt=len(indices),
             generator=generators,
             callback_on_step_end=step_end,
-            **self.arguments,
+            **arguments,
         )
         images: list[Image.Image] = output.images
         return images

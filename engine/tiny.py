@@ -225,6 +225,16 @@ def write_tiny_controlnet(directory: Path) -> Path:
     controlnet = ControlNetModel.from_unet(
         tiny_unet(), conditioning_embedding_out_channels=(16, 32)
     )
+    # A new ControlNet's "zero convolutions" start at zero, so it would change
+    # nothing; random ones let tests see that the control image steers the result.
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for conv in zero_convs:
+            torch.nn.init.normal_(conv.weight, std=0.1)
     controlnet.save_pretrained(directory, safe_serialization=True)
     return directory
 
