@@ -10,8 +10,10 @@ from sqlalchemy import select
 
 from bot.jobs.service import JobService
 from bot.jobs.spec import Options, build_spec
+from bot.store import ledger
 from bot.store.jobs import Requester
-from bot.store.models import JobState, Lane, Reservation, UsageEntry
+from bot.store.ledger import Pricing
+from bot.store.models import Job, JobState, Lane, Reservation, UsageEntry
 from tests.stores import Stores, spec
 
 OpenStores = Callable[..., AbstractAsyncContextManager[Stores]]
@@ -19,7 +21,7 @@ BOB = Requester(user_id=222, user_name="bob", guild_id=10, channel_id=20)
 PRICED = "[billing]\nprice_per_gpu_hour = 7.2\ncurrency = 'EUR'\n[quota]\nimages_per_day = 10\n"
 
 
-async def ledger(stores: Stores) -> list[UsageEntry]:
+async def ledger_entries(stores: Stores) -> list[UsageEntry]:
     async with stores.sessions() as session:
         return list((await session.scalars(select(UsageEntry).order_by(UsageEntry.id))).all())
 
@@ -37,7 +39,7 @@ async def test_reserve_settle_and_refund_sum_to_the_measured_amounts(
         # Recent history: 4.5 GPU seconds for 3 images of this size.
         assert held.estimate.gpu_seconds == pytest.approx(4.5)
 
-        entries = await ledger(stores)
+        entries = await ledger_entries(stores)
         assert [(e.job_id, e.images, e.gpu_seconds, e.lane) for e in entries] == [
             ("ok1", 2, 3.0, Lane.NORMAL),
             ("ok2", 1, 1.5, Lane.NORMAL),
@@ -69,8 +71,26 @@ async def test_a_job_cancelled_in_the_queue_is_refunded_and_never_charged(
         assert await stores.count(Reservation) == 1
         assert await service.cancel(submitted.job.id, actor_id=BOB.user_id)
         assert await stores.count(Reservation) == 0
-        assert await ledger(stores) == []
+        assert await ledger_entries(stores) == []
         trail = await stores.jobs.audit_trail(submitted.job.id)
     assert [e.action for e in trail] == [
         "job.queued", "quota.reserve", "job.cancelled", "quota.refund"
     ]  # fmt: skip
+
+
+async def test_a_job_requeued_after_a_crash_keeps_its_reservation_and_is_charged_once(
+    stores_with: OpenStores,
+) -> None:
+    async with stores_with(PRICED) as stores:
+        await stores.quotas.admit("job", BOB, spec(), "tiny", [1])
+        await stores.jobs.transition("job", JobState.RUNNING)
+        # The bot died mid-run; at start the job goes back to the queue.
+        await stores.jobs.transition("job", JobState.QUEUED, outcome="requeued")
+        assert await stores.count(Reservation) == 1
+        await stores.jobs.transition("job", JobState.RUNNING)
+        await stores.jobs.succeed("job", 2.5, [])
+        async with stores.sessions.begin() as session:
+            job = await session.get(Job, "job")
+            assert job is not None
+            assert await ledger.settle(session, job, 1, Pricing()) is None
+        assert [(e.job_id, e.gpu_seconds) for e in await ledger_entries(stores)] == [("job", 2.5)]
