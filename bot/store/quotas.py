@@ -46,6 +46,10 @@ class Refused(Exception):
     def message(self) -> str:
         return str(self)
 
+    def details(self) -> dict[str, Any]:
+        """What the audit entry of the refusal records."""
+        return {"reason": self.message}
+
 
 class UserBanned(Refused):
     def __init__(self, reason: str) -> None:
@@ -57,6 +61,9 @@ class OverQuotaError(Refused):
     def __init__(self, over: OverQuota) -> None:
         super().__init__(over.message())
         self.over = over
+
+    def details(self) -> dict[str, Any]:
+        return {"limit": self.over.limit, "left": self.over.left}
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ class QuotaStore:
             audit.record(
                 session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
                 actor_id=requester.user_id, guild_id=requester.guild_id,
-                channel_id=requester.channel_id, params={"reason": refusal.message},
+                channel_id=requester.channel_id, params=refusal.details(),
             )  # fmt: skip
         raise refusal
 
