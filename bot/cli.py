@@ -78,6 +78,10 @@ def make_parser() -> argparse.ArgumentParser:
         "tiny-model", help="write a tiny random-weight model for smoke tests (no download)"
     )
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument(
+        "--all", action="store_true",
+        help="also SDXL, a ControlNet, an inpainting model and a preview decoder, a folder each",
+    )  # fmt: skip
     return parser
 
 
@@ -123,16 +127,17 @@ def _upgrade(config: Config) -> int:
     return 0
 
 
-def _tiny_model(directory: Path) -> int:
+def _tiny_model(directory: Path, everything: bool) -> int:
     # The engine package owns torch; the bot side only starts it.
-    return subprocess.call([sys.executable, "-m", "engine.tiny", str(directory)])
+    flags = ["--all"] if everything else []
+    return subprocess.call([sys.executable, "-m", "engine.tiny", *flags, str(directory)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     _setup_logging(args.verbose)
     if args.command == "tiny-model":
-        return _tiny_model(args.dir)
+        return _tiny_model(args.dir, args.all)
     try:
         config = load_config(args.config)
     except ConfigError as error:

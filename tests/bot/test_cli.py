@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.jobs.spec import fit_ratio
 from tests.configs import write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,3 +76,52 @@ def test_generate_refuses_bad_options_in_one_line_before_starting_an_engine(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("atelier: ") and message in line
     assert not list(tmp_path.glob("out/*.png"))
+
+
+def test_generate_covers_every_mode_with_the_tiny_models(
+    tmp_path: Path, tiny_model_set: dict[str, Path]
+) -> None:
+    models = f"""
+[models.sdxl]
+source = "{tiny_model_set["sdxl"]}"
+width = 64
+height = 64
+steps = 2
+sampler = "Euler"
+
+[models.tiny.controlnets]
+scribble = "{tiny_model_set["controlnet-scribble"]}"
+"""
+    config = write_config(tmp_path, tiny_model_set["sd15"], extra="", steps=2)
+    config.write_text(
+        config.read_text()
+        + f'inpaint = "{tiny_model_set["inpaint"]}"\n'
+        + f'preview_decoder = "{tiny_model_set["taesd"]}"\n'
+        + models
+    )
+    Image.new("RGB", (96, 64), "green").save(tmp_path / "photo.png")
+    Image.new("RGBA", (48, 32), (255, 255, 255, 255)).save(tmp_path / "mask.png")
+    sketch = Image.new("RGB", (64, 64), "white")
+    sketch.paste((0, 0, 0), (10, 30, 54, 34))  # a dark line on white
+    sketch.save(tmp_path / "sketch.png")
+    cases = {
+        "img2img": ["--image", "photo.png", "--strength", "0.6"],
+        "inpaint": ["--image", "photo.png", "--mask", "mask.png"],
+        "controlnet": ["--control", "sketch.png", "--control-type", "scribble"],
+        "sdxl": ["--model", "sdxl", "--sampler", "DPM++ 2M Karras"],
+    }
+    for mode, arguments in cases.items():
+        out = tmp_path / mode
+        done = atelier(
+            "generate", "a cabin", "--config", str(config), "--out", str(out), "--seed", "5",
+            *arguments, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (path,) = out.glob("*.png")
+        with Image.open(path) as image:
+            recipe = json.loads(image.text["atelier"])
+            # An input image sets the shape, at the model's own area.
+            expected = fit_ratio(96 / 64, 64 * 64) if mode in ("img2img", "inpaint") else (64, 64)
+            assert image.size == expected, mode
+        assert recipe["mode"] == ("txt2img" if mode == "sdxl" else mode)
+        assert recipe["seed"] == 5
