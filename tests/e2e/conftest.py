@@ -86,7 +86,7 @@ class RunningBot:
         return row
 
 
-def bot_config(directory: Path, server: LocalDiscord, model_dir: Path) -> Path:
+def bot_config(directory: Path, server: LocalDiscord, models: dict[str, Path]) -> Path:
     discord = f"""
 [discord]
 api_base = "{server.api_base}"
@@ -104,14 +104,21 @@ currency = "EUR"
 [admin]
 user_ids = [{server.owner_id}]
 """
-    return write_config(directory, model_dir, extra=discord, steps=4)
+    config = write_config(directory, models["sd15"], extra=discord, steps=4)
+    # The tiny model gets a scribble ControlNet and a dedicated inpainting checkpoint.
+    config.write_text(
+        config.read_text()
+        + f'inpaint = "{models["inpaint"]}"\n'
+        + f'[models.tiny.controlnets]\nscribble = "{models["controlnet-scribble"]}"\n'
+    )
+    return config
 
 
 @pytest.fixture
-async def running_bot(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[RunningBot]:
+async def running_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[RunningBot]:
     server = LocalDiscord()
     await server.start()
-    config = bot_config(tmp_path, server, tiny_model_dir)
+    config = bot_config(tmp_path, server, tiny_model_set)
     bot = RunningBot(server, config, tmp_path / "data", tmp_path / "bot.log")
     code: int | None = None
     try:

@@ -118,8 +118,8 @@ async def test_impossible_inputs_are_refused_privately_before_queueing(
         ({"mask": ("m.png", png((64, 64), "white"), "image/png")}, {}, "needs the `image`"),
         (
             {"control": ("c.png", png((64, 64)), "image/png")},
-            {"control_type": "scribble"},
-            "Model `tiny` has no `scribble` ControlNet configured",
+            {"control_type": "canny"},
+            "Model `tiny` has no `canny` ControlNet configured; no model has one",
         ),
         ({"image": ("notes.txt", b"hello", "text/plain")}, {}, "is not an image"),
         ({"image": ("fake.png", b"not a png at all", "image/png")}, {}, "not an image"),
@@ -140,3 +140,30 @@ async def test_impossible_inputs_are_refused_privately_before_queueing(
     )
     assert refusals == [{"n": 4}]
     assert running_bot.rows("select count(*) as n from jobs") == [{"n": 0}]
+
+
+async def test_inpainting_and_a_controlnet_sketch_from_attachments(running_bot: RunningBot) -> None:
+    server = running_bot.server
+    sketch = Image.new("RGB", (64, 64), "white")
+    sketch.paste((0, 0, 0), (8, 30, 56, 34))
+    buffer = io.BytesIO()
+    sketch.save(buffer, format="PNG")
+    inpaint = await server.send_slash_command(
+        "imagine", {"prompt": "a window", "seed": 8},
+        attachments={
+            "image": ("wall.png", png((64, 64), "grey"), "image/png"),
+            "mask": ("hole.png", png((32, 32), "white", "RGBA"), "image/png"),
+        },
+    )  # fmt: skip
+    control = await server.send_slash_command(
+        "imagine", {"prompt": "a bridge", "seed": 9, "control_type": "scribble"},
+        attachments={"control": ("sketch.png", buffer.getvalue(), "image/png")},
+    )  # fmt: skip
+    for ix, mode in ((inpaint, "inpaint"), (control, "controlnet")):
+        result = await ix.wait_for_original(finished, timeout=120)
+        assert sizes(result) == [(64, 64)], result.content
+        (row,) = running_bot.rows(
+            "select o.recipe from outputs o join jobs j on o.job_id = j.id where j.id = :id",
+            id=job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content)),
+        )
+        assert f'"mode": "{mode}"' in str(row["recipe"])
