@@ -146,23 +146,19 @@ def check(
 
 
 def summary(limits: Limits, usage: Usage, resets_at: datetime, currency: str) -> str:
-    """A member's standing today, one line per limit, ready to show (/me)."""
+    """A member's standing today, one line per limit with what is left, ready to show (/me)."""
 
-    def line(name: str, used: str, limit: str | None) -> str:
-        return f"{name}: {used}" + (f" of {limit}" if limit is not None else " (no limit)")
-
-    def number(value: float | None, spec: str) -> str | None:
-        return None if value is None else format(value, spec)
+    def line(name: str, used: float, limit: float | None, spec: str) -> str:
+        if limit is None:
+            return f"{name}: {used:{spec}} (no limit)"
+        return f"{name}: {used:{spec}} of {limit:{spec}}, {max(0.0, limit - used):{spec}} left"
 
     return "\n".join(
         [
-            line("Images today", str(usage.images), number(limits.images_per_day, "d")),
-            line("GPU seconds today", f"{usage.gpu_seconds:.1f}",
-                 number(limits.gpu_seconds_per_day, "g")),
-            line(f"Cost today ({currency})", f"{usage.cost:.2f}",
-                 number(limits.cost_per_day, ".2f")),
-            line("Jobs queued or running", str(usage.jobs_queued),
-                 number(limits.jobs_queued, "d")),
+            line("Images today", usage.images, limits.images_per_day, "g"),
+            line("GPU seconds today", round(usage.gpu_seconds, 1), limits.gpu_seconds_per_day, "g"),
+            line(f"Cost today ({currency})", usage.cost, limits.cost_per_day, ".2f"),
+            line("Jobs queued or running", usage.jobs_queued, limits.jobs_queued, "g"),
             f"Daily limits reset <t:{int(resets_at.timestamp())}:R>.",
         ]
-    )  # fmt: skip
+    )

@@ -231,13 +231,7 @@ class QuotaGroup(app_commands.Group):
         if scope is QuotaScope.USER:
             roles = [role.id for role in getattr(target, "roles", [])]
             status = await client.quotas.status(subject, roles)
-            usage = status.usage
-            text += (
-                f"\nEffective: {_limits_text(status.limits, currency)}"
-                f"\nToday: {usage.images} images · {usage.gpu_seconds:.1f} GPU s"
-                f" · {usage.cost:.4f} {currency} · {usage.jobs_queued} queued;"
-                f" resets <t:{int(status.resets_at.timestamp())}:R>"
-            )
+            text += f"\nEffective: {_limits_text(status.limits, currency)}\n{status.message()}"
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(description="Set a member's or role's limits (unset = inherit)")

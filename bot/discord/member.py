@@ -10,7 +10,6 @@ from discord import app_commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ..jobs.spec import ASPECTS
-from ..quota import Limits, Usage
 from ..store.users import UnfinishedJobs
 from .admin import actor_of
 from .errors import refuse
@@ -35,21 +34,6 @@ def role_ids_of(interaction: discord.Interaction) -> list[int]:
     return [role.id for role in getattr(interaction.user, "roles", [])]
 
 
-def _left(limit: float | None, used: float, unit: str = "") -> str:
-    if limit is None:
-        return f"{used:g}{unit} used (no limit)"
-    return f"{used:g}{unit} of {limit:g}{unit} used, {max(0.0, limit - used):g}{unit} left"
-
-
-def usage_lines(limits: Limits, usage: Usage, currency: str) -> list[str]:
-    return [
-        f"Images: {_left(limits.images_per_day, usage.images)}",
-        f"GPU time: {_left(limits.gpu_seconds_per_day, round(usage.gpu_seconds, 1), ' s')}",
-        f"Cost: {_left(limits.cost_per_day, round(usage.cost, 4), ' ' + currency)}",
-        f"Jobs queued now: {_left(limits.jobs_queued, usage.jobs_queued)}",
-    ]
-
-
 async def summary(interaction: discord.Interaction) -> str:
     """The member's usage today, what is left, when it resets, and their defaults."""
     client = _client(interaction)
@@ -57,8 +41,7 @@ async def summary(interaction: discord.Interaction) -> str:
     status = await client.quotas.status(user_id, role_ids_of(interaction))
     defaults = await client.accounts.defaults(user_id)
     banned = await client.accounts.ban_reason(user_id)
-    lines = ["**Today**", *usage_lines(status.limits, status.usage, status.currency)]
-    lines.append(f"Resets <t:{int(status.resets_at.timestamp())}:R>.")
+    lines = [status.message()]
     if client.quotas.rules.relax_when_over:
         lines.append("Over a limit, your jobs still run in the relax lane when the GPU is free.")
     shown = ", ".join(f"{key} = {value}" for key, value in sorted(defaults.items()))

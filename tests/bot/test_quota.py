@@ -48,9 +48,9 @@ def test_the_summary_shows_every_limit_and_the_reset() -> None:
     text = summary(DEFAULT, Usage(images=3, gpu_seconds=12.5, cost=0.25, jobs_queued=1),
                    MIDNIGHT, "EUR")  # fmt: skip
     assert text.splitlines() == [
-        "Images today: 3 of 10",
-        "GPU seconds today: 12.5 of 100",
+        "Images today: 3 of 10, 7 left",
+        "GPU seconds today: 12.5 of 100, 87.5 left",
         "Cost today (EUR): 0.25 (no limit)",
-        "Jobs queued or running: 1 of 2",
+        "Jobs queued or running: 1 of 2, 1 left",
         f"Daily limits reset <t:{int(MIDNIGHT.timestamp())}:R>.",
     ]

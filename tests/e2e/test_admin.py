@@ -104,7 +104,7 @@ async def test_me_shows_usage_and_limits_and_forget_me_erases_prompts(
     await make_one_image(running_bot, "my secret prompt")
     me = await server.send_slash_command("me")
     text = (await me.wait_for_callback(timeout=3)).data["content"]
-    assert "Images: 1 used (no limit)" in text and "Resets <t:" in text
+    assert "Images today: 1 (no limit)" in text and "Daily limits reset <t:" in text
 
     ask = await server.send_slash_command("forget-me")
     prompt = await ask.wait_for_callback(timeout=3)
