@@ -60,6 +60,23 @@ async def test_admin_usage_table_and_chart_then_csv_export_matches_the_ledger(
     audit = list(csv.DictReader(io.StringIO(files["audit.csv"])))
     assert {"job.queued", "job.succeeded", "admin.usage"} <= {row["action"] for row in audit}
 
+    # A quota the member has used up: the next job is refused with the limit and the reset.
+    quota = await server.send_slash_command(
+        "admin quota set", {"target": server.user_id, "images_per_day": 1},
+        user_id=server.owner_id,
+    )  # fmt: skip
+    assert "images/day 1" in (await quota.wait_for_callback(timeout=3)).data["content"]
+    ix = await server.send_slash_command("imagine", {"prompt": "one more"})
+    refused = await ix.wait_for_original(lambda m: "⚠️" in m.content, timeout=10)
+    assert "daily limit of 1 image" in refused.content and "<t:" in refused.content
+    assert running_bot.rows("select count(*) as n from jobs") == [{"n": 1}]
+
+    pages = await server.send_slash_command(
+        "admin audit", {"user": server.user_id}, user_id=server.owner_id
+    )
+    first = (await pages.wait_for_callback(timeout=3)).data
+    assert first["flags"] & 64 and "job.refused" in first["content"]
+
 
 async def test_a_banned_member_is_refused_politely_and_audited(running_bot: RunningBot) -> None:
     server = running_bot.server
