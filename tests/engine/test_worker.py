@@ -22,6 +22,8 @@ from engine.protocol import (
     Progress,
     SetupRequest,
     ShutdownRequest,
+    Status,
+    StatusRequest,
     decode_event,
     encode,
 )
@@ -30,7 +32,7 @@ from .conftest import make_request
 from .harness import EngineUnderTest
 
 # Faults aimed by prompt, so normal jobs on the same engine run as usual.
-FAULTS = "oom_at_step=2@[oom];garbage@[garbage]"
+FAULTS = "oom_at_step=2@[oom];oom_if_batch_over=1@[split];garbage@[garbage]"
 LONG_JOB_STEPS = 150
 
 
@@ -155,6 +157,53 @@ def test_out_of_memory_fails_the_job_and_the_engine_keeps_serving(
 
     engine.send(request(tmp_path, "small", steps=2))
     assert isinstance(engine.events_until_done("small")[-1], JobResult)
+
+
+def test_a_batch_too_big_for_the_device_is_split_and_delivered_whole(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "split", prompt="a castle [split]", count=2, steps=2))
+    *progress, result = engine.events_until_done("split")
+    assert isinstance(result, JobResult)
+    assert [image.seed for image in result.images] == [42, 43]
+    assert [(p.step, p.total) for p in progress if isinstance(p, Progress)] == [
+        (1, 4),
+        (2, 4),
+        (3, 4),
+        (4, 4),
+    ]
+
+
+def test_status_is_answered_at_once_while_a_job_runs(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "busy", steps=LONG_JOB_STEPS, sampler="Euler"))
+    assert isinstance(engine.next_event(), Progress)
+    engine.send(StatusRequest())
+    status = next(e for e in iter(engine.next_event, None) if isinstance(e, Status))
+    assert status.device == "cpu"
+    assert status.running_job == "busy"
+    assert [(m.name, m.family) for m in status.loaded] == [("tiny", "sd")]
+    assert status.loaded[0].memory_bytes > 1_000_000
+    assert (status.memory_used_bytes, status.memory_total_bytes) == (None, None)
+    engine.send(CancelRequest(job_id="busy"))
+    stopped = engine.events_until_done("busy")[-1]
+    assert isinstance(stopped, JobError) and stopped.code is ErrorCode.CANCELLED
+
+
+def test_progress_names_a_fresh_preview_every_k_steps(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path, "previewed", steps=4, preview_every=2))
+    *progress, result = engine.events_until_done("previewed")
+    assert isinstance(result, JobResult)
+    preview = str(tmp_path / "previewed-preview.png")
+    assert [p.preview for p in progress if isinstance(p, Progress)] == [
+        None,
+        preview,
+        None,
+        preview,
+    ]
 
 
 def test_garbage_fault_puts_a_non_json_line_before_the_result(
