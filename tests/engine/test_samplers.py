@@ -8,10 +8,12 @@ import pytest
 from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 
+from engine import protocol
 from engine.errors import BadRequest
 from engine.models import ModelRegistry
 from engine.pipelines import generate
-from engine.samplers import SAMPLER_NAMES, find_sampler
+from engine.protocol import SAMPLER_NAMES
+from engine.samplers import SAMPLERS, SCHEDULER_TABLE, find_sampler
 
 from .conftest import make_request
 
@@ -62,3 +64,8 @@ def test_every_sampler_runs_two_steps(name: str, registry: ModelRegistry, tmp_pa
     assert result.sampler == name
     assert len(result.images) == 1
     assert steps and steps[-1][0] == steps[-1][1]
+
+
+def test_the_scheduler_table_covers_exactly_the_protocols_sampler_names() -> None:
+    assert tuple(SCHEDULER_TABLE) == protocol.SAMPLER_NAMES
+    assert tuple(sampler.name for sampler in SAMPLERS) == protocol.SAMPLER_NAMES
