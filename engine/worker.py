@@ -4,9 +4,9 @@ Requests arrive on stdin and events leave on fd N, one JSON line each (see
 engine.protocol); stdout is pointed at stderr so a library's print can never
 corrupt the protocol. The first line must be a `SetupRequest` with this
 engine's protocol version; otherwise the engine answers with a `JobError`
-and exits with code 2. A reader thread then buffers requests while the main
-thread runs jobs one at a time; a `ShutdownRequest` or the end of stdin ends
-the process with code 0.
+and exits with code 2. A reader thread then buffers requests, and answers a
+`StatusRequest` at once, while the main thread runs jobs one at a time; a
+`ShutdownRequest` or the end of stdin ends the process with code 0.
 """
 
 from __future__ import annotations
