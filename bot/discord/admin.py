@@ -301,6 +301,9 @@ class AuditPages(discord.ui.View):
 
     async def _turn(self, interaction: discord.Interaction, step: int) -> None:
         self.offset = max(0, self.offset + step)
+        await _client(interaction).audit.record_command(
+            actor_of(interaction), "admin.audit.page", params={"offset": self.offset}
+        )
         await interaction.response.edit_message(content=await self.render(interaction), view=self)
 
     @discord.ui.button(label="◀ Newer", style=discord.ButtonStyle.secondary)

@@ -77,6 +77,10 @@ async def test_admin_usage_table_and_chart_then_csv_export_matches_the_ledger(
     first = (await pages.wait_for_callback(timeout=3)).data
     assert first["flags"] & 64 and "job.refused" in first["content"]
 
+    models = await server.send_slash_command("admin models", user_id=server.owner_id)
+    table = (await models.wait_for_original(lambda m: "```" in m.content, timeout=30)).content
+    assert "tiny" in table and "cpu (sd," in table  # loaded on the CPU engine, SD family
+
 
 async def test_a_banned_member_is_refused_politely_and_audited(running_bot: RunningBot) -> None:
     server = running_bot.server
