@@ -9,7 +9,13 @@ import os
 import signal
 
 from .config import Config
-from .discord.client import AtelierClient, Stores
+from .discord.bot import AtelierBot
+from .discord.cogs.admin import AdminCog
+from .discord.cogs.imagine import ImagineCog
+from .discord.cogs.jobs import JobsCog
+from .discord.cogs.member import MemberCog
+from .discord.common import Services
+from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
@@ -57,13 +63,20 @@ async def run_bot(config: Config, token: str) -> None:
         quotas=quotas,
     )
     use_endpoints(config.discord)
-    stores = Stores(
+    client = AtelierBot(config.discord)
+    delivery = Delivery(
+        client, service.store, config.storage.data_dir, config.discord.progress_interval
+    )
+    service.add_listener(delivery)
+    services = Services(
+        config=config,
+        jobs=service,
         users=UserStore(sessions, config.storage.data_dir),
         quotas=quotas,
         guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),
+        delivery=delivery,
     )
-    client = AtelierClient(config, service, stores)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -71,6 +84,11 @@ async def run_bot(config: Config, token: str) -> None:
     try:
         await service.start()
         async with client:
+            for cog in (
+                ImagineCog(services), JobsCog(client, services), MemberCog(services),
+                AdminCog(services),
+            ):  # fmt: skip
+                await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
             stopping = asyncio.create_task(stop.wait(), name="stop-signal")
             done, _ = await asyncio.wait(

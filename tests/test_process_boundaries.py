@@ -23,7 +23,7 @@ def loaded_modules(code: str) -> set[str]:
 
 def test_bot_loads_no_torch_diffusers_or_transformers() -> None:
     loaded = loaded_modules(
-        "import bot.app, bot.cli, bot.generate, bot.discord.client, bot.store.migrate"
+        "import bot.app, bot.cli, bot.generate, bot.discord.bot, bot.store.migrate"
     )
     assert "discord" in loaded
     assert not loaded & {"torch", "diffusers", "transformers", "safetensors"}

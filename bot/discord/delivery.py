@@ -20,7 +20,7 @@ from engine.protocol import Progress
 from ..render import GRID_NAME, grid_png, output_name, progress_bar, result_fields
 from ..store.jobs import JobStore
 from ..store.models import Job, JobState
-from .buttons import progress_view, result_view
+from .components import progress_view, result_view
 
 log = logging.getLogger(__name__)
 

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 
 from ..jobs.spec import JobSpec
-from ..store.jobs import Requester
 from ..store.quotas import Refused
-
-if TYPE_CHECKING:
-    from .client import AtelierClient
+from .common import Services, requester_of
 
 
-def requester_of(interaction: discord.Interaction) -> Requester:
-    return Requester(
-        user_id=interaction.user.id,
-        user_name=interaction.user.name,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        interaction_id=interaction.id,
-        interaction_token=interaction.token,
-        role_ids=tuple(role.id for role in getattr(interaction.user, "roles", [])),
-    )
-
-
-async def queue_job(client: AtelierClient, interaction: discord.Interaction, spec: JobSpec) -> None:
+async def queue_job(services: Services, interaction: discord.Interaction, spec: JobSpec) -> None:
     """Submit `spec` for the member behind the (already deferred) `interaction`.
 
     The job row exists before the member reads "queued"; the reply then
-    follows the job through `client.delivery`.
+    follows the job through `services.delivery`.
     """
     try:
-        submitted = await client.service.submit(spec, requester_of(interaction))
+        submitted = await services.jobs.submit(spec, requester_of(interaction))
     except Refused as refusal:  # banned or over quota; the store audited it
         await interaction.edit_original_response(content=f"⚠️ {refusal.message}", view=None)
         return
@@ -43,7 +26,7 @@ async def queue_job(client: AtelierClient, interaction: discord.Interaction, spe
     what = f"{spec.mode} of image {spec.source_image} of `{spec.source_job}`" if (
         spec.source_job
     ) else str(spec.mode)  # fmt: skip
-    await client.delivery.announce_queued(
+    await services.delivery.announce_queued(
         job_id,
         interaction,
         f"⏳ Job `{job_id}` queued ({where}): {what}, {spec.count} × "

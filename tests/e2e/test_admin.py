@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from PIL import Image
 
@@ -16,6 +17,74 @@ async def make_one_image(running_bot: RunningBot, prompt: str = "a kettle") -> s
     result = await ix.wait_for_original(finished, timeout=120)
     assert result.embeds, result.content
     return result.content
+
+
+# Discord's application command option types (discord-openapi.json).
+SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
+STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER = 3, 4, 5, 6, 7, 8, 9, 10
+
+
+def subcommand_paths(command: dict[str, Any], prefix: str = "") -> list[tuple[str, list[Any]]]:
+    """Every leaf subcommand of a synced command ("admin quota set") with its options."""
+    path = f"{prefix} {command['name']}".strip()
+    options = command.get("options") or []
+    nested = [o for o in options if o["type"] in (SUB_COMMAND, SUB_COMMAND_GROUP)]
+    if not nested:
+        return [(path, options)]
+    return [leaf for option in nested for leaf in subcommand_paths(option, path)]
+
+
+def harmful_values(options: list[dict[str, Any]], member: int, role: int, channel: int) -> dict:
+    """A value for every option, aimed at changing as much as a real call could."""
+    by_type: dict[int, object] = {
+        STRING: "kettle", BOOLEAN: True, USER: member, ROLE: role, CHANNEL: channel,
+        MENTIONABLE: member,
+    }  # fmt: skip
+    values: dict[str, object] = {}
+    for option in options:
+        kind = option["type"]
+        if kind in (INTEGER, NUMBER):
+            low = option.get("min_value", 1)
+            values[option["name"]] = low if kind == INTEGER else float(low)
+        elif kind in by_type:
+            values[option["name"]] = by_type[kind]
+    return values
+
+
+def database_except_audit(running_bot: RunningBot) -> dict[str, list[dict[str, object]]]:
+    tables = [
+        row["name"]
+        for row in running_bot.rows("select name from sqlite_master where type = 'table'")
+        if row["name"] != "audit_log"
+    ]
+    return {table: running_bot.rows(f"select * from {table}") for table in sorted(tables)}
+
+
+async def test_every_admin_subcommand_refuses_a_member_and_changes_nothing(
+    running_bot: RunningBot,
+) -> None:
+    """Walks the synced command tree, so a subcommand added later is covered too."""
+    server = running_bot.server
+    await make_one_image(running_bot)  # a job, outputs and a ledger entry to protect
+    role = server.add_role("artists")
+    admin = next(c for c in server.commands if c["name"] == "admin")
+    leaves = subcommand_paths(admin)
+    assert {"admin usage", "admin quota set", "admin quota reset", "admin ban"} <= {
+        path for path, _ in leaves
+    }
+    before = database_except_audit(running_bot)
+    for path, options in leaves:
+        values = harmful_values(options, server.user_id, role, server.channel_id)
+        ix = await server.send_slash_command(path, values)
+        callback = await ix.wait_for_callback(timeout=3)
+        assert callback.type == 4 and callback.data["flags"] & 64, path
+        assert "for the bot's admins" in callback.data["content"], path
+        action = path.replace(" ", ".") + ".refused"
+        assert await running_bot.wait_for_rows(
+            "select id from audit_log where action = :action and actor_id = :member",
+            action=action, member=server.user_id,
+        ), path  # fmt: skip
+    assert database_except_audit(running_bot) == before
 
 
 async def test_a_member_is_refused_admin_commands_server_side(running_bot: RunningBot) -> None:

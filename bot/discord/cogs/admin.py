@@ -2,37 +2,28 @@
 
 Discord hides the group from members without Manage Server (its default
 permissions), and every call is checked again here, against `[admin]` in the
-config, because a server's own settings can hand the command to anyone.
-Every answer is ephemeral; every call leaves an audit entry.
+config, because a server's own settings can hand the command to anyone. The
+check is the cog's `interaction_check`: discord.py runs it for every command
+bound to the cog, nested groups included, so a subcommand added later cannot
+skip it. Every answer is ephemeral; every call leaves an audit entry.
 """
 
 from __future__ import annotations
 
 import io
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
-from ..quota import Limits
-from ..reports.table import code_block, render
-from ..store.audit import Actor
-from ..store.models import QuotaScope, utcnow
-from .errors import refuse
-
-if TYPE_CHECKING:
-    from .client import AtelierClient
+from ...quota import Limits
+from ...reports.table import code_block, render
+from ...store.models import QuotaScope, utcnow
+from ..common import Services, actor_of, is_admin, refuse
 
 AUDIT_PAGE = 15
-
-
-def actor_of(interaction: discord.Interaction) -> Actor:
-    return Actor(interaction.user.id, interaction.guild_id, interaction.channel_id)
-
-
-def _client(interaction: discord.Interaction) -> AtelierClient:
-    return cast("AtelierClient", interaction.client)
 
 
 def _subject(target: discord.User | discord.Member | discord.Role) -> tuple[QuotaScope, int]:
@@ -54,31 +45,28 @@ def _limits_text(limits: Limits | None, currency: str) -> str:
     )
 
 
-class AdminGroup(app_commands.Group):
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.guild_only()
+class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier admin console"):
     """The /admin commands; `interaction_check` is the server-side admin check."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            name="admin",
-            description="Atelier admin console",
-            default_permissions=discord.Permissions(manage_guild=True),
-            guild_only=True,
-        )
-        self.add_command(QuotaGroup())
+    quota = app_commands.Group(name="quota", description="Per-member and per-role limits")
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        client = _client(interaction)
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         command = interaction.command.qualified_name if interaction.command else "admin"
-        if client.is_admin(interaction):
-            await client.audit.record_command(
-                actor_of(interaction), command.replace(" ", "."),
-                params=_options(interaction),
-            )  # fmt: skip
+        action = command.replace(" ", ".")
+        if is_admin(self.services.config.admin, interaction):
+            await self.services.audit.record_command(
+                actor_of(interaction), action, params=_options(interaction)
+            )
             return True
         await refuse(
-            interaction, client.service.store, command.replace(" ", "."),
-            "This command is for the bot's admins.",
-        )  # fmt: skip
+            interaction, self.services.store, action, "This command is for the bot's admins."
+        )
         return False
 
     @app_commands.command(description="Top members and a daily chart of usage")
@@ -90,7 +78,7 @@ class AdminGroup(app_commands.Group):
         days: app_commands.Range[int, 1, 366] = 7,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        reports = _client(interaction).reports
+        reports = self.services.reports
         period = timedelta(days=days)
         user_id = user.id if user else None
         table = await reports.usage_table(period, user_id)
@@ -101,7 +89,7 @@ class AdminGroup(app_commands.Group):
 
     @app_commands.command(description="Refuse a member's commands, with a reason")
     async def ban(self, interaction: discord.Interaction, user: discord.User, reason: str) -> None:
-        await _client(interaction).accounts.ban(user.id, reason, actor_of(interaction))
+        await self.services.users.ban(user.id, reason, actor_of(interaction))
         await interaction.response.send_message(
             f"🚫 {user.mention} is banned: {reason}", ephemeral=True
         )
@@ -110,7 +98,7 @@ class AdminGroup(app_commands.Group):
     async def unban(
         self, interaction: discord.Interaction, user: discord.User, reason: str = ""
     ) -> None:
-        lifted = await _client(interaction).accounts.unban(user.id, actor_of(interaction), reason)
+        lifted = await self.services.users.unban(user.id, actor_of(interaction), reason)
         text = f"✅ {user.mention} may use the bot again." if lifted else (
             f"{user.mention} was not banned."
         )  # fmt: skip
@@ -122,7 +110,7 @@ class AdminGroup(app_commands.Group):
         self, interaction: discord.Interaction, term: str, everywhere: bool = False
     ) -> None:
         term = term.strip().casefold()
-        moderation = _client(interaction).moderation
+        moderation = self.services.guilds
         added = await moderation.block(term, actor_of(interaction), everywhere)
         text = f"Prompts containing `{term}` are refused." if added else f"`{term}` was blocked."
         await interaction.response.send_message(text, ephemeral=True)
@@ -132,7 +120,7 @@ class AdminGroup(app_commands.Group):
         self, interaction: discord.Interaction, term: str, everywhere: bool = False
     ) -> None:
         term = term.strip().casefold()
-        moderation = _client(interaction).moderation
+        moderation = self.services.guilds
         removed = await moderation.unblock(term, actor_of(interaction), everywhere)
         text = f"`{term}` is allowed again." if removed else f"`{term}` was not blocked."
         await interaction.response.send_message(text, ephemeral=True)
@@ -150,17 +138,14 @@ class AdminGroup(app_commands.Group):
         days: app_commands.Range[int, 1, 3660] | None = None,
     ) -> None:
         pages = AuditPages(
-            interaction.user.id, user.id if user else None, action,
+            self.services, interaction.user.id, user.id if user else None, action,
             timedelta(days=days) if days else None,
         )  # fmt: skip
-        await interaction.response.send_message(
-            await pages.render(interaction), view=pages, ephemeral=True
-        )
+        await interaction.response.send_message(await pages.render(), view=pages, ephemeral=True)
 
     @app_commands.command(description="Queued and running jobs; cancel any of them")
     async def queue(self, interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        jobs = await client.service.store.unfinished()
+        jobs = await self.services.store.unfinished()
         if not jobs:
             await interaction.response.send_message("The queue is empty.", ephemeral=True)
             return
@@ -171,7 +156,7 @@ class AdminGroup(app_commands.Group):
             for job in jobs
         ]  # fmt: skip
         table = render(["job", "state", "owner", "owner id", "age", "model"], rows)
-        view = QueueView([job.id for job in jobs][:25])
+        view = QueueView(self.services, [job.id for job in jobs][:25])
         await interaction.response.send_message(code_block(table), view=view, ephemeral=True)
 
     @app_commands.command(description="Usage ledger and audit log as CSV files")
@@ -179,7 +164,7 @@ class AdminGroup(app_commands.Group):
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 3660] = 30
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        reports = _client(interaction).reports
+        reports = self.services.reports
         period = timedelta(days=days)
         files = [
             discord.File(io.BytesIO(await reports.usage_csv(period)), "usage.csv"),
@@ -192,10 +177,9 @@ class AdminGroup(app_commands.Group):
     @app_commands.command(description="Configured models, which are loaded, memory use")
     async def models(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        client = _client(interaction)
         loaded: dict[str, list[str]] = {}
         lines = []
-        for device, status in await client.service.engine_status():
+        for device, status in await self.services.jobs.engine_status():
             if status is None:
                 lines.append(f"{device}: engine not running (it starts with the next job)")
                 continue
@@ -209,32 +193,26 @@ class AdminGroup(app_commands.Group):
         rows = [
             [name, spec.source[-40:], f"{spec.width}x{spec.height}", spec.sampler,
              ", ".join(sorted(spec.controlnets)) or "-", "; ".join(loaded.get(name, ["no"]))]
-            for name, spec in sorted(client.config.models.items())
+            for name, spec in sorted(self.services.config.models.items())
         ]  # fmt: skip
         table = render(["model", "source", "size", "sampler", "controlnets", "loaded"], rows)
         await interaction.edit_original_response(content=code_block("\n".join([table, *lines])))
 
-
-class QuotaGroup(app_commands.Group):
-    def __init__(self) -> None:
-        super().__init__(name="quota", description="Per-member and per-role limits")
-
-    @app_commands.command(description="A member's limits and usage today, or a role's override")
+    @quota.command(description="A member's limits and usage today, or a role's override")
     async def show(
         self, interaction: discord.Interaction, target: discord.Member | discord.User | discord.Role
     ) -> None:
-        client = _client(interaction)
         scope, subject = _subject(target)
-        currency = client.quotas.rules.pricing.currency
-        override = _limits_text(await client.quotas.policy(scope, subject), currency)
+        currency = self.services.quotas.rules.pricing.currency
+        override = _limits_text(await self.services.quotas.policy(scope, subject), currency)
         text = f"**{target.mention}** override: {override}"
         if scope is QuotaScope.USER:
             roles = [role.id for role in getattr(target, "roles", [])]
-            status = await client.quotas.status(subject, roles)
+            status = await self.services.quotas.status(subject, roles)
             text += f"\nEffective: {_limits_text(status.limits, currency)}\n{status.message()}"
         await interaction.response.send_message(text, ephemeral=True)
 
-    @app_commands.command(description="Set a member's or role's limits (unset = inherit)")
+    @quota.command(description="Set a member's or role's limits (unset = inherit)")
     async def set(
         self,
         interaction: discord.Interaction,
@@ -244,23 +222,20 @@ class QuotaGroup(app_commands.Group):
         cost_per_day: app_commands.Range[float, 0.0] | None = None,
         jobs_queued: app_commands.Range[int, 1] | None = None,
     ) -> None:
-        client = _client(interaction)
         scope, subject = _subject(target)
         limits = Limits(images_per_day, gpu_seconds_per_day, cost_per_day, jobs_queued)
-        await client.quotas.set_policy(scope, subject, limits, actor_of(interaction))
-        currency = client.quotas.rules.pricing.currency
+        await self.services.quotas.set_policy(scope, subject, limits, actor_of(interaction))
+        currency = self.services.quotas.rules.pricing.currency
         await interaction.response.send_message(
             f"Quota for {target.mention}: {_limits_text(limits, currency)}", ephemeral=True
         )
 
-    @app_commands.command(description="Drop a member's or role's override")
+    @quota.command(description="Drop a member's or role's override")
     async def reset(
         self, interaction: discord.Interaction, target: discord.Member | discord.User | discord.Role
     ) -> None:
         scope, subject = _subject(target)
-        dropped = await _client(interaction).quotas.reset_policy(
-            scope, subject, actor_of(interaction)
-        )
+        dropped = await self.services.quotas.reset_policy(scope, subject, actor_of(interaction))
         text = "override removed" if dropped else "had no override"
         await interaction.response.send_message(f"{target.mention}: {text}.", ephemeral=True)
 
@@ -277,15 +252,21 @@ class AuditPages(discord.ui.View):
     """Previous/next buttons over an audit query; only its admin can page."""
 
     def __init__(
-        self, owner_id: int, user_id: int | None, action: str | None, period: timedelta | None
+        self,
+        services: Services,
+        owner_id: int,
+        user_id: int | None,
+        action: str | None,
+        period: timedelta | None,
     ) -> None:
         super().__init__(timeout=600)
+        self.services = services
         self._owner_id = owner_id
         self._query = (user_id, action, period)
         self.offset = 0
 
-    async def render(self, interaction: discord.Interaction) -> str:
-        reports = _client(interaction).reports
+    async def render(self) -> str:
+        reports = self.services.reports
         user_id, action, period = self._query
         days = None if period is None else period / timedelta(days=1)
         page = await reports.audit.query(user_id, action, days, self.offset, AUDIT_PAGE)
@@ -301,10 +282,10 @@ class AuditPages(discord.ui.View):
 
     async def _turn(self, interaction: discord.Interaction, step: int) -> None:
         self.offset = max(0, self.offset + step)
-        await _client(interaction).audit.record_command(
+        await self.services.audit.record_command(
             actor_of(interaction), "admin.audit.page", params={"offset": self.offset}
         )
-        await interaction.response.edit_message(content=await self.render(interaction), view=self)
+        await interaction.response.edit_message(content=await self.render(), view=self)
 
     @discord.ui.button(label="◀ Newer", style=discord.ButtonStyle.secondary)
     async def previous(
@@ -322,8 +303,9 @@ class AuditPages(discord.ui.View):
 class QueueView(discord.ui.View):
     """A menu of the listed jobs; choosing one cancels it."""
 
-    def __init__(self, job_ids: list[str]) -> None:
+    def __init__(self, services: Services, job_ids: list[str]) -> None:
         super().__init__(timeout=600)
+        self.services = services
         self._menu: discord.ui.Select[QueueView] = discord.ui.Select(
             placeholder="Cancel a job…",
             options=[discord.SelectOption(label=job_id) for job_id in job_ids],
@@ -332,11 +314,10 @@ class QueueView(discord.ui.View):
         self.add_item(self._menu)
 
     async def _cancel(self, interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        if not client.is_admin(interaction):
-            await refuse(interaction, client.service.store, "admin.queue.cancel", "Admins only.")
+        if not is_admin(self.services.config.admin, interaction):
+            await refuse(interaction, self.services.store, "admin.queue.cancel", "Admins only.")
             return
         job_id = self._menu.values[0]
-        cancelled = await client.service.cancel(job_id, interaction.user.id)
+        cancelled = await self.services.jobs.cancel(job_id, interaction.user.id)
         text = f"🛑 Cancelling job `{job_id}`." if cancelled else f"Job `{job_id}` already ended."
         await interaction.response.send_message(text, ephemeral=True)

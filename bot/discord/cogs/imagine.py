@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from engine.protocol import (
     MAX_CONTROL_SCALE,
@@ -19,8 +19,8 @@ from engine.protocol import (
     ControlType,
 )
 
-from ..jobs.inputs import save_inputs
-from ..jobs.spec import (
+from ...jobs.inputs import save_inputs
+from ...jobs.spec import (
     ASPECTS,
     BadInput,
     InputImage,
@@ -29,11 +29,8 @@ from ..jobs.spec import (
     blocked_term,
     build_spec,
 )
-from .errors import refuse
-from .queueing import queue_job
-
-if TYPE_CHECKING:
-    from .client import AtelierClient
+from ..common import Services, refuse
+from ..queueing import queue_job
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +51,11 @@ def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int)
     return Inputs(**declared)
 
 
-def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
-    """Build /imagine; the running services come from the client at call time."""
+class ImagineCog(commands.Cog, name="Imagine"):
+    """/imagine: the member's way in."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
     @app_commands.describe(
@@ -81,6 +81,7 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
         control_type=[app_commands.Choice(name=f"{t.value}", value=t.value) for t in ControlType],
     )
     async def imagine(
+        self,
         interaction: discord.Interaction,
         prompt: str,
         negative: str | None = None,
@@ -98,32 +99,32 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
         control_type: str | None = None,
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
     ) -> None:
-        client = cast("AtelierClient", interaction.client)
-        service = client.service
+        services = self.services
+        service = services.jobs
         attachments = {
             role: attachment
             for role, attachment in (("image", image), ("mask", mask), ("control", control))
             if attachment is not None
         }
-        max_bytes = int(client.config.generation.max_attachment_mb * 2**20)
+        max_bytes = int(services.config.generation.max_attachment_mb * 2**20)
         try:
             kind = ControlType(control_type) if control_type else None
         except ValueError:
             kind = None  # not one of the offered choices: reported below
-        banned = await client.accounts.ban_reason(interaction.user.id)
+        banned = await services.users.ban_reason(interaction.user.id)
         if banned is not None:
             await refuse(
                 interaction, service.store, "imagine", f"You cannot use this bot: {banned}"
             )
             return
-        terms = await client.moderation.blocked_terms(interaction.guild_id)
+        terms = await services.guilds.blocked_terms(interaction.guild_id)
         blocked = blocked_term(f"{prompt} {negative or ''}", terms)
         if blocked is not None:
             reason = f"Your prompt contains `{blocked}`, which this server does not allow."
             await refuse(interaction, service.store, "imagine", reason)
             return
         # The member's own defaults fill what this command leaves out.
-        personal = await client.accounts.defaults(interaction.user.id)
+        personal = await services.users.defaults(interaction.user.id)
         options = Options(
             prompt=prompt, negative_prompt=negative, count=count, seed=seed, steps=steps,
             cfg=cfg, aspect=aspect, model=model, sampler=sampler, strength=strength,
@@ -146,8 +147,8 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
             inputs = Inputs()
             if attachments:
                 data = {role: await a.read() for role, a in attachments.items()}
-                folder = client.config.storage.data_dir / "inputs" / secrets.token_hex(8)
-                inputs = save_inputs(data, folder, client.config.storage.data_dir, max_bytes)
+                folder = services.config.storage.data_dir / "inputs" / secrets.token_hex(8)
+                inputs = save_inputs(data, folder, services.config.storage.data_dir, max_bytes)
             spec = build_spec(options, service.models, service.default_model, inputs, personal)
         except BadInput as error:
             await refuse(interaction, service.store, "imagine", str(error))
@@ -157,16 +158,14 @@ def imagine_command(models: list[str]) -> app_commands.Command[Any, ..., None]:
             reason = "Discord would not give me the attached file; please attach it again."
             await refuse(interaction, service.store, "imagine", reason)
             return
-        await queue_job(client, interaction, spec)
+        await queue_job(services, interaction, spec)
 
     @imagine.autocomplete("model")
     async def model_names(
-        interaction: discord.Interaction, current: str
+        self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         return [
             app_commands.Choice(name=name, value=name)
-            for name in models
+            for name in sorted(self.services.config.models)
             if current.lower() in name.lower()
         ][:25]
-
-    return imagine

@@ -1,0 +1,62 @@
+"""The Discord bot: connects, syncs the cogs' commands, reports command errors.
+
+Everything a command does lives in a cog (bot/discord/cogs); this class only
+holds the connection, so no cog needs to import it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..config import DiscordConfig
+
+log = logging.getLogger(__name__)
+
+
+class AtelierBot(commands.Bot):
+    def __init__(self, config: DiscordConfig) -> None:
+        # Slash commands need no privileged intents; guilds keeps channel info fresh.
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self._guild_ids = config.guild_ids
+        self.tree.error(self._on_command_error)
+
+    async def setup_hook(self) -> None:
+        if self._guild_ids:
+            for guild_id in self._guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        log.info(
+            "commands synced (%s)", f"guilds {self._guild_ids}" if self._guild_ids else "global"
+        )
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (%s)", self.user, self.user.id if self.user else "?")
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, app_commands.CheckFailure):
+            return  # the check already told the member and audited it
+        log.error("command %s failed", interaction.command and interaction.command.name,
+                  exc_info=error)  # fmt: skip
+        message = "❌ Something went wrong on our side; the admins can find it in the log."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(message, ephemeral=True)
+            else:
+                await interaction.response.send_message(message, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the member about the error")

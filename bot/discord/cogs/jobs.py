@@ -1,0 +1,97 @@
+"""The Jobs cog: what the buttons under job messages do (V, U, Cancel).
+
+The buttons themselves are drawn by bot/discord/components.py and rebuilt from
+their custom ids after a restart; their clicks land here. V and U read the
+stored output file, never Discord's attachment link (which expires).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import discord
+from discord.ext import commands
+
+from engine.protocol import MAX_SEED, Mode
+
+from ...jobs.spec import InputImage, JobSpec, derived_spec
+from ...store.jobs import JobNotFound
+from ...store.models import JobState
+from ..common import Services, is_admin, refuse
+from ..components import JOBS_COG, CancelButton, ImageButton
+from ..queueing import queue_job
+
+_ACTIONS = {"v": Mode.VARIATION, "u": Mode.UPSCALE}
+
+
+class JobsCog(commands.Cog, name=JOBS_COG):
+    """What the buttons under job messages do; they keep working across restarts."""
+
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(ImageButton, CancelButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(ImageButton, CancelButton)
+
+    async def derive(
+        self, interaction: discord.Interaction, action: str, job_id: str, number: int
+    ) -> None:
+        """V or U: a variation or an upscale of image `number` of `job_id`."""
+        store = self.services.store
+        mode = _ACTIONS[action]
+        command = f"button.{mode}"
+        try:
+            job = await store.get(job_id)
+        except JobNotFound:
+            await refuse(interaction, store, command, "That job is no longer stored.")
+            return
+        if job.state is not JobState.SUCCEEDED or number > len(job.outputs):
+            await refuse(interaction, store, command, "That image does not exist.")
+            return
+        output = job.outputs[number - 1]
+        if not self.services.jobs.output_path(output.path).is_file():
+            reason = f"Image {number} of job `{job.id}` is no longer stored; it cannot be reused."
+            await refuse(interaction, store, command, reason)
+            return
+        generation = self.services.config.generation
+        variation = mode is Mode.VARIATION
+        spec = derived_spec(
+            JobSpec.model_validate(job.spec),
+            (job.id, number),
+            InputImage(output.path, output.width, output.height),
+            mode,
+            generation.variation_strength if variation else generation.upscale_strength,
+            # A variation is a new roll; an upscale keeps the image's own seed.
+            secrets.randbelow(MAX_SEED + 1) if variation else output.seed,
+        )
+        if not variation and (spec.width, spec.height) == (output.width, output.height):
+            reason = f"Image {number} is already as large as Atelier makes images."
+            await refuse(interaction, store, command, reason)
+            return
+        await interaction.response.defer(thinking=True)
+        await queue_job(self.services, interaction, spec)
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Cancel a queued or running job: its owner's or an admin's click only."""
+        store = self.services.store
+        try:
+            job = await store.get(job_id)
+        except JobNotFound:
+            await refuse(interaction, store, "button.cancel", "That job is no longer stored.")
+            return
+        if job.user_id != interaction.user.id and not is_admin(
+            self.services.config.admin, interaction
+        ):
+            reason = "Only the member who asked for this job (or an admin) can cancel it."
+            await refuse(interaction, store, "button.cancel", reason)
+            return
+        if await self.services.jobs.cancel(job.id, interaction.user.id):
+            await interaction.response.send_message(
+                f"🛑 Cancelling job `{job.id}`.", ephemeral=True
+            )
+        else:
+            await refuse(interaction, store, "button.cancel", f"Job `{job.id}` already finished.")

@@ -1,0 +1,131 @@
+"""Member commands: /me and /help (usage, limits, defaults), /defaults, /forget-me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from engine.protocol import MAX_STEPS, SAMPLER_NAMES
+
+from ...jobs.spec import ASPECTS
+from ...store.users import UnfinishedJobs
+from ..common import Services, actor_of, refuse, roles_of
+
+HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
+`aspect`, `model`, `sampler`, `negative`; flags in the prompt work too \
+(`--ar 16:9 --seed 42 --no text`).
+Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
+for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
+Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
+**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts."""
+
+
+async def summary(services: Services, interaction: discord.Interaction) -> str:
+    """The member's usage today, what is left, when it resets, and their defaults."""
+    user_id = interaction.user.id
+    status = await services.quotas.status(user_id, roles_of(interaction))
+    defaults = await services.users.defaults(user_id)
+    banned = await services.users.ban_reason(user_id)
+    lines = [status.message()]
+    if services.quotas.rules.relax_when_over:
+        lines.append("Over a limit, your jobs still run in the relax lane when the GPU is free.")
+    shown = ", ".join(f"{key} = {value}" for key, value in sorted(defaults.items()))
+    lines.append(f"**Your defaults**: {shown or 'none (see /defaults)'}")
+    if banned:
+        lines.append(f"⛔ You cannot use the bot: {banned}")
+    return "\n".join(lines)
+
+
+class ForgetConfirm(discord.ui.View):
+    def __init__(self, services: Services, owner_id: int) -> None:
+        super().__init__(timeout=300)
+        self.services = services
+        self._owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id == self._owner_id
+
+    @discord.ui.button(label="Delete my images and prompts", style=discord.ButtonStyle.danger)
+    async def confirm(
+        self, interaction: discord.Interaction, button: discord.ui.Button[ForgetConfirm]
+    ) -> None:
+        try:
+            forgotten = await self.services.users.forget(interaction.user.id, actor_of(interaction))
+        except UnfinishedJobs as error:
+            await interaction.response.edit_message(content=f"⚠️ {error}", view=None)
+            return
+        await interaction.response.edit_message(
+            content=f"🧹 Done: {forgotten.images} image(s) deleted and the prompts of"
+            f" {forgotten.jobs} job(s) erased. Usage totals keep only an anonymous id.",
+            view=None,
+        )
+        self.stop()
+
+
+class MemberCog(commands.Cog, name="Member"):
+    """/me, /help, /defaults and /forget-me: what a member sees of their own account."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @app_commands.command(name="me", description="Your usage today, what is left, your defaults")
+    async def me(self, interaction: discord.Interaction) -> None:
+        await self.services.audit.record_command(actor_of(interaction), "me")
+        await interaction.response.send_message(
+            await summary(self.services, interaction), ephemeral=True
+        )
+
+    @app_commands.command(name="help", description="How to use Atelier, and your usage today")
+    async def help_command(self, interaction: discord.Interaction) -> None:
+        await self.services.audit.record_command(actor_of(interaction), "help")
+        text = f"{HELP}\n\n{await summary(self.services, interaction)}"
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="defaults", description="Your own /imagine defaults")
+    @app_commands.describe(clear="Forget all your defaults")
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+        sampler=[app_commands.Choice(name=n, value=n) for n in SAMPLER_NAMES],
+    )
+    async def defaults(
+        self,
+        interaction: discord.Interaction,
+        model: str | None = None,
+        sampler: str | None = None,
+        aspect: str | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        negative: str | None = None,
+        clear: bool = False,
+    ) -> None:
+        if model is not None and model not in self.services.config.models:
+            known = ", ".join(sorted(self.services.config.models))
+            await refuse(interaction, self.services.store, "defaults",
+                         f"Unknown model `{model}`; available: {known}.")  # fmt: skip
+            return
+        given: dict[str, Any] = {
+            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
+            "negative_prompt": negative,
+        }  # fmt: skip
+        chosen = {} if clear else await self.services.users.defaults(interaction.user.id)
+        chosen.update({key: value for key, value in given.items() if value is not None})
+        await self.services.users.set_defaults(
+            interaction.user.id, interaction.user.name, chosen, actor_of(interaction)
+        )
+        shown = ", ".join(f"{key} = {value}" for key, value in sorted(chosen.items()))
+        await interaction.response.send_message(
+            f"Your defaults: {shown or 'none'}.", ephemeral=True
+        )
+
+    @app_commands.command(name="forget-me", description="Delete your stored images and prompts")
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        await self.services.audit.record_command(actor_of(interaction), "forget-me.asked")
+        await interaction.response.send_message(
+            "This deletes every image Atelier stored for you, the prompts of your jobs and your"
+            " defaults. It cannot be undone. Usage totals stay, under an anonymous id.",
+            view=ForgetConfirm(self.services, interaction.user.id),
+            ephemeral=True,
+        )
