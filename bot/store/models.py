@@ -18,6 +18,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -53,15 +54,29 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # withheld by moderation
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.BLOCKED})
+
+# Every state change a job may make; anything else is refused, never applied.
+# running -> queued: the run was cut off (bot stopped or crashed, engine died) and is retried.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.QUEUED, *FINISHED}),
+    **{state: frozenset() for state in FINISHED},
+}
 
 
 class Lane(StrEnum):
-    """Normal jobs always run first; relax jobs (over quota) only when no normal one waits."""
+    """Priority (members with a priority role) first, then normal; relax jobs (over
+    quota) only when no other job waits."""
 
+    PRIORITY = "priority"
     NORMAL = "normal"
     RELAX = "relax"
 
@@ -94,6 +109,13 @@ class User(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        # The GPU-time estimate at admission reads a model's latest successes.
+        Index("ix_jobs_model_state_finished", "model", "state", "finished_at"),
+        # The scheduler reads the waiting jobs; the quota check counts a member's.
+        Index("ix_jobs_state_lane_created", "state", "lane", "created_at"),
+        Index("ix_jobs_user_state", "user_id", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -117,6 +139,13 @@ class Job(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lane: Mapped[Lane] = mapped_column(_enum(Lane), default=Lane.NORMAL, server_default="normal")
+    # How often a worker claimed the job; a run cut off twice (a job that crashes the
+    # bot or the engine) is failed rather than retried for ever.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The engine request the job last ran in, shared by the jobs batched with it.
+    batch_id: Mapped[str | None] = mapped_column(String(32))
+    # Discord's upload limit for the reply, as the interaction stated it.
+    upload_limit: Mapped[int | None] = mapped_column(BigInteger)
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
@@ -200,6 +229,8 @@ class UsageEntry(Base):
     """The usage ledger: one entry per settled job, with what it measurably used."""
 
     __tablename__ = "usage_ledger"
+    # A member's usage today and their recent GPU time (fair share) read this range.
+    __table_args__ = (Index("ix_usage_ledger_user_at", "user_id", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
@@ -234,3 +265,35 @@ class GuildSettings(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CommandState(StrEnum):
+    RECEIVED = "received"  # acknowledged to Discord, not yet handled
+    HANDLED = "handled"  # queued as job(s), or refused with a message
+
+
+class ReceivedCommand(Base):
+    """A slash command or button click, written before Discord is told it was received.
+
+    A bot killed after the deferral finds the row at start and completes it, so
+    nothing a member saw acknowledged is lost.
+    """
+
+    __tablename__ = "received_commands"
+
+    interaction_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    command: Mapped[str] = mapped_column(String(64))
+    state: Mapped[CommandState] = mapped_column(_enum(CommandState), index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    user_name: Mapped[str] = mapped_column(String(100))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # A credential for the reply; dropped once the command is handled and answered.
+    token: Mapped[str | None] = mapped_column(Text)
+    # The raw options as Discord sent them (attachments as id, url, name, size, type).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    upload_limit: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
