@@ -36,7 +36,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_config(run)
 
     generate = commands.add_parser("generate", help="make images in the terminal, no Discord")
-    generate.add_argument("prompt")
+    generate.add_argument(
+        "prompt", help='what to draw; flags and choices work too: "a {red, blue} fox --ar 21:9"'
+    )
     _add_config(generate)
     generate.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     generate.add_argument("--negative", default=None)
@@ -45,7 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--steps", type=int, default=None)
     generate.add_argument("--cfg", type=float, default=None)
-    generate.add_argument("--aspect", default=None)
+    generate.add_argument("--aspect", default=None, help="W:H from 1:4 to 4:1, e.g. 16:9")
     generate.add_argument("--sampler", default=None, help="e.g. Euler a, DPM++ 2M Karras")
     generate.add_argument("--image", type=Path, help="init image: image-to-image")
     generate.add_argument("--mask", type=Path, help="with --image: white = repaint (inpainting)")

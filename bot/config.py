@@ -6,6 +6,7 @@ Discord token comes from the DISCORD_TOKEN environment variable.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal, Self
@@ -22,8 +23,11 @@ from pydantic import (
 
 from engine.protocol import ModelSpec
 
+from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
+
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+_STYLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class ConfigError(Exception):
@@ -78,6 +82,11 @@ class GenerationConfig(Section):
     max_attachment_mb: float = Field(
         20.0, gt=0, description="largest image attachment /imagine accepts"
     )
+    max_permutations: int = Field(
+        DEFAULT_MAX_PERMUTATIONS,
+        ge=1,
+        description="most prompts one prompt's {a, b} choices may make, each its own job",
+    )
 
 
 class BillingConfig(Section):
@@ -131,6 +140,9 @@ class Config(Section):
     quota: QuotaConfig = QuotaConfig()
     admin: AdminConfig = AdminConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
+    styles: dict[str, Style] = Field(
+        default_factory=dict, description="presets a prompt applies with --style <name>"
+    )
 
     @model_validator(mode="after")
     def _default_model_is_configured(self) -> Self:
@@ -140,6 +152,16 @@ class Config(Section):
                 f"engine.default_model: {self.engine.default_model!r} is not a [models.<name>]"
                 f" section (configured: {known})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _style_names_are_words(self) -> Self:
+        for name in self.styles:
+            if not _STYLE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"styles.{name}: a style name is one word (letters, digits, - and _),"
+                    " as members type it after --style"
+                )
         return self
 
     @property

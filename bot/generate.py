@@ -1,4 +1,8 @@
-"""`atelier generate`: one job through the real engine process, in the terminal."""
+"""`atelier generate`: the jobs of one prompt through the real engine process, in the terminal.
+
+The prompt speaks the whole prompt language ({a, b} choices, --n, --style, ...);
+its jobs run one after another on one engine.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from .config import Config
 from .jobs.engine_client import EngineFailure, EngineProcess, JobFailed
 from .jobs.inputs import ROLES, save_inputs
 from .jobs.service import new_job_id
-from .jobs.spec import BadInput, Inputs, Options, build_spec
+from .jobs.spec import BadInput, Inputs, Options, build_specs
 from .render import progress_bar
 
 
@@ -43,9 +47,10 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
         strength=args.strength, control_type=args.control_type, control_scale=args.control_scale,
     )  # fmt: skip
     try:
-        spec = build_spec(
-            options, config.models, config.engine.default_model, _inputs(args, config)
-        )
+        specs = build_specs(
+            options, config.models, config.engine.default_model, _inputs(args, config),
+            None, config.styles, config.generation.max_permutations,
+        )  # fmt: skip
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
         return 2
@@ -61,17 +66,20 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
 
     try:
         await engine.start()
-        result = await engine.run(
-            spec.to_request(new_job_id(), out, out),
-            on_progress,
-            config.engine.job_timeout,
-        )
+        for spec in specs:
+            if len(specs) > 1:
+                print(f"{spec.prompt}", file=sys.stderr)
+            result = await engine.run(
+                spec.to_request(new_job_id(), out, out),
+                on_progress,
+                config.engine.job_timeout,
+            )
+            for image in result.images:
+                print(f"{image.path}  seed {image.seed}  {image.width}x{image.height}")
+            print(f"{len(result.images)} image(s) in {result.gpu_seconds:.2f} s", file=sys.stderr)
     except (JobFailed, EngineFailure) as error:
         print(f"\natelier: {error}", file=sys.stderr)
         return 1
     finally:
         await engine.stop()
-    for image in result.images:
-        print(f"{image.path}  seed {image.seed}  {image.width}x{image.height}")
-    print(f"{len(result.images)} image(s) in {result.gpu_seconds:.2f} s", file=sys.stderr)
     return 0

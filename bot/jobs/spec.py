@@ -6,6 +6,7 @@ meets at the door are tested on their own.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
@@ -24,19 +25,29 @@ from engine.protocol import (
     MAX_STEPS,
     MIN_SIDE,
     MIN_STRENGTH,
-    SAMPLER_NAMES,
     ControlType,
     GenerateRequest,
     Mode,
     ModelSpec,
 )
 
+from .errors import BadInput as BadInput
+from .prompt_language import (
+    DEFAULT_MAX_PERMUTATIONS,
+    MAX_CFG,
+    MIN_STOP,
+    Style,
+    expand_prompt,
+    find_sampler,
+    parse_aspect,
+    parse_prompt,
+)
+
 MAX_PROMPT_CHARS = 1500
+# What a member may type in all (prompt, flags, --no text) before it is read.
+MAX_TYPED_CHARS = 3 * MAX_PROMPT_CHARS
+# The /imagine aspect choices; the prompt's --ar takes any ratio from 1:4 to 4:1.
 ASPECTS = ("1:1", "3:2", "2:3", "16:9", "9:16", "4:3", "3:4")
-
-
-class BadInput(ValueError):
-    """Input a member can fix; the message is shown to them as it is."""
 
 
 class JobSpec(BaseModel):
@@ -63,22 +74,73 @@ class JobSpec(BaseModel):
     # For variations and upscales: the job and image (1-based) they were made from.
     source_job: str | None = None
     source_image: int | None = None
+    # --chaos: how far the images of the job spread (image_seeds, image_cfgs).
+    chaos: int = Field(0, ge=0, le=100)
+    # --stop: the percentage of `steps` to run before decoding what is there.
+    stop: int = Field(100, ge=MIN_STOP, le=100)
 
     @property
     def seeds(self) -> list[int]:
-        """Image i uses seed + i, so any single image can be re-made from its seed."""
-        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
+        """The seed of each image (see image_seeds)."""
+        return image_seeds(self.seed, self.count, self.chaos)
+
+    @property
+    def cfgs(self) -> list[float]:
+        """The cfg of each image (see image_cfgs)."""
+        return image_cfgs(self.cfg, self.count, self.chaos)
 
     def to_request(
         self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
     ) -> GenerateRequest:
-        fields = self.model_dump(exclude={"source_job", "source_image"})
+        """The engine request for this job.
+
+        The engine does not take `chaos` or `stop` yet: it runs every step and
+        gives image i the seed + i and the one cfg. Passing `seeds`, `cfgs` and
+        the stop step is the engine-side change that completes --chaos and --stop.
+        """
+        fields = self.model_dump(exclude={"source_job", "source_image", "chaos", "stop"})
         for name in ("init_image", "mask_image", "control_image"):
             if fields[name] is not None:
                 fields[name] = str(data_dir / fields[name])
         return GenerateRequest(
             job_id=job_id, output_dir=str(output_dir), preview_every=preview_every, **fields
         )
+
+
+def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:
+    """The seed of each image of a job, from the job's seed and --chaos.
+
+    Without chaos image i uses seed + i, so any single image can be re-made
+    from its seed. With chaos, image 1 keeps `seed` and the others are spread
+    over the whole seed range by a hash of (seed, chaos, i): deterministic,
+    and not a run of neighbours. (Neighbouring seeds already give unrelated
+    noise in Stable Diffusion; the spread chaos makes visible comes mostly
+    from image_cfgs.)
+    """
+    if chaos == 0:
+        return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+    spread = [seed]
+    for i in range(1, count):
+        digest = hashlib.blake2b(f"{seed}:{chaos}:{i}".encode(), digest_size=8).digest()
+        spread.append(int.from_bytes(digest) % (MAX_SEED + 1))
+    return spread
+
+
+def image_cfgs(cfg: float, count: int, chaos: int = 0) -> list[float]:
+    """The cfg of each image of a job: within ±chaos% of `cfg`, image 1 at `cfg`.
+
+    The others step away from it in turn above and below (+1, -1, +2, -2, ...
+    steps), the farthest at ±chaos% (kept within 0-30), rounded to 0.01.
+    The engine takes one cfg per request today; batching one cfg per image is
+    a later engine change, which will take these values.
+    """
+    reach = math.ceil((count - 1) / 2)
+    cfgs = []
+    for i in range(count):
+        steps_away = (i + 1) // 2 * (1 if i % 2 else -1)
+        offset = cfg * chaos / 100 * steps_away / reach if reach else 0.0
+        cfgs.append(round(min(MAX_CFG, max(0.0, cfg + offset)), 2))
+    return cfgs
 
 
 @dataclass(frozen=True)
@@ -114,6 +176,9 @@ class Options(BaseModel):
     strength: float | None = None
     control_type: ControlType | None = None
     control_scale: float | None = None
+    style: str | None = None
+    chaos: int | None = None
+    stop: int | None = None
 
     def over(self, defaults: dict[str, object]) -> Self:
         """These options, with `defaults` (a member's own) filling the ones left out."""
@@ -137,69 +202,141 @@ def clean_text(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
-# One token for a valued flag; --no takes every word up to the next flag.
-_FLAG = re.compile(
-    r"--(?:(?P<name>ar|aspect|seed|steps|cfg)\s+(?P<value>\S+)|no\s+(?P<no>(?:(?!--)\S+\s*)+))",
-    re.IGNORECASE,
-)
+# Prompts the blocklist reads per typed text; more is refused when the jobs are built.
+_BLOCKLIST_EXPANSIONS = 1024
 
 
 def blocked_term(text: str, terms: list[str]) -> str | None:
-    """The first blocked term `text` contains as a whole word or phrase, ignoring case."""
-    folded = clean_text(text).casefold()
+    """The first blocked term `text` contains as a whole word or phrase, ignoring case.
+
+    Each prompt its {…} choices make is read too, as `{go,}re` makes "gore".
+    """
+    cleaned = clean_text(text)
+    try:
+        texts = [cleaned, *expand_prompt(cleaned, _BLOCKLIST_EXPANSIONS)]
+    except BadInput:
+        texts = [cleaned]  # broken or too many choices: refused when the jobs are built
     for term in terms:
-        if re.search(rf"(?<!\w){re.escape(term.casefold())}(?!\w)", folded):
+        pattern = re.compile(rf"(?<!\w){re.escape(term.casefold())}(?!\w)")
+        if any(pattern.search(candidate.casefold()) for candidate in texts):
             return term
     return None
 
 
 def parse_prompt_flags(prompt: str) -> Options:
-    """Read Midjourney-style flags written in the prompt: --ar 16:9 --seed 42 --no text."""
-    values: dict[str, object] = {}
-    for match in _FLAG.finditer(prompt):
-        name, value = (match["name"] or "").lower(), match["value"]
-        if match["no"]:
-            values["negative_prompt"] = match["no"].strip()
-        elif name in ("ar", "aspect"):
-            values["aspect"] = value
-        else:
-            try:
-                values[name] = float(value) if name == "cfg" else int(value)
-            except ValueError:
-                raise BadInput(f"`--{name}` needs a number, not `{value}`.") from None
-    return Options(prompt=_FLAG.sub("", prompt).strip(), **values)
+    """The flags of one prompt as Options (its --n is ParsedPrompt.repeat, not kept here)."""
+    parsed = parse_prompt(prompt)
+    return Options.model_validate({"prompt": parsed.prompt, **parsed.option_values()})
+
+
+# Multiples of 64 are preferred when they fit this closely (see fit_size).
+GRID_TOLERANCE = 0.02
 
 
 def fit_aspect(aspect: str, base_width: int, base_height: int) -> tuple[int, int]:
-    """Width and height for an aspect ratio, keeping the model's native pixel area."""
-    if aspect not in ASPECTS:
-        raise BadInput(f"Aspect `{aspect}` is not offered; choose one of {', '.join(ASPECTS)}.")
-    ratio_w, ratio_h = (int(part) for part in aspect.split(":"))
-    return fit_ratio(ratio_w / ratio_h, base_width * base_height)
+    """Width and height for an aspect "W:H" (1:4 to 4:1) at the model's pixel area."""
+    ratio_w, ratio_h = parse_aspect(aspect)
+    return fit_size(ratio_w / ratio_h, base_width * base_height)
+
+
+def fit_size(ratio: float, area: float) -> tuple[int, int]:
+    """Width and height of a new image of `ratio` covering about `area` pixels.
+
+    Sides are multiples of 8, the size grid of Stable Diffusion (its latent
+    is an eighth of the image). Multiples of 64 are preferred: the UNet
+    halves the latent up to three times, and sides that halve evenly are the
+    sizes checkpoints were trained on. The rule: of the sizes with both sides
+    on the 64 grid next to the exact fit, the closest is taken when its
+    ratio and its area are both within 2% (GRID_TOLERANCE) of the target;
+    otherwise the closest size on the 8 grid (fit_ratio). So 16:9 at
+    1024x1024 is 1344x768 (1.6% off), but at 512x512 it is 680x384, as
+    704x384 would be 3.1% too wide.
+    """
+    width, height = _ideal_sides(ratio, area)
+
+    def error(size: tuple[int, int]) -> float:
+        return max(
+            abs(size[0] / size[1] / ratio - 1), abs(size[0] * size[1] / (width * height) - 1)
+        )
+
+    candidates = [
+        (w, h)
+        for w in (math.floor(width / 64) * 64, math.ceil(width / 64) * 64)
+        for h in (math.floor(height / 64) * 64, math.ceil(height / 64) * 64)
+        if min(w, h) >= MIN_SIDE and max(w, h) <= MAX_SIDE
+    ]
+    best = min(candidates, key=error, default=None)
+    if best is not None and error(best) <= GRID_TOLERANCE:
+        return best
+    return fit_ratio(ratio, area)
 
 
 def fit_ratio(ratio: float, area: float) -> tuple[int, int]:
-    """Width and height (multiples of 8, within the limits) of `ratio` covering `area`."""
-    width = math.sqrt(area * ratio)
-    scale = min(1.0, MAX_SIDE / width, MAX_SIDE * ratio / width)
+    """Width and height (multiples of 8, within the limits) of `ratio` covering `area`.
+
+    The closest fit on the 8 grid, used as it is where an image's shape must be
+    kept (an input image, an upscale).
+    """
+    width, height = _ideal_sides(ratio, area)
 
     def snap(side: float) -> int:
-        return min(MAX_SIDE, max(MIN_SIDE, round(side * scale / 8) * 8))
+        return min(MAX_SIDE, max(MIN_SIDE, round(side / 8) * 8))
 
-    return snap(width), snap(width / ratio)
+    return snap(width), snap(height)
 
 
-def find_sampler(name: str) -> str:
-    """The sampler's canonical name, ignoring case; BadInput lists the valid ones."""
-    for known in SAMPLER_NAMES:
-        if known.casefold() == name.strip().casefold():
-            return known
-    raise BadInput(f"Unknown sampler `{name}`; choose one of: {', '.join(SAMPLER_NAMES)}.")
+def _ideal_sides(ratio: float, area: float) -> tuple[float, float]:
+    """Exact sides of `ratio` covering `area`, scaled to keep both within the side limits.
+
+    A small model's area grows rather than the ratio bending when the short
+    side would fall under the smallest side (1:4 at 64x64 is 64x256).
+    """
+    width = math.sqrt(area * ratio)
+    height = width / ratio
+    scale = min(max(1.0, MIN_SIDE / min(width, height)), MAX_SIDE / max(width, height))
+    return width * scale, height * scale
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise BadInput(f"`{name}` must be between {low:g} and {high:g} (you gave {value:g}).")
+
+
+def build_specs(
+    options: Options,
+    models: dict[str, ModelSpec],
+    default_model: str,
+    inputs: Inputs = Inputs(),
+    personal: dict[str, object] | None = None,
+    styles: dict[str, Style] | None = None,
+    max_permutations: int = DEFAULT_MAX_PERMUTATIONS,
+) -> list[JobSpec]:
+    """Every job a member's options ask for, or BadInput saying what to change.
+
+    The prompt's {…} choices make one prompt each (at most `max_permutations`),
+    and each prompt's --n makes that many jobs of it: the jobs are the
+    permutations x repeats, in order, all checked before any is returned so
+    they can be reserved together. Precedence, per job: options given, then
+    flags in the prompt, then the member's `personal` defaults, then the
+    model's. With no seed given, one random seed serves every permutation (so
+    they differ only by their text); the repeats of a prompt go on from it,
+    job k at seed + k x count.
+    """
+    typed = clean_text(options.prompt)
+    if len(typed) > MAX_TYPED_CHARS:
+        raise BadInput(_too_long(typed))
+    seed = secrets.randbelow(MAX_SEED + 1)
+    specs = []
+    for text in expand_prompt(typed, max_permutations):
+        parsed = parse_prompt(text)
+        flags = Options.model_validate({"prompt": parsed.prompt, **parsed.option_values()})
+        merged = options.merged(flags).over(personal or {})
+        first = _build_one(merged, models, default_model, inputs, styles or {}, seed)
+        specs += [
+            first.model_copy(update={"seed": (first.seed + k * first.count) % (MAX_SEED + 1)})
+            for k in range(parsed.repeat)
+        ]
+    return specs
 
 
 def build_spec(
@@ -208,24 +345,67 @@ def build_spec(
     default_model: str,
     inputs: Inputs = Inputs(),
     personal: dict[str, object] | None = None,
+    styles: dict[str, Style] | None = None,
+    max_permutations: int = DEFAULT_MAX_PERMUTATIONS,
 ) -> JobSpec:
-    """Turn a member's options into a JobSpec, or raise BadInput saying what to change.
+    """The one job a member's options ask for (see build_specs).
 
-    Precedence: options given, then flags in the prompt, then the member's
-    `personal` defaults, then the model's.
+    For callers that queue one job: a prompt that makes several ({…} choices
+    or --n) is refused with BadInput rather than cut to its first job.
     """
-    options = options.merged(parse_prompt_flags(options.prompt)).over(personal or {})
+    specs = build_specs(options, models, default_model, inputs, personal, styles, max_permutations)
+    if len(specs) > 1:
+        raise BadInput(
+            f"This prompt makes {len(specs)} jobs ({{…}} choices or --n), but here one is"
+            " made at a time: remove the choices and --n."
+        )
+    return specs[0]
+
+
+def _too_long(prompt: str, style: str | None = None) -> str:
+    where = f"With style `{style}` the prompt" if style else "The prompt"
+    return (
+        f"{where} is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}."
+        " The model reads only about the first 75 words anyway."
+    )
+
+
+def find_style(name: str, styles: dict[str, Style]) -> Style:
+    """The style named `name` (ignoring case); BadInput lists the configured ones."""
+    for known, style in styles.items():
+        if known.casefold() == name.casefold():
+            return style
+    available = f"available: {', '.join(sorted(styles))}" if styles else "none is configured"
+    raise BadInput(f"Unknown style `{name}`; {available}.")
+
+
+def _build_one(
+    options: Options,
+    models: dict[str, ModelSpec],
+    default_model: str,
+    inputs: Inputs,
+    styles: dict[str, Style],
+    random_seed: int,
+) -> JobSpec:
+    """One JobSpec from options already merged with flags and personal defaults."""
     prompt = clean_text(options.prompt)
     if not prompt:
         raise BadInput("The prompt is empty: describe the image you want.")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise BadInput(
-            f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}."
-            " The model reads only about the first 75 words anyway."
-        )
+        raise BadInput(_too_long(prompt))
     negative = clean_text(options.negative_prompt or "")
     if len(negative) > MAX_PROMPT_CHARS:
         raise BadInput(f"The negative prompt is over {MAX_PROMPT_CHARS:,} characters.")
+    if options.style is not None:
+        prompt, negative = find_style(options.style, styles).apply(prompt, negative)
+        prompt, negative = clean_text(prompt), clean_text(negative)
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise BadInput(_too_long(prompt, options.style))
+        if len(negative) > MAX_PROMPT_CHARS:
+            raise BadInput(
+                f"With style `{options.style}` the negative prompt is over"
+                f" {MAX_PROMPT_CHARS:,} characters."
+            )
     name = options.model or default_model
     if name not in models:
         raise BadInput(f"Unknown model `{name}`; available: {', '.join(sorted(models))}.")
@@ -241,9 +421,13 @@ def build_spec(
     steps = options.steps if options.steps is not None else model.steps
     _in_range("steps", steps, 1, MAX_STEPS)
     cfg = options.cfg if options.cfg is not None else model.cfg
-    _in_range("cfg", cfg, 0, 30)
-    seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    _in_range("cfg", cfg, 0, MAX_CFG)
+    seed = options.seed if options.seed is not None else random_seed
     _in_range("seed", seed, 0, MAX_SEED)
+    chaos = options.chaos if options.chaos is not None else 0
+    _in_range("chaos", chaos, 0, 100)
+    stop = options.stop if options.stop is not None else 100
+    _in_range("stop", stop, MIN_STOP, 100)
     # Inpainting repaints the masked part from scratch by default; img2img keeps a quarter.
     strength = options.strength if options.strength is not None else (
         1.0 if mode is Mode.INPAINT else 0.75
@@ -269,6 +453,8 @@ def build_spec(
         control_type=options.control_type or ControlType.CANNY,
         control_scale=control_scale,
         strength=strength,
+        chaos=chaos,
+        stop=stop,
     )
 
 

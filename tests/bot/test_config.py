@@ -39,6 +39,32 @@ def test_valid_config_fills_defaults_and_resolves_paths(tmp_path: Path) -> None:
     assert config.database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atelier.db'}"
 
 
+def test_styles_and_the_permutation_limit_are_read(tmp_path: Path) -> None:
+    text = (
+        VALID
+        + """
+[generation]
+max_permutations = 12
+
+[styles.noir]
+prompt = "film noir still of {prompt}"
+negative = "color"
+
+[styles.sketch]
+prompt = "pencil sketch"
+"""
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.generation.max_permutations == 12
+    assert config.styles["noir"].apply("a cat", "") == ("film noir still of a cat", "color")
+    assert config.styles["sketch"].negative == ""
+
+
+def test_no_style_and_eight_permutations_by_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert (config.styles, config.generation.max_permutations) == ({}, 8)
+
+
 def test_example_config_is_valid() -> None:
     config = load_config(REPO / "config.example.toml")
     assert config.engine.default_model in config.models
@@ -56,6 +82,10 @@ def test_example_config_is_valid() -> None:
          "models.tiny.source: './missing' does not exist"),
         (VALID.replace('default_model = "tiny"\n', ""), "engine.default_model: required key"),
         ("[engine\n", "not valid TOML"),
+        (VALID + "\n[styles.'film noir']\nprompt = 'x'\n",
+         "styles.film noir: a style name is one word"),
+        (VALID + "\n[styles.noir]\nprompt = 'x'\nweight = 2\n", "styles.noir.weight: unknown key"),
+        (VALID + "\n[generation]\nmax_permutations = 0\n", "generation.max_permutations:"),
     ],
 )  # fmt: skip
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -79,7 +79,9 @@ def test_control_and_zero_width_characters_are_removed() -> None:
         ({"prompt": "   "}, "prompt is empty"),
         ({"prompt": "\u200b\u200b"}, "prompt is empty"),
         ({"prompt": "x", "model": "nope"}, "Unknown model `nope`; available: sd15"),
-        ({"prompt": "x", "aspect": "5:1"}, "Aspect `5:1` is not offered"),
+        # Any ratio from 1:4 to 4:1 is fitted now, not only the offered choices.
+        ({"prompt": "x", "aspect": "5:1"}, "Aspect `5:1` is out of range; ratios go from 1:4"),
+        ({"prompt": "x", "aspect": "wide"}, "Aspect `wide` is not a ratio"),
         ({"prompt": "x", "count": 9}, "`count` must be between 1 and 4"),
         ({"prompt": "x", "steps": 0}, "`steps` must be between 1 and 150"),
         ({"prompt": "x", "cfg": 99.0}, "`cfg` must be between 0 and 30"),
@@ -216,3 +218,8 @@ def test_personal_defaults_fill_only_what_the_member_left_out() -> None:
 )
 def test_blocked_terms_match_whole_words_ignoring_case(text: str, found: str | None) -> None:
     assert blocked_term(text, ["blood moon", "gore", "gory"]) == found
+
+
+@pytest.mark.parametrize("text", ["a {go,}re scene", "a {calm, gor{e, y}} scene", "{gore} x"])
+def test_blocked_terms_are_found_in_every_prompt_the_choices_make(text: str) -> None:
+    assert blocked_term(text, ["gore", "gory"]) in ("gore", "gory")

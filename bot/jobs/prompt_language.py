@@ -1,0 +1,353 @@
+"""Midjourney's prompt language: {a, b} permutations and --flags, read into typed values.
+
+`expand_prompt` turns one typed prompt into the prompts its {…} choices
+make; `parse_prompt` reads the flags of one of them into a `ParsedPrompt`;
+`render_prompt` writes a `ParsedPrompt` back as text. Everything here is pure
+(no config, no Discord, no randomness): which models and styles exist is
+checked by bot.jobs.spec, which turns parsed prompts into JobSpecs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, fields
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.protocol import MAX_SEED, MAX_STEPS, SAMPLER_NAMES
+
+from .errors import BadInput
+
+DEFAULT_MAX_PERMUTATIONS = 8
+MAX_REPEAT = 4  # jobs one prompt may ask for with --n / --repeat
+MAX_BRACE_DEPTH = 8  # bounds the recursion of the brace reader
+MAX_CFG = 30.0
+# Widest aspect ratio either way: 1:4 to 4:1.
+MAX_ASPECT = 4
+MIN_STOP = 10
+
+
+class Style(BaseModel):
+    """A `[styles.<name>]` preset that `--style <name>` applies to a prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(
+        "",
+        description="template with {prompt} where the member's prompt goes, or text appended",
+    )
+    negative: str = Field("", description="added to the job's negative prompt")
+
+    def apply(self, prompt: str, negative: str) -> tuple[str, str]:
+        """The prompt and negative prompt with this style applied."""
+        if "{prompt}" in self.prompt:
+            prompt = self.prompt.replace("{prompt}", prompt)
+        else:
+            prompt = ", ".join(part for part in (prompt, self.prompt.strip()) if part)
+        negative = ", ".join(part for part in (negative, self.negative.strip()) if part)
+        return prompt, negative
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """One prompt's text and the flags written in it, each checked and typed.
+
+    None means the flag was not given. `aspect` is "W:H" in whole numbers;
+    `sampler` is the canonical name; `model` and `style` are as typed (only
+    the config knows which exist).
+    """
+
+    prompt: str
+    negative_prompt: str | None = None
+    model: str | None = None
+    aspect: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    style: str | None = None
+    chaos: int | None = None
+    stop: int | None = None
+    repeat: int = 1  # how many jobs this prompt makes
+
+    def option_values(self) -> dict[str, object]:
+        """The flags given, by Options field name (everything but prompt and repeat)."""
+        return {
+            field.name: value
+            for field in fields(self)
+            if field.name not in ("prompt", "repeat")
+            and (value := getattr(self, field.name)) is not None
+        }
+
+
+@dataclass(frozen=True)
+class _Flag:
+    field: str  # the ParsedPrompt field it sets
+    usage: str  # an example, shown when its value is missing
+
+
+# Every flag by the names it is typed as; aliases share a field.
+FLAGS: dict[str, _Flag] = {
+    "ar": _Flag("aspect", "--ar 16:9"),
+    "aspect": _Flag("aspect", "--ar 16:9"),
+    "seed": _Flag("seed", "--seed 42"),
+    "no": _Flag("negative_prompt", "--no text, watermark"),
+    "steps": _Flag("steps", "--steps 30"),
+    "cfg": _Flag("cfg", "--cfg 7"),
+    "guidance": _Flag("cfg", "--cfg 7"),
+    "n": _Flag("repeat", "--n 2"),
+    "repeat": _Flag("repeat", "--n 2"),
+    "model": _Flag("model", "--model <name>"),
+    "sampler": _Flag("sampler", '--sampler "DPM++ 2M Karras"'),
+    "style": _Flag("style", "--style <name>"),
+    "chaos": _Flag("chaos", "--chaos 50"),
+    "stop": _Flag("stop", "--stop 80"),
+}
+
+# A flag starts with `--` and a letter; phones turn `--` into an em dash (—)
+# or en dash (–), which start a flag only at the start of a word, so that
+# "red—blue" stays text.
+_FLAG_START = re.compile(r"(?:--|(?<!\S)[—–])(?=[^\W\d_])(?P<name>\S+)")
+_TOKEN = re.compile(r"\S+")
+# Phones type curly quotes; any double quote opens and any closes.
+_OPEN_QUOTES = '"“”„'
+_CLOSE_QUOTE = re.compile('["“”]')
+_RATIO = re.compile(r"([0-9]+):([0-9]+)")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def find_sampler(name: str) -> str:
+    """The sampler's canonical name, ignoring case; BadInput lists the valid ones."""
+    for known in SAMPLER_NAMES:
+        if known.casefold() == name.strip().casefold():
+            return known
+    raise BadInput(f"Unknown sampler `{name}`; choose one of: {', '.join(SAMPLER_NAMES)}.")
+
+
+def parse_aspect(aspect: str, label: str | None = None) -> tuple[int, int]:
+    """Width and height parts of a "W:H" ratio from 1:4 to 4:1; `label` names it in errors."""
+    label = label or f"Aspect `{aspect}`"
+    match = _RATIO.fullmatch(aspect.strip())
+    width, height = (int(match[1]), int(match[2])) if match else (0, 0)
+    if width == 0 or height == 0:
+        raise BadInput(
+            f"{label} is not a ratio; write width:height in whole numbers, e.g. `--ar 21:9`."
+        )
+    if width > MAX_ASPECT * height or height > MAX_ASPECT * width:
+        raise BadInput(f"{label} is out of range; ratios go from 1:{MAX_ASPECT} to {MAX_ASPECT}:1.")
+    return width, height
+
+
+# Permutations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A {…} choice: each option is a sequence of text and nested groups."""
+
+    options: tuple[tuple[str | _Group, ...], ...]
+
+
+_ESCAPABLE = "{},\\"
+
+
+def _read_sequence(text: str, pos: int, depth: int) -> tuple[tuple[str | _Group, ...], int]:
+    """Text and groups from `pos` up to the end, or (inside a group) to its `,` or `}`."""
+    parts: list[str | _Group] = []
+    literal: list[str] = []
+    while pos < len(text):
+        char = text[pos]
+        if char == "\\" and pos + 1 < len(text) and text[pos + 1] in _ESCAPABLE:
+            literal.append(text[pos + 1])
+            pos += 2
+        elif char == "{":
+            if depth == MAX_BRACE_DEPTH:
+                raise BadInput(
+                    f"The {{…}} choices nest more than {MAX_BRACE_DEPTH} deep; flatten them."
+                )
+            parts.append("".join(literal))
+            literal = []
+            group, pos = _read_group(text, pos + 1, depth + 1)
+            parts.append(group)
+        elif depth > 0 and char in ",}":
+            break
+        elif char == "}":
+            raise BadInput("A `}` closes no `{`; write `\\}` for a literal brace.")
+        else:
+            literal.append(char)
+            pos += 1
+    parts.append("".join(literal))
+    return tuple(part for part in parts if part != ""), pos
+
+
+def _read_group(text: str, pos: int, depth: int) -> tuple[_Group, int]:
+    options = []
+    while True:
+        option, pos = _read_sequence(text, pos, depth)
+        options.append(option)
+        if pos == len(text):
+            raise BadInput("A `{` is never closed; close it with `}` or write `\\{` for a brace.")
+        pos += 1
+        if text[pos - 1] == "}":
+            return _Group(tuple(options)), pos
+
+
+def _count(sequence: tuple[str | _Group, ...]) -> int:
+    return math.prod(
+        sum(_count(option) for option in part.options)
+        for part in sequence
+        if isinstance(part, _Group)
+    )
+
+
+def _expand(sequence: tuple[str | _Group, ...]) -> list[str]:
+    choices = [
+        [part]
+        if isinstance(part, str)
+        else [text.strip() for option in part.options for text in _expand(option)]
+        for part in sequence
+    ]
+    return ["".join(combination) for combination in itertools.product(*choices)]
+
+
+def expand_prompt(text: str, max_permutations: int = DEFAULT_MAX_PERMUTATIONS) -> list[str]:
+    """Every prompt the {…} choices of `text` make, in order, white space folded.
+
+    `a {red, blue} fox` makes "a red fox" and "a blue fox"; groups multiply
+    (`{a, b} {c, d}` makes four) and nest (`{red, {light, dark} blue}` is
+    three options). Choices work in flags too (`--ar {1:1, 16:9}`).
+    `\\{`, `\\}`, `\\,` and `\\\\` are a literal brace, comma and backslash.
+    More than `max_permutations` prompts is refused before any is made.
+    """
+    sequence, _ = _read_sequence(text, 0, 0)
+    count = _count(sequence)
+    if count > max_permutations:
+        raise BadInput(
+            f"The {{…}} choices in the prompt make {count:,} prompts; the most is"
+            f" {max_permutations}. Remove some choices."
+        )
+    return [" ".join(prompt.split()) for prompt in _expand(sequence)]
+
+
+# Flags ----------------------------------------------------------------------
+
+
+def _read_value(text: str, pos: int, typed: str, flag: _Flag) -> tuple[str, int]:
+    """The value after a flag: one word, or a "quoted phrase"; `--no` reads to the next flag."""
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if flag.field == "negative_prompt":
+        following = _FLAG_START.search(text, pos)
+        end = following.start() if following else len(text)
+        value, pos = text[pos:end].strip(), end
+        if len(value) > 1 and value[0] in _OPEN_QUOTES and _CLOSE_QUOTE.fullmatch(value[-1]):
+            value = value[1:-1].strip()
+    elif pos < len(text) and text[pos] in _OPEN_QUOTES:
+        close = _CLOSE_QUOTE.search(text, pos + 1)
+        if close is None:
+            raise BadInput(f"The quote after `--{typed}` is never closed.")
+        value, pos = text[pos + 1 : close.start()].strip(), close.end()
+    elif pos < len(text) and not _FLAG_START.match(text, pos):
+        token = _TOKEN.match(text, pos)
+        assert token is not None  # text[pos] is not white space
+        value, pos = token.group(), token.end()
+    else:
+        value = ""
+    if not value:
+        raise BadInput(f"`--{typed}` needs a value, e.g. `{flag.usage}`.")
+    return value, pos
+
+
+def _whole_number(typed: str, value: str, low: int, high: int) -> int:
+    if not (value.isascii() and value.isdigit() and low <= int(value) <= high):
+        raise BadInput(f"`--{typed}` needs a number from {low} to {high}, not `{value}`.")
+    return int(value)
+
+
+def _convert(typed: str, field: str, value: str) -> object:
+    """The typed value of one flag, checked against its range."""
+    match field:
+        case "aspect":
+            width, height = parse_aspect(value, f"`--{typed} {value}`")
+            return f"{width}:{height}"
+        case "seed":
+            return _whole_number(typed, value, 0, MAX_SEED)
+        case "steps":
+            return _whole_number(typed, value, 1, MAX_STEPS)
+        case "chaos":
+            return _whole_number(typed, value, 0, 100)
+        case "stop":
+            return _whole_number(typed, value, MIN_STOP, 100)
+        case "repeat":
+            if value.isascii() and value.isdigit() and int(value) > MAX_REPEAT:
+                raise BadInput(
+                    f"`--{typed} {value}` asks for {int(value):,} jobs; the most is {MAX_REPEAT}."
+                )
+            return _whole_number(typed, value, 1, MAX_REPEAT)
+        case "cfg":
+            if not (_DECIMAL.fullmatch(value) and float(value) <= MAX_CFG):
+                raise BadInput(f"`--{typed}` needs a number from 0 to {MAX_CFG:g}, not `{value}`.")
+            return float(value)
+        case "sampler":
+            return find_sampler(value)
+        case _:  # model, style, negative_prompt: text, checked against the config later
+            return value
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Read the flags written in one prompt (already expanded) and remove them.
+
+    Flags may stand anywhere, start with `--`, `—` or `–`, and are matched
+    ignoring case. Each takes one word or a "quoted phrase"
+    (`--sampler "DPM++ 2M Karras"`); `--no` takes everything up to the next
+    flag. An unknown flag, a flag given twice and a value out of range are
+    refused, naming the flag: nothing that looks like a flag stays in the prompt.
+    """
+    values: dict[str, object] = {}
+    typed_as: dict[str, str] = {}
+    kept: list[str] = []
+    pos = 0
+    while (start := _FLAG_START.search(text, pos)) is not None:
+        kept.append(text[pos : start.start()])
+        typed = start["name"].lower()
+        flag = FLAGS.get(typed)
+        if flag is None:
+            valid = ", ".join(f"--{name}" for name in FLAGS)
+            raise BadInput(f"Unknown flag `--{start['name']}`; valid flags: {valid}.")
+        if flag.field in typed_as:
+            first = typed_as[flag.field]
+            also = f" (as `--{first}` and `--{typed}`)" if first != typed else ""
+            raise BadInput(f"`--{first}` is given twice{also}; give each flag once.")
+        typed_as[flag.field] = typed
+        value, pos = _read_value(text, start.end(), typed, flag)
+        values[flag.field] = _convert(typed, flag.field, value)
+    kept.append(text[pos:])
+    return ParsedPrompt(prompt=" ".join(" ".join(kept).split()), **values)  # type: ignore[arg-type]
+
+
+def _word(value: str) -> str:
+    return f'"{value}"' if any(char.isspace() for char in value) else value
+
+
+def render_prompt(parsed: ParsedPrompt) -> str:
+    """`parsed` written back as a prompt with flags; parse_prompt reads it back equal."""
+    flags = []
+    if parsed.aspect is not None:
+        flags.append(f"--ar {parsed.aspect}")
+    for name in ("seed", "steps", "chaos", "stop"):
+        if (number := getattr(parsed, name)) is not None:
+            flags.append(f"--{name} {number}")
+    if parsed.cfg is not None:
+        # Positional digits of the shortest repr: round-trips, never an exponent.
+        flags.append(f"--cfg {format(Decimal(repr(parsed.cfg)), 'f')}")
+    for name in ("sampler", "model", "style"):
+        if (word := getattr(parsed, name)) is not None:
+            flags.append(f"--{name} {_word(word)}")
+    if parsed.repeat != 1:
+        flags.append(f"--n {parsed.repeat}")
+    if parsed.negative_prompt is not None:
+        flags.append(f"--no {parsed.negative_prompt}")  # last: it reads to the next flag
+    return " ".join([parsed.prompt, *flags]).strip()
