@@ -37,7 +37,12 @@ def _inputs(args: argparse.Namespace, config: Config) -> Inputs:
             raise BadInput(f"--{role} {path}: {error.strerror}") from None
     out = args.out.resolve()
     max_bytes = int(config.generation.max_attachment_mb * 2**20)
-    return save_inputs(attachments, out / "inputs", out, max_bytes) if attachments else Inputs()
+    if not attachments:
+        return Inputs()
+    inputs = save_inputs(attachments, out / "inputs", out, max_bytes)
+    for notice in inputs.notices:
+        print(f"atelier: {notice}", file=sys.stderr)
+    return inputs
 
 
 async def generate(config: Config, args: argparse.Namespace) -> int:

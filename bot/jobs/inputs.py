@@ -1,51 +1,107 @@
 """Attached images: checked before anything is queued, then saved as plain PNG files.
 
-The same checks serve /imagine attachments and `atelier generate --image`. An
-image that fails any of them becomes a BadInput the member can act on.
+The same checks serve /imagine attachments and `atelier generate --image`. They
+run cheapest first, each before the costlier next step: the byte size, the
+format sniffed from the file's first bytes (an allowlist), the pixel size read
+from the header, and only then decoding. An image that fails any of them
+becomes a BadInput the member can act on: one sentence, never an exception's
+text or a path. Decoding is CPU work: callers on the event loop run
+`save_inputs` in a thread.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps
 
 from .spec import BadInput, InputImage, Inputs
 
-# Larger inputs are refused rather than decoded: a small file can expand to
-# gigabytes of pixels (a "decompression bomb").
+# Larger inputs are refused before decoding: a small file can expand to
+# gigabytes of pixels (a "decompression bomb"). This is far below Pillow's own
+# MAX_IMAGE_PIXELS, so Pillow's bomb error never speaks before we do.
 MAX_INPUT_SIDE = 4096
 MIN_INPUT_SIDE = 16
 ROLES = ("image", "mask", "control")
+ACCEPTED = "a PNG, JPEG, WebP or GIF image"
+# A mask may differ this much in shape from its image: rounding when someone scaled it.
+MASK_ASPECT_TOLERANCE = 0.01
+# The inpainting pipeline binarises the mask at half intensity: at or above repaints.
+_REPAINT_LEVEL = 128
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# JPEG start-of-frame markers (C4, C8 and CC are other segments).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Files people attach by mistake, told apart so the refusal can say what they sent.
+_REFUSED_SIGNATURES = (
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x00\x00\x01\x00", "an ICO icon"),
+    (b"%PDF", "a PDF document"),
+    (b"8BPS", "a Photoshop document"),
+    (b"qoif", "a QOI image"),
+    (b"\xff\x0a", "a JPEG XL image"),
+    (b"\x00\x00\x00\x0cJXL ", "a JPEG XL image"),
+)
 
 
-def read_image(data: bytes, role: str, max_bytes: int) -> Image.Image:
-    """Decode one attachment, upright (EXIF orientation applied), or raise BadInput."""
+@dataclass(frozen=True)
+class CheckedImage:
+    """An attachment decoded and made ready to save, with what the member should be told."""
+
+    image: Image.Image
+    notice: str | None = None
+
+
+def read_image(data: bytes, role: str, max_bytes: int) -> CheckedImage:
+    """Decode one attachment (first frame, EXIF orientation applied) or raise BadInput.
+
+    An image or control image comes back RGB, transparency laid on white; a
+    mask keeps its alpha (the engine reads transparent as keep).
+    """
     if len(data) > max_bytes:
         raise BadInput(
             f"The `{role}` attachment is {len(data) / 2**20:.1f} MB;"
             f" the limit is {max_bytes / 2**20:g} MB."
         )
-    unreadable = BadInput(f"The `{role}` attachment is not an image I can read (PNG, JPEG, WebP).")
+    image_format = _sniff(data)
+    if image_format is None:
+        raise BadInput(f"The `{role}` attachment is {_kind_of(data)}; please attach {ACCEPTED}.")
+    damaged = BadInput(
+        f"The `{role}` attachment is damaged or cut short; save it again and attach it."
+    )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if max(width, height) > MAX_INPUT_SIDE or min(width, height) < MIN_INPUT_SIDE:
-                raise BadInput(
-                    f"The `{role}` image is {width}×{height}; each side must be"
-                    f" {MIN_INPUT_SIDE}-{MAX_INPUT_SIDE} pixels."
-                )
-            image.load()
+        width, height = _header_size(data, image_format)
+    except (ValueError, IndexError, struct.error):
+        raise damaged from None
+    _check_size(role, width, height)
+    try:
+        with Image.open(io.BytesIO(data), formats=[image_format]) as opened:
+            _check_size(role, *opened.size)  # Pillow's reading, should it differ from ours
+            animated = bool(getattr(opened, "is_animated", False))
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
     except BadInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError, Warning):  # fmt: skip
-        raise unreadable from None
-    return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError:  # a GIF frame larger than its declared screen
+        raise BadInput(
+            f"The `{role}` is larger than the limit of {MAX_INPUT_SIDE} pixels a side;"
+            " please attach a smaller image."
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        raise damaged from None
+    image = to_eight_bits(image)
+    if role == "mask":
+        image = _as_mask(image)
+        _check_mask_paints_something(image)
+    else:
+        image = _on_white(image)
+    notice = f"The `{role}` attachment is animated; I used its first frame." if animated else None
+    return CheckedImage(image, notice)
 
 
 def save_inputs(
@@ -54,18 +110,179 @@ def save_inputs(
     """Check every attachment, then save each as `folder`/<role>.png.
 
     Nothing is written unless all of them pass. Paths in the result are relative
-    to `data_dir`, as stored in a job's spec.
+    to `data_dir`, as stored in a job's spec; its `notices` are sentences to
+    show the member (an animated image reduced to its first frame).
     """
-    images = {role: read_image(data, role, max_bytes) for role, data in attachments.items()}
+    checked = {role: read_image(data, role, max_bytes) for role, data in attachments.items()}
+    if "image" in checked and "mask" in checked:
+        _check_mask_shape(checked["image"].image.size, checked["mask"].image.size)
     folder.mkdir(parents=True, exist_ok=True)
     saved: dict[str, InputImage] = {}
-    for role, image in images.items():
-        # A mask keeps its own channels (the engine reduces them); the others become RGB.
-        if role != "mask":
-            image = image.convert("RGB")
-        elif image.mode not in ("1", "L", "RGB", "RGBA", "LA"):
-            image = image.convert("RGBA")
+    for role, found in checked.items():
         path = folder / f"{role}.png"
-        image.save(path, format="PNG")
-        saved[role] = InputImage(str(path.relative_to(data_dir)), image.width, image.height)
-    return Inputs(image=saved.get("image"), mask=saved.get("mask"), control=saved.get("control"))
+        found.image.save(path, format="PNG")
+        saved[role] = InputImage(
+            str(path.relative_to(data_dir)), found.image.width, found.image.height
+        )
+    return Inputs(
+        image=saved.get("image"),
+        mask=saved.get("mask"),
+        control=saved.get("control"),
+        notices=tuple(found.notice for found in checked.values() if found.notice),
+    )
+
+
+def _sniff(data: bytes) -> str | None:
+    """Pillow's name for the format of an accepted file, from its magic numbers."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def _kind_of(data: bytes) -> str:
+    """What a refused file is, as far as its first bytes tell, in a member's words."""
+    if not data.strip():
+        return "empty"
+    for signature, kind in _REFUSED_SIGNATURES:
+        if data.startswith(signature):
+            return f"{kind}, which I do not accept"
+    if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":  # BMP reserved bytes
+        return "a BMP image, which I do not accept"
+    if data[:1] == b"P" and data[1:2] in b"1234567" and data[2:3].isspace():
+        return "a PNM (PPM/PGM/PBM) image, which I do not accept"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+        return "a HEIC/AVIF image, which I do not accept"
+    if b"<svg" in data[:4096].lower():
+        return "an SVG drawing, which I do not accept"
+    if data.endswith(b"TRUEVISION-XFILE.\x00"):
+        return "a TGA image, which I do not accept"
+    return "not an image I can read"
+
+
+def _header_size(data: bytes, image_format: str) -> tuple[int, int]:
+    """Width and height as the file's header declares them, without decoding any pixels.
+
+    ValueError, IndexError or struct.error when the header is cut short or malformed.
+    """
+    if image_format == "PNG":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError("no IHDR")
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if image_format == "GIF":
+        if len(data) < 13:  # signature and the whole logical screen descriptor
+            raise ValueError("no screen descriptor")
+        width, height = struct.unpack("<HH", data[6:10])  # the logical screen
+        return int(width), int(height)
+    if image_format == "WEBP":
+        return _webp_size(data)
+    return _jpeg_size(data)
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: the canvas, stored minus one
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14 bits each
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":  # lossy
+        return (
+            int.from_bytes(data[26:28], "little") & 0x3FFF,
+            int.from_bytes(data[28:30], "little") & 0x3FFF,
+        )
+    raise ValueError("no WebP frame header")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """The size in the first start-of-frame segment, walking the segments before it."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            raise ValueError("not at a marker")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            at += 2
+        elif marker in (0xD9, 0xDA):  # end of image or scan data before any frame header
+            break
+        elif marker in _JPEG_FRAME_MARKERS:
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return int(width), int(height)
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    raise ValueError("no JPEG frame header")
+
+
+def _check_size(role: str, width: int, height: int) -> None:
+    if max(width, height) > MAX_INPUT_SIDE:
+        raise BadInput(
+            f"The `{role}` is {width}×{height} pixels; the limit is {MAX_INPUT_SIDE} pixels"
+            f" a side ({MAX_INPUT_SIDE**2 / 1e6:.1f} MP)."
+        )
+    if min(width, height) < MIN_INPUT_SIDE:
+        raise BadInput(
+            f"The `{role}` is {width}×{height} pixels; each side must be at least"
+            f" {MIN_INPUT_SIDE} pixels."
+        )
+
+
+def to_eight_bits(image: Image.Image) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits (Pillow's own conversion clips it to white).
+
+    16-bit colour PNGs already arrive as 8-bit RGB(A): Pillow keeps the high byte.
+    """
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        return image
+    values = np.clip(np.asarray(image, dtype=np.int64), 0, 0xFFFF)
+    return Image.fromarray(((values * 255 + 0x7FFF) // 0xFFFF).astype(np.uint8))
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """RGB, transparent parts laid on white as image viewers show them."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _as_mask(image: Image.Image) -> Image.Image:
+    """A mode the engine reads as a mask, keeping any transparency as an alpha channel."""
+    if image.mode in ("1", "L", "RGB", "RGBA", "LA") and "transparency" not in image.info:
+        return image
+    return image.convert("RGBA")
+
+
+def _check_mask_paints_something(mask: Image.Image) -> None:
+    """Refuse a mask that keeps everything or repaints everything, as the engine reads it."""
+    if mask.mode in ("RGBA", "LA"):  # transparent counts as black (keep)
+        mask = Image.alpha_composite(Image.new("RGBA", mask.size, "black"), mask.convert("RGBA"))
+    levels = np.asarray(mask.convert("L"))
+    darkest, lightest = int(levels.min()), int(levels.max())
+    if lightest < _REPAINT_LEVEL:
+        raise BadInput(
+            "The `mask` has no white in it, so nothing would be repainted; paint white"
+            " where the image should change and black where it should stay."
+        )
+    if darkest >= _REPAINT_LEVEL:
+        raise BadInput(
+            "The `mask` is white all over, so the whole image would be repainted; leave the"
+            " mask out to change the whole image, or paint black what should stay."
+        )
+
+
+def _check_mask_shape(image: tuple[int, int], mask: tuple[int, int]) -> None:
+    """A mask of the image's shape is resized to it later; another shape would distort it."""
+    image_ratio, mask_ratio = image[0] / image[1], mask[0] / mask[1]
+    if abs(mask_ratio - image_ratio) > MASK_ASPECT_TOLERANCE * image_ratio:
+        raise BadInput(
+            f"The `mask` is {mask[0]}×{mask[1]} pixels but the `image` is {image[0]}×{image[1]},"
+            " another shape; make the mask from the image itself so both have the same shape."
+        )

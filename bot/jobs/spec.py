@@ -157,6 +157,8 @@ class Inputs:
     image: InputImage | None = None
     mask: InputImage | None = None
     control: InputImage | None = None
+    # Sentences for the member about how an attachment was read ("used its first frame").
+    notices: tuple[str, ...] = ()
 
 
 class Options(BaseModel):

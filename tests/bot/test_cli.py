@@ -100,7 +100,9 @@ scribble = "{tiny_model_set["controlnet-scribble"]}"
         + models
     )
     Image.new("RGB", (96, 64), "green").save(tmp_path / "photo.png")
-    Image.new("RGBA", (48, 32), (255, 255, 255, 255)).save(tmp_path / "mask.png")
+    mask = Image.new("RGBA", (48, 32), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (12, 8, 36, 24))  # repaint the middle
+    mask.save(tmp_path / "mask.png")
     sketch = Image.new("RGB", (64, 64), "white")
     sketch.paste((0, 0, 0), (10, 30, 54, 34))  # a dark line on white
     sketch.save(tmp_path / "sketch.png")

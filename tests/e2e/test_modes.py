@@ -148,17 +148,28 @@ async def test_inpainting_and_a_controlnet_sketch_from_attachments(running_bot: 
     sketch.paste((0, 0, 0), (8, 30, 56, 34))
     buffer = io.BytesIO()
     sketch.save(buffer, format="PNG")
+    mask = Image.new("RGBA", (32, 32), (0, 0, 0, 0))  # a white square on a transparent layer
+    mask.paste((255, 255, 255, 255), (8, 8, 24, 24))
+    hole = io.BytesIO()
+    mask.save(hole, format="PNG")
+    wall = io.BytesIO()  # an animated PNG: its first frame is used, and the member told so
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("grey", "blue")]
+    frames[0].save(wall, format="PNG", save_all=True, append_images=frames[1:])
     inpaint = await server.send_slash_command(
         "imagine", {"prompt": "a window", "seed": 8},
         attachments={
-            "image": ("wall.png", png((64, 64), "grey"), "image/png"),
-            "mask": ("hole.png", png((32, 32), "white", "RGBA"), "image/png"),
+            "image": ("wall.png", wall.getvalue(), "image/png"),
+            "mask": ("hole.png", hole.getvalue(), "image/png"),
         },
     )  # fmt: skip
     control = await server.send_slash_command(
         "imagine", {"prompt": "a bridge", "seed": 9, "control_type": "scribble"},
         attachments={"control": ("sketch.png", buffer.getvalue(), "image/png")},
     )  # fmt: skip
+    notice = await inpaint.wait_for_followup(lambda m: "animated" in m.content, timeout=30)
+    assert notice.ephemeral
+    assert notice.content == "The `image` attachment is animated; I used its first frame."
+    assert not any("animated" in m.content for m in control.followups)
     for ix, mode in ((inpaint, "inpaint"), (control, "controlnet")):
         result = await ix.wait_for_original(finished, timeout=120)
         assert sizes(result) == [(64, 64)], result.content

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import secrets
 
 import discord
@@ -19,7 +19,8 @@ from engine.protocol import (
     ControlType,
 )
 
-from ...jobs.inputs import save_inputs
+from ...jobs.download import download_attachments
+from ...jobs.inputs import ACCEPTED, save_inputs
 from ...jobs.spec import (
     ASPECTS,
     BadInput,
@@ -31,8 +32,6 @@ from ...jobs.spec import (
 )
 from ..common import Services, refuse
 from ..queueing import queue_job
-
-log = logging.getLogger(__name__)
 
 
 def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int) -> Inputs:
@@ -46,9 +45,11 @@ def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int)
             )
         is_image = (attachment.content_type or "").startswith("image/")
         if not is_image or not attachment.width or not attachment.height:
-            raise BadInput(f"The `{role}` attachment is not an image (PNG, JPEG, WebP).")
+            raise BadInput(f"The `{role}` attachment is not an image; please attach {ACCEPTED}.")
         declared[role] = InputImage("", attachment.width, attachment.height)
-    return Inputs(**declared)
+    return Inputs(
+        image=declared.get("image"), mask=declared.get("mask"), control=declared.get("control")
+    )
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
@@ -146,19 +147,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             inputs = Inputs()
             if attachments:
-                data = {role: await a.read() for role, a in attachments.items()}
+                urls = {role: attachment.url for role, attachment in attachments.items()}
+                data = await download_attachments(urls, max_bytes)
                 folder = services.config.storage.data_dir / "inputs" / secrets.token_hex(8)
-                inputs = save_inputs(data, folder, services.config.storage.data_dir, max_bytes)
+                inputs = await asyncio.to_thread(
+                    save_inputs, data, folder, services.config.storage.data_dir, max_bytes
+                )
             spec = build_spec(options, service.models, service.default_model, inputs, personal)
         except BadInput as error:
             await refuse(interaction, service.store, "imagine", str(error))
             return
-        except discord.HTTPException as error:
-            log.warning("could not download an attachment: %s", error)
-            reason = "Discord would not give me the attached file; please attach it again."
-            await refuse(interaction, service.store, "imagine", reason)
-            return
         await queue_job(services, interaction, spec)
+        if inputs.notices:
+            await interaction.followup.send("\n".join(inputs.notices), ephemeral=True)
 
     @imagine.autocomplete("model")
     async def model_names(
