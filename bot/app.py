@@ -61,12 +61,15 @@ async def run_bot(config: Config, token: str) -> None:
         config.engine.default_model,
         config.generation.preview_every,
         quotas=quotas,
+        queue=config.queue,
+        max_batch_images=config.engine.batch_images,
     )
     use_endpoints(config.discord)
     client = AtelierBot(config.discord)
     delivery = Delivery(
-        client, service.store, config.storage.data_dir, config.discord.progress_interval
-    )
+        client, service.store, config.storage.data_dir, config.discord.progress_interval,
+        service.queue_position,
+    )  # fmt: skip
     service.add_listener(delivery)
     services = Services(
         config=config,
@@ -81,6 +84,7 @@ async def run_bot(config: Config, token: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    grace = config.queue.stop_grace_seconds
     try:
         await service.start()
         async with client:
@@ -91,14 +95,25 @@ async def run_bot(config: Config, token: str) -> None:
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
             stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+            ready = asyncio.create_task(client.wait_until_ready(), name="discord-ready")
             done, _ = await asyncio.wait(
-                {connection, stopping}, return_when=asyncio.FIRST_COMPLETED
+                {connection, stopping, ready}, return_when=asyncio.FIRST_COMPLETED
             )
+            if ready in done:
+                # Only a connected client can deliver: workers start now, not before.
+                await delivery.redeliver()
+                service.start_workers()
+                done, _ = await asyncio.wait(
+                    {connection, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+            ready.cancel()
             stopping.cancel()
             if connection in done:
                 connection.result()  # a login failure surfaces here
             else:
-                log.info("stopping")
+                log.info("stopping: no new jobs; a running batch has %g s to finish", grace)
+                await service.stop(grace)
+                await delivery.drain(within=grace + 15)
                 await client.close()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connection
@@ -106,4 +121,5 @@ async def run_bot(config: Config, token: str) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await service.stop()
+        await delivery.close()
         await database.dispose()

@@ -67,6 +67,15 @@ class EngineConfig(Section):
     model_memory_gb: float | None = Field(
         None, gt=0, description="memory for resident checkpoints, evicted least recently used"
     )
+    max_batch_images: int | None = Field(
+        None, ge=1, description="images one engine request may carry; unset: 8 on CUDA, 1 on CPU"
+    )
+
+    @property
+    def batch_images(self) -> int:
+        if self.max_batch_images is not None:
+            return self.max_batch_images
+        return 8 if all(device.startswith("cuda") for device in self.devices) else 1
 
 
 class GenerationConfig(Section):
@@ -89,6 +98,21 @@ class GenerationConfig(Section):
     )
 
 
+class QueueConfig(Section):
+    """How the shared GPU queue is ordered, bounded and stopped."""
+
+    max_length: int = Field(200, ge=1, description="jobs waiting at once, all members together")
+    priority_role_ids: list[int] = Field(
+        default_factory=list, description="members with one of these roles go first"
+    )
+    fair_share_minutes: float = Field(
+        60.0, gt=0, description="how far back a member's GPU time counts for fair share"
+    )
+    stop_grace_seconds: float = Field(
+        30.0, ge=0, description="at SIGTERM, how long a running batch may finish before requeue"
+    )
+
+
 class BillingConfig(Section):
     price_per_gpu_hour: float = Field(
         0.0, ge=0, description="what one hour of GPU time costs; a job costs its share"
@@ -103,7 +127,9 @@ class QuotaConfig(Section):
     images_per_day: int | None = Field(None, ge=0, description="unset: unlimited")
     gpu_seconds_per_day: float | None = Field(None, ge=0, description="unset: unlimited")
     cost_per_day: float | None = Field(None, ge=0, description="unset: unlimited")
-    jobs_queued: int | None = Field(None, ge=1, description="jobs waiting or running at once")
+    jobs_queued: int | None = Field(
+        5, ge=1, description="jobs a member may have waiting or running at once; unset: no limit"
+    )
     over_quota: Literal["refuse", "relax"] = "refuse"
     default_gpu_seconds: float = Field(
         10.0, gt=0, description="estimate for a 512x512, 30-step image of a model with no history"
@@ -138,6 +164,7 @@ class Config(Section):
     generation: GenerationConfig = GenerationConfig()
     billing: BillingConfig = BillingConfig()
     quota: QuotaConfig = QuotaConfig()
+    queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
     styles: dict[str, Style] = Field(

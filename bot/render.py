@@ -14,7 +14,14 @@ from PIL import Image
 from .jobs.spec import JobSpec
 from .store.models import Job
 
-GRID_NAME = "grid.png"
+GRID_NAME = "grid.jpg"
+# The grid is a preview: JPEG, at most this many pixels a side, so it always fits
+# beside the full-size PNGs.
+GRID_MAX_SIDE = 1024
+# Discord allows this many attachments on one message.
+MAX_FILES_PER_MESSAGE = 10
+# Room left in each message for the JSON payload and multipart framing.
+UPLOAD_OVERHEAD = 64 * 1024
 EMBED_TEXT_LIMIT = 1024  # Discord's limit for one embed field value
 
 
@@ -22,8 +29,9 @@ def output_name(job_id: str, index: int) -> str:
     return f"atelier-{job_id}-{index + 1}.png"
 
 
-def grid_png(paths: list[Path]) -> bytes:
-    """A 2x2 contact sheet of up to four same-size images, like Midjourney's grid."""
+def grid_jpeg(paths: list[Path]) -> bytes:
+    """A 2x2 contact sheet of up to four same-size images, like Midjourney's grid,
+    as a JPEG of at most GRID_MAX_SIDE pixels a side (the full images come as PNGs)."""
     images = [Image.open(path).convert("RGB") for path in paths]
     width, height = images[0].size
     columns = 1 if len(images) == 1 else 2
@@ -31,9 +39,30 @@ def grid_png(paths: list[Path]) -> bytes:
     sheet = Image.new("RGB", (width * columns, height * rows), "black")
     for index, image in enumerate(images):
         sheet.paste(image, ((index % columns) * width, (index // columns) * height))
+    sheet.thumbnail((GRID_MAX_SIDE, GRID_MAX_SIDE))
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
+    sheet.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def pack_uploads(sizes: list[int], limit: int) -> tuple[list[list[int]], list[int]]:
+    """Split files (by size, in order) into messages that each fit Discord's upload
+    `limit` and file count; returns the messages as lists of file indexes, and the
+    indexes of files too large to send at all (the V/U buttons still reach them)."""
+    budget = limit - UPLOAD_OVERHEAD
+    messages: list[list[int]] = [[]]
+    used = 0
+    too_large = []
+    for index, size in enumerate(sizes):
+        if size > budget:
+            too_large.append(index)
+            continue
+        if used + size > budget or len(messages[-1]) >= MAX_FILES_PER_MESSAGE:
+            messages.append([])
+            used = 0
+        messages[-1].append(index)
+        used += size
+    return [message for message in messages if message], too_large
 
 
 def _clip(text: str, limit: int = EMBED_TEXT_LIMIT) -> str:

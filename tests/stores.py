@@ -42,7 +42,7 @@ class Stores:
     ) -> Job:
         """Admit a job and let it succeed with `gpu_seconds` measured, as the service would."""
         await self.quotas.admit(job_id, requester, spec(count=count), "tiny", list(range(count)))
-        await self.jobs.transition(job_id, JobState.RUNNING, device="cpu")
+        await self.jobs.transition(job_id, JobState.QUEUED, JobState.RUNNING, device="cpu")
         outputs = [output(job_id, n) for n in range(count)]
         return await self.jobs.succeed(job_id, gpu_seconds, outputs)
 

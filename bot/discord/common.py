@@ -60,6 +60,7 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
         interaction_id=interaction.id,
         interaction_token=interaction.token,
         role_ids=tuple(roles_of(interaction)),
+        upload_limit=interaction.filesize_limit,
     )
 
 
@@ -82,6 +83,18 @@ async def refuse(
     After a deferral the refusal is a new ephemeral follow-up, not an edit of the
     deferred (public) reply, so nobody else reads it; the "thinking" reply is removed.
     """
+    await tell_privately(interaction, reason)
+    await store.record_refusal(
+        action=f"{command}.refused",
+        actor_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        reason=reason,
+    )
+
+
+async def tell_privately(interaction: discord.Interaction[Any], reason: str) -> None:
+    """`reason` as an ephemeral answer (or follow-up, removing a public "thinking" reply)."""
     message = f"⚠️ {reason}"
     try:
         if not interaction.response.is_done():
@@ -90,11 +103,4 @@ async def refuse(
             await interaction.followup.send(message, ephemeral=True)
             await interaction.delete_original_response()
     except discord.HTTPException as error:
-        log.warning("could not tell the member about a refusal of %s: %s", command, error)
-    await store.record_refusal(
-        action=f"{command}.refused",
-        actor_id=interaction.user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        reason=reason,
-    )
+        log.warning("could not tell the member about a refusal: %s", error)

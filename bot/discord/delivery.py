@@ -1,31 +1,53 @@
-"""Tells members how their jobs go: queue position, live progress, the result.
+"""Tells members how their jobs go: queue position, live progress, the result, exactly once.
 
-The interaction that asked for a job is edited while its token lives. After a
-restart, or once Discord refuses the token (it expires after 15 minutes), the
-result goes to the job's channel as a new message instead, so it is never lost.
+Each job's reply is edited through its interaction's webhook (the stored token)
+while the token lives (15 minutes), also after a restart. After that, or when
+Discord refuses the token, the result is posted in the job's channel with a
+mention, and as a DM when the bot cannot post there. Channel posts carry a
+nonce Discord enforces, so a retried post cannot appear twice.
+
+A job is `delivered` only once Discord accepted its answer. Transient failures
+(5xx, network, timeouts) are retried with backoff; what is still undelivered
+is delivered at the next start. Nothing here ever blocks or fails a GPU job:
+the job service only calls the non-blocking `job_*` methods, and every
+Discord call runs in a task this class owns, cancels and awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
 import discord
 
 from engine.protocol import Progress
 
-from ..render import GRID_NAME, grid_png, output_name, progress_bar, result_fields
+from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
 from ..store.jobs import JobStore
-from ..store.models import Job, JobState
+from ..store.models import Job, JobState, utcnow
 from .components import progress_view, result_view
 
 log = logging.getLogger(__name__)
 
 RESULT_COLOUR = discord.Colour.blurple()
 PREVIEW_NAME = "preview.png"
+# Discord's alias for an interaction's original response in webhook message routes.
+ORIGINAL = cast(int, "@original")
+# Interaction tokens live 15 minutes; stop using one a little before.
+TOKEN_LIFETIME = timedelta(minutes=14, seconds=30)
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20
+# Discord error codes after which the reply cannot be edited: unknown webhook,
+# unknown message, invalid webhook token (expired interaction).
+GONE_CODES = {10015, 10008, 50027}
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def result_embed(job: Job, image_name: str) -> discord.Embed:
@@ -44,109 +66,313 @@ def failure_text(job: Job) -> str:
     return f"❌ Job `{job.id}` failed: {job.error or 'unknown error'}"
 
 
-class Delivery:
-    """The JobListener for Discord: one instance, owned by the client."""
+def is_transient(error: BaseException) -> bool:
+    """A failure worth retrying: Discord's 5xx, the network, a timeout."""
+    return isinstance(
+        error, discord.DiscordServerError | aiohttp.ClientError | OSError | TimeoutError
+    )
 
-    def __init__(self, client: discord.Client, store: JobStore, data_dir: Path, interval: float):
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+    def file(self) -> discord.File:
+        return discord.File(io.BytesIO(self.data), self.name)  # a File is single-use
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished job's answer: the first message (text, embed, view) and its files,
+    then any further messages of files that did not fit the upload limit."""
+
+    content: str
+    embed: discord.Embed | None
+    view: discord.ui.View | None
+    messages: list[list[Upload]]
+
+
+class Delivery:
+    """The JobListener for Discord: one instance, built in bot.app."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        store: JobStore,
+        data_dir: Path,
+        interval: float,
+        queue_position: Callable[[str], Awaitable[int | None]] | None = None,
+    ) -> None:
         self._client = client
         self._store = store
         self._data_dir = data_dir
         self._interval = interval
-        self._interactions: dict[str, discord.Interaction] = {}
-        self._last_edit: dict[str, float] = {}
+        self._queue_position = queue_position
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._latest: dict[str, str] = {}
+        # A queued job's line, with {where} for its current queue position.
+        self._queued: dict[str, str] = {}
+        self._preview: dict[str, Path] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._delivering: set[str] = set()
 
-    async def announce_queued(
-        self, job_id: str, interaction: discord.Interaction, content: str
-    ) -> None:
-        """Say the job is queued, with its Cancel button, and follow it from now on."""
-        self._interactions[job_id] = interaction
-        await self._edit_progress(job_id, content)
+    # -- what the job service calls (never blocks) --------------------------------------------
 
-    async def job_started(self, job: Job) -> None:
-        await self._edit_progress(job.id, f"🎨 Job `{job.id}` is starting…")
+    def job_started(self, job: Job) -> None:
+        self._queued.pop(job.id, None)
+        self._show(job, f"🎨 Job `{job.id}` is starting…")
 
-    async def job_progress(self, job_id: str, progress: Progress) -> None:
-        # Edits are rate limited by Discord; show the newest step at a bounded rate.
-        now = time.monotonic()
-        if now - self._last_edit.get(job_id, 0.0) < self._interval:
-            return
-        self._last_edit[job_id] = now
+    def job_progress(self, job_id: str, progress: Progress) -> None:
         bar = progress_bar(progress.step, progress.total)
-        await self._edit_progress(
-            job_id,
-            f"🎨 Job `{job_id}`: step {progress.step}/{progress.total} `{bar}`",
-            Path(progress.preview) if progress.preview else None,
-        )
+        text = f"🎨 Job `{job_id}`: step {progress.step}/{progress.total} `{bar}`"
+        if progress.preview:
+            self._preview[job_id] = Path(progress.preview)
+        self._latest[job_id] = text
+        if job_id in self._changed:
+            self._changed[job_id].set()
 
-    async def _edit_progress(self, job_id: str, content: str, preview: Path | None = None) -> None:
-        interaction = self._interactions.get(job_id)
-        if interaction is None:
-            return
-        files = []
-        if preview is not None:
-            try:  # the engine replaces the file atomically; opening it pins this version
-                files.append(discord.File(preview, PREVIEW_NAME))
-            except FileNotFoundError:
-                log.info("job %s: preview %s is gone", job_id, preview)
+    def job_finished(self, job: Job) -> None:
+        self._spawn(self._deliver(job), f"deliver-{job.id}")
+
+    # -- queueing and start ---------------------------------------------------------------
+
+    async def announce_queued(self, job: Job, position: int, template: str) -> None:
+        """Show the queued job with its Cancel button, remember the reply's message id
+        (to edit it later, also after a restart), and follow the job from now on.
+
+        `template` holds `{where}`, kept current with the job's queue position.
+        """
+        text = template.format(where=_where(position))
         try:
-            await interaction.edit_original_response(
-                content=content, attachments=files, view=progress_view(job_id)
+            message = await self._webhook(job).edit_message(
+                ORIGINAL, content=text, view=progress_view(job.id)
             )
+            await self._store.record_message(job.id, message.id)
         except discord.HTTPException as error:
-            log.info("job %s: progress edit failed (%s); result will still be delivered",
-                     job_id, error)  # fmt: skip
+            log.info("job %s: could not show it queued (%s)", job.id, error)
+        if job.id not in self._latest:  # not already started meanwhile
+            self._queued[job.id] = template
+            self._show(job, text)
 
-    async def job_finished(self, job: Job) -> None:
-        interaction = self._interactions.pop(job.id, None)
-        self._last_edit.pop(job.id, None)
-        content, embed, files = await self._result_message(job)
-        message_id: int | None = None
-        if interaction is not None:
+    async def redeliver(self) -> None:
+        """At start: deliver every finished job Discord has not accepted yet."""
+        for job in await self._store.undelivered():
+            self.job_finished(job)
+
+    async def drain(self, within: float) -> None:
+        """At stop: let deliveries under way finish, then stop following jobs."""
+        deliveries = [t for t in self._tasks if t.get_name().startswith("deliver-")]
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=within)
+        await self.close()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- following a job ------------------------------------------------------------------
+
+    def _show(self, job: Job, text: str) -> None:
+        """Make `text` the job's status line; its follower edits the reply at a bounded rate."""
+        self._latest[job.id] = text
+        if job.id not in self._followers and job.interaction_token:
+            self._changed[job.id] = asyncio.Event()
+            self._changed[job.id].set()
+            self._followers[job.id] = self._spawn(self._follow(job), f"follow-{job.id}")
+        elif job.id in self._changed:
+            self._changed[job.id].set()
+
+    async def _follow(self, job: Job) -> None:
+        """Edit the reply with the newest status, at most once per interval; a failed
+        edit is logged and skipped (the result is delivered all the same)."""
+        changed = self._changed[job.id]
+        webhook = self._webhook(job)
+        shown = ""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(self._interval * 5, 5.0))
+            changed.clear()
+            text = await self._with_position(job.id, self._latest.get(job.id, ""))
+            preview = self._preview.pop(job.id, None)
+            if text != shown or preview is not None:
+                files = [discord.File(preview, PREVIEW_NAME)] if preview else []
+                try:
+                    await webhook.edit_message(
+                        ORIGINAL, content=text, attachments=files, view=progress_view(job.id)
+                    )
+                    shown = text
+                except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+                    log.info("job %s: progress edit failed (%s)", job.id, error)
+            await asyncio.sleep(self._interval)
+
+    async def _with_position(self, job_id: str, text: str) -> str:
+        """A queued job's line keeps its position current."""
+        template = self._queued.get(job_id)
+        if template is None or self._queue_position is None:
+            return text
+        position = await self._queue_position(job_id)
+        return text if position is None else template.format(where=_where(position))
+
+    async def _stop_following(self, job_id: str) -> None:
+        follower = self._followers.pop(job_id, None)
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        self._latest.pop(job_id, None)
+        self._queued.pop(job_id, None)
+        self._preview.pop(job_id, None)
+        self._changed.pop(job_id, None)
+
+    # -- delivering the answer ------------------------------------------------------------
+
+    async def _deliver(self, job: Job) -> None:
+        await self._stop_following(job.id)
+        if job.id in self._delivering:
+            return
+        self._delivering.add(job.id)
+        try:
+            job = await self._store.get(job.id)  # the newest row (outputs, message id)
+            if job.delivered_at is not None:
+                return
+            for delay in (*RETRY_DELAYS, None):
+                try:
+                    message_id, how = await self._send(job)
+                except Exception as error:
+                    if delay is None or not is_transient(error):
+                        log.error("job %s: not delivered (%s); it is retried at the next start",
+                                  job.id, error)  # fmt: skip
+                        return
+                    log.warning("job %s: delivery failed (%s); retrying in %g s", job.id,
+                                error, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    continue
+                await self._store.mark_delivered(job.id, message_id, how)
+                log.info("job %s: delivered (%s)", job.id, how)
+                return
+        finally:
+            self._delivering.discard(job.id)
+
+    async def _send(self, job: Job) -> tuple[int | None, str]:
+        answer = await asyncio.to_thread(self._answer, job)
+        if job.interaction_token and self._token_fresh(job):
             try:
-                message = await interaction.edit_original_response(
-                    content=content, embed=embed, attachments=files, view=self._view(job)
-                )
-                message_id = message.id
+                return await self._edit_reply(job, answer), "reply"
             except discord.HTTPException as error:
-                log.warning("job %s: reply edit failed (%s); posting in channel", job.id, error)
-                content, embed, files = await self._result_message(job)  # files are single-use
-        if message_id is None:
-            message_id = await self._post_in_channel(job, content, embed, files)
-        await self._store.mark_delivered(job.id, message_id)
+                if is_transient(error) or not _gone(error):
+                    raise
+                log.info("job %s: the reply cannot be edited (%s); posting in channel", job.id,
+                         error)  # fmt: skip
+        if job.channel_id is not None:
+            try:
+                return await self._post(job, job.channel_id, answer), "channel"
+            except discord.Forbidden as error:
+                log.info("job %s: cannot post in its channel (%s); sending a DM", job.id, error)
+        return await self._direct_message(job, answer), "dm"
 
-    async def _result_message(
-        self, job: Job
-    ) -> tuple[str, discord.Embed | None, list[discord.File]]:
+    async def _edit_reply(self, job: Job, answer: Answer) -> int:
+        webhook = self._webhook(job)
+        first, *more = answer.messages or [[]]
+        message = await webhook.edit_message(
+            job.message_id or ORIGINAL,
+            content=answer.content,
+            embed=answer.embed,
+            attachments=[upload.file() for upload in first],
+            view=answer.view or discord.ui.View(),
+        )
+        await self._post_more(job, more)
+        return message.id
+
+    async def _post(self, job: Job, channel_id: int, answer: Answer) -> int:
+        channel = self._client.get_partial_messageable(channel_id)
+        first, *more = answer.messages or [[]]
+        message = await channel.send(
+            content=answer.content,
+            embed=answer.embed or discord.utils.MISSING,
+            files=[upload.file() for upload in first],
+            view=answer.view or discord.utils.MISSING,
+            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+            nonce=f"{job.id}-0",
+        )
+        await self._post_more(job, more)
+        return message.id
+
+    async def _post_more(self, job: Job, messages: list[list[Upload]]) -> None:
+        """Images that did not fit the first message, each message with its own nonce."""
+        if not messages or job.channel_id is None:
+            return
+        channel = self._client.get_partial_messageable(job.channel_id)
+        for number, uploads in enumerate(messages, start=1):
+            await channel.send(
+                content=f"Job `{job.id}`, more images:",
+                files=[upload.file() for upload in uploads],
+                nonce=f"{job.id}-{number}",
+            )
+
+    async def _direct_message(self, job: Job, answer: Answer) -> int:
+        user = await self._client.fetch_user(job.user_id)
+        first, *more = answer.messages or [[]]
+        message = await user.send(
+            content=answer.content,
+            embed=answer.embed or discord.utils.MISSING,
+            files=[upload.file() for upload in first],
+            view=answer.view or discord.utils.MISSING,
+        )
+        for uploads in more:
+            await user.send(files=[upload.file() for upload in uploads])
+        return message.id
+
+    def _answer(self, job: Job) -> Answer:
+        """The answer's text and files, fitted to the upload limit (runs in a thread)."""
         if job.state is not JobState.SUCCEEDED:
-            return failure_text(job), None, []
+            return Answer(failure_text(job), None, None, [])
         paths = [self._data_dir / output.path for output in job.outputs]
-        files = [
-            discord.File(path, filename=output_name(job.id, index))
+        uploads = [
+            Upload(output_name(job.id, index), path.read_bytes())
             for index, path in enumerate(paths)
         ]
         if len(paths) > 1:
-            grid = await asyncio.to_thread(grid_png, paths)
-            files.insert(0, discord.File(io.BytesIO(grid), GRID_NAME))
-        embed = result_embed(job, files[0].filename or GRID_NAME)
-        return f"✅ <@{job.user_id}>'s images are ready.", embed, files
+            uploads.insert(0, Upload(GRID_NAME, grid_jpeg(paths)))
+        limit = job.upload_limit or DEFAULT_UPLOAD_LIMIT
+        messages, too_large = pack_uploads([len(u.data) for u in uploads], limit)
+        content = f"✅ <@{job.user_id}>'s images are ready."
+        if too_large:
+            names = ", ".join(uploads[i].name for i in too_large)
+            content += f" ({names} exceed Discord's upload limit; use the U/V buttons.)"
+        embed = result_embed(job, uploads[messages[0][0]].name) if messages else None
+        return Answer(content, embed, result_view(job), [[uploads[i] for i in m] for m in messages])
 
-    async def _post_in_channel(
-        self, job: Job, content: str, embed: discord.Embed | None, files: list[discord.File]
-    ) -> int | None:
-        if job.channel_id is None:
-            log.error("job %s: no interaction and no channel to deliver to", job.id)
-            return None
-        channel = self._client.get_partial_messageable(job.channel_id)
-        message = await channel.send(
-            content=content,
-            embed=embed if embed is not None else discord.utils.MISSING,
-            files=files,
-            view=self._view(job) or discord.utils.MISSING,
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
-        )
-        return message.id
+    def _webhook(self, job: Job) -> discord.Webhook:
+        application_id = self._client.application_id
+        assert application_id is not None and job.interaction_token is not None
+        return discord.Webhook.partial(application_id, job.interaction_token, client=self._client)
 
     @staticmethod
-    def _view(job: Job) -> discord.ui.View | None:
-        """V/U buttons under a result; None clears the Cancel button from a failure."""
-        return result_view(job) if job.state is JobState.SUCCEEDED else None
+    def _token_fresh(job: Job) -> bool:
+        if job.interaction_id is None:
+            return False
+        created = discord.utils.snowflake_time(job.interaction_id)
+        return utcnow() - created < TOKEN_LIFETIME
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _gone(error: discord.HTTPException) -> bool:
+    """The reply is beyond editing: the token expired or was revoked, or it is gone."""
+    return error.status in (401, 403, 404) or error.code in GONE_CODES
+
+
+def _where(position: int) -> str:
+    return "next in line" if position <= 1 else f"position {position} in queue"

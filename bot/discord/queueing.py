@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import discord
 
+from ..jobs.service import QueueFull
 from ..jobs.spec import JobSpec
 from ..store.quotas import Refused
-from .common import Services, requester_of
+from .common import Services, refuse, requester_of, tell_privately
 
 
 async def queue_job(services: Services, interaction: discord.Interaction, spec: JobSpec) -> None:
@@ -15,20 +16,23 @@ async def queue_job(services: Services, interaction: discord.Interaction, spec: 
     The job row exists before the member reads "queued"; the reply then
     follows the job through `services.delivery`.
     """
+    requester = requester_of(interaction)
     try:
-        submitted = await services.jobs.submit(spec, requester_of(interaction))
-    except Refused as refusal:  # banned or over quota; the store audited it
-        await interaction.edit_original_response(content=f"⚠️ {refusal.message}", view=None)
+        submitted = await services.jobs.submit(spec, requester)
+    except QueueFull as full:
+        await refuse(interaction, services.store, "imagine", full.message)
         return
-    job_id = submitted.job.id
-    ahead = submitted.queue_position - 1
-    where = "next in line" if ahead == 0 else f"position {submitted.queue_position} in queue"
+    except Refused as refusal:  # banned or over quota; the store audited it
+        await tell_privately(interaction, refusal.message)
+        return
+    job = submitted.job
     what = f"{spec.mode} of image {spec.source_image} of `{spec.source_job}`" if (
         spec.source_job
     ) else str(spec.mode)  # fmt: skip
-    await services.delivery.announce_queued(
-        job_id,
-        interaction,
-        f"⏳ Job `{job_id}` queued ({where}): {what}, {spec.count} × "
-        f"{spec.width}×{spec.height}, {spec.steps} steps, seed {spec.seed}.",
+    details = (
+        f"{what}, {spec.count} × {spec.width}×{spec.height}, {spec.steps} steps, seed {spec.seed}."
     )
+    template = f"⏳ Job `{job.id}` queued ({{where}}): " + details.replace("{", "{{").replace(
+        "}", "}}"
+    )
+    await services.delivery.announce_queued(job, submitted.queue_position, template)

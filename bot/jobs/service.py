@@ -1,40 +1,71 @@
-"""The job service: takes specs in, runs them on the engines, reports back.
+"""The job service: takes specs in, runs them on the engines in fair order, reports back.
 
 Discord is one client of this service and the `atelier generate` CLI another;
-neither knows how jobs are stored or run. A job is written to the database
-before its submitter hears it is queued, and unfinished jobs are put back in
-the queue when the service starts, so nothing is lost across a restart.
+neither knows how jobs are stored or run. The database is the queue: a job is
+a row before its submitter hears it is queued, and each worker claims its next
+batch from the rows (bot.jobs.scheduler decides which), so nothing lives only
+in memory and nothing is lost across a restart.
+
+Every worker is supervised: one that dies is logged with its traceback and
+restarted. A job whose run is cut off (the engine or the bot died) is retried
+once, then failed and refunded, so a job that kills the process cannot loop.
+Listeners are told about jobs synchronously and must not block: a slow or
+failing Discord never slows or fails a GPU job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from engine.protocol import ErrorCode, ModelSpec, Progress, Status
+from sqlalchemy.exc import OperationalError
 
-from ..store.jobs import JobStore, NewOutput, Requester
+from engine.protocol import ErrorCode, JobError, JobResult, ModelSpec, Progress, Status
+
+from ..config import QueueConfig
+from ..store.jobs import IllegalTransition, JobStore, NewOutput, QueuedRow, Requester
 from ..store.models import Job, JobState, Lane
-from ..store.quotas import QuotaStore
+from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess, JobFailed
-from .queue import JobQueue
-from .spec import JobSpec
+from .scheduler import Waiting, fair_order, next_batch
+from .spec import JobSpec, batch_key
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+# How often an idle worker looks at the queue even without a wake-up (another
+# process may have queued a job).
+POLL_SECONDS = 1.0
+# Restarting a dead worker or a crashing engine backs off up to this.
+MAX_BACKOFF = 60.0
+# A finishing write retries this long while the database is locked or busy.
+PERSIST_SECONDS = 120.0
+
 
 class JobListener(Protocol):
-    """What a front end (Discord, CLI) hears about the jobs it submitted."""
+    """What a front end (Discord, CLI) hears about jobs; each call must return at once."""
 
-    async def job_started(self, job: Job) -> None: ...
+    def job_started(self, job: Job) -> None: ...
 
-    async def job_progress(self, job_id: str, progress: Progress) -> None: ...
+    def job_progress(self, job_id: str, progress: Progress) -> None: ...
 
-    async def job_finished(self, job: Job) -> None: ...
+    def job_finished(self, job: Job) -> None: ...
+
+
+class QueueFull(Refused):
+    def __init__(self, minutes: int) -> None:
+        super().__init__(
+            f"The queue is full right now; please try again in about {minutes} minute(s)."
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,19 @@ def new_job_id() -> str:
     return secrets.token_hex(5)
 
 
+def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
+    spec = JobSpec.model_validate(row.spec)
+    return Waiting(
+        job_id=row.job_id,
+        user_id=row.user_id,
+        lane=row.lane,
+        queued_at=row.queued_at,
+        images=row.images,
+        estimate=row.estimate if row.estimate is not None else default_estimate,
+        batch_key=batch_key(spec),
+    )
+
+
 class JobService:
     def __init__(
         self,
@@ -59,131 +103,213 @@ class JobService:
         default_model: str,
         preview_every: int = 0,
         quotas: QuotaStore | None = None,
+        queue: QueueConfig | None = None,
+        max_batch_images: int = 1,
     ) -> None:
         self.store = store
         self.models = models
         self.default_model = default_model
-        self.queue = JobQueue()
         self._data_dir = data_dir
         self._engines = engines
         self._job_timeout = job_timeout
         self._preview_every = preview_every
         self._quotas = quotas
+        self._queue = queue or QueueConfig()
+        self._max_batch_images = max_batch_images
+        self._default_estimate = quotas.rules.default_gpu_seconds if quotas else 1.0
         self._listeners: list[JobListener] = []
-        self._workers: list[asyncio.Task[None]] = []
+        self._supervisors: list[asyncio.Task[None]] = []
         self._running: dict[str, EngineProcess] = {}
-        self._cancelled_by: dict[str, int] = {}
+        self._cancelled_by: dict[str, int | None] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def add_listener(self, listener: JobListener) -> None:
         self._listeners.append(listener)
 
+    # -- start and stop --------------------------------------------------------------------
+
     async def start(self) -> None:
-        """Requeue what a previous run left unfinished, then start one worker per engine."""
-        for job in await self.store.unfinished():
-            if job.state is JobState.RUNNING:
-                # It was cut off mid-run by a stop or crash: run it again from the start.
-                await self.store.transition(job.id, JobState.QUEUED, outcome="requeued")
-            await self.queue.put(job.id, job.lane)
-        self._workers = [
-            asyncio.create_task(self._work(engine), name=f"engine-worker-{engine.device}")
+        """Put back what a previous run left running (or fail it after its last attempt).
+
+        Workers do not start here: a front end starts them once it can deliver
+        (`start_workers`), so a requeued job never finishes into a client that
+        has not connected yet.
+        """
+        for job in await self.store.requeue_interrupted("the bot stopped while it ran"):
+            if job.state is JobState.FAILED:
+                self._notify_finished(job)
+
+    def start_workers(self) -> None:
+        self._supervisors = [
+            asyncio.create_task(self._supervise(engine), name=f"engine-worker-{engine.device}")
             for engine in self._engines
         ]
 
-    async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop claiming; give running batches `grace` seconds to finish, then return
+        what is still running to the queue (its attempt not counted) and stop engines."""
+        self._stopping.set()
+        self._wake.set()
+        if self._supervisors:
+            _, late = await asyncio.wait(self._supervisors, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
+        for job_id in list(self._running):
+            with contextlib.suppress(IllegalTransition):
+                await self.store.return_to_queue(job_id)
+                log.info("job %s: returned to the queue at stop", job_id)
+        self._running.clear()
         await asyncio.gather(*(engine.stop() for engine in self._engines))
 
+    # -- the door -------------------------------------------------------------------------
+
     async def submit(self, spec: JobSpec, requester: Requester) -> Submitted:
-        """Queue a job; with quotas, raises UserBanned or OverQuotaError (bot.store.quotas)."""
+        """Queue a job; raises Refused (UserBanned, OverQuotaError, QueueFull) when not."""
+        waiting = await self.store.waiting_count()
+        if waiting >= self._queue.max_length:
+            raise QueueFull(await self._minutes_to_drain(waiting))
         job_id = new_job_id()
+        priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
         args = (job_id, requester, spec.model_dump(mode="json"), spec.model, spec.seeds)
         if self._quotas is None:
             job = await self.store.create(*args)
         else:
-            job = (await self._quotas.admit(*args)).job
-        position = await self.queue.put(job_id, job.lane)
+            lane = Lane.PRIORITY if priority else Lane.NORMAL
+            job = (await self._quotas.admit(*args, in_quota_lane=lane)).job
+        self._wake.set()
+        position = await self.queue_position(job_id) or 1
         log.info(
             "job %s: queued at position %d (%s lane) by user %d",
             job_id, position, job.lane, requester.user_id,
         )  # fmt: skip
         return Submitted(job=job, queue_position=position, lane=job.lane)
 
-    async def cancel(self, job_id: str, actor_id: int) -> bool:
-        """Cancel a queued or running job; False when it is neither (already finished).
+    async def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None once it runs or ended."""
+        return await self.store.queue_position(job_id, self._order_ids)
 
-        A queued job is cancelled here at once; a running one is stopped by its
-        engine within one denoising step, and its worker records the end.
+    async def cancel(self, job_id: str, actor_id: int | None) -> bool:
+        """Cancel a queued or running job; False when it already ended.
+
+        A queued job is cancelled at once; a running one is stopped by its engine
+        within one denoising step (only its own images, in a batch), and its
+        worker records the end.
         """
-        if self.queue.remove(job_id):
-            await self._finish_cancelled(job_id, actor_id, "cancelled before it started")
-            return True
         engine = self._running.get(job_id)
         if engine is None:
-            return False
+            try:
+                job = await self.store.transition(
+                    job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled",
+                    actor_id=actor_id, error="cancelled before it started",
+                )  # fmt: skip
+            except IllegalTransition as refused:
+                if refused.found is not JobState.RUNNING:
+                    return False
+                # Claimed, not yet handed to its engine: the worker sees this first.
+                self._cancelled_by[job_id] = actor_id
+                return True
+            self._notify_finished(job)
+            return True
         self._cancelled_by[job_id] = actor_id
         await engine.cancel(job_id)
         return True
 
-    async def _work(self, engine: EngineProcess) -> None:
-        while True:
-            job_id = await self.queue.take()
+    # -- workers --------------------------------------------------------------------------
+
+    async def _supervise(self, engine: EngineProcess) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
             try:
-                await self._run(engine, job_id)
+                await self._work(engine)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("job %s: unexpected failure", job_id)
-                await self._finish_failed(
-                    job_id, "something went wrong on our side", JobState.FAILED
-                )
+                log.exception("the worker for %s died; restarting it in %g s", engine.device,
+                              backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _run(self, engine: EngineProcess, job_id: str) -> None:
-        # From here on a cancel reaches this job, even while its engine starts.
-        self._running[job_id] = engine
+    async def _work(self, engine: EngineProcess) -> None:
+        while not self._stopping.is_set():
+            jobs = await self.store.claim(engine.device, self._choose_batch, self._fair_window)
+            if not jobs:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                continue
+            for job in jobs:
+                self._running[job.id] = engine
+            try:
+                await self._run_batch(engine, jobs)
+            finally:
+                for job in jobs:
+                    self._running.pop(job.id, None)
+                    self._cancelled_by.pop(job.id, None)
+
+    @property
+    def _fair_window(self) -> timedelta:
+        return timedelta(minutes=self._queue.fair_share_minutes)
+
+    def _order(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[Waiting]:
+        return fair_order([waiting_of(row, self._default_estimate) for row in rows], served)
+
+    def _order_ids(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        return [w.job_id for w in self._order(rows, served)]
+
+    def _choose_batch(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        batch = next_batch(self._order(rows, served), self._max_batch_images)
+        return [w.job_id for w in batch]
+
+    async def _run_batch(self, engine: EngineProcess, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._notify_started(job)
         try:
-            await self._execute(engine, job_id)
-        finally:
-            del self._running[job_id]
-            self._cancelled_by.pop(job_id, None)
+            if not engine.alive:
+                await engine.start()
+            for job in jobs:
+                await self._run_job(engine, job)
+        except EngineFailure as failure:
+            log.error("engine on %s failed: %s", engine.device, failure)
+            await engine.kill()
+            for job in jobs:
+                await self._after_crash(job.id, str(failure))
 
-    async def _execute(self, engine: EngineProcess, job_id: str) -> None:
-        if not engine.alive:
-            await engine.start()
-        job = await self.store.transition(job_id, JobState.RUNNING, device=engine.device)
-        await self._notify_started(job)
+    async def _run_job(self, engine: EngineProcess, job: Job) -> None:
+        if job.id in self._cancelled_by:
+            await self._finish(job.id, JobState.CANCELLED, "cancelled", self._cancelled_by[job.id])
+            return
         spec = JobSpec.model_validate(job.spec)
-        output_dir = self._data_dir / "images" / job_id
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = self._data_dir / "images" / job.id
+        await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
 
         async def on_progress(progress: Progress) -> None:
             for listener in self._listeners:
-                await listener.job_progress(job_id, progress)
+                listener.job_progress(job.id, progress)
 
-        if job_id in self._cancelled_by:
-            # Cancelled while the engine started; no await between this check and
-            # the request, so a later cancel finds the job in the engine.
-            await self._finish_cancelled(job_id, self._cancelled_by[job_id], "cancelled")
-            return
         try:
             result = await engine.run(
-                spec.to_request(job_id, output_dir, self._data_dir, self._preview_every),
+                spec.to_request(job.id, output_dir, self._data_dir, self._preview_every),
                 on_progress,
                 self._job_timeout,
             )
         except JobFailed as failure:
-            if failure.error.code is ErrorCode.CANCELLED:
-                log.info("job %s: cancelled while running", job_id)
-                await self._finish_cancelled(job_id, self._cancelled_by.get(job_id), str(failure))
-                return
-            log.warning("job %s: engine error %s: %s", job_id, failure.error.code, failure)
-            await self._finish_failed(job_id, str(failure), JobState.FAILED)
+            await self._job_error(failure.error)
             return
-        except EngineFailure as failure:
-            log.error("job %s: %s", job_id, failure)
-            await self._finish_failed(job_id, str(failure), JobState.FAILED)
+        await self._succeed(result)
+
+    async def _job_error(self, error: JobError) -> None:
+        job_id = error.job_id or ""
+        if error.code is ErrorCode.CANCELLED:
+            log.info("job %s: cancelled while running", job_id)
+            await self._finish(job_id, JobState.CANCELLED, error.message,
+                               self._cancelled_by.get(job_id))  # fmt: skip
             return
+        log.warning("job %s: engine error %s: %s", job_id, error.code, error.message)
+        await self._finish(job_id, JobState.FAILED, error.message)
+
+    async def _succeed(self, result: JobResult) -> None:
         outputs = [
             NewOutput(
                 index=index,
@@ -196,31 +322,62 @@ class JobService:
             )
             for index, image in enumerate(result.images)
         ]
-        job = await self.store.succeed(job_id, result.gpu_seconds, outputs)
-        log.info("job %s: succeeded in %.2f GPU seconds", job_id, result.gpu_seconds)
-        await self._notify_finished(job)
-
-    async def _finish_cancelled(self, job_id: str, actor_id: int | None, message: str) -> None:
-        job = await self.store.transition(
-            job_id, JobState.CANCELLED, outcome="cancelled", actor_id=actor_id, error=message
+        job = await self._persist(
+            lambda: self.store.succeed(result.job_id, result.gpu_seconds, outputs)
         )
-        await self._notify_finished(job)
+        log.info("job %s: succeeded in %.2f GPU seconds", job.id, result.gpu_seconds)
+        self._notify_finished(job)
 
-    async def _finish_failed(self, job_id: str, message: str, state: JobState) -> None:
-        job = await self.store.transition(job_id, state, outcome="error", error=message)
-        await self._notify_finished(job)
+    async def _after_crash(self, job_id: str, reason: str) -> None:
+        job = await self._persist(
+            lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine")
+        )
+        if job.state is JobState.QUEUED:
+            log.info("job %s: requeued after the engine failed", job_id)
+            self._wake.set()
+        else:
+            self._notify_finished(job)
 
-    async def _notify_started(self, job: Job) -> None:
-        for listener in self._listeners:
-            await listener.job_started(job)
+    async def _finish(
+        self, job_id: str, state: JobState, message: str, actor_id: int | None = None
+    ) -> None:
+        outcome = "cancelled" if state is JobState.CANCELLED else "error"
+        job = await self._persist(
+            lambda: self.store.transition(
+                job_id, JobState.RUNNING, state, outcome, actor_id=actor_id, error=message
+            )
+        )
+        self._notify_finished(job)
 
-    async def _notify_finished(self, job: Job) -> None:
-        # A front end that cannot deliver must not stop the worker.
-        for listener in self._listeners:
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A job's finishing write, retried while the database is locked or busy, so a
+        finished job is never lost to a lock another process holds for a while."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PERSIST_SECONDS
+        delay = 0.2
+        while True:
             try:
-                await listener.job_finished(job)
-            except Exception:
-                log.exception("job %s: delivery failed", job.id)
+                return await write()
+            except OperationalError as error:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("database busy (%s); retrying in %.1f s", error.orig, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _minutes_to_drain(self, waiting: int) -> int:
+        per_minute = await self.store.finished_per_minute(timedelta(hours=1))
+        return max(1, math.ceil(waiting / per_minute)) if per_minute else 10
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def _notify_started(self, job: Job) -> None:
+        for listener in self._listeners:
+            listener.job_started(job)
+
+    def _notify_finished(self, job: Job) -> None:
+        for listener in self._listeners:
+            listener.job_finished(job)
 
     async def engine_status(self) -> list[tuple[str, Status | None]]:
         """Each engine's device and what it has loaded; None for an engine not running."""

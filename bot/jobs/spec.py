@@ -107,6 +107,18 @@ class JobSpec(BaseModel):
         )
 
 
+def batch_key(spec: JobSpec) -> tuple[object, ...]:
+    """Jobs with equal keys can share one pipeline call, so the scheduler may batch them:
+    prompts, negative prompts, seeds, counts and input images may differ; everything
+    that shapes the call itself (model, mode, size, steps, sampler, cfg, ControlNet
+    type and scale, strength, chaos, stop) may not."""
+    return (
+        spec.model, spec.mode, spec.width, spec.height, spec.steps, spec.sampler, spec.cfg,
+        spec.control_type if spec.mode is Mode.CONTROLNET else None, spec.control_scale,
+        spec.strength, spec.chaos, spec.stop,
+    )  # fmt: skip
+
+
 def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:
     """The seed of each image of a job, from the job's seed and --chaos.
 

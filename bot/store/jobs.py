@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import audit, ledger
 from .ledger import FREE, Pricing
-from .models import AuditEntry, Job, JobState, Lane, Output, User, utcnow
+from .models import (
+    FINISHED,
+    TRANSITIONS,
+    AuditEntry,
+    Job,
+    JobState,
+    Lane,
+    Output,
+    Reservation,
+    UsageEntry,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# A run cut off this many times (the bot or the engine died during it) is failed,
+# so a job that kills the process cannot loop for ever.
+MAX_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,8 @@ class Requester:
     interaction_token: str | None = None
     # The member's Discord roles, for per-role quota overrides.
     role_ids: tuple[int, ...] = ()
+    # The largest upload Discord accepts in the reply, in bytes (None: Discord's default).
+    upload_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,32 @@ class NewOutput:
 
 class JobNotFound(LookupError):
     pass
+
+
+class IllegalTransition(RuntimeError):
+    """A state change from a state the caller did not expect; nothing was written."""
+
+    def __init__(self, job_id: str, found: JobState, wanted: JobState) -> None:
+        super().__init__(f"job {job_id}: refused {found} -> {wanted}")
+        self.found = found
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    """A waiting job as the scheduler needs it."""
+
+    job_id: str
+    user_id: int
+    lane: Lane
+    queued_at: datetime
+    spec: dict[str, Any]
+    images: int
+    estimate: float | None  # the reserved GPU seconds; None without quotas
+
+
+# Chooses the jobs of the next batch from the waiting rows and each member's recent
+# GPU seconds (bot.jobs.scheduler); the store only claims what it is told.
+Chooser = Callable[[Sequence[QueuedRow], dict[int, float]], list[str]]
 
 
 async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> None:
@@ -82,6 +131,7 @@ def add_job(
         channel_id=requester.channel_id,
         interaction_id=requester.interaction_id,
         interaction_token=requester.interaction_token,
+        upload_limit=requester.upload_limit,
         lane=lane,
         outputs=[],
     )
@@ -98,6 +148,8 @@ class JobStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], pricing: Pricing = FREE) -> None:
         self._sessions = sessions
         self._pricing = pricing
+        # Claims in this process go one at a time; the compare-and-set guards the rest.
+        self._claiming = asyncio.Lock()
 
     async def create(
         self, job_id: str, requester: Requester, spec: dict[str, Any], model: str, seeds: list[int]
@@ -137,7 +189,7 @@ class JobStore:
             return rows.all()
 
     async def unfinished(self) -> Sequence[Job]:
-        """Queued and running jobs, oldest first: the queue to rebuild at start."""
+        """Queued and running jobs, oldest first."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Job)
@@ -149,23 +201,33 @@ class JobStore:
     async def transition(
         self,
         job_id: str,
+        expected: JobState | frozenset[JobState],
         state: JobState,
         outcome: str = "ok",
         actor_id: int | None = None,
         **fields: Any,
     ) -> Job:
-        """Move a job to `state`, setting `fields`, with its audit entry in one transaction.
+        """Move a job from `expected` to `state`, setting `fields`, with its audit entry,
+        in one transaction; IllegalTransition (logged, nothing written) otherwise.
 
         The audit entry's actor is the job's owner unless `actor_id` names who acted.
-        A failed or cancelled job's quota reservation is refunded in the same transaction.
+        A failed, cancelled or blocked job's reservation is refunded in the same
+        transaction.
         """
         async with self._sessions.begin() as session:
-            job = await _transition(session, job_id, state, outcome, actor_id, **fields)
-            if state in (JobState.FAILED, JobState.CANCELLED):
+            job = await _transition(session, job_id, expected, state, outcome, actor_id, **fields)
+            if state in (JobState.FAILED, JobState.CANCELLED, JobState.BLOCKED):
                 await ledger.refund(session, job)
         return job
 
-    async def succeed(self, job_id: str, gpu_seconds: float, outputs: list[NewOutput]) -> Job:
+    async def succeed(
+        self,
+        job_id: str,
+        gpu_seconds: float,
+        outputs: list[NewOutput],
+        state: JobState = JobState.SUCCEEDED,
+        **fields: Any,
+    ) -> Job:
         """Record the images and settle the measured GPU time, all or nothing.
 
         One transaction, so a crash can neither charge a job that has no images
@@ -173,42 +235,230 @@ class JobStore:
         """
         async with self._sessions.begin() as session:
             session.add_all(Output(job_id=job_id, **vars(output)) for output in outputs)
-            job = await _transition(session, job_id, JobState.SUCCEEDED, gpu_seconds=gpu_seconds)
+            job = await _transition(
+                session, job_id, JobState.RUNNING, state, gpu_seconds=gpu_seconds, **fields
+            )
             await ledger.settle(session, job, len(outputs), self._pricing)
         return await self.get(job_id)
 
-    async def mark_delivered(self, job_id: str, message_id: int | None) -> None:
+    async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:
+        """Mark the next batch running on `device`, in one transaction; [] when none waits.
+
+        The rows are picked by `choose` and then moved with a compare-and-set
+        (`UPDATE ... WHERE state = 'queued'`) whose row count is checked, so a job
+        taken by another worker meanwhile makes the claim start over. On
+        PostgreSQL the waiting rows are read `FOR UPDATE SKIP LOCKED`, so several
+        processes can share one queue.
+        """
+        async with self._claiming:
+            for _ in range(3):
+                async with self._sessions.begin() as session:
+                    waiting = await _waiting(session)
+                    if not waiting:
+                        return []
+                    served = await _served(session, utcnow() - fair_window)
+                    chosen = choose(waiting, served)
+                    moved = await session.execute(
+                        update(Job)
+                        .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
+                        .values(
+                            state=JobState.RUNNING, started_at=utcnow(), device=device,
+                            attempts=Job.attempts + 1,
+                        )
+                        .execution_options(synchronize_session=False)
+                    )  # fmt: skip
+                    if moved.rowcount != len(chosen):  # type: ignore[attr-defined]
+                        log.info("claim raced another worker; trying again")
+                        await session.rollback()
+                        continue
+                    jobs = [
+                        await session.get(Job, job_id, populate_existing=True) for job_id in chosen
+                    ]
+                    for job in jobs:
+                        assert job is not None
+                        _audit_change(session, job, JobState.QUEUED, "ok", None)
+                    return [job for job in jobs if job is not None]
+        return []
+
+    async def requeue_interrupted(self, reason: str) -> list[Job]:
+        """At start: jobs left running by a stopped or crashed bot go back to the queue,
+        or fail (refunded) once they have been cut off MAX_ATTEMPTS times."""
+        async with self._sessions() as session:
+            running = (
+                await session.scalars(select(Job.id).where(Job.state == JobState.RUNNING))
+            ).all()
+        return [await self.retry_or_fail(job_id, reason) for job_id in running]
+
+    async def retry_or_fail(self, job_id: str, reason: str, crashes: str = "the bot") -> Job:
+        """Put a running job whose run was cut off back in the queue, or fail it for good
+        when this was its last attempt."""
         async with self._sessions.begin() as session:
             job = await session.get(Job, job_id)
-            if job is not None:
-                job.delivered_at = utcnow()
-                job.message_id = message_id
-                # The token is a credential for the reply; drop it once it is spent.
-                job.interaction_token = None
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.attempts < MAX_ATTEMPTS:
+                return await _transition(
+                    session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued", error=reason
+                )
+            failed = await _transition(
+                session, job_id, JobState.RUNNING, JobState.FAILED, "error",
+                error=f"{reason} (it stopped {crashes} {job.attempts} times; not retried)",
+            )  # fmt: skip
+            await ledger.refund(session, failed)
+            return failed
+
+    async def return_to_queue(self, job_id: str) -> None:
+        """A run given back unfinished at a graceful stop: queued again, the attempt
+        not counted against it."""
+        async with self._sessions.begin() as session:
+            await _transition(
+                session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued",
+                attempts=Job.attempts - 1, error="the bot stopped before it finished",
+            )  # fmt: skip
+
+    async def queue_position(self, job_id: str, choose_order: Chooser) -> int | None:
+        """1 for the next job to run, by the scheduler's order; None when not waiting."""
+        async with self._sessions() as session:
+            waiting = await _waiting(session)
+            served = await _served(session, utcnow() - timedelta(hours=1))
+        order = choose_order(waiting, served)
+        return order.index(job_id) + 1 if job_id in order else None
+
+    async def waiting_count(self) -> int:
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
+            )
+            return count or 0
+
+    async def finished_per_minute(self, period: timedelta) -> float:
+        """Jobs finished per minute over the last `period`: the queue's measured pace."""
+        async with self._sessions() as session:
+            done = await session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.state.in_(FINISHED), Job.finished_at >= utcnow() - period)
+            )
+        return (done or 0) / (period / timedelta(minutes=1))
+
+    async def undelivered(self) -> Sequence[Job]:
+        """Finished jobs whose answer Discord has not accepted yet, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.state.in_(FINISHED), Job.delivered_at.is_(None))
+                .order_by(Job.finished_at, Job.id)
+            )
+            return rows.all()
+
+    async def record_message(self, job_id: str, message_id: int) -> None:
+        """The id of the job's reply, once Discord showed it (needed to edit it after
+        a restart through the interaction's webhook)."""
+        async with self._sessions.begin() as session:
+            await session.execute(update(Job).where(Job.id == job_id).values(message_id=message_id))
+
+    async def mark_delivered(self, job_id: str, message_id: int | None, how: str) -> bool:
+        """Record that Discord accepted the job's answer; False if it was already (a
+        second delivery is refused, never recorded twice)."""
+        async with self._sessions.begin() as session:
+            moved = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.delivered_at.is_(None))
+                .values(delivered_at=utcnow(), message_id=message_id, interaction_token=None)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            job = await session.get(Job, job_id)
+            assert job is not None
+            audit.record(
+                session, "job.delivered", "ok", actor_id=job.user_id, guild_id=job.guild_id,
+                channel_id=job.channel_id, target=job_id,
+                params={"how": how, "message_id": message_id, "state": job.state},
+            )  # fmt: skip
+            return True
+
+
+async def _waiting(session: AsyncSession) -> list[QueuedRow]:
+    query = (
+        select(Job.id, Job.user_id, Job.lane, Job.created_at, Job.spec, Reservation.gpu_seconds)
+        .outerjoin(Reservation, Reservation.job_id == Job.id)
+        .where(Job.state == JobState.QUEUED)
+        .order_by(Job.created_at, Job.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Job)
+    rows = await session.execute(query)
+    return [
+        QueuedRow(job_id, user_id, lane, created_at, spec, int(spec.get("count", 1)), estimate)
+        for job_id, user_id, lane, created_at, spec, estimate in rows
+    ]
+
+
+async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:
+    """Each member's GPU seconds since `since` (settled), plus running jobs' estimates."""
+    served: dict[int, float] = {}
+    settled = await session.execute(
+        select(UsageEntry.user_id, func.sum(UsageEntry.gpu_seconds))
+        .where(UsageEntry.at >= since)
+        .group_by(UsageEntry.user_id)
+    )
+    running = await session.execute(
+        select(Job.user_id, func.sum(func.coalesce(Reservation.gpu_seconds, 1.0)))
+        .outerjoin(Reservation, Reservation.job_id == Job.id)
+        .where(Job.state == JobState.RUNNING)
+        .group_by(Job.user_id)
+    )
+    for user_id, seconds in [*settled, *running]:
+        served[user_id] = served.get(user_id, 0.0) + float(seconds or 0.0)
+    return served
 
 
 async def _transition(
     session: AsyncSession,
     job_id: str,
+    expected: JobState | frozenset[JobState],
     state: JobState,
     outcome: str = "ok",
     actor_id: int | None = None,
     **fields: Any,
 ) -> Job:
-    job = await session.get(Job, job_id, with_for_update=True)
-    if job is None:
+    """Compare-and-set: read the state, check it is expected and allowed, then write
+    only if it is still that state; the audit entry joins the same transaction."""
+    allowed = {expected} if isinstance(expected, JobState) else set(expected)
+    found = await session.scalar(select(Job.state).where(Job.id == job_id))
+    if found is None:
         raise JobNotFound(job_id)
-    previous = job.state
-    job.state = state
+    if found not in allowed or state not in TRANSITIONS[found]:
+        log.warning("job %s: refused %s -> %s (expected %s)", job_id, found, state,
+                    "/".join(sorted(allowed)))  # fmt: skip
+        raise IllegalTransition(job_id, found, state)
+    times: dict[str, Any] = {}
     if state is JobState.RUNNING:
-        job.started_at = utcnow()
+        times["started_at"] = utcnow()
     elif state.finished:
-        job.finished_at = utcnow()
-    for name, value in fields.items():
-        setattr(job, name, value)
-    audit.record(
-        session, f"job.{state}", outcome, actor_id=actor_id or job.user_id,
-        guild_id=job.guild_id, channel_id=job.channel_id, target=job_id,
-        params={"from": previous, **({"error": job.error} if job.error else {})},
-    )  # fmt: skip
+        times["finished_at"] = utcnow()
+    moved = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == found)
+        .values(state=state, **times, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise IllegalTransition(job_id, found, state)  # changed since we read it
+    job = await session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    _audit_change(session, job, found, outcome, actor_id)
     return job
+
+
+def _audit_change(
+    session: AsyncSession, job: Job, previous: JobState, outcome: str, actor_id: int | None
+) -> None:
+    audit.record(
+        session, f"job.{job.state}", outcome, actor_id=actor_id or job.user_id,
+        guild_id=job.guild_id, channel_id=job.channel_id, target=job.id,
+        params={"from": previous, "attempt": job.attempts,
+                **({"error": job.error} if job.error else {}),
+                **({"batch": job.batch_id} if job.batch_id else {})},
+    )  # fmt: skip

@@ -139,10 +139,13 @@ class QuotaStore:
         spec: dict[str, Any],
         model: str,
         seeds: list[int],
+        in_quota_lane: Lane = Lane.NORMAL,
     ) -> Admission:
         """Queue the job with its reservation, or raise UserBanned / OverQuotaError.
 
-        A refusal is audited (and committed) before it is raised.
+        A job within its limits goes to `in_quota_lane` (priority for members with a
+        priority role); over a limit it goes to the relax lane where that is on. A
+        refusal is audited (and committed) before it is raised.
         """
         refusal: Refused | None = None
         async with self._sessions.begin() as session:
@@ -159,7 +162,7 @@ class QuotaStore:
                 if over is not None and (not self.rules.relax_when_over or over.resets_at is None):
                     refusal = OverQuotaError(over)
                 else:
-                    lane = Lane.NORMAL if over is None else Lane.RELAX
+                    lane = in_quota_lane if over is None else Lane.RELAX
                     job = add_job(session, job_id, requester, spec, model, seeds, lane)
                     ledger.reserve(session, job, estimate)
                     return Admission(job=job, lane=lane, estimate=estimate)

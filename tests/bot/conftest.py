@@ -42,18 +42,18 @@ class Recorder:
         self.finished: dict[str, Job] = {}
         self._changed = asyncio.Event()
 
-    async def job_started(self, job: Job) -> None:
+    def job_started(self, job: Job) -> None:
         self.started.append(job.id)
 
-    async def job_progress(self, job_id: str, progress: Progress) -> None:
+    def job_progress(self, job_id: str, progress: Progress) -> None:
         self.progress.setdefault(job_id, []).append(progress)
 
-    async def job_finished(self, job: Job) -> None:
+    def job_finished(self, job: Job) -> None:
         self.finished[job.id] = job
         self._changed.set()
 
     async def wait_finished(self, count: int) -> None:
-        async with asyncio.timeout(90):
+        async with asyncio.timeout(240):
             while len(self.finished) < count:
                 self._changed.clear()
                 await self._changed.wait()

@@ -21,6 +21,7 @@ async def test_jobs_run_in_order_and_are_recorded(config: Config, store: JobStor
     first = build_spec(Options(prompt="a red cube", seed=7, count=2), config.models, "tiny")
     second = build_spec(Options(prompt="a blue ball", seed=9), config.models, "tiny")
     await service.start()
+    service.start_workers()
     try:
         one = await service.submit(first, ALICE)
         two = await service.submit(second, ALICE)
@@ -53,12 +54,13 @@ async def test_unfinished_jobs_survive_a_restart_and_run_once(
     submitted = await stopped.submit(spec, ALICE)
     # A second job was mid-run when the process died.
     interrupted = await stopped.submit(spec, ALICE)
-    await store.transition(interrupted.job.id, JobState.RUNNING, device="cpu")
+    await store.transition(interrupted.job.id, JobState.QUEUED, JobState.RUNNING, device="cpu")
 
     restarted = make_service(config, store)
     recorder = Recorder()
     restarted.add_listener(recorder)
     await restarted.start()
+    restarted.start_workers()
     try:
         await recorder.wait_finished(2)
     finally:
@@ -84,6 +86,7 @@ async def test_engine_faults_fail_only_their_jobs_and_the_service_keeps_serving(
     service.add_listener(recorder)
     prompts = ["[crash] a", "[hang] b", "[oom] c", "[noise] d", "e"]
     await service.start()
+    service.start_workers()
     try:
         submitted = [
             await service.submit(
@@ -98,7 +101,8 @@ async def test_engine_faults_fail_only_their_jobs_and_the_service_keeps_serving(
     jobs = [await store.get(s.job.id) for s in submitted]
     assert [job.state for job in jobs] == [JobState.FAILED] * 3 + [JobState.SUCCEEDED] * 2
     crashed, hung, out_of_memory = (job.error or "" for job in jobs[:3])
-    assert "exited" in crashed
-    assert "longer than 10 s" in hung
+    # A job that takes the engine down is retried once, then failed.
+    assert "exited" in crashed and "2 times; not retried" in crashed
+    assert "longer than 10 s" in hung and "2 times; not retried" in hung
     assert "ran out of memory" in out_of_memory and "smaller size" in out_of_memory
     assert all(len(job.outputs) == 1 for job in jobs[3:])

@@ -40,6 +40,7 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
         service.add_listener(recorder)
         spec = build_spec(Options(prompt="a green hill", seed=5, count=2), config.models, "tiny")
         await service.start()
+        service.start_workers()
         try:
             in_quota = await service.submit(spec, FERN)
             relaxed = await service.submit(spec, FERN)

@@ -25,7 +25,9 @@ async def entries(stores: Stores) -> list[tuple[str, str, int | None, str | None
 async def test_each_store_operation_leaves_exactly_its_entries(stores: Stores) -> None:
     await stores.run_job("job1", CARA, 2.0)
     await stores.quotas.admit("job2", CARA, spec(), "tiny", [1])
-    await stores.jobs.transition("job2", JobState.CANCELLED, outcome="cancelled", actor_id=1)
+    await stores.jobs.transition(
+        "job2", JobState.QUEUED, JobState.CANCELLED, outcome="cancelled", actor_id=1
+    )
     await stores.users.ban(CARA.user_id, "rude", ADMIN)
     await stores.users.unban(CARA.user_id, ADMIN)
     await stores.quotas.set_policy(QuotaScope.USER, CARA.user_id, Limits(jobs_queued=1), ADMIN)
@@ -73,7 +75,7 @@ async def test_a_failure_mid_settlement_leaves_the_job_running_and_uncharged(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await stores.quotas.admit("job", CARA, spec(), "tiny", [1])
-    await stores.jobs.transition("job", JobState.RUNNING)
+    await stores.jobs.transition("job", JobState.QUEUED, JobState.RUNNING)
     before = await entries(stores)
 
     async def broken(*_args: object) -> None:

@@ -33,8 +33,10 @@ async def test_reserve_settle_and_refund_sum_to_the_measured_amounts(
         await stores.run_job("ok1", BOB, 3.0, count=2)
         await stores.run_job("ok2", BOB, 1.5)
         await stores.quotas.admit("failed", BOB, spec(), "tiny", [1])
-        await stores.jobs.transition("failed", JobState.RUNNING)
-        await stores.jobs.transition("failed", JobState.FAILED, outcome="error", error="oom")
+        await stores.jobs.transition("failed", JobState.QUEUED, JobState.RUNNING)
+        await stores.jobs.transition(
+            "failed", JobState.RUNNING, JobState.FAILED, outcome="error", error="oom"
+        )
         held = await stores.quotas.admit("open", BOB, spec(count=3), "tiny", [1, 2, 3])
         # Recent history: 4.5 GPU seconds for 3 images of this size.
         assert held.estimate.gpu_seconds == pytest.approx(4.5)
@@ -83,11 +85,11 @@ async def test_a_job_requeued_after_a_crash_keeps_its_reservation_and_is_charged
 ) -> None:
     async with stores_with(PRICED) as stores:
         await stores.quotas.admit("job", BOB, spec(), "tiny", [1])
-        await stores.jobs.transition("job", JobState.RUNNING)
+        await stores.jobs.transition("job", JobState.QUEUED, JobState.RUNNING)
         # The bot died mid-run; at start the job goes back to the queue.
-        await stores.jobs.transition("job", JobState.QUEUED, outcome="requeued")
+        await stores.jobs.transition("job", JobState.RUNNING, JobState.QUEUED, outcome="requeued")
         assert await stores.count(Reservation) == 1
-        await stores.jobs.transition("job", JobState.RUNNING)
+        await stores.jobs.transition("job", JobState.QUEUED, JobState.RUNNING)
         await stores.jobs.succeed("job", 2.5, [])
         async with stores.sessions.begin() as session:
             job = await session.get(Job, "job")

@@ -124,7 +124,7 @@ async def test_the_estimate_scales_the_models_recent_gpu_time_by_pixels_steps_an
 ) -> None:
     first = await stores.quotas.admit("first", alice(), spec(), "tiny", [1])
     assert first.estimate.gpu_seconds == pytest.approx(10.0)  # the config default
-    await stores.jobs.transition("first", JobState.RUNNING)
+    await stores.jobs.transition("first", JobState.QUEUED, JobState.RUNNING)
     await stores.jobs.succeed("first", 4.0, [])  # 512x512, 30 steps, 1 image took 4 s
     bigger = await stores.quotas.admit(
         "bigger", alice(), spec(count=2, width=1024, steps=15), "tiny", [1, 2]

@@ -85,7 +85,7 @@ async def test_forget_me_waits_for_unfinished_jobs_and_a_ban_survives_it(stores:
     page = await stores.audit.query(action="user.forget")
     assert [e.outcome for e in page.entries] == ["refused"]
 
-    await stores.jobs.transition("queued", JobState.CANCELLED, outcome="cancelled")
+    await stores.jobs.transition("queued", JobState.QUEUED, JobState.CANCELLED, outcome="cancelled")
     await stores.users.ban(DANA.user_id, "raids", ADMIN)
     await stores.users.forget(DANA.user_id, ADMIN)
     assert await stores.users.ban_reason(DANA.user_id) == "raids"
