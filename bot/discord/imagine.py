@@ -26,9 +26,9 @@ from ..jobs.spec import (
     InputImage,
     Inputs,
     Options,
-    blocked_term,
     build_spec,
 )
+from ..moderation.blocklist import blocked_term
 from .errors import refuse
 from .queueing import queue_job
 

@@ -144,15 +144,6 @@ _FLAG = re.compile(
 )
 
 
-def blocked_term(text: str, terms: list[str]) -> str | None:
-    """The first blocked term `text` contains as a whole word or phrase, ignoring case."""
-    folded = clean_text(text).casefold()
-    for term in terms:
-        if re.search(rf"(?<!\w){re.escape(term.casefold())}(?!\w)", folded):
-            return term
-    return None
-
-
 def parse_prompt_flags(prompt: str) -> Options:
     """Read Midjourney-style flags written in the prompt: --ar 16:9 --seed 42 --no text."""
     values: dict[str, object] = {}

@@ -13,7 +13,6 @@ from bot.jobs.spec import (
     InputImage,
     Inputs,
     Options,
-    blocked_term,
     build_spec,
     clean_text,
     derived_spec,
@@ -203,16 +202,3 @@ def test_personal_defaults_fill_only_what_the_member_left_out() -> None:
     )
     assert (spec.steps, spec.negative_prompt) == (20, "text")  # given, then prompt flags
     assert spec.width > spec.height  # the member's own 16:9
-
-
-@pytest.mark.parametrize(
-    ("text", "found"),
-    [
-        ("a Gory scene", "gory"),
-        ("an allegory of spring", None),
-        ("red\u200bsplatter and gore", "gore"),
-        ("Blood  Moon rising", "blood moon"),
-    ],
-)
-def test_blocked_terms_match_whole_words_ignoring_case(text: str, found: str | None) -> None:
-    assert blocked_term(text, ["blood moon", "gore", "gory"]) == found
