@@ -31,6 +31,7 @@ from engine.protocol import (
     ModelSpec,
 )
 
+from ..moderation.blocklist import blocked_term as find_blocked
 from .errors import BadInput as BadInput
 from .prompt_language import (
     DEFAULT_MAX_PERMUTATIONS,
@@ -221,7 +222,7 @@ _BLOCKLIST_EXPANSIONS = 1024
 
 
 def blocked_term(text: str, terms: list[str]) -> str | None:
-    """The first blocked term `text` contains as a whole word or phrase, ignoring case.
+    """The blocked term `text` contains, however disguised (bot.moderation.blocklist).
 
     Each prompt its {…} choices make is read too, as `{go,}re` makes "gore".
     """
@@ -230,10 +231,9 @@ def blocked_term(text: str, terms: list[str]) -> str | None:
         texts = [cleaned, *expand_prompt(cleaned, _BLOCKLIST_EXPANSIONS)]
     except BadInput:
         texts = [cleaned]  # broken or too many choices: refused when the jobs are built
-    for term in terms:
-        pattern = re.compile(rf"(?<!\w){re.escape(term.casefold())}(?!\w)")
-        if any(pattern.search(candidate.casefold()) for candidate in texts):
-            return term
+    for candidate in texts:
+        if (found := find_blocked(candidate, terms)) is not None:
+            return found
     return None
 
 

@@ -1,0 +1,1 @@
+"""Moderation: what a prompt may not ask for, decided by pure functions."""
