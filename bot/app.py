@@ -20,6 +20,7 @@ from .discord.endpoints import use_endpoints
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .reports.console import AdminReports
+from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
 from .store.guilds import GuildStore
 from .store.jobs import JobStore
@@ -79,7 +80,9 @@ async def run_bot(config: Config, token: str) -> None:
         guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),
         delivery=delivery,
+        commands=CommandStore(sessions),
     )
+    imagine = ImagineCog(client, services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -89,8 +92,7 @@ async def run_bot(config: Config, token: str) -> None:
         await service.start()
         async with client:
             for cog in (
-                ImagineCog(services), JobsCog(client, services), MemberCog(services),
-                AdminCog(services),
+                imagine, JobsCog(client, services), MemberCog(services), AdminCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -102,6 +104,7 @@ async def run_bot(config: Config, token: str) -> None:
             if ready in done:
                 # Only a connected client can deliver: workers start now, not before.
                 await delivery.redeliver()
+                await imagine.replay_pending()
                 service.start_workers()
                 done, _ = await asyncio.wait(
                     {connection, stopping}, return_when=asyncio.FIRST_COMPLETED

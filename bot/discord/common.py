@@ -12,11 +12,13 @@ from ..config import AdminConfig, Config
 from ..jobs.service import JobService
 from ..reports.console import AdminReports
 from ..store.audit import Actor, AuditLog
+from ..store.commands import CommandStore
 from ..store.guilds import GuildStore
 from ..store.jobs import JobStore, Requester
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .delivery import Delivery
+from .webhooks import ORIGINAL, interaction_webhook
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Services:
     guilds: GuildStore
     reports: AdminReports
     delivery: Delivery
+    commands: CommandStore
 
     @property
     def store(self) -> JobStore:
@@ -104,3 +107,29 @@ async def tell_privately(interaction: discord.Interaction[Any], reason: str) -> 
             await interaction.delete_original_response()
     except discord.HTTPException as error:
         log.warning("could not tell the member about a refusal: %s", error)
+
+
+class Followup:
+    """Answers after a deferral, through the interaction's webhook: the same for a live
+    interaction and for a journaled one completed after a restart (while its token lives)."""
+
+    def __init__(self, client: discord.Client, token: str) -> None:
+        self.webhook = interaction_webhook(client, token)
+
+    @classmethod
+    def of(cls, interaction: discord.Interaction[Any]) -> Followup:
+        return cls(interaction.client, interaction.token)
+
+    async def refuse(self, reason: str) -> None:
+        """`reason` privately, and the public "thinking" reply removed."""
+        try:
+            await self.webhook.send(f"⚠️ {reason}", ephemeral=True)
+            await self.webhook.delete_message(ORIGINAL)
+        except discord.HTTPException as error:
+            log.warning("could not tell the member about a refusal: %s", error)
+
+    async def notice(self, text: str) -> None:
+        try:
+            await self.webhook.send(text, ephemeral=True)
+        except discord.HTTPException as error:
+            log.warning("could not send a notice: %s", error)

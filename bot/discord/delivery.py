@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import discord
@@ -34,13 +34,12 @@ from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_b
 from ..store.jobs import JobStore
 from ..store.models import Job, JobState, utcnow
 from .components import progress_view, result_view
+from .webhooks import ORIGINAL, interaction_webhook
 
 log = logging.getLogger(__name__)
 
 RESULT_COLOUR = discord.Colour.blurple()
 PREVIEW_NAME = "preview.png"
-# Discord's alias for an interaction's original response in webhook message routes.
-ORIGINAL = cast(int, "@original")
 # Interaction tokens live 15 minutes; stop using one a little before.
 TOKEN_LIFETIME = timedelta(minutes=14, seconds=30)
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
@@ -346,9 +345,8 @@ class Delivery:
         return Answer(content, embed, result_view(job), [[uploads[i] for i in m] for m in messages])
 
     def _webhook(self, job: Job) -> discord.Webhook:
-        application_id = self._client.application_id
-        assert application_id is not None and job.interaction_token is not None
-        return discord.Webhook.partial(application_id, job.interaction_token, client=self._client)
+        assert job.interaction_token is not None
+        return interaction_webhook(self._client, job.interaction_token)
 
     @staticmethod
     def _token_fresh(job: Job) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import audit, ledger
+from . import audit, commands, ledger
 from .ledger import FREE, Pricing
 from .models import (
     FINISHED,
@@ -50,6 +50,8 @@ class Requester:
     role_ids: tuple[int, ...] = ()
     # The largest upload Discord accepts in the reply, in bytes (None: Discord's default).
     upload_limit: int | None = None
+    # The journaled command (bot.store.commands) this job settles, if any.
+    command_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ async def upsert_user(session: AsyncSession, user_id: int, name: str | None = No
     await session.execute(statement.on_conflict_do_update(index_elements=[User.id], set_=refresh))
 
 
+async def settle_command(session: AsyncSession, requester: Requester, outcome: str) -> None:
+    """Settle the requester's journaled command in the caller's transaction (raises
+    commands.AlreadyHandled when an earlier run did, which rolls the transaction back)."""
+    if requester.command_id is not None:
+        await commands.settle(session, requester.command_id, outcome)
+
+
 def add_job(
     session: AsyncSession,
     job_id: str,
@@ -157,7 +166,9 @@ class JobStore:
         """Write the job (and its user, on first sight) before anyone is told it is queued."""
         async with self._sessions.begin() as session:
             await upsert_user(session, requester.user_id, requester.user_name)
-            return add_job(session, job_id, requester, spec, model, seeds)
+            job = add_job(session, job_id, requester, spec, model, seeds)
+            await settle_command(session, requester, f"queued {job_id}")
+            return job
 
     async def record_refusal(
         self,

@@ -29,7 +29,7 @@ from ..quota import (
 )
 from . import audit, ledger
 from .audit import Actor, user_target
-from .jobs import Requester, add_job, upsert_user
+from .jobs import Requester, add_job, settle_command, upsert_user
 from .ledger import Pricing
 from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, User, utcnow
 
@@ -165,7 +165,9 @@ class QuotaStore:
                     lane = in_quota_lane if over is None else Lane.RELAX
                     job = add_job(session, job_id, requester, spec, model, seeds, lane)
                     ledger.reserve(session, job, estimate)
+                    await settle_command(session, requester, f"queued {job_id}")
                     return Admission(job=job, lane=lane, estimate=estimate)
+            await settle_command(session, requester, f"refused: {refusal.message}")
             audit.record(
                 session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
                 actor_id=requester.user_id, guild_id=requester.guild_id,

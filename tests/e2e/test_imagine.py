@@ -32,7 +32,7 @@ async def test_imagine_replies_with_images_and_records_the_job(running_bot: Runn
     result = await ix.wait_for_original(finished, timeout=120)
 
     names = [attachment.filename for attachment in result.attachments]
-    assert names == ["grid.png", f"atelier-{job_id}-1.png", f"atelier-{job_id}-2.png"]
+    assert names == ["grid.jpg", f"atelier-{job_id}-1.png", f"atelier-{job_id}-2.png"]
     sizes = [Image.open(io.BytesIO(a.data)).size for a in result.attachments]
     assert sizes == [(128, 64), (64, 64), (64, 64)]
     embed = result.embeds[0]
@@ -40,7 +40,7 @@ async def test_imagine_replies_with_images_and_records_the_job(running_bot: Runn
     assert fields["Seeds"] == "#1: 1234, #2: 1235"
     assert fields["Prompt"] == "a lighthouse at dusk"
     assert fields["Model"] == "tiny" and fields["Size"] == "64×64"
-    assert embed["image"]["url"] == result.attachments[0].url  # attachment://grid.png
+    assert embed["image"]["url"] == result.attachments[0].url  # attachment://grid.jpg
 
     row = running_bot.job_row(job_id)
     assert row["state"] == "succeeded"

@@ -1,9 +1,18 @@
-"""/imagine: check the input, defer, save attachments, queue the job, say where it stands."""
+"""/imagine: check the input, journal it, defer, save attachments, queue the job.
+
+Before the deferral the command is written to the journal (bot.store.commands),
+one short insert; everything slow (downloads, decoding) comes after it. A bot
+killed at any instant after Discord shows "thinking" completes the command at
+its next start (`replay_pending`), through the same `_complete`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -30,11 +39,72 @@ from ...jobs.spec import (
     blocked_term,
     build_spec,
 )
-from ..common import Services, refuse
+from ...store.commands import NewCommand
+from ...store.jobs import Requester
+from ...store.models import ReceivedCommand
+from ..common import Followup, Services, refuse, requester_of
 from ..queueing import queue_job
 
+log = logging.getLogger(__name__)
 
-def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int) -> Inputs:
+COMMAND = "imagine"
+# How long the journal write may take before the deferral goes first (Discord allows 3 s).
+JOURNAL_BUDGET = 1.5
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """An attachment as Discord described it: enough to check it and fetch it later."""
+
+    url: str
+    size: int
+    width: int | None
+    height: int | None
+    content_type: str | None
+
+    @classmethod
+    def of(cls, attachment: discord.Attachment) -> AttachmentRef:
+        return cls(
+            attachment.url, attachment.size, attachment.width, attachment.height,
+            attachment.content_type,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One /imagine as journaled: who asked, the options as given, the attachments."""
+
+    requester: Requester
+    token: str
+    options: dict[str, Any]
+    attachments: dict[str, AttachmentRef]
+
+    def journal_row(self) -> NewCommand:
+        r = self.requester
+        assert r.interaction_id is not None
+        return NewCommand(
+            interaction_id=r.interaction_id, command=COMMAND, user_id=r.user_id,
+            user_name=r.user_name, guild_id=r.guild_id, channel_id=r.channel_id,
+            token=self.token, role_ids=list(r.role_ids), upload_limit=r.upload_limit,
+            options={"given": self.options,
+                     "attachments": {k: vars(v) for k, v in self.attachments.items()}},
+        )  # fmt: skip
+
+    @classmethod
+    def from_journal(cls, row: ReceivedCommand) -> Ticket:
+        requester = Requester(
+            user_id=row.user_id, user_name=row.user_name, guild_id=row.guild_id,
+            channel_id=row.channel_id, interaction_id=row.interaction_id,
+            interaction_token=row.token, role_ids=tuple(row.role_ids),
+            upload_limit=row.upload_limit, command_id=row.interaction_id,
+        )  # fmt: skip
+        attachments = {
+            role: AttachmentRef(**ref) for role, ref in row.options["attachments"].items()
+        }
+        return cls(requester, row.token or "", row.options["given"], attachments)
+
+
+def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> Inputs:
     """Inputs as Discord describes the attachments, to refuse before downloading anything."""
     declared = {}
     for role, attachment in attachments.items():
@@ -55,7 +125,8 @@ def _declared_inputs(attachments: dict[str, discord.Attachment], max_bytes: int)
 class ImagineCog(commands.Cog, name="Imagine"):
     """/imagine: the member's way in."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
         self.services = services
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
@@ -100,66 +171,127 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control_type: str | None = None,
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
     ) -> None:
-        services = self.services
-        service = services.jobs
+        given = {
+            "prompt": prompt, "negative": negative, "count": count, "seed": seed,
+            "steps": steps, "cfg": cfg, "aspect": aspect, "model": model, "sampler": sampler,
+            "strength": strength, "control_type": control_type, "control_scale": control_scale,
+        }  # fmt: skip
         attachments = {
-            role: attachment
+            role: AttachmentRef.of(attachment)
             for role, attachment in (("image", image), ("mask", mask), ("control", control))
             if attachment is not None
         }
-        max_bytes = int(services.config.generation.max_attachment_mb * 2**20)
+        requester = requester_of(interaction)
+        ticket = Ticket(requester, interaction.token, given, attachments)
+        refusal = await self._check(ticket)
+        if refusal is not None:
+            await refuse(interaction, self.services.store, COMMAND, refusal)
+            return
+        ticket = await self._journal_then_defer(interaction, ticket)
+        await self._complete(ticket)
+
+    async def _journal_then_defer(self, interaction: discord.Interaction, ticket: Ticket) -> Ticket:
+        """Write the journal row, then defer; if the database is slow, defer first (the
+        3 s limit) and write right after. A failed write is logged and the command is
+        handled anyway, only without the journal's protection."""
+        write = asyncio.ensure_future(self.services.commands.receive(ticket.journal_row()))
+        done, _ = await asyncio.wait({write}, timeout=JOURNAL_BUDGET)
+        if not done:
+            log.warning("journal write slower than %g s; deferring first", JOURNAL_BUDGET)
+        await interaction.response.defer(thinking=True)
+        try:
+            await write
+        except Exception:
+            log.exception("could not journal /imagine %s; handling it unjournaled", interaction.id)
+            return ticket
+        requester = ticket.requester
+        journaled = Requester(**{**vars(requester), "command_id": requester.interaction_id})
+        return Ticket(journaled, ticket.token, ticket.options, ticket.attachments)
+
+    async def replay_pending(self) -> None:
+        """At start: complete every /imagine acknowledged by a previous run but not handled."""
+        for row in await self.services.commands.pending():
+            if row.command == COMMAND:
+                log.info("completing /imagine %s received before the restart", row.interaction_id)
+                await self._complete(Ticket.from_journal(row))
+
+    async def _check(self, ticket: Ticket) -> str | None:
+        """What needs no download: the member, the words, the options; a refusal or None."""
+        services = self.services
+        requester = ticket.requester
+        banned = await services.users.ban_reason(requester.user_id)
+        if banned is not None:
+            return f"You cannot use this bot: {banned}"
+        given = ticket.options
+        terms = await services.guilds.blocked_terms(requester.guild_id)
+        blocked = blocked_term(f"{given['prompt']} {given['negative'] or ''}", terms)
+        if blocked is not None:
+            return f"Your prompt contains `{blocked}`, which this server does not allow."
+        try:
+            build_spec(
+                self._options(given), services.jobs.models, services.jobs.default_model,
+                _declared_inputs(ticket.attachments, self._max_bytes),
+                await services.users.defaults(requester.user_id),
+            )  # fmt: skip
+        except BadInput as error:
+            return str(error)
+        return None
+
+    async def _complete(self, ticket: Ticket) -> None:
+        """After the deferral: check again, fetch and check attachments, queue, answer."""
+        services = self.services
+        reply = Followup(self.bot, ticket.token)
+        requester = ticket.requester
+        refusal = await self._check(ticket)
+        inputs = Inputs()
+        if refusal is None:
+            try:
+                inputs = await self._save_attachments(ticket.attachments)
+                spec = build_spec(
+                    self._options(ticket.options), services.jobs.models,
+                    services.jobs.default_model, inputs,
+                    await services.users.defaults(requester.user_id),
+                )  # fmt: skip
+            except BadInput as error:
+                refusal = str(error)
+        if refusal is not None:
+            await reply.refuse(refusal)
+            await services.store.record_refusal(
+                f"{COMMAND}.refused", requester.user_id, requester.guild_id,
+                requester.channel_id, refusal,
+            )  # fmt: skip
+            if requester.command_id is not None:
+                await services.commands.settle(requester.command_id, f"refused: {refusal}")
+            return
+        if await queue_job(services, requester, spec, reply) and inputs.notices:
+            await reply.notice("\n".join(inputs.notices))
+
+    async def _save_attachments(self, attachments: dict[str, AttachmentRef]) -> Inputs:
+        if not attachments:
+            return Inputs()
+        storage = self.services.config.storage
+        urls = {role: ref.url for role, ref in attachments.items()}
+        data = await download_attachments(urls, self._max_bytes)
+        folder = storage.data_dir / "inputs" / secrets.token_hex(8)
+        return await asyncio.to_thread(save_inputs, data, folder, storage.data_dir, self._max_bytes)
+
+    @property
+    def _max_bytes(self) -> int:
+        return int(self.services.config.generation.max_attachment_mb * 2**20)
+
+    @staticmethod
+    def _options(given: dict[str, Any]) -> Options:
+        control_type = given["control_type"]
         try:
             kind = ControlType(control_type) if control_type else None
         except ValueError:
-            kind = None  # not one of the offered choices: reported below
-        banned = await services.users.ban_reason(interaction.user.id)
-        if banned is not None:
-            await refuse(
-                interaction, service.store, "imagine", f"You cannot use this bot: {banned}"
-            )
-            return
-        terms = await services.guilds.blocked_terms(interaction.guild_id)
-        blocked = blocked_term(f"{prompt} {negative or ''}", terms)
-        if blocked is not None:
-            reason = f"Your prompt contains `{blocked}`, which this server does not allow."
-            await refuse(interaction, service.store, "imagine", reason)
-            return
-        # The member's own defaults fill what this command leaves out.
-        personal = await services.users.defaults(interaction.user.id)
-        options = Options(
-            prompt=prompt, negative_prompt=negative, count=count, seed=seed, steps=steps,
-            cfg=cfg, aspect=aspect, model=model, sampler=sampler, strength=strength,
-            control_type=kind, control_scale=control_scale,
+            raise BadInput(f"Control type `{control_type}` is not one of the choices.") from None
+        return Options(
+            prompt=given["prompt"], negative_prompt=given["negative"], count=given["count"],
+            seed=given["seed"], steps=given["steps"], cfg=given["cfg"], aspect=given["aspect"],
+            model=given["model"], sampler=given["sampler"], strength=given["strength"],
+            control_type=kind, control_scale=given["control_scale"],
         )  # fmt: skip
-        try:
-            if control_type and kind is None:
-                raise BadInput(f"Control type `{control_type}` is not one of the choices.")
-            # Everything that needs no download is checked before the deferral.
-            build_spec(
-                options, service.models, service.default_model,
-                _declared_inputs(attachments, max_bytes), personal,
-            )  # fmt: skip
-        except BadInput as error:
-            await refuse(interaction, service.store, "imagine", str(error))
-            return
-        # Defer before downloading or touching the database: Discord allows 3 s.
-        await interaction.response.defer(thinking=True)
-        try:
-            inputs = Inputs()
-            if attachments:
-                urls = {role: attachment.url for role, attachment in attachments.items()}
-                data = await download_attachments(urls, max_bytes)
-                folder = services.config.storage.data_dir / "inputs" / secrets.token_hex(8)
-                inputs = await asyncio.to_thread(
-                    save_inputs, data, folder, services.config.storage.data_dir, max_bytes
-                )
-            spec = build_spec(options, service.models, service.default_model, inputs, personal)
-        except BadInput as error:
-            await refuse(interaction, service.store, "imagine", str(error))
-            return
-        await queue_job(services, interaction, spec)
-        if inputs.notices:
-            await interaction.followup.send("\n".join(inputs.notices), ephemeral=True)
 
     @imagine.autocomplete("model")
     async def model_names(

@@ -17,7 +17,7 @@ from engine.protocol import MAX_SEED, Mode
 from ...jobs.spec import InputImage, JobSpec, derived_spec
 from ...store.jobs import JobNotFound
 from ...store.models import JobState
-from ..common import Services, is_admin, refuse
+from ..common import Followup, Services, is_admin, refuse, requester_of
 from ..components import JOBS_COG, CancelButton, ImageButton
 from ..queueing import queue_job
 
@@ -73,7 +73,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             await refuse(interaction, store, command, reason)
             return
         await interaction.response.defer(thinking=True)
-        await queue_job(self.services, interaction, spec)
+        await queue_job(self.services, requester_of(interaction), spec, Followup.of(interaction))
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """Cancel a queued or running job: its owner's or an admin's click only."""
