@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def write_config(directory: Path, model_dir: Path, extra: str = "", steps: int = 3) -> Path:
-    """`directory`/config.toml serving `model_dir` as "tiny"; data goes to `directory`/data."""
+def write_config(
+    directory: Path, model_dir: Path, extra: str = "", steps: int = 3, engine: str = ""
+) -> Path:
+    """`directory`/config.toml serving `model_dir` as "tiny"; data goes to `directory`/data.
+
+    `extra` holds whole sections; `engine` more keys of the `[engine]` section."""
     path = directory / "config.toml"
     path.write_text(
         f"""{extra}
@@ -14,6 +18,7 @@ def write_config(directory: Path, model_dir: Path, extra: str = "", steps: int =
 devices = ["cpu"]
 default_model = "tiny"
 job_timeout = 120
+{engine}
 
 [models.tiny]
 source = "{model_dir}"

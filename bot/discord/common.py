@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +104,9 @@ async def tell_privately(interaction: discord.Interaction[Any], reason: str) -> 
         if not interaction.response.is_done():
             await interaction.response.send_message(message, ephemeral=True)
         else:
+            with contextlib.suppress(discord.NotFound):
+                await interaction.delete_original_response()
             await interaction.followup.send(message, ephemeral=True)
-            await interaction.delete_original_response()
     except discord.HTTPException as error:
         log.warning("could not tell the member about a refusal: %s", error)
 
@@ -121,10 +123,12 @@ class Followup:
         return cls(interaction.client, interaction.token)
 
     async def refuse(self, reason: str) -> None:
-        """`reason` privately, and the public "thinking" reply removed."""
+        """`reason` privately, once the public "thinking" reply is removed (Discord makes
+        the first follow-up after a public deferral replace it, publicly)."""
+        with contextlib.suppress(discord.NotFound):
+            await self.webhook.delete_message(ORIGINAL)
         try:
             await self.webhook.send(f"⚠️ {reason}", ephemeral=True)
-            await self.webhook.delete_message(ORIGINAL)
         except discord.HTTPException as error:
             log.warning("could not tell the member about a refusal: %s", error)
 

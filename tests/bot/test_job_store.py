@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 
-from bot.store.jobs import JobStore, Requester
+import pytest
+
+from bot.store.jobs import IllegalTransition, JobStore, QueuedRow, Requester
 from bot.store.models import JobState
 
 
@@ -19,3 +23,69 @@ async def test_a_new_members_simultaneous_first_jobs_are_both_recorded(store: Jo
         assert (stored.user_id, stored.state) == (42, JobState.QUEUED)
         trail = await store.audit_trail(f"job{n}")
         assert [entry.action for entry in trail] == ["job.queued"]
+
+
+ALICE = Requester(user_id=1, user_name="alice", channel_id=7)
+BOB = Requester(user_id=2, user_name="bob", channel_id=7)
+
+
+def spec(count: int = 1) -> dict[str, object]:
+    return {"prompt": "x", "model": "tiny", "width": 64, "height": 64, "steps": 3,
+            "cfg": 7.0, "sampler": "Euler", "seed": 1, "count": count}  # fmt: skip
+
+
+def first_waiting(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+    return [rows[0].job_id]
+
+
+async def test_a_transition_from_an_unexpected_state_is_refused_and_nothing_written(
+    store: JobStore,
+) -> None:
+    await store.create("job", ALICE, spec(), "tiny", [1])
+    await store.transition("job", JobState.QUEUED, JobState.RUNNING)
+    await store.succeed("job", 1.0, [])
+    # A late error must not flip a succeeded job to failed.
+    with pytest.raises(IllegalTransition):
+        await store.transition("job", JobState.RUNNING, JobState.FAILED, error="late")
+    with pytest.raises(IllegalTransition):
+        await store.transition("job", JobState.SUCCEEDED, JobState.QUEUED)
+    job = await store.get("job")
+    assert (job.state, job.error) == (JobState.SUCCEEDED, None)
+    actions = [entry.action for entry in await store.audit_trail("job")]
+    assert actions == ["job.queued", "job.running", "job.succeeded"]
+
+
+async def test_concurrent_claims_never_take_the_same_job_twice(store: JobStore) -> None:
+    for n in range(6):
+        await store.create(f"job{n}", ALICE if n % 2 else BOB, spec(), "tiny", [n])
+    window = timedelta(hours=1)
+    claimed = await asyncio.gather(
+        *(store.claim(f"gpu{n}", first_waiting, window) for n in range(8))
+    )
+    ids = [job.id for batch in claimed for job in batch]
+    assert sorted(ids) == [f"job{n}" for n in range(6)]
+    for job_id in ids:
+        job = await store.get(job_id)
+        assert (job.state, job.attempts) == (JobState.RUNNING, 1)
+
+
+async def test_a_run_cut_off_twice_is_failed_not_retried(store: JobStore) -> None:
+    await store.create("job", ALICE, spec(), "tiny", [1])
+    window = timedelta(hours=1)
+    await store.claim("gpu", first_waiting, window)
+    (requeued,) = await store.requeue_interrupted("the bot died")
+    assert requeued.state is JobState.QUEUED
+    await store.claim("gpu", first_waiting, window)
+    (failed,) = await store.requeue_interrupted("the bot died")
+    assert failed.state is JobState.FAILED
+    assert "2 times; not retried" in (failed.error or "")
+
+
+async def test_a_job_is_marked_delivered_only_once(store: JobStore) -> None:
+    await store.create("job", ALICE, spec(), "tiny", [1])
+    await store.transition("job", JobState.QUEUED, JobState.CANCELLED, "cancelled")
+    assert [job.id for job in await store.undelivered()] == ["job"]
+    assert await store.mark_delivered("job", 123, "reply")
+    assert not await store.mark_delivered("job", 456, "channel")
+    assert await store.undelivered() == []
+    assert (await store.get("job")).message_id == 123

@@ -177,6 +177,7 @@ def interaction_envelope(
     channel_id: int,
     locale: str,
     message: JSON | None = None,
+    upload_limit: int = ATTACHMENT_SIZE_LIMIT,
 ) -> JSON:
     """The INTERACTION_CREATE fields every guild interaction carries."""
     payload: JSON = {
@@ -200,7 +201,7 @@ def interaction_envelope(
         "entitlements": [],
         "authorizing_integration_owners": {"0": str(world.guild_id)},
         "context": 0,
-        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+        "attachment_size_limit": upload_limit,
     }
     if message is not None:
         payload["message"] = message

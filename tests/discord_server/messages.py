@@ -139,6 +139,14 @@ class MessageStore:
 
     # -- messages -------------------------------------------------------------------------
 
+    def with_nonce(self, channel_id: int, nonce: str) -> Message | None:
+        """The newest version of the channel's message created with `nonce`, if any."""
+        for stored in self._messages.values():
+            first = stored.versions[0]
+            if stored.channel_id == channel_id and first.payload.get("nonce") == nonce:
+                return stored.versions[-1]
+        return None
+
     def create(
         self,
         channel_id: int,

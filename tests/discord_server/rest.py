@@ -175,6 +175,11 @@ class RestApi:
             state.schema_errors.append(f"{request.method} {path}: {exc}")
             response = error(400, 50109, "The request body contains invalid JSON.")
         else:
+            if sum(len(upload.data) for upload in record.uploads) > state.upload_limit:
+                response = error(413, 40005, "Request entity too large")
+                record.status = response.status
+                state.signal.notify()
+                return response
             response = await self._respond(request, record, is_api=api is not None)
         finally:
             state.signal.notify()
@@ -487,8 +492,14 @@ class RestApi:
         needed = VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if req.uploads else 0)
         if allowed & needed != needed:
             raise _Reject(403, 50013, "Missing Permissions")
+        body = req.json_object()
+        if body.get("enforce_nonce") and body.get("nonce") is not None:
+            # As Discord does: a retried post with the same nonce returns the first message.
+            earlier = state.messages.with_nonce(channel_id, str(body["nonce"]))
+            if earlier is not None:
+                return json_response(earlier.payload)
         message = state.messages.create(
-            channel_id, req.json_object(), req.uploads, author_id=state.world.bot_user_id
+            channel_id, body, req.uploads, author_id=state.world.bot_user_id
         )
         await self._dispatch_message("MESSAGE_CREATE", message)
         return json_response(message.payload)

@@ -60,14 +60,17 @@ class LocalDiscord:
         spec_path: Path | None = DEFAULT_SPEC_PATH,
         host: str = "127.0.0.1",
         port: int = 0,
+        upload_limit: int = ATTACHMENT_SIZE_LIMIT,
     ) -> None:
         """`callback_deadline`: seconds after which Discord forgets an unanswered interaction
         (10062); None disables it. `spec_path`: Discord's OpenAPI spec; validation is
-        skipped when None or when the file is absent."""
+        skipped when None or when the file is absent. `upload_limit`: the interactions'
+        `attachment_size_limit`, enforced on uploads (413, code 40005)."""
         self._state = ServerState(
             guild_name=guild_name,
             callback_deadline=callback_deadline,
             token_lifetime=token_lifetime,
+            upload_limit=upload_limit,
         )
         self._validator = OpenApiValidator.load(spec_path) if spec_path is not None else None
         self._gateway = Gateway(self._state, lambda: self.gateway_url)
@@ -523,6 +526,7 @@ class LocalDiscord:
             channel_id=channel_id,
             locale=locale,
             message=message.payload if message is not None else None,
+            upload_limit=state.upload_limit,
         )
         handle = InteractionHandle(
             interaction_id=interaction_id,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .interactions import InteractionHandle
 from .messages import MessageStore
 from .models import JSON, ChangeSignal, Fault, RequestRecord, Snowflakes
-from .world import World
+from .world import ATTACHMENT_SIZE_LIMIT, World
 
 
 @dataclass
@@ -67,7 +67,12 @@ class CommandStore:
 
 class ServerState:
     def __init__(
-        self, *, guild_name: str, callback_deadline: float | None, token_lifetime: float
+        self,
+        *,
+        guild_name: str,
+        callback_deadline: float | None,
+        token_lifetime: float,
+        upload_limit: int = ATTACHMENT_SIZE_LIMIT,
     ) -> None:
         self.ids = Snowflakes()
         self.world = World(self.ids, guild_name)
@@ -77,6 +82,8 @@ class ServerState:
         self.bot_token = "Atelier." + secrets.token_urlsafe(24)
         self.callback_deadline = callback_deadline
         self.token_lifetime = token_lifetime
+        # What interactions announce as `attachment_size_limit`; larger uploads get 413.
+        self.upload_limit = upload_limit
         self.interactions: dict[int, InteractionHandle] = {}
         self.interactions_by_token: dict[str, InteractionHandle] = {}
         self.requests: list[RequestRecord] = []

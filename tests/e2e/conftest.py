@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -63,6 +64,12 @@ class RunningBot:
         assert await self.stop() == 0, self.log.read_text(errors="replace")
         await self.start()
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: nothing gets to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+
     def rows(self, sql: str, **params: object) -> list[dict[str, object]]:
         """Run one query against the bot's SQLite file, as another process would."""
         engine = create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
@@ -86,7 +93,13 @@ class RunningBot:
         return row
 
 
-def bot_config(directory: Path, server: LocalDiscord, models: dict[str, Path]) -> Path:
+def bot_config(
+    directory: Path,
+    server: LocalDiscord,
+    models: dict[str, Path],
+    extra: str = "",
+    engine: str = "",
+) -> Path:
     discord = f"""
 [discord]
 api_base = "{server.api_base}"
@@ -103,8 +116,9 @@ currency = "EUR"
 
 [admin]
 user_ids = [{server.owner_id}]
+{extra}
 """
-    config = write_config(directory, models["sd15"], extra=discord, steps=4)
+    config = write_config(directory, models["sd15"], extra=discord, steps=4, engine=engine)
     # The tiny model gets a scribble ControlNet and a dedicated inpainting checkpoint.
     config.write_text(
         config.read_text()
@@ -114,23 +128,39 @@ user_ids = [{server.owner_id}]
     return config
 
 
+Launch = Callable[..., Awaitable[RunningBot]]
+
+
 @pytest.fixture
-async def running_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[RunningBot]:
-    server = LocalDiscord()
-    await server.start()
-    config = bot_config(tmp_path, server, tiny_model_set)
-    bot = RunningBot(server, config, tmp_path / "data", tmp_path / "bot.log")
-    code: int | None = None
-    try:
+async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[Launch]:
+    """Start `atelier run` against a fresh local server; `extra` config sections,
+    `engine` keys and the server's options may be given. Each bot is stopped, and
+    its log checked, at the end of the test."""
+    launched: list[RunningBot] = []
+
+    async def launch(extra: str = "", engine: str = "", **server_options: Any) -> RunningBot:
+        server = LocalDiscord(**server_options)
+        await server.start()
+        folder = tmp_path / f"bot{len(launched)}"
+        folder.mkdir()
+        config = bot_config(folder, server, tiny_model_set, extra, engine)
+        bot = RunningBot(server, config, folder / "data", folder / "bot.log")
+        launched.append(bot)
         await bot.start()
-        yield bot
-    finally:
-        if bot.process is not None:
-            code = await bot.stop()
-        await server.stop()
-    logged = bot.log.read_text(errors="replace")
-    print(logged)  # shown by pytest when the test fails
-    assert code == 0, logged
-    assert server.bot_token not in logged  # the secret never reaches a log
-    assert server.schema_errors == []
-    assert server.unhandled == []
+        return bot
+
+    yield launch
+    for bot in launched:
+        code = await bot.stop() if bot.process is not None else None
+        await bot.server.stop()
+        logged = bot.log.read_text(errors="replace")
+        print(logged)  # shown by pytest when the test fails
+        assert code == 0, logged
+        assert bot.server.bot_token not in logged  # the secret never reaches a log
+        assert bot.server.schema_errors == []
+        assert bot.server.unhandled == []
+
+
+@pytest.fixture
+async def running_bot(launch_bot: Launch) -> RunningBot:
+    return await launch_bot()

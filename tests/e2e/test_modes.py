@@ -132,8 +132,11 @@ async def test_impossible_inputs_are_refused_privately_before_queueing(
         if callback.type == 4:  # refused before the deferral
             assert callback.data["flags"] & 64, message
             text = callback.data["content"]
-        else:  # refused after downloading: the deferred reply says why
-            text = (await ix.wait_for_original(lambda m: "⚠️" in m.content, timeout=10)).content
+        else:  # refused after downloading: privately, and the public "thinking" reply removed
+            refusal = await ix.wait_for_followup(lambda m: "⚠️" in m.content, timeout=10)
+            assert refusal.ephemeral, message
+            text = refusal.content
+            assert ix.original is None or ix.original.deleted, message
         assert message in text
     refusals = await running_bot.wait_for_rows(
         "select count(*) as n from audit_log where action = 'imagine.refused' having n = 4"

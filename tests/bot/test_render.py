@@ -1,0 +1,27 @@
+"""Fitting a result into Discord's upload limit."""
+
+from __future__ import annotations
+
+from bot.render import UPLOAD_OVERHEAD, pack_uploads
+
+MIB = 2**20
+
+
+def test_four_1024_pngs_and_a_grid_fit_the_default_limit_in_two_messages() -> None:
+    # A 1024x1024 PNG of a detailed image is about 1.5-3 MB; the grid JPEG well under 1 MB.
+    sizes = [600_000, 3 * MIB, 3 * MIB, 3 * MIB, 3 * MIB]
+    messages, too_large = pack_uploads(sizes, 10 * MIB)
+    assert too_large == []
+    assert sorted(i for m in messages for i in m) == [0, 1, 2, 3, 4]
+    assert all(sum(sizes[i] for i in m) <= 10 * MIB - UPLOAD_OVERHEAD for m in messages)
+    assert len(messages) == 2
+
+
+def test_a_file_larger_than_the_limit_is_left_for_the_buttons() -> None:
+    messages, too_large = pack_uploads([100, 20 * MIB, 100], 10 * MIB)
+    assert messages == [[0, 2]] and too_large == [1]
+
+
+def test_no_message_carries_more_than_ten_files() -> None:
+    messages, _ = pack_uploads([10] * 23, 10 * MIB)
+    assert [len(m) for m in messages] == [10, 10, 3]
