@@ -83,6 +83,7 @@ async def run_bot(config: Config, token: str) -> None:
         commands=CommandStore(sessions),
     )
     imagine = ImagineCog(client, services)
+    job_buttons = JobsCog(client, services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +93,7 @@ async def run_bot(config: Config, token: str) -> None:
         await service.start()
         async with client:
             for cog in (
-                imagine, JobsCog(client, services), MemberCog(services), AdminCog(services),
+                imagine, job_buttons, MemberCog(services), AdminCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -105,6 +106,7 @@ async def run_bot(config: Config, token: str) -> None:
                 # Only a connected client can deliver: workers start now, not before.
                 await delivery.redeliver()
                 await imagine.replay_pending()
+                await job_buttons.replay_pending()
                 service.start_workers()
                 done, _ = await asyncio.wait(
                     {connection, stopping}, return_when=asyncio.FIRST_COMPLETED

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +16,10 @@ from ..config import AdminConfig, Config
 from ..jobs.service import JobService
 from ..reports.console import AdminReports
 from ..store.audit import Actor, AuditLog
-from ..store.commands import CommandStore
+from ..store.commands import CommandStore, NewCommand
 from ..store.guilds import GuildStore
 from ..store.jobs import JobStore, Requester
+from ..store.models import ReceivedCommand
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .delivery import Delivery
@@ -66,6 +70,58 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
         role_ids=tuple(roles_of(interaction)),
         upload_limit=interaction.filesize_limit,
     )
+
+
+# How long the journal write may take before the deferral goes first (Discord allows 3 s).
+JOURNAL_BUDGET = 1.5
+
+
+async def journal_then_defer(
+    services: Services, interaction: discord.Interaction[Any], command: str, options: dict[str, Any]
+) -> Requester:
+    """Write the command to the journal (one short insert), then defer; if the database
+    is slow, defer first and write right after. The requester returned carries the
+    journal row to settle when the job is queued. A failed write is logged and the
+    command handled anyway, only without the journal's protection."""
+    requester = requester_of(interaction)
+    row = NewCommand(
+        interaction_id=interaction.id, command=command, user_id=requester.user_id,
+        user_name=requester.user_name, guild_id=requester.guild_id,
+        channel_id=requester.channel_id, token=interaction.token, options=options,
+        role_ids=list(requester.role_ids), upload_limit=requester.upload_limit,
+    )  # fmt: skip
+    write = asyncio.ensure_future(services.commands.receive(row))
+    done, _ = await asyncio.wait({write}, timeout=JOURNAL_BUDGET)
+    if not done:
+        log.warning("journal write slower than %g s; deferring first", JOURNAL_BUDGET)
+    await interaction.response.defer(thinking=True)
+    try:
+        await write
+    except Exception:
+        log.exception("could not journal %s %s; handling it unjournaled", command, interaction.id)
+        return requester
+    return dataclasses.replace(requester, command_id=interaction.id)
+
+
+def requester_from_journal(row: ReceivedCommand) -> Requester:
+    """The requester of a journaled command, to complete it after a restart."""
+    return Requester(
+        user_id=row.user_id, user_name=row.user_name, guild_id=row.guild_id,
+        channel_id=row.channel_id, interaction_id=row.interaction_id,
+        interaction_token=row.token, role_ids=tuple(row.role_ids),
+        upload_limit=row.upload_limit, command_id=row.interaction_id,
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def settled_on_error(services: Services, row: ReceivedCommand) -> AsyncIterator[None]:
+    """Completing a journaled command at start: an unexpected error is logged and the
+    command settled, so one bad command cannot fail every start after it."""
+    try:
+        yield
+    except Exception:
+        log.exception("could not complete %s %s; dropping it", row.command, row.interaction_id)
+        await services.commands.settle(row.interaction_id, "failed: internal error")
 
 
 def is_admin(admin: AdminConfig, interaction: discord.Interaction[Any]) -> bool:

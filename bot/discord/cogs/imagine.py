@@ -39,17 +39,22 @@ from ...jobs.spec import (
     blocked_term,
     build_spec,
 )
-from ...store.commands import NewCommand
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
-from ..common import Followup, Services, refuse, requester_of
+from ..common import (
+    Followup,
+    Services,
+    journal_then_defer,
+    refuse,
+    requester_from_journal,
+    requester_of,
+    settled_on_error,
+)
 from ..queueing import queue_job
 
 log = logging.getLogger(__name__)
 
 COMMAND = "imagine"
-# How long the journal write may take before the deferral goes first (Discord allows 3 s).
-JOURNAL_BUDGET = 1.5
 
 
 @dataclass(frozen=True)
@@ -79,29 +84,18 @@ class Ticket:
     options: dict[str, Any]
     attachments: dict[str, AttachmentRef]
 
-    def journal_row(self) -> NewCommand:
-        r = self.requester
-        assert r.interaction_id is not None
-        return NewCommand(
-            interaction_id=r.interaction_id, command=COMMAND, user_id=r.user_id,
-            user_name=r.user_name, guild_id=r.guild_id, channel_id=r.channel_id,
-            token=self.token, role_ids=list(r.role_ids), upload_limit=r.upload_limit,
-            options={"given": self.options,
-                     "attachments": {k: vars(v) for k, v in self.attachments.items()}},
-        )  # fmt: skip
+    def journal_options(self) -> dict[str, Any]:
+        return {
+            "given": self.options,
+            "attachments": {role: vars(ref) for role, ref in self.attachments.items()},
+        }
 
     @classmethod
     def from_journal(cls, row: ReceivedCommand) -> Ticket:
-        requester = Requester(
-            user_id=row.user_id, user_name=row.user_name, guild_id=row.guild_id,
-            channel_id=row.channel_id, interaction_id=row.interaction_id,
-            interaction_token=row.token, role_ids=tuple(row.role_ids),
-            upload_limit=row.upload_limit, command_id=row.interaction_id,
-        )  # fmt: skip
         attachments = {
             role: AttachmentRef(**ref) for role, ref in row.options["attachments"].items()
         }
-        return cls(requester, row.token or "", row.options["given"], attachments)
+        return cls(requester_from_journal(row), row.token or "", row.options["given"], attachments)
 
 
 def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> Inputs:
@@ -187,33 +181,18 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if refusal is not None:
             await refuse(interaction, self.services.store, COMMAND, refusal)
             return
-        ticket = await self._journal_then_defer(interaction, ticket)
-        await self._complete(ticket)
-
-    async def _journal_then_defer(self, interaction: discord.Interaction, ticket: Ticket) -> Ticket:
-        """Write the journal row, then defer; if the database is slow, defer first (the
-        3 s limit) and write right after. A failed write is logged and the command is
-        handled anyway, only without the journal's protection."""
-        write = asyncio.ensure_future(self.services.commands.receive(ticket.journal_row()))
-        done, _ = await asyncio.wait({write}, timeout=JOURNAL_BUDGET)
-        if not done:
-            log.warning("journal write slower than %g s; deferring first", JOURNAL_BUDGET)
-        await interaction.response.defer(thinking=True)
-        try:
-            await write
-        except Exception:
-            log.exception("could not journal /imagine %s; handling it unjournaled", interaction.id)
-            return ticket
-        requester = ticket.requester
-        journaled = Requester(**{**vars(requester), "command_id": requester.interaction_id})
-        return Ticket(journaled, ticket.token, ticket.options, ticket.attachments)
+        journaled = await journal_then_defer(
+            self.services, interaction, COMMAND, ticket.journal_options()
+        )
+        await self._complete(Ticket(journaled, ticket.token, given, attachments))
 
     async def replay_pending(self) -> None:
         """At start: complete every /imagine acknowledged by a previous run but not handled."""
         for row in await self.services.commands.pending():
             if row.command == COMMAND:
                 log.info("completing /imagine %s received before the restart", row.interaction_id)
-                await self._complete(Ticket.from_journal(row))
+                async with settled_on_error(self.services, row):
+                    await self._complete(Ticket.from_journal(row))
 
     async def _check(self, ticket: Ticket) -> str | None:
         """What needs no download: the member, the words, the options; a refusal or None."""

@@ -7,6 +7,7 @@ stored output file, never Discord's attachment link (which expires).
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import discord
@@ -17,11 +18,22 @@ from engine.protocol import MAX_SEED, Mode
 from ...jobs.spec import InputImage, JobSpec, derived_spec
 from ...store.jobs import JobNotFound
 from ...store.models import JobState
-from ..common import Followup, Services, is_admin, refuse, requester_of
+from ..common import (
+    Followup,
+    Services,
+    is_admin,
+    journal_then_defer,
+    refuse,
+    requester_from_journal,
+    settled_on_error,
+)
 from ..components import JOBS_COG, CancelButton, ImageButton
 from ..queueing import queue_job
 
+log = logging.getLogger(__name__)
+
 _ACTIONS = {"v": Mode.VARIATION, "u": Mode.UPSCALE}
+DERIVED_COMMANDS = frozenset(f"button.{mode}" for mode in _ACTIONS.values())
 
 
 class JobsCog(commands.Cog, name=JOBS_COG):
@@ -72,8 +84,21 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             reason = f"Image {number} is already as large as Atelier makes images."
             await refuse(interaction, store, command, reason)
             return
-        await interaction.response.defer(thinking=True)
-        await queue_job(self.services, requester_of(interaction), spec, Followup.of(interaction))
+        requester = await journal_then_defer(
+            self.services, interaction, command, {"spec": spec.model_dump(mode="json")}
+        )
+        await queue_job(self.services, requester, spec, Followup.of(interaction))
+
+    async def replay_pending(self) -> None:
+        """At start: queue every V/U click acknowledged by a previous run but not handled."""
+        for row in await self.services.commands.pending():
+            if row.command in DERIVED_COMMANDS:
+                log.info("completing %s %s received before the restart", row.command,
+                         row.interaction_id)  # fmt: skip
+                async with settled_on_error(self.services, row):
+                    spec = JobSpec.model_validate(row.options["spec"])
+                    reply = Followup(self.bot, row.token or "")
+                    await queue_job(self.services, requester_from_journal(row), spec, reply)
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """Cancel a queued or running job: its owner's or an admin's click only."""
