@@ -69,7 +69,7 @@ async def run_bot(config: Config, token: str) -> None:
     client = AtelierBot(config.discord)
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
-        service.queue_position,
+        service.queue_place,
     )  # fmt: skip
     service.add_listener(delivery)
     services = Services(

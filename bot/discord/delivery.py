@@ -19,18 +19,23 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import discord
+from sqlalchemy.exc import OperationalError
 
 from engine.protocol import Progress
 
+from ..jobs.service import QueuePlace
 from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
+from ..store.db import persist
 from ..store.jobs import JobStore
 from ..store.models import Job, JobState, utcnow
 from .components import progress_view, result_view
@@ -101,13 +106,13 @@ class Delivery:
         store: JobStore,
         data_dir: Path,
         interval: float,
-        queue_position: Callable[[str], Awaitable[int | None]] | None = None,
+        queue_place: Callable[[str], Awaitable[QueuePlace | None]] | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._data_dir = data_dir
         self._interval = interval
-        self._queue_position = queue_position
+        self._queue_place = queue_place
         self._tasks: set[asyncio.Task[None]] = set()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._latest: dict[str, str] = {}
@@ -137,13 +142,13 @@ class Delivery:
 
     # -- queueing and start ---------------------------------------------------------------
 
-    async def announce_queued(self, job: Job, position: int, template: str) -> None:
+    async def announce_queued(self, job: Job, place: QueuePlace, template: str) -> None:
         """Show the queued job with its Cancel button, remember the reply's message id
         (to edit it later, also after a restart), and follow the job from now on.
 
-        `template` holds `{where}`, kept current with the job's queue position.
+        `template` holds `{where}`, kept current with the job's place in the queue.
         """
-        text = template.format(where=_where(position))
+        text = template.format(where=_where(place))
         try:
             message = await self._webhook(job).edit_message(
                 ORIGINAL, content=text, view=progress_view(job.id)
@@ -151,6 +156,8 @@ class Delivery:
             await self._store.record_message(job.id, message.id)
         except discord.HTTPException as error:
             log.info("job %s: could not show it queued (%s)", job.id, error)
+        except OperationalError as error:  # only a shortcut for later edits: "@original" works
+            log.warning("job %s: could not record its message id (%s)", job.id, error)
         if job.id not in self._latest:  # not already started meanwhile
             self._queued[job.id] = template
             self._show(job, text)
@@ -211,10 +218,10 @@ class Delivery:
     async def _with_position(self, job_id: str, text: str) -> str:
         """A queued job's line keeps its position current."""
         template = self._queued.get(job_id)
-        if template is None or self._queue_position is None:
+        if template is None or self._queue_place is None:
             return text
-        position = await self._queue_position(job_id)
-        return text if position is None else template.format(where=_where(position))
+        place = await self._queue_place(job_id)
+        return text if place is None else template.format(where=_where(place))
 
     async def _stop_following(self, job_id: str) -> None:
         follower = self._followers.pop(job_id, None)
@@ -234,7 +241,7 @@ class Delivery:
             return
         self._delivering.add(job.id)
         try:
-            job = await self._store.get(job.id)  # the newest row (outputs, message id)
+            job = await persist(partial(self._store.get, job.id))  # the newest row
             if job.delivered_at is not None:
                 return
             for delay in (*RETRY_DELAYS, None):
@@ -249,7 +256,7 @@ class Delivery:
                                 error, delay)  # fmt: skip
                     await asyncio.sleep(delay)
                     continue
-                await self._store.mark_delivered(job.id, message_id, how)
+                await persist(partial(self._store.mark_delivered, job.id, message_id, how))
                 log.info("job %s: delivered (%s)", job.id, how)
                 return
         finally:
@@ -372,5 +379,9 @@ def _gone(error: discord.HTTPException) -> bool:
     return error.status in (401, 403, 404) or error.code in GONE_CODES
 
 
-def _where(position: int) -> str:
-    return "next in line" if position <= 1 else f"position {position} in queue"
+def _where(place: QueuePlace) -> str:
+    if place.position <= 1:
+        return "next in line"
+    minutes = math.ceil(place.eta_seconds / 60)
+    start = "starts in under a minute" if minutes <= 1 else f"starts in about {minutes} min"
+    return f"position {place.position} in queue, {start}"

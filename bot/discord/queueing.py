@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..jobs.service import QueueFull
+from ..jobs.service import QueueFull, QueuePlace
 from ..jobs.spec import JobSpec
 from ..store.commands import AlreadyHandled
 from ..store.jobs import Requester
@@ -51,5 +51,6 @@ async def queue_job(
     template = f"⏳ Job `{job.id}` queued ({{where}}): " + details.replace("{", "{{").replace(
         "}", "}}"
     )
-    await services.delivery.announce_queued(job, submitted.queue_position, template)
+    place = QueuePlace(submitted.queue_position, submitted.eta_seconds)
+    await services.delivery.announce_queued(job, place, template)
     return job

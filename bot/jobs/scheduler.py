@@ -16,7 +16,7 @@ rules members rely on are tested on their own (tests/bot/test_scheduler.py):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,6 +31,7 @@ class Waiting:
 
     job_id: str
     user_id: int
+    model: str
     lane: Lane
     queued_at: datetime
     images: int
@@ -70,6 +71,17 @@ def fair_order(waiting: Sequence[Waiting], served: Mapping[int, float]) -> list[
         if queues[user]:
             heapq.heappush(heap, entry(user))
     return order
+
+
+def for_engine(
+    order: Sequence[Waiting], loaded_here: Set[str], loaded_on_idle_engines: Set[str]
+) -> list[Waiting]:
+    """The fair order as one engine should take it: a job whose model another idle
+    engine already holds (and this one does not) is left to that engine, so a model is
+    not loaded twice while a free engine that has it waits. Order is kept otherwise."""
+    return [
+        job for job in order if job.model in loaded_here or job.model not in loaded_on_idle_engines
+    ]
 
 
 def next_batch(order: Sequence[Waiting], max_images: int) -> list[Waiting]:

@@ -20,22 +20,21 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from sqlalchemy.exc import OperationalError
-
 from engine.protocol import ErrorCode, JobError, JobResult, ModelSpec, Progress, Status
 
 from ..config import QueueConfig
+from ..store.db import persist
 from ..store.jobs import IllegalTransition, JobStore, NewOutput, QueuedRow, Requester
 from ..store.models import Job, JobState, Lane
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess, JobFailed
-from .scheduler import Waiting, fair_order, next_batch
+from .scheduler import Waiting, fair_order, for_engine, next_batch
 from .spec import JobSpec, batch_key
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,6 @@ T = TypeVar("T")
 POLL_SECONDS = 1.0
 # Restarting a dead worker or a crashing engine backs off up to this.
 MAX_BACKOFF = 60.0
-# A finishing write retries this long while the database is locked or busy.
-PERSIST_SECONDS = 120.0
 
 
 class JobListener(Protocol):
@@ -69,10 +66,17 @@ class QueueFull(Refused):
 
 
 @dataclass(frozen=True)
+class QueuePlace:
+    position: int  # 1: the next job to run
+    eta_seconds: float  # the estimated GPU time of the jobs ahead, shared by the engines
+
+
+@dataclass(frozen=True)
 class Submitted:
     job: Job
     queue_position: int
     lane: Lane = Lane.NORMAL  # relax: over quota, runs when no in-quota job waits
+    eta_seconds: float = 0.0
 
 
 def new_job_id() -> str:
@@ -84,6 +88,7 @@ def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
     return Waiting(
         job_id=row.job_id,
         user_id=row.user_id,
+        model=spec.model,
         lane=row.lane,
         queued_at=row.queued_at,
         images=row.images,
@@ -120,6 +125,9 @@ class JobService:
         self._listeners: list[JobListener] = []
         self._supervisors: list[asyncio.Task[None]] = []
         self._running: dict[str, EngineProcess] = {}
+        # The models each engine ran last (what it most likely holds) and which are idle.
+        self._loaded: dict[str, set[str]] = {engine.device: set() for engine in engines}
+        self._idle: set[str] = set()
         self._cancelled_by: dict[str, int | None] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -179,16 +187,27 @@ class JobService:
             lane = Lane.PRIORITY if priority else Lane.NORMAL
             job = (await self._quotas.admit(*args, in_quota_lane=lane)).job
         self._wake.set()
-        position = await self.queue_position(job_id) or 1
+        place = await self.queue_place(job_id) or QueuePlace(1, 0.0)
         log.info(
             "job %s: queued at position %d (%s lane) by user %d",
-            job_id, position, job.lane, requester.user_id,
+            job_id, place.position, job.lane, requester.user_id,
         )  # fmt: skip
-        return Submitted(job=job, queue_position=position, lane=job.lane)
+        return Submitted(job, place.position, job.lane, place.eta_seconds)
+
+    async def queue_place(self, job_id: str) -> QueuePlace | None:
+        """Where a waiting job stands in the fair order; None once it runs or ended."""
+        rows, served = await self.store.waiting_snapshot(self._fair_window)
+        order = self._order(rows, served)
+        for index, waiting in enumerate(order):
+            if waiting.job_id == job_id:
+                ahead = sum(w.estimate for w in order[:index])
+                return QueuePlace(index + 1, ahead / max(1, len(self._engines)))
+        return None
 
     async def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to run; None once it runs or ended."""
-        return await self.store.queue_position(job_id, self._order_ids)
+        place = await self.queue_place(job_id)
+        return None if place is None else place.position
 
     async def cancel(self, job_id: str, actor_id: int | None) -> bool:
         """Cancel a queued or running job; False when it already ended.
@@ -232,13 +251,25 @@ class JobService:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _work(self, engine: EngineProcess) -> None:
+        def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+            elsewhere = set[str]().union(
+                *(self._loaded[device] for device in self._idle if device != engine.device)
+            )
+            order = for_engine(self._order(rows, served), self._loaded[engine.device], elsewhere)
+            return [w.job_id for w in next_batch(order, self._max_batch_images)]
+
         while not self._stopping.is_set():
-            jobs = await self.store.claim(engine.device, self._choose_batch, self._fair_window)
+            self._idle.add(engine.device)
+            jobs = await self.store.claim(engine.device, choose, self._fair_window)
             if not jobs:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
                 continue
+            self._idle.discard(engine.device)
+            if not engine.alive:
+                self._loaded[engine.device].clear()
+            self._loaded[engine.device].update(job.model for job in jobs)
             for job in jobs:
                 self._running[job.id] = engine
             try:
@@ -254,13 +285,6 @@ class JobService:
 
     def _order(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[Waiting]:
         return fair_order([waiting_of(row, self._default_estimate) for row in rows], served)
-
-    def _order_ids(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
-        return [w.job_id for w in self._order(rows, served)]
-
-    def _choose_batch(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
-        batch = next_batch(self._order(rows, served), self._max_batch_images)
-        return [w.job_id for w in batch]
 
     async def _run_batch(self, engine: EngineProcess, jobs: list[Job]) -> None:
         for job in jobs:
@@ -322,16 +346,12 @@ class JobService:
             )
             for index, image in enumerate(result.images)
         ]
-        job = await self._persist(
-            lambda: self.store.succeed(result.job_id, result.gpu_seconds, outputs)
-        )
+        job = await persist(lambda: self.store.succeed(result.job_id, result.gpu_seconds, outputs))
         log.info("job %s: succeeded in %.2f GPU seconds", job.id, result.gpu_seconds)
         self._notify_finished(job)
 
     async def _after_crash(self, job_id: str, reason: str) -> None:
-        job = await self._persist(
-            lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine")
-        )
+        job = await persist(lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine"))
         if job.state is JobState.QUEUED:
             log.info("job %s: requeued after the engine failed", job_id)
             self._wake.set()
@@ -342,28 +362,12 @@ class JobService:
         self, job_id: str, state: JobState, message: str, actor_id: int | None = None
     ) -> None:
         outcome = "cancelled" if state is JobState.CANCELLED else "error"
-        job = await self._persist(
+        job = await persist(
             lambda: self.store.transition(
                 job_id, JobState.RUNNING, state, outcome, actor_id=actor_id, error=message
             )
         )
         self._notify_finished(job)
-
-    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
-        """A job's finishing write, retried while the database is locked or busy, so a
-        finished job is never lost to a lock another process holds for a while."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PERSIST_SECONDS
-        delay = 0.2
-        while True:
-            try:
-                return await write()
-            except OperationalError as error:
-                if loop.time() + delay > deadline:
-                    raise
-                log.warning("database busy (%s); retrying in %.1f s", error.orig, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _minutes_to_drain(self, waiting: int) -> int:
         per_minute = await self.store.finished_per_minute(timedelta(hours=1))

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Writers wait this long for a lock instead of failing at once with
 # "database is locked"; WAL lets readers go on meanwhile.
 BUSY_TIMEOUT_MS = 5000
+# A write that must not be lost (a finished job, a delivery) retries this long.
+PERSIST_SECONDS = 120.0
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -41,3 +51,20 @@ def open_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def persist(write: Callable[[], Awaitable[T]], seconds: float = PERSIST_SECONDS) -> T:
+    """Run a write that must not be lost, retrying while the database is locked or busy
+    (another process holding the SQLite file for a while), for up to `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except OperationalError as error:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("database busy (%s); retrying in %.1f s", error.orig, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

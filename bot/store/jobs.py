@@ -327,13 +327,12 @@ class JobStore:
                 attempts=Job.attempts - 1, error="the bot stopped before it finished",
             )  # fmt: skip
 
-    async def queue_position(self, job_id: str, choose_order: Chooser) -> int | None:
-        """1 for the next job to run, by the scheduler's order; None when not waiting."""
+    async def waiting_snapshot(
+        self, fair_window: timedelta
+    ) -> tuple[list[QueuedRow], dict[int, float]]:
+        """The waiting rows and each member's recent GPU seconds, as a claim sees them."""
         async with self._sessions() as session:
-            waiting = await _waiting(session)
-            served = await _served(session, utcnow() - timedelta(hours=1))
-        order = choose_order(waiting, served)
-        return order.index(job_id) + 1 if job_id in order else None
+            return await _waiting(session), await _served(session, utcnow() - fair_window)
 
     async def waiting_count(self) -> int:
         async with self._sessions() as session:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.jobs.scheduler import Waiting, fair_order, next_batch
+from bot.jobs.scheduler import Waiting, fair_order, for_engine, next_batch
 from bot.store.models import Lane
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -22,7 +22,7 @@ def job(
     key: str = "sd",
     images: int = 1,
 ) -> Waiting:
-    return Waiting(f"j{n:04d}", user, lane, T0 + timedelta(seconds=n), images, estimate, key)
+    return Waiting(f"j{n:04d}", user, key, lane, T0 + timedelta(seconds=n), images, estimate, key)
 
 
 def users_in(order: list[Waiting]) -> list[int]:
@@ -141,3 +141,12 @@ def test_no_job_jumps_the_fair_order_by_more_than_its_batch(
     for joined, member in enumerate(batch):
         overtaken = order.index(member) - joined
         assert overtaken <= len(batch)
+
+
+def test_a_free_engine_that_has_the_model_loaded_gets_its_jobs() -> None:
+    order = fair_order([job(0, 1, key="xl"), job(1, 2, key="sd")], {})
+    # Engine B holds "xl" and is idle: engine A (holding "sd") leaves the xl job to it.
+    assert [w.job_id for w in for_engine(order, {"sd"}, {"xl"})] == ["j0001"]
+    assert [w.job_id for w in for_engine(order, {"xl"}, {"sd"})] == ["j0000"]
+    # With no idle engine holding it, any engine takes the job.
+    assert [w.job_id for w in for_engine(order, set(), set())] == ["j0000", "j0001"]
