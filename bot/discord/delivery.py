@@ -198,7 +198,7 @@ class Delivery:
         changed = self._changed[job.id]
         webhook = self._webhook(job)
         shown = ""
-        while True:
+        while self._token_fresh(job):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(self._interval * 5, 5.0))
             changed.clear()
@@ -273,11 +273,13 @@ class Delivery:
                 log.info("job %s: the reply cannot be edited (%s); posting in channel", job.id,
                          error)  # fmt: skip
         if job.channel_id is not None:
+            channel = self._client.get_partial_messageable(job.channel_id)
             try:
-                return await self._post(job, job.channel_id, answer), "channel"
+                return await self._post(job, channel, answer), "channel"
             except discord.Forbidden as error:
                 log.info("job %s: cannot post in its channel (%s); sending a DM", job.id, error)
-        return await self._direct_message(job, answer), "dm"
+        user = await self._client.fetch_user(job.user_id)
+        return await self._post(job, user, answer), "dm"
 
     async def _edit_reply(self, job: Job, answer: Answer) -> int:
         webhook = self._webhook(job)
@@ -289,13 +291,15 @@ class Delivery:
             attachments=[upload.file() for upload in first],
             view=answer.view or discord.ui.View(),
         )
-        await self._post_more(job, more)
+        if more and job.channel_id is not None:
+            await self._post_more(job, self._client.get_partial_messageable(job.channel_id), more)
         return message.id
 
-    async def _post(self, job: Job, channel_id: int, answer: Answer) -> int:
-        channel = self._client.get_partial_messageable(channel_id)
+    async def _post(self, job: Job, target: discord.abc.Messageable, answer: Answer) -> int:
+        """The answer as new messages in a channel or a DM, each with a nonce Discord
+        enforces, so a retry returns the message already posted instead of a second one."""
         first, *more = answer.messages or [[]]
-        message = await channel.send(
+        message = await target.send(
             content=answer.content,
             embed=answer.embed or discord.utils.MISSING,
             files=[upload.file() for upload in first],
@@ -303,33 +307,19 @@ class Delivery:
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
             nonce=f"{job.id}-0",
         )
-        await self._post_more(job, more)
+        await self._post_more(job, target, more)
         return message.id
 
-    async def _post_more(self, job: Job, messages: list[list[Upload]]) -> None:
-        """Images that did not fit the first message, each message with its own nonce."""
-        if not messages or job.channel_id is None:
-            return
-        channel = self._client.get_partial_messageable(job.channel_id)
+    async def _post_more(
+        self, job: Job, target: discord.abc.Messageable, messages: list[list[Upload]]
+    ) -> None:
+        """Images that did not fit the first message."""
         for number, uploads in enumerate(messages, start=1):
-            await channel.send(
+            await target.send(
                 content=f"Job `{job.id}`, more images:",
                 files=[upload.file() for upload in uploads],
                 nonce=f"{job.id}-{number}",
             )
-
-    async def _direct_message(self, job: Job, answer: Answer) -> int:
-        user = await self._client.fetch_user(job.user_id)
-        first, *more = answer.messages or [[]]
-        message = await user.send(
-            content=answer.content,
-            embed=answer.embed or discord.utils.MISSING,
-            files=[upload.file() for upload in first],
-            view=answer.view or discord.utils.MISSING,
-        )
-        for uploads in more:
-            await user.send(files=[upload.file() for upload in uploads])
-        return message.id
 
     def _answer(self, job: Job) -> Answer:
         """The answer's text and files, fitted to the upload limit (runs in a thread)."""

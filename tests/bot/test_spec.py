@@ -207,19 +207,6 @@ def test_personal_defaults_fill_only_what_the_member_left_out() -> None:
     assert spec.width > spec.height  # the member's own 16:9
 
 
-@pytest.mark.parametrize(
-    ("text", "found"),
-    [
-        ("a Gory scene", "gory"),
-        ("an allegory of spring", None),
-        ("red\u200bsplatter and gore", "gore"),
-        ("Blood  Moon rising", "blood moon"),
-    ],
-)
-def test_blocked_terms_match_whole_words_ignoring_case(text: str, found: str | None) -> None:
-    assert blocked_term(text, ["blood moon", "gore", "gory"]) == found
-
-
 @pytest.mark.parametrize("text", ["a {go,}re scene", "a {calm, gor{e, y}} scene", "{gore} x"])
 def test_blocked_terms_are_found_in_every_prompt_the_choices_make(text: str) -> None:
     assert blocked_term(text, ["gore", "gory"]) in ("gore", "gory")
