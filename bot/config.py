@@ -20,10 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from engine.protocol import ModelSpec
+from engine.protocol import MAX_IMAGES_PER_BATCH, ModelSpec
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+# Images per batch on a CUDA GPU when `[engine] max_batch_images` is not set.
+CUDA_BATCH_IMAGES = 8
 
 
 class ConfigError(Exception):
@@ -63,6 +65,20 @@ class EngineConfig(Section):
     model_memory_gb: float | None = Field(
         None, gt=0, description="memory for resident checkpoints, evicted least recently used"
     )
+    max_batch_images: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGES_PER_BATCH,
+        description="images of compatible jobs run in one pipeline call; unset: by device",
+    )
+
+    def batch_images(self, device: str) -> int:
+        """How many images one batch on `device` may make: the configured value, else
+        CUDA_BATCH_IMAGES on a CUDA GPU and 1 elsewhere (on a CPU a batch saves nothing).
+        """
+        if self.max_batch_images is not None:
+            return self.max_batch_images
+        return CUDA_BATCH_IMAGES if device.split(":")[0] == "cuda" else 1
 
 
 class GenerationConfig(Section):

@@ -11,8 +11,9 @@ separated by ';':
                       before it starts, as on a device where only N fit (0: none fit)
     garbage           a non-JSON line is written on the protocol channel before the result
 
-A fault ending in "@TEXT" hits only jobs whose prompt contains TEXT, so one
-engine can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
+Steps and batch sizes are those of the batch (one request). A fault ending in
+"@TEXT" hits only batches with a job whose prompt contains TEXT, so one engine
+can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
 Unset in production: then the engine has no faults.
 """
 
@@ -55,7 +56,9 @@ class Fault:
     prompt_contains: str | None = None
 
     def hits(self, request: GenerateRequest) -> bool:
-        return self.prompt_contains is None or self.prompt_contains in request.prompt
+        if self.prompt_contains is None:
+            return True
+        return any(self.prompt_contains in job.prompt for job in request.jobs)
 
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:

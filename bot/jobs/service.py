@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.protocol import ErrorCode, ModelSpec, Progress, Status
+from engine.protocol import ErrorCode, JobError, ModelSpec, Progress, Status
 
 from ..store.jobs import JobStore, NewOutput, Requester
 from ..store.models import Job, JobState, Lane
 from ..store.quotas import QuotaStore
-from .engine_client import EngineFailure, EngineProcess, JobFailed
+from .engine_client import EngineFailure, EngineProcess, ProgressRelay
 from .queue import JobQueue
 from .spec import JobSpec
 
@@ -157,7 +157,7 @@ class JobService:
         output_dir = self._data_dir / "images" / job_id
         output_dir.mkdir(parents=True, exist_ok=True)
 
-        async def on_progress(progress: Progress) -> None:
+        async def deliver(progress: Progress) -> None:
             for listener in self._listeners:
                 await listener.job_progress(job_id, progress)
 
@@ -166,24 +166,27 @@ class JobService:
             # the request, so a later cancel finds the job in the engine.
             await self._finish_cancelled(job_id, self._cancelled_by[job_id], "cancelled")
             return
+        # A batch of this one job: the time limit counts the engine's time only,
+        # so progress reaches the listeners through a relay, not inline.
+        request = spec.to_request(job_id, output_dir, self._data_dir, self._preview_every)
         try:
-            result = await engine.run(
-                spec.to_request(job_id, output_dir, self._data_dir, self._preview_every),
-                on_progress,
-                self._job_timeout,
-            )
-        except JobFailed as failure:
-            if failure.error.code is ErrorCode.CANCELLED:
-                log.info("job %s: cancelled while running", job_id)
-                await self._finish_cancelled(job_id, self._cancelled_by.get(job_id), str(failure))
-                return
-            log.warning("job %s: engine error %s: %s", job_id, failure.error.code, failure)
-            await self._finish_failed(job_id, str(failure), JobState.FAILED)
-            return
+            async with ProgressRelay(deliver) as relay:
+                outcome = (await engine.run(request, relay.put, self._job_timeout))[job_id]
         except EngineFailure as failure:
             log.error("job %s: %s", job_id, failure)
             await self._finish_failed(job_id, str(failure), JobState.FAILED)
             return
+        if isinstance(outcome, JobError):
+            if outcome.code is ErrorCode.CANCELLED:
+                log.info("job %s: cancelled while running", job_id)
+                await self._finish_cancelled(
+                    job_id, self._cancelled_by.get(job_id), outcome.message
+                )
+                return
+            log.warning("job %s: engine error %s: %s", job_id, outcome.code, outcome.message)
+            await self._finish_failed(job_id, outcome.message, JobState.FAILED)
+            return
+        result = outcome
         outputs = [
             NewOutput(
                 index=index,

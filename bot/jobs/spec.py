@@ -25,10 +25,12 @@ from engine.protocol import (
     MIN_SIDE,
     MIN_STRENGTH,
     SAMPLER_NAMES,
+    BatchJob,
     ControlType,
     GenerateRequest,
     Mode,
     ModelSpec,
+    SharedParams,
 )
 
 MAX_PROMPT_CHARS = 1500
@@ -69,15 +71,27 @@ class JobSpec(BaseModel):
         """Image i uses seed + i, so any single image can be re-made from its seed."""
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
-    def to_request(
-        self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
-    ) -> GenerateRequest:
-        fields = self.model_dump(exclude={"source_job", "source_image"})
+    def shared_params(self) -> SharedParams:
+        """The settings this job shares with a batch; jobs batch when their `batch_key`s match."""
+        return SharedParams.model_validate(self.model_dump(include=set(SharedParams.model_fields)))
+
+    def batch_job(self, job_id: str, output_dir: Path, data_dir: Path) -> BatchJob:
+        """This job's own part of a batch request, input paths made absolute."""
+        fields = self.model_dump(include=set(BatchJob.model_fields) - {"job_id", "output_dir"})
         for name in ("init_image", "mask_image", "control_image"):
             if fields[name] is not None:
                 fields[name] = str(data_dir / fields[name])
-        return GenerateRequest(
-            job_id=job_id, output_dir=str(output_dir), preview_every=preview_every, **fields
+        return BatchJob(job_id=job_id, output_dir=str(output_dir), **fields)
+
+    def to_request(
+        self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
+    ) -> GenerateRequest:
+        """A request of this job alone (a batch of one, named after the job)."""
+        return GenerateRequest.for_jobs(
+            job_id,
+            self.shared_params(),
+            [self.batch_job(job_id, output_dir, data_dir)],
+            preview_every,
         )
 
 

@@ -192,7 +192,7 @@ def test_upscale_stays_within_the_largest_side() -> None:
 def test_request_paths_are_absolute_under_the_data_dir(tmp_path: Path) -> None:
     spec = build_spec(Options(prompt="x", seed=1), MODELS, "sd15", inputs(image=(64, 64)))
     request = spec.to_request("j1", tmp_path / "images/j1", tmp_path, preview_every=3)
-    assert request.init_image == str(tmp_path / "inputs/x/image.png")
+    assert request.jobs[0].init_image == str(tmp_path / "inputs/x/image.png")
     assert (request.mode, request.preview_every) == (Mode.IMG2IMG, 3)
 
 

@@ -50,9 +50,10 @@ def test_garbage_is_written_before_the_result(tmp_path: Path) -> None:
 def test_crash_kills_the_process_outright() -> None:
     code = (
         "from engine.faults import FaultPlan, parse_faults\n"
-        "from engine.protocol import GenerateRequest\n"
-        "request = GenerateRequest(job_id='j', model='m', prompt='p', width=64, height=64,"
-        " steps=4, cfg=7, sampler='Euler', seed=1, output_dir='.')\n"
+        "from engine.protocol import BatchJob, GenerateRequest\n"
+        "job = BatchJob(job_id='j', prompt='p', seed=1, output_dir='.')\n"
+        "request = GenerateRequest(batch_id='b', model='m', width=64, height=64,"
+        " steps=4, cfg=7, sampler='Euler', jobs=[job])\n"
         "FaultPlan(parse_faults('crash_at_step=3')).at_step(request, 3)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
