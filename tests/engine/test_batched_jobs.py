@@ -260,3 +260,23 @@ def test_a_one_job_request_is_a_batch_of_one(registry: ModelRegistry, tmp_path: 
     result = only_result(generate(make_request(tmp_path, steps=2), registry, no_progress))
     assert (result.batch_id, result.batch_jobs) == ("job1", ["job1"])
     assert result.gpu_seconds == result.batch_gpu_seconds
+
+
+def test_each_job_of_a_batch_gets_a_preview_of_its_own_image(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
+                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    seen: list[dict[str, str | None]] = []
+    contents: list[tuple[bytes, bytes]] = []
+
+    def on_step(step: int, total: int, previews: Mapping[str, str | None]) -> None:
+        seen.append(dict(previews))
+        if (a := previews["a"]) is not None and (b := previews["b"]) is not None:
+            contents.append((Path(a).read_bytes(), Path(b).read_bytes()))
+
+    generate(make_batch(jobs, preview_every=2), registry, on_step)
+    own = {name: str(tmp_path / name / f"{name}-preview.png") for name in "ab"}
+    assert seen == [{"a": None, "b": None}, own, {"a": None, "b": None}, own]
+    assert all(a != b for a, b in contents) and len(contents) == 2
+    assert not any(Path(path).exists() for path in own.values())
