@@ -3,15 +3,15 @@
 Set ATELIER_ENGINE_FAULT in the engine's environment to one or more faults
 separated by ';':
 
-    crash_at_step=N   the process kills itself (SIGKILL) when step N of a job ends
-    hang_at_step=N    the job stops at step N and never returns
+    crash_at_step=N   the process kills itself (SIGKILL) when step N of a batch ends
+    hang_at_step=N    the batch stops at step N and never returns
     oom_at_step=N     step N raises torch.cuda.OutOfMemoryError (the engine stays up)
     oom_if_batch_over=N
-                      a batch of more than N images raises torch.cuda.OutOfMemoryError
+                      a pipeline call of more than N images raises torch.cuda.OutOfMemoryError
                       before it starts, as on a device where only N fit (0: none fit)
-    garbage           a non-JSON line is written on the protocol channel before the result
+    garbage           a non-JSON line is written on the protocol channel before the results
 
-Steps and batch sizes are those of the batch (one request). A fault ending in
+Steps count over the whole batch (one request), as its Progress events do. A fault ending in
 "@TEXT" hits only batches with a job whose prompt contains TEXT, so one engine
 can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
 Unset in production: then the engine has no faults.
