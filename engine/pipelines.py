@@ -72,6 +72,7 @@ _EMBEDDINGS: dict[Family, tuple[str, ...]] = {
         "negative_pooled_prompt_embeds",
     ),
 }
+_CANCELLED = "cancelled while its batch ran; nothing was kept"
 # Scheduler settings derived from the images' seeds: the list a chunk used names
 # other jobs' seeds, and each image's seed is in its recipe anyway.
 _SEED_DERIVED_CONFIG = {"noise_sampler_seed"}
@@ -186,7 +187,13 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
         with _tiled_decode(batch.pipeline, request):
             images = batch.run(first_size, registry.free_memory)
     except OutOfMemory:
-        return {plan.job.job_id: OutOfMemory(_too_big(request, plan.job)) for plan in plans}
+        gone = batch.cancelled()
+        return {
+            plan.job.job_id: Cancelled(_CANCELLED)
+            if plan.job.job_id in gone
+            else OutOfMemory(_too_big(request, plan.job))
+            for plan in plans
+        }
     finally:
         for plan in plans:
             if plan.preview is not None:
@@ -203,7 +210,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     for number, plan in enumerate(plans):
         job = plan.job
         if job.job_id in gone:
-            outcomes[job.job_id] = Cancelled("cancelled while its batch ran; nothing was kept")
+            outcomes[job.job_id] = Cancelled(_CANCELLED)
             continue
         made = [images[index] for index, slot in enumerate(batch.slots) if slot.plan == number]
         outcomes[job.job_id] = JobResult(
@@ -325,7 +332,7 @@ class _Batch:
                 # Outside the except block: the traceback's frames, which hold the
                 # chunk's tensors, are gone by now, so the cache can really be emptied.
                 free_memory()
-                if size == 1:
+                if len(chunk) == 1:
                     raise OutOfMemory("even one image at a time did not fit")
                 size = max(1, len(chunk) // 2)
                 continue

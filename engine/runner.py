@@ -70,7 +70,9 @@ class JobRunner:
     def run(self, request: GenerateRequest, cancelled: CancelledJobs) -> list[JobResult | JobError]:
         """Run a batch, sending progress for each job; one outcome per job, in request order.
 
-        `cancelled` names the jobs cancelled so far; it is asked after every step.
+        `cancelled` names the jobs cancelled so far; it is asked before each pipeline
+        call and after every step. A cancelled job is answered as cancelled even
+        when the batch then fails for another reason.
         """
 
         def on_step(step: int, total: int, previews: Mapping[str, str | None]) -> None:
@@ -86,13 +88,15 @@ class JobRunner:
             outcomes = generate(request, self.registry, on_step, before_batch, cancelled)
         except JobFailure as failure:
             log.info("batch ended: %s", failure)
-            return self._errors(request, failure.code, str(failure))
+            return self._errors(request, cancelled, failure.code, str(failure))
         except torch.cuda.OutOfMemoryError:
             log.warning("out of memory", exc_info=True)
             out_of_memory = True
         except Exception as error:
             log.exception("batch failed")
-            return self._errors(request, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+            return self._errors(
+                request, cancelled, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}"
+            )
         if out_of_memory:
             # Batches split themselves on out-of-memory; this one came from elsewhere
             # (loading a model). Freed outside the except block, whose traceback
@@ -100,6 +104,7 @@ class JobRunner:
             self.registry.free_memory()
             return self._errors(
                 request,
+                cancelled,
                 ErrorCode.OUT_OF_MEMORY,
                 f"the GPU ran out of memory loading model {request.model!r};"
                 " try again when fewer models are in use",
@@ -119,9 +124,16 @@ class JobRunner:
         return events
 
     def _errors(
-        self, request: GenerateRequest, code: ErrorCode, message: str
+        self, request: GenerateRequest, cancelled: CancelledJobs, code: ErrorCode, message: str
     ) -> list[JobResult | JobError]:
-        return [self._error(job_id, code, message) for job_id in request.job_ids]
+        """The same error for every job of the batch, but cancelled for those cancelled."""
+        gone = cancelled()
+        return [
+            self._error(job_id, ErrorCode.CANCELLED, "cancelled")
+            if job_id in gone and code is not ErrorCode.CANCELLED
+            else self._error(job_id, code, message)
+            for job_id in request.job_ids
+        ]
 
     def _error(self, job_id: str, code: ErrorCode, message: str) -> JobError:
         return JobError(job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE])

@@ -11,7 +11,8 @@ import torch
 
 from engine import pipelines
 from engine.checkpoints import Family
-from engine.errors import BadRequest, Cancelled
+from engine.errors import BadRequest, Cancelled, OutOfMemory
+from engine.faults import FaultPlan, parse_faults
 from engine.memory import GIB, DeviceMemory, batch_peak_bytes
 from engine.models import ModelRegistry
 from engine.pipelines import Outcome, generate
@@ -280,3 +281,22 @@ def test_each_job_of_a_batch_gets_a_preview_of_its_own_image(
     assert seen == [{"a": None, "b": None}, own, {"a": None, "b": None}, own]
     assert all(a != b for a, b in contents) and len(contents) == 2
     assert not any(Path(path).exists() for path in own.values())
+
+
+def test_a_cancelled_job_stays_cancelled_when_the_rest_of_its_batch_runs_out_of_memory(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
+                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    request = make_batch(jobs, steps=2)
+    plan = FaultPlan(parse_faults("oom_if_batch_over=0"))
+    sizes: list[int] = []
+
+    def before_batch(size: int) -> None:
+        sizes.append(size)
+        plan.before_batch(request, size)
+
+    a, b = generate(request, registry, no_progress, before_batch, lambda: {"b"})
+    assert isinstance(a, OutOfMemory) and "1 image(s) at 64x64" in str(a)
+    assert isinstance(b, Cancelled)
+    assert sizes == [1]  # b's image never went into a call
