@@ -63,7 +63,7 @@ async def run_bot(config: Config, token: str) -> None:
         config.generation.preview_every,
         quotas=quotas,
         queue=config.queue,
-        max_batch_images=config.engine.batch_images,
+        batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
     )
     use_endpoints(config.discord)
     client = AtelierBot(config.discord)

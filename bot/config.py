@@ -21,13 +21,15 @@ from pydantic import (
     model_validator,
 )
 
-from engine.protocol import ModelSpec
+from engine.protocol import MAX_IMAGES_PER_BATCH, ModelSpec
 
 from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 _STYLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# Images per batch on a CUDA GPU when `[engine] max_batch_images` is not set.
+CUDA_BATCH_IMAGES = 8
 
 
 class ConfigError(Exception):
@@ -68,14 +70,19 @@ class EngineConfig(Section):
         None, gt=0, description="memory for resident checkpoints, evicted least recently used"
     )
     max_batch_images: int | None = Field(
-        None, ge=1, description="images one engine request may carry; unset: 8 on CUDA, 1 on CPU"
+        None,
+        ge=1,
+        le=MAX_IMAGES_PER_BATCH,
+        description="images of compatible jobs run in one pipeline call; unset: by device",
     )
 
-    @property
-    def batch_images(self) -> int:
+    def batch_images(self, device: str) -> int:
+        """How many images one batch on `device` may make: the configured value, else
+        CUDA_BATCH_IMAGES on a CUDA GPU and 1 elsewhere (on a CPU a batch saves nothing).
+        """
         if self.max_batch_images is not None:
             return self.max_batch_images
-        return 8 if all(device.startswith("cuda") for device in self.devices) else 1
+        return CUDA_BATCH_IMAGES if device.split(":")[0] == "cuda" else 1
 
 
 class GenerationConfig(Section):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.protocol import Progress
+from engine.protocol import JobError, Progress
 
 from .app import engine_environment
 from .config import Config
-from .jobs.engine_client import EngineFailure, EngineProcess, JobFailed
+from .jobs.engine_client import EngineFailure, EngineProcess
 from .jobs.inputs import ROLES, save_inputs
 from .jobs.service import new_job_id
 from .jobs.spec import BadInput, Inputs, Options, build_specs
@@ -66,23 +66,24 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    async def on_progress(progress: Progress) -> None:
-        _show_progress(progress)
-
     try:
         await engine.start()
         for spec in specs:
             if len(specs) > 1:
                 print(f"{spec.prompt}", file=sys.stderr)
-            result = await engine.run(
-                spec.to_request(new_job_id(), out, out),
-                on_progress,
-                config.engine.job_timeout,
+            job_id = new_job_id()
+            # A batch of this one job; the progress bar is printed inline, which is instant.
+            outcomes = await engine.run(
+                spec.to_request(job_id, out, out), _show_progress, config.engine.job_timeout
             )
+            result = outcomes[job_id]
+            if isinstance(result, JobError):
+                print(f"\natelier: {result.message}", file=sys.stderr)
+                return 1
             for image in result.images:
                 print(f"{image.path}  seed {image.seed}  {image.width}x{image.height}")
             print(f"{len(result.images)} image(s) in {result.gpu_seconds:.2f} s", file=sys.stderr)
-    except (JobFailed, EngineFailure) as error:
+    except EngineFailure as error:
         print(f"\natelier: {error}", file=sys.stderr)
         return 1
     finally:

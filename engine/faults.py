@@ -3,16 +3,17 @@
 Set ATELIER_ENGINE_FAULT in the engine's environment to one or more faults
 separated by ';':
 
-    crash_at_step=N   the process kills itself (SIGKILL) when step N of a job ends
-    hang_at_step=N    the job stops at step N and never returns
+    crash_at_step=N   the process kills itself (SIGKILL) when step N of a batch ends
+    hang_at_step=N    the batch stops at step N and never returns
     oom_at_step=N     step N raises torch.cuda.OutOfMemoryError (the engine stays up)
     oom_if_batch_over=N
-                      a batch of more than N images raises torch.cuda.OutOfMemoryError
+                      a pipeline call of more than N images raises torch.cuda.OutOfMemoryError
                       before it starts, as on a device where only N fit (0: none fit)
-    garbage           a non-JSON line is written on the protocol channel before the result
+    garbage           a non-JSON line is written on the protocol channel before the results
 
-A fault ending in "@TEXT" hits only jobs whose prompt contains TEXT, so one
-engine can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
+Steps count over the whole batch (one request), as its Progress events do. A fault ending in
+"@TEXT" hits only batches with a job whose prompt contains TEXT, so one engine
+can serve normal jobs and faulty ones: "crash_at_step=3@crash me;garbage@noise".
 Unset in production: then the engine has no faults.
 """
 
@@ -55,7 +56,9 @@ class Fault:
     prompt_contains: str | None = None
 
     def hits(self, request: GenerateRequest) -> bool:
-        return self.prompt_contains is None or self.prompt_contains in request.prompt
+        if self.prompt_contains is None:
+            return True
+        return any(self.prompt_contains in job.prompt for job in request.jobs)
 
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:

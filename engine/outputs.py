@@ -15,10 +15,10 @@ import torch
 import transformers
 from PIL import Image, PngImagePlugin
 
-from engine.protocol import MODE_INPUTS, GenerateRequest, Mode, OutputImage
+from engine.protocol import MODE_INPUTS, BatchJob, GenerateRequest, Mode, OutputImage, SharedParams
 
-# Request fields that say where things are on this machine, not how the image is made.
-_LOCAL_FIELDS = {"type", "output_dir", "preview_every", "init_image", "mask_image", "control_image"}
+# Job fields that say where things are on this machine, not how the image is made.
+_LOCAL_FIELDS = {"output_dir", "init_image", "mask_image", "control_image"}
 _CONTROL_FIELDS = {"control_type", "control_scale"}
 
 
@@ -26,11 +26,11 @@ def uses_strength(mode: Mode) -> bool:
     return "init_image" in MODE_INPUTS[mode]
 
 
-def a1111_parameters(request: GenerateRequest, sampler: str, seed: int) -> str:
+def a1111_parameters(request: GenerateRequest, job: BatchJob, sampler: str, seed: int) -> str:
     """The "parameters" text other Stable Diffusion tools read back from a PNG."""
-    lines = [request.prompt]
-    if request.negative_prompt:
-        lines.append(f"Negative prompt: {request.negative_prompt}")
+    lines = [job.prompt]
+    if job.negative_prompt:
+        lines.append(f"Negative prompt: {job.negative_prompt}")
     settings = (
         f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.cfg:g}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {request.model}"
@@ -43,6 +43,7 @@ def a1111_parameters(request: GenerateRequest, sampler: str, seed: int) -> str:
 
 def recipe(
     request: GenerateRequest,
+    job: BatchJob,
     *,
     sampler: str,
     scheduler: Mapping[str, Any],
@@ -54,19 +55,23 @@ def recipe(
     """Everything needed to make this one image again, stored in its "atelier" PNG chunk.
 
     Only the settings the mode uses are kept (no strength for text-to-image),
-    and input images are named by their sha256, not by their local path.
+    input images are named by their sha256, not by their local path, and
+    nothing names the batch: an image's recipe is the same however it ran.
     """
-    unused = _LOCAL_FIELDS | (set() if uses_strength(request.mode) else {"strength"})
+    shared = set(SharedParams.model_fields)
+    if not uses_strength(request.mode):
+        shared.discard("strength")
     if request.mode is not Mode.CONTROLNET:
-        unused |= _CONTROL_FIELDS
+        shared -= _CONTROL_FIELDS
     made: dict[str, Any] = {
-        **request.model_dump(mode="json", exclude=unused),
+        **request.model_dump(mode="json", include=shared),
+        **job.model_dump(mode="json", exclude=_LOCAL_FIELDS),
         "checkpoint_sha256": checkpoint_sha256,
         "sampler": sampler,
         "scheduler": scheduler,
         "inputs": dict(input_sha256),
         "seed": seed,
-        "batch_seed": request.seed,
+        "batch_seed": job.seed,
         "index": index,
         "versions": {
             "diffusers": diffusers.__version__,

@@ -1,11 +1,13 @@
-"""Runs one `GenerateRequest` on a loaded model and writes its images as PNG files.
+"""Runs one `GenerateRequest`, a batch of jobs, on a loaded model and writes each job's PNGs.
 
-What every mode shares lives here: a fresh scheduler per batch, one CPU
-generator per image (seed + i, so image i is the same whether the job runs
-as one batch or is split), step progress against `pipe.num_timesteps`,
-previews, cancelling from the step callback, splitting a batch that does not
-fit in memory, and PNG files that carry their own recipe. A mode only adds
-its inputs to the pipeline call (`_mode_arguments`).
+What every mode shares lives here: one pipeline call for the images of every
+job of the batch, each job's prompt encoded on its own and repeated per
+image, one CPU generator per image (seed + i of its job, so an image is the
+same whether its job runs alone, in a batch or split), step progress against
+`pipe.num_timesteps`, previews per job, cancelling one job or all of them
+from the step callback, splitting a batch that does not fit in memory, and
+PNG files that carry their own recipe. A mode only adds its inputs to the
+pipeline call (`_Batch._mode_arguments`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,32 +27,64 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image
 
 from engine import inputs
-from engine.errors import BadRequest, OutOfMemory
+from engine.checkpoints import Family
+from engine.errors import BadRequest, Cancelled, JobFailure, OutOfMemory
 from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
 from engine.previews import PreviewWriter
-from engine.protocol import MAX_SEED, MAX_STEPS, GenerateRequest, JobResult, Mode
+from engine.protocol import (
+    MAX_SEED,
+    MAX_STEPS,
+    MODE_INPUTS,
+    BatchJob,
+    GenerateRequest,
+    JobResult,
+    Mode,
+    OutputImage,
+)
 from engine.samplers import Sampler, find_sampler
 
-# Called after each denoising step with (step, total, preview path or None); raising
-# from it stops the pipeline before the VAE decode, which is how a job is cancelled.
-StepCallback = Callable[[int, int, str | None], None]
-# Called with the number of images just before each batch runs (fault injection).
+# Called after each denoising step with (step, total, {job id: preview path or None})
+# for every job of the batch still running. Raising Cancelled from it stops the
+# pipeline before the VAE decode and fails every job of the batch.
+StepCallback = Callable[[int, int, Mapping[str, str | None]], None]
+# Called with the number of images just before each pipeline call (fault injection).
 BatchHook = Callable[[int], None]
+# The ids of the batch's jobs cancelled so far; asked before each pipeline call and
+# after each step, from the thread running the batch.
+CancelledJobs = Callable[[], AbstractSet[str]]
+# What became of one job: its result, or why it has none.
+Outcome = JobResult | JobFailure
 
 # A job id names files on disk, so it may not carry path separators or dots first.
 _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Above this side the VAE decodes in tiles: a full decode of a large image is the
 # single biggest allocation of a job. Upscales always allow tiles.
 TILED_DECODE_ABOVE_SIDE = 1024
-# The init image in a job's arguments, before it is repeated per image as "image".
-_INIT_IMAGE = "init_image"
+# What each family's encode_prompt returns, as the pipeline call's argument names.
+_EMBEDDINGS: dict[Family, tuple[str, ...]] = {
+    Family.SD: ("prompt_embeds", "negative_prompt_embeds"),
+    Family.SDXL: (
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    ),
+}
+_CANCELLED = "cancelled while its batch ran; nothing was kept"
+# Scheduler settings derived from the images' seeds: the list a chunk used names
+# other jobs' seeds, and each image's seed is in its recipe anyway.
+_SEED_DERIVED_CONFIG = {"noise_sampler_seed"}
 
 
-def image_seeds(request: GenerateRequest) -> list[int]:
+def image_seeds(job: BatchJob) -> list[int]:
     """Seed of each image; wraps so a recorded seed is always a valid request seed."""
-    return [(request.seed + index) % (MAX_SEED + 1) for index in range(request.count)]
+    return [(job.seed + index) % (MAX_SEED + 1) for index in range(job.count)]
+
+
+def _no_cancels() -> AbstractSet[str]:
+    return frozenset()
 
 
 def generate(
@@ -56,96 +92,169 @@ def generate(
     registry: ModelRegistry,
     on_step: StepCallback,
     before_batch: BatchHook | None = None,
-) -> JobResult:
-    if not _SAFE_JOB_ID.fullmatch(request.job_id):
-        raise BadRequest("a job id may hold only letters, digits, '_', '-' and '.' (not first)")
+    cancelled: CancelledJobs = _no_cancels,
+) -> list[Outcome]:
+    """Run every job of `request` in one pipeline call (split if memory demands it).
+
+    Returns one outcome per job, in request order: a `JobResult`, a
+    `BadRequest` for a job whose own input was refused (the others still
+    run), `Cancelled` for a job cancelled before its images were written, or
+    `OutOfMemory` when even one image at a time did not fit. A problem shared
+    by the whole batch (model, sampler, settings) is raised instead.
+    """
     sampler = find_sampler(request.sampler)
     model = registry.get(request.model)
     pipeline = model.pipeline_for(request.mode, request.control_type)
-    arguments = _mode_arguments(request)
-    seeds = image_seeds(request)
-    output_dir = Path(request.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    preview = (
-        PreviewWriter(
-            output_dir / f"{request.job_id}-preview.png", model.family, model.preview_decoder
+    if "init_image" in MODE_INPUTS[request.mode]:
+        _check_denoising_steps(request)
+    outcomes: dict[str, Outcome] = {}
+    plans: list[_JobPlan] = []
+    for job in request.jobs:
+        try:
+            plans.append(_plan(request, job, model))
+        except BadRequest as refused:
+            outcomes[job.job_id] = refused
+    if plans:
+        batch = _Batch(request, model, pipeline, sampler, plans, on_step, cancelled)
+        if before_batch is not None:
+            batch.before_batch = before_batch
+        outcomes |= _run(batch, registry)
+    return [outcomes[job.job_id] for job in request.jobs]
+
+
+@dataclass
+class _JobPlan:
+    """One job of the batch with its inputs read and sized to the batch."""
+
+    job: BatchJob
+    output_dir: Path
+    seeds: list[int]
+    input_sha256: dict[str, str]
+    init: Image.Image | None = None
+    mask: Image.Image | None = None
+    control: Image.Image | None = None
+    preview: PreviewWriter | None = None
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One image of the batch: its job (index into the plans), index in that job, seed."""
+
+    plan: int
+    index: int
+    seed: int
+
+
+def _plan(request: GenerateRequest, job: BatchJob, model: LoadedModel) -> _JobPlan:
+    if not _SAFE_JOB_ID.fullmatch(job.job_id):
+        raise BadRequest("a job id may hold only letters, digits, '_', '-' and '.' (not first)")
+    size = {"width": request.width, "height": request.height}
+    plan = _JobPlan(job, Path(job.output_dir), image_seeds(job), {})
+    # Upscale: the resize to the (larger) request size is the upscale; the
+    # low-strength pass that follows adds the detail.
+    if job.init_image is not None:
+        plan.init = inputs.init_image(job.init_image, **size)
+    if job.mask_image is not None:
+        plan.mask = inputs.mask_image(job.mask_image, **size)
+    if job.control_image is not None:
+        plan.control = inputs.control_image(job.control_image, request.control_type, **size)
+    plan.input_sha256 = {
+        name: inputs.file_sha256(path)
+        for name in ("init_image", "mask_image", "control_image")
+        if (path := getattr(job, name)) is not None
+    }
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    if request.preview_every:
+        plan.preview = PreviewWriter(
+            plan.output_dir / f"{job.job_id}-preview.png", model.family, model.preview_decoder
         )
-        if request.preview_every
-        else None
-    )
-    job = _Job(request, model, pipeline, sampler, arguments, seeds, on_step, preview)
-    if before_batch is not None:
-        job.before_batch = before_batch
+    return plan
+
+
+def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
+    request, model, plans = batch.request, batch.model, batch.plans
     memory = device_memory(registry.device)
     first_size = images_per_batch(
         model.family,
         request.width,
         request.height,
-        request.count,
+        len(batch.slots),
         model.dtype,
         None if memory is None else memory.free,
     )
-
     started = _clock(registry.device)
     try:
-        with _tiled_decode(pipeline, request):
-            images = job.run(first_size, registry.free_memory)
+        with _tiled_decode(batch.pipeline, request):
+            images = batch.run(first_size, registry.free_memory)
+    except OutOfMemory:
+        gone = batch.cancelled()
+        return {
+            plan.job.job_id: Cancelled(_CANCELLED)
+            if plan.job.job_id in gone
+            else OutOfMemory(_too_big(request, plan.job))
+            for plan in plans
+        }
     finally:
-        if preview is not None:
-            preview.remove()
-    gpu_seconds = _clock(registry.device) - started
+        for plan in plans:
+            if plan.preview is not None:
+                plan.preview.remove()
+    batch_seconds = _clock(registry.device) - started
 
-    input_sha256 = {
-        name: inputs.file_sha256(path)
-        for name in ("init_image", "mask_image", "control_image")
-        if (path := getattr(request, name)) is not None
-    }
-    outputs = [
+    # Asked once more before any file is written: a job cancelled while the last
+    # images decoded is discarded rather than delivered.
+    gone = batch.cancelled()
+    # The batch's time is shared in proportion to the images that went into a
+    # pipeline call; images of a cancelled job that ran are its own, refunded, share.
+    ran = [batch.slots[index].plan for index in batch.started]
+    outcomes: dict[str, Outcome] = {}
+    for number, plan in enumerate(plans):
+        job = plan.job
+        if job.job_id in gone:
+            outcomes[job.job_id] = Cancelled(_CANCELLED)
+            continue
+        made = [images[index] for index, slot in enumerate(batch.slots) if slot.plan == number]
+        outcomes[job.job_id] = JobResult(
+            job_id=job.job_id,
+            images=_write(batch, plan, made),
+            gpu_seconds=batch_seconds * ran.count(number) / len(ran),
+            sampler=batch.sampler.name,
+            batch_id=request.batch_id,
+            batch_jobs=request.job_ids,
+            batch_gpu_seconds=batch_seconds,
+        )
+    return outcomes
+
+
+def _write(batch: _Batch, plan: _JobPlan, images: list[Image.Image]) -> list[OutputImage]:
+    """The job's PNG files, named <job_id>-<i>.png in its own output folder."""
+    job, sampler = plan.job, batch.sampler.name
+    return [
         write_png(
             image,
-            output_dir / f"{request.job_id}-{index}.png",
-            parameters=a1111_parameters(request, sampler.name, seed),
+            plan.output_dir / f"{job.job_id}-{index}.png",
+            parameters=a1111_parameters(batch.request, job, sampler, seed),
             recipe=recipe(
-                request,
-                sampler=sampler.name,
-                scheduler=job.scheduler_recipe,
-                checkpoint_sha256=model.checkpoint_sha256,
-                input_sha256=input_sha256,
+                batch.request,
+                job,
+                sampler=sampler,
+                scheduler=batch.scheduler_recipe,
+                checkpoint_sha256=batch.model.checkpoint_sha256,
+                input_sha256=plan.input_sha256,
                 seed=seed,
                 index=index,
             ),
             seed=seed,
         )
-        for index, (image, seed) in enumerate(zip(images, seeds, strict=True))
+        for index, (image, seed) in enumerate(zip(images, plan.seeds, strict=True))
     ]
-    return JobResult(
-        job_id=request.job_id, images=outputs, gpu_seconds=gpu_seconds, sampler=sampler.name
+
+
+def _too_big(request: GenerateRequest, job: BatchJob) -> str:
+    return (
+        f"the GPU ran out of memory making {job.count} image(s) at"
+        f" {request.width}x{request.height}, even one at a time;"
+        " try a smaller size or fewer images"
     )
-
-
-def _mode_arguments(request: GenerateRequest) -> dict[str, Any]:
-    """The pipeline call's mode-specific arguments, inputs read and sized to the job."""
-    size = {"width": request.width, "height": request.height}
-    mode = request.mode
-    if mode is Mode.TXT2IMG:
-        return size
-    if mode is Mode.CONTROLNET:
-        assert request.control_image is not None  # the protocol checks inputs per mode
-        control = inputs.control_image(request.control_image, request.control_type, **size)
-        return size | {"image": control, "controlnet_conditioning_scale": request.control_scale}
-    assert request.init_image is not None
-    _check_denoising_steps(request)
-    # Upscale: the resize to the (larger) request size is the upscale; the
-    # low-strength pass that follows adds the detail.
-    init = inputs.init_image(request.init_image, **size)
-    # One copy of the init image per image of the batch (see _Job._batch).
-    arguments = {_INIT_IMAGE: init, "strength": request.strength}
-    if mode is Mode.INPAINT:
-        assert request.mask_image is not None
-        mask = inputs.mask_image(request.mask_image, **size)
-        return size | arguments | {"mask_image": mask}
-    # Image-to-image pipelines take their size from the image.
-    return arguments
 
 
 def _check_denoising_steps(request: GenerateRequest) -> None:
@@ -159,8 +268,12 @@ def _check_denoising_steps(request: GenerateRequest) -> None:
         )
 
 
-class _Job:
-    """One request's pipeline calls: batches of images, each with its own seeds."""
+class _ChunkStopped(Exception):
+    """Every job with images in the running pipeline call was cancelled: stop that call."""
+
+
+class _Batch:
+    """The pipeline calls of one request: chunks of images, each with its own seed."""
 
     def __init__(
         self,
@@ -168,102 +281,169 @@ class _Job:
         model: LoadedModel,
         pipeline: DiffusionPipeline,
         sampler: Sampler,
-        arguments: dict[str, Any],
-        seeds: list[int],
+        plans: list[_JobPlan],
         on_step: StepCallback,
-        preview: PreviewWriter | None,
+        cancelled: CancelledJobs,
     ) -> None:
         self.request = request
         self.model = model
         self.pipeline = pipeline
         self.sampler = sampler
-        self.arguments = arguments
-        self.seeds = seeds
+        self.plans = plans
         self.on_step = on_step
-        self.preview = preview
+        self.cancelled = cancelled
         self.before_batch: BatchHook = lambda size: None
         self.scheduler_recipe: dict[str, Any] = {}
+        # Every image of every job, in request order: a chunk is a run of these.
+        self.slots = [
+            _Slot(number, index, seed)
+            for number, plan in enumerate(plans)
+            for index, seed in enumerate(plan.seeds)
+        ]
+        # Slots that went into a pipeline call, finished or not (the GPU time's shares).
+        self.started: set[int] = set()
+        self._embeddings: dict[int, dict[str, torch.Tensor]] = {}
 
-    def run(self, size: int, free_memory: Callable[[], None]) -> list[Image.Image]:
-        """All images, `size` at a time; on out-of-memory, retry that batch in halves."""
-        images: list[Image.Image] = []
-        batches_done = 0
-        while len(images) < len(self.seeds):
-            start = len(images)
-            indices = range(start, min(len(self.seeds), start + size))
-            batches = batches_done + math.ceil((len(self.seeds) - start) / size)
+    def run(self, size: int, free_memory: Callable[[], None]) -> dict[int, Image.Image]:
+        """Each slot's image, `size` at a time; on out-of-memory, retry that chunk in halves.
+
+        A cancelled job's remaining slots are dropped before each chunk, so its
+        work is removed where it has not started yet.
+        """
+        images: dict[int, Image.Image] = {}
+        pending = list(range(len(self.slots)))
+        chunks_done = 0
+        while True:
+            gone = self.cancelled()
+            pending = [i for i in pending if self._job_of(i).job_id not in gone]
+            if not pending:
+                return images
+            chunk = pending[:size]
+            chunks = chunks_done + math.ceil(len(pending) / size)
+            self.started.update(chunk)
             out_of_memory = False
             try:
-                images += self._batch(indices, batches_done, batches)
-                batches_done += 1
+                images.update(zip(chunk, self._chunk(chunk, chunks_done, chunks), strict=True))
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True
+            except _ChunkStopped:
+                pass
             if out_of_memory:
                 # Outside the except block: the traceback's frames, which hold the
-                # batch's tensors, are gone by now, so the cache can really be emptied.
+                # chunk's tensors, are gone by now, so the cache can really be emptied.
                 free_memory()
-                if size == 1:
-                    raise OutOfMemory(self._too_big())
-                size = max(1, len(indices) // 2)
-        return images
+                if len(chunk) == 1:
+                    raise OutOfMemory("even one image at a time did not fit")
+                size = max(1, len(chunk) // 2)
+                continue
+            chunks_done += 1
+            pending = pending[len(chunk) :]
 
-    def _too_big(self) -> str:
-        request = self.request
-        return (
-            f"the GPU ran out of memory making {request.count} image(s) at"
-            f" {request.width}x{request.height}, even one at a time;"
-            " try a smaller size or fewer images"
-        )
+    def _job_of(self, slot: int) -> BatchJob:
+        return self.plans[self.slots[slot].plan].job
 
-    def _batch(self, indices: range, batch: int, batches: int) -> list[Image.Image]:
-        seeds = [self.seeds[index] for index in indices]
+    def _chunk(self, chunk: list[int], done: int, chunks: int) -> list[Image.Image]:
+        slots = [self.slots[index] for index in chunk]
+        seeds = [slot.seed for slot in slots]
         scheduler = self.sampler.build(self.model.scheduler_config, seeds)
+        config = dict(cast(Any, scheduler).config)  # every scheduler is a ConfigMixin
         self.scheduler_recipe = {
             "class": type(scheduler).__name__,
             "options": dict(self.sampler.options),
-            # Every scheduler is a ConfigMixin; SchedulerMixin alone does not say so.
-            "config": dict(cast(Any, scheduler).config),
+            "config": {k: v for k, v in config.items() if k not in _SEED_DERIVED_CONFIG},
         }
         self.pipeline.scheduler = scheduler
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        # The row of each job's first image in this chunk: its preview.
+        rows: dict[int, int] = {}
+        for row, slot in enumerate(slots):
+            rows.setdefault(slot.plan, row)
         every = self.request.preview_every
 
         def step_end(
             pipeline: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
         ) -> dict[str, Any]:
-            per_batch = pipeline.num_timesteps
-            preview = None
-            if self.preview is not None and (index + 1) % every == 0:
-                preview = self.preview.write(tensors["latents"])
-            self.on_step(batch * per_batch + index + 1, batches * per_batch, preview)
+            per_chunk = pipeline.num_timesteps
+            step, total = done * per_chunk + index + 1, chunks * per_chunk
+            gone = self.cancelled()
+            running = [plan for plan in self.plans if plan.job.job_id not in gone]
+            if not running:
+                raise Cancelled(f"cancelled at step {step} of {total}")
+            if all(self.plans[number].job.job_id in gone for number in rows):
+                raise _ChunkStopped
+            previews: dict[str, str | None] = {plan.job.job_id: None for plan in running}
+            if every and (index + 1) % every == 0:
+                for number, row in rows.items():
+                    plan = self.plans[number]
+                    if plan.preview is not None and plan.job.job_id in previews:
+                        latents = tensors["latents"][row : row + 1]
+                        previews[plan.job.job_id] = plan.preview.write(latents)
+            self.on_step(step, total, previews)
             return tensors
 
-        arguments = dict(self.arguments)
-        if _INIT_IMAGE in arguments:
-            # Given once, the inpainting pipelines encode the init image with the
-            # first generator only, so image i would depend on the batch it ran in;
-            # one copy per image makes each encode draw from its own generator.
-            arguments["image"] = [arguments.pop(_INIT_IMAGE)] * len(indices)
-        self.before_batch(len(indices))
+        self.before_batch(len(slots))
         # Each diffusers pipeline class declares its own __call__; the base class has none.
         call = cast(Callable[..., Any], self.pipeline)
         output = call(
-            prompt=self.request.prompt,
-            negative_prompt=self.request.negative_prompt or None,
             num_inference_steps=self.request.steps,
             guidance_scale=self.request.cfg,
-            num_images_per_prompt=len(indices),
+            num_images_per_prompt=1,
             generator=generators,
             callback_on_step_end=step_end,
-            **arguments,
+            **self._prompt_arguments(slots),
+            **self._mode_arguments(slots),
         )
         images: list[Image.Image] = output.images
         return images
 
+    def _prompt_arguments(self, slots: list[_Slot]) -> dict[str, torch.Tensor]:
+        """Each image's prompt embeddings: its job's, encoded once and repeated per image."""
+        per_image = [self._encoded(slot.plan) for slot in slots]
+        return {name: torch.cat([e[name] for e in per_image]) for name in per_image[0]}
+
+    def _encoded(self, number: int) -> dict[str, torch.Tensor]:
+        if number not in self._embeddings:
+            job = self.plans[number].job
+            with torch.no_grad():
+                # The pipeline's own encoding, as a call with this one prompt makes it;
+                # a missing negative stays None (SDXL then uses zeros, not "").
+                encoded = self.pipeline.encode_prompt(
+                    prompt=job.prompt,
+                    device=self.pipeline._execution_device,
+                    num_images_per_prompt=1,
+                    do_classifier_free_guidance=True,
+                    negative_prompt=job.negative_prompt or None,
+                )
+            names = _EMBEDDINGS[self.model.family]
+            self._embeddings[number] = dict(zip(names, encoded, strict=True))
+        return self._embeddings[number]
+
+    def _mode_arguments(self, slots: list[_Slot]) -> dict[str, Any]:
+        """The call's mode-specific arguments: each image's input images, from its job."""
+        request = self.request
+        plans = [self.plans[slot.plan] for slot in slots]
+        size = {"width": request.width, "height": request.height}
+        mode = request.mode
+        if mode is Mode.TXT2IMG:
+            return size
+        if mode is Mode.CONTROLNET:
+            return size | {
+                "image": [plan.control for plan in plans],
+                "controlnet_conditioning_scale": request.control_scale,
+            }
+        # One init image per image, even when they are the same: given once, the
+        # inpainting pipelines encode it with the first generator only, so an image
+        # would depend on the batch it ran in.
+        arguments = {"image": [plan.init for plan in plans], "strength": request.strength}
+        if mode is Mode.INPAINT:
+            return size | arguments | {"mask_image": [plan.mask for plan in plans]}
+        # Image-to-image pipelines take their size from the image.
+        return arguments
+
 
 @contextmanager
 def _tiled_decode(pipeline: DiffusionPipeline, request: GenerateRequest) -> Iterator[None]:
-    """Let the VAE decode in tiles for an upscale or a large image, for this job only.
+    """Let the VAE decode in tiles for an upscale or a large image, for this batch only.
 
     The VAE is shared by every mode of the model, so tiling is switched back off after.
     """

@@ -6,6 +6,11 @@ sides. Images never travel on the wire: the engine writes PNG files into the
 job's output directory and names them in its result. The first exchange is a
 handshake (`SetupRequest` -> `Ready`) that checks `PROTOCOL_VERSION`.
 
+A `GenerateRequest` is a batch: settings shared by one pipeline call
+(`SharedParams`) and one or more jobs (`BatchJob`), each with its own prompt,
+seeds, input images and output folder. Events stay per job. `batch_key` says
+which jobs may share a request, without importing torch.
+
 This module imports pydantic only, so the bot can use it without torch.
 """
 
@@ -16,11 +21,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
 MAX_IMAGES_PER_JOB = 4
+# The most images one request (a batch of jobs) may make; the bot's
+# `[engine] max_batch_images` is at most this.
+MAX_IMAGES_PER_BATCH = 64
 MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_STEPS = 150
@@ -99,40 +107,113 @@ MODE_INPUTS: dict[Mode, frozenset[str]] = {
 }
 
 
-class GenerateRequest(Message):
-    type: Literal["generate"] = "generate"
-    job_id: str
+class SharedParams(Message):
+    """The settings of one pipeline call, which every job of a batch shares.
+
+    Jobs may be merged into one `GenerateRequest` exactly when their
+    `batch_key`s are equal; prompts, seeds, counts and input images may differ.
+    """
+
     model: str
     mode: Mode = Mode.TXT2IMG
-    prompt: str
-    negative_prompt: str = ""
     width: int = Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
     height: int = Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
     steps: int = Field(ge=1, le=MAX_STEPS)
     cfg: float = Field(ge=0.0, le=30.0)
     sampler: str
-    seed: int = Field(ge=0, le=MAX_SEED, description="image i of the batch uses seed + i")
+    control_type: ControlType = ControlType.CANNY
+    # Strength and control scale look like per-job choices, but a pipeline call
+    # takes one of each: strength sets where the denoising starts (and so the
+    # step count) for every image, and one ControlNet scale weighs every image.
+    control_scale: float = Field(1.0, ge=0.0, le=MAX_CONTROL_SCALE)
+    strength: float = Field(
+        0.75, ge=MIN_STRENGTH, le=1.0, description="how much of init_image is repainted"
+    )
+
+
+# Settings a mode ignores, reset by `batch_key` so they never keep jobs apart.
+_STRENGTH_MODES = frozenset(mode for mode, needed in MODE_INPUTS.items() if "init_image" in needed)
+_SHARED_DEFAULTS = {
+    name: SharedParams.model_fields[name].default
+    for name in ("strength", "control_type", "control_scale")
+}
+
+
+def batch_key(params: SharedParams) -> SharedParams:
+    """What two jobs must have equal to run in one batch (a hashable value).
+
+    `params` may be a `GenerateRequest` or any `SharedParams`; settings its
+    mode does not use (strength outside the image-to-image modes, control
+    settings outside ControlNet) are reset to their defaults.
+    """
+    fields = {name: getattr(params, name) for name in SharedParams.model_fields}
+    if params.mode not in _STRENGTH_MODES:
+        fields["strength"] = _SHARED_DEFAULTS["strength"]
+    if params.mode is not Mode.CONTROLNET:
+        fields["control_type"] = _SHARED_DEFAULTS["control_type"]
+        fields["control_scale"] = _SHARED_DEFAULTS["control_scale"]
+    return SharedParams(**fields)
+
+
+class BatchJob(Message):
+    """One job of a batch: what is its own (prompt, seeds, inputs, where its files go)."""
+
+    job_id: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = Field(ge=0, le=MAX_SEED, description="image i of the job uses seed + i")
     count: int = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
     output_dir: str = Field(description="folder the engine writes <job_id>-<i>.png into")
     # Input images are files the bot has checked and saved; paths are absolute.
     init_image: str | None = None
     mask_image: str | None = Field(None, description="white = repaint, black = keep")
     control_image: str | None = None
-    control_type: ControlType = ControlType.CANNY
-    control_scale: float = Field(1.0, ge=0.0, le=MAX_CONTROL_SCALE)
-    strength: float = Field(
-        0.75, ge=MIN_STRENGTH, le=1.0, description="how much of init_image is repainted"
-    )
+
+
+class GenerateRequest(SharedParams):
+    """One batch: the shared settings and the jobs run together in one pipeline call.
+
+    The engine answers `Progress` for every job still running at each step (the
+    same step for all), then one `JobResult` or `JobError` per job.
+    """
+
+    type: Literal["generate"] = "generate"
+    batch_id: str
     preview_every: int = Field(0, ge=0, description="a preview every k steps; 0: none")
+    jobs: list[BatchJob] = Field(min_length=1)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [job.job_id for job in self.jobs]
+
+    @property
+    def images(self) -> int:
+        """Images the whole batch makes."""
+        return sum(job.count for job in self.jobs)
+
+    @classmethod
+    def for_jobs(
+        cls, batch_id: str, shared: SharedParams, jobs: list[BatchJob], preview_every: int = 0
+    ) -> GenerateRequest:
+        """A request running `jobs` with `shared` settings (e.g. a `batch_key`)."""
+        fields = {name: getattr(shared, name) for name in SharedParams.model_fields}
+        return cls(batch_id=batch_id, jobs=jobs, preview_every=preview_every, **fields)
 
     @model_validator(mode="after")
-    def _inputs_match_mode(self) -> Self:
+    def _jobs_fit_together(self) -> Self:
+        if len(set(self.job_ids)) != len(self.jobs):
+            raise ValueError("each job of a batch needs its own job_id")
+        if self.images > MAX_IMAGES_PER_BATCH:
+            raise ValueError(
+                f"a batch makes at most {MAX_IMAGES_PER_BATCH} images, not {self.images}"
+            )
         needed = MODE_INPUTS[self.mode]
-        for name in ("init_image", "mask_image", "control_image"):
-            given = getattr(self, name) is not None
-            if given != (name in needed):
-                verb = "needs" if name in needed else "takes no"
-                raise ValueError(f"mode {self.mode} {verb} {name}")
+        for job in self.jobs:
+            for name in ("init_image", "mask_image", "control_image"):
+                given = getattr(job, name) is not None
+                if given != (name in needed):
+                    verb = "needs" if name in needed else "takes no"
+                    raise ValueError(f"job {job.job_id}: mode {self.mode} {verb} {name}")
         return self
 
 
@@ -198,11 +279,23 @@ class OutputImage(Message):
 
 
 class JobResult(Message):
+    """One job's images, and the record of the batch it ran in.
+
+    The batch's measured time is shared out in proportion to images: a job's
+    `gpu_seconds` is `batch_gpu_seconds` x its images / the images the batch
+    ran. The shares sum to `batch_gpu_seconds` unless a job of the batch was
+    cancelled after its images started; that work is the cancelled job's,
+    which is refunded, not charged to the others.
+    """
+
     type: Literal["result"] = "result"
     job_id: str
     images: list[OutputImage]
-    gpu_seconds: float = Field(ge=0.0, description="wall time the engine spent on this job")
+    gpu_seconds: float = Field(ge=0.0, description="this job's share of the batch's GPU time")
     sampler: str
+    batch_id: str
+    batch_jobs: list[str] = Field(description="every job of the batch, this one included")
+    batch_gpu_seconds: float = Field(ge=0.0, description="wall time the engine spent on the batch")
 
 
 class LoadedModel(Message):
@@ -215,7 +308,8 @@ class Status(Message):
     type: Literal["status"] = "status"
     device: str
     loaded: list[LoadedModel] = Field(description="resident models, most recently used last")
-    running_job: str | None
+    running_batch: str | None
+    running_jobs: list[str] = Field(description="the jobs of the running batch")
     memory_used_bytes: int | None = Field(description="device memory in use; None on CPU")
     memory_total_bytes: int | None
 

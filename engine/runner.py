@@ -1,17 +1,17 @@
-"""Runs one job at a time and turns every way it can end into one protocol event."""
+"""Runs one batch at a time and turns every way each of its jobs can end into one protocol event."""
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Mapping
 
 import torch
 
-from engine.errors import BadRequest, Cancelled, JobFailure
+from engine.errors import BadRequest, JobFailure
 from engine.faults import FaultPlan
 from engine.memory import device_memory, resolve_budget
 from engine.models import ModelRegistry
-from engine.pipelines import generate
+from engine.pipelines import CancelledJobs, generate
 from engine.protocol import (
     ErrorCode,
     GenerateRequest,
@@ -52,8 +52,8 @@ class JobRunner:
         self._channel = channel
         self._faults = faults
 
-    def status(self, running_job: str | None) -> Status:
-        """What the engine holds now; safe to call from another thread while a job runs."""
+    def status(self, running_batch: GenerateRequest | None) -> Status:
+        """What the engine holds now; safe to call from another thread while a batch runs."""
         memory = device_memory(self.registry.device)
         return Status(
             device=self._device_name,
@@ -61,51 +61,79 @@ class JobRunner:
                 LoadedModel(name=name, family=family, memory_bytes=size)
                 for name, family, size in self.registry.resident_models()
             ],
-            running_job=running_job,
+            running_batch=None if running_batch is None else running_batch.batch_id,
+            running_jobs=[] if running_batch is None else running_batch.job_ids,
             memory_used_bytes=None if memory is None else memory.used,
             memory_total_bytes=None if memory is None else memory.total,
         )
 
-    def run(self, request: GenerateRequest, cancel: threading.Event) -> JobResult | JobError:
-        """Run `request`, sending progress; `cancel` is checked after every step."""
+    def run(self, request: GenerateRequest, cancelled: CancelledJobs) -> list[JobResult | JobError]:
+        """Run a batch, sending progress for each job; one outcome per job, in request order.
 
-        def on_step(step: int, total: int, preview: str | None) -> None:
+        `cancelled` names the jobs cancelled so far; it is asked before each pipeline
+        call and after every step. A cancelled job is answered as cancelled even
+        when the batch then fails for another reason.
+        """
+
+        def on_step(step: int, total: int, previews: Mapping[str, str | None]) -> None:
             self._faults.at_step(request, step)
-            if cancel.is_set():
-                raise Cancelled(f"cancelled at step {step} of {total}")
-            self._channel.send(
-                Progress(job_id=request.job_id, step=step, total=total, preview=preview)
-            )
+            for job_id, preview in previews.items():
+                self._channel.send(Progress(job_id=job_id, step=step, total=total, preview=preview))
 
         def before_batch(size: int) -> None:
             self._faults.before_batch(request, size)
 
         out_of_memory = False
         try:
-            result = generate(request, self.registry, on_step, before_batch)
+            outcomes = generate(request, self.registry, on_step, before_batch, cancelled)
         except JobFailure as failure:
-            log.info("job ended: %s", failure)
-            return self._error(request, failure.code, str(failure))
+            log.info("batch ended: %s", failure)
+            return self._errors(request, cancelled, failure.code, str(failure))
         except torch.cuda.OutOfMemoryError:
             log.warning("out of memory", exc_info=True)
             out_of_memory = True
         except Exception as error:
-            log.exception("job failed")
-            return self._error(request, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+            log.exception("batch failed")
+            return self._errors(
+                request, cancelled, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}"
+            )
         if out_of_memory:
             # Batches split themselves on out-of-memory; this one came from elsewhere
             # (loading a model). Freed outside the except block, whose traceback
             # frames hold the tensors.
             self.registry.free_memory()
-            return self._error(
+            return self._errors(
                 request,
+                cancelled,
                 ErrorCode.OUT_OF_MEMORY,
                 f"the GPU ran out of memory loading model {request.model!r};"
                 " try again when fewer models are in use",
             )
         self._faults.before_result(request, self._channel.write_raw)
-        log.info("job done: %d image(s) in %.2f s", len(result.images), result.gpu_seconds)
-        return result
+        events: list[JobResult | JobError] = []
+        for job_id, outcome in zip(request.job_ids, outcomes, strict=True):
+            if isinstance(outcome, JobResult):
+                log.info(
+                    "job %s done: %d image(s), %.2f of the batch's %.2f s", job_id,
+                    len(outcome.images), outcome.gpu_seconds, outcome.batch_gpu_seconds,
+                )  # fmt: skip
+                events.append(outcome)
+            else:
+                log.info("job %s ended: %s", job_id, outcome)
+                events.append(self._error(job_id, outcome.code, str(outcome)))
+        return events
 
-    def _error(self, request: GenerateRequest, code: ErrorCode, message: str) -> JobError:
-        return JobError(job_id=request.job_id, code=code, message=message[:MAX_ERROR_MESSAGE])
+    def _errors(
+        self, request: GenerateRequest, cancelled: CancelledJobs, code: ErrorCode, message: str
+    ) -> list[JobResult | JobError]:
+        """The same error for every job of the batch, but cancelled for those cancelled."""
+        gone = cancelled()
+        return [
+            self._error(job_id, ErrorCode.CANCELLED, "cancelled")
+            if job_id in gone and code is not ErrorCode.CANCELLED
+            else self._error(job_id, code, message)
+            for job_id in request.job_ids
+        ]
+
+    def _error(self, job_id: str, code: ErrorCode, message: str) -> JobError:
+        return JobError(job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE])

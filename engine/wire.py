@@ -56,11 +56,15 @@ def describe(error: ValidationError) -> str:
     return "bad request line: " + "; ".join(problems)
 
 
-def job_id_of(line: bytes) -> str | None:
-    """The job id a refused line meant to carry, so the bot can fail that job at once."""
+def job_ids_of(line: bytes) -> list[str]:
+    """The job ids a refused line meant to carry, so the bot can fail those jobs at once."""
     try:
         payload = json.loads(line)
     except ValueError:
-        return None
-    job_id = payload.get("job_id") if isinstance(payload, dict) else None
-    return job_id if isinstance(job_id, str) else None
+        return []
+    jobs = payload.get("jobs") if isinstance(payload, dict) else None
+    if not isinstance(jobs, list):
+        return []
+    job_ids = [job.get("job_id") for job in jobs if isinstance(job, dict)]
+    # Once each: a line refused for a repeated job id must not answer that job twice.
+    return list(dict.fromkeys(job_id for job_id in job_ids if isinstance(job_id, str)))

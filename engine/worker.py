@@ -5,8 +5,9 @@ engine.protocol); stdout is pointed at stderr so a library's print can never
 corrupt the protocol. The first line must be a `SetupRequest` with this
 engine's protocol version; otherwise the engine answers with a `JobError`
 and exits with code 2. A reader thread then buffers requests, and answers a
-`StatusRequest` at once, while the main thread runs jobs one at a time; a
-`ShutdownRequest` or the end of stdin ends the process with code 0.
+`StatusRequest` at once, while the main thread runs batches (a request of
+one or more jobs) one at a time; a `ShutdownRequest` or the end of stdin
+ends the process with code 0.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -37,7 +38,7 @@ from engine.protocol import (
     StatusRequest,
     decode_request,
 )
-from engine.wire import EventChannel, LineTooLong, describe, job_id_of, read_line
+from engine.wire import EventChannel, LineTooLong, describe, job_ids_of, read_line
 
 log = logging.getLogger("engine")
 
@@ -45,18 +46,34 @@ EXIT_OK = 0
 EXIT_BAD_SETUP = 2
 
 
-class JobBuffer:
-    """Jobs received but not started, and the cancel flag of the one running.
+class BatchCancels:
+    """The cancelled jobs of the running batch: set by the reader thread, read by the runner."""
 
-    The bot owns the real queue and sends one job at a time; this buffer only
-    holds what arrives while a job runs, so a cancel can find it either way.
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled: frozenset[str] = frozenset()
+
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._cancelled |= frozenset(job_ids)
+
+    def cancelled(self) -> frozenset[str]:
+        with self._lock:
+            return self._cancelled
+
+
+class JobBuffer:
+    """Batches received but not started, and the cancels of the one running.
+
+    The bot owns the real queue and sends one batch at a time; this buffer only
+    holds what arrives while a batch runs, so a cancel can find its job either way.
     """
 
     def __init__(self, channel: EventChannel) -> None:
         self._channel = channel
         self._ready = threading.Condition()
         self._waiting: deque[GenerateRequest] = deque()
-        self._running: tuple[str, threading.Event] | None = None
+        self._running: tuple[GenerateRequest, BatchCancels] | None = None
         self._closed = False
 
     def put(self, request: GenerateRequest) -> None:
@@ -65,59 +82,64 @@ class JobBuffer:
             self._ready.notify()
 
     @property
-    def running_job(self) -> str | None:
+    def running(self) -> GenerateRequest | None:
         with self._ready:
             return None if self._running is None else self._running[0]
 
     def cancel(self, job_id: str) -> None:
+        """Cancel one job: in the running batch (the runner drops its work), or waiting."""
         with self._ready:
-            if self._running is not None and self._running[0] == job_id:
-                self._running[1].set()
+            if self._running is not None and job_id in self._running[0].job_ids:
+                self._running[1].cancel([job_id])
                 return
-            waiting = next((job for job in self._waiting if job.job_id == job_id), None)
-            if waiting is not None:
-                self._waiting.remove(waiting)
-        if waiting is None:
+            found = next((r for r in self._waiting if job_id in r.job_ids), None)
+            if found is not None:
+                # The rest of a waiting batch still runs; a batch left with no job is dropped.
+                rest = [job for job in found.jobs if job.job_id != job_id]
+                position = self._waiting.index(found)
+                if rest:
+                    self._waiting[position] = found.model_copy(update={"jobs": rest})
+                else:
+                    del self._waiting[position]
+        if found is None:
             log.info("cancel for job %s, which is neither running nor waiting", job_id)
         else:
-            self._drop(waiting, "cancelled before it started")
+            self._drop(job_id, "cancelled before it started")
 
     def close(self) -> None:
-        """No more requests: cancel the running job and drop the waiting ones."""
+        """No more requests: cancel the running batch and drop the waiting ones."""
         with self._ready:
             self._closed = True
             if self._running is not None:
-                self._running[1].set()
-            dropped = list(self._waiting)
+                self._running[1].cancel(self._running[0].job_ids)
+            dropped = [job_id for request in self._waiting for job_id in request.job_ids]
             self._waiting.clear()
             self._ready.notify()
-        for request in dropped:
-            self._drop(request, "cancelled: the engine is shutting down")
+        for job_id in dropped:
+            self._drop(job_id, "cancelled: the engine is shutting down")
 
-    def next_job(self) -> tuple[GenerateRequest, threading.Event] | None:
-        """Block until a job can start; None once the buffer is closed."""
+    def next_batch(self) -> tuple[GenerateRequest, BatchCancels] | None:
+        """Block until a batch can start; None once the buffer is closed."""
         with self._ready:
             self._running = None
             self._ready.wait_for(lambda: self._waiting or self._closed)
             if self._closed:
                 return None
             request = self._waiting.popleft()
-            cancel = threading.Event()
-            self._running = (request.job_id, cancel)
-            return request, cancel
+            cancels = BatchCancels()
+            self._running = (request, cancels)
+            return request, cancels
 
-    def _drop(self, request: GenerateRequest, message: str) -> None:
-        log.info("%s", message, extra={"job_id": request.job_id})
-        self._channel.send(
-            JobError(job_id=request.job_id, code=ErrorCode.CANCELLED, message=message)
-        )
+    def _drop(self, job_id: str, message: str) -> None:
+        log.info("%s", message, extra={"job_id": job_id})
+        self._channel.send(JobError(job_id=job_id, code=ErrorCode.CANCELLED, message=message))
 
 
 def read_requests(
     stdin: BinaryIO,
     jobs: JobBuffer,
     channel: EventChannel,
-    status: Callable[[str | None], Status],
+    status: Callable[[GenerateRequest | None], Status],
 ) -> None:
     """The reader thread: feed `jobs` until shutdown or end of input, then close it.
 
@@ -130,7 +152,7 @@ def read_requests(
             elif isinstance(request, CancelRequest):
                 jobs.cancel(request.job_id)
             elif isinstance(request, StatusRequest):
-                channel.send(status(jobs.running_job))
+                channel.send(status(jobs.running))
             elif isinstance(request, ShutdownRequest):
                 log.info("shutdown requested")
                 return
@@ -159,7 +181,10 @@ def _next_request(
             return decode_request(line)
         except ValidationError as error:
             log.warning("%s: %.200r", describe(error), line)
-            channel.send(_bad_request(job_id_of(line), describe(error)))
+            # Every job the line meant to carry fails at once, with the reason.
+            job_ids: list[str | None] = [*job_ids_of(line)] or [None]
+            for job_id in job_ids:
+                channel.send(_bad_request(job_id, describe(error)))
 
 
 def _bad_request(job_id: str | None, message: str) -> JobError:
@@ -236,10 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         name="requests",
         daemon=True,
     ).start()
-    while (job := jobs.next_job()) is not None:
-        request, cancel = job
-        with job_context(request.job_id):
-            log.info("job started: %s", request.model_dump_json(exclude={"prompt"}))
-            channel.send(runner.run(request, cancel))
+    while (batch := jobs.next_batch()) is not None:
+        request, cancels = batch
+        # Every line logged for the batch names all its jobs, so a grep for one finds it.
+        with job_context(",".join(request.job_ids)):
+            private = {"jobs": {"__all__": {"prompt", "negative_prompt"}}}
+            log.info("batch started: %s", request.model_dump_json(exclude=private))
+            for event in runner.run(request, cancels.cancelled):
+                channel.send(event)
     log.info("engine stopped")
     return EXIT_OK

@@ -3,11 +3,11 @@
 The engine is `python -m engine`, started with asyncio's subprocess API: it
 reads requests on stdin and writes events on a pipe of its own (fd passed at
 spawn), so a library that prints to stdout can never corrupt the protocol.
-If the engine dies, hangs or talks nonsense, the running job fails with a
-clear error and the next job gets a freshly started engine.
+If the engine dies, hangs or talks nonsense, the running batch fails with a
+clear error and the next batch gets a freshly started engine.
 
 After the handshake one reader task owns the event pipe: it answers status
-queries (which may come while a job runs) and hands job events to `run`.
+queries (which may come while a batch runs) and hands job events to `run`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -40,7 +40,8 @@ from engine.protocol import (
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[Progress], Awaitable[None]]
+# Called for each Progress; it must not block (see EngineProcess.run).
+ProgressCallback = Callable[[Progress], None]
 
 # Importing torch and diffusers alone takes seconds; model loads are lazy.
 START_TIMEOUT = 180.0
@@ -51,19 +52,20 @@ MAX_LINE = 1 << 20
 
 
 class EngineFailure(Exception):
-    """The engine process could not finish a job (crash, hang, broken protocol)."""
+    """The engine process could not finish a batch (crash, hang, broken protocol).
 
+    `outcomes` holds the jobs of the batch the engine had already answered.
+    """
 
-class JobFailed(Exception):
-    """The engine reported a job error; `error.code` says which kind."""
-
-    def __init__(self, error: JobError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    def __init__(
+        self, message: str, outcomes: Mapping[str, JobResult | JobError] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.outcomes: dict[str, JobResult | JobError] = dict(outcomes or {})
 
 
 class EngineProcess:
-    """One running `python -m engine`; `run` executes one job at a time."""
+    """One running `python -m engine`; `run` executes one batch (one request) at a time."""
 
     def __init__(
         self,
@@ -127,30 +129,42 @@ class EngineProcess:
 
     async def run(
         self, request: GenerateRequest, on_progress: ProgressCallback, time_limit: float
-    ) -> JobResult:
-        """Run one job; raises JobFailed for a job error, EngineFailure if the engine broke."""
+    ) -> dict[str, JobResult | JobError]:
+        """Run one batch; each job's result or error, by job id in request order.
+
+        `on_progress` is called with every `Progress` of every job of the batch,
+        inline in the loop that watches the engine: it must return at once
+        (the job service's listeners only note the newest step) and never raise, so a slow
+        Discord edit can neither delay the other events nor count against
+        `time_limit`, which measures the engine's time on the whole batch.
+        Raises EngineFailure if the engine crashed, hung or broke the protocol;
+        the outcomes it had already sent are on the exception.
+        """
         await self._send(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_limit
-        while True:
+        waiting = set(request.job_ids)
+        outcomes: dict[str, JobResult | JobError] = {}
+        while waiting:
             try:
                 event = await asyncio.wait_for(self._job_events.get(), deadline - loop.time())
             except TimeoutError:
                 # A stuck GPU call cannot be interrupted any other way.
                 await self.kill()
                 raise EngineFailure(
-                    f"the job took longer than {time_limit:g} s; the engine was restarted"
+                    f"the batch took longer than {time_limit:g} s; the engine was restarted",
+                    outcomes,
                 ) from None
             if isinstance(event, EngineFailure):
-                raise event
-            if isinstance(event, Progress) and event.job_id == request.job_id:
-                await on_progress(event)
-            elif isinstance(event, JobResult) and event.job_id == request.job_id:
-                return event
-            elif isinstance(event, JobError) and event.job_id == request.job_id:
-                raise JobFailed(event)
+                raise EngineFailure(str(event), outcomes) from event
+            if isinstance(event, Progress) and event.job_id in waiting:
+                on_progress(event)
+            elif isinstance(event, JobResult | JobError) and event.job_id in waiting:
+                outcomes[event.job_id] = event
+                waiting.remove(event.job_id)
             else:
-                log.warning("job %s: ignoring unrelated engine event %r", request.job_id, event)
+                log.warning("batch %s: ignoring unrelated engine event %r", request.batch_id, event)
+        return {job_id: outcomes[job_id] for job_id in request.job_ids}
 
     async def cancel(self, job_id: str) -> None:
         if self.alive:

@@ -26,14 +26,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from engine.protocol import ErrorCode, JobError, JobResult, ModelSpec, Progress, Status
+from engine.protocol import (
+    ErrorCode,
+    GenerateRequest,
+    JobError,
+    JobResult,
+    ModelSpec,
+    Progress,
+    Status,
+)
 
 from ..config import QueueConfig
 from ..store.db import persist
 from ..store.jobs import IllegalTransition, JobStore, NewOutput, QueuedRow, Requester
 from ..store.models import Job, JobState, Lane
 from ..store.quotas import QuotaStore, Refused
-from .engine_client import EngineFailure, EngineProcess, JobFailed
+from .engine_client import EngineFailure, EngineProcess
 from .scheduler import Waiting, fair_order, for_engine, next_batch
 from .spec import JobSpec, batch_key
 
@@ -109,7 +117,7 @@ class JobService:
         preview_every: int = 0,
         quotas: QuotaStore | None = None,
         queue: QueueConfig | None = None,
-        max_batch_images: int = 1,
+        batch_images: dict[str, int] | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -120,7 +128,8 @@ class JobService:
         self._preview_every = preview_every
         self._quotas = quotas
         self._queue = queue or QueueConfig()
-        self._max_batch_images = max_batch_images
+        # Images one request may carry, per device (bot.config EngineConfig.batch_images).
+        self._batch_images = batch_images or {}
         self._default_estimate = quotas.rules.default_gpu_seconds if quotas else 1.0
         self._listeners: list[JobListener] = []
         self._supervisors: list[asyncio.Task[None]] = []
@@ -256,7 +265,8 @@ class JobService:
                 *(self._loaded[device] for device in self._idle if device != engine.device)
             )
             order = for_engine(self._order(rows, served), self._loaded[engine.device], elsewhere)
-            return [w.job_id for w in next_batch(order, self._max_batch_images)]
+            limit = self._batch_images.get(engine.device, 1)
+            return [w.job_id for w in next_batch(order, limit)]
 
         while not self._stopping.is_set():
             self._idle.add(engine.device)
@@ -287,41 +297,54 @@ class JobService:
         return fair_order([waiting_of(row, self._default_estimate) for row in rows], served)
 
     async def _run_batch(self, engine: EngineProcess, jobs: list[Job]) -> None:
+        """Run the claimed jobs as one engine request (one pipeline call) and record each
+        job's own outcome; a job cancelled before the request was sent is left out."""
         for job in jobs:
             self._notify_started(job)
+        pending = []
+        for job in jobs:
+            if job.id in self._cancelled_by:
+                await self._finish(job.id, JobState.CANCELLED, "cancelled",
+                                   self._cancelled_by[job.id])  # fmt: skip
+            else:
+                pending.append(job)
+        if not pending:
+            return
+        request = await asyncio.to_thread(self._request, pending)
+        await self.store.record_batch(request.batch_id, request.job_ids)
+        outcomes: dict[str, JobResult | JobError] = {}
         try:
             if not engine.alive:
                 await engine.start()
-            for job in jobs:
-                await self._run_job(engine, job)
+            outcomes = await engine.run(request, self._on_progress, self._job_timeout)
         except EngineFailure as failure:
             log.error("engine on %s failed: %s", engine.device, failure)
             await engine.kill()
-            for job in jobs:
-                await self._after_crash(job.id, str(failure))
+            outcomes = failure.outcomes
+            for job_id in request.job_ids:
+                if job_id not in outcomes:
+                    await self._after_crash(job_id, str(failure))
+        for outcome in outcomes.values():
+            if isinstance(outcome, JobResult):
+                await self._succeed(outcome)
+            else:
+                await self._job_error(outcome)
 
-    async def _run_job(self, engine: EngineProcess, job: Job) -> None:
-        if job.id in self._cancelled_by:
-            await self._finish(job.id, JobState.CANCELLED, "cancelled", self._cancelled_by[job.id])
-            return
-        spec = JobSpec.model_validate(job.spec)
-        output_dir = self._data_dir / "images" / job.id
-        await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
+    def _request(self, jobs: list[Job]) -> GenerateRequest:
+        """One engine request for a batch (output folders made here, in a thread)."""
+        specs = [JobSpec.model_validate(job.spec) for job in jobs]
+        parts = []
+        for job, spec in zip(jobs, specs, strict=True):
+            output_dir = self._data_dir / "images" / job.id
+            output_dir.mkdir(parents=True, exist_ok=True)
+            parts.append(spec.batch_job(job.id, output_dir, self._data_dir))
+        return GenerateRequest.for_jobs(
+            new_job_id(), specs[0].shared_params(), parts, self._preview_every
+        )
 
-        async def on_progress(progress: Progress) -> None:
-            for listener in self._listeners:
-                listener.job_progress(job.id, progress)
-
-        try:
-            result = await engine.run(
-                spec.to_request(job.id, output_dir, self._data_dir, self._preview_every),
-                on_progress,
-                self._job_timeout,
-            )
-        except JobFailed as failure:
-            await self._job_error(failure.error)
-            return
-        await self._succeed(result)
+    def _on_progress(self, progress: Progress) -> None:
+        for listener in self._listeners:
+            listener.job_progress(progress.job_id, progress)
 
     async def _job_error(self, error: JobError) -> None:
         job_id = error.job_id or ""

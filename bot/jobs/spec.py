@@ -11,6 +11,7 @@ import math
 import re
 import secrets
 import unicodedata
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -25,11 +26,14 @@ from engine.protocol import (
     MAX_STEPS,
     MIN_SIDE,
     MIN_STRENGTH,
+    BatchJob,
     ControlType,
     GenerateRequest,
     Mode,
     ModelSpec,
+    SharedParams,
 )
+from engine.protocol import batch_key as protocol_batch_key
 
 from ..moderation.blocklist import blocked_term as find_blocked
 from .errors import BadInput as BadInput
@@ -90,34 +94,40 @@ class JobSpec(BaseModel):
         """The cfg of each image (see image_cfgs)."""
         return image_cfgs(self.cfg, self.count, self.chaos)
 
-    def to_request(
-        self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
-    ) -> GenerateRequest:
-        """The engine request for this job.
+    def shared_params(self) -> SharedParams:
+        """The settings this job shares with a batch."""
+        return SharedParams.model_validate(self.model_dump(include=set(SharedParams.model_fields)))
+
+    def batch_job(self, job_id: str, output_dir: Path, data_dir: Path) -> BatchJob:
+        """This job's own part of a batch request, input paths made absolute.
 
         The engine does not take `chaos` or `stop` yet: it runs every step and
         gives image i the seed + i and the one cfg. Passing `seeds`, `cfgs` and
         the stop step is the engine-side change that completes --chaos and --stop.
         """
-        fields = self.model_dump(exclude={"source_job", "source_image", "chaos", "stop"})
+        fields = self.model_dump(include=set(BatchJob.model_fields) - {"job_id", "output_dir"})
         for name in ("init_image", "mask_image", "control_image"):
             if fields[name] is not None:
                 fields[name] = str(data_dir / fields[name])
-        return GenerateRequest(
-            job_id=job_id, output_dir=str(output_dir), preview_every=preview_every, **fields
+        return BatchJob(job_id=job_id, output_dir=str(output_dir), **fields)
+
+    def to_request(
+        self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
+    ) -> GenerateRequest:
+        """A request of this job alone (a batch of one, named after the job)."""
+        return GenerateRequest.for_jobs(
+            job_id,
+            self.shared_params(),
+            [self.batch_job(job_id, output_dir, data_dir)],
+            preview_every,
         )
 
 
-def batch_key(spec: JobSpec) -> tuple[object, ...]:
+def batch_key(spec: JobSpec) -> tuple[Hashable, ...]:
     """Jobs with equal keys can share one pipeline call, so the scheduler may batch them:
-    prompts, negative prompts, seeds, counts and input images may differ; everything
-    that shapes the call itself (model, mode, size, steps, sampler, cfg, ControlNet
-    type and scale, strength, chaos, stop) may not."""
-    return (
-        spec.model, spec.mode, spec.width, spec.height, spec.steps, spec.sampler, spec.cfg,
-        spec.control_type if spec.mode is Mode.CONTROLNET else None, spec.control_scale,
-        spec.strength, spec.chaos, spec.stop,
-    )  # fmt: skip
+    the engine's own rule (engine.protocol.batch_key) plus --chaos and --stop, which
+    shape the call too."""
+    return (protocol_batch_key(spec.shared_params()), spec.chaos, spec.stop)
 
 
 def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:

@@ -361,6 +361,11 @@ class JobStore:
             )
             return rows.all()
 
+    async def record_batch(self, batch_id: str, job_ids: list[str]) -> None:
+        """Which engine request the jobs run in (the jobs batched together share it)."""
+        async with self._sessions.begin() as session:
+            await session.execute(update(Job).where(Job.id.in_(job_ids)).values(batch_id=batch_id))
+
     async def record_message(self, job_id: str, message_id: int) -> None:
         """The id of the job's reply, once Discord showed it (needed to edit it after
         a restart through the interaction's webhook)."""

@@ -65,6 +65,20 @@ def test_no_style_and_eight_permutations_by_default(tmp_path: Path) -> None:
     assert (config.styles, config.generation.max_permutations) == ({}, 8)
 
 
+def test_max_batch_images_is_8_on_cuda_1_on_cpu_unless_configured(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.engine.max_batch_images is None
+    assert [config.engine.batch_images(d) for d in ("cuda:0", "cuda", "cpu", "mps")] == [
+        8,
+        8,
+        1,
+        1,
+    ]
+    text = VALID.replace('devices = ["cpu"]', 'devices = ["cpu"]\nmax_batch_images = 3')
+    configured = load_config(write(tmp_path, text))
+    assert [configured.engine.batch_images(d) for d in ("cuda:0", "cpu")] == [3, 3]
+
+
 def test_example_config_is_valid() -> None:
     config = load_config(REPO / "config.example.toml")
     assert config.engine.default_model in config.models
@@ -81,6 +95,8 @@ def test_example_config_is_valid() -> None:
         (VALID.replace('source = "./tiny"', 'source = "./missing"'),
          "models.tiny.source: './missing' does not exist"),
         (VALID.replace('default_model = "tiny"\n', ""), "engine.default_model: required key"),
+        (VALID.replace('devices = ["cpu"]', 'devices = ["cpu"]\nmax_batch_images = 0'),
+         "engine.max_batch_images:"),
         ("[engine\n", "not valid TOML"),
         (VALID + "\n[styles.'film noir']\nprompt = 'x'\n",
          "styles.film noir: a style name is one word"),

@@ -20,7 +20,7 @@ from bot.jobs.spec import (
     fit_aspect,
     parse_prompt_flags,
 )
-from engine.protocol import MAX_SIDE, ControlType, Mode, ModelSpec
+from engine.protocol import MAX_SIDE, ControlType, GenerateRequest, Mode, ModelSpec, batch_key
 
 MODELS = {"sd15": ModelSpec(source="x", width=512, height=512, steps=30, cfg=7.0)}
 
@@ -194,8 +194,27 @@ def test_upscale_stays_within_the_largest_side() -> None:
 def test_request_paths_are_absolute_under_the_data_dir(tmp_path: Path) -> None:
     spec = build_spec(Options(prompt="x", seed=1), MODELS, "sd15", inputs(image=(64, 64)))
     request = spec.to_request("j1", tmp_path / "images/j1", tmp_path, preview_every=3)
-    assert request.init_image == str(tmp_path / "inputs/x/image.png")
+    assert request.jobs[0].init_image == str(tmp_path / "inputs/x/image.png")
     assert (request.mode, request.preview_every) == (Mode.IMG2IMG, 3)
+
+
+def test_jobs_batch_by_their_shared_settings_not_their_prompts_or_seeds(
+    tmp_path: Path,
+) -> None:
+    fox = build_spec(Options(prompt="a fox", seed=1), MODELS, "sd15")
+    owl = build_spec(Options(prompt="an owl", negative_prompt="x", seed=9, count=2), MODELS, "sd15")
+    slower = build_spec(Options(prompt="a fox", seed=1, steps=40), MODELS, "sd15")
+    assert batch_key(fox.shared_params()) == batch_key(owl.shared_params())
+    assert batch_key(fox.shared_params()) != batch_key(slower.shared_params())
+
+    jobs = [
+        spec.batch_job(job_id, tmp_path / "images" / job_id, tmp_path)
+        for job_id, spec in (("j1", fox), ("j2", owl))
+    ]
+    request = GenerateRequest.for_jobs("b1", batch_key(fox.shared_params()), jobs, 3)
+    assert (request.job_ids, request.images, request.preview_every) == (["j1", "j2"], 3, 3)
+    assert (request.jobs[1].prompt, request.jobs[1].seed) == ("an owl", 9)
+    assert request.jobs[1].output_dir == str(tmp_path / "images/j2")
 
 
 def test_personal_defaults_fill_only_what_the_member_left_out() -> None:

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 from engine.memory import GIB
 from engine.models import ModelRegistry
-from engine.protocol import ControlType, GenerateRequest, ModelSpec
+from engine.pipelines import Outcome
+from engine.protocol import BatchJob, ControlType, GenerateRequest, JobResult, ModelSpec
 
 
 @pytest.fixture(scope="session")
@@ -69,17 +70,39 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def make_request(output_dir: Path, **changes: Any) -> GenerateRequest:
-    """A small, fast txt2img request; `changes` override any field."""
-    fields: dict[str, Any] = {
+    """A small, fast txt2img request of one job; `changes` override any field.
+
+    Job fields (prompt, seed, count, input images, ...) go to the one job; the
+    batch is named after it.
+    """
+    job: dict[str, Any] = {
         "job_id": "job1",
-        "model": "tiny",
         "prompt": "a red cube on a table",
+        "seed": 42,
+        "output_dir": str(output_dir),
+    }
+    job |= {name: value for name, value in changes.items() if name in BatchJob.model_fields}
+    shared = {name: value for name, value in changes.items() if name not in job}
+    return make_batch([job], **shared)
+
+
+def make_batch(jobs: list[dict[str, Any]], **changes: Any) -> GenerateRequest:
+    """A small, fast txt2img request of `jobs` (BatchJob fields); `changes` override the rest."""
+    fields: dict[str, Any] = {
+        "batch_id": "-".join(job["job_id"] for job in jobs),
+        "model": "tiny",
         "width": 64,
         "height": 64,
         "steps": 4,
         "cfg": 7.0,
         "sampler": "Euler a",
-        "seed": 42,
-        "output_dir": str(output_dir),
+        "jobs": [BatchJob(**job) for job in jobs],
     }
     return GenerateRequest(**(fields | changes))
+
+
+def only_result(outcomes: list[Outcome]) -> JobResult:
+    """The result of a one-job request; fails the test on anything else."""
+    [outcome] = outcomes
+    assert isinstance(outcome, JobResult), outcome
+    return outcome

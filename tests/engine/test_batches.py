@@ -16,7 +16,7 @@ from engine.models import ModelRegistry
 from engine.pipelines import generate
 from engine.protocol import ErrorCode, GenerateRequest
 
-from .conftest import make_request
+from .conftest import make_request, only_result
 from .test_pipelines import pixels
 
 
@@ -36,8 +36,8 @@ def run(
         batches.append(size)
         plan.before_batch(request, size)
 
-    result = generate(request, registry, lambda s, t, _: steps.append((s, t)), before_batch)
-    return [pixels(image.path) for image in result.images], batches, steps
+    outcomes = generate(request, registry, lambda s, t, _: steps.append((s, t)), before_batch)
+    return [pixels(image.path) for image in only_result(outcomes).images], batches, steps
 
 
 def test_out_of_memory_splits_the_batch_and_each_image_keeps_its_seed(
@@ -68,11 +68,14 @@ def test_one_image_that_still_does_not_fit_fails_suggesting_a_smaller_job(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
     request = make_request(tmp_path, count=2, steps=2, width=128, height=64)
-    with pytest.raises(OutOfMemory) as caught:
-        run(registry, request, "oom_if_batch_over=0")
-    assert caught.value.code is ErrorCode.OUT_OF_MEMORY
-    assert "2 image(s) at 128x64" in str(caught.value)
-    assert "smaller size or fewer images" in str(caught.value)
+    plan = FaultPlan(parse_faults("oom_if_batch_over=0"))
+    [outcome] = generate(
+        request, registry, lambda s, t, _: None, lambda size: plan.before_batch(request, size)
+    )
+    assert isinstance(outcome, OutOfMemory)
+    assert outcome.code is ErrorCode.OUT_OF_MEMORY
+    assert "2 image(s) at 128x64" in str(outcome)
+    assert "smaller size or fewer images" in str(outcome)
     assert list(tmp_path.iterdir()) == []
 
 

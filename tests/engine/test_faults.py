@@ -12,7 +12,7 @@ import torch
 
 from engine.faults import GARBAGE_LINE, Fault, FaultKind, FaultPlan, parse_faults
 
-from .conftest import make_request
+from .conftest import make_batch, make_request
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,15 @@ def test_out_of_memory_fires_at_its_step_for_matching_prompts_only(tmp_path: Pat
         plan.at_step(aimed, 2)
 
 
+def test_a_fault_aimed_by_prompt_hits_a_batch_with_any_matching_job(tmp_path: Path) -> None:
+    plan = FaultPlan(parse_faults("oom_if_batch_over=1@[oom]"))
+    jobs = [{"job_id": "a", "prompt": "a cat", "seed": 1, "output_dir": str(tmp_path)}]
+    aimed = {"job_id": "b", "prompt": "a dog [oom]", "seed": 1, "output_dir": str(tmp_path)}
+    plan.before_batch(make_batch(jobs), 2)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        plan.before_batch(make_batch([*jobs, aimed]), 2)
+
+
 def test_garbage_is_written_before_the_result(tmp_path: Path) -> None:
     written: list[bytes] = []
     FaultPlan(parse_faults("garbage")).before_result(make_request(tmp_path), written.append)
@@ -50,9 +59,10 @@ def test_garbage_is_written_before_the_result(tmp_path: Path) -> None:
 def test_crash_kills_the_process_outright() -> None:
     code = (
         "from engine.faults import FaultPlan, parse_faults\n"
-        "from engine.protocol import GenerateRequest\n"
-        "request = GenerateRequest(job_id='j', model='m', prompt='p', width=64, height=64,"
-        " steps=4, cfg=7, sampler='Euler', seed=1, output_dir='.')\n"
+        "from engine.protocol import BatchJob, GenerateRequest\n"
+        "job = BatchJob(job_id='j', prompt='p', seed=1, output_dir='.')\n"
+        "request = GenerateRequest(batch_id='b', model='m', width=64, height=64,"
+        " steps=4, cfg=7, sampler='Euler', jobs=[job])\n"
         "FaultPlan(parse_faults('crash_at_step=3')).at_step(request, 3)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)

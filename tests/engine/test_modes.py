@@ -15,7 +15,7 @@ from engine.models import ModelRegistry
 from engine.pipelines import generate
 from engine.protocol import ControlType, JobResult, Mode
 
-from .conftest import make_request
+from .conftest import make_request, only_result
 from .test_pipelines import largest_difference, no_progress, pixels
 
 
@@ -36,7 +36,7 @@ def run(
     registry: ModelRegistry, output_dir: Path, mode: Mode, images: dict[str, Path], **changes: Any
 ) -> JobResult:
     request = make_request(output_dir, mode=mode, **(mode_inputs(mode, images) | changes))
-    return generate(request, registry, no_progress)
+    return only_result(generate(request, registry, no_progress))
 
 
 @pytest.mark.parametrize("model", ["tiny", "xl"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ from engine.models import ModelRegistry
 from engine.pipelines import generate, image_seeds
 from engine.protocol import MAX_SEED, JobResult
 
-from .conftest import make_request
+from .conftest import make_request, only_result
 
 
-def no_progress(step: int, total: int, preview: str | None) -> None:
+def no_progress(step: int, total: int, previews: Mapping[str, str | None]) -> None:
     pass
 
 
@@ -35,7 +36,7 @@ def largest_difference(path: str, other: str) -> int:
 
 
 def run(registry: ModelRegistry, output_dir: Path, **changes: object) -> JobResult:
-    return generate(make_request(output_dir, **changes), registry, no_progress)
+    return only_result(generate(make_request(output_dir, **changes), registry, no_progress))
 
 
 def test_same_seed_and_parameters_give_identical_pixels(
@@ -129,7 +130,7 @@ def test_cancelling_from_a_step_stops_before_the_vae_decode(
 
     monkeypatch.setattr(vae, "decode", counting_decode)
 
-    def cancel_at_two(step: int, total: int, preview: str | None) -> None:
+    def cancel_at_two(step: int, total: int, previews: Mapping[str, str | None]) -> None:
         if step == 2:
             raise Cancelled("cancelled at step 2")
 
@@ -142,9 +143,11 @@ def test_cancelling_from_a_step_stops_before_the_vae_decode(
 def test_a_job_id_that_is_not_a_plain_file_name_is_refused(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    with pytest.raises(BadRequest):
-        run(registry, tmp_path, job_id="../outside")
+    [outcome] = generate(make_request(tmp_path, job_id="../outside"), registry, no_progress)
+    assert isinstance(outcome, BadRequest)
+    assert "job id" in str(outcome)
 
 
 def test_seeds_wrap_so_every_recorded_seed_is_a_valid_request_seed(tmp_path: Path) -> None:
-    assert image_seeds(make_request(tmp_path, seed=MAX_SEED, count=2)) == [MAX_SEED, 0]
+    job = make_request(tmp_path, seed=MAX_SEED, count=2).jobs[0]
+    assert image_seeds(job) == [MAX_SEED, 0]

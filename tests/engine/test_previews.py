@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from engine.models import ModelRegistry
 from engine.pipelines import generate
 from engine.previews import latents_to_rgb
 
-from .conftest import make_request
+from .conftest import make_request, only_result
 from .test_pipelines import pixels
 
 
@@ -24,14 +25,16 @@ def run_with_previews(
     steps: list[tuple[int, str | None]] = []
     sizes: list[tuple[int, int]] = []
 
-    def on_step(step: int, total: int, preview: str | None) -> None:
+    def on_step(step: int, total: int, previews: Mapping[str, str | None]) -> None:
+        assert list(previews) == ["job1"]
+        preview = previews["job1"]
         steps.append((step, preview))
         if preview is not None:
             with Image.open(preview) as image:
                 sizes.append(image.size)
 
     request = make_request(output_dir, model=model, steps=4, preview_every=every)
-    result = generate(request, registry, on_step)
+    result = only_result(generate(request, registry, on_step))
     return result.images[0].path, steps, sizes
 
 

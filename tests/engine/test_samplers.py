@@ -15,7 +15,7 @@ from engine.pipelines import generate
 from engine.protocol import SAMPLER_NAMES
 from engine.samplers import SAMPLERS, SCHEDULER_TABLE, find_sampler
 
-from .conftest import make_request
+from .conftest import make_request, only_result
 
 
 def test_names_are_found_ignoring_case_and_keep_their_display_name() -> None:
@@ -60,7 +60,8 @@ def test_each_job_gets_its_own_scheduler(registry: ModelRegistry) -> None:
 def test_every_sampler_runs_two_steps(name: str, registry: ModelRegistry, tmp_path: Path) -> None:
     steps: list[tuple[int, int]] = []
     request = make_request(tmp_path, sampler=name, steps=2)
-    result = generate(request, registry, lambda step, total, _: steps.append((step, total)))
+    outcomes = generate(request, registry, lambda step, total, _: steps.append((step, total)))
+    result = only_result(outcomes)
     assert result.sampler == name
     assert len(result.images) == 1
     assert steps and steps[-1][0] == steps[-1][1]

@@ -28,7 +28,7 @@ from engine.protocol import (
     encode,
 )
 
-from .conftest import make_request
+from .conftest import make_batch, make_request
 from .harness import EngineUnderTest
 
 # Faults aimed by prompt, so normal jobs on the same engine run as usual.
@@ -146,6 +146,105 @@ def test_cancel_drops_a_job_still_waiting_in_the_engine(
     assert isinstance(stopped, JobError) and stopped.code is ErrorCode.CANCELLED
 
 
+def batch(tmp_path: Path, jobs: dict[str, dict[str, Any]], **shared: Any) -> GenerateRequest:
+    """A request of several jobs, each with its own folder under `tmp_path`."""
+    return make_batch(
+        [{"job_id": job_id, "prompt": f"a picture of {job_id}", "seed": 1,
+          "output_dir": str(tmp_path / job_id)} | fields for job_id, fields in jobs.items()],
+        **shared,
+    )  # fmt: skip
+
+
+def until_all_done(
+    engine: EngineUnderTest, job_ids: list[str]
+) -> tuple[list[Progress], dict[str, JobResult | JobError]]:
+    """Progress events, then each job's outcome, once every one of `job_ids` has one."""
+    progress: list[Progress] = []
+    outcomes: dict[str, JobResult | JobError] = {}
+    while set(outcomes) != set(job_ids):
+        event = engine.next_event()
+        if isinstance(event, Progress):
+            progress.append(event)
+        elif isinstance(event, JobResult | JobError) and event.job_id is not None:
+            outcomes[event.job_id] = event
+    return progress, outcomes
+
+
+def test_a_batch_reports_each_step_for_every_job_then_one_result_each(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(batch(tmp_path, {"b1": {"count": 2, "seed": 10}, "b2": {"seed": 20}}, steps=2))
+    progress, outcomes = until_all_done(engine, ["b1", "b2"])
+
+    assert [(p.job_id, p.step, p.total) for p in progress] == [
+        ("b1", 1, 2), ("b2", 1, 2), ("b1", 2, 2), ("b2", 2, 2),
+    ]  # fmt: skip
+    first, second = outcomes["b1"], outcomes["b2"]
+    assert isinstance(first, JobResult) and isinstance(second, JobResult)
+    assert [image.seed for image in first.images] == [10, 11]
+    assert [image.seed for image in second.images] == [20]
+    assert Path(second.images[0].path).parent == tmp_path / "b2"
+    for result in (first, second):
+        assert (result.batch_id, result.batch_jobs) == ("b1-b2", ["b1", "b2"])
+    assert first.gpu_seconds + second.gpu_seconds == pytest.approx(first.batch_gpu_seconds)
+    assert first.gpu_seconds == pytest.approx(2 * second.gpu_seconds)
+
+
+def test_cancelling_one_job_of_a_running_batch_fails_it_alone(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(batch(tmp_path, {"keep": {}, "drop": {"seed": 2}}, steps=12, sampler="Euler"))
+    first = engine.next_event()
+    assert isinstance(first, Progress) and first.step == 1
+    engine.send(CancelRequest(job_id="drop"))
+    progress, outcomes = until_all_done(engine, ["keep", "drop"])
+
+    dropped, kept = outcomes["drop"], outcomes["keep"]
+    assert isinstance(dropped, JobError) and dropped.code is ErrorCode.CANCELLED
+    assert isinstance(kept, JobResult) and len(kept.images) == 1
+    assert list((tmp_path / "drop").iterdir()) == []
+    # The kept job reports every step; the cancelled one stops within a step or two.
+    assert [p.step for p in progress if p.job_id == "keep"] == list(range(2, 13))
+    assert len([p for p in progress if p.job_id == "drop"]) <= 2
+
+
+def test_cancelling_every_job_of_a_running_batch_stops_it(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    jobs = {"all1": {}, "all2": {"seed": 2}}
+    engine.send(batch(tmp_path, jobs, steps=LONG_JOB_STEPS, sampler="Euler"))
+    assert isinstance(engine.next_event(), Progress)
+    engine.send(CancelRequest(job_id="all1"))
+    engine.send(CancelRequest(job_id="all2"))
+    progress, outcomes = until_all_done(engine, list(jobs))
+
+    assert all(isinstance(o, JobError) and o.code is ErrorCode.CANCELLED for o in outcomes.values())
+    assert len(progress) <= 6  # a few steps under way when the cancels came, no more
+    assert [list((tmp_path / job_id).iterdir()) for job_id in jobs] == [[], []]
+
+
+def test_cancelling_one_job_of_a_waiting_batch_runs_the_others(
+    engine: EngineUnderTest, tmp_path: Path
+) -> None:
+    engine.send(request(tmp_path / "running", "busy2", steps=LONG_JOB_STEPS, sampler="Euler"))
+    engine.send(batch(tmp_path, {"w1": {}, "w2": {"seed": 2}}, steps=2))
+    assert isinstance(engine.next_event(), Progress)
+    engine.send(CancelRequest(job_id="w1"))
+    events = engine.events_until_done("w1")
+    assert events[-1] == JobError(
+        job_id="w1", code=ErrorCode.CANCELLED, message="cancelled before it started"
+    )
+    engine.send(CancelRequest(job_id="busy2"))
+    stopped = engine.events_until_done("busy2")[-1]
+    assert isinstance(stopped, JobError) and stopped.code is ErrorCode.CANCELLED
+
+    *progress, result = engine.events_until_done("w2")
+    assert isinstance(result, JobResult)
+    assert (result.batch_id, result.batch_jobs) == ("w1-w2", ["w2"])
+    assert {p.job_id for p in progress if isinstance(p, Progress)} == {"w2"}
+    assert not (tmp_path / "w1").exists()
+
+
 def test_out_of_memory_fails_the_job_and_the_engine_keeps_serving(
     engine: EngineUnderTest, tmp_path: Path
 ) -> None:
@@ -182,7 +281,7 @@ def test_status_is_answered_at_once_while_a_job_runs(
     engine.send(StatusRequest())
     status = next(e for e in iter(engine.next_event, None) if isinstance(e, Status))
     assert status.device == "cpu"
-    assert status.running_job == "busy"
+    assert (status.running_batch, status.running_jobs) == ("busy", ["busy"])
     assert [(m.name, m.family) for m in status.loaded] == [("tiny", "sd")]
     assert status.loaded[0].memory_bytes > 1_000_000
     assert (status.memory_used_bytes, status.memory_total_bytes) == (None, None)
