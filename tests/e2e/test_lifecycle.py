@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sqlite3
 
 import psutil
@@ -200,3 +201,35 @@ async def test_a_result_over_the_upload_limit_arrives_in_full_within_it(
     for attachment in result.attachments:
         Image.open(io.BytesIO(attachment.data)).verify()
     assert not [r for r in bot.server.requests if r.status == 413]
+
+
+def pixels(message: Message) -> list[bytes]:
+    return [
+        Image.open(io.BytesIO(a.data)).convert("RGB").tobytes()
+        for a in message.attachments
+        if a.filename.endswith(".png")
+    ]
+
+
+async def test_compatible_jobs_of_two_members_run_as_one_batch(launch_bot: Launch) -> None:
+    bot = await launch_bot(engine="max_batch_images = 4")
+    member_b = bot.server.add_member(name="b")
+    # A slow job of its own kind holds the engine while the four compatible ones queue.
+    blocker = await imagine(bot, "blocker", seed=1, steps=30)
+    await blocker.wait_for_original(lambda m: "step" in m.content, timeout=120)
+    batch = [
+        await imagine(bot, f"fox {n}", user_id=member_b if n % 2 else None, seed=10 + n)
+        for n in range(4)
+    ]
+    results_ = [await ix.wait_for_original(finished, timeout=240) for ix in batch]
+    rows = bot.rows("select id, spec, batch_id from jobs where spec like '%fox%'")
+    assert len({row["batch_id"] for row in rows}) == 1 and rows[0]["batch_id"]
+    job_of = {json.loads(str(row["spec"]))["prompt"]: row["id"] for row in rows}
+    for n, result in enumerate(results_):  # each member sees only their own job's image
+        job_id = job_of[f"fox {n}"]
+        assert [a.filename for a in result.attachments] == [f"atelier-{job_id}-1.png"]
+    # Alone, the same prompt and seed make the same pixels (within 1/255 per channel).
+    alone = await imagine(bot, "fox 0", seed=10)
+    single = await alone.wait_for_original(finished, timeout=240)
+    (batched_pixels,), (single_pixels,) = pixels(results_[0]), pixels(single)
+    assert max(abs(a - b) for a, b in zip(batched_pixels, single_pixels, strict=True)) <= 1
