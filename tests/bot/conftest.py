@@ -53,7 +53,7 @@ class Recorder:
         self._changed.set()
 
     async def wait_finished(self, count: int) -> None:
-        async with asyncio.timeout(240):
+        async with asyncio.timeout(480):
             while len(self.finished) < count:
                 self._changed.clear()
                 await self._changed.wait()
