@@ -316,7 +316,9 @@ class JobService:
         try:
             if not engine.alive:
                 await engine.start()
-            outcomes = await engine.run(request, self._on_progress, self._job_timeout)
+            # `job_timeout` is per job: a batch of n jobs gets n times it.
+            time_limit = self._job_timeout * len(request.jobs)
+            outcomes = await engine.run(request, self._on_progress, time_limit)
         except EngineFailure as failure:
             log.error("engine on %s failed: %s", engine.device, failure)
             await engine.kill()
