@@ -35,6 +35,11 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
     _add_config(run)
 
+    serve = commands.add_parser(
+        "serve", help="run only the HTTP API and the engines, without Discord (no token needed)"
+    )
+    _add_config(serve)
+
     generate = commands.add_parser("generate", help="make images in the terminal, no Discord")
     generate.add_argument(
         "prompt", help='what to draw; flags and choices work too: "a {red, blue} fox --ar 21:9"'
@@ -147,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "run":
         return _run(config)
+    if args.command == "serve":
+        from .app import serve_http
+
+        asyncio.run(serve_http(config))
+        return 0
     if args.command == "db":
         return _upgrade(config)
     if args.command in ("usage", "audit"):

@@ -11,6 +11,7 @@ import discord
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
 from ..reports.console import AdminReports
+from ..store.api_keys import ApiKeyStore
 from ..store.audit import Actor, AuditLog
 from ..store.guilds import GuildStore
 from ..store.jobs import JobStore, Requester
@@ -32,6 +33,7 @@ class Services:
     guilds: GuildStore
     reports: AdminReports
     delivery: Delivery
+    keys: ApiKeyStore
 
     @property
     def store(self) -> JobStore:

@@ -79,6 +79,10 @@ class JobSpec(BaseModel):
     chaos: int = Field(0, ge=0, le=100)
     # --stop: the percentage of `steps` to run before decoding what is there.
     stop: int = Field(100, ge=MIN_STOP, le=100)
+    # Several prompts with weights (HTTP `text_prompts`), heaviest first: `prompt`
+    # holds them joined, which is what the engine reads until it blends their
+    # embeddings by weight.
+    blend: tuple[tuple[str, float], ...] = ()
 
     @property
     def seeds(self) -> list[int]:
@@ -99,7 +103,7 @@ class JobSpec(BaseModel):
         gives image i the seed + i and the one cfg. Passing `seeds`, `cfgs` and
         the stop step is the engine-side change that completes --chaos and --stop.
         """
-        fields = self.model_dump(exclude={"source_job", "source_image", "chaos", "stop"})
+        fields = self.model_dump(exclude={"source_job", "source_image", "chaos", "stop", "blend"})
         for name in ("init_image", "mask_image", "control_image"):
             if fields[name] is not None:
                 fields[name] = str(data_dir / fields[name])
