@@ -42,11 +42,22 @@ HEADERS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
+class Link:
+    """A later call this reply makes possible: `parameter` of `operation_id` is found at
+    `expression` (an OpenAPI runtime expression, e.g. `$response.body#/id`)."""
+
+    operation_id: str
+    parameter: str
+    expression: str
+
+
+@dataclass(frozen=True)
 class Reply:
     description: str
     model: type[BaseModel] | None = None  # its JSON body
     png: bool = False  # image/png is the other content type on offer
     headers: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,13 @@ class Operation:
 
 
 def openapi_document(
-    operations: tuple[Operation, ...], title: str, version: str, description: str
+    operations: tuple[Operation, ...],
+    title: str,
+    version: str,
+    description: str,
+    engines: list[str],
 ) -> dict[str, Any]:
+    """The document; `engines` (the configured models) are the values `engine_id` takes."""
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
     for operation in operations:
         for body in (operation.json_body, operation.form_body):
@@ -85,7 +101,9 @@ def openapi_document(
             schemas[name] = form_schema(schemas[name], schemas)
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
-        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation, refs)
+        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
+            operation, refs, engines
+        )
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
@@ -142,7 +160,7 @@ def _name(ref: dict[str, Any]) -> str:
     return str(ref["$ref"]).rsplit("/", 1)[-1]
 
 
-def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+def _operation(operation: Operation, refs: dict[Any, Any], engines: list[str]) -> dict[str, Any]:
     document: dict[str, Any] = {
         "operationId": operation.operation_id,
         "summary": operation.summary,
@@ -155,7 +173,7 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if operation.description:
         document["description"] = operation.description
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name, engines)}
         for name in operation.path_parameters
     ]
     if operation.accept_png:
@@ -180,6 +198,12 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     return document
 
 
+def _path_schema(name: str, engines: list[str]) -> dict[str, Any]:
+    if name == "engine_id":
+        return {"type": "string", "enum": engines, "description": "A configured model"}
+    return {"type": "string"}
+
+
 def _reply(reply: Reply, refs: dict[Any, Any]) -> dict[str, Any]:
     document: dict[str, Any] = {"description": reply.description}
     content: dict[str, Any] = {}
@@ -191,4 +215,12 @@ def _reply(reply: Reply, refs: dict[Any, Any]) -> dict[str, Any]:
         document["content"] = content
     if reply.headers:
         document["headers"] = {name: HEADERS[name] for name in reply.headers}
+    if reply.links:
+        document["links"] = {
+            link.operation_id: {
+                "operationId": link.operation_id,
+                "parameters": {link.parameter: link.expression},
+            }
+            for link in reply.links
+        }
     return document

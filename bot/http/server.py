@@ -67,7 +67,7 @@ from .models import (
     TextPrompt,
     TextToImageRequest,
 )
-from .openapi import PNG, Operation, Reply, openapi_document
+from .openapi import PNG, Link, Operation, Reply, openapi_document
 from .translate import (
     NO_INPUTS,
     RequestError,
@@ -197,7 +197,15 @@ OPERATIONS: tuple[Operation, ...] = (
         tag="v1/jobs",
         handler="create_job",
         replies={
-            202: Reply("Queued (or blocked by moderation)", JobCreated, headers=("Location",)),
+            202: Reply(
+                "Queued (or blocked by moderation)",
+                JobCreated,
+                headers=("Location",),
+                links=(
+                    Link("getJob", "job_id", "$response.body#/id"),
+                    Link("cancelJob", "job_id", "$response.body#/id"),
+                ),
+            ),
             **_errors(400, 401, 403, 404, 413, 429, 500),
         },
         json_body=JobRequest,
@@ -332,8 +340,8 @@ def _version() -> str:
         return "0"
 
 
-def api_document() -> dict[str, Any]:
-    """The OpenAPI document served at /openapi.json."""
+def api_document(engines: list[str]) -> dict[str, Any]:
+    """The OpenAPI document served at /openapi.json; `engines`: the configured models."""
     return openapi_document(
         OPERATIONS,
         "Atelier HTTP API",
@@ -341,6 +349,7 @@ def api_document() -> dict[str, Any]:
         "Stability REST API v1 compatible generation on a server's own Atelier, sharing its"
         " GPU queue, quotas, moderation and audit with Discord. A key made with /apikey"
         " create acts as its member.",
+        engines,
     )
 
 
@@ -353,7 +362,7 @@ class HttpApi:
         self.watch = JobWatch()
         self._rate = RateLimit(services.config.http.requests_per_minute)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._document = api_document()
+        self._document = api_document(sorted(services.config.models))
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -906,7 +915,7 @@ def _validated(model: type[BodyT], data: Any) -> BodyT:
         return model.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
-        field = _field_name(first["loc"])
+        field = field_name(first["loc"])
         name = "bad_request"
         if first["type"] == "multiple_of" and field in ("width", "height"):
             name = "invalid_height_or_width"
@@ -918,7 +927,7 @@ def _validated(model: type[BodyT], data: Any) -> BodyT:
         raise ApiError(400, name, f"{field}: {message}") from None
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
+def field_name(loc: tuple[int | str, ...]) -> str:
     """A validation error's place as the client wrote it: `text_prompts[1][text]`."""
     if not loc:
         return "body"
