@@ -113,6 +113,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _run(config: Config) -> int:
     from .app import run_bot
+    from .http.server import CannotListen
 
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
@@ -122,6 +123,21 @@ def _run(config: Config) -> int:
         asyncio.run(run_bot(config, token))
     except discord.LoginFailure:
         print("atelier: Discord refused the token in DISCORD_TOKEN", file=sys.stderr)
+        return EXIT_USAGE
+    except CannotListen as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _serve(config: Config) -> int:
+    from .app import serve_http
+    from .http.server import CannotListen
+
+    try:
+        asyncio.run(serve_http(config))
+    except CannotListen as error:
+        print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 
@@ -153,10 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(config)
     if args.command == "serve":
-        from .app import serve_http
-
-        asyncio.run(serve_http(config))
-        return 0
+        return _serve(config)
     if args.command == "db":
         return _upgrade(config)
     if args.command in ("usage", "audit"):

@@ -247,6 +247,10 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
+class CannotListen(Exception):
+    """The configured address is taken, or not this machine's."""
+
+
 class ApiError(Exception):
     """An answer in Stability's error shape: `name` is its class, `message` names the field."""
 
@@ -382,8 +386,16 @@ class HttpApi:
         # A client that disconnects cancels its handler, and so its job.
         self._runner = web.AppRunner(self.application(), handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._config.http.host, self._config.http.port)
-        await site.start()
+        http = self._config.http
+        site = web.TCPSite(self._runner, http.host, http.port)
+        try:
+            await site.start()
+        except OSError as error:
+            await self.stop()
+            raise CannotListen(
+                f"cannot serve the HTTP API on {http.host}:{http.port}: {error.strerror or error}"
+                " (see [http] host and port)"
+            ) from error
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         log.info("HTTP API listening on %s (OpenAPI document at %s/openapi.json)", self.url,

@@ -145,3 +145,18 @@ def test_schemathesis_finds_no_server_error_against_the_served_document(served: 
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "passed" in run.stdout
+
+
+def test_serve_on_a_taken_port_stops_with_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, tiny_model_dir, extra=f"[http]\nport = {port}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "serve", "--config", str(config)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"atelier: cannot serve the HTTP API on 127.0.0.1:{port}:"), last

@@ -440,3 +440,23 @@ async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_r
     assert await api.count(UsageEntry, UsageEntry.job_id == job.id) == 0
     trail = [e.action for e in await api.rows(AuditEntry, AuditEntry.target == job.id)]
     assert "quota.refund" in trail and "job.cancelled" in trail
+
+
+async def test_an_unexpected_error_is_a_500_with_an_id_the_admin_finds_in_the_log(
+    api: RunningApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    member = await api.member()
+
+    async def broken(user_id: int) -> dict[str, object]:
+        raise RuntimeError("the defaults table caught fire")
+
+    monkeypatch.setattr(api.users.__class__, "defaults", lambda self, user_id: broken(user_id))
+    response = await api.call(
+        "POST", "/v1/jobs", json={"text_prompts": [{"text": "a fox"}]}, headers=member.headers
+    )
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["name"] == "server_error" and error["id"] in error["message"]
+    logged = [r for r in caplog.records if error["id"] in r.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the traceback is in the log
+    assert "caught fire" not in error["message"]  # ... and not in the answer
