@@ -366,6 +366,8 @@ class HttpApi:
         self.watch = JobWatch()
         self._rate = RateLimit(services.config.http.requests_per_minute)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs whose synchronous request is waiting for them right now.
+        self._awaited: set[str] = set()
         self._document = api_document(sorted(services.config.models))
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -383,8 +385,13 @@ class HttpApi:
     async def start(self) -> None:
         """Cancel the jobs of synchronous requests a stop cut off, then listen."""
         await self._cancel_orphans()
-        # A client that disconnects cancels its handler, and so its job.
-        self._runner = web.AppRunner(self.application(), handler_cancellation=True)
+        # A client that disconnects cancels its handler, and so its job. At a stop,
+        # waiting requests get the same grace as a running batch before that.
+        self._runner = web.AppRunner(
+            self.application(),
+            handler_cancellation=True,
+            shutdown_timeout=self._config.queue.stop_grace_seconds,
+        )
         await self._runner.setup()
         http = self._config.http
         site = web.TCPSite(self._runner, http.host, http.port)
@@ -402,10 +409,16 @@ class HttpApi:
                  self.url)  # fmt: skip
 
     async def stop(self) -> None:
-        """Stop listening; requests still waiting are cancelled, and so are their jobs."""
+        """Stop listening. Waiting requests have `[queue] stop_grace_seconds` to get their
+        answer; then they are cut off, and their jobs cancelled and refunded."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        # aiohttp cancels cut-off handlers without waiting for them: their jobs are
+        # cancelled here, whichever of the two comes first (see _cut_off).
+        for job_id in list(self._awaited):
+            self._awaited.discard(job_id)
+            await self._abandon(job_id)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -668,13 +681,16 @@ class HttpApi:
             return await self._generated(blocked, png)
         submitted = await self._submit(holder, spec, synchronous=True)
         job_id = submitted.job.id
+        self._awaited.add(job_id)
         try:
             job = await self._finished(job_id)
         except asyncio.CancelledError:
-            # The client went away (or the server is stopping): nobody will read the
-            # answer, so the job is cancelled, and its reservation refunded.
-            self._spawn(self._abandon(job_id), f"abandon-{job_id}")
+            self._cut_off(job_id)
             raise
+        except BaseException:
+            self._awaited.discard(job_id)
+            raise
+        self._awaited.discard(job_id)
         if job.state is JobState.FAILED:
             error_id = str(uuid.uuid4())
             log.error("job %s: failed for its HTTP client (error id %s): %s", job.id, error_id,
@@ -778,6 +794,13 @@ class HttpApi:
             return await future
         finally:
             self.watch.forget(job_id, future)
+
+    def _cut_off(self, job_id: str) -> None:
+        """The client went away (or the server stops): nobody will read the answer, so the
+        job is cancelled, and its reservation refunded, unless `stop` did it already."""
+        if job_id in self._awaited:
+            self._awaited.discard(job_id)
+            self._spawn(self._abandon(job_id), f"abandon-{job_id}")
 
     async def _abandon(self, job_id: str) -> None:
         if await self._services.jobs.cancel(job_id, None):

@@ -48,6 +48,9 @@ requests_per_minute = 0
 [generation]
 max_attachment_mb = 1.0
 
+[queue]
+stop_grace_seconds = 1.0
+
 [billing]
 price_per_gpu_hour = 3.6
 currency = "EUR"

@@ -19,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from bot.app import build_http
 from bot.jobs.spec import Options, build_spec
 from bot.quota import Limits
 from bot.store.audit import Actor
@@ -460,3 +461,31 @@ async def test_an_unexpected_error_is_a_500_with_an_id_the_admin_finds_in_the_lo
     logged = [r for r in caplog.records if error["id"] in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the traceback is in the log
     assert "caught fire" not in error["message"]  # ... and not in the answer
+
+
+async def test_a_stop_cuts_off_waiting_requests_and_refunds_their_jobs(api: RunningApi) -> None:
+    """A second server on the same job service, stopped while a request waits on it."""
+    second = build_http(api.config, api.sessions, api.service, api.quotas, api.keys)
+    await second.start()
+    member = await api.member()
+    body = {"text_prompts": [{"text": "a fox that takes its time"}], "steps": 150, "samples": 4}
+    waiting = asyncio.create_task(
+        asyncio.to_thread(
+            requests.post, f"{second.url}/v1/generation/tiny/text-to-image", json=body,
+            headers=member.headers, timeout=120,
+        )
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        while True:  # until the request's job is queued
+            if await api.rows(Job, Job.user_id == member.user_id):
+                break
+            await asyncio.sleep(0.05)
+    await second.stop()  # [queue] stop_grace_seconds = 1 in these tests
+
+    with pytest.raises(requests.ConnectionError):
+        await waiting
+    job = await only_job(api, member)
+    job = await wait_for_state(api, job.id, JobState.CANCELLED, JobState.SUCCEEDED)
+    assert job.state is JobState.CANCELLED and job.synchronous
+    assert await api.count(Reservation, Reservation.job_id == job.id) == 0
+    assert await api.count(UsageEntry, UsageEntry.job_id == job.id) == 0
