@@ -85,6 +85,8 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CLIENT = "http"
+# Where a request keeps the member its key acts as, once known.
+HOLDER = web.RequestKey("holder", KeyHolder)
 # `credits` when nothing limits spending (JSON has no infinity).
 UNLIMITED_CREDITS = 1e9
 # DELETE waits this long for a running job to stop before it answers.
@@ -429,12 +431,14 @@ class HttpApi:
         try:
             return await handler(request)
         except ApiError as error:
+            await self._audit_refusal(request, error)
             return self._error_response(request, error)
         except web.HTTPRequestEntityTooLarge:
             limit = self._config.http.max_body_mb
             too_large = ApiError(
                 413, "payload_too_large", f"body: the request is over the {limit:g} MB limit"
             )
+            await self._audit_refusal(request, too_large)
             return self._error_response(request, too_large)
         except web.HTTPException as http_error:  # aiohttp's own: unknown path, wrong method
             if http_error.status < 400:
@@ -467,6 +471,22 @@ class HttpApi:
         body = ErrorBody(id=error_id, name=error.name, message=error.message)
         return web.json_response(body.model_dump(), status=error.status, headers=error.headers)
 
+    async def _audit_refusal(self, request: web.Request, error: ApiError) -> None:
+        """A member's request refused for what it asked (bad input, unknown engine or job,
+        a full queue), audited like a refused command. Not audited here: requests with
+        no valid key (no member to name), the rate limit (a flood would become writes),
+        bans and quotas (audited where they are decided)."""
+        holder = request.get(HOLDER)
+        if holder is None or error.name in ("rate_limited", "permission_denied"):
+            return
+        if error.name == "quota_exceeded":
+            return
+        await self._services.jobs.store.record_refusal(
+            "http.refused", holder.user_id, holder.guild_id, None, error.message,
+            params={"client": CLIENT, "key_id": holder.key_id, "path": request.path,
+                    "status": error.status, "name": error.name},
+        )  # fmt: skip
+
     async def _member(self, request: web.Request) -> KeyHolder:
         """Who the request's key acts as: 401 without a valid key, 403 for a ban, 429 over
         the key's request rate."""
@@ -487,6 +507,7 @@ class HttpApi:
                 params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
             )  # fmt: skip
             raise ApiError(403, "permission_denied", reason)
+        request[HOLDER] = holder
         wait = self._rate.wait_for(holder.key_id, asyncio.get_running_loop().time())
         if wait > 0:
             per_minute = self._config.http.requests_per_minute

@@ -341,8 +341,8 @@ async def test_errors_have_stabilitys_shape_and_status(api: RunningApi) -> None:
         files={"init_image": ("dog.png", b"not a picture at all")},
         data={"text_prompts[0][text]": "a dog"},
     )  # fmt: skip
-    assert text.status_code == 400
-    assert error_of(text)["message"].startswith("init_image: The `init_image` is not an image")
+    assert text.status_code == 400 and error_of(text)["name"] == "invalid_mime_type"
+    assert text.json()["message"].startswith("init_image: The `init_image` is not an image")
     huge = await api.call(
         "POST", "/v1/generation/tiny/image-to-image", headers=member.headers,
         files={"init_image": ("big.png", os.urandom(3 * 2**20))},
@@ -350,6 +350,14 @@ async def test_errors_have_stabilitys_shape_and_status(api: RunningApi) -> None:
     )  # fmt: skip
     assert huge.status_code == 413 and error_of(huge)["name"] == "payload_too_large"
     assert await api.count(Job, Job.user_id == member.user_id) == 0
+    refused = await api.rows(
+        AuditEntry, AuditEntry.action == "http.refused", AuditEntry.actor_id == member.user_id
+    )
+    assert {entry.params["name"] for entry in refused} == {
+        "not_found", "invalid_height_or_width", "bad_request", "invalid_pixel_count",
+        "invalid_mime_type", "payload_too_large",
+    }  # fmt: skip
+    assert {entry.params["key_id"] for entry in refused} == {member.key_id}
 
 
 async def test_a_banned_member_is_refused_with_403(api: RunningApi) -> None:
