@@ -128,6 +128,7 @@ def form_schema(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, An
     (a form field is sent or left out)."""
     form = copy.deepcopy(schema)
     properties: dict[str, Any] = form["properties"]
+    properties.pop("extras", None)  # an object: no form field holds one (ignored anyway)
     prompts = properties.pop("text_prompts", None)
     if prompts is not None:
         prompt = schemas["TextPrompt"]["properties"]

@@ -617,7 +617,7 @@ class HttpApi:
         png = self._wants_png(request, body.samples)
         spec = await self._spec(holder, body, body.text_prompts, engine,
                                 size=(body.width, body.height))  # fmt: skip
-        return await self._generate_now(request, holder, spec, png)
+        return await self._generate_now(holder, spec, png)
 
     async def image_to_image(self, request: web.Request) -> web.StreamResponse:
         holder = await self._member(request)
@@ -631,7 +631,7 @@ class HttpApi:
                                   body.step_schedule_start),
             stop=stop_for(body.step_schedule_end),
         )  # fmt: skip
-        return await self._generate_now(request, holder, spec, png)
+        return await self._generate_now(holder, spec, png)
 
     async def masking(self, request: web.Request) -> web.StreamResponse:
         holder = await self._member(request)
@@ -640,7 +640,7 @@ class HttpApi:
         png = self._wants_png(request, body.samples)
         inputs = await self._save_images(body.init_image, body.mask_image, body.mask_source)
         spec = await self._spec(holder, body, body.text_prompts, engine, inputs=inputs)
-        return await self._generate_now(request, holder, spec, png)
+        return await self._generate_now(holder, spec, png)
 
     def _wants_png(self, request: web.Request, samples: int) -> bool:
         accept = request.headers.get("Accept", "")
@@ -693,14 +693,19 @@ class HttpApi:
         except BadInput as error:
             raise ApiError(400, "bad_request", str(error)) from None
 
-    async def _generate_now(
-        self, request: web.Request, holder: KeyHolder, spec: JobSpec, png: bool
-    ) -> web.StreamResponse:
+    async def _generate_now(self, holder: KeyHolder, spec: JobSpec, png: bool) -> web.Response:
         """Queue the job, wait for its end on this connection, answer with its images."""
         blocked = await self._blocked(holder, spec)
         if blocked is not None:
             return await self._generated(blocked, png)
-        submitted = await self._submit(holder, spec, synchronous=True)
+        # A client that leaves while the job is being queued must not leave it behind:
+        # the submission goes on, shielded, and its job is cancelled once it is in.
+        submission = asyncio.ensure_future(self._submit(holder, spec, synchronous=True))
+        try:
+            submitted = await asyncio.shield(submission)
+        except asyncio.CancelledError:
+            self._spawn(self._abandon_submission(submission), "abandon-submission")
+            raise
         job_id = submitted.job.id
         self._awaited.add(job_id)
         try:
@@ -826,6 +831,13 @@ class HttpApi:
     async def _abandon(self, job_id: str) -> None:
         if await self._services.jobs.cancel(job_id, None):
             log.info("job %s: its HTTP client went away; cancelled and refunded", job_id)
+
+    async def _abandon_submission(self, submission: asyncio.Future[Submitted]) -> None:
+        try:
+            submitted = await submission
+        except Exception:
+            return  # refused: nothing was queued
+        await self._abandon(submitted.job.id)
 
     async def _cancel_orphans(self) -> None:
         for job in await self._services.jobs.store.unfinished():
@@ -1006,6 +1018,7 @@ def _form_values(form: Any) -> dict[str, Any]:
             values[name] = content
     if prompts:
         values["text_prompts"] = [prompts[index] for index in sorted(prompts)]
+    values.pop("extras", None)  # accepted and ignored, as in JSON bodies
     return values
 
 
