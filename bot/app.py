@@ -7,22 +7,29 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
+from .discord.cogs.apikey import ApiKeyCog
 from .discord.cogs.imagine import ImagineCog
 from .discord.cogs.jobs import JobsCog
 from .discord.cogs.member import MemberCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
+from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .reports.console import AdminReports
+from .store.api_keys import ApiKeyStore
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
 from .store.guilds import GuildStore
+from .store.health import HealthStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
@@ -46,14 +53,10 @@ def build_engines(config: Config) -> list[EngineProcess]:
     ]
 
 
-async def run_bot(config: Config, token: str) -> None:
-    backup = await upgrade_async(config.database_url)
-    if backup is not None:
-        log.info("database migrated; the previous version is kept at %s", backup)
-    database = open_engine(config.database_url)
-    sessions = session_factory(database)
-    quotas = QuotaStore(sessions, QuotaRules.from_config(config))
-    service = JobService(
+def build_service(
+    config: Config, sessions: async_sessionmaker[AsyncSession], quotas: QuotaStore
+) -> JobService:
+    return JobService(
         JobStore(sessions, quotas.rules.pricing),
         config.storage.data_dir,
         build_engines(config),
@@ -65,6 +68,56 @@ async def run_bot(config: Config, token: str) -> None:
         queue=config.queue,
         batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
     )
+
+
+def build_http(
+    config: Config,
+    sessions: async_sessionmaker[AsyncSession],
+    service: JobService,
+    quotas: QuotaStore,
+    keys: ApiKeyStore,
+) -> HttpApi:
+    """The HTTP API on `service`, listening to its jobs."""
+    http = HttpApi(
+        ApiServices(
+            config=config,
+            jobs=service,
+            keys=keys,
+            users=UserStore(sessions, config.storage.data_dir),
+            quotas=quotas,
+            guilds=GuildStore(sessions),
+            health=HealthStore(sessions),
+        )
+    )
+    service.add_listener(http.watch)
+    return http
+
+
+async def _open_database(config: Config) -> AsyncEngine:
+    backup = await upgrade_async(config.database_url)
+    if backup is not None:
+        log.info("database migrated; the previous version is kept at %s", backup)
+    return open_engine(config.database_url)
+
+
+def _on_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set `stop`; the returned function puts the handlers back."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def restore() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+    return restore
+
+
+async def run_bot(config: Config, token: str) -> None:
+    database = await _open_database(config)
+    sessions = session_factory(database)
+    quotas = QuotaStore(sessions, QuotaRules.from_config(config))
+    service = build_service(config, sessions, quotas)
     use_endpoints(config.discord)
     client = AtelierBot(config.discord)
     delivery = Delivery(
@@ -72,6 +125,8 @@ async def run_bot(config: Config, token: str) -> None:
         service.queue_place,
     )  # fmt: skip
     service.add_listener(delivery)
+    keys = ApiKeyStore(sessions)
+    http = build_http(config, sessions, service, quotas, keys) if config.http.enabled else None
     services = Services(
         config=config,
         jobs=service,
@@ -81,19 +136,21 @@ async def run_bot(config: Config, token: str) -> None:
         reports=AdminReports(sessions, config),
         delivery=delivery,
         commands=CommandStore(sessions),
+        keys=keys,
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    restore_signals = _on_signals(stop)
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()
+        if http is not None:
+            await http.start()
         async with client:
             for cog in (
                 imagine, job_buttons, MemberCog(services), AdminCog(services),
+                ApiKeyCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -117,14 +174,43 @@ async def run_bot(config: Config, token: str) -> None:
                 connection.result()  # a login failure surfaces here
             else:
                 log.info("stopping: no new jobs; a running batch has %g s to finish", grace)
+                if http is not None:
+                    await http.stop()  # waiting requests go first: their jobs are cancelled
                 await service.stop(grace)
                 await delivery.drain(within=grace + 15)
                 await client.close()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connection
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        restore_signals()
+        if http is not None:
+            await http.stop()
         await service.stop()
         await delivery.close()
+        await database.dispose()
+
+
+async def serve_http(config: Config) -> None:
+    """`atelier serve`: the HTTP API and the engines alone, no Discord (keys are made in
+    Discord by `atelier run`, on the same database)."""
+    database = await _open_database(config)
+    sessions = session_factory(database)
+    quotas = QuotaStore(sessions, QuotaRules.from_config(config))
+    service = build_service(config, sessions, quotas)
+    http = build_http(config, sessions, service, quotas, ApiKeyStore(sessions))
+    stop = asyncio.Event()
+    restore_signals = _on_signals(stop)
+    grace = config.queue.stop_grace_seconds
+    try:
+        await service.start()
+        await http.start()
+        service.start_workers()  # nothing to wait for: no Discord delivers here
+        await stop.wait()
+        log.info("stopping: no new requests; a running batch has %g s to finish", grace)
+        await http.stop()
+        await service.stop(grace)
+    finally:
+        restore_signals()
+        await http.stop()
+        await service.stop()
         await database.dispose()

@@ -35,6 +35,11 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
     _add_config(run)
 
+    serve = commands.add_parser(
+        "serve", help="run only the HTTP API and the engines, without Discord (no token needed)"
+    )
+    _add_config(serve)
+
     generate = commands.add_parser("generate", help="make images in the terminal, no Discord")
     generate.add_argument(
         "prompt", help='what to draw; flags and choices work too: "a {red, blue} fox --ar 21:9"'
@@ -108,6 +113,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _run(config: Config) -> int:
     from .app import run_bot
+    from .http.server import CannotListen
 
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
@@ -117,6 +123,21 @@ def _run(config: Config) -> int:
         asyncio.run(run_bot(config, token))
     except discord.LoginFailure:
         print("atelier: Discord refused the token in DISCORD_TOKEN", file=sys.stderr)
+        return EXIT_USAGE
+    except CannotListen as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _serve(config: Config) -> int:
+    from .app import serve_http
+    from .http.server import CannotListen
+
+    try:
+        asyncio.run(serve_http(config))
+    except CannotListen as error:
+        print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 
@@ -147,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "run":
         return _run(config)
+    if args.command == "serve":
+        return _serve(config)
     if args.command == "db":
         return _upgrade(config)
     if args.command in ("usage", "audit"):

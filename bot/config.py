@@ -163,6 +163,20 @@ class AdminConfig(Section):
     user_ids: list[int] = Field(default_factory=list, description="these members are admins")
 
 
+class HttpConfig(Section):
+    """The Stability-compatible HTTP API, served inside the bot (or alone: `atelier serve`)."""
+
+    enabled: bool = Field(False, description="serve the HTTP API with the bot (`atelier run`)")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    max_body_mb: float = Field(
+        25.0, gt=0, description="largest request body; a larger one is refused with 413"
+    )
+    requests_per_minute: int = Field(
+        120, ge=0, description="requests one API key may make per minute; 0: no limit"
+    )
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
@@ -173,6 +187,7 @@ class Config(Section):
     quota: QuotaConfig = QuotaConfig()
     queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
+    http: HttpConfig = HttpConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
     styles: dict[str, Style] = Field(
         default_factory=dict, description="presets a prompt applies with --style <name>"

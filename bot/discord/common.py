@@ -15,6 +15,7 @@ import discord
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
 from ..reports.console import AdminReports
+from ..store.api_keys import ApiKeyStore
 from ..store.audit import Actor, AuditLog
 from ..store.commands import CommandStore, NewCommand
 from ..store.guilds import GuildStore
@@ -40,6 +41,7 @@ class Services:
     reports: AdminReports
     delivery: Delivery
     commands: CommandStore
+    keys: ApiKeyStore
 
     @property
     def store(self) -> JobStore:

@@ -83,6 +83,10 @@ class JobSpec(BaseModel):
     chaos: int = Field(0, ge=0, le=100)
     # --stop: the percentage of `steps` to run before decoding what is there.
     stop: int = Field(100, ge=MIN_STOP, le=100)
+    # Several prompts with weights (HTTP `text_prompts`), heaviest first: `prompt`
+    # holds them joined, which is what the engine reads until it blends their
+    # embeddings by weight.
+    blend: tuple[tuple[str, float], ...] = ()
 
     @property
     def seeds(self) -> list[int]:

@@ -52,6 +52,17 @@ class Requester:
     upload_limit: int | None = None
     # The journaled command (bot.store.commands) this job settles, if any.
     command_id: int | None = None
+    # "discord", or "http" with the API key that acts for the member (never the key itself).
+    client: str = "discord"
+    api_key_id: int | None = None
+    # An HTTP request is waiting on an open connection for this job's answer.
+    synchronous: bool = False
+
+    def audit_params(self) -> dict[str, Any]:
+        """What every audit entry of this requester's jobs says about the client."""
+        if self.client == "discord":
+            return {}
+        return {"client": self.client, "key_id": self.api_key_id}
 
 
 @dataclass(frozen=True)
@@ -142,13 +153,16 @@ def add_job(
         interaction_token=requester.interaction_token,
         upload_limit=requester.upload_limit,
         lane=lane,
+        client=requester.client,
+        api_key_id=requester.api_key_id,
+        synchronous=requester.synchronous,
         outputs=[],
     )
     session.add(job)
     audit.record(
         session, "job.queued", "ok", actor_id=requester.user_id,
         guild_id=requester.guild_id, channel_id=requester.channel_id, target=job_id,
-        params={"model": model, "count": len(seeds), "lane": lane},
+        params={"model": model, "count": len(seeds), "lane": lane, **requester.audit_params()},
     )  # fmt: skip
     return job
 
@@ -170,6 +184,46 @@ class JobStore:
             await settle_command(session, requester, f"queued {job_id}")
             return job
 
+    async def create_blocked(
+        self,
+        job_id: str,
+        requester: Requester,
+        spec: dict[str, Any],
+        model: str,
+        seeds: list[int],
+        reason: str,
+    ) -> Job:
+        """Record a job moderation withheld at the door: never queued, never charged.
+
+        For clients that are answered with a job of their own (the HTTP API reports
+        it as CONTENT_FILTERED); the audit entry says why.
+        """
+        async with self._sessions.begin() as session:
+            await upsert_user(session, requester.user_id, requester.user_name)
+            now = utcnow()
+            job = Job(
+                id=job_id, user_id=requester.user_id, state=JobState.BLOCKED, spec=spec,
+                model=model, seeds=seeds, error=reason, guild_id=requester.guild_id,
+                channel_id=requester.channel_id, created_at=now, finished_at=now,
+                # Nothing to deliver: the answer is the refusal the client already has.
+                delivered_at=now, client=requester.client, api_key_id=requester.api_key_id,
+                synchronous=requester.synchronous, outputs=[],
+            )  # fmt: skip
+            session.add(job)
+            audit.record(
+                session, "job.blocked", "blocked", actor_id=requester.user_id,
+                guild_id=requester.guild_id, channel_id=requester.channel_id, target=job_id,
+                params={"reason": reason, "model": model, **requester.audit_params()},
+            )  # fmt: skip
+        return job
+
+    async def reserved_seconds(self, job_id: str) -> float | None:
+        """The GPU seconds a waiting or running job reserved; None without a reservation."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(Reservation.gpu_seconds).where(Reservation.job_id == job_id)
+            )
+
     async def record_refusal(
         self,
         action: str,
@@ -177,11 +231,12 @@ class JobStore:
         guild_id: int | None,
         channel_id: int | None,
         reason: str,
+        params: dict[str, Any] | None = None,
     ) -> None:
         async with self._sessions.begin() as session:
             audit.record(
                 session, action, "refused", actor_id=actor_id, guild_id=guild_id,
-                channel_id=channel_id, params={"reason": reason},
+                channel_id=channel_id, params={"reason": reason, **(params or {})},
             )  # fmt: skip
 
     async def get(self, job_id: str) -> Job:
@@ -441,9 +496,12 @@ async def _transition(
     """Compare-and-set: read the state, check it is expected and allowed, then write
     only if it is still that state; the audit entry joins the same transaction."""
     allowed = {expected} if isinstance(expected, JobState) else set(expected)
-    found = await session.scalar(select(Job.state).where(Job.id == job_id))
-    if found is None:
+    row = (
+        await session.execute(select(Job.state, Job.client).where(Job.id == job_id))
+    ).one_or_none()
+    if row is None:
         raise JobNotFound(job_id)
+    found, client = row
     if found not in allowed or state not in TRANSITIONS[found]:
         log.warning("job %s: refused %s -> %s (expected %s)", job_id, found, state,
                     "/".join(sorted(allowed)))  # fmt: skip
@@ -453,6 +511,10 @@ async def _transition(
         times["started_at"] = utcnow()
     elif state.finished:
         times["finished_at"] = utcnow()
+        if client != "discord":
+            # An HTTP job's answer is read by its client from the stored job: there is
+            # nothing to push, so Discord delivery never picks it up.
+            times["delivered_at"] = times["finished_at"]
     moved = await session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == found)
@@ -475,5 +537,7 @@ def _audit_change(
         guild_id=job.guild_id, channel_id=job.channel_id, target=job.id,
         params={"from": previous, "attempt": job.attempts,
                 **({"error": job.error} if job.error else {}),
-                **({"batch": job.batch_id} if job.batch_id else {})},
+                **({"batch": job.batch_id} if job.batch_id else {}),
+                **({"client": job.client, "key_id": job.api_key_id}
+                   if job.client != "discord" else {})},
     )  # fmt: skip

@@ -146,6 +146,12 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(String(32))
     # Discord's upload limit for the reply, as the interaction stated it.
     upload_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # Who asked: "discord" (a command or button) or "http" (the HTTP API, with its key).
+    client: Mapped[str] = mapped_column(String(16), default="discord", server_default="discord")
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    # An HTTP request waits for this job on an open connection; if the connection is
+    # gone (the bot stopped under it), nobody will read the answer: it is cancelled.
+    synchronous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
@@ -241,6 +247,37 @@ class UsageEntry(Base):
     cost: Mapped[float] = mapped_column(Float)
     currency: Mapped[str] = mapped_column(String(8))
     lane: Mapped[Lane] = mapped_column(_enum(Lane))
+
+
+class ApiKey(Base):
+    """An HTTP API key: it acts as the member who made it in Discord (/apikey create).
+
+    Only a hash of the secret is stored; `lookup` (the key's public part) finds the
+    row without hashing every key. The member's roles and server are kept from the
+    moment of creation, for role quotas and the server's blocklist.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    lookup: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(Text)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Heartbeat(Base):
+    """The latest tiny write of a health check, per service: proof the database takes writes."""
+
+    __tablename__ = "heartbeats"
+
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class BlockedTerm(Base):

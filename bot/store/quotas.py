@@ -171,7 +171,8 @@ class QuotaStore:
             audit.record(
                 session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
                 actor_id=requester.user_id, guild_id=requester.guild_id,
-                channel_id=requester.channel_id, params=refusal.details(),
+                channel_id=requester.channel_id,
+                params={**refusal.details(), **requester.audit_params()},
             )  # fmt: skip
         raise refusal
 

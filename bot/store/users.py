@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from . import audit
 from .audit import Actor, user_target
 from .jobs import upsert_user
-from .models import AuditEntry, Job, JobState, Output, UsageEntry, User
+from .models import ApiKey, AuditEntry, Job, JobState, Output, UsageEntry, User
 
 # What a forgotten member's prompts read as afterwards.
 REDACTED = "[forgotten]"
@@ -158,6 +158,9 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> tuple[list[
         job.spec = {**job.spec, **dict.fromkeys(PROMPT_KEYS, REDACTED)}
         job.user_id = pseudonym
         job.interaction_token = None
+        job.api_key_id = None
+    # The member's HTTP API keys identify them: they go (and stop working) too.
+    await session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
     await session.execute(
         update(UsageEntry).where(UsageEntry.user_id == user_id).values(user_id=pseudonym)
     )

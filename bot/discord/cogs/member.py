@@ -20,7 +20,8 @@ HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `ste
 Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
 for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
 Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
-**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts."""
+**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts.
+**/apikey create** makes a key for the bot's HTTP API (Stability v1 compatible)."""
 
 
 async def summary(services: Services, interaction: discord.Interaction) -> str:

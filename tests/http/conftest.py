@@ -1,0 +1,152 @@
+"""The HTTP API running in-process on the tiny model, as bot.app wires it: a real engine
+subprocess, a SQLite file made by the migrations, and members with API keys.
+
+Clients in these tests are written the way Stability's documentation writes them:
+plain `requests`, run in a thread so the server keeps the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import requests
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.app import build_http, build_service
+from bot.config import Config, load_config
+from bot.http.server import HttpApi
+from bot.jobs.service import JobService
+from bot.store.api_keys import ApiKeyStore
+from bot.store.audit import Actor
+from bot.store.db import open_engine, session_factory
+from bot.store.guilds import GuildStore
+from bot.store.migrate import upgrade
+from bot.store.models import Base
+from bot.store.quotas import QuotaRules, QuotaStore
+from bot.store.users import UserStore
+from tests.configs import write_config
+
+GUILD_ID = 4242
+HTTP_CONFIG = """
+[http]
+enabled = true
+host = "127.0.0.1"
+port = 0
+max_body_mb = 2.0
+requests_per_minute = 0
+
+[generation]
+max_attachment_mb = 1.0
+
+[queue]
+stop_grace_seconds = 1.0
+
+[billing]
+price_per_gpu_hour = 3.6
+currency = "EUR"
+
+[styles.cinematic]
+prompt = "cinematic still of {prompt}"
+negative = "cartoon"
+"""
+
+
+def png(width: int, height: int, colour: Any = "red", mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: int
+    key_id: int
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class RunningApi:
+    url: str
+    config: Config
+    sessions: async_sessionmaker[AsyncSession]
+    service: JobService
+    http: HttpApi
+    keys: ApiKeyStore
+    quotas: QuotaStore
+    users: UserStore
+    guilds: GuildStore
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(5001))
+
+    async def member(self, role_ids: tuple[int, ...] = ()) -> Member:
+        """A new member (own quotas, own ledger) with a key made as /apikey create makes it."""
+        user_id = next(self._ids)
+        actor = Actor(user_id, GUILD_ID)
+        made = await self.keys.create(
+            user_id, f"member{user_id}", "tests", GUILD_ID, role_ids, actor
+        )
+        return Member(user_id, made.key_id, made.secret)
+
+    async def count(self, model: type[Base], *where: Any) -> int:
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(model).where(*where))
+            return total or 0
+
+    async def rows(self, model: type[Base], *where: Any) -> list[Any]:
+        async with self.sessions() as session:
+            return list((await session.scalars(select(model).where(*where))).all())
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One plain `requests` call, in a thread (the server needs this event loop)."""
+        kwargs.setdefault("timeout", 120)
+        return await asyncio.to_thread(requests.request, method, self.url + path, **kwargs)
+
+
+async def open_api(
+    directory: Path, model_dir: Path, extra: str = ""
+) -> tuple[RunningApi, AsyncEngine]:
+    config = load_config(write_config(directory, model_dir, extra=HTTP_CONFIG + extra, steps=3))
+    await asyncio.to_thread(upgrade, config.database_url)
+    database = open_engine(config.database_url)
+    sessions = session_factory(database)
+    quotas = QuotaStore(sessions, QuotaRules.from_config(config))
+    service = build_service(config, sessions, quotas)
+    keys = ApiKeyStore(sessions)
+    http = build_http(config, sessions, service, quotas, keys)
+    running = RunningApi(
+        url="", config=config, sessions=sessions, service=service, http=http, keys=keys,
+        quotas=quotas, users=UserStore(sessions, config.storage.data_dir),
+        guilds=GuildStore(sessions),
+    )  # fmt: skip
+    return running, database
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def api(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> AsyncIterator[RunningApi]:
+    """One server for the package's tests; each test makes its own members."""
+    running, database = await open_api(tmp_path_factory.mktemp("http"), tiny_model_dir)
+    try:
+        await running.service.start()
+        await running.http.start()
+        running.service.start_workers()
+        running.url = running.http.url
+        yield running
+    finally:
+        await running.http.stop()
+        await running.service.stop()
+        await database.dispose()

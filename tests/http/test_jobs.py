@@ -1,0 +1,186 @@
+"""The job API (queue, poll, cancel), the account endpoints, health and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.quota import Limits
+from bot.store.audit import Actor
+from bot.store.models import Heartbeat, QuotaScope
+
+from .conftest import GUILD_ID, Member, RunningApi
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+JOB_FIELDS = {"id", "status", "engine_id", "position", "eta_seconds", "progress", "artifacts",
+              "error", "created_at", "finished_at"}  # fmt: skip
+
+
+async def poll(api: RunningApi, member: Member, job_id: str, until: Any) -> dict[str, Any]:
+    """GET the job until `until(body)` holds, as a client polling for its result would."""
+    async with asyncio.timeout(120):
+        while True:
+            response = await api.call("GET", f"/v1/jobs/{job_id}", headers=member.headers)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            assert set(body) == JOB_FIELDS
+            if until(body):
+                return body
+            await asyncio.sleep(0.05)
+
+
+async def test_a_job_is_queued_at_once_then_polled_to_its_images(api: RunningApi) -> None:
+    member = await api.member()
+    response = await api.call(
+        "POST", "/v1/jobs", headers=member.headers,
+        json={"text_prompts": [{"text": "a lighthouse"}], "steps": 3, "seed": 9},
+    )  # fmt: skip
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert set(created) == {"id", "status", "position", "eta_seconds"}
+    assert created["status"] == "queued" and created["position"] >= 1
+    assert created["eta_seconds"] >= 0
+    assert response.headers["Location"] == f"/v1/jobs/{created['id']}"
+
+    done = await poll(api, member, created["id"], lambda body: body["status"] == "succeeded")
+    assert done["engine_id"] == "tiny" and done["position"] is None and done["progress"] is None
+    (artifact,) = done["artifacts"]
+    assert (artifact["seed"], artifact["finishReason"]) == (9, "SUCCESS")
+    with Image.open(io.BytesIO(base64.b64decode(artifact["base64"]))) as image:
+        assert image.size == (64, 64)
+    job = await api.service.store.get(created["id"])
+    assert (job.client, job.synchronous, job.api_key_id) == ("http", False, member.key_id)
+
+
+async def test_a_running_job_shows_its_progress_and_can_be_cancelled(api: RunningApi) -> None:
+    member = await api.member()
+    response = await api.call(
+        "POST", "/v1/jobs", headers=member.headers,
+        json={"text_prompts": [{"text": "a slow river"}], "steps": 150, "samples": 4},
+    )  # fmt: skip
+    job_id = response.json()["id"]
+    running = await poll(api, member, job_id, lambda body: body["progress"] is not None)
+    assert running["status"] == "running"
+    assert 0 <= running["progress"]["step"] <= running["progress"]["total"] >= 150
+    assert running["artifacts"] is None
+
+    cancelled = await api.call("DELETE", f"/v1/jobs/{job_id}", headers=member.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert {a["finishReason"] for a in cancelled.json()["artifacts"]} == {"ERROR"}
+    again = await api.call("DELETE", f"/v1/jobs/{job_id}", headers=member.headers)
+    assert again.status_code == 409 and again.json()["name"] == "conflict"
+
+
+async def test_another_members_job_is_not_found(api: RunningApi) -> None:
+    owner, other = await api.member(), await api.member()
+    response = await api.call(
+        "POST", "/v1/jobs", headers=owner.headers,
+        json={"text_prompts": [{"text": "a private fox"}], "steps": 3},
+    )  # fmt: skip
+    job_id = response.json()["id"]
+    for method in ("GET", "DELETE"):
+        refused = await api.call(method, f"/v1/jobs/{job_id}", headers=other.headers)
+        assert refused.status_code == 404, method
+    assert (await api.call("GET", "/v1/jobs/nope", headers=owner.headers)).status_code == 404
+    mine = await api.call("DELETE", f"/v1/jobs/{job_id}", headers=owner.headers)
+    assert mine.status_code in (200, 409), mine.text  # 409: it finished first
+
+
+async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi) -> None:
+    member = await api.member()
+    await api.users.set_defaults(
+        member.user_id, "member", {"steps": 2, "sampler": "Heun", "negative_prompt": "blurry"},
+        Actor(member.user_id, GUILD_ID),
+    )  # fmt: skip
+
+    async def queued_spec(body: dict[str, Any]) -> dict[str, Any]:
+        response = await api.call("POST", "/v1/jobs", json=body, headers=member.headers)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        await api.call("DELETE", f"/v1/jobs/{job_id}", headers=member.headers)
+        return (await api.service.store.get(job_id)).spec
+
+    spec = await queued_spec(
+        {
+            "text_prompts": [{"text": "a fox", "weight": 1}, {"text": "a top hat", "weight": 2},
+                             {"text": "rain", "weight": -1}],
+            "style_preset": "cinematic",
+            "clip_guidance_preset": "FAST_BLUE",
+        }
+    )  # fmt: skip
+    assert spec["prompt"] == "cinematic still of a top hat, a fox"
+    assert spec["blend"] == [["a top hat", 2.0], ["a fox", 1.0]]
+    assert spec["negative_prompt"] == "rain, cartoon"
+    assert (spec["steps"], spec["sampler"]) == (2, "Heun")  # the member's defaults
+    spec = await queued_spec(
+        {"text_prompts": [{"text": "a fox"}], "sampler": "K_DPMPP_2M", "steps": 4,
+         "style_preset": "anime"}
+    )  # fmt: skip
+    assert (spec["prompt"], spec["negative_prompt"]) == ("a fox", "blurry")  # anime: not configured
+    assert (spec["steps"], spec["sampler"]) == (4, "DPM++ 2M")
+
+    unknown = await api.call(
+        "POST", "/v1/jobs", headers=member.headers,
+        json={"text_prompts": [{"text": "a fox"}], "style_preset": "vaporwave"},
+    )  # fmt: skip
+    assert unknown.status_code == 400
+    assert unknown.json()["message"].startswith("style_preset: unknown style `vaporwave`")
+
+
+async def test_engines_account_and_balance(api: RunningApi) -> None:
+    member = await api.member(role_ids=(77,))
+    engines = (await api.call("GET", "/v1/engines/list", headers=member.headers)).json()
+    assert [(e["id"], e["type"]) for e in engines] == [("tiny", "PICTURE")]
+    account = (await api.call("GET", "/v1/user/account", headers=member.headers)).json()
+    assert account["id"] == str(member.user_id) and account["key_id"] == member.key_id
+    assert account["organizations"] == [
+        {"id": str(GUILD_ID), "name": f"Discord server {GUILD_ID}", "role": "MEMBER",
+         "is_default": True}
+    ]  # fmt: skip
+
+    balance = (await api.call("GET", "/v1/user/balance", headers=member.headers)).json()
+    assert (balance["credits"], balance["unlimited"], balance["currency"]) == (1e9, True, "EUR")
+    # The key keeps the member's roles: a role's limits apply to it.
+    await api.quotas.set_policy(
+        QuotaScope.ROLE, 77, Limits(cost_per_day=0.5, images_per_day=10), Actor(1, GUILD_ID)
+    )
+    balance = (await api.call("GET", "/v1/user/balance", headers=member.headers)).json()
+    assert (balance["credits"], balance["unlimited"], balance["images_left"]) == (0.5, False, 10)
+
+
+async def test_health_reports_the_engines_and_writes_the_database(api: RunningApi) -> None:
+    response = await api.call("GET", "/healthz")  # no key needed
+    assert response.status_code == 200, response.text
+    health = response.json()
+    assert (health["status"], health["database"]) == ("ok", "writable")
+    (engine,) = health["engines"]
+    assert engine["device"] == "cpu" and isinstance(engine["alive"], bool)
+    if engine["alive"]:
+        assert engine["loaded"] in ([], ["tiny"])
+    (beat,) = await api.rows(Heartbeat)
+    assert beat.service == "http"
+
+
+async def test_the_openapi_document_is_served_from_the_models(api: RunningApi) -> None:
+    document = (await api.call("GET", "/openapi.json")).json()
+    assert document["openapi"] == "3.1.0"
+    assert {
+        "/v1/engines/list", "/v1/user/account", "/v1/user/balance",
+        "/v1/generation/{engine_id}/text-to-image", "/v1/generation/{engine_id}/image-to-image",
+        "/v1/generation/{engine_id}/image-to-image/masking", "/v1/jobs", "/v1/jobs/{job_id}",
+        "/healthz",
+    } == set(document["paths"])  # fmt: skip
+    schemas = document["components"]["schemas"]
+    masking = schemas["MaskingRequest"]
+    assert {"text_prompts[0][text]", "init_image", "mask_source"} <= set(masking["required"])
+    assert masking["properties"]["init_image"]["format"] == "binary"
+    text_to_image = schemas["TextToImageRequest"]["properties"]
+    assert text_to_image["width"]["anyOf"][0]["multipleOf"] == 64
+    assert set(schemas["Sampler"]["enum"]) >= {"K_EULER_ANCESTRAL", "K_DPMPP_2M", "DDIM"}

@@ -1,0 +1,130 @@
+"""The pure rules at the HTTP door: prompts, samplers, sizes, strengths, styles, rate limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.http.models import InitImageMode, Sampler, TextPrompt
+from bot.http.openapi import PROMPT_PATTERN
+from bot.http.server import RateLimit, api_document, field_name
+from bot.http.translate import (
+    SAMPLERS,
+    RequestError,
+    apply_style,
+    size_for,
+    split_prompts,
+    stop_for,
+    strength_for,
+)
+from bot.jobs.prompt_language import Style
+from bot.jobs.spec import InputImage
+from engine.protocol import SAMPLER_NAMES, ModelSpec
+
+SD15 = ModelSpec(source="sd15", width=512, height=512)
+
+
+def prompts(*pairs: tuple[str, float]) -> list[TextPrompt]:
+    return [TextPrompt(text=text, weight=weight) for text, weight in pairs]
+
+
+def test_every_stability_sampler_runs_as_an_engine_sampler() -> None:
+    assert set(SAMPLERS) == set(Sampler)
+    assert set(SAMPLERS.values()) <= set(SAMPLER_NAMES)
+    assert SAMPLERS[Sampler.K_EULER_ANCESTRAL] == "Euler a"
+    assert SAMPLERS[Sampler.K_DPM_2_ANCESTRAL] == "DPM2 a"
+
+
+def test_negative_weights_make_the_negative_prompt_and_positives_go_heaviest_first() -> None:
+    prompt, negative, blend = split_prompts(
+        prompts(("a fox", 0.5), ("blurry", -1), ("a top hat", 1.5), ("ignored", 0),
+                ("text", -0.2))
+    )  # fmt: skip
+    assert prompt == "a top hat, a fox"
+    assert negative == "blurry, text"
+    assert blend == (("a top hat", 1.5), ("a fox", 0.5))
+    assert split_prompts(prompts(("one prompt", 1))) == ("one prompt", "", ())
+
+
+def test_prompts_without_a_positive_one_are_refused_naming_the_field() -> None:
+    with pytest.raises(RequestError, match=r"^text_prompts: give at least one prompt"):
+        split_prompts(prompts(("blurry", -1), ("   ", 1)))
+    with pytest.raises(RequestError, match=r"^text_prompts: the positive prompts are"):
+        split_prompts(prompts(("x" * 1000, 1), ("y" * 1000, 1)))
+
+
+@pytest.mark.parametrize(
+    ("mode", "image_strength", "start", "strength"),
+    [
+        (InitImageMode.IMAGE_STRENGTH, 0.35, 0.9, 0.65),
+        (InitImageMode.IMAGE_STRENGTH, 1.0, 0.9, 0.05),  # the engine repaints at least 5%
+        (InitImageMode.IMAGE_STRENGTH, 0.0, 0.9, 1.0),
+        (InitImageMode.STEP_SCHEDULE, 0.35, 0.4, 0.4),
+    ],
+)
+def test_image_strength_and_step_schedule_become_the_engines_strength(
+    mode: InitImageMode, image_strength: float, start: float, strength: float
+) -> None:
+    assert strength_for(mode, image_strength, start) == strength
+
+
+def test_step_schedule_end_becomes_the_jobs_stop() -> None:
+    assert (stop_for(None), stop_for(0.0), stop_for(0.25), stop_for(1.0)) == (100, 100, 75, 10)
+
+
+def test_sizes_come_from_the_request_the_input_image_or_the_model() -> None:
+    assert size_for(None, None, SD15, None, None) == (512, 512)
+    assert size_for(768, None, SD15, None, None) == (768, 512)
+    assert size_for(None, None, SD15, "16:9", None) == (680, 384)  # the member's default aspect
+    assert size_for(None, None, SD15, "nonsense", None) == (512, 512)
+    assert size_for(640, 640, SD15, None, InputImage("x", 1024, 768)) == (1024, 768)
+    assert size_for(None, None, SD15, None, InputImage("x", 1001, 500)) == (728, 360)
+    with pytest.raises(RequestError) as refused:
+        size_for(1536, 1024, SD15, None, None)
+    assert refused.value.name == "invalid_pixel_count"
+    assert str(refused.value).startswith("width: 1536x1024 is 1,572,864 pixels")
+
+
+def test_style_presets_apply_configured_styles_and_ignore_unconfigured_stability_ones() -> None:
+    styles = {"Cinematic": Style(prompt="film still of {prompt}", negative="cartoon")}
+    assert apply_style("cinematic", styles, "a fox", "") == ("film still of a fox", "cartoon")
+    assert apply_style("anime", styles, "a fox", "blur") == ("a fox", "blur")
+    assert apply_style(None, styles, "a fox", "") == ("a fox", "")
+    with pytest.raises(RequestError, match=r"^style_preset: unknown style `vaporwave`"):
+        apply_style("vaporwave", styles, "a fox", "")
+
+
+def test_the_rate_limit_allows_a_minutes_burst_then_one_request_per_interval() -> None:
+    limit = RateLimit(per_minute=3)
+    assert [limit.wait_for(1, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limit.wait_for(1, 0.0) == pytest.approx(20.0)
+    assert limit.wait_for(2, 0.0) == 0.0  # another key has its own bucket
+    assert limit.wait_for(1, 20.0) == 0.0
+    assert RateLimit(per_minute=0).wait_for(1, 0.0) == 0.0
+
+
+def test_field_names_are_written_as_the_client_wrote_them() -> None:
+    assert field_name(("text_prompts", 1, "text")) == "text_prompts[1][text]"
+    assert field_name(("width",)) == "width"
+    assert field_name(()) == "body"
+
+
+def test_multipart_bodies_are_documented_with_stabilitys_field_names() -> None:
+    document = api_document(["tiny"])
+    schemas = document["components"]["schemas"]
+    for name in ("ImageToImageRequest", "MaskingRequest", "ImageJobRequest"):
+        form = schemas[name]
+        assert "text_prompts" not in form["properties"], name
+        assert "text_prompts[0][text]" in form["required"], name
+        assert PROMPT_PATTERN in form["patternProperties"], name
+        # A form field is sent or left out: no null alternatives.
+        assert not any(
+            branch.get("type") == "null"
+            for field in form["properties"].values()
+            for branch in field.get("anyOf", [])
+        ), name
+    engine_id = document["paths"]["/v1/generation/{engine_id}/text-to-image"]["post"]["parameters"][
+        0
+    ]
+    assert engine_id["schema"]["enum"] == ["tiny"]
+    links = document["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    assert links["getJob"]["parameters"] == {"job_id": "$response.body#/id"}
