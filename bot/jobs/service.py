@@ -233,6 +233,9 @@ class JobService:
 
     async def _work(self, engine: EngineProcess) -> None:
         while not self._stopping.is_set():
+            if engine.warms_up and not engine.alive:
+                # A compiling engine warms up for minutes: before any job, not in one.
+                await engine.start()
             jobs = await self.store.claim(engine.device, self._choose_batch, self._fair_window)
             if not jobs:
                 self._wake.clear()
