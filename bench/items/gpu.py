@@ -148,7 +148,11 @@ def _speed(ctx: Context, arch: fullsize.Architecture, device: torch.device) -> E
 
 
 async def measure_architecture(
-    ctx: Context, section: Section, arch: fullsize.Architecture, device: torch.device
+    ctx: Context,
+    section: Section,
+    arch: fullsize.Architecture,
+    device: torch.device,
+    batches: bool = True,
 ) -> None:
     folder = ctx.folder(f"gpu-{arch.name}")
     peak = ctx.options.peak_tflops or (
@@ -240,7 +244,8 @@ async def measure_architecture(
     previews.figures(section, times, arch.title, arch.steps)
     del plain, engine, engine_model, registry
     _free()
-    await measure_batches(ctx, section, arch, device, spec, speed, flops, peak)
+    if batches:
+        await measure_batches(ctx, section, arch, device, spec, speed, flops, peak)
 
 
 async def measure_batches(
@@ -326,5 +331,7 @@ async def run(ctx: Context, section: Section) -> None:
         " SDXL's engine VAE needs no fp32 upcast (as sdxl-vae-fp16-fix), plain SDXL upcasts;"
         " both run Euler"
     )
-    for key in ctx.options.gpu_models:
-        await measure_architecture(ctx, section, architectures[key], device)
+    for number, key in enumerate(ctx.options.gpu_models):
+        # In smoke mode the engine-process batches (the same code for both) run once.
+        batches = not ctx.smoke or number == 0
+        await measure_architecture(ctx, section, architectures[key], device, batches)
