@@ -48,7 +48,9 @@ def engine_environment() -> dict[str, str]:
 def build_engines(config: Config) -> list[EngineProcess]:
     env = engine_environment()
     return [
-        EngineProcess(device, config.models, env, config.engine.model_memory_gb)
+        EngineProcess(
+            device, config.models, env, config.engine.model_memory_gb, config.engine.speed()
+        )
         for device in config.engine.devices
     ]
 

@@ -81,6 +81,13 @@ def make_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=50, help="entries to show (default: 50)")
     audit.add_argument("--offset", type=int, default=0, help="entries to skip, for paging")
 
+    commands.add_parser(
+        "bench",
+        help="the benchmark suite (python -m bench, from a source checkout); "
+        "'atelier bench --help' lists its options",
+        add_help=False,
+    )
+
     tiny = commands.add_parser(
         "tiny-model", help="write a tiny random-weight model for smoke tests (no download)"
     )
@@ -156,8 +163,25 @@ def _tiny_model(directory: Path, everything: bool) -> int:
     return subprocess.call([sys.executable, "-m", "engine.tiny", *flags, str(directory)])
 
 
+def _bench(arguments: Sequence[str]) -> int:
+    # The suite lives beside the packages in a checkout (it drives the bot as a
+    # separate process and imports torch), so it is run there, never imported here.
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "bench" / "__main__.py").is_file():
+        print(
+            "atelier: the benchmark suite runs from a source checkout of Atelier"
+            " (bench/ is not installed with the package): run `python -m bench` there",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return subprocess.call([sys.executable, "-m", "bench", *arguments], cwd=checkout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:  # every option after it is the suite's
+        return _bench(arguments[1:])
+    args = make_parser().parse_args(arguments)
     _setup_logging(args.verbose)
     if args.command == "tiny-model":
         return _tiny_model(args.dir, args.all)

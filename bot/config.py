@@ -21,7 +21,14 @@ from pydantic import (
     model_validator,
 )
 
-from engine.protocol import MAX_IMAGES_PER_BATCH, ModelSpec
+from engine.protocol import (
+    MAX_IMAGES_PER_BATCH,
+    Attention,
+    CompileMode,
+    EngineSpeed,
+    ModelSpec,
+    Precision,
+)
 
 from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
 
@@ -76,6 +83,19 @@ class EngineConfig(Section):
         description="images of compatible jobs run in one pipeline call; unset: by device",
     )
 
+    # Speed (engine.speed; README "Performance"): what the diffusers guides recommend.
+    dtype: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 elsewhere")
+    attention: Attention = Field("sdpa", description="sdpa: PyTorch's fused attention")
+    channels_last: bool = Field(True, description="UNet and VAE in channels-last memory format")
+    fuse_qkv: bool = Field(True, description="one matmul for each attention's q, k and v")
+    sdxl_vae: str | None = Field(
+        None, description="VAE for SDXL models that set none, e.g. an fp16-safe one"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the UNet and VAE decoder, warmed up at engine start"
+    )
+    compile_mode: CompileMode = "max-autotune"
+
     def batch_images(self, device: str) -> int:
         """How many images one batch on `device` may make: the configured value, else
         CUDA_BATCH_IMAGES on a CUDA GPU and 1 elsewhere (on a CPU a batch saves nothing).
@@ -83,6 +103,37 @@ class EngineConfig(Section):
         if self.max_batch_images is not None:
             return self.max_batch_images
         return CUDA_BATCH_IMAGES if device.split(":")[0] == "cuda" else 1
+
+    @model_validator(mode="after")
+    def _speed_fits_devices(self) -> Self:
+        cpus = [device for device in self.devices if device.split(":")[0] == "cpu"]
+        if self.dtype == "fp16" and cpus:
+            raise ValueError(
+                'engine.dtype: "fp16" needs a GPU, and devices include "cpu" (PyTorch\'s CPU'
+                ' kernels run half precision slowly or not at all); use "auto" or "fp32"'
+            )
+        if self.fuse_qkv and self.attention != "sdpa":
+            raise ValueError(
+                "engine.fuse_qkv: fused projections run on SDPA attention;"
+                ' set attention = "sdpa" or fuse_qkv = false'
+            )
+        return self
+
+    def speed(self) -> EngineSpeed:
+        """The speed options every engine process gets; with compile on, the default
+        model is warmed up at engine start, alone and at the largest batch."""
+        warmup = sorted({1, *(self.batch_images(device) for device in self.devices)})
+        return EngineSpeed(
+            dtype=self.dtype,
+            attention=self.attention,
+            channels_last=self.channels_last,
+            fuse_qkv=self.fuse_qkv,
+            sdxl_vae=self.sdxl_vae,
+            compile=self.compile,
+            compile_mode=self.compile_mode,
+            warmup_model=self.default_model if self.compile else None,
+            warmup_batch_images=warmup,
+        )
 
 
 class GenerationConfig(Section):
@@ -252,8 +303,17 @@ def _check_model_sources(config: Config, base: Path) -> Config:
             update={"source": source, "controlnets": controlnets, **extras}
         )
     data_dir = base / config.storage.data_dir.expanduser()
+    engine = config.engine
+    if engine.sdxl_vae is not None:
+        engine = engine.model_copy(
+            update={"sdxl_vae": _resolve_source("engine.sdxl_vae", engine.sdxl_vae, base)}
+        )
     return config.model_copy(
-        update={"models": models, "storage": StorageConfig(data_dir=data_dir.resolve())}
+        update={
+            "models": models,
+            "engine": engine,
+            "storage": StorageConfig(data_dir=data_dir.resolve()),
+        }
     )
 
 
@@ -265,7 +325,7 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
-    if message.startswith(f"{key}:") or not first["loc"]:
+    if message.startswith((f"{key}:", f"{key}.")) or not first["loc"]:
         return message
     return f"{key}: {message} (got {first.get('input')!r})"
 

@@ -61,8 +61,9 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
         return 2
     device = args.device or config.engine.devices[0]
     engine = EngineProcess(
-        device, config.models, engine_environment(), config.engine.model_memory_gb
-    )
+        device, config.models, engine_environment(), config.engine.model_memory_gb,
+        config.engine.speed(),
+    )  # fmt: skip
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -32,20 +31,15 @@ from diffusers.pipelines.auto_pipeline import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from engine import checkpoints
+from engine import checkpoints, speed
 from engine.checkpoints import Family, Source
 from engine.errors import BadRequest, JobFailure, UnknownModel
 from engine.memory import module_bytes
-from engine.protocol import ControlType, Mode, ModelSpec
+from engine.protocol import ControlType, EngineSpeed, Mode, ModelSpec
 
 log = logging.getLogger(__name__)
 
 _IMAGE_TO_IMAGE_MODES = (Mode.IMG2IMG, Mode.VARIATION, Mode.UPSCALE)
-
-
-def dtype_for(device: torch.device) -> torch.dtype:
-    """Half precision where it is fast and safe (CUDA), full precision elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 @dataclass
@@ -110,7 +104,9 @@ class ModelRegistry:
     """Looks models up by name and keeps the recently used ones within `memory_budget` bytes.
 
     `memory_budget` None keeps one model at a time. A model larger than the
-    whole budget is still loaded, alone.
+    whole budget is still loaded, alone. `speed` (engine.speed) says how every
+    model runs; a dtype or compile setting the device cannot run is refused here
+    (BadRequest), before anything loads.
     """
 
     def __init__(
@@ -118,10 +114,15 @@ class ModelRegistry:
         specs: Mapping[str, ModelSpec],
         device: torch.device,
         memory_budget: int | None = None,
+        speed_options: EngineSpeed | None = None,
+        compile_backend: speed.CompileBackend = "inductor",
     ) -> None:
         self._specs = dict(specs)
         self.device = device
-        self.dtype = dtype_for(device)
+        self.speed = speed_options or EngineSpeed()
+        self.dtype = speed.torch_dtype(self.speed.dtype, device)
+        speed.check_compile(self.speed, device, compile_backend)
+        self._compile_backend = compile_backend
         self.memory_budget = memory_budget
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._sizes: dict[str, int] = {}
@@ -195,6 +196,11 @@ class ModelRegistry:
         pipeline = checkpoints.load_text2image(sources["checkpoint"], self.dtype, components)
         pipeline.set_progress_bar_config(disable=True)
         family = checkpoints.family_of_pipeline(pipeline)
+        if family is Family.SDXL and "vae" not in sources and self.speed.sdxl_vae is not None:
+            # SDXL's own VAE overflows in fp16 (diffusers then decodes in fp32, slowly);
+            # an fp16-safe one (e.g. madebyollin/sdxl-vae-fp16-fix) does not.
+            vae = checkpoints.load_vae(Source(self.speed.sdxl_vae), self.dtype)
+            pipeline.register_modules(vae=vae)
         model = LoadedModel(
             name=name,
             family=family,
@@ -223,8 +229,23 @@ class ModelRegistry:
         for module in extras:
             if module is not None:
                 module.to(self.device)
-        _use_sdpa([pipeline.unet, pipeline.vae, *model.controlnets.values(), model.inpaint_unet])
+        speed.apply(pipeline, [*model.controlnets.values(), model.inpaint_unet], self.speed)
+        if self.speed.compile:
+            speed.compile_modules(pipeline, self.speed, self._compile_backend)
         return model
+
+    def warm_up(self) -> None:
+        """With compile on: load `speed.warmup_model` and run it at each warm-up batch
+        size, so the compiling happens now rather than in a member's first job."""
+        name = self.speed.warmup_model
+        if not self.speed.compile or name is None:
+            return
+        model = self.get(name)
+        log.info("compiling model %s for batches of %s image(s)", name,
+                 ", ".join(map(str, self.speed.warmup_batch_images)))  # fmt: skip
+        speed.warm_up(
+            model.pipeline, model.scheduler_config, self.spec(name), self.speed.warmup_batch_images
+        )
 
     def _fingerprint(self, source: Source) -> str:
         # Hashing gigabytes takes seconds: remember it across evictions while
@@ -257,11 +278,3 @@ def _sources(spec: ModelSpec) -> dict[str, Source]:
         if value is not None:
             sources[role] = Source(value)
     return sources
-
-
-def _use_sdpa(modules: list[Any]) -> None:
-    # PyTorch's fused attention is diffusers' default on torch 2; set it explicitly so
-    # a checkpoint or loader that installed another processor cannot slow every job.
-    for module in modules:
-        if module is not None:
-            module.set_attn_processor(AttnProcessor2_0())

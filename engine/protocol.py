@@ -222,6 +222,34 @@ class CancelRequest(Message):
     job_id: str
 
 
+Precision = Literal["auto", "fp16", "bf16", "fp32"]
+Attention = Literal["sdpa", "classic"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+class EngineSpeed(Message):
+    """How the engine runs its models: precision and the speed-ups the diffusers
+    optimisation guides recommend for serving (engine.speed applies them)."""
+
+    dtype: Precision = Field(
+        "auto", description="weights and activations; auto: fp16 on CUDA, fp32 elsewhere"
+    )
+    attention: Attention = Field(
+        "sdpa", description="PyTorch's fused scaled-dot-product attention, or diffusers' classic"
+    )
+    channels_last: bool = Field(True, description="UNet and VAE weights in NHWC memory format")
+    fuse_qkv: bool = Field(True, description="one matmul for each attention's q, k and v")
+    sdxl_vae: str | None = Field(
+        None, description="VAE source for SDXL models that name none (an fp16-safe one)"
+    )
+    compile: bool = Field(False, description="torch.compile the UNet and the VAE decoder")
+    compile_mode: CompileMode = "max-autotune"
+    # With `compile`, the engine loads this model and runs it once per batch size
+    # below before it answers Ready, so no member's job pays for compiling.
+    warmup_model: str | None = None
+    warmup_batch_images: list[int] = Field(default_factory=lambda: [1])
+
+
 class SetupRequest(Message):
     """First line the engine reads: which device to use and which models exist."""
 
@@ -232,6 +260,7 @@ class SetupRequest(Message):
     model_memory_gb: float | None = Field(
         None, gt=0, description="budget for resident checkpoints (LRU); None: engine decides"
     )
+    speed: EngineSpeed = EngineSpeed()
 
 
 class ShutdownRequest(Message):

@@ -46,11 +46,23 @@ class JobRunner:
     def __init__(self, setup: SetupRequest, channel: EventChannel, faults: FaultPlan) -> None:
         device = resolve_device(setup.device)
         self.registry = ModelRegistry(
-            setup.models, device, resolve_budget(setup.model_memory_gb, device)
+            setup.models, device, resolve_budget(setup.model_memory_gb, device), setup.speed
         )
         self._device_name = setup.device
         self._channel = channel
         self._faults = faults
+
+    def warm_up(self) -> None:
+        """Compile and run the warm-up model now (with `[engine] compile`); BadRequest,
+        naming the setting to change, if that fails."""
+        try:
+            self.registry.warm_up()
+        except Exception as error:
+            log.exception("warm-up failed")
+            raise BadRequest(
+                f"the compile warm-up failed ({type(error).__name__}: {error});"
+                " set [engine] compile = false to run uncompiled"
+            ) from error
 
     def status(self, running_batch: GenerateRequest | None) -> Status:
         """What the engine holds now; safe to call from another thread while a batch runs."""

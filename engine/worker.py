@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runner = JobRunner(setup, channel, faults)
+        runner.warm_up()
     except BadRequest as error:
         log.error("refused setup: %s", error)
         channel.send(_bad_request(None, str(error)))

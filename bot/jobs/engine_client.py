@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from engine.protocol import (
     PROTOCOL_VERSION,
     CancelRequest,
+    EngineSpeed,
     Event,
     GenerateRequest,
     JobError,
@@ -45,6 +46,8 @@ ProgressCallback = Callable[[Progress], None]
 
 # Importing torch and diffusers alone takes seconds; model loads are lazy.
 START_TIMEOUT = 180.0
+# With `[engine] compile`, the engine compiles and warms up before it is ready.
+COMPILE_START_TIMEOUT = 1800.0
 STOP_TIMEOUT = 10.0
 STATUS_TIMEOUT = 5.0
 # A protocol line carries no image bytes, so anything longer is garbage.
@@ -73,11 +76,13 @@ class EngineProcess:
         models: dict[str, ModelSpec],
         env: dict[str, str],
         model_memory_gb: float | None = None,
+        speed: EngineSpeed | None = None,
     ) -> None:
         self.device = device
         self._models = models
         self._env = env
         self._model_memory_gb = model_memory_gb
+        self._speed = speed or EngineSpeed()
         self._process: asyncio.subprocess.Process | None = None
         self._events: asyncio.StreamReader | None = None
         self._transport: asyncio.ReadTransport | None = None
@@ -89,6 +94,11 @@ class EngineProcess:
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def warms_up(self) -> bool:
+        """Whether starting takes a compile warm-up, so it is better done before a job."""
+        return self._speed.compile
 
     async def start(self) -> Ready:
         read_fd, write_fd = os.pipe()
@@ -109,18 +119,26 @@ class EngineProcess:
         )
         await self._send(
             SetupRequest(
-                device=self.device, models=self._models, model_memory_gb=self._model_memory_gb
+                device=self.device,
+                models=self._models,
+                model_memory_gb=self._model_memory_gb,
+                speed=self._speed,
             )
         )
+        limit = COMPILE_START_TIMEOUT if self.warms_up else START_TIMEOUT
         try:
-            event = await asyncio.wait_for(self._next_event(), START_TIMEOUT)
+            event = await asyncio.wait_for(self._next_event(), limit)
         except TimeoutError:
             await self.kill()
             raise EngineFailure(
-                f"the engine on {self.device} did not start within {START_TIMEOUT:g} s"
+                f"the engine on {self.device} did not start within {limit:g} s"
             ) from None
         if not isinstance(event, Ready) or event.version != PROTOCOL_VERSION:
             await self.kill()
+            if isinstance(event, JobError):  # a setting the engine cannot run, in its words
+                raise EngineFailure(
+                    f"the engine on {self.device} refused to start: {event.message}"
+                )
             raise EngineFailure(f"engine on {self.device} did not start: {event!r}")
         self._job_events = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_events(), name=f"engine-{self.device}")

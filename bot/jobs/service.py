@@ -269,6 +269,9 @@ class JobService:
             return [w.job_id for w in next_batch(order, limit)]
 
         while not self._stopping.is_set():
+            if engine.warms_up and not engine.alive:
+                # A compiling engine warms up for minutes: before any job, not in one.
+                await engine.start()
             self._idle.add(engine.device)
             jobs = await self.store.claim(engine.device, choose, self._fair_window)
             if not jobs:

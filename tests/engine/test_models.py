@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from safetensors.torch import save_file
 
 from engine.checkpoints import Family, Source, fingerprint, single_file_is_sdxl
@@ -41,7 +41,8 @@ def test_a_loaded_model_is_float32_with_fused_attention_and_no_progress_bars_on_
     assert model.dtype == torch.float32
     assert pipeline.unet.dtype == torch.float32
     for module in (pipeline.unet, pipeline.vae):
-        assert all(isinstance(p, AttnProcessor2_0) for p in module.attn_processors.values())
+        # PyTorch's fused attention (SDPA), with q, k and v in one projection (engine.speed).
+        assert all(isinstance(p, FusedAttnProcessor2_0) for p in module.attn_processors.values())
     assert pipeline._progress_bar_config == {"disable": True}
 
 
