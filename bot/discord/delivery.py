@@ -151,9 +151,10 @@ class Delivery:
         text = template.format(where=_where(place))
         try:
             message = await self._webhook(job).edit_message(
-                ORIGINAL, content=text, view=progress_view(job.id)
+                job.message_id or ORIGINAL, content=text, view=progress_view(job.id)
             )
-            await self._store.record_message(job.id, message.id)
+            if job.message_id is None:
+                await self._store.record_message(job.id, message.id)
         except discord.HTTPException as error:
             log.info("job %s: could not show it queued (%s)", job.id, error)
         except OperationalError as error:  # only a shortcut for later edits: "@original" works
@@ -208,7 +209,10 @@ class Delivery:
                 files = [discord.File(preview, PREVIEW_NAME)] if preview else []
                 try:
                     await webhook.edit_message(
-                        ORIGINAL, content=text, attachments=files, view=progress_view(job.id)
+                        job.message_id or ORIGINAL,
+                        content=text,
+                        attachments=files,
+                        view=progress_view(job.id),
                     )
                     shown = text
                 except (discord.HTTPException, aiohttp.ClientError, OSError) as error:

@@ -52,6 +52,20 @@ class Requester:
     upload_limit: int | None = None
     # The journaled command (bot.store.commands) this job settles, if any.
     command_id: int | None = None
+    # The message that shows the job, when it exists before the job (a follow-up of a
+    # multi-job command, the bot's reply to a member's message); edited as it goes.
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to queue: its id, who asked (and where it is shown), what to make."""
+
+    job_id: str
+    requester: Requester
+    spec: dict[str, Any]
+    model: str
+    seeds: list[int]
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,11 @@ async def settle_command(session: AsyncSession, requester: Requester, outcome: s
         await commands.settle(session, requester.command_id, outcome)
 
 
+def queued_outcome(new: Sequence[NewJob]) -> str:
+    """How a command that queued `new` is settled in the journal."""
+    return "queued " + " ".join(n.job_id for n in new)
+
+
 def add_job(
     session: AsyncSession,
     job_id: str,
@@ -140,6 +159,7 @@ def add_job(
         channel_id=requester.channel_id,
         interaction_id=requester.interaction_id,
         interaction_token=requester.interaction_token,
+        message_id=requester.message_id,
         upload_limit=requester.upload_limit,
         lane=lane,
         outputs=[],
@@ -164,11 +184,17 @@ class JobStore:
         self, job_id: str, requester: Requester, spec: dict[str, Any], model: str, seeds: list[int]
     ) -> Job:
         """Write the job (and its user, on first sight) before anyone is told it is queued."""
+        (job,) = await self.create_many([NewJob(job_id, requester, spec, model, seeds)])
+        return job
+
+    async def create_many(self, new: Sequence[NewJob]) -> list[Job]:
+        """Write several jobs of one command in one transaction (all or none); the first
+        one's requester settles the command, once."""
         async with self._sessions.begin() as session:
-            await upsert_user(session, requester.user_id, requester.user_name)
-            job = add_job(session, job_id, requester, spec, model, seeds)
-            await settle_command(session, requester, f"queued {job_id}")
-            return job
+            await upsert_user(session, new[0].requester.user_id, new[0].requester.user_name)
+            jobs = [add_job(session, n.job_id, n.requester, n.spec, n.model, n.seeds) for n in new]
+            await settle_command(session, new[0].requester, queued_outcome(new))
+            return jobs
 
     async def record_refusal(
         self,

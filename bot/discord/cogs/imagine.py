@@ -9,6 +9,7 @@ its next start (`replay_pending`), through the same `_complete`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
@@ -35,9 +36,10 @@ from ...jobs.spec import (
     BadInput,
     InputImage,
     Inputs,
+    JobSpec,
     Options,
     blocked_term,
-    build_spec,
+    build_specs,
 )
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
@@ -50,7 +52,7 @@ from ..common import (
     requester_of,
     settled_on_error,
 )
-from ..queueing import queue_job
+from ..queueing import queue_jobs
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control="A sketch or photo the composition follows (ControlNet)",
         control_type="How to read the control image (default canny)",
         control_scale=f"How strongly to follow the control image (0-{MAX_CONTROL_SCALE:g})",
+        private="Only you see the reply and its images (default: your /settings)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
@@ -164,17 +167,29 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control: discord.Attachment | None = None,
         control_type: str | None = None,
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
+        private: bool | None = None,
     ) -> None:
         given = {
             "prompt": prompt, "negative": negative, "count": count, "seed": seed,
             "steps": steps, "cfg": cfg, "aspect": aspect, "model": model, "sampler": sampler,
             "strength": strength, "control_type": control_type, "control_scale": control_scale,
+            "private": private,
         }  # fmt: skip
         attachments = {
             role: AttachmentRef.of(attachment)
             for role, attachment in (("image", image), ("mask", mask), ("control", control))
             if attachment is not None
         }
+        await self.start(interaction, given, attachments)
+
+    async def start(
+        self,
+        interaction: discord.Interaction,
+        given: dict[str, Any],
+        attachments: dict[str, AttachmentRef],
+    ) -> None:
+        """Check, journal, defer and complete one /imagine (or a context menu's modal,
+        which is an /imagine with its attachment taken from a message)."""
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
         refusal = await self._check(ticket)
@@ -182,8 +197,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await refuse(interaction, self.services.store, COMMAND, refusal)
             return
         journaled = await journal_then_defer(
-            self.services, interaction, COMMAND, ticket.journal_options()
-        )
+            self.services, interaction, COMMAND, ticket.journal_options(),
+            ephemeral=await self._private(ticket),
+        )  # fmt: skip
         await self._complete(Ticket(journaled, ticket.token, given, attachments))
 
     async def replay_pending(self) -> None:
@@ -207,30 +223,45 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if blocked is not None:
             return f"Your prompt contains `{blocked}`, which this server does not allow."
         try:
-            build_spec(
-                self._options(given), services.jobs.models, services.jobs.default_model,
-                _declared_inputs(ticket.attachments, self._max_bytes),
+            self._specs(
+                given, _declared_inputs(ticket.attachments, self._max_bytes),
                 await services.users.defaults(requester.user_id),
             )  # fmt: skip
         except BadInput as error:
             return str(error)
         return None
 
+    async def _private(self, ticket: Ticket) -> bool:
+        """Whether only the member sees the reply: the option, else their setting."""
+        given = ticket.options.get("private")
+        if given is not None:
+            return bool(given)
+        return bool((await self.services.users.defaults(ticket.requester.user_id)).get("private"))
+
+    def _specs(
+        self, given: dict[str, Any], inputs: Inputs, personal: dict[str, Any]
+    ) -> list[JobSpec]:
+        config = self.services.config
+        return build_specs(
+            self._options(given), self.services.jobs.models, self.services.jobs.default_model,
+            inputs, personal, config.styles, config.generation.max_permutations,
+        )  # fmt: skip
+
     async def _complete(self, ticket: Ticket) -> None:
         """After the deferral: check again, fetch and check attachments, queue, answer."""
         services = self.services
-        reply = Followup(self.bot, ticket.token)
+        private = await self._private(ticket)
+        reply = Followup(self.bot, ticket.token, ephemeral=private)
         requester = ticket.requester
         refusal = await self._check(ticket)
         inputs = Inputs()
+        specs: list[JobSpec] = []
         if refusal is None:
             try:
                 inputs = await self._save_attachments(ticket.attachments)
-                spec = build_spec(
-                    self._options(ticket.options), services.jobs.models,
-                    services.jobs.default_model, inputs,
-                    await services.users.defaults(requester.user_id),
-                )  # fmt: skip
+                specs = self._specs(
+                    ticket.options, inputs, await services.users.defaults(requester.user_id)
+                )
             except BadInput as error:
                 refusal = str(error)
         if refusal is not None:
@@ -242,7 +273,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             if requester.command_id is not None:
                 await services.commands.settle(requester.command_id, f"refused: {refusal}")
             return
-        if await queue_job(services, requester, spec, reply) and inputs.notices:
+        if private:
+            # No channel: after its token expires, a private result goes by DM.
+            requester = dataclasses.replace(requester, channel_id=None)
+        if await queue_jobs(services, requester, specs, reply) and inputs.notices:
             await reply.notice("\n".join(inputs.notices))
 
     async def _save_attachments(self, attachments: dict[str, AttachmentRef]) -> Inputs:
