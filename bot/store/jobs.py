@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -386,6 +386,55 @@ class JobStore:
                 .order_by(Job.finished_at, Job.id)
             )
             return rows.all()
+
+    async def by_message(self, message_id: int) -> Job | None:
+        """The job a bot message shows (its reply or result), if any."""
+        async with self._sessions() as session:
+            return await session.scalar(select(Job).where(Job.message_id == message_id).limit(1))
+
+    async def unfinished_of(self, user_id: int) -> Sequence[Job]:
+        """A member's queued and running jobs, newest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.user_id == user_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+                .order_by(Job.created_at.desc(), Job.id.desc())
+            )
+            return rows.all()
+
+    async def history(self, user_id: int, limit: int, offset: int = 0) -> tuple[Sequence[Job], int]:
+        """A page of a member's jobs, newest first, and how many they have in all."""
+        async with self._sessions() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(Job).where(Job.user_id == user_id)
+            )
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.user_id == user_id)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            return rows.all(), total or 0
+
+    async def delete_outputs(
+        self, job_id: str, actor_id: int, guild_id: int | None, channel_id: int | None
+    ) -> list[str]:
+        """Forget a finished job's images (🗑️): its output rows go, with an audit entry,
+        in one transaction; the caller removes the files after (a crash in between
+        leaves stray files, never rows pointing at missing ones). Their paths."""
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            paths = [output.path for output in job.outputs]
+            await session.execute(delete(Output).where(Output.job_id == job_id))
+            audit.record(
+                session, "job.deleted", "ok", actor_id=actor_id, guild_id=guild_id,
+                channel_id=channel_id, target=job_id,
+                params={"images": len(paths), "owner": job.user_id, "message_id": job.message_id},
+            )  # fmt: skip
+            return paths
 
     async def record_message(self, job_id: str, message_id: int) -> None:
         """The id of the job's reply, once Discord showed it (needed to edit it after

@@ -73,3 +73,83 @@ async def test_an_unknown_flag_is_refused_with_its_name(running_bot: RunningBot)
     assert callback.type == 4 and callback.data["flags"] & 64
     assert "Unknown flag `--bogus`" in callback.data["content"]
     assert running_bot.rows("select id from jobs") == []
+
+
+def job_id_of(message: Message) -> str:
+    return message.content.split("`")[1]
+
+
+async def click_and_finish(
+    bot: RunningBot, message: Message, custom_id: str, user_id: int
+) -> tuple[str, Message]:
+    """Click a button that queues a job; its job id and result."""
+    ix = await bot.server.click_button(message, custom_id, user_id=user_id)
+    assert (await ix.wait_for_callback(timeout=3)).type == 5
+    queued = await ix.wait_for_original(lambda m: "queued" in m.content, timeout=30)
+    return job_id_of(queued), await ix.wait_for_original(finished, timeout=120)
+
+
+async def test_result_buttons_work_after_a_restart_for_the_owner_and_other_members(
+    running_bot: RunningBot,
+) -> None:
+    bot, server = running_bot, running_bot.server
+    other = server.add_member(name="other")
+    ix = await server.send_slash_command("imagine", {"prompt": "a lighthouse", "seed": 7})
+    result = await ix.wait_for_original(finished, timeout=120)
+    job = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content))
+    buttons = [f"atelier:{b}:{job}" for b in ("reroll", "remix", "delete")] + [f"atelier:s:{job}:1"]
+    assert set(buttons) <= set(result.custom_ids)
+    await bot.restart()
+
+    # Another member re-rolls and varies it: new jobs of theirs, charged to them.
+    rerolled_id, rerolled = await click_and_finish(bot, result, f"atelier:reroll:{job}", other)
+    assert fields(rerolled)["Prompt"] == "a lighthouse"
+    assert fields(rerolled)["Seed"] != "#1: 7"
+    strong_id, strong = await click_and_finish(bot, result, f"atelier:s:{job}:1", other)
+    assert sizes(strong) == [(64, 64)]
+    rows = bot.rows(
+        "select id, user_id, spec from jobs where id in (:a, :b)", a=rerolled_id, b=strong_id
+    )
+    assert {row["user_id"] for row in rows} == {other}
+    strong_spec = next(str(row["spec"]) for row in rows if row["id"] == strong_id)
+    assert '"strength": 0.85' in strong_spec and '"mode": "variation"' in strong_spec
+    charged = bot.rows("select job_id, user_id from usage_ledger where user_id = :u", u=other)
+    assert len(charged) == 2
+
+    # Remix: a modal with the prompt, then the same seed with the new words.
+    remix = await server.click_button(result, f"atelier:remix:{job}", user_id=other)
+    modal = await remix.wait_for_callback(timeout=3)
+    assert modal.type == 9
+    assert "a lighthouse" in str(modal.data)
+    submitted = await server.submit_modal(
+        remix, {"prompt": "a lighthouse at night --cfg 5", "negative": "fog"}
+    )
+    assert (await submitted.wait_for_callback(timeout=3)).type == 5
+    remixed = await submitted.wait_for_original(finished, timeout=120)
+    assert fields(remixed)["Prompt"] == "a lighthouse at night"
+    assert fields(remixed)["Negative prompt"] == "fog"
+    assert fields(remixed)["Seed"] == "#1: 7"
+
+    # Delete: refused to another member, done for the owner (message and files).
+    refused = await server.click_button(result, f"atelier:delete:{job}", user_id=other)
+    answer = await refused.wait_for_callback(timeout=3)
+    assert answer.type == 4 and answer.data["flags"] & 64
+    assert "Only the member" in answer.data["content"]
+    assert server.message(result.id) is not None and not server.message(result.id).deleted
+    (path,) = bot.rows("select path from outputs where job_id = :id", id=job)
+    assert (bot.data_dir / str(path["path"])).is_file()
+
+    deleted = await server.click_button(result, f"atelier:delete:{job}")
+    assert (await deleted.wait_for_callback(timeout=3)).type == 6
+    await deleted.wait_for_followup(lambda m: "Deleted" in m.content, timeout=10)
+    latest = server.message(result.id)
+    assert latest is not None and latest.deleted
+    assert bot.rows("select id from outputs where job_id = :id", id=job) == []
+    assert not (bot.data_dir / str(path["path"])).exists()
+    audit = bot.rows(
+        "select actor_id, outcome from audit_log where action like '%delete%' order by id"
+    )
+    assert audit == [
+        {"actor_id": other, "outcome": "refused"},
+        {"actor_id": server.user_id, "outcome": "ok"},
+    ]
