@@ -107,8 +107,11 @@ class Delivery:
         data_dir: Path,
         interval: float,
         queue_place: Callable[[str], Awaitable[QueuePlace | None]] | None = None,
+        prefers_dm: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
         self._client = client
+        # Whether a member asked (/settings delivery:DM) for results by DM.
+        self._prefers_dm = prefers_dm
         self._store = store
         self._data_dir = data_dir
         self._interval = interval
@@ -268,6 +271,11 @@ class Delivery:
 
     async def _send(self, job: Job) -> tuple[int | None, str]:
         answer = await asyncio.to_thread(self._answer, job)
+        if self._prefers_dm is not None and await self._prefers_dm(job.user_id):
+            try:
+                return await self._send_dm(job, answer), "dm"
+            except discord.Forbidden as error:
+                log.info("job %s: the member takes no DMs (%s); replying instead", job.id, error)
         if job.interaction_token and self._token_fresh(job):
             try:
                 return await self._edit_reply(job, answer), "reply"
@@ -284,6 +292,19 @@ class Delivery:
                 log.info("job %s: cannot post in its channel (%s); sending a DM", job.id, error)
         user = await self._client.fetch_user(job.user_id)
         return await self._post(job, user, answer), "dm"
+
+    async def _send_dm(self, job: Job, answer: Answer) -> int:
+        """The answer by DM, and the reply (while it can be edited) says where it went."""
+        message_id = await self._post(job, await self._client.fetch_user(job.user_id), answer)
+        if job.interaction_token and self._token_fresh(job):
+            with contextlib.suppress(discord.HTTPException):
+                await self._webhook(job).edit_message(
+                    job.message_id or ORIGINAL,
+                    content=f"📬 Job `{job.id}`: sent to your DMs.",
+                    attachments=[],
+                    view=None,
+                )
+        return message_id
 
     async def _edit_reply(self, job: Job, answer: Answer) -> int:
         webhook = self._webhook(job)

@@ -153,3 +153,85 @@ async def test_result_buttons_work_after_a_restart_for_the_owner_and_other_membe
         {"actor_id": other, "outcome": "refused"},
         {"actor_id": server.user_id, "outcome": "ok"},
     ]
+
+
+async def test_cancel_queue_and_history_as_two_members(running_bot: RunningBot) -> None:
+    bot, server = running_bot, running_bot.server
+    other = server.add_member(name="other")
+    slow = await server.send_slash_command("imagine", {"prompt": "slow tide", "steps": 150})
+    running = await slow.wait_for_original(lambda m: "step 1/" in m.content, timeout=120)
+    slow_id = job_id_of(running)
+    waiting = await server.send_slash_command("imagine", {"prompt": "next tide", "seed": 3})
+    waiting_id = job_id_of(await waiting.wait_for_original(lambda m: "queued" in m.content))
+    theirs = await server.send_slash_command(
+        "imagine", {"prompt": "their tide", "seed": 4}, user_id=other
+    )
+    await theirs.wait_for_original(lambda m: "queued" in m.content)
+
+    mine = (await (await server.send_slash_command("queue")).wait_for_callback()).data
+    assert mine["flags"] & 64
+    assert f"`{slow_id}` running" in mine["content"]
+    assert f"`{waiting_id}` position " in mine["content"]
+    assert "1 waiting and 0 running, from 1 other member(s)" in mine["content"]
+    seen = (
+        await (await server.send_slash_command("queue", user_id=other)).wait_for_callback()
+    ).data
+    assert slow_id not in seen["content"] and "their tide" in seen["content"]
+    assert "1 waiting and 1 running, from 1 other member(s)" in seen["content"]
+
+    # Another member cannot cancel it; its owner stops it within a step.
+    refused = await server.send_slash_command("cancel", {"job": slow_id}, user_id=other)
+    assert "Only the member" in (await refused.wait_for_callback()).data["content"]
+    cancel = await server.send_slash_command("cancel", {"job": slow_id})
+    assert "Cancelling" in (await cancel.wait_for_callback()).data["content"]
+    stopped = await slow.wait_for_original(lambda m: "cancelled" in m.content, timeout=60)
+    assert not stopped.attachments
+    await waiting.wait_for_original(finished, timeout=120)
+    await theirs.wait_for_original(finished, timeout=120)
+    assert bot.job_row(slow_id)["state"] == "cancelled"
+
+    page = await server.send_slash_command("history", {"count": 1})
+    first = (await page.wait_for_callback()).data
+    assert first["flags"] & 64 and "Your jobs 1-1 of 2" in first["content"]
+    assert f"`{waiting_id}`" in first["content"] and "seed 3" in first["content"]
+    link = f"/channels/{server.guild_id}/{server.channel_id}/"
+    assert link in first["content"]
+    older = await server.click_button(page.original_message_id or 0, _older(first))
+    second = (await older.wait_for_callback()).data
+    assert second["content"].startswith("**Your jobs 2-2 of 2**") and slow_id in second["content"]
+    assert "🛑" in second["content"]
+    theirs_page = await server.send_slash_command("history", user_id=other)
+    only = (await theirs_page.wait_for_callback()).data["content"]
+    assert "Your jobs 1-1 of 1" in only and "their tide" in only and slow_id not in only
+
+
+def _older(page: dict[str, object]) -> str:
+    ids = [c["custom_id"] for row in page["components"] for c in row["components"]]  # type: ignore[attr-defined]
+    return next(i for i in ids if i.startswith("atelier:history:older:"))
+
+
+async def test_private_replies_are_ephemeral_and_their_buttons_work(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    ix = await server.send_slash_command("imagine", {"prompt": "a secret", "private": True})
+    deferral = await ix.wait_for_callback(timeout=3)
+    assert deferral.type == 5 and deferral.data["flags"] & 64
+    result = await ix.wait_for_original(finished, timeout=120)
+    assert result.ephemeral
+    assert result not in server.channel_messages()
+    job = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content))
+    again = await server.click_button(result, f"atelier:reroll:{job}")
+    assert (await again.wait_for_callback(timeout=3)).data["flags"] & 64
+    rerolled = await again.wait_for_original(finished, timeout=120)
+    assert rerolled.ephemeral and fields(rerolled)["Prompt"] == "a secret"
+
+    # The setting does the same for every reply, and delivery:DM sends results by DM.
+    settings = await server.send_slash_command("settings", {"private": True, "delivery": "dm"})
+    assert "private = True" in (await settings.wait_for_callback()).data["content"]
+    by_dm = await server.send_slash_command("imagine", {"prompt": "a letter", "seed": 8})
+    assert (await by_dm.wait_for_callback(timeout=3)).data["flags"] & 64
+    told = await by_dm.wait_for_original(lambda m: "sent to your DMs" in m.content, timeout=120)
+    assert told.ephemeral
+    (dm,) = server.dm_messages(server.user_id)
+    assert fields(dm)["Prompt"] == "a letter" and len(dm.attachments) == 1
