@@ -44,8 +44,7 @@ def _is_int(value: Any) -> bool:
 def normalise_snowflakes(body: Any) -> Any:
     """discord.py sends `attachments[].id` as ints (files[n] indexes or existing ids), and a
     DM's `recipient_id`, a reply's `message_reference` ids and `allowed_mentions` ids too,
-    where the spec says
-    string snowflake; Discord accepts both, so only those cases are coerced."""
+    where the spec says string snowflake; Discord accepts both, so only those are coerced."""
     if isinstance(body, list):
         return [normalise_snowflakes(item) for item in body]
     if not isinstance(body, dict):
