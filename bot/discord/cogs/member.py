@@ -16,12 +16,18 @@ from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, refuse, roles_of
 
 HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
-`aspect`, `model`, `sampler`, `negative`; flags in the prompt work too \
-(`--ar 16:9 --seed 42 --no text`).
+`aspect`, `model`, `sampler`, `negative`, `private`; flags in the prompt work too \
+(`--ar 21:9 --seed 42 --no text --n 2`), and `a {red, blue} fox` makes one job per choice.
 Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
 for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
-Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
-**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts."""
+**Sketch**: reply to a result (or mention me) with a drawing attached, and I draw it with \
+that prompt or your words (`--control canny` for a photo's edges). On any message with an \
+image, *Apps → Imagine from sketch / Imagine from image*.
+Under a result: **V1-V4** vary an image, **U1-U4** upscale it 2x, **Vary (strong)**, \
+🔄 re-roll (new seed), ✏️ remix (new words, same seed), 🗑️ delete (yours only).
+**/cancel** stops your job, **/queue** shows where it stands, **/history** lists your jobs, \
+**/settings** sets your defaults (private replies, results by DM), **/forget-me** deletes \
+your images and prompts."""
 
 
 async def summary(services: Services, interaction: discord.Interaction) -> str:
