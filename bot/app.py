@@ -122,9 +122,10 @@ async def run_bot(config: Config, token: str) -> None:
     service = build_service(config, sessions, quotas)
     use_endpoints(config.discord)
     client = AtelierBot(config.discord)
+    users = UserStore(sessions, config.storage.data_dir)
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
-        service.queue_place,
+        service.queue_place, users.prefers_dm,
     )  # fmt: skip
     service.add_listener(delivery)
     keys = ApiKeyStore(sessions)
@@ -132,7 +133,7 @@ async def run_bot(config: Config, token: str) -> None:
     services = Services(
         config=config,
         jobs=service,
-        users=UserStore(sessions, config.storage.data_dir),
+        users=users,
         quotas=quotas,
         guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),

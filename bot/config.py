@@ -143,6 +143,9 @@ class GenerationConfig(Section):
     variation_strength: float = Field(
         0.6, ge=0.05, le=1.0, description="how far a V button's variation strays"
     )
+    strong_variation_strength: float = Field(
+        0.85, ge=0.05, le=1.0, description="how far the Vary (strong) button's variation strays"
+    )
     upscale_strength: float = Field(
         0.3, ge=0.05, le=1.0, description="how much a U button's 2x upscale repaints"
     )

@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 
 class AtelierBot(commands.Bot):
     def __init__(self, config: DiscordConfig) -> None:
-        # Slash commands need no privileged intents; guilds keeps channel info fresh.
+        # No privileged intent: guilds keeps channel info fresh; guild messages brings the
+        # messages that mention the bot or reply to it (with their content and attachments,
+        # which Discord sends without the Message Content intent only for those), read by
+        # the reply-with-a-sketch listener (bot/discord/cogs/imagine.py).
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
-            intents=discord.Intents(guilds=True),
+            intents=discord.Intents(guilds=True, guild_messages=True),
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self._guild_ids = config.guild_ids
@@ -41,6 +44,10 @@ class AtelierBot(commands.Bot):
         log.info(
             "commands synced (%s)", f"guilds {self._guild_ids}" if self._guild_ids else "global"
         )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """No text commands: a message is only read by the cogs' listeners (not parsed as a
+        prefix command, which "@Atelier a castle" would otherwise be)."""
 
     async def on_ready(self) -> None:
         log.info("connected as %s (%s)", self.user, self.user.id if self.user else "?")

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 
@@ -79,12 +79,17 @@ JOURNAL_BUDGET = 1.5
 
 
 async def journal_then_defer(
-    services: Services, interaction: discord.Interaction[Any], command: str, options: dict[str, Any]
+    services: Services,
+    interaction: discord.Interaction[Any],
+    command: str,
+    options: dict[str, Any],
+    ephemeral: bool = False,
 ) -> Requester:
-    """Write the command to the journal (one short insert), then defer; if the database
-    is slow, defer first and write right after. The requester returned carries the
-    journal row to settle when the job is queued. A failed write is logged and the
-    command handled anyway, only without the journal's protection."""
+    """Write the command to the journal (one short insert), then defer (privately with
+    `ephemeral`); if the database is slow, defer first and write right after. The
+    requester returned carries the journal row to settle when the job is queued. A
+    failed write is logged and the command handled anyway, only without the journal's
+    protection."""
     requester = requester_of(interaction)
     row = NewCommand(
         interaction_id=interaction.id, command=command, user_id=requester.user_id,
@@ -96,7 +101,7 @@ async def journal_then_defer(
     done, _ = await asyncio.wait({write}, timeout=JOURNAL_BUDGET)
     if not done:
         log.warning("journal write slower than %g s; deferring first", JOURNAL_BUDGET)
-    await interaction.response.defer(thinking=True)
+    await interaction.response.defer(thinking=True, ephemeral=ephemeral)
     try:
         await write
     except Exception:
@@ -169,16 +174,57 @@ async def tell_privately(interaction: discord.Interaction[Any], reason: str) -> 
         log.warning("could not tell the member about a refusal: %s", error)
 
 
+class Reply(Protocol):
+    """Where a command's answers go: an interaction's deferred reply (Followup) or the
+    bot's reply to a member's message (bot.discord.cogs.imagine)."""
+
+    async def refuse(self, reason: str) -> None:
+        """Tell the member why nothing was queued (privately where possible)."""
+
+    async def notice(self, text: str) -> None:
+        """A side note for the member (how an attachment was read)."""
+
+    async def placeholders(self, count: int) -> list[int | None]:
+        """One message per job of the command, made before the jobs are queued, so each
+        job's updates edit its own message; None: the interaction's original reply."""
+
+    async def discard(self, message_ids: list[int | None]) -> None:
+        """Remove placeholders of jobs that were not queued after all."""
+
+
 class Followup:
     """Answers after a deferral, through the interaction's webhook: the same for a live
-    interaction and for a journaled one completed after a restart (while its token lives)."""
+    interaction and for a journaled one completed after a restart (while its token lives).
 
-    def __init__(self, client: discord.Client, token: str) -> None:
+    `ephemeral`: the deferral was private, so are the follow-ups."""
+
+    def __init__(self, client: discord.Client, token: str, ephemeral: bool = False) -> None:
         self.webhook = interaction_webhook(client, token)
+        self.ephemeral = ephemeral
 
     @classmethod
-    def of(cls, interaction: discord.Interaction[Any]) -> Followup:
-        return cls(interaction.client, interaction.token)
+    def of(cls, interaction: discord.Interaction[Any], ephemeral: bool = False) -> Followup:
+        return cls(interaction.client, interaction.token, ephemeral)
+
+    async def placeholders(self, count: int) -> list[int | None]:
+        """The original reply for the first job, a follow-up message for each other."""
+        if count == 1:
+            return [None]
+        # The first follow-up after a deferral would replace the "thinking" reply.
+        await self.webhook.edit_message(ORIGINAL, content=f"⏳ Queueing {count} jobs…")
+        made: list[int | None] = [None]
+        for number in range(2, count + 1):
+            message = await self.webhook.send(
+                f"⏳ Job {number} of {count}…", wait=True, ephemeral=self.ephemeral
+            )
+            made.append(message.id)
+        return made
+
+    async def discard(self, message_ids: list[int | None]) -> None:
+        for message_id in message_ids:
+            if message_id is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await self.webhook.delete_message(message_id)
 
     async def refuse(self, reason: str) -> None:
         """`reason` privately, once the public "thinking" reply is removed (Discord makes

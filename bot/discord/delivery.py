@@ -107,8 +107,11 @@ class Delivery:
         data_dir: Path,
         interval: float,
         queue_place: Callable[[str], Awaitable[QueuePlace | None]] | None = None,
+        prefers_dm: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
         self._client = client
+        # Whether a member asked (/settings delivery:DM) for results by DM.
+        self._prefers_dm = prefers_dm
         self._store = store
         self._data_dir = data_dir
         self._interval = interval
@@ -150,10 +153,9 @@ class Delivery:
         """
         text = template.format(where=_where(place))
         try:
-            message = await self._webhook(job).edit_message(
-                ORIGINAL, content=text, view=progress_view(job.id)
-            )
-            await self._store.record_message(job.id, message.id)
+            message = await self._edit_status(job, content=text, view=progress_view(job.id))
+            if job.message_id is None:
+                await self._store.record_message(job.id, message.id)
         except discord.HTTPException as error:
             log.info("job %s: could not show it queued (%s)", job.id, error)
         except OperationalError as error:  # only a shortcut for later edits: "@original" works
@@ -185,7 +187,7 @@ class Delivery:
     def _show(self, job: Job, text: str) -> None:
         """Make `text` the job's status line; its follower edits the reply at a bounded rate."""
         self._latest[job.id] = text
-        if job.id not in self._followers and job.interaction_token:
+        if job.id not in self._followers and (job.interaction_token or _own_message(job)):
             self._changed[job.id] = asyncio.Event()
             self._changed[job.id].set()
             self._followers[job.id] = self._spawn(self._follow(job), f"follow-{job.id}")
@@ -196,9 +198,8 @@ class Delivery:
         """Edit the reply with the newest status, at most once per interval; a failed
         edit is logged and skipped (the result is delivered all the same)."""
         changed = self._changed[job.id]
-        webhook = self._webhook(job)
         shown = ""
-        while self._token_fresh(job):
+        while self._token_fresh(job) or _own_message(job):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(self._interval * 5, 5.0))
             changed.clear()
@@ -207,8 +208,8 @@ class Delivery:
             if text != shown or preview is not None:
                 files = [discord.File(preview, PREVIEW_NAME)] if preview else []
                 try:
-                    await webhook.edit_message(
-                        ORIGINAL, content=text, attachments=files, view=progress_view(job.id)
+                    await self._edit_status(
+                        job, content=text, attachments=files, view=progress_view(job.id)
                     )
                     shown = text
                 except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
@@ -264,6 +265,11 @@ class Delivery:
 
     async def _send(self, job: Job) -> tuple[int | None, str]:
         answer = await asyncio.to_thread(self._answer, job)
+        if self._prefers_dm is not None and await self._prefers_dm(job.user_id):
+            try:
+                return await self._send_dm(job, answer), "dm"
+            except discord.Forbidden as error:
+                log.info("job %s: the member takes no DMs (%s); replying instead", job.id, error)
         if job.interaction_token and self._token_fresh(job):
             try:
                 return await self._edit_reply(job, answer), "reply"
@@ -271,6 +277,12 @@ class Delivery:
                 if is_transient(error) or not _gone(error):
                     raise
                 log.info("job %s: the reply cannot be edited (%s); posting in channel", job.id,
+                         error)  # fmt: skip
+        if _own_message(job):
+            try:
+                return await self._edit_own_message(job, answer), "message"
+            except (discord.NotFound, discord.Forbidden) as error:
+                log.info("job %s: its message cannot be edited (%s); posting in channel", job.id,
                          error)  # fmt: skip
         if job.channel_id is not None:
             channel = self._client.get_partial_messageable(job.channel_id)
@@ -280,6 +292,16 @@ class Delivery:
                 log.info("job %s: cannot post in its channel (%s); sending a DM", job.id, error)
         user = await self._client.fetch_user(job.user_id)
         return await self._post(job, user, answer), "dm"
+
+    async def _send_dm(self, job: Job, answer: Answer) -> int:
+        """The answer by DM, and the reply (while it can be edited) says where it went."""
+        message_id = await self._post(job, await self._client.fetch_user(job.user_id), answer)
+        if (job.interaction_token and self._token_fresh(job)) or _own_message(job):
+            with contextlib.suppress(discord.HTTPException):
+                await self._edit_status(
+                    job, content=f"📬 Job `{job.id}`: sent to your DMs.", attachments=[], view=None
+                )
+        return message_id
 
     async def _edit_reply(self, job: Job, answer: Answer) -> int:
         webhook = self._webhook(job)
@@ -294,6 +316,30 @@ class Delivery:
         if more and job.channel_id is not None:
             await self._post_more(job, self._client.get_partial_messageable(job.channel_id), more)
         return message.id
+
+    async def _edit_own_message(self, job: Job, answer: Answer) -> int:
+        """The answer edited into the bot's own message showing the job (a reply to a
+        member's message)."""
+        assert job.channel_id is not None and job.message_id is not None
+        channel = self._client.get_partial_messageable(job.channel_id)
+        first, *more = answer.messages or [[]]
+        message = await channel.get_partial_message(job.message_id).edit(
+            content=answer.content,
+            embed=answer.embed,
+            attachments=[upload.file() for upload in first],
+            view=answer.view or discord.ui.View(),
+        )
+        await self._post_more(job, channel, more)
+        return message.id
+
+    async def _edit_status(self, job: Job, **fields: Any) -> discord.Message:
+        """Edit the message showing a running job: the interaction's reply (or follow-up)
+        through its token, or the bot's own message (a reply to a member's message)."""
+        if job.interaction_token:
+            return await self._webhook(job).edit_message(job.message_id or ORIGINAL, **fields)
+        assert job.channel_id is not None and job.message_id is not None
+        channel = self._client.get_partial_messageable(job.channel_id)
+        return await channel.get_partial_message(job.message_id).edit(**fields)
 
     async def _post(self, job: Job, target: discord.abc.Messageable, answer: Answer) -> int:
         """The answer as new messages in a channel or a DM, each with a nonce Discord
@@ -362,6 +408,18 @@ class Delivery:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _own_message(job: Job) -> bool:
+    """A job shown in a message the bot posted itself (a reply to a member's message),
+    not in an interaction's reply: edited through the channel, without a token."""
+    return (
+        job.interaction_id is None
+        and job.interaction_token is None
+        and job.message_id is not None
+        and job.channel_id is not None
+        and job.delivered_at is None
+    )
 
 
 def _gone(error: discord.HTTPException) -> bool:

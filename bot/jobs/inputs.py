@@ -286,3 +286,34 @@ def _check_mask_shape(image: tuple[int, int], mask: tuple[int, int]) -> None:
             f"The `mask` is {mask[0]}×{mask[1]} pixels but the `image` is {image[0]}×{image[1]},"
             " another shape; make the mask from the image itself so both have the same shape."
         )
+
+
+# A drawing is mostly paper and ink: this share of its pixels (at least) is near the
+# lightest or darkest tone, with the lighter of the two covering most of the page.
+_DRAWING_EXTREMES = 0.85
+_DRAWING_SIDE = 128  # the image is read at about this size: enough for the tones
+_INK_MARGIN = 48  # levels from black or white still counted as ink or paper
+_PAPER_SHARE = 0.5
+_GREY_CHROMA = 40  # a coloured pencil line is still a line; a photo's colour is not
+
+
+def looks_like_drawing(path: Path) -> bool:
+    """Whether a saved control image is a drawing (lines on a plain ground: scribble,
+    lineart) rather than a photo (canny edges are taken from it).
+
+    A drawing's pixels are nearly all paper or ink, and mostly paper (light lines on
+    dark paper count too, as the engine inverts only dark-on-light); a photo spreads
+    over the mid-tones. Runs on a small copy, so it costs milliseconds.
+    """
+    with Image.open(path) as opened:
+        small = opened.convert("RGB")
+    small.thumbnail((_DRAWING_SIDE, _DRAWING_SIDE))
+    pixels = np.asarray(small, dtype=np.int16)
+    grey = pixels.mean(axis=2)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    light = grey >= 255 - _INK_MARGIN
+    dark = grey <= _INK_MARGIN
+    coloured_ink = (chroma >= _GREY_CHROMA) & ~light
+    extremes = float((light | dark | coloured_ink).mean())
+    paper = max(float(light.mean()), float(dark.mean()))
+    return extremes >= _DRAWING_EXTREMES and paper >= _PAPER_SHARE

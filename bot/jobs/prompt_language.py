@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.protocol import MAX_SEED, MAX_STEPS, SAMPLER_NAMES
+from engine.protocol import MAX_SEED, MAX_STEPS, SAMPLER_NAMES, ControlType
 
 from .errors import BadInput
 
@@ -71,6 +71,7 @@ class ParsedPrompt:
     style: str | None = None
     chaos: int | None = None
     stop: int | None = None
+    control_type: str | None = None  # how a ControlNet image is read (ControlType)
     repeat: int = 1  # how many jobs this prompt makes
 
     def option_values(self) -> dict[str, object]:
@@ -105,6 +106,7 @@ FLAGS: dict[str, _Flag] = {
     "style": _Flag("style", "--style <name>"),
     "chaos": _Flag("chaos", "--chaos 50"),
     "stop": _Flag("stop", "--stop 80"),
+    "control": _Flag("control_type", "--control scribble"),
 }
 
 # A flag starts with `--` and a letter; phones turn `--` into an em dash (—)
@@ -293,6 +295,11 @@ def _convert(typed: str, field: str, value: str) -> object:
             return float(value)
         case "sampler":
             return find_sampler(value)
+        case "control_type":
+            kinds = [kind.value for kind in ControlType]
+            if value.lower() not in kinds:
+                raise BadInput(f"`--{typed}` is one of {', '.join(kinds)}, not `{value}`.")
+            return value.lower()
         case _:  # model, style, negative_prompt: text, checked against the config later
             return value
 
@@ -343,6 +350,8 @@ def render_prompt(parsed: ParsedPrompt) -> str:
     if parsed.cfg is not None:
         # Positional digits of the shortest repr: round-trips, never an exponent.
         flags.append(f"--cfg {format(Decimal(repr(parsed.cfg)), 'f')}")
+    if parsed.control_type is not None:
+        flags.append(f"--control {parsed.control_type}")
     for name in ("sampler", "model", "style"):
         if (word := getattr(parsed, name)) is not None:
             flags.append(f"--{name} {_word(word)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import secrets
@@ -37,8 +38,9 @@ from engine.protocol import (
 )
 
 from ..config import QueueConfig
+from ..quota import Estimate
 from ..store.db import persist
-from ..store.jobs import IllegalTransition, JobStore, NewOutput, QueuedRow, Requester
+from ..store.jobs import IllegalTransition, JobStore, NewJob, NewOutput, QueuedRow, Requester
 from ..store.models import Job, JobState, Lane
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess
@@ -85,6 +87,8 @@ class Submitted:
     queue_position: int
     lane: Lane = Lane.NORMAL  # relax: over quota, runs when no in-quota job waits
     eta_seconds: float = 0.0
+    # The GPU time and cost reserved for it (None without quotas).
+    estimate: Estimate | None = None
 
 
 def new_job_id() -> str:
@@ -184,24 +188,50 @@ class JobService:
 
     async def submit(self, spec: JobSpec, requester: Requester) -> Submitted:
         """Queue a job; raises Refused (UserBanned, OverQuotaError, QueueFull) when not."""
+        (submitted,) = await self.submit_many([spec], requester)
+        return submitted
+
+    async def submit_many(
+        self,
+        specs: Sequence[JobSpec],
+        requester: Requester,
+        message_ids: Sequence[int | None] = (),
+    ) -> list[Submitted]:
+        """Queue the jobs of one command ({…} choices, --n) together, each reserved
+        against the member's quota, or none of them (Refused, as for `submit`).
+
+        `message_ids`, when given, are the messages already showing each job (the
+        follow-ups of a multi-job reply); the command settles once for them all.
+        """
         waiting = await self.store.waiting_count()
-        if waiting >= self._queue.max_length:
+        if waiting + len(specs) > self._queue.max_length:
             raise QueueFull(await self._minutes_to_drain(waiting))
-        job_id = new_job_id()
         priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
-        args = (job_id, requester, spec.model_dump(mode="json"), spec.model, spec.seeds)
+        ids = list(message_ids) or [requester.message_id] * len(specs)
+        new = [
+            NewJob(new_job_id(), dataclasses.replace(requester, message_id=message_id),
+                   spec.model_dump(mode="json"), spec.model, spec.seeds)
+            for spec, message_id in zip(specs, ids, strict=True)
+        ]  # fmt: skip
+        estimates: list[Estimate | None]
         if self._quotas is None:
-            job = await self.store.create(*args)
+            jobs = await self.store.create_many(new)
+            estimates = [None] * len(jobs)
         else:
             lane = Lane.PRIORITY if priority else Lane.NORMAL
-            job = (await self._quotas.admit(*args, in_quota_lane=lane)).job
+            admissions = await self._quotas.admit_many(new, in_quota_lane=lane)
+            jobs = [admission.job for admission in admissions]
+            estimates = [admission.estimate for admission in admissions]
         self._wake.set()
-        place = await self.queue_place(job_id) or QueuePlace(1, 0.0)
-        log.info(
-            "job %s: queued at position %d (%s lane) by user %d",
-            job_id, place.position, job.lane, requester.user_id,
-        )  # fmt: skip
-        return Submitted(job, place.position, job.lane, place.eta_seconds)
+        submitted = []
+        for job, estimate in zip(jobs, estimates, strict=True):
+            place = await self.queue_place(job.id) or QueuePlace(1, 0.0)
+            log.info(
+                "job %s: queued at position %d (%s lane) by user %d",
+                job.id, place.position, job.lane, requester.user_id,
+            )  # fmt: skip
+            submitted.append(Submitted(job, place.position, job.lane, place.eta_seconds, estimate))
+        return submitted
 
     async def queue_place(self, job_id: str) -> QueuePlace | None:
         """Where a waiting job stands in the fair order; None once it runs or ended."""

@@ -543,3 +543,71 @@ def derived_spec(
             "source_image": source[1],
         }
     )
+
+
+def rerolled_spec(original: JobSpec, seed: int) -> JobSpec:
+    """The same job with a new seed (🔄): same words, size, inputs and settings."""
+    return original.model_copy(update={"seed": seed})
+
+
+def input_paths(spec: JobSpec) -> list[str]:
+    """The stored input images a job reads (relative to the data directory)."""
+    return [p for p in (spec.init_image, spec.mask_image, spec.control_image) if p is not None]
+
+
+def remixed_spec(
+    original: JobSpec,
+    text: str,
+    negative: str,
+    models: dict[str, ModelSpec],
+    styles: dict[str, Style] | None = None,
+) -> JobSpec:
+    """The job again with new words and the same seeds (✏️ Remix), or BadInput.
+
+    Flags in `text` change what they name: `--seed`, `--steps`, `--cfg`,
+    `--sampler`, `--chaos`, `--stop`, `--style`, `--no` (instead of `negative`),
+    `--model` and `--ar` (only where no input image sets the shape). A remix is
+    one job, so {…} choices and `--n` are refused.
+    """
+    typed = clean_text(text)
+    if len(typed) > MAX_TYPED_CHARS:
+        raise BadInput(_too_long(typed))
+    if len(expand_prompt(typed, DEFAULT_MAX_PERMUTATIONS)) > 1:
+        raise BadInput("A remix makes one job: remove the {…} choices.")
+    parsed = parse_prompt(typed)
+    if parsed.repeat != 1:
+        raise BadInput("A remix makes one job: remove `--n`.")
+    prompt = parsed.prompt
+    if parsed.negative_prompt is not None:
+        negative = parsed.negative_prompt
+    negative = clean_text(negative)
+    if not prompt:
+        raise BadInput("The prompt is empty: describe the image you want.")
+    if parsed.style is not None:
+        prompt, negative = find_style(parsed.style, styles or {}).apply(prompt, negative)
+        prompt, negative = clean_text(prompt), clean_text(negative)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise BadInput(_too_long(prompt, parsed.style))
+    if len(negative) > MAX_PROMPT_CHARS:
+        raise BadInput(f"The negative prompt is over {MAX_PROMPT_CHARS:,} characters.")
+    update: dict[str, object] = {"prompt": prompt, "negative_prompt": negative}
+    for name in ("seed", "steps", "cfg", "sampler", "chaos", "stop"):
+        if (value := getattr(parsed, name)) is not None:
+            update[name] = value
+    name = parsed.model or original.model
+    if name not in models:
+        raise BadInput(f"Unknown model `{name}`; available: {', '.join(sorted(models))}.")
+    controlnet = original.mode is Mode.CONTROLNET
+    if controlnet and original.control_type not in models[name].controlnets:
+        raise BadInput(f"Model `{name}` has no `{original.control_type}` ControlNet configured.")
+    update["model"] = name
+    if parsed.aspect is not None:
+        if original.mode is not Mode.TXT2IMG:
+            raise BadInput("`--ar` cannot change a job made from an image: its shape is kept.")
+        model = models[name]
+        update["width"], update["height"] = fit_aspect(parsed.aspect, model.width, model.height)
+    elif name != original.model and original.mode is Mode.TXT2IMG:
+        model = models[name]
+        ratio = original.width / original.height
+        update["width"], update["height"] = fit_size(ratio, model.width * model.height)
+    return JobSpec.model_validate({**original.model_dump(), **update})

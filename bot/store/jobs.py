@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,12 +57,26 @@ class Requester:
     api_key_id: int | None = None
     # An HTTP request is waiting on an open connection for this job's answer.
     synchronous: bool = False
+    # The message that shows the job, when it exists before the job (a follow-up of a
+    # multi-job command, the bot's reply to a member's message); edited as it goes.
+    message_id: int | None = None
 
     def audit_params(self) -> dict[str, Any]:
         """What every audit entry of this requester's jobs says about the client."""
         if self.client == "discord":
             return {}
         return {"client": self.client, "key_id": self.api_key_id}
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to queue: its id, who asked (and where it is shown), what to make."""
+
+    job_id: str
+    requester: Requester
+    spec: dict[str, Any]
+    model: str
+    seeds: list[int]
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,11 @@ async def settle_command(session: AsyncSession, requester: Requester, outcome: s
         await commands.settle(session, requester.command_id, outcome)
 
 
+def queued_outcome(new: Sequence[NewJob]) -> str:
+    """How a command that queued `new` is settled in the journal."""
+    return "queued " + " ".join(n.job_id for n in new)
+
+
 def add_job(
     session: AsyncSession,
     job_id: str,
@@ -151,6 +170,7 @@ def add_job(
         channel_id=requester.channel_id,
         interaction_id=requester.interaction_id,
         interaction_token=requester.interaction_token,
+        message_id=requester.message_id,
         upload_limit=requester.upload_limit,
         lane=lane,
         client=requester.client,
@@ -178,11 +198,17 @@ class JobStore:
         self, job_id: str, requester: Requester, spec: dict[str, Any], model: str, seeds: list[int]
     ) -> Job:
         """Write the job (and its user, on first sight) before anyone is told it is queued."""
+        (job,) = await self.create_many([NewJob(job_id, requester, spec, model, seeds)])
+        return job
+
+    async def create_many(self, new: Sequence[NewJob]) -> list[Job]:
+        """Write several jobs of one command in one transaction (all or none); the first
+        one's requester settles the command, once."""
         async with self._sessions.begin() as session:
-            await upsert_user(session, requester.user_id, requester.user_name)
-            job = add_job(session, job_id, requester, spec, model, seeds)
-            await settle_command(session, requester, f"queued {job_id}")
-            return job
+            await upsert_user(session, new[0].requester.user_id, new[0].requester.user_name)
+            jobs = [add_job(session, n.job_id, n.requester, n.spec, n.model, n.seeds) for n in new]
+            await settle_command(session, new[0].requester, queued_outcome(new))
+            return jobs
 
     async def create_blocked(
         self,
@@ -420,6 +446,55 @@ class JobStore:
         """Which engine request the jobs run in (the jobs batched together share it)."""
         async with self._sessions.begin() as session:
             await session.execute(update(Job).where(Job.id.in_(job_ids)).values(batch_id=batch_id))
+
+    async def by_message(self, message_id: int) -> Job | None:
+        """The job a bot message shows (its reply or result), if any."""
+        async with self._sessions() as session:
+            return await session.scalar(select(Job).where(Job.message_id == message_id).limit(1))
+
+    async def unfinished_of(self, user_id: int) -> Sequence[Job]:
+        """A member's queued and running jobs, newest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.user_id == user_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+                .order_by(Job.created_at.desc(), Job.id.desc())
+            )
+            return rows.all()
+
+    async def history(self, user_id: int, limit: int, offset: int = 0) -> tuple[Sequence[Job], int]:
+        """A page of a member's jobs, newest first, and how many they have in all."""
+        async with self._sessions() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(Job).where(Job.user_id == user_id)
+            )
+            rows = await session.scalars(
+                select(Job)
+                .where(Job.user_id == user_id)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            return rows.all(), total or 0
+
+    async def delete_outputs(
+        self, job_id: str, actor_id: int, guild_id: int | None, channel_id: int | None
+    ) -> list[str]:
+        """Forget a finished job's images (🗑️): its output rows go, with an audit entry,
+        in one transaction; the caller removes the files after (a crash in between
+        leaves stray files, never rows pointing at missing ones). Their paths."""
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            paths = [output.path for output in job.outputs]
+            await session.execute(delete(Output).where(Output.job_id == job_id))
+            audit.record(
+                session, "job.deleted", "ok", actor_id=actor_id, guild_id=guild_id,
+                channel_id=channel_id, target=job_id,
+                params={"images": len(paths), "owner": job.user_id, "message_id": job.message_id},
+            )  # fmt: skip
+            return paths
 
     async def record_message(self, job_id: str, message_id: int) -> None:
         """The id of the job's reply, once Discord showed it (needed to edit it after

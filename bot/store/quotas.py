@@ -7,6 +7,7 @@ row lock: two commands from one member cannot both pass a limit only one fits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,7 @@ from ..quota import (
 )
 from . import audit, ledger
 from .audit import Actor, user_target
-from .jobs import Requester, add_job, settle_command, upsert_user
+from .jobs import NewJob, Requester, add_job, queued_outcome, settle_command, upsert_user
 from .ledger import Pricing
 from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, User, utcnow
 
@@ -58,8 +59,9 @@ class UserBanned(Refused):
 
 
 class OverQuotaError(Refused):
-    def __init__(self, over: OverQuota) -> None:
-        super().__init__(over.message())
+    def __init__(self, over: OverQuota, jobs: int = 1) -> None:
+        together = f" Your prompt makes {jobs} jobs, queued together or not at all." * (jobs > 1)
+        super().__init__(over.message() + together)
         self.over = over
 
     def details(self) -> dict[str, Any]:
@@ -147,6 +149,22 @@ class QuotaStore:
         priority role); over a limit it goes to the relax lane where that is on. A
         refusal is audited (and committed) before it is raised.
         """
+        new = NewJob(job_id, requester, spec, model, seeds)
+        (admission,) = await self.admit_many([new], in_quota_lane)
+        return admission
+
+    async def admit_many(
+        self, new: Sequence[NewJob], in_quota_lane: Lane = Lane.NORMAL
+    ) -> list[Admission]:
+        """Queue the jobs of one command (one member's) together, each with its
+        reservation, or none of them: UserBanned / OverQuotaError as for `admit`.
+
+        Each job is checked against the limits with the jobs before it counted as
+        reserved, so three jobs that fit only two at a time are refused together;
+        with the relax lane on, the ones over a limit go there. The command of the
+        first job's requester is settled once, in the same transaction.
+        """
+        requester = new[0].requester
         refusal: Refused | None = None
         async with self._sessions.begin() as session:
             await upsert_user(session, requester.user_id, requester.user_name)
@@ -154,27 +172,69 @@ class QuotaStore:
             if user is not None and user.banned:
                 refusal = UserBanned(user.ban_reason or "you are banned")
             else:
-                estimate = await self._estimate(session, model, work_of(spec), len(seeds))
                 limits = await self._limits(session, requester.user_id, requester.role_ids)
-                usage, resets_at = await self._usage(session, requester.user_id)
-                over = check(limits, usage, estimate, resets_at, self.rules.pricing.currency)
-                # The queued-jobs limit guards against floods: the relax lane does not lift it.
-                if over is not None and (not self.rules.relax_when_over or over.resets_at is None):
-                    refusal = OverQuotaError(over)
-                else:
-                    lane = in_quota_lane if over is None else Lane.RELAX
-                    job = add_job(session, job_id, requester, spec, model, seeds, lane)
-                    ledger.reserve(session, job, estimate)
-                    await settle_command(session, requester, f"queued {job_id}")
-                    return Admission(job=job, lane=lane, estimate=estimate)
+                before, resets_at = await self._usage(session, requester.user_id)
+                usage = before
+                decisions: list[tuple[NewJob, Estimate, Lane]] = []
+                for job in new:
+                    estimate = await self._estimate(
+                        session, job.model, work_of(job.spec), len(job.seeds)
+                    )
+                    over = check(limits, usage, estimate, resets_at, self.rules.pricing.currency)
+                    # The queued-jobs limit guards against floods: the relax lane does not
+                    # lift it.
+                    if over is not None and (
+                        not self.rules.relax_when_over or over.resets_at is None
+                    ):
+                        group = self._group_over(limits, before, decisions, estimate, resets_at)
+                        same = group is not None and group.limit == over.limit
+                        refusal = OverQuotaError(group if same and group else over, len(new))
+                        break
+                    decisions.append((job, estimate, in_quota_lane if over is None else Lane.RELAX))
+                    usage = Usage(
+                        images=usage.images + estimate.images,
+                        gpu_seconds=usage.gpu_seconds + estimate.gpu_seconds,
+                        cost=usage.cost + estimate.cost,
+                        jobs_queued=usage.jobs_queued + 1,
+                    )
+                if refusal is None:
+                    admissions = []
+                    for job, estimate, lane in decisions:
+                        row = add_job(session, job.job_id, job.requester, job.spec, job.model,
+                                      job.seeds, lane)  # fmt: skip
+                        ledger.reserve(session, row, estimate)
+                        admissions.append(Admission(job=row, lane=lane, estimate=estimate))
+                    await settle_command(session, requester, queued_outcome(new))
+                    return admissions
             await settle_command(session, requester, f"refused: {refusal.message}")
             audit.record(
                 session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
                 actor_id=requester.user_id, guild_id=requester.guild_id,
                 channel_id=requester.channel_id,
-                params={**refusal.details(), **requester.audit_params()},
+                params={**refusal.details(), **requester.audit_params(),
+                        **({"jobs": len(new)} if len(new) > 1 else {})},
             )  # fmt: skip
         raise refusal
+
+    def _group_over(
+        self,
+        limits: Limits,
+        before: Usage,
+        admitted: list[tuple[NewJob, Estimate, Lane]],
+        last: Estimate,
+        resets_at: datetime,
+    ) -> OverQuota | None:
+        """For several jobs, the limit in words of the group so far as one job would
+        read ("1 left today, this job needs 2"), rather than of its last job alone."""
+        if not admitted:
+            return None
+        group = [estimate for _, estimate, _ in admitted] + [last]
+        total = Estimate(
+            sum(e.images for e in group), sum(e.gpu_seconds for e in group),
+            sum(e.cost for e in group),
+        )  # fmt: skip
+        queued = dataclasses.replace(before, jobs_queued=before.jobs_queued + len(admitted))
+        return check(limits, queued, total, resets_at, self.rules.pricing.currency)
 
     async def status(self, user_id: int, role_ids: Sequence[int] = ()) -> QuotaStatus:
         async with self._sessions() as session:

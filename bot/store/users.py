@@ -91,6 +91,10 @@ class UserStore:
             stored = await session.scalar(select(User.defaults).where(User.id == user_id))
         return dict(stored or {})
 
+    async def prefers_dm(self, user_id: int) -> bool:
+        """Whether the member wants finished images by DM (/settings delivery)."""
+        return (await self.defaults(user_id)).get("delivery") == "dm"
+
     async def set_defaults(
         self, user_id: int, name: str, defaults: dict[str, Any], actor: Actor
     ) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from bot.jobs.inputs import read_image, save_inputs, to_eight_bits
+from bot.jobs.inputs import looks_like_drawing, read_image, save_inputs, to_eight_bits
 from bot.jobs.spec import BadInput
 
 LIMIT = 2**20
@@ -425,3 +425,34 @@ def test_nothing_is_written_when_any_attachment_is_bad(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="`mask`"):
         save_inputs({"image": png((64, 64)), "mask": b"junk"}, tmp_path / "in", tmp_path, LIMIT)
     assert not (tmp_path / "in").exists()
+
+
+def _drawing(ground: str, ink: object) -> Image.Image:
+    image = Image.new("RGB", (200, 150), ground)
+    draw = ImageDraw.Draw(image)
+    draw.line((10, 10, 190, 140), fill=ink, width=4)  # type: ignore[arg-type]
+    draw.ellipse((50, 30, 120, 100), outline=ink, width=3)  # type: ignore[arg-type]
+    return image
+
+
+def _photo() -> Image.Image:
+    ramp = np.linspace(20, 235, 200)[None, :, None] * np.ones((150, 1, 3))
+    noisy = ramp + np.random.default_rng(0).normal(0, 20, ramp.shape)
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("image", "drawing"),
+    [
+        (_drawing("white", "black"), True),
+        (_drawing("black", "white"), True),  # chalk on a blackboard
+        (_drawing((250, 245, 235), (30, 30, 200)), True),  # blue pen on cream paper
+        (_photo(), False),
+        (Image.new("RGB", (64, 64), "red"), False),
+        (Image.new("RGB", (64, 64), (128, 128, 128)), False),
+    ],
+)
+def test_drawings_are_told_from_photos(image: Image.Image, drawing: bool, tmp_path: Path) -> None:
+    path = tmp_path / "control.png"
+    image.save(path)
+    assert looks_like_drawing(path) is drawing

@@ -194,6 +194,7 @@ _RATIOS = st.tuples(st.integers(1, 40), st.integers(1, 40)).filter(
     style=st.none() | _NAMES,
     chaos=st.none() | st.integers(0, 100),
     stop=st.none() | st.integers(10, 100),
+    control_type=st.none() | st.sampled_from(["canny", "scribble", "lineart", "none"]),
     repeat=st.integers(1, 4),
     dash=st.sampled_from(["--", "—", "–"]),
 )
@@ -229,6 +230,7 @@ MESSAGES = [
     ("x --chaos 101", "`--chaos` needs a number from 0 to 100, not `101`."),
     ("x --stop 5", "`--stop` needs a number from 10 to 100, not `5`."),
     ("x --stop all", "`--stop` needs a number from 10 to 100, not `all`."),
+    ("x --control depth", "`--control` is one of canny, scribble, lineart, none, not `depth`."),
     ("x --sampler Euler_b", "Unknown sampler `Euler_b`; choose one of: Euler, Euler a, Heun"),
     ("x --model nope", "Unknown model `nope`; available: sd15, sdxl."),
     ("x --style nope", "Unknown style `nope`; available: cinematic, watercolor."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from bot.jobs.spec import (
     derived_spec,
     fit_aspect,
     parse_prompt_flags,
+    remixed_spec,
+    rerolled_spec,
 )
 from engine.protocol import MAX_SIDE, ControlType, GenerateRequest, Mode, ModelSpec, batch_key
 
@@ -229,3 +232,39 @@ def test_personal_defaults_fill_only_what_the_member_left_out() -> None:
 @pytest.mark.parametrize("text", ["a {go,}re scene", "a {calm, gor{e, y}} scene", "{gore} x"])
 def test_blocked_terms_are_found_in_every_prompt_the_choices_make(text: str) -> None:
     assert blocked_term(text, ["gore", "gory"]) in ("gore", "gory")
+
+
+def test_a_remix_keeps_the_seeds_and_takes_the_new_words() -> None:
+    original = spec_for(prompt="a fox", negative_prompt="blur", seed=9, count=2)
+    remixed = remixed_spec(original, "a wolf --cfg 4 --ar 16:9", "fog", MODELS)
+    assert (remixed.prompt, remixed.negative_prompt, remixed.seeds) == ("a wolf", "fog", [9, 10])
+    assert remixed.cfg == 4 and (remixed.width, remixed.height) == fit_aspect("16:9", 512, 512)
+    assert remixed_spec(original, "a wolf --no rain", "fog", MODELS).negative_prompt == "rain"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a {red, blue} wolf", "A remix makes one job: remove the {…} choices."),
+        ("a wolf --n 2", "A remix makes one job: remove `--n`."),
+        ("a wolf --bogus", "Unknown flag `--bogus`"),
+        ("--seed 3", "The prompt is empty"),
+        ("a wolf --model sdxl", "Unknown model `sdxl`"),
+    ],
+)
+def test_a_remix_is_refused_with_what_to_change(text: str, message: str) -> None:
+    with pytest.raises(BadInput, match=re.escape(message)):
+        remixed_spec(spec_for(prompt="a fox"), text, "", MODELS)
+
+
+def test_a_remix_of_an_image_job_keeps_its_shape() -> None:
+    inputs = Inputs(image=InputImage("in.png", 640, 320))
+    original = build_spec(Options(prompt="a fox"), MODELS, "sd15", inputs)
+    with pytest.raises(BadInput, match="its shape is kept"):
+        remixed_spec(original, "a wolf --ar 1:1", "", MODELS)
+    assert remixed_spec(original, "a wolf", "", MODELS).init_image == "in.png"
+
+
+def test_a_reroll_changes_only_the_seed() -> None:
+    original = spec_for(prompt="a fox", seed=1)
+    assert rerolled_spec(original, 5) == original.model_copy(update={"seed": 5})

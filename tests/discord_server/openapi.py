@@ -32,9 +32,19 @@ def _pointer_escape(part: str) -> str:
     return part.replace("~", "~0").replace("/", "~1")
 
 
+# Snowflakes discord.py sends as ints where the spec says string (Discord accepts both):
+# a DM's recipient, a reply's message reference, allowed mentions' users and roles.
+_INT_SNOWFLAKES = ("recipient_id", "message_id", "channel_id", "guild_id")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def normalise_snowflakes(body: Any) -> Any:
-    """discord.py sends `attachments[].id` as ints (files[n] indexes or existing ids) where
-    the spec says string snowflake; Discord accepts both, so only that case is coerced."""
+    """discord.py sends `attachments[].id` as ints (files[n] indexes or existing ids), and a
+    DM's `recipient_id`, a reply's `message_reference` ids and `allowed_mentions` ids too,
+    where the spec says string snowflake; Discord accepts both, so only those are coerced."""
     if isinstance(body, list):
         return [normalise_snowflakes(item) for item in body]
     if not isinstance(body, dict):
@@ -50,6 +60,22 @@ def normalise_snowflakes(body: Any) -> Any:
             else a
             for a in attachments
         ]
+    if _is_int(result.get("recipient_id")):
+        result["recipient_id"] = str(result["recipient_id"])
+    mentions = result.get("allowed_mentions")
+    if isinstance(mentions, dict):
+        result["allowed_mentions"] = {
+            key: [str(v) if _is_int(v) else v for v in value]
+            if key in ("users", "roles") and isinstance(value, list)
+            else value
+            for key, value in mentions.items()
+        }
+    reference = result.get("message_reference")
+    if isinstance(reference, dict):
+        result["message_reference"] = {
+            key: str(value) if key in _INT_SNOWFLAKES and _is_int(value) else value
+            for key, value in reference.items()
+        }
     return result
 
 

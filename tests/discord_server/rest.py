@@ -131,6 +131,7 @@ class RestApi:
         add("GET", "/gateway", self._get_gateway, bot_auth=False)
         add("GET", "/gateway/bot", self._get_gateway_bot)
         add("GET", "/users/@me", self._get_me)
+        add("POST", "/users/@me/channels", self._open_dm)
         add("GET", "/users/{user}", self._get_user)
         add("GET", "/oauth2/applications/@me", self._get_application)
         add("GET", "/applications/@me", self._get_application)
@@ -251,6 +252,16 @@ class RestApi:
         if user_id not in self._state.world.members:
             raise _Reject(404, 10013, "Unknown User")
         return json_response(self._state.world.user_payload(user_id))
+
+    async def _open_dm(self, req: ApiRequest) -> web.Response:
+        try:
+            recipient = int(req.json_object()["recipient_id"])
+        except (KeyError, TypeError, ValueError):
+            raise _Reject(400, 50035, "Invalid Form Body: recipient_id") from None
+        if recipient not in self._state.world.members:
+            raise _Reject(400, 50007, "Cannot send messages to this user")
+        world = self._state.world
+        return json_response(world.dm_payload(world.open_dm(recipient)))
 
     async def _get_application(self, req: ApiRequest) -> web.Response:
         return json_response(self._state.world.application_payload())
@@ -440,7 +451,8 @@ class RestApi:
 
     def _channel(self, req: ApiRequest) -> int:
         channel_id = req.snowflake("channel")
-        if channel_id not in self._state.world.channels:
+        world = self._state.world
+        if channel_id not in world.channels and channel_id not in world.dm_channels:
             raise _Reject(404, 10003, "Unknown Channel")
         return channel_id
 
@@ -459,7 +471,7 @@ class RestApi:
 
     async def _dispatch_message(self, event: str, message: Message) -> None:
         """Gateway echo of a visible message change (needs the GUILD_MESSAGES intent)."""
-        if message.ephemeral:
+        if message.ephemeral or message.channel_id in self._state.world.dm_channels:
             return
         world = self._state.world
         if event == "MESSAGE_DELETE":
@@ -477,7 +489,10 @@ class RestApi:
         await self._gateway.dispatch(event, data, intent=GUILD_MESSAGES)
 
     async def _get_channel(self, req: ApiRequest) -> web.Response:
-        return json_response(self._state.world.channel_payload(self._channel(req)))
+        channel_id, world = self._channel(req), self._state.world
+        if channel_id in world.dm_channels:
+            return json_response(world.dm_payload(channel_id))
+        return json_response(world.channel_payload(channel_id))
 
     async def _get_channel_messages(self, req: ApiRequest) -> web.Response:
         channel_id = self._channel(req)
@@ -490,7 +505,7 @@ class RestApi:
         channel_id = self._channel(req)
         allowed = state.world.permissions(state.world.bot_user_id)
         needed = VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if req.uploads else 0)
-        if allowed & needed != needed:
+        if channel_id in state.world.channels and allowed & needed != needed:
             raise _Reject(403, 50013, "Missing Permissions")
         body = req.json_object()
         if body.get("enforce_nonce") and body.get("nonce") is not None:

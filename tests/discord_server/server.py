@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from .gateway import GUILD_MEMBERS, GUILDS, Gateway
+from .gateway import GUILD_MEMBERS, GUILD_MESSAGES, GUILDS, MESSAGE_CONTENT, Gateway
 from .interactions import (
     APPLICATION_COMMAND,
     MESSAGE_COMPONENT,
@@ -29,7 +29,7 @@ from .interactions import (
     build_modal_components,
     interaction_envelope,
 )
-from .models import JSON, Fault, Message, RequestRecord
+from .models import JSON, Fault, Message, RequestRecord, Upload
 from .openapi import DEFAULT_SPEC_PATH, OpenApiValidator
 from .rest import RestApi
 from .state import ServerState
@@ -37,6 +37,7 @@ from .world import ATTACHMENT_SIZE_LIMIT, Member
 
 _STRING_SELECT = 3
 _BUTTON = 2
+_MESSAGE_COMMAND = 3  # application command type of a message context menu
 
 
 class LocalDiscord:
@@ -547,7 +548,96 @@ class LocalDiscord:
         await self._gateway.dispatch("INTERACTION_CREATE", payload)
         return handle
 
+    async def send_message_command(
+        self, name: str, message: Message | int, *, user_id: int | None = None
+    ) -> InteractionHandle:
+        """Use a synced message context-menu command ("Apps" on a message) on `message`."""
+        state = self._state
+        definition = state.commands.find(name, state.world.guild_id, kind=_MESSAGE_COMMAND)
+        if definition is None:
+            raise ValueError(f"message command {name!r} is not synced")
+        target = state.messages.live(message if isinstance(message, int) else message.id)
+        if target is None:
+            raise ValueError(f"message {message!r} does not exist (or was deleted)")
+        data: JSON = {
+            "id": definition["id"],
+            "name": name,
+            "type": _MESSAGE_COMMAND,
+            "target_id": str(target.id),
+            "resolved": {"messages": {str(target.id): target.payload}},
+            "guild_id": str(state.world.guild_id),
+        }
+        return await self._send_interaction(
+            APPLICATION_COMMAND, data, user_id=user_id, channel_id=target.channel_id
+        )
+
     # -- messages -------------------------------------------------------------------------
+
+    async def send_member_message(
+        self,
+        content: str = "",
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        attachments: Sequence[FileSpec] = (),
+        reply_to: Message | int | None = None,
+        ping_reply: bool = True,
+    ) -> Message:
+        """A member posts a message (optionally a reply, with files); connected bots with
+        the GUILD_MESSAGES intent get MESSAGE_CREATE. As on Discord, a bot without the
+        Message Content intent sees the content and attachments only of messages that
+        mention it (a reply with its ping on mentions the replied-to author)."""
+        state, world = self._state, self._state.world
+        if not self._gateway.sessions:
+            raise RuntimeError("no bot is connected; await server.wait_for_identify() first")
+        if self._background:
+            await asyncio.gather(*self._background)
+        user_id = user_id or world.user_id
+        channel_id = channel_id or self.channel_id
+        mentioned = [int(m) for m in re.findall(r"<@!?(\d+)>", content) if int(m) in world.members]
+        extra: JSON = {}
+        if reply_to is not None:
+            referenced = state.messages.live(reply_to if isinstance(reply_to, int) else reply_to.id)
+            if referenced is None:
+                raise ValueError(f"message {reply_to!r} does not exist (or was deleted)")
+            extra["message_reference"] = {
+                "type": 0,
+                "message_id": str(referenced.id),
+                "channel_id": str(referenced.channel_id),
+                "guild_id": str(world.guild_id),
+            }
+            extra["referenced_message"] = referenced.payload
+            if ping_reply and referenced.author_id not in mentioned:
+                mentioned.append(referenced.author_id)
+        extra["mentions"] = [world.user_payload(m) for m in dict.fromkeys(mentioned)]
+        uploads = [
+            Upload(index, filename, content_type, data)
+            for index, (filename, data, content_type) in enumerate(attachments)
+        ]
+        message = state.messages.create(
+            channel_id, {"content": content}, uploads, author_id=user_id,
+            message_type=19 if reply_to is not None else 0, extra=extra,
+        )  # fmt: skip
+        state.signal.notify()
+        data: JSON = {
+            **message.payload,
+            "guild_id": str(world.guild_id),
+            "member": world.member_payload(user_id, with_user=False),
+        }
+        for session in list(self._gateway.sessions.values()):
+            if not session.intents & GUILD_MESSAGES:
+                continue
+            seen = dict(data)
+            if not session.intents & MESSAGE_CONTENT and world.bot_user_id not in mentioned:
+                seen.update(content="", attachments=[], embeds=[], components=[])
+            await session.dispatch("MESSAGE_CREATE", seen)
+        return message
+
+    def dm_messages(self, user_id: int) -> list[Message]:
+        """Messages the bot sent a member by DM, oldest first."""
+        world = self._state.world
+        channels = [c for c, recipient in world.dm_channels.items() if recipient == user_id]
+        return [m for c in channels for m in self._state.messages.channel_messages(c)]
 
     def channel_messages(self, channel_id: int | None = None) -> list[Message]:
         """Visible messages (latest versions, oldest first); ephemeral ones are excluded."""

@@ -71,7 +71,11 @@ class StudioBot(discord.Client):
         self.release_slow = asyncio.Event()
         self.slow_outcome: asyncio.Future[BaseException | None] = asyncio.Future()
         self.usage_seen: asyncio.Future[tuple[Any, ...]] = asyncio.Future()
+        self.messages: asyncio.Queue[discord.Message] = asyncio.Queue()
         self._register()
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.messages.put_nowait(message)
 
     def _register(self) -> None:
         tree, guild = self.tree, self.guild
@@ -455,3 +459,47 @@ async def test_spec_absence_disables_validation() -> None:
     async with LocalDiscord(spec_path=Path("/nonexistent/discord-openapi.json")) as local:
         assert not local.validating
         assert local.schema_errors == []
+
+
+async def test_member_messages_show_their_content_only_when_they_mention_the_bot(
+    server: LocalDiscord, bot: StudioBot
+) -> None:
+    seen = bot.messages
+    await server.send_member_message("hello all", attachments=[("a.png", PNG, "image/png")])
+    hidden = await asyncio.wait_for(seen.get(), 5)
+    assert (hidden.content, hidden.attachments) == ("", [])
+
+    mention = await server.send_member_message(
+        f"<@{server.bot_user_id}> draw", attachments=[("a.png", PNG, "image/png")]
+    )
+    shown = await asyncio.wait_for(seen.get(), 5)
+    assert shown.content == f"<@{server.bot_user_id}> draw"
+    assert [a.filename for a in shown.attachments] == ["a.png"]
+    assert await shown.attachments[0].read() == PNG
+
+    # A reply to the bot's own message mentions it (the ping is on), so it is shown too.
+    assert bot.user is not None
+    channel = bot.get_channel(server.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    mine = await channel.send("a result")
+    await asyncio.wait_for(seen.get(), 5)  # the bot's own message comes back too
+    reply = await server.send_member_message("again", reply_to=mine.id)
+    answer = await asyncio.wait_for(seen.get(), 5)
+    assert answer.content == "again" and answer.reference is not None
+    assert answer.reference.message_id == mine.id
+    assert isinstance(answer.reference.resolved, discord.Message)
+    assert answer.reference.resolved.author.id == bot.user.id
+    sent = await shown.reply("hi", mention_author=True)
+    assert sent.reference is not None and sent.reference.message_id == mention.id
+    assert reply.id != sent.id
+    assert_clean(server)
+
+
+async def test_direct_messages_open_a_dm_channel(server: LocalDiscord, bot: StudioBot) -> None:
+    user = await bot.fetch_user(server.user_id)
+    await user.send("just for you", file=discord.File(io.BytesIO(PNG), "dm.png"))
+    (message,) = server.dm_messages(server.user_id)
+    assert message.content == "just for you"
+    assert [a.filename for a in message.attachments] == ["dm.png"]
+    assert server.channel_messages() == []
+    assert_clean(server)

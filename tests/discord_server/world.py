@@ -75,6 +75,8 @@ class World:
         }
         self.members: dict[int, Member] = {}
         self.channels: dict[int, Channel] = {}
+        # DM channels the bot opened: channel id -> the member at the other end.
+        self.dm_channels: dict[int, int] = {}
         self._ids = ids
 
         bot_role = self.add_role("Atelier", EVERYONE_PERMISSIONS)
@@ -101,6 +103,16 @@ class World:
     def add_channel(self, name: str, channel_id: int | None = None) -> int:
         channel_id = channel_id or self._ids.next()
         self.channels[channel_id] = Channel(channel_id, name, position=len(self.channels))
+        return channel_id
+
+    def open_dm(self, user_id: int) -> int:
+        """The bot's DM channel with a member (made on first use, as Discord does)."""
+        self.member(user_id)
+        for channel_id, recipient in self.dm_channels.items():
+            if recipient == user_id:
+                return channel_id
+        channel_id = self._ids.next()
+        self.dm_channels[channel_id] = user_id
         return channel_id
 
     # -- queries --------------------------------------------------------------------------
@@ -198,6 +210,15 @@ class World:
             "last_message_id": None,
             "rate_limit_per_user": 0,
             "parent_id": None,
+            "flags": 0,
+        }
+
+    def dm_payload(self, channel_id: int) -> JSON:
+        return {
+            "id": str(channel_id),
+            "type": 1,  # DM
+            "last_message_id": None,
+            "recipients": [self.user_payload(self.dm_channels[channel_id])],
             "flags": 0,
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -10,7 +11,8 @@ import pytest
 
 from bot.quota import Limits
 from bot.store.audit import Actor
-from bot.store.jobs import Requester
+from bot.store.commands import AlreadyHandled, CommandStore, NewCommand
+from bot.store.jobs import NewJob, Requester
 from bot.store.models import AuditEntry, Job, JobState, Lane, QuotaScope, Reservation
 from bot.store.quotas import OverQuotaError, UserBanned
 from tests.stores import Stores, spec
@@ -150,3 +152,60 @@ async def test_a_banned_member_is_refused_politely_and_the_refusal_is_audited(
     assert await stores.users.unban(ALICE_ID, ADMIN)
     assert await stores.users.ban_reason(ALICE_ID) is None
     await stores.quotas.admit("job", alice(), spec(), "tiny", [1])
+
+
+def jobs_of(*names: str, count: int = 1) -> list[NewJob]:
+    return [NewJob(name, alice(), spec(count=count), "tiny", list(range(count))) for name in names]
+
+
+async def test_the_jobs_of_one_command_are_admitted_together_or_not_at_all(
+    stores_with: OpenStores,
+) -> None:
+    async with stores_with(f"{BILLING}[quota]\nimages_per_day = 5\n") as stores:
+        two = await stores.quotas.admit_many(jobs_of("a", "b", count=2))
+        assert [a.job.id for a in two] == ["a", "b"]
+        assert [a.estimate.images for a in two] == [2, 2]
+        # One image is left: the first of these two would fit, the pair does not.
+        with pytest.raises(OverQuotaError, match="1 left today, this job needs 2") as refused:
+            await stores.quotas.admit_many(jobs_of("c", "d"))
+        assert "makes 2 jobs, queued together or not at all" in refused.value.message
+        assert await stores.count(Job) == 2
+        assert await stores.count(Reservation) == 2
+        (refusal,) = (await stores.audit.query(action="job.refused")).entries
+        assert refusal.params["jobs"] == 2
+
+
+async def test_the_jobs_of_one_command_count_against_the_queued_jobs_limit_each(
+    stores_with: OpenStores,
+) -> None:
+    relax = "[quota]\njobs_queued = 2\nimages_per_day = 1\nover_quota = 'relax'\n"
+    async with stores_with(relax) as stores:
+        with pytest.raises(OverQuotaError, match="limit of 2 queued job"):
+            await stores.quotas.admit_many(jobs_of("a", "b", "c"))
+        assert await stores.count(Job) == 0
+        # Over the image limit, the second goes to the relax lane; both are queued.
+        lanes = [a.lane for a in await stores.quotas.admit_many(jobs_of("a", "b"))]
+        assert lanes == [Lane.NORMAL, Lane.RELAX]
+
+
+async def test_a_journaled_command_of_several_jobs_settles_once(stores: Stores) -> None:
+    commands = CommandStore(stores.sessions)
+    await commands.receive(
+        NewCommand(
+            interaction_id=77,
+            command="imagine",
+            user_id=ALICE_ID,
+            user_name="alice",
+            guild_id=10,
+            channel_id=20,
+            token="t",
+            options={},
+        )
+    )
+    journaled = dataclasses.replace(alice(), command_id=77)
+    new = [NewJob(name, journaled, spec(), "tiny", [1]) for name in ("x", "y")]
+    await stores.quotas.admit_many(new)
+    assert await commands.pending() == []
+    with pytest.raises(AlreadyHandled):  # a replay after a crash queues nothing twice
+        await stores.quotas.admit_many([NewJob(n, journaled, spec(), "tiny", [1]) for n in "zw"])
+    assert await stores.count(Job) == 2

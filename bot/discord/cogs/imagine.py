@@ -1,15 +1,25 @@
-"""/imagine: check the input, journal it, defer, save attachments, queue the job.
+"""/imagine, its two message context menus and the reply-with-a-sketch listener.
 
+/imagine: check the input, journal it, defer, save attachments, queue the jobs.
 Before the deferral the command is written to the journal (bot.store.commands),
 one short insert; everything slow (downloads, decoding) comes after it. A bot
 killed at any instant after Discord shows "thinking" completes the command at
 its next start (`replay_pending`), through the same `_complete`.
+
+"Imagine from sketch" and "Imagine from image" (message context menus) open a
+modal, then run as an /imagine whose attachment is the message's image. A
+member's reply to a result (or a message mentioning the bot) with an image
+attached runs ControlNet from it, answered as a reply to their message; such a
+message is not an interaction, so it has no journal row and no token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -29,20 +39,22 @@ from engine.protocol import (
 )
 
 from ...jobs.download import download_attachments
-from ...jobs.inputs import ACCEPTED, save_inputs
+from ...jobs.inputs import ACCEPTED, looks_like_drawing, save_inputs
 from ...jobs.spec import (
     ASPECTS,
     BadInput,
     InputImage,
     Inputs,
+    JobSpec,
     Options,
     blocked_term,
-    build_spec,
+    build_specs,
 )
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
     Followup,
+    Reply,
     Services,
     journal_then_defer,
     refuse,
@@ -50,7 +62,7 @@ from ..common import (
     requester_of,
     settled_on_error,
 )
-from ..queueing import queue_job
+from ..queueing import queue_jobs
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +128,129 @@ def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> I
     )
 
 
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    return next(
+        (a for a in message.attachments if (a.content_type or "").startswith("image/")), None
+    )
+
+
+class MessageReply:
+    """Answers to a member's message (a reply with a sketch): replies to it that mention
+    only its author. A Reply (bot.discord.common) whose placeholders are such replies,
+    one per job, edited by delivery as the jobs go."""
+
+    def __init__(self, client: discord.Client, message: discord.Message) -> None:
+        self.client = client
+        self.message = message
+
+    async def refuse(self, reason: str) -> None:
+        await self._reply(f"⚠️ {reason}")
+
+    async def notice(self, text: str) -> None:
+        await self._reply(text)
+
+    async def placeholders(self, count: int) -> list[int | None]:
+        made: list[int | None] = []
+        for number in range(1, count + 1):
+            part = f" (job {number} of {count})" if count > 1 else ""
+            sent = await self._reply(f"⏳ On it{part}…")
+            if sent is None:
+                raise BadInput("I could not answer in this channel.")
+            made.append(sent.id)
+        return made
+
+    async def discard(self, message_ids: list[int | None]) -> None:
+        channel = self.client.get_partial_messageable(self.message.channel.id)
+        for message_id in message_ids:
+            if message_id is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await channel.get_partial_message(message_id).delete()
+
+    async def _reply(self, text: str) -> discord.Message | None:
+        author = self.message.author
+        try:
+            return await self.message.reply(
+                f"{author.mention} {text}",
+                allowed_mentions=discord.AllowedMentions(users=[author], replied_user=True),
+            )
+        except discord.HTTPException as error:
+            log.warning("could not answer message %s: %s", self.message.id, error)
+            return None
+
+
+class ImagineModal(discord.ui.Modal):
+    """The modal of "Imagine from sketch" (prompt, control type) and "Imagine from image"
+    (prompt, strength), over the image of the message the menu was used on."""
+
+    def __init__(self, cog: ImagineCog, kind: str, image: AttachmentRef, prompt: str) -> None:
+        super().__init__(title=MENUS[kind], timeout=1800)
+        self.cog = cog
+        self.kind = kind
+        self.image = image
+        self.prompt: discord.ui.TextInput[ImagineModal] = discord.ui.TextInput(
+            label="Prompt (flags work: --ar 16:9 --no text)",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:4000] or None,
+            max_length=4000,
+            custom_id="prompt",
+        )
+        self.setting: discord.ui.TextInput[ImagineModal]
+        if kind == SKETCH:
+            self.setting = discord.ui.TextInput(
+                label="Read it as: auto, canny, scribble, lineart",
+                default="auto",
+                required=False,
+                max_length=12,
+                custom_id="control_type",
+            )
+        else:
+            self.setting = discord.ui.TextInput(
+                label=f"Strength, {MIN_STRENGTH:g}-1 (how much to change it)",
+                default="0.75",
+                required=False,
+                max_length=6,
+                custom_id="strength",
+            )
+        self.add_item(self.prompt)
+        self.add_item(self.setting)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.from_modal(
+            interaction, self.kind, self.image, self.prompt.value, self.setting.value
+        )
+
+
+SKETCH, IMAGE = "sketch", "image"
+MENUS = {SKETCH: "Imagine from sketch", IMAGE: "Imagine from image"}
+# What a control image may be read as when the member did not say, before it is seen.
+ANY_CONTROL = (ControlType.SCRIBBLE, ControlType.LINEART, ControlType.CANNY)
+
+
+def given_options(prompt: str, **given: Any) -> dict[str, Any]:
+    """/imagine's options as journaled, for a command that sets only some of them."""
+    keys = ("negative", "count", "seed", "steps", "cfg", "aspect", "model", "sampler",
+            "strength", "control_type", "control_scale", "private")  # fmt: skip
+    return {"prompt": prompt, **dict.fromkeys(keys), **given}
+
+
 class ImagineCog(commands.Cog, name="Imagine"):
-    """/imagine: the member's way in."""
+    """/imagine, the context menus and replies with sketches: the member's ways in."""
 
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
+        self._menus = [
+            app_commands.ContextMenu(name=MENUS[SKETCH], callback=self.imagine_from_sketch),
+            app_commands.ContextMenu(name=MENUS[IMAGE], callback=self.imagine_from_image),
+        ]
+
+    async def cog_load(self) -> None:
+        for menu in self._menus:
+            self.bot.tree.add_command(menu)
+
+    async def cog_unload(self) -> None:
+        for menu in self._menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
 
     @app_commands.command(name="imagine", description="Make images from a text prompt")
     @app_commands.describe(
@@ -140,6 +269,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control="A sketch or photo the composition follows (ControlNet)",
         control_type="How to read the control image (default canny)",
         control_scale=f"How strongly to follow the control image (0-{MAX_CONTROL_SCALE:g})",
+        private="Only you see the reply and its images (default: your /settings)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
@@ -164,17 +294,29 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control: discord.Attachment | None = None,
         control_type: str | None = None,
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
+        private: bool | None = None,
     ) -> None:
         given = {
             "prompt": prompt, "negative": negative, "count": count, "seed": seed,
             "steps": steps, "cfg": cfg, "aspect": aspect, "model": model, "sampler": sampler,
             "strength": strength, "control_type": control_type, "control_scale": control_scale,
+            "private": private,
         }  # fmt: skip
         attachments = {
             role: AttachmentRef.of(attachment)
             for role, attachment in (("image", image), ("mask", mask), ("control", control))
             if attachment is not None
         }
+        await self.start(interaction, given, attachments)
+
+    async def start(
+        self,
+        interaction: discord.Interaction,
+        given: dict[str, Any],
+        attachments: dict[str, AttachmentRef],
+    ) -> None:
+        """Check, journal, defer and complete one /imagine (or a context menu's modal,
+        which is an /imagine with its attachment taken from a message)."""
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
         refusal = await self._check(ticket)
@@ -182,9 +324,127 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await refuse(interaction, self.services.store, COMMAND, refusal)
             return
         journaled = await journal_then_defer(
-            self.services, interaction, COMMAND, ticket.journal_options()
-        )
+            self.services, interaction, COMMAND, ticket.journal_options(),
+            ephemeral=await self._private(ticket),
+        )  # fmt: skip
         await self._complete(Ticket(journaled, ticket.token, given, attachments))
+
+    # -- context menus --------------------------------------------------------------------
+
+    async def imagine_from_sketch(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self._open_modal(interaction, message, SKETCH)
+
+    async def imagine_from_image(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self._open_modal(interaction, message, IMAGE)
+
+    async def _open_modal(
+        self, interaction: discord.Interaction, message: discord.Message, kind: str
+    ) -> None:
+        """The modal for a menu used on `message` (any member's); its prompt is filled in
+        with the result's when the message is one of the bot's."""
+        picture = first_image(message)
+        if picture is None:
+            reason = "That message has no image attached; use the menu on a message with one."
+            await refuse(interaction, self.services.store, COMMAND, reason)
+            return
+        job = await self.services.store.by_message(message.id)
+        prompt = str(job.spec.get("prompt", "")) if job is not None else ""
+        await interaction.response.send_modal(
+            ImagineModal(self, kind, AttachmentRef.of(picture), prompt)
+        )
+
+    async def from_modal(
+        self,
+        interaction: discord.Interaction,
+        kind: str,
+        image: AttachmentRef,
+        prompt: str,
+        setting: str,
+    ) -> None:
+        """A context menu's modal sent: an /imagine with the message's image."""
+        value = setting.strip().lower()
+        if kind == SKETCH:
+            kinds = [kind.value for kind in ControlType]
+            if value not in ("", "auto", *kinds):
+                reason = f"Read the image as `auto` or one of {', '.join(kinds)}, not `{value}`."
+                await refuse(interaction, self.services.store, COMMAND, reason)
+                return
+            read_as = {"control_auto": True} if value in ("", "auto") else {"control_type": value}
+            await self.start(interaction, given_options(prompt, **read_as), {"control": image})
+            return
+        try:
+            strength = float(value) if value else None
+        except ValueError:
+            strength = -1.0
+        if strength is not None and not MIN_STRENGTH <= strength <= 1.0:
+            reason = f"Strength is a number from {MIN_STRENGTH:g} to 1, not `{setting.strip()}`."
+            await refuse(interaction, self.services.store, COMMAND, reason)
+            return
+        await self.start(interaction, given_options(prompt, strength=strength), {"image": image})
+
+    # -- replies with a sketch ----------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """A member's reply to one of the bot's messages, or a message mentioning the bot,
+        with an image attached: ControlNet from it (other messages are not read)."""
+        me = self.bot.user
+        if me is None or message.author.bot or message.guild is None:
+            return
+        reference = message.reference
+        replied = reference.resolved if reference is not None else None
+        to_me = isinstance(replied, discord.Message) and replied.author.id == me.id
+        if not to_me and all(user.id != me.id for user in message.mentions):
+            return
+        picture = first_image(message)
+        if picture is None:
+            return  # talk, not a sketch
+        await self.reply_with_sketch(
+            message, picture, replied if to_me and isinstance(replied, discord.Message) else None
+        )
+
+    async def reply_with_sketch(
+        self, message: discord.Message, picture: discord.Attachment, replied: discord.Message | None
+    ) -> None:
+        """ControlNet from the member's image, with their words or else the prompt of the
+        result they replied to; their job, answered as a reply to their message."""
+        services = self.services
+        me = self.bot.user
+        assert me is not None
+        reply = MessageReply(self.bot, message)
+        text = " ".join(re.sub(rf"<@!?{me.id}>", " ", message.content).split())
+        job = await services.store.by_message(replied.id) if replied is not None else None
+        # A reply is public (as the member's message is); `private` does not apply.
+        if text:
+            given = given_options(text, control_auto=True, private=False)
+        elif job is not None:
+            spec = job.spec
+            given = given_options(
+                str(spec["prompt"]), negative=spec.get("negative_prompt") or None,
+                model=spec.get("model"), control_auto=True, private=False,
+            )  # fmt: skip
+        else:
+            await reply.notice(
+                f"Tell me what to draw with your sketch: {me.mention} a castle on a hill"
+                " (flags work too, e.g. `--control canny`)."
+            )
+            return
+        author = message.author
+        requester = Requester(
+            user_id=author.id, user_name=author.name,
+            guild_id=message.guild.id if message.guild else None,
+            channel_id=message.channel.id,
+            role_ids=tuple(role.id for role in getattr(author, "roles", [])),
+        )  # fmt: skip
+        log.info("message %s: a sketch from user %d", message.id, author.id)
+        await self._complete(Ticket(requester, "", given, {"control": AttachmentRef.of(picture)}),
+                             reply)  # fmt: skip
+
+    # -- journal --------------------------------------------------------------------------
 
     async def replay_pending(self) -> None:
         """At start: complete every /imagine acknowledged by a previous run but not handled."""
@@ -207,29 +467,67 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if blocked is not None:
             return f"Your prompt contains `{blocked}`, which this server does not allow."
         try:
-            build_spec(
-                self._options(given), services.jobs.models, services.jobs.default_model,
-                _declared_inputs(ticket.attachments, self._max_bytes),
+            self._specs(
+                given, _declared_inputs(ticket.attachments, self._max_bytes),
                 await services.users.defaults(requester.user_id),
             )  # fmt: skip
         except BadInput as error:
             return str(error)
         return None
 
-    async def _complete(self, ticket: Ticket) -> None:
-        """After the deferral: check again, fetch and check attachments, queue, answer."""
+    async def _private(self, ticket: Ticket) -> bool:
+        """Whether only the member sees the reply: the option, else their setting."""
+        given = ticket.options.get("private")
+        if given is not None:
+            return bool(given)
+        return bool((await self.services.users.defaults(ticket.requester.user_id)).get("private"))
+
+    def _specs(
+        self,
+        given: dict[str, Any],
+        inputs: Inputs,
+        personal: dict[str, Any],
+        guesses: tuple[ControlType, ...] = ANY_CONTROL,
+    ) -> list[JobSpec]:
+        """The jobs of the options. A control image to read as seen ("control_auto") is
+        tried as each type `guesses` names, in order, as the lowest-precedence default (a
+        `--control` flag still wins); with none the model has, the first one's refusal
+        (which names the models that have one) stands."""
+        config = self.services.config
+
+        def build(read_as: dict[str, Any]) -> list[JobSpec]:
+            return build_specs(
+                self._options(given), self.services.jobs.models,
+                self.services.jobs.default_model, inputs, {**personal, **read_as},
+                config.styles, config.generation.max_permutations,
+            )  # fmt: skip
+
+        if not given.get("control_auto") or inputs.control is None:
+            return build({})
+        refusals = []
+        for kind in guesses:
+            try:
+                return build({"control_type": kind})
+            except BadInput as refusal:
+                refusals.append(refusal)
+        raise refusals[0]
+
+    async def _complete(self, ticket: Ticket, reply: Reply | None = None) -> None:
+        """After the deferral: check again, fetch and check attachments, queue, answer
+        (through the interaction's reply, or `reply`)."""
         services = self.services
-        reply = Followup(self.bot, ticket.token)
+        private = await self._private(ticket)
+        reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         requester = ticket.requester
         refusal = await self._check(ticket)
         inputs = Inputs()
+        specs: list[JobSpec] = []
         if refusal is None:
             try:
                 inputs = await self._save_attachments(ticket.attachments)
-                spec = build_spec(
-                    self._options(ticket.options), services.jobs.models,
-                    services.jobs.default_model, inputs,
-                    await services.users.defaults(requester.user_id),
+                specs = self._specs(
+                    ticket.options, inputs, await services.users.defaults(requester.user_id),
+                    await self._guesses(inputs),
                 )  # fmt: skip
             except BadInput as error:
                 refusal = str(error)
@@ -242,8 +540,21 @@ class ImagineCog(commands.Cog, name="Imagine"):
             if requester.command_id is not None:
                 await services.commands.settle(requester.command_id, f"refused: {refusal}")
             return
-        if await queue_job(services, requester, spec, reply) and inputs.notices:
+        if private:
+            # No channel: after its token expires, a private result goes by DM.
+            requester = dataclasses.replace(requester, channel_id=None)
+        if await queue_jobs(services, requester, specs, reply) and inputs.notices:
             await reply.notice("\n".join(inputs.notices))
+
+    async def _guesses(self, inputs: Inputs) -> tuple[ControlType, ...]:
+        """How a control image reads, by its look: a drawing (lines on a plain ground) as
+        scribble, else lineart; a photo as canny."""
+        if inputs.control is None:
+            return ANY_CONTROL
+        path = self.services.jobs.output_path(inputs.control.path)
+        if await asyncio.to_thread(looks_like_drawing, path):
+            return (ControlType.SCRIBBLE, ControlType.LINEART)
+        return (ControlType.CANNY,)
 
     async def _save_attachments(self, attachments: dict[str, AttachmentRef]) -> Inputs:
         if not attachments:

@@ -1,4 +1,5 @@
-"""Member commands: /me and /help (usage, limits, defaults), /defaults, /forget-me."""
+"""Member commands: /me and /help (usage, limits, settings), /settings (alias /defaults),
+/forget-me."""
 
 from __future__ import annotations
 
@@ -15,12 +16,18 @@ from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, refuse, roles_of
 
 HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
-`aspect`, `model`, `sampler`, `negative`; flags in the prompt work too \
-(`--ar 16:9 --seed 42 --no text`).
+`aspect`, `model`, `sampler`, `negative`, `private`; flags in the prompt work too \
+(`--ar 21:9 --seed 42 --no text --n 2`), and `a {red, blue} fox` makes one job per choice.
 Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
 for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
-Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
-**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts.
+**Sketch**: reply to a result (or mention me) with a drawing attached, and I draw it with \
+that prompt or your words (`--control canny` for a photo's edges). On any message with an \
+image, *Apps → Imagine from sketch / Imagine from image*.
+Under a result: **V1-V4** vary an image, **U1-U4** upscale it 2x, **Vary (strong)**, \
+🔄 re-roll (new seed), ✏️ remix (new words, same seed), 🗑️ delete (yours only).
+**/cancel** stops your job, **/queue** shows where it stands, **/history** lists your jobs, \
+**/settings** sets your defaults (private replies, results by DM), **/forget-me** deletes \
+your images and prompts.
 **/apikey create** makes a key for the bot's HTTP API (Stability v1 compatible)."""
 
 
@@ -33,11 +40,35 @@ async def summary(services: Services, interaction: discord.Interaction) -> str:
     lines = [status.message()]
     if services.quotas.rules.relax_when_over:
         lines.append("Over a limit, your jobs still run in the relax lane when the GPU is free.")
-    shown = ", ".join(f"{key} = {value}" for key, value in sorted(defaults.items()))
-    lines.append(f"**Your defaults**: {shown or 'none (see /defaults)'}")
+    lines.append(f"**Your settings**: {shown(defaults) or 'none (see /settings)'}")
     if banned:
         lines.append(f"⛔ You cannot use the bot: {banned}")
     return "\n".join(lines)
+
+
+SETTING_HELP = {
+    "model": "Model for your jobs",
+    "sampler": "Sampler for your jobs",
+    "aspect": "Shape of your images",
+    "steps": "Denoising steps",
+    "cfg": "How closely to follow the prompt",
+    "negative": "What to keep out of your images",
+    "private": "Only you see your replies and images (ephemeral; results go by DM later)",
+    "delivery": "Where finished images go: the reply, or a DM",
+    "clear": "Forget all your settings first",
+}
+SETTING_CHOICES: dict[str, list[app_commands.Choice[str]]] = {
+    "aspect": [app_commands.Choice(name=a, value=a) for a in ASPECTS],
+    "sampler": [app_commands.Choice(name=n, value=n) for n in SAMPLER_NAMES],
+    "delivery": [
+        app_commands.Choice(name="reply (in the channel)", value="reply"),
+        app_commands.Choice(name="DM", value="dm"),
+    ],
+}
+
+
+def shown(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key} = {value}" for key, value in sorted(settings.items()))
 
 
 class ForgetConfirm(discord.ui.View):
@@ -67,7 +98,7 @@ class ForgetConfirm(discord.ui.View):
 
 
 class MemberCog(commands.Cog, name="Member"):
-    """/me, /help, /defaults and /forget-me: what a member sees of their own account."""
+    """/me, /help, /settings (/defaults) and /forget-me: a member's own account."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -85,12 +116,30 @@ class MemberCog(commands.Cog, name="Member"):
         text = f"{HELP}\n\n{await summary(self.services, interaction)}"
         await interaction.response.send_message(text, ephemeral=True)
 
-    @app_commands.command(name="defaults", description="Your own /imagine defaults")
-    @app_commands.describe(clear="Forget all your defaults")
-    @app_commands.choices(
-        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
-        sampler=[app_commands.Choice(name=n, value=n) for n in SAMPLER_NAMES],
-    )
+    @app_commands.command(name="settings", description="Your own /imagine defaults and replies")
+    @app_commands.describe(**SETTING_HELP)
+    @app_commands.choices(**SETTING_CHOICES)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        model: str | None = None,
+        sampler: str | None = None,
+        aspect: str | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        negative: str | None = None,
+        private: bool | None = None,
+        delivery: str | None = None,
+        clear: bool = False,
+    ) -> None:
+        await self._save(interaction, clear, {
+            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
+            "negative_prompt": negative, "private": private, "delivery": delivery,
+        })  # fmt: skip
+
+    @app_commands.command(name="defaults", description="Your own /imagine defaults (= /settings)")
+    @app_commands.describe(**SETTING_HELP)
+    @app_commands.choices(**SETTING_CHOICES)
     async def defaults(
         self,
         interaction: discord.Interaction,
@@ -100,25 +149,43 @@ class MemberCog(commands.Cog, name="Member"):
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
         cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
         negative: str | None = None,
+        private: bool | None = None,
+        delivery: str | None = None,
         clear: bool = False,
     ) -> None:
+        await self._save(interaction, clear, {
+            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
+            "negative_prompt": negative, "private": private, "delivery": delivery,
+        })  # fmt: skip
+
+    @settings.autocomplete("model")
+    @defaults.autocomplete("model")
+    async def model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=name, value=name)
+            for name in sorted(self.services.config.models)
+            if current.lower() in name.lower()
+        ][:25]
+
+    async def _save(
+        self, interaction: discord.Interaction, clear: bool, given: dict[str, Any]
+    ) -> None:
+        """Store the member's settings: the ones given replace theirs, `clear` forgets all."""
+        model = given["model"]
         if model is not None and model not in self.services.config.models:
             known = ", ".join(sorted(self.services.config.models))
-            await refuse(interaction, self.services.store, "defaults",
+            await refuse(interaction, self.services.store, "settings",
                          f"Unknown model `{model}`; available: {known}.")  # fmt: skip
             return
-        given: dict[str, Any] = {
-            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
-            "negative_prompt": negative,
-        }  # fmt: skip
         chosen = {} if clear else await self.services.users.defaults(interaction.user.id)
         chosen.update({key: value for key, value in given.items() if value is not None})
         await self.services.users.set_defaults(
             interaction.user.id, interaction.user.name, chosen, actor_of(interaction)
         )
-        shown = ", ".join(f"{key} = {value}" for key, value in sorted(chosen.items()))
         await interaction.response.send_message(
-            f"Your defaults: {shown or 'none'}.", ephemeral=True
+            f"Your settings: {shown(chosen) or 'none'}.", ephemeral=True
         )
 
     @app_commands.command(name="forget-me", description="Delete your stored images and prompts")
