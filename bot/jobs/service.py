@@ -141,6 +141,8 @@ class JobService:
         # The models each engine ran last (what it most likely holds) and which are idle.
         self._loaded: dict[str, set[str]] = {engine.device: set() for engine in engines}
         self._idle: set[str] = set()
+        # Engine failures in a row per device: a crashing engine is restarted with backoff.
+        self._crashes: dict[str, int] = {engine.device: 0 for engine in engines}
         self._cancelled_by: dict[str, int | None] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -299,6 +301,8 @@ class JobService:
             return [w.job_id for w in next_batch(order, limit)]
 
         while not self._stopping.is_set():
+            if (crashes := self._crashes[engine.device]) and not engine.alive:
+                await asyncio.sleep(min(2.0 ** (crashes - 1), MAX_BACKOFF))
             if engine.warms_up and not engine.alive:
                 # A compiling engine warms up for minutes: before any job, not in one.
                 await engine.start()
@@ -352,8 +356,10 @@ class JobService:
             # `job_timeout` is per job: a batch of n jobs gets n times it.
             time_limit = self._job_timeout * len(request.jobs)
             outcomes = await engine.run(request, self._on_progress, time_limit)
+            self._crashes[engine.device] = 0
         except EngineFailure as failure:
             log.error("engine on %s failed: %s", engine.device, failure)
+            self._crashes[engine.device] += 1
             await engine.kill()
             outcomes = failure.outcomes
             for job_id in request.job_ids:
