@@ -19,6 +19,8 @@ from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .ops.logs import ENGINE_FORMAT_VARIABLE
+from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.db import open_engine, session_factory
 from .store.guilds import GuildStore
@@ -32,13 +34,14 @@ log = logging.getLogger(__name__)
 SECRET_VARIABLES = ("DISCORD_TOKEN",)
 
 
-def engine_environment() -> dict[str, str]:
+def engine_environment(secrets: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
     """The engine's environment: the bot's, minus secrets it has no use for."""
-    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+    return {key: value for key, value in os.environ.items() if key not in secrets}
 
 
 def build_engines(config: Config) -> list[EngineProcess]:
-    env = engine_environment()
+    env = engine_environment((*SECRET_VARIABLES, config.discord.token_env))
+    env[ENGINE_FORMAT_VARIABLE] = config.logging.format  # the engine logs like the bot
     return [
         EngineProcess(device, config.models, env, config.engine.model_memory_gb)
         for device in config.engine.devices
@@ -52,10 +55,12 @@ async def run_bot(config: Config, token: str) -> None:
     database = open_engine(config.database_url)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
+    engines = build_engines(config)
+    ops = Operations(config, sessions, engines)
     service = JobService(
         JobStore(sessions, quotas.rules.pricing),
         config.storage.data_dir,
-        build_engines(config),
+        engines,
         config.engine.job_timeout,
         config.models,
         config.engine.default_model,
@@ -65,12 +70,14 @@ async def run_bot(config: Config, token: str) -> None:
         max_batch_images=config.engine.batch_images,
     )
     use_endpoints(config.discord)
-    client = AtelierBot(config.discord)
+    client = AtelierBot(config.discord, ops.discord_trace)
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
         service.queue_position,
     )  # fmt: skip
     service.add_listener(delivery)
+    service.add_listener(ops.metrics)
+    ops.attach(client, lambda: delivery.retries)
     services = Services(
         config=config,
         jobs=service,
@@ -79,6 +86,7 @@ async def run_bot(config: Config, token: str) -> None:
         guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),
         delivery=delivery,
+        status=ops.status,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +95,7 @@ async def run_bot(config: Config, token: str) -> None:
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()
+        await ops.start()
         async with client:
             for cog in (
                 ImagineCog(services), JobsCog(client, services), MemberCog(services),
@@ -103,6 +112,7 @@ async def run_bot(config: Config, token: str) -> None:
                 # Only a connected client can deliver: workers start now, not before.
                 await delivery.redeliver()
                 service.start_workers()
+                ops.start_alerts()
                 done, _ = await asyncio.wait(
                     {connection, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -120,6 +130,7 @@ async def run_bot(config: Config, token: str) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        await ops.stop()
         await service.stop()
         await delivery.close()
         await database.dispose()

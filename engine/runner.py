@@ -11,6 +11,7 @@ from engine.errors import BadRequest, Cancelled, JobFailure
 from engine.faults import FaultPlan
 from engine.memory import device_memory, resolve_budget
 from engine.models import ModelRegistry
+from engine.nvml import gpu_usage
 from engine.pipelines import generate
 from engine.protocol import (
     ErrorCode,
@@ -64,6 +65,7 @@ class JobRunner:
             running_job=running_job,
             memory_used_bytes=None if memory is None else memory.used,
             memory_total_bytes=None if memory is None else memory.total,
+            **gpu_usage(self._device_name),
         )
 
     def run(self, request: GenerateRequest, cancel: threading.Event) -> JobResult | JobError:

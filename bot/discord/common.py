@@ -10,6 +10,7 @@ import discord
 
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
+from ..ops.status import StatusReport
 from ..reports.console import AdminReports
 from ..store.audit import Actor, AuditLog
 from ..store.guilds import GuildStore
@@ -32,6 +33,8 @@ class Services:
     guilds: GuildStore
     reports: AdminReports
     delivery: Delivery
+    # /admin status (bot.ops); None where no operations service was built (tests).
+    status: StatusReport | None = None
 
     @property
     def store(self) -> JobStore:

@@ -83,10 +83,17 @@ class EngineProcess:
         # Job events, or the EngineFailure that ended the pipe.
         self._job_events: asyncio.Queue[Event | EngineFailure] = asyncio.Queue()
         self._status_waiters: list[asyncio.Future[Status]] = []
+        # Starts so far; each after the first is a restart (crash, hang, kill).
+        self.starts = 0
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last engine process ended; None while it runs or before the first start."""
+        return None if self._process is None else self._process.returncode
 
     async def start(self) -> Ready:
         read_fd, write_fd = os.pipe()
@@ -122,6 +129,7 @@ class EngineProcess:
             raise EngineFailure(f"engine on {self.device} did not start: {event!r}")
         self._job_events = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_events(), name=f"engine-{self.device}")
+        self.starts += 1
         log.info("engine on %s ready (pid %s)", self.device, self._process.pid)
         return event
 
