@@ -8,8 +8,9 @@ choices below), so a written config.toml and no config at all run the same bot.
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -27,6 +28,7 @@ CONFIG_FILE = "config.toml"
 DEFAULT_MODEL_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_MODEL_NAME = "sd15"
 _NAME = re.compile(r"[^a-z0-9_-]+")
+ENDPOINT_KEYS = ("api_base", "gateway_url")
 
 
 def model_name_of(source: str) -> str:
@@ -49,9 +51,21 @@ def builtin_raw(model: str | None = None, device: str = "cpu") -> dict[str, Any]
     }
 
 
-def builtin_config(model: str | None, device: str, base: Path) -> Config:
-    """The built-in defaults; a local `model` path is relative to `base` (the working folder)."""
-    return config_from_dict(builtin_raw(model, device), base, "built-in defaults")
+def builtin_config(
+    model: str | None, device: str, base: Path, env: Mapping[str, str] | None = None
+) -> Config:
+    """The built-in defaults; a local `model` path is relative to `base` (the working folder).
+
+    With no file to put them in, Discord's endpoints may come from the environment
+    (ATELIER_DISCORD_API_BASE, ATELIER_DISCORD_GATEWAY_URL): tests and proxies.
+    """
+    raw = builtin_raw(model, device)
+    env = os.environ if env is None else env
+    endpoints = {key: env[f"ATELIER_DISCORD_{key.upper()}"] for key in ENDPOINT_KEYS
+                 if f"ATELIER_DISCORD_{key.upper()}" in env}  # fmt: skip
+    if endpoints:
+        raw["discord"] = endpoints
+    return config_from_dict(raw, base, "built-in defaults")
 
 
 def with_default_model(config: Config, source: str, base: Path) -> Config:

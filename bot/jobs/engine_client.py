@@ -230,6 +230,9 @@ class EngineProcess:
                     self._job_events.put_nowait(event)
         except EngineFailure as failure:
             self._job_events.put_nowait(failure)
+            for waiter in self._status_waiters:  # no answer is coming: say so now
+                if not waiter.done():
+                    waiter.set_exception(failure)
 
     async def _next_event(self) -> Event:
         """The next valid event; garbage lines are logged and skipped."""

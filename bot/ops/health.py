@@ -59,14 +59,14 @@ def free_bytes(folder: Path) -> int:
 
 async def engine_check(engine: EngineProcess) -> Check:
     name = f"engine {engine.device}"
-    if not engine.alive:
+    status = await engine.status() if engine.alive else None
+    if status is None and not engine.alive:  # also when it died while we asked
         if engine.starts == 0:
             return Check(name, True, "not started yet (it starts with the first job)")
         return Check(
             name, False, f"the engine process exited (code {engine.exit_code}); it restarts"
             " with the next job, and its log lines above say why",
         )  # fmt: skip
-    status = await engine.status()
     if status is None:
         return Check(name, False, "the engine process runs but does not answer (hung?)")
     models = ", ".join(model.name for model in status.loaded) or "no model loaded yet"
