@@ -19,7 +19,7 @@ from engine.protocol import ControlType
 
 from .config import Config, ConfigError, load_config
 from .defaults import CONFIG_FILE, builtin_config, with_default_model, with_device
-from .ops.logs import setup_logging
+from .ops.logs import secrets_in, setup_logging
 
 log = logging.getLogger("atelier")
 
@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        setup_logging(config.logging, args.verbose, secrets=[token])
+        setup_logging(config.logging, args.verbose, secrets=[token, *secrets_in(os.environ)])
         # Only now: finding the device may import torch in a child (seconds).
         config = _resolve_config(args, detect_device=True)
     except ConfigError as error:
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
     token = read_token(config)
-    setup_logging(config.logging, args.verbose, secrets=[token])
+    setup_logging(config.logging, args.verbose, secrets=[token, *secrets_in(os.environ)])
     if args.command == "doctor":
         from .ops.doctor import doctor
 

@@ -22,7 +22,7 @@ def _handle(index: int) -> Any:
         return None
     if index not in _handles:
         try:
-            import pynvml  # type: ignore[import-not-found, unused-ignore]
+            import pynvml
 
             pynvml.nvmlInit()
             _handles[index] = pynvml.nvmlDeviceGetHandleByIndex(index)

@@ -79,9 +79,16 @@ def is_admin(admin: AdminConfig, interaction: discord.Interaction[Any]) -> bool:
 
 
 async def refuse(
-    interaction: discord.Interaction[Any], store: JobStore, command: str, reason: str
+    interaction: discord.Interaction[Any],
+    store: JobStore,
+    command: str,
+    reason: str,
+    kind: str | None = None,
 ) -> None:
     """Answer `reason` privately (first, within Discord's 3 s), then audit the refusal.
+
+    `kind` says why for the metrics (e.g. "moderation"); left out it is read from
+    the command (bot.ops.facts.Refusal).
 
     After a deferral the refusal is a new ephemeral follow-up, not an edit of the
     deferred (public) reply, so nobody else reads it; the "thinking" reply is removed.
@@ -93,6 +100,7 @@ async def refuse(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         reason=reason,
+        kind=kind,
     )
 
 

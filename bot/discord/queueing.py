@@ -20,7 +20,7 @@ async def queue_job(services: Services, interaction: discord.Interaction, spec: 
     try:
         submitted = await services.jobs.submit(spec, requester)
     except QueueFull as full:
-        await refuse(interaction, services.store, "imagine", full.message)
+        await refuse(interaction, services.store, "imagine", full.message, kind="queue_full")
         return
     except Refused as refusal:  # banned or over quota; the store audited it
         await tell_privately(interaction, refusal.message)

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import json
-import os
 import re
 import struct
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import discord
 
 from ..config import Config, looks_local
 from ..discord.bot import INTENTS
+from .downloads import hub_cache, repo_folder
 from .gpu import TorchBuild, nvidia_gpus, probe_torch
 from .health import GB, free_bytes
 
@@ -276,17 +276,10 @@ def safetensors_keys(path: Path) -> list[str]:
     return [key for key in header if key != "__metadata__"]
 
 
-def hub_cache() -> Path:
-    if cache := os.environ.get("HF_HUB_CACHE"):
-        return Path(cache)
-    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-    return Path(home) / "hub"
-
-
 def describe_source(source: str) -> tuple[Verdict, str, str]:
     """(verdict, what it is, advice) for one weight source, read without torch."""
     if not looks_local(source):
-        cached = hub_cache() / f"models--{source.replace('/', '--')}"
+        cached = repo_folder(hub_cache(), source)
         if not cached.is_dir():
             return (
                 Verdict.OK,

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from ..config import LoggingConfig
@@ -28,6 +28,15 @@ _JOB_ID = re.compile(r"\bjob `?([0-9a-f]{10})\b")
 ENGINE_FORMAT_VARIABLE = "ATELIER_LOG_FORMAT"
 # Libraries whose INFO lines are noise for an admin.
 _NOISY = ("discord", "alembic.runtime.plugins", "aiohttp.access")
+
+
+# Environment variables whose values are credentials by their name.
+_SECRET_NAMES = re.compile(r"(TOKEN|API_KEY|APIKEY|SECRET|PASSWORD)$", re.IGNORECASE)
+
+
+def secrets_in(environment: Mapping[str, str]) -> list[str]:
+    """Values of the environment's credential-named variables (DISCORD_TOKEN, *_API_KEY...)."""
+    return [value for name, value in environment.items() if _SECRET_NAMES.search(name)]
 
 
 class Redactor:

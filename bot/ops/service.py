@@ -1,5 +1,5 @@
-"""Operations: metrics, health, status and alerts, built once in bot.app and started and
-stopped by it, with the small HTTP server that serves /metrics and /healthz.
+"""Operations: metrics, health, status, alerts and the download log, built once in
+bot.app and started and stopped by it, with the HTTP server for /metrics and /healthz.
 
 The server runs on the bot's own event loop (aiohttp, already a dependency),
 on loopback unless `[metrics] host` says otherwise: metrics name models and
@@ -22,6 +22,7 @@ from ..config import Config
 from ..jobs.engine_client import EngineProcess
 from .alerts import Alerts
 from .discord_http import discord_trace
+from .downloads import DownloadWatch
 from .facts import OpsQueries
 from .health import HealthCheck, free_bytes
 from .metrics import Metrics
@@ -56,6 +57,7 @@ class Operations:
         )  # fmt: skip
         # For discord.py's HTTP session: counts every REST answer by route.
         self.discord_trace = discord_trace(self.metrics.discord_response)
+        self.downloads = DownloadWatch(config.models)
         self._runner: web.AppRunner | None = None
         self._failing: tuple[str, ...] = ()
 
@@ -85,6 +87,7 @@ class Operations:
     async def start(self) -> None:
         """Count from now on and, with `[metrics] enabled`, serve /metrics and /healthz."""
         await self.metrics.start()
+        self.downloads.start()
         settings = self._config.metrics
         if not settings.enabled:
             return
@@ -109,6 +112,7 @@ class Operations:
 
     async def stop(self) -> None:
         await self.alerts.stop()
+        await self.downloads.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -166,11 +166,13 @@ class JobStore:
         guild_id: int | None,
         channel_id: int | None,
         reason: str,
+        kind: str | None = None,
     ) -> None:
+        params = {"reason": reason} | ({"kind": kind} if kind else {})
         async with self._sessions.begin() as session:
             audit.record(
                 session, action, "refused", actor_id=actor_id, guild_id=guild_id,
-                channel_id=channel_id, params={"reason": reason},
+                channel_id=channel_id, params=params,
             )  # fmt: skip
 
     async def get(self, job_id: str) -> Job:

@@ -139,6 +139,7 @@ async def test_run_with_no_config_file_on_the_tiny_model_by_flag_connects(
         check_finished_bot(bot, code)
 
 
+@pytest.mark.timeout(900)  # several jobs, engine restarts included, on a slow CPU
 async def test_metrics_count_a_known_sequence_of_jobs_exactly(ops_bot: OpsBot) -> None:
     server = ops_bot.server
     block = await server.send_slash_command(
@@ -206,6 +207,7 @@ async def test_metrics_count_a_known_sequence_of_jobs_exactly(ops_bot: OpsBot) -
         assert image.format == "PNG" and image.width >= 400
 
 
+@pytest.mark.timeout(900)  # several jobs, engine restarts included, on a slow CPU
 async def test_healthz_fails_while_the_engine_is_dead_and_passes_after_it_restarts(
     ops_bot: OpsBot,
 ) -> None:
@@ -238,6 +240,7 @@ max_engine_restarts_per_hour = 100
 """
 
 
+@pytest.mark.timeout(900)  # several jobs, engine restarts included, on a slow CPU
 @pytest.mark.parametrize("ops_bot", [ALERTS], indirect=True)
 async def test_an_alert_fires_once_on_failing_jobs_and_once_on_recovery(
     ops_bot: OpsBot,

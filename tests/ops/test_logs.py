@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bot.ops.logs import JsonFormatter, Redactor, TextFormatter
+from bot.ops.logs import JsonFormatter, Redactor, TextFormatter, secrets_in
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4OQ.8qgalw.YYSEpl777F98RsMzTiEX2DNpdHMC4UKJzJV6gQ"
 INTERACTION = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXR0b2tlbmhlcmU"
@@ -50,3 +50,8 @@ def test_json_lines_are_one_object_with_the_job_id_and_the_traceback_inside() ->
 def test_a_line_about_no_job_has_no_job_id() -> None:
     line = json.loads(JsonFormatter(Redactor()).format(record("commands synced")))
     assert "job_id" not in line
+
+
+def test_credential_named_variables_are_secrets() -> None:
+    found = secrets_in({"DISCORD_TOKEN": "a", "STABILITY_API_KEY": "b", "HOME": "/root"})
+    assert sorted(found) == ["a", "b"]

@@ -122,7 +122,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         blocked = blocked_term(f"{prompt} {negative or ''}", terms)
         if blocked is not None:
             reason = f"Your prompt contains `{blocked}`, which this server does not allow."
-            await refuse(interaction, service.store, "imagine", reason)
+            await refuse(interaction, service.store, "imagine", reason, kind="moderation")
             return
         # The member's own defaults fill what this command leaves out.
         personal = await services.users.defaults(interaction.user.id)
