@@ -157,10 +157,11 @@ def _resolve_config(
     """--config if given; else ./config.toml if present; else the built-in defaults, on
     the device `choose_device` finds when `detect_device`, else the CPU.
 
-    --model and --device (where the command has them) apply on top.
+    `atelier run --model/--device` apply on top (generate's flags of those names pick
+    among the configured models and devices instead).
     """
     path = config_path(args)
-    model, device = getattr(args, "model", None), getattr(args, "device", None)
+    model, device = (args.model, args.device) if args.command == "run" else (None, None)
     if path is not None:
         config = load_config(path, check_sources)
         if model is not None:
@@ -196,8 +197,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from .ops.service import MetricsUnavailable
+
     try:
         asyncio.run(run_bot(config, token))
+    except MetricsUnavailable as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except discord.LoginFailure:
         print(f"atelier: Discord refused the token in {token_source(config)} (reset it at"
               f" {TOKEN_HELP})", file=sys.stderr)  # fmt: skip

@@ -31,6 +31,10 @@ from .status import StatusReport
 log = logging.getLogger(__name__)
 
 
+class MetricsUnavailable(Exception):
+    """The metrics port cannot be opened; worded as one line for the admin."""
+
+
 class Operations:
     def __init__(
         self,
@@ -99,9 +103,12 @@ class Operations:
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
             await site.start()
-        except OSError:
+        except OSError as error:
             await runner.cleanup()
-            raise
+            raise MetricsUnavailable(
+                f"[metrics] cannot listen on {settings.host}:{settings.port} ({error.strerror});"
+                " set another [metrics] port"
+            ) from None
         self._runner = runner
         host, port = runner.addresses[0][:2]
         log.info("metrics on http://%s:%s/metrics, health on /healthz", host, port)

@@ -163,6 +163,10 @@ async def test_metrics_count_a_known_sequence_of_jobs_exactly(ops_bot: OpsBot) -
     for prompt in ("x" * 100_000, "a Kettle"):  # refused: too long; blocked word
         ix = await server.send_slash_command("imagine", {"prompt": prompt})
         assert "⚠️" in (await ix.wait_for_callback(timeout=3)).data["content"]
+    # The refusal is answered first, then audited: the metrics read the audit log.
+    await ops_bot.bot.wait_for_rows(
+        "select id from audit_log where params like '%moderation%' and outcome = 'refused'"
+    )
 
     samples = await ops_bot.metrics()
     finished_total = "atelier_jobs_finished_total"
