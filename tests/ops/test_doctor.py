@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -36,7 +37,7 @@ async def test_a_good_setup_passes_every_check_and_prints_the_invite(
 ) -> None:
     async with LocalDiscord() as server:
         config = write_config(tmp_path, tiny_model_dir, extra=discord_section(server))
-        upgrade(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atelier.db'}")
+        await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atelier.db'}")
         done = await _in_thread(doctor, config, server.bot_token)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -61,7 +62,7 @@ async def test_each_broken_item_is_named_with_advice(tmp_path: Path, tiny_model_
         text = config.read_text().replace('devices = ["cpu"]', 'devices = ["cuda:0"]')
         config.write_text(text + f'[models.other]\nsource = "{empty}"\n')
         database = tmp_path / "data" / "atelier.db"
-        upgrade(f"sqlite+aiosqlite:///{database}")
+        await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{database}")
         with sqlite3.connect(database) as connection:
             connection.execute("update alembic_version set version_num = '9999_future'")
         wrong = server.bot_token[:-4] + "AAAA"  # well-formed, but not this bot's
@@ -119,6 +120,4 @@ def test_a_cpu_only_torch_on_a_machine_with_an_nvidia_gpu_is_the_classic_mistake
 
 async def _in_thread(run: object, config: Path, token: str) -> subprocess.CompletedProcess[str]:
     """The doctor runs in a child process while this loop serves the local Discord."""
-    import asyncio
-
     return await asyncio.to_thread(run, config, token)  # type: ignore[arg-type]
