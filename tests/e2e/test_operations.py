@@ -65,7 +65,7 @@ class OpsBot:
             await asyncio.sleep(0.1)
         return status, json.loads(body)
 
-    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async def metrics(self) -> Samples:
         """Every sample by (name, sorted labels), parsed by prometheus-client's own parser."""
         status, text = await self.get("/metrics")
         assert status == 200
@@ -107,11 +107,14 @@ def cancelled(message: Message) -> bool:
     return "cancelled" in message.content
 
 
-def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)  # type: ignore[no-any-return]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def total(samples: dict, name: str) -> float:  # type: ignore[type-arg]
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(samples: Samples, name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
 
 
