@@ -24,6 +24,8 @@ from .discord.endpoints import use_endpoints
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .ops.logs import ENGINE_FORMAT_VARIABLE
+from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.api_keys import ApiKeyStore
 from .store.commands import CommandStore
@@ -40,13 +42,14 @@ log = logging.getLogger(__name__)
 SECRET_VARIABLES = ("DISCORD_TOKEN",)
 
 
-def engine_environment() -> dict[str, str]:
+def engine_environment(secrets: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
     """The engine's environment: the bot's, minus secrets it has no use for."""
-    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+    return {key: value for key, value in os.environ.items() if key not in secrets}
 
 
 def build_engines(config: Config) -> list[EngineProcess]:
-    env = engine_environment()
+    env = engine_environment((*SECRET_VARIABLES, config.discord.token_env))
+    env[ENGINE_FORMAT_VARIABLE] = config.logging.format  # the engine logs like the bot
     return [
         EngineProcess(
             device, config.models, env, config.engine.model_memory_gb, config.engine.speed()
@@ -56,12 +59,15 @@ def build_engines(config: Config) -> list[EngineProcess]:
 
 
 def build_service(
-    config: Config, sessions: async_sessionmaker[AsyncSession], quotas: QuotaStore
+    config: Config,
+    sessions: async_sessionmaker[AsyncSession],
+    quotas: QuotaStore,
+    engines: list[EngineProcess],
 ) -> JobService:
     return JobService(
         JobStore(sessions, quotas.rules.pricing),
         config.storage.data_dir,
-        build_engines(config),
+        engines,
         config.engine.job_timeout,
         config.models,
         config.engine.default_model,
@@ -119,15 +125,19 @@ async def run_bot(config: Config, token: str) -> None:
     database = await _open_database(config)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
-    service = build_service(config, sessions, quotas)
+    engines = build_engines(config)
+    ops = Operations(config, sessions, engines)
+    service = build_service(config, sessions, quotas, engines)
     use_endpoints(config.discord)
-    client = AtelierBot(config.discord)
+    client = AtelierBot(config.discord, ops.discord_trace)
     users = UserStore(sessions, config.storage.data_dir)
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
         service.queue_place, users.prefers_dm,
     )  # fmt: skip
     service.add_listener(delivery)
+    service.add_listener(ops.metrics)
+    ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
     http = build_http(config, sessions, service, quotas, keys) if config.http.enabled else None
     services = Services(
@@ -140,6 +150,7 @@ async def run_bot(config: Config, token: str) -> None:
         delivery=delivery,
         commands=CommandStore(sessions),
         keys=keys,
+        status=ops.status,
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
@@ -148,6 +159,7 @@ async def run_bot(config: Config, token: str) -> None:
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()
+        await ops.start()
         if http is not None:
             await http.start()
         async with client:
@@ -168,6 +180,7 @@ async def run_bot(config: Config, token: str) -> None:
                 await imagine.replay_pending()
                 await job_buttons.replay_pending()
                 service.start_workers()
+                ops.start_alerts()
                 done, _ = await asyncio.wait(
                     {connection, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -188,6 +201,7 @@ async def run_bot(config: Config, token: str) -> None:
         restore_signals()
         if http is not None:
             await http.stop()
+        await ops.stop()
         await service.stop()
         await delivery.close()
         await database.dispose()
@@ -199,7 +213,7 @@ async def serve_http(config: Config) -> None:
     database = await _open_database(config)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
-    service = build_service(config, sessions, quotas)
+    service = build_service(config, sessions, quotas, build_engines(config))
     http = build_http(config, sessions, service, quotas, ApiKeyStore(sessions))
     stop = asyncio.Event()
     restore_signals = _on_signals(stop)

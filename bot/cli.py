@@ -1,5 +1,5 @@
-"""The `atelier` command: run the bot, generate from the terminal, manage the database,
-and print usage and audit reports."""
+"""The `atelier` command: run the bot, write a config, check a set-up, generate from the
+terminal, manage the database, and print usage and audit reports."""
 
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ import discord
 from engine.protocol import ControlType
 
 from .config import Config, ConfigError, load_config
+from .defaults import CONFIG_FILE, builtin_config, with_default_model, with_device
+from .ops.logs import secrets_in, setup_logging
+
+log = logging.getLogger("atelier")
 
 EXIT_USAGE = 2
+TOKEN_HELP = "https://discord.com/developers/applications → your application → Bot → Reset Token"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("config.toml"),
-                        help="TOML config file (default: ./config.toml)")  # fmt: skip
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML config file (default: ./config.toml if there is one,"
+                             " else the built-in defaults)")  # fmt: skip
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -34,6 +40,31 @@ def make_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
     _add_config(run)
+    run.add_argument(
+        "--model",
+        default=None,
+        help="default model: a configured name, a Hugging Face repo id or a path",
+    )
+    run.add_argument("--device", default=None, help="run one engine on this device (cuda:0, cpu)")
+
+    init = commands.add_parser("init", help="write a commented config.toml from the defaults")
+    init.add_argument(
+        "--config",
+        type=Path,
+        default=Path(CONFIG_FILE),
+        help="file to write (default: ./config.toml)",
+    )
+    init.add_argument("--token-env", default=None, help="read the token from this variable")
+    init.add_argument("--token-file", default=None, help="... or from this file")
+    init.add_argument("--model", default=None, help="default model: repo id or path")
+    init.add_argument("--device", default=None, help="cuda:0, cuda:1, ... or cpu")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    doctor = commands.add_parser(
+        "doctor", help="check a set-up: token, models, GPU, disk, database"
+    )
+    _add_config(doctor)
+    doctor.add_argument("--offline", action="store_true", help="do not ask Discord")
 
     serve = commands.add_parser(
         "serve", help="run only the HTTP API and the engines, without Discord (no token needed)"
@@ -108,28 +139,87 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # discord.py's gateway chatter and Alembic's plugin list are noise at INFO.
-    for noisy in ("discord", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def read_token(config: Config) -> str:
+    """The bot token from `[discord] token_file`, else from the `token_env` variable; "" if none."""
+    if config.discord.token_file is not None:
+        try:
+            return config.discord.token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+    return os.environ.get(config.discord.token_env, "").strip()
 
 
-def _run(config: Config) -> int:
+def token_source(config: Config) -> str:
+    if config.discord.token_file is not None:
+        return f"the file {config.discord.token_file}"
+    return config.discord.token_env
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The config file a command reads: --config, else ./config.toml if present, else None."""
+    if args.config is None and Path(CONFIG_FILE).is_file():
+        return Path(CONFIG_FILE)
+    path: Path | None = args.config
+    return path
+
+
+def _resolve_config(
+    args: argparse.Namespace, detect_device: bool = False, check_sources: bool = True
+) -> Config:
+    """--config if given; else ./config.toml if present; else the built-in defaults, on
+    the device `choose_device` finds when `detect_device`, else the CPU.
+
+    `atelier run --model/--device` apply on top (generate's flags of those names pick
+    among the configured models and devices instead).
+    """
+    path = config_path(args)
+    model, device = (args.model, args.device) if args.command == "run" else (None, None)
+    if path is not None:
+        config = load_config(path, check_sources)
+        if model is not None:
+            config = with_default_model(config, model, Path.cwd())
+        return config if device is None else with_device(config, device)
+    if device is None and detect_device:
+        from .ops.gpu import choose_device
+
+        choice = choose_device()
+        device = choice.device
+        log.info("no config file: built-in defaults, engine on %s (%s)", device, choice.reason)
+        if choice.warning:
+            log.warning("%s", choice.warning)
+    return builtin_config(model, device or "cpu", Path.cwd())
+
+
+def _run(args: argparse.Namespace) -> int:
     from .app import run_bot
     from .http.server import CannotListen
 
-    token = os.environ.get("DISCORD_TOKEN", "").strip()
-    if not token:
-        print("atelier: set DISCORD_TOKEN to your bot's token (see README.md)", file=sys.stderr)
+    try:
+        config = _resolve_config(args)
+        token = read_token(config)
+        if not token:
+            print(
+                f"atelier: no Discord bot token in {token_source(config)}: get one at"
+                f" {TOKEN_HELP}, then `export {config.discord.token_env}=...`",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        setup_logging(config.logging, args.verbose, secrets=[token, *secrets_in(os.environ)])
+        # Only now: finding the device may import torch in a child (seconds).
+        config = _resolve_config(args, detect_device=True)
+    except ConfigError as error:
+        print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from .ops.service import MetricsUnavailable
+
     try:
         asyncio.run(run_bot(config, token))
+    except MetricsUnavailable as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except discord.LoginFailure:
-        print("atelier: Discord refused the token in DISCORD_TOKEN", file=sys.stderr)
+        print(f"atelier: Discord refused the token in {token_source(config)} (reset it at"
+              f" {TOKEN_HELP})", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     except CannotListen as error:
         print(f"atelier: {error}", file=sys.stderr)
@@ -182,16 +272,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["bench"]:  # every option after it is the suite's
         return _bench(arguments[1:])
     args = make_parser().parse_args(arguments)
-    _setup_logging(args.verbose)
+    setup_logging(None, args.verbose)
     if args.command == "tiny-model":
         return _tiny_model(args.dir, args.all)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "init":
+        from .ops.init import init
+
+        return init(args)
     try:
-        config = load_config(args.config)
+        # The doctor names each missing model source itself, with the other problems.
+        config = _resolve_config(args, check_sources=args.command != "doctor")
     except ConfigError as error:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "run":
-        return _run(config)
+    token = read_token(config)
+    setup_logging(config.logging, args.verbose, secrets=[token, *secrets_in(os.environ)])
+    if args.command == "doctor":
+        from .ops.doctor import doctor
+
+        print(f"config: {config_path(args) or 'built-in defaults (no config.toml here)'}")
+        return asyncio.run(doctor(config, token, token_source(config), offline=args.offline))
     if args.command == "serve":
         return _serve(config)
     if args.command == "db":

@@ -1,7 +1,9 @@
 """Atelier's configuration: one TOML file, validated once at start.
 
-Every key is documented in config.example.toml. Secrets never live here: the
-Discord token comes from the DISCORD_TOKEN environment variable.
+Every key is documented in config.example.toml; with no file at all the bot
+runs on the built-in defaults (bot.defaults). Secrets never live here: the
+Discord token comes from the DISCORD_TOKEN environment variable (or a file
+that `[discord] token_file` names).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -57,10 +59,19 @@ class DiscordConfig(Section):
     progress_interval: float = Field(
         2.0, gt=0, description="seconds between progress edits of a reply"
     )
+    token_env: str = Field(
+        "DISCORD_TOKEN", min_length=1, description="environment variable holding the bot token"
+    )
+    token_file: Path | None = Field(
+        None, description="file holding the bot token (e.g. a systemd credential); beats token_env"
+    )
 
 
 class StorageConfig(Section):
-    data_dir: Path = Path("data")
+    data_dir: Path = Field(Path("data"), description="images and the default SQLite database")
+    min_free_gb: float = Field(
+        2.0, ge=0, description="free disk under data_dir below which /healthz fails and alerts"
+    )
 
 
 class DatabaseConfig(Section):
@@ -231,6 +242,44 @@ class HttpConfig(Section):
     )
 
 
+class MetricsConfig(Section):
+    """The Prometheus endpoint (/metrics) and the health check (/healthz)."""
+
+    enabled: bool = Field(False, description="serve /metrics and /healthz over HTTP")
+    host: str = Field("127.0.0.1", description="address to listen on; loopback by default")
+    port: int = Field(9464, ge=0, le=65535, description="TCP port (0: any free port)")
+
+
+class AlertsConfig(Section):
+    """Posts to a Discord channel when the service degrades, and once when it recovers."""
+
+    channel_id: int | None = Field(None, description="channel for alerts; unset: no alerts")
+    min_success_rate: float = Field(
+        0.99, ge=0, le=1, description="alert when fewer of the last `success_window` jobs succeed"
+    )
+    success_window: int = Field(100, ge=1, description="jobs the success rate is taken over")
+    max_mean_seconds: float = Field(
+        180.0, gt=0, description="alert when the mean queued-to-delivered time is longer"
+    )
+    mean_window_minutes: float = Field(
+        15.0, gt=0, description="minutes the mean queued-to-delivered time is taken over"
+    )
+    max_engine_restarts_per_hour: int = Field(
+        3, ge=0, description="alert when the engines restart more often in an hour"
+    )
+    check_seconds: float = Field(60.0, gt=0, description="how often the conditions are checked")
+    repeat_minutes: float = Field(
+        60.0, ge=0, description="an alert that fires again is posted at most this often"
+    )
+
+
+class LoggingConfig(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description='"text" for people, "json" (one object per line) for log shippers'
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
@@ -242,6 +291,9 @@ class Config(Section):
     queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    logging: LoggingConfig = LoggingConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
     styles: dict[str, Style] = Field(
         default_factory=dict, description="presets a prompt applies with --style <name>"
@@ -272,50 +324,55 @@ class Config(Section):
         return self.database.url or f"sqlite+aiosqlite:///{self.storage.data_dir / 'atelier.db'}"
 
 
-def _looks_local(source: str) -> bool:
+def looks_local(source: str) -> bool:
     """A source is a path (not a hub repo id) when it is absolute, relative or a file."""
     return source.startswith(("/", ".", "~")) or source.endswith((".safetensors", ".ckpt"))
 
 
-def _resolve_source(key: str, source: str, base: Path) -> str:
+def _resolve_source(key: str, source: str, base: Path, must_exist: bool = True) -> str:
     """A local source as an absolute path that exists; a hub repo id unchanged."""
-    if not _looks_local(source):
+    if not looks_local(source):
         return source
     path = (base / Path(source).expanduser()).resolve()
-    if not path.exists():
+    if must_exist and not path.exists():
         raise ConfigError(f"{key}: {source!r} does not exist ({path})")
     return str(path)
 
 
-def _check_model_sources(config: Config, base: Path) -> Config:
+def _check_model_sources(config: Config, base: Path, must_exist: bool = True) -> Config:
     """Resolve every local weight source against the config file's folder."""
     models = {}
     for name, spec in config.models.items():
         key = f"models.{name}"
         extras = {
-            field: _resolve_source(f"{key}.{field}", value, base)
+            field: _resolve_source(f"{key}.{field}", value, base, must_exist)
             for field in ("inpaint", "vae", "preview_decoder")
             if (value := getattr(spec, field)) is not None
         }
         controlnets = {
-            kind: _resolve_source(f"{key}.controlnets.{kind}", source, base)
+            kind: _resolve_source(f"{key}.controlnets.{kind}", source, base, must_exist)
             for kind, source in spec.controlnets.items()
         }
-        source = _resolve_source(f"{key}.source", spec.source, base)
+        source = _resolve_source(f"{key}.source", spec.source, base, must_exist)
         models[name] = spec.model_copy(
             update={"source": source, "controlnets": controlnets, **extras}
         )
-    data_dir = base / config.storage.data_dir.expanduser()
+    data_dir = (base / config.storage.data_dir.expanduser()).resolve()
     engine = config.engine
     if engine.sdxl_vae is not None:
         engine = engine.model_copy(
             update={"sdxl_vae": _resolve_source("engine.sdxl_vae", engine.sdxl_vae, base)}
         )
+    discord = config.discord
+    if discord.token_file is not None:
+        token_file = (base / discord.token_file.expanduser()).resolve()
+        discord = discord.model_copy(update={"token_file": token_file})
     return config.model_copy(
         update={
             "models": models,
             "engine": engine,
-            "storage": StorageConfig(data_dir=data_dir.resolve()),
+            "storage": config.storage.model_copy(update={"data_dir": data_dir}),
+            "discord": discord,
         }
     )
 
@@ -333,16 +390,30 @@ def _describe(error: ValidationError) -> str:
     return f"{key}: {message} (got {first.get('input')!r})"
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate a config file; raises ConfigError with one readable line."""
+def load_config(path: Path, check_sources: bool = True) -> Config:
+    """Read and validate a config file; raises ConfigError with one readable line.
+
+    `check_sources` False leaves a missing local model path for the caller to
+    report (`atelier doctor` checks every source and names each one missing).
+    """
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (copy config.example.toml)") from None
+        raise ConfigError(
+            f"{path}: no such config file (`atelier init` writes one; or leave out --config"
+            " to run on the built-in defaults)"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return config_from_dict(raw, path.parent.resolve(), str(path), check_sources)
+
+
+def config_from_dict(
+    raw: dict[str, Any], base: Path, origin: str, check_sources: bool = True
+) -> Config:
+    """Validate a config given as TOML's dict; relative paths are taken from `base`."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from None
-    return _check_model_sources(config, path.parent.resolve())
+        raise ConfigError(f"{origin}: {_describe(error)}") from None
+    return _check_model_sources(config, base, check_sources)

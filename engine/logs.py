@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 _job_id: ContextVar[str] = ContextVar("atelier_job_id", default="-")
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [job %(job_id)s] %(message)s"
+# Set by the bot when its own log is JSON (`[logging] format = "json"`).
+FORMAT_VARIABLE = "ATELIER_LOG_FORMAT"
 
 
 @contextmanager
@@ -38,11 +43,30 @@ class _NoiseFilter(logging.Filter):
         return "should be kept in float32: []" not in record.getMessage()
 
 
+class _JsonFormatter(logging.Formatter):
+    """One object per line, the bot's JSON fields, so both processes ship alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        job_id = getattr(record, "job_id", "-")
+        if job_id != "-":
+            line["job_id"] = job_id
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_JobIdFilter())
     handler.addFilter(_NoiseFilter())
-    handler.setFormatter(logging.Formatter(FORMAT))
+    json_lines = os.environ.get(FORMAT_VARIABLE) == "json"
+    handler.setFormatter(_JsonFormatter() if json_lines else logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

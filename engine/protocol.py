@@ -341,6 +341,10 @@ class Status(Message):
     running_jobs: list[str] = Field(description="the jobs of the running batch")
     memory_used_bytes: int | None = Field(description="device memory in use; None on CPU")
     memory_total_bytes: int | None
+    # NVML's view of the whole GPU (all processes on it); None without pynvml or a GPU.
+    gpu_memory_used_bytes: int | None = None
+    gpu_memory_free_bytes: int | None = None
+    gpu_utilization: float | None = Field(None, description="percent of time a kernel ran")
 
 
 class ErrorCode(StrEnum):

@@ -11,6 +11,7 @@ from engine.errors import BadRequest, JobFailure
 from engine.faults import FaultPlan
 from engine.memory import device_memory, resolve_budget
 from engine.models import ModelRegistry
+from engine.nvml import gpu_usage
 from engine.pipelines import CancelledJobs, generate
 from engine.protocol import (
     ErrorCode,
@@ -77,6 +78,7 @@ class JobRunner:
             running_jobs=[] if running_batch is None else running_batch.job_ids,
             memory_used_bytes=None if memory is None else memory.used,
             memory_total_bytes=None if memory is None else memory.total,
+            **gpu_usage(self._device_name),
         )
 
     def run(self, request: GenerateRequest, cancelled: CancelledJobs) -> list[JobResult | JobError]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -17,18 +18,26 @@ from ..config import DiscordConfig
 
 log = logging.getLogger(__name__)
 
+# What the bot asks the gateway for, no privileged intent (members, presences, content):
+# guilds keeps channel info fresh; guild messages brings the messages that mention the
+# bot or reply to it (with their content and attachments, which Discord sends without
+# the Message Content intent only for those), read by the reply-with-a-sketch listener
+# (bot/discord/cogs/imagine.py).
+INTENTS = discord.Intents(guilds=True, guild_messages=True)
+
 
 class AtelierBot(commands.Bot):
-    def __init__(self, config: DiscordConfig) -> None:
-        # No privileged intent: guilds keeps channel info fresh; guild messages brings the
-        # messages that mention the bot or reply to it (with their content and attachments,
-        # which Discord sends without the Message Content intent only for those), read by
-        # the reply-with-a-sketch listener (bot/discord/cogs/imagine.py).
+    def __init__(
+        self, config: DiscordConfig, http_trace: aiohttp.TraceConfig | None = None
+    ) -> None:
+        # http_trace: bot.ops counts Discord's answers by route.
+        options: dict[str, Any] = {} if http_trace is None else {"http_trace": http_trace}
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
-            intents=discord.Intents(guilds=True, guild_messages=True),
+            intents=INTENTS,
             allowed_mentions=discord.AllowedMentions.none(),
+            **options,
         )
         self._guild_ids = config.guild_ids
         self.tree.error(self._on_command_error)

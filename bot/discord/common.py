@@ -14,6 +14,7 @@ import discord
 
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
+from ..ops.status import StatusReport
 from ..reports.console import AdminReports
 from ..store.api_keys import ApiKeyStore
 from ..store.audit import Actor, AuditLog
@@ -42,6 +43,8 @@ class Services:
     delivery: Delivery
     commands: CommandStore
     keys: ApiKeyStore
+    # /admin status (bot.ops); None where no operations service was built (tests).
+    status: StatusReport | None = None
 
     @property
     def store(self) -> JobStore:
@@ -143,9 +146,16 @@ def is_admin(admin: AdminConfig, interaction: discord.Interaction[Any]) -> bool:
 
 
 async def refuse(
-    interaction: discord.Interaction[Any], store: JobStore, command: str, reason: str
+    interaction: discord.Interaction[Any],
+    store: JobStore,
+    command: str,
+    reason: str,
+    kind: str | None = None,
 ) -> None:
     """Answer `reason` privately (first, within Discord's 3 s), then audit the refusal.
+
+    `kind` says why for the metrics (e.g. "moderation"); left out it is read from
+    the command (bot.ops.facts.Refusal).
 
     After a deferral the refusal is a new ephemeral follow-up, not an edit of the
     deferred (public) reply, so nobody else reads it; the "thinking" reply is removed.
@@ -157,6 +167,7 @@ async def refuse(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         reason=reason,
+        kind=kind,
     )
 
 

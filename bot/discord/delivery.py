@@ -124,6 +124,8 @@ class Delivery:
         self._preview: dict[str, Path] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._delivering: set[str] = set()
+        # Deliveries retried after a transient failure, for the metrics.
+        self.retries = 0
 
     # -- what the job service calls (never blocks) --------------------------------------------
 
@@ -255,6 +257,7 @@ class Delivery:
                         return
                     log.warning("job %s: delivery failed (%s); retrying in %g s", job.id,
                                 error, delay)  # fmt: skip
+                    self.retries += 1
                     await asyncio.sleep(delay)
                     continue
                 await persist(partial(self._store.mark_delivered, job.id, message_id, how))

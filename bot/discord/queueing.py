@@ -47,7 +47,7 @@ async def queue_jobs(
         await reply.refuse(full.message)
         await services.store.record_refusal(
             "imagine.refused", requester.user_id, requester.guild_id, requester.channel_id,
-            full.message,
+            full.message, kind="queue_full",
         )  # fmt: skip
         if requester.command_id is not None:
             await services.commands.settle(requester.command_id, "refused: queue full")

@@ -90,6 +90,8 @@ class EngineProcess:
         # Job events, or the EngineFailure that ended the pipe.
         self._job_events: asyncio.Queue[Event | EngineFailure] = asyncio.Queue()
         self._status_waiters: list[asyncio.Future[Status]] = []
+        # Starts so far; each after the first is a restart (crash, hang, kill).
+        self.starts = 0
 
     @property
     def alive(self) -> bool:
@@ -99,6 +101,11 @@ class EngineProcess:
     def warms_up(self) -> bool:
         """Whether starting takes a compile warm-up, so it is better done before a job."""
         return self._speed.compile
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last engine process ended; None while it runs or before the first start."""
+        return None if self._process is None else self._process.returncode
 
     async def start(self) -> Ready:
         read_fd, write_fd = os.pipe()
@@ -142,6 +149,7 @@ class EngineProcess:
             raise EngineFailure(f"engine on {self.device} did not start: {event!r}")
         self._job_events = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_events(), name=f"engine-{self.device}")
+        self.starts += 1
         log.info("engine on %s ready (pid %s)", self.device, self._process.pid)
         return event
 
@@ -254,6 +262,9 @@ class EngineProcess:
                     self._job_events.put_nowait(event)
         except EngineFailure as failure:
             self._job_events.put_nowait(failure)
+            for waiter in self._status_waiters:  # no answer is coming: say so now
+                if not waiter.done():
+                    waiter.set_exception(failure)
 
     async def _next_event(self) -> Event:
         """The next valid event; garbage lines are logged and skipped."""

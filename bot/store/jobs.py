@@ -258,11 +258,14 @@ class JobStore:
         channel_id: int | None,
         reason: str,
         params: dict[str, Any] | None = None,
+        kind: str | None = None,
     ) -> None:
+        """A refusal's audit entry; `kind` names its family for the metrics."""
+        params = {"reason": reason, **(params or {})} | ({"kind": kind} if kind else {})
         async with self._sessions.begin() as session:
             audit.record(
                 session, action, "refused", actor_id=actor_id, guild_id=guild_id,
-                channel_id=channel_id, params={"reason": reason, **(params or {})},
+                channel_id=channel_id, params=params,
             )  # fmt: skip
 
     async def get(self, job_id: str) -> Job:

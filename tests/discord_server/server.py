@@ -157,6 +157,11 @@ class LocalDiscord:
         return self._state.world.bot_user_id
 
     @property
+    def interaction_tokens(self) -> list[str]:
+        """Every interaction token handed out so far (credentials a log must never show)."""
+        return list(self._state.interactions_by_token)
+
+    @property
     def guild_id(self) -> int:
         return self._state.world.guild_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass, field
 
@@ -65,6 +66,12 @@ class CommandStore:
         return None
 
 
+def discord_shaped_token(user_id: int) -> str:
+    """A random token shaped like Discord's: the bot's id in base64, a time stamp, an HMAC."""
+    user = base64.urlsafe_b64encode(str(user_id).encode()).decode().rstrip("=")
+    return f"{user}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(28)}"
+
+
 class ServerState:
     def __init__(
         self,
@@ -79,7 +86,7 @@ class ServerState:
         self.messages = MessageStore(self.ids, self.world)
         self.signal = ChangeSignal()
         self.commands = CommandStore()
-        self.bot_token = "Atelier." + secrets.token_urlsafe(24)
+        self.bot_token = discord_shaped_token(self.world.bot_user_id)
         self.callback_deadline = callback_deadline
         self.token_lifetime = token_lifetime
         # What interactions announce as `attachment_size_limit`; larger uploads get 413.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -23,7 +24,11 @@ CRASH_FAULT = "crash_at_step=2@[crash]"
 
 @dataclass
 class RunningBot:
-    """`atelier run` against the local server; `restart` stops it and starts another."""
+    """`atelier run` against the local server; `restart` stops it and starts another.
+
+    `arguments` replace `--config <config>` (a bot with no config file); `cwd` is
+    where it runs (the repository by default).
+    """
 
     server: LocalDiscord
     config: Path
@@ -31,17 +36,21 @@ class RunningBot:
     log: Path
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    arguments: list[str] | None = None
+    cwd: Path = REPO
 
     async def start(self) -> None:
         # Only prompts containing "[crash]" make the engine die, so a test can break one job.
         env = dict(
-            os.environ, DISCORD_TOKEN=self.server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT
-        )
+            os.environ, DISCORD_TOKEN=self.server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT,
+            PYTHONPATH=str(REPO),
+        )  # fmt: skip
         self.starts += 1
+        arguments = self.arguments or ["--config", str(self.config)]
         with self.log.open("ab") as sink:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.cli", "run", "--config", str(self.config),
-                cwd=REPO, env=env, stdout=sink, stderr=sink,
+                sys.executable, "-m", "bot.cli", "run", *arguments,
+                cwd=self.cwd, env=env, stdout=sink, stderr=sink,
             )  # fmt: skip
         await self.server.wait_for_identify(timeout=30, count=self.starts)
         await self.server.wait_for_commands(timeout=30)
@@ -124,6 +133,7 @@ user_ids = [{server.owner_id}]
         config.read_text()
         + f'inpaint = "{models["inpaint"]}"\n'
         + f'[models.tiny.controlnets]\nscribble = "{models["controlnet-scribble"]}"\n'
+        + extra
     )
     return config
 
@@ -153,14 +163,29 @@ async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIt
     for bot in launched:
         code = await bot.stop() if bot.process is not None else None
         await bot.server.stop()
-        logged = bot.log.read_text(errors="replace")
-        print(logged)  # shown by pytest when the test fails
-        assert code == 0, logged
-        assert bot.server.bot_token not in logged  # the secret never reaches a log
-        assert bot.server.schema_errors == []
-        assert bot.server.unhandled == []
+        check_finished_bot(bot, code)
 
 
 @pytest.fixture
 async def running_bot(launch_bot: Launch) -> RunningBot:
     return await launch_bot()
+
+
+def check_finished_bot(bot: RunningBot, code: int | None, json_lines: bool = False) -> None:
+    """What every end-to-end bot must leave behind: a clean exit, a log with no secret
+    (the bot token, any member's interaction token) and, in JSON, one object per line,
+    and only valid requests to Discord."""
+    server = bot.server
+    logged = bot.log.read_text(errors="replace")
+    print(logged)  # shown by pytest when the test fails
+    assert code == 0, logged
+    assert server.bot_token not in logged  # the secret never reaches a log
+    for token in server.interaction_tokens:
+        assert token not in logged
+    if json_lines:
+        for line in logged.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                assert {"time", "level", "logger", "message"} <= set(record), line
+    assert server.schema_errors == []
+    assert server.unhandled == []

@@ -1,4 +1,4 @@
-"""/admin: usage, quotas, bans, audit, queue, export and models, for admins only.
+"""/admin: usage, quotas, bans, audit, queue, export, models and status, for admins only.
 
 Discord hides the group from members without Manage Server (its default
 permissions), and every call is checked again here, against `[admin]` in the
@@ -18,12 +18,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ...ops.status import StatusFacts
 from ...quota import Limits
 from ...reports.table import code_block, render
 from ...store.models import QuotaScope, utcnow
 from ..common import Services, actor_of, is_admin, refuse
 
 AUDIT_PAGE = 15
+STATUS_CHART = "status.png"
 
 
 def _subject(target: discord.User | discord.Member | discord.Role) -> tuple[QuotaScope, int]:
@@ -198,6 +200,20 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         table = render(["model", "source", "size", "sampler", "controlnets", "loaded"], rows)
         await interaction.edit_original_response(content=code_block("\n".join([table, *lines])))
 
+    @app_commands.command(description="Queue, last hour, engines, recent failures, 24 h chart")
+    async def status(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = self.services.status
+        if report is None:
+            await interaction.edit_original_response(content="Status is not available here.")
+            return
+        facts = await report.facts()
+        chart = await report.chart(facts.hourly)
+        await interaction.edit_original_response(
+            embed=status_embed(facts),
+            attachments=[discord.File(io.BytesIO(chart), STATUS_CHART)],
+        )
+
     @quota.command(description="A member's limits and usage today, or a role's override")
     async def show(
         self, interaction: discord.Interaction, target: discord.Member | discord.User | discord.Role
@@ -238,6 +254,45 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         dropped = await self.services.quotas.reset_policy(scope, subject, actor_of(interaction))
         text = "override removed" if dropped else "had no override"
         await interaction.response.send_message(f"{target.mention}: {text}.", ephemeral=True)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def status_embed(facts: StatusFacts) -> discord.Embed:
+    """The /admin status embed: the same facts as /metrics, in words."""
+    hour = facts.hour
+    embed = discord.Embed(title="Atelier status", colour=discord.Colour.blurple())
+    lanes = " · ".join(f"{lane} {count}" for lane, count in facts.queue.items())
+    embed.add_field(name="Queue", value=f"{lanes} · running {facts.running}", inline=False)
+    rate = "-" if hour.success_rate is None else f"{hour.success_rate:.1%}"
+    embed.add_field(
+        name="Last hour",
+        value=f"{hour.finished} jobs finished, {hour.images} images"
+        f" ({hour.images / 60:.2f}/min); success rate {rate}"
+        f" ({hour.succeeded} succeeded, {hour.failed} failed)",
+        inline=False,
+    )
+    p50, p95 = hour.wait_percentile(50), hour.wait_percentile(95)
+    embed.add_field(
+        name="Queue wait (last hour)",
+        value=f"p50 {_seconds(p50)} · p95 {_seconds(p95)}",
+        inline=False,
+    )
+    for engine in facts.engines:
+        embed.add_field(
+            name=f"Engine {engine.device}", value=engine.describe()[:1024], inline=False
+        )
+    failures = "\n".join(
+        f"`{f.job_id}` {discord.utils.format_dt(f.finished_at, 'R') if f.finished_at else ''}"
+        f" {f.model}: {f.error[:80]}"
+        for f in facts.failures
+    )
+    embed.add_field(name="Last failures", value=failures[:1024] or "none", inline=False)
+    embed.set_image(url=f"attachment://{STATUS_CHART}")
+    embed.set_footer(text="Chart: queue depth at each hour and throughput, last 24 hours (UTC)")
+    return embed
 
 
 def _options(interaction: discord.Interaction) -> dict[str, Any]:

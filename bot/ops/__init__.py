@@ -1,0 +1,1 @@
+"""Running the bot in production: defaults, logs, health, metrics, alerts, diagnosis."""
