@@ -147,7 +147,7 @@ async def run_items(report: Report, context: Context, items: Sequence[str]) -> i
                 traceback.print_exc()
                 section.skipped = f"failed: {type(error).__name__}: {error}"
             section.seconds = round(time.perf_counter() - started, 1)
-            say(f"{item}: done in {section.seconds:g} s")
+            say(f"{item}: {'failed' if section.skipped else 'done'} in {section.seconds:g} s")
     finally:
         await context.close()
     return failures

@@ -139,6 +139,6 @@ async def run(ctx: Context, section: Section) -> None:
             values={"long_queue_ms": ms(sorted(long)[1]), "empty_queue_ms": ms(sorted(empty)[1])},
         )
     )
-    scheduler_figures(ctx, section)
+    await asyncio.to_thread(scheduler_figures, ctx, section)
     # The bot would go on working through the queue: stop it before the next item.
     await ctx.close_bot()

@@ -24,12 +24,14 @@ toy-sized architectures (no compile), so every path stays exercised.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -138,7 +140,7 @@ def _share(flops_per_step: int, it_per_s: float, peak: float | None) -> float | 
 
 
 def _speed(ctx: Context, arch: fullsize.Architecture, device: torch.device) -> EngineSpeed:
-    compile_on = ctx.options.gpu_compile and device.type == "cuda"
+    compile_on = ctx.options.gpu_compile and device.type == "cuda" and not ctx.smoke
     return EngineSpeed(
         compile=compile_on,
         compile_mode=cast(Any, ctx.options.gpu_compile_mode),
@@ -147,17 +149,25 @@ def _speed(ctx: Context, arch: fullsize.Architecture, device: torch.device) -> E
     )
 
 
-async def measure_architecture(
-    ctx: Context,
-    section: Section,
-    arch: fullsize.Architecture,
-    device: torch.device,
-    batches: bool = True,
-) -> None:
-    folder = ctx.folder(f"gpu-{arch.name}")
-    peak = ctx.options.peak_tflops or (
-        device_peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-    )
+@dataclass
+class InProcess:
+    """What the in-process half of an architecture's run measured."""
+
+    spec: ModelSpec
+    speed: EngineSpeed
+    flops: int
+    timings: dict[str, list[Timing]]
+    warm_up_s: float
+    recompiled: int
+    weights_bytes: int
+    preview_times: dict[str, list[float]]
+
+
+def compare_in_process(
+    ctx: Context, arch: fullsize.Architecture, device: torch.device, folder: Path
+) -> InProcess:
+    """Build the model, save it for the engine, then time plain diffusers and the engine's
+    loading of it, interleaved, and the previews (blocking: run it in a thread)."""
     flops = fullsize.unet_flops_per_step(arch)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     say(f"gpu {arch.name}: {flops / 1e12:.3g} TFLOP per CFG step; building random weights")
@@ -190,22 +200,44 @@ async def measure_architecture(
         for name in order:
             timings[name].append(timed_image(plain if name == "plain" else engine, arch, number))
     recompiled = _recompiles() - compiled_before
+    say(f"gpu {arch.name}: previews")
+    preview_times = previews.measure(
+        engine_model, folder, arch.width, arch.steps, max(1, ctx.sizes.gpu_rounds)
+    )
+    weights = _weights_bytes(engine)
+    del plain, engine, engine_model, registry
+    _free()
+    return InProcess(spec, speed, flops, timings, warm_up_s, recompiled, weights, preview_times)
+
+
+async def measure_architecture(
+    ctx: Context,
+    section: Section,
+    arch: fullsize.Architecture,
+    device: torch.device,
+    batches: bool = True,
+) -> None:
+    folder = ctx.folder(f"gpu-{arch.name}")
+    peak = ctx.options.peak_tflops or (
+        device_peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    )
+    run = await asyncio.to_thread(compare_in_process, ctx, arch, device, folder)
+    timings, flops = run.timings, run.flops
 
     def median(name: str, key: Callable[[Timing], float]) -> float:
         return statistics.median(key(t) for t in timings[name])
 
-    plain_s, engine_s = median("plain", lambda t: t.seconds), median("engine", lambda t: t.seconds)
+    def peak_gib(name: str) -> float | None:
+        if device.type != "cuda":
+            return None
+        return round(max((t.peak_bytes or 0) for t in timings[name]) / GIB, 2)
+
     plain_it, engine_it = (
         median("plain", lambda t: t.it_per_s),
         median("engine", lambda t: t.it_per_s),
     )
-    peaks = {
-        name: max((t.peak_bytes or 0) for t in timings[name]) / GIB
-        if device.type == "cuda"
-        else None
-        for name in timings
-    }
     speedup = ratio(engine_it, plain_it)
+    wanted = arch.min_it_per_s_speedup
     section.add(
         Figure(
             name=f"{arch.title}, one image: engine vs plain diffusers",
@@ -214,38 +246,26 @@ async def measure_architecture(
             values={
                 "engine_it_per_s": round(engine_it, 2),
                 "plain_it_per_s": round(plain_it, 2),
-                "engine_s_per_image": round(engine_s, 3),
-                "plain_s_per_image": round(plain_s, 3),
+                "engine_s_per_image": round(median("engine", lambda t: t.seconds), 3),
+                "plain_s_per_image": round(median("plain", lambda t: t.seconds), 3),
                 "engine_share_of_peak_pct": _share(flops, engine_it, peak),
                 "plain_share_of_peak_pct": _share(flops, plain_it, peak),
-                "engine_peak_activation_gib": None
-                if peaks["engine"] is None
-                else round(peaks["engine"], 2),
-                "plain_peak_activation_gib": None
-                if peaks["plain"] is None
-                else round(peaks["plain"], 2),
-                "weights_gib": round(_weights_bytes(engine) / GIB, 2),
+                "engine_peak_activation_gib": peak_gib("engine"),
+                "plain_peak_activation_gib": peak_gib("plain"),
+                "weights_gib": round(run.weights_bytes / GIB, 2),
                 "unet_tflop_per_step": round(flops / 1e12, 3),
-                "compile_warm_up_s": round(warm_up_s, 1),
-                "graphs_compiled_during_timed_jobs": recompiled,
+                "compile_warm_up_s": round(run.warm_up_s, 1),
+                "graphs_compiled_during_timed_jobs": run.recompiled,
             },
-            target=None
-            if arch.min_it_per_s_speedup is None
-            else f">= {arch.min_it_per_s_speedup:g}x plain diffusers' it/s",
+            target=None if wanted is None else f">= {wanted:g}x plain diffusers' it/s",
             met=None
-            if arch.min_it_per_s_speedup is None or speedup is None or device.type != "cuda"
-            else speedup >= arch.min_it_per_s_speedup,
+            if wanted is None or speedup is None or device.type != "cuda"
+            else speedup >= wanted,
         )
     )
-    say(f"gpu {arch.name}: previews")
-    times = previews.measure(
-        engine_model, folder, arch.width, arch.steps, max(1, ctx.sizes.gpu_rounds)
-    )
-    previews.figures(section, times, arch.title, arch.steps)
-    del plain, engine, engine_model, registry
-    _free()
+    previews.figures(section, run.preview_times, arch.title, arch.steps)
     if batches:
-        await measure_batches(ctx, section, arch, device, spec, speed, flops, peak)
+        await measure_batches(ctx, section, arch, device, run.spec, run.speed, flops, peak)
 
 
 async def measure_batches(
@@ -297,16 +317,15 @@ async def measure_batches(
 
 
 async def run(ctx: Context, section: Section) -> None:
-    if torch.cuda.is_available():
-        device = torch.device("cuda:0")
-        architectures = fullsize.FULL
-    elif ctx.smoke:
-        device = torch.device("cpu")
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if ctx.smoke:
         architectures = fullsize.TINY
         section.notes.append(
-            "no CUDA device: smoke run of this item's code on the CPU with toy-sized"
-            " architectures, no compile; its figures say nothing about a GPU"
+            f"smoke: this item's code on {device.type} with toy-sized architectures, no"
+            " compile; its figures say nothing about full-size models"
         )
+    elif device.type == "cuda":
+        architectures = fullsize.FULL
     else:
         section.skipped = (
             "no CUDA device here (torch.cuda.is_available() is False:"

@@ -11,6 +11,7 @@ does; the three variants are interleaved job by job.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -108,8 +109,9 @@ async def run(ctx: Context, section: Section) -> None:
     model = ModelRegistry({"tiny": spec}, torch.device("cpu")).get("tiny")
     side, steps = sizes.preview_side, sizes.preview_steps
     say(f"previews: {sizes.preview_rounds} round(s) of none / linear / taesd, {steps} steps")
-    times = measure(
-        model, ctx.folder("previews"), side, steps, sizes.preview_rounds, warm_up=not ctx.smoke
+    # In a thread: the event loop keeps serving the local Discord's gateway meanwhile.
+    times = await asyncio.to_thread(
+        measure, model, ctx.folder("previews"), side, steps, sizes.preview_rounds, not ctx.smoke
     )
     figures(section, times, f"tiny model {side}x{side}, {steps} steps, CPU", steps)
     section.notes.append(

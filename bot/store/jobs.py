@@ -546,10 +546,18 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
 async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:
     """Each member's GPU seconds since `since` (settled), plus running jobs' estimates."""
     served: dict[int, float] = {}
-    settled = await session.execute(
-        select(UsageEntry.user_id, func.sum(UsageEntry.gpu_seconds))
+    # The window's entries first, then their sums: grouped directly, SQLite satisfies
+    # the GROUP BY from the (user_id, at) index and so reads the whole ledger (months
+    # of it) at every claim; the ordered subquery makes it read only the window
+    # through the `at` index (measured by bench/, item store).
+    window = (
+        select(UsageEntry.user_id, UsageEntry.gpu_seconds)
         .where(UsageEntry.at >= since)
-        .group_by(UsageEntry.user_id)
+        .order_by(UsageEntry.at)
+        .subquery()
+    )
+    settled = await session.execute(
+        select(window.c.user_id, func.sum(window.c.gpu_seconds)).group_by(window.c.user_id)
     )
     running = await session.execute(
         select(Job.user_id, func.sum(func.coalesce(Reservation.gpu_seconds, 1.0)))
