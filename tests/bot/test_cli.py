@@ -67,7 +67,9 @@ def test_generate_refuses_bad_options_in_one_line_before_starting_an_engine(
     tmp_path: Path, tiny_model_dir: Path, arguments: list[str], message: str
 ) -> None:
     config = write_config(tmp_path, tiny_model_dir)
-    Image.new("L", (64, 64), 255).save(tmp_path / "m.png")
+    mask = Image.new("L", (64, 64), 0)  # a usable mask: repaint a square, keep the rest
+    mask.paste(255, (16, 16, 48, 48))
+    mask.save(tmp_path / "m.png")
     done = atelier(
         "generate", "x", "--config", str(config), "--out", str(tmp_path / "out"), *arguments,
         cwd=tmp_path,
