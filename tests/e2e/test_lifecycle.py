@@ -41,6 +41,16 @@ def delivered_once(bot: RunningBot) -> None:
     assert bot.rows("select * from quota_reservations") == []
 
 
+async def rows_soon(bot: RunningBot, sql: str) -> list[dict[str, object]]:
+    """The query's rows once there are any, polled for up to 3 minutes (an engine's
+    first start, with its model load, can take most of a minute on a busy machine)."""
+    for _ in range(180 * 4):
+        if found := bot.rows(sql):
+            return found
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no rows for {sql!r}: {bot.rows('select * from jobs')}")
+
+
 async def all_delivered(bot: RunningBot, count: int) -> None:
     for _ in range(180 * 4):
         rows = bot.rows("select count(*) as n from jobs where delivered_at is not null")
@@ -87,7 +97,7 @@ async def test_commands_acknowledged_before_a_kill_are_completed_after_the_resta
 async def test_a_job_cut_off_by_a_kill_runs_again_and_is_delivered_once(
     running_bot: RunningBot,
 ) -> None:
-    ix = await imagine(running_bot, "interrupted", seed=5, steps=40)
+    ix = await imagine(running_bot, "interrupted", seed=5, steps=150)
     await ix.wait_for_original(lambda m: "step" in m.content, timeout=60)
     await running_bot.kill()  # while the job runs on the engine
     await running_bot.start()
@@ -103,7 +113,7 @@ async def test_a_finished_job_not_yet_delivered_is_delivered_after_a_kill(
     server = running_bot.server
     outage = server.inject("PATCH", WEBHOOK_MESSAGES, 503, {"message": "down"}, times=10_000)
     await imagine(running_bot, "finished in the dark", seed=6)
-    await running_bot.wait_for_rows("select id from jobs where state = 'succeeded'")
+    await rows_soon(running_bot, "select id from jobs where state = 'succeeded'")
     assert running_bot.rows("select delivered_at from jobs") == [{"delivered_at": None}]
     await running_bot.kill()  # after the engine finished, before Discord took the result
     outage.remaining = 0
@@ -116,7 +126,7 @@ async def test_a_finished_job_not_yet_delivered_is_delivered_after_a_kill(
 async def test_an_engine_killed_mid_job_is_restarted_and_the_job_retried(
     running_bot: RunningBot,
 ) -> None:
-    ix = await imagine(running_bot, "survivor", seed=7, steps=40)
+    ix = await imagine(running_bot, "survivor", seed=7, steps=150)
     await ix.wait_for_original(lambda m: "step" in m.content, timeout=60)
     assert running_bot.process is not None
     (engine,) = [
