@@ -66,6 +66,8 @@ async def test_every_admin_subcommand_refuses_a_member_and_changes_nothing(
     """Walks the synced command tree, so a subcommand added later is covered too."""
     server = running_bot.server
     await make_one_image(running_bot)  # a job, outputs and a ledger entry to protect
+    # Delivery marks the job delivered just after the reply: wait, so nothing moves later.
+    await running_bot.wait_for_rows("select id from jobs where delivered_at is not null")
     role = server.add_role("artists")
     admin = next(c for c in server.commands if c["name"] == "admin")
     leaves = subcommand_paths(admin)
@@ -136,7 +138,9 @@ async def test_admin_usage_table_and_chart_then_csv_export_matches_the_ledger(
     )  # fmt: skip
     assert "images/day 1" in (await quota.wait_for_callback(timeout=3)).data["content"]
     ix = await server.send_slash_command("imagine", {"prompt": "one more"})
-    refused = await ix.wait_for_original(lambda m: "⚠️" in m.content, timeout=10)
+    # Refused after the deferral: privately, in a follow-up.
+    refused = await ix.wait_for_followup(lambda m: "⚠️" in m.content, timeout=30)
+    assert refused.ephemeral
     assert "daily limit of 1 image" in refused.content and "<t:" in refused.content
     assert running_bot.rows("select count(*) as n from jobs") == [{"n": 1}]
 
