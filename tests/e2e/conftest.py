@@ -109,6 +109,8 @@ def bot_config(
     extra: str = "",
     engine: str = "",
 ) -> Path:
+    """The e2e config; `extra` holds more TOML sections (e.g. [quota], [metrics]),
+    `engine` more keys of the [engine] section."""
     discord = f"""
 [discord]
 api_base = "{server.api_base}"
@@ -133,7 +135,6 @@ user_ids = [{server.owner_id}]
         config.read_text()
         + f'inpaint = "{models["inpaint"]}"\n'
         + f'[models.tiny.controlnets]\nscribble = "{models["controlnet-scribble"]}"\n'
-        + extra
     )
     return config
 
