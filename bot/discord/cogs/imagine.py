@@ -88,6 +88,14 @@ class AttachmentRef:
 
 
 @dataclass(frozen=True)
+class DoorRefusal:
+    """Why a command is refused, and its kind for the metrics (moderation, banned, input)."""
+
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class Ticket:
     """One /imagine as journaled: who asked, the options as given, the attachments."""
 
@@ -321,7 +329,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         ticket = Ticket(requester, interaction.token, given, attachments)
         refusal = await self._check(ticket)
         if refusal is not None:
-            await refuse(interaction, self.services.store, COMMAND, refusal)
+            await refuse(
+                interaction, self.services.store, COMMAND, refusal.reason, kind=refusal.kind
+            )
             return
         journaled = await journal_then_defer(
             self.services, interaction, COMMAND, ticket.journal_options(),
@@ -454,25 +464,26 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 async with settled_on_error(self.services, row):
                     await self._complete(Ticket.from_journal(row))
 
-    async def _check(self, ticket: Ticket) -> str | None:
+    async def _check(self, ticket: Ticket) -> DoorRefusal | None:
         """What needs no download: the member, the words, the options; a refusal or None."""
         services = self.services
         requester = ticket.requester
         banned = await services.users.ban_reason(requester.user_id)
         if banned is not None:
-            return f"You cannot use this bot: {banned}"
+            return DoorRefusal(f"You cannot use this bot: {banned}", "banned")
         given = ticket.options
         terms = await services.guilds.blocked_terms(requester.guild_id)
         blocked = blocked_term(f"{given['prompt']} {given['negative'] or ''}", terms)
         if blocked is not None:
-            return f"Your prompt contains `{blocked}`, which this server does not allow."
+            reason = f"Your prompt contains `{blocked}`, which this server does not allow."
+            return DoorRefusal(reason, "moderation")
         try:
             self._specs(
                 given, _declared_inputs(ticket.attachments, self._max_bytes),
                 await services.users.defaults(requester.user_id),
             )  # fmt: skip
         except BadInput as error:
-            return str(error)
+            return DoorRefusal(str(error), "input")
         return None
 
     async def _private(self, ticket: Ticket) -> bool:
@@ -530,15 +541,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     await self._guesses(inputs),
                 )  # fmt: skip
             except BadInput as error:
-                refusal = str(error)
+                refusal = DoorRefusal(str(error), "input")
         if refusal is not None:
-            await reply.refuse(refusal)
+            await reply.refuse(refusal.reason)
             await services.store.record_refusal(
                 f"{COMMAND}.refused", requester.user_id, requester.guild_id,
-                requester.channel_id, refusal,
+                requester.channel_id, refusal.reason, kind=refusal.kind,
             )  # fmt: skip
             if requester.command_id is not None:
-                await services.commands.settle(requester.command_id, f"refused: {refusal}")
+                await services.commands.settle(requester.command_id, f"refused: {refusal.reason}")
             return
         if private:
             # No channel: after its token expires, a private result goes by DM.
