@@ -19,11 +19,18 @@ from PIL import Image, ImageChops
 from engine.errors import BadRequest
 from engine.models import ModelRegistry
 from engine.pipelines import generate
-from engine.protocol import EngineSpeed, ModelSpec
+from engine.protocol import EngineSpeed, JobResult, ModelSpec
 
 from .conftest import make_request
 
 CPU = torch.device("cpu")
+
+
+def result_of(outcomes: list[Any]) -> str:
+    """The path of the one image a one-job request made."""
+    (outcome,) = outcomes
+    assert isinstance(outcome, JobResult), outcome
+    return outcome.images[0].path
 
 
 def load(source: Path, **options: Any) -> ModelRegistry:
@@ -91,7 +98,7 @@ def test_fused_projections_make_the_same_image_as_separate_ones(
     separate = load(tiny_model_dir, fuse_qkv=False, channels_last=False)
     assert processors(separate.get("tiny").pipeline.unet) == {AttnProcessor2_0}
     images = [
-        generate(make_request(tmp_path / name, seed=3), registry, no_progress).images[0].path
+        result_of(generate(make_request(tmp_path / name, seed=3), registry, no_progress))
         for name, registry in (("fused", fused), ("separate", separate))
     ]
     with Image.open(images[0]) as first, Image.open(images[1]) as second:
