@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import discord
+from discord import app_commands
 
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
@@ -252,3 +253,13 @@ class Followup:
             await self.webhook.send(text, ephemeral=True)
         except discord.HTTPException as error:
             log.warning("could not send a notice: %s", error)
+
+
+def model_choices(models: Mapping[str, object], current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete for a `model` option: the configured models containing what was typed
+    (Discord shows at most 25)."""
+    return [
+        app_commands.Choice(name=name, value=name)
+        for name in sorted(models)
+        if current.lower() in name.lower()
+    ][:25]

@@ -57,6 +57,7 @@ from ..common import (
     Reply,
     Services,
     journal_then_defer,
+    model_choices,
     refuse,
     requester_from_journal,
     requester_of,
@@ -598,8 +599,4 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=name, value=name)
-            for name in sorted(self.services.config.models)
-            if current.lower() in name.lower()
-        ][:25]
+        return model_choices(self.services.config.models, current)

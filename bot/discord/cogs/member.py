@@ -13,7 +13,7 @@ from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
 from ...store.users import UnfinishedJobs
-from ..common import Services, actor_of, refuse, roles_of
+from ..common import Services, actor_of, model_choices, refuse, roles_of
 
 HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
 `aspect`, `model`, `sampler`, `negative`, `private`; flags in the prompt work too \
@@ -163,11 +163,7 @@ class MemberCog(commands.Cog, name="Member"):
     async def model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=name, value=name)
-            for name in sorted(self.services.config.models)
-            if current.lower() in name.lower()
-        ][:25]
+        return model_choices(self.services.config.models, current)
 
     async def _save(
         self, interaction: discord.Interaction, clear: bool, given: dict[str, Any]
