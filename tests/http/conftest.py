@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.app import build_http, build_service
+from bot.app import build_engines, build_http, build_service
 from bot.config import Config, load_config
 from bot.http.server import HttpApi
 from bot.jobs.service import JobService
@@ -123,7 +123,7 @@ async def open_api(
     database = open_engine(config.database_url)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
-    service = build_service(config, sessions, quotas)
+    service = build_service(config, sessions, quotas, build_engines(config))
     keys = ApiKeyStore(sessions)
     http = build_http(config, sessions, service, quotas, keys)
     running = RunningApi(
