@@ -171,7 +171,7 @@ async def run_rounds(
 async def _round(
     entry: _Service, specs: Sequence[JobSpec], owners: Sequence[int], limit: float
 ) -> tuple[float, dict[int, list[float]]]:
-    # The worker comes back to its claim within the service's poll interval.
+    # Parked since its last round (or its start): the worker waits at the gate.
     await asyncio.wait_for(entry.store.parked.wait(), 30)
     job_ids: list[str] = []
     for spec, owner in zip(specs, owners, strict=True):
@@ -181,7 +181,11 @@ async def _round(
     entry.store.gate.set()
     async with asyncio.timeout(limit):
         await entry.finishes.wait_for(job_ids)
+    # Closed again, and the worker back at the gate, before anything else is queued: a
+    # claim it started meanwhile would take the next round's jobs, run them beside the
+    # next service's on the one engine, and break both.
     entry.store.gate.clear()
+    await asyncio.wait_for(entry.store.parked.wait(), 30)
     latencies: dict[int, list[float]] = {}
     for job_id, owner in zip(job_ids, owners, strict=True):
         ended, state = entry.finishes.ended[job_id]

@@ -104,8 +104,8 @@ class ModelRegistry:
     """Looks models up by name and keeps the recently used ones within `memory_budget` bytes.
 
     `memory_budget` None keeps one model at a time. A model larger than the
-    whole budget is still loaded, alone. `speed` (engine.speed) says how every
-    model runs; a dtype or compile setting the device cannot run is refused here
+    whole budget is still loaded, alone. `speed_options` (engine.speed) say how
+    every model runs; a dtype or compile setting the device cannot run is refused here
     (BadRequest), before anything loads.
     """
 
