@@ -140,14 +140,18 @@ async def run_items(report: Report, context: Context, items: Sequence[str]) -> i
             report.sections.append(section)
             started = time.perf_counter()
             runner: Callable[[Context, Section], Awaitable[None]] = module.run
+            outcome = "done"
             try:
                 await runner(context, section)
             except Exception as error:
                 failures += 1
                 traceback.print_exc()
                 section.skipped = f"failed: {type(error).__name__}: {error}"
+                outcome = "failed"
+            if outcome == "done" and section.skipped:
+                outcome = "skipped"
             section.seconds = round(time.perf_counter() - started, 1)
-            say(f"{item}: {'failed' if section.skipped else 'done'} in {section.seconds:g} s")
+            say(f"{item}: {outcome} in {section.seconds:g} s")
     finally:
         await context.close()
     return failures

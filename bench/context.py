@@ -34,7 +34,7 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(
             overhead_jobs=20, steps=4, batching_rounds=3, batching_jobs=8, batching_members=4,
-            preview_rounds=5, preview_steps=20, preview_side=64, queued_jobs=1000,
+            preview_rounds=8, preview_steps=20, preview_side=64, queued_jobs=1000,
             scheduler_waiting=1000, scheduler_members=100, scheduler_seconds=2.0,
             history_jobs=100_000, store_ops=200, gpu_rounds=3,
         )  # fmt: skip
