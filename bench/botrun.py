@@ -124,12 +124,14 @@ class BotSession:
         self.directory.mkdir(parents=True, exist_ok=True)
         await self.server.start()
         config = bot_config(self.directory, self.server, self.model, self.steps)
-        env = dict(os.environ, DISCORD_TOKEN=self.server.bot_token)
+        # This checkout's packages first, whatever the working folder or installed copy.
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, DISCORD_TOKEN=self.server.bot_token, PYTHONPATH=path)
         spawned = time.monotonic()
         with self.log.open("ab") as sink:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot.cli", "run", "--config", str(config),
-                cwd=REPO, env=env, stdout=sink, stderr=sink,
+                cwd=self.directory, env=env, stdout=sink, stderr=sink,
             )  # fmt: skip
         await self.server.wait_for_identify(timeout=READY_TIMEOUT)
         ready = time.monotonic()
