@@ -31,8 +31,16 @@ from bot.store.models import (
 )
 
 CHUNK = 5_000
+# Job ids look like the bot's own (10 hex digits, which its buttons' custom ids expect);
+# each kind of row gets its own range.
+HISTORY_IDS = 0xA000000000
+QUEUE_IDS = 0xB000000000
 T = TypeVar("T")
 FIRST_MEMBER = 900_000_000_000_000_000  # snowflake-sized ids, clear of the bench's others
+
+
+def hex_id(first: int, number: int) -> str:
+    return f"{first + number:010x}"
 
 
 def members(count: int) -> list[int]:
@@ -134,10 +142,10 @@ def write_history(database: Path, jobs: int, users: int = 100, days: int = 30) -
                     user = ids[number % users]
                     finished = now - timedelta(seconds=rng.uniform(0, days * 86_400))
                     started = finished - timedelta(seconds=3)
-                    job_id = f"h{number:09d}"
+                    job = hex_id(HISTORY_IDS, number)
                     gpu_seconds = rng.uniform(1.0, 5.0)
                     job_rows.append({
-                        "id": job_id, "user_id": user, "state": JobState.SUCCEEDED,
+                        "id": job, "user_id": user, "state": JobState.SUCCEEDED,
                         "spec": spec | {"seed": number}, "model": "tiny", "seeds": [number],
                         "error": None, "gpu_seconds": gpu_seconds, "device": "cuda:0",
                         "created_at": started - timedelta(seconds=5), "started_at": started,
@@ -147,17 +155,17 @@ def write_history(database: Path, jobs: int, users: int = 100, days: int = 30) -
                         "batch_id": None, "upload_limit": None,
                     })  # fmt: skip
                     outputs.append({
-                        "job_id": job_id, "index": 0, "path": f"images/{job_id}/0.png",
+                        "job_id": job, "index": 0, "path": f"images/{job}/0.png",
                         "sha256": "0" * 64, "seed": number, "width": 64, "height": 64,
                         "recipe": {"seed": number}, "flags": {},
                     })  # fmt: skip
                     ledger.append({
-                        "job_id": job_id, "user_id": user, "at": finished, "images": 1,
+                        "job_id": job, "user_id": user, "at": finished, "images": 1,
                         "gpu_seconds": gpu_seconds, "cost": 0.0, "currency": "USD",
                         "lane": Lane.NORMAL,
                     })  # fmt: skip
                     audit += _audit(
-                        job_id, user, finished,
+                        job, user, finished,
                         ("job.queued", "quota.reserve", "job.running", "job.succeeded",
                          "quota.settle"),
                     )  # fmt: skip
@@ -190,11 +198,11 @@ def write_queue(
             job_rows, reservations, audit = [], [], []
             for number in range(jobs):
                 user = ids[number % users]
-                job_id = f"q{number:09d}"
+                job = hex_id(QUEUE_IDS, number)
                 queued = now - timedelta(milliseconds=jobs - number)
                 spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
                 job_rows.append({
-                    "id": job_id, "user_id": user, "state": JobState.QUEUED, "spec": spec,
+                    "id": job, "user_id": user, "state": JobState.QUEUED, "spec": spec,
                     "model": "tiny", "seeds": [number], "error": None, "gpu_seconds": None,
                     "device": None, "created_at": queued, "started_at": None,
                     "finished_at": None, "delivered_at": None, "lane": Lane.NORMAL,
@@ -203,10 +211,10 @@ def write_queue(
                     "batch_id": None, "upload_limit": None,
                 })  # fmt: skip
                 reservations.append({
-                    "job_id": job_id, "user_id": user, "images": 1, "gpu_seconds": estimate,
+                    "job_id": job, "user_id": user, "images": 1, "gpu_seconds": estimate,
                     "cost": 0.0, "created_at": queued,
                 })  # fmt: skip
-                audit += _audit(job_id, user, queued, ("job.queued", "quota.reserve"), guild_id)
+                audit += _audit(job, user, queued, ("job.queued", "quota.reserve"), guild_id)
             for model, batch in ((Job, job_rows), (Reservation, reservations), (AuditEntry, audit)):
                 for chunk in _chunks(batch):
                     rows += _insert(connection, model, chunk)

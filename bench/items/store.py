@@ -24,7 +24,7 @@ from bot.store.migrate import upgrade
 from bot.store.quotas import QuotaRules, QuotaStore
 
 from ..context import Context, say
-from ..history import job_spec, members, write_history
+from ..history import hex_id, job_spec, members, write_history
 from ..report import Figure, Section
 from ..stats import ratio
 
@@ -41,8 +41,9 @@ def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, first_id: int) -> None:
         self.path = path
+        self.first_id = first_id
         self.url = f"sqlite+aiosqlite:///{path}"
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
@@ -75,7 +76,7 @@ class Database:
         assert self.quotas is not None
         spec = job_spec(f"a quiet harbour, take {number}", max(0, number))
         user = people[number % len(people)]
-        job_id = f"{self.path.stem[0]}{number:08d}"
+        job_id = hex_id(self.first_id, number + 1)  # ids like the bot's
         started = time.perf_counter()
         await self.quotas.admit(
             job_id, Requester(user, f"member{user % 1000}"), spec.model_dump(mode="json"),
@@ -116,7 +117,10 @@ async def alternate(
 async def run(ctx: Context, section: Section) -> None:
     sizes = ctx.sizes
     folder = ctx.folder("store")
-    empty, large = Database(folder / "empty.db"), Database(folder / "large.db")
+    empty, large = (
+        Database(folder / "empty.db", 0xE000000000),
+        Database(folder / "large.db", 0xF000000000),
+    )
     for database in (empty, large):
         database.path.unlink(missing_ok=True)
         await asyncio.to_thread(upgrade, database.url)
