@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..config import Config
 from ..store.audit import AuditLog, AuditPage
 from ..store.models import utcnow
-from . import chart, export, table
+from . import export, table
 from .usage import DayUsage, MemberUsage, UsageQueries
 
 # Longest params text shown in an audit table row; the CSV export has all of it.
@@ -40,6 +40,10 @@ class AdminReports:
 
     async def usage_chart(self, period: timedelta, user_id: int | None = None) -> bytes:
         """PNG bytes of the daily usage chart."""
+        # matplotlib weighs ~30 MB and a good part of a second at start: loaded the
+        # first time an admin asks for a chart, not by every bot (bench, item bot).
+        from . import chart
+
         who = f"member {user_id}" if user_id is not None else "all members"
         title = f"Usage over the last {_describe(period)} ({who})"
         return chart.daily_usage_png(await self.daily(period, user_id), title)
