@@ -294,6 +294,10 @@ async def measure_batches(
         ctx.folder(f"gpu-{arch.name}-queue"), engine, arch.name, spec, job, batches, 1, jobs, 4
     )
     by_batch = {r.max_batch_images: r.images_per_second for r in rounds}
+    latency = {
+        r.max_batch_images: statistics.mean(s for seconds in r.latencies.values() for s in seconds)
+        for r in rounds
+    }
     single = by_batch[min(batches)]
     for batch in batches:
         rate = by_batch[batch]
@@ -305,6 +309,7 @@ async def measure_batches(
                 values={
                     "images_per_s": round(rate, 3),
                     "share_of_peak_pct": _share(flops, rate * arch.steps, peak),
+                    "mean_job_latency_s": round(latency[batch], 3),
                 },
                 target=None
                 if arch.min_images_per_s is None or batch != max(batches)
