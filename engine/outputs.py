@@ -26,13 +26,16 @@ def uses_strength(mode: Mode) -> bool:
     return "init_image" in MODE_INPUTS[mode]
 
 
-def a1111_parameters(request: GenerateRequest, job: BatchJob, sampler: str, seed: int) -> str:
-    """The "parameters" text other Stable Diffusion tools read back from a PNG."""
+def a1111_parameters(
+    request: GenerateRequest, job: BatchJob, sampler: str, seed: int, cfg: float
+) -> str:
+    """The "parameters" text other Stable Diffusion tools read back from a PNG (`seed`
+    and `cfg` are the image's own)."""
     lines = [job.prompt]
     if job.negative_prompt:
         lines.append(f"Negative prompt: {job.negative_prompt}")
     settings = (
-        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.cfg:g}, "
+        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {cfg:g}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {request.model}"
     )
     if uses_strength(request.mode):
@@ -50,6 +53,7 @@ def recipe(
     checkpoint_sha256: str,
     input_sha256: Mapping[str, str],
     seed: int,
+    cfg: float,
     index: int,
 ) -> dict[str, Any]:
     """Everything needed to make this one image again, stored in its "atelier" PNG chunk.
@@ -71,6 +75,7 @@ def recipe(
         "scheduler": scheduler,
         "inputs": dict(input_sha256),
         "seed": seed,
+        "cfg": cfg,
         "batch_seed": job.seed,
         "index": index,
         "versions": {

@@ -1,12 +1,15 @@
 """Runs one `GenerateRequest`, a batch of jobs, on a loaded model and writes each job's PNGs.
 
 What every mode shares lives here: one pipeline call for the images of every
-job of the batch, each job's prompt encoded on its own and repeated per
-image, one CPU generator per image (seed + i of its job, so an image is the
-same whether its job runs alone, in a batch or split), step progress against
-`pipe.num_timesteps`, previews per job, cancelling one job or all of them
-from the step callback, splitting a batch that does not fit in memory, and
-PNG files that carry their own recipe. A mode only adds its inputs to the
+job of the batch (one per cfg where --chaos spreads it), each job's prompt
+encoded on its own (a blend: its prompts' embeddings averaged by weight) and
+repeated per image, one CPU generator per image (seed + i of its job, or the
+seeds it names, so an image is the same whether its job runs alone, in a
+batch or split), step progress against `pipe.num_timesteps`, stopping early
+for --stop (diffusers' interrupt: the remaining steps are skipped and what is
+there is decoded), previews per job, cancelling one job or all of them from
+the step callback, splitting a batch that does not fit in memory, and PNG
+files that carry their own recipe. A mode only adds its inputs to the
 pipeline call (`_Batch._mode_arguments`).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -79,8 +83,21 @@ _SEED_DERIVED_CONFIG = {"noise_sampler_seed"}
 
 
 def image_seeds(job: BatchJob) -> list[int]:
-    """Seed of each image; wraps so a recorded seed is always a valid request seed."""
+    """Seed of each image: the job's own list, else seed + i, wrapping so a recorded
+    seed is always a valid request seed."""
+    if job.seeds is not None:
+        return list(job.seeds)
     return [(job.seed + index) % (MAX_SEED + 1) for index in range(job.count)]
+
+
+def image_cfgs(request: GenerateRequest, job: BatchJob) -> list[float]:
+    """Guidance scale of each image: the job's own list, else the batch's cfg."""
+    return list(job.cfgs) if job.cfgs is not None else [request.cfg] * job.count
+
+
+def steps_run(steps: int, stop: int) -> int:
+    """How many of a pipeline call's `steps` denoising steps run with --stop `stop` (%)."""
+    return max(1, round(steps * stop / 100))
 
 
 def _no_cancels() -> AbstractSet[str]:
@@ -129,6 +146,7 @@ class _JobPlan:
     job: BatchJob
     output_dir: Path
     seeds: list[int]
+    cfgs: list[float]
     input_sha256: dict[str, str]
     init: Image.Image | None = None
     mask: Image.Image | None = None
@@ -138,18 +156,20 @@ class _JobPlan:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One image of the batch: its job (index into the plans), index in that job, seed."""
+    """One image of the batch: its job (index into the plans), index in that job, seed
+    and guidance scale (images with different ones cannot share a pipeline call)."""
 
     plan: int
     index: int
     seed: int
+    cfg: float
 
 
 def _plan(request: GenerateRequest, job: BatchJob, model: LoadedModel) -> _JobPlan:
     if not _SAFE_JOB_ID.fullmatch(job.job_id):
         raise BadRequest("a job id may hold only letters, digits, '_', '-' and '.' (not first)")
     size = {"width": request.width, "height": request.height}
-    plan = _JobPlan(job, Path(job.output_dir), image_seeds(job), {})
+    plan = _JobPlan(job, Path(job.output_dir), image_seeds(job), image_cfgs(request, job), {})
     # Upscale: the resize to the (larger) request size is the upscale; the
     # low-strength pass that follows adds the detail.
     if job.init_image is not None:
@@ -232,7 +252,7 @@ def _write(batch: _Batch, plan: _JobPlan, images: list[Image.Image]) -> list[Out
         write_png(
             image,
             plan.output_dir / f"{job.job_id}-{index}.png",
-            parameters=a1111_parameters(batch.request, job, sampler, seed),
+            parameters=a1111_parameters(batch.request, job, sampler, seed, cfg),
             recipe=recipe(
                 batch.request,
                 job,
@@ -241,11 +261,12 @@ def _write(batch: _Batch, plan: _JobPlan, images: list[Image.Image]) -> list[Out
                 checkpoint_sha256=batch.model.checkpoint_sha256,
                 input_sha256=plan.input_sha256,
                 seed=seed,
+                cfg=cfg,
                 index=index,
             ),
             seed=seed,
         )
-        for index, (image, seed) in enumerate(zip(images, plan.seeds, strict=True))
+        for index, (image, seed, cfg) in enumerate(zip(images, plan.seeds, plan.cfgs, strict=True))
     ]
 
 
@@ -296,16 +317,17 @@ class _Batch:
         self.scheduler_recipe: dict[str, Any] = {}
         # Every image of every job, in request order: a chunk is a run of these.
         self.slots = [
-            _Slot(number, index, seed)
+            _Slot(number, index, seed, cfg)
             for number, plan in enumerate(plans)
-            for index, seed in enumerate(plan.seeds)
+            for index, (seed, cfg) in enumerate(zip(plan.seeds, plan.cfgs, strict=True))
         ]
         # Slots that went into a pipeline call, finished or not (the GPU time's shares).
         self.started: set[int] = set()
         self._embeddings: dict[int, dict[str, torch.Tensor]] = {}
 
     def run(self, size: int, free_memory: Callable[[], None]) -> dict[int, Image.Image]:
-        """Each slot's image, `size` at a time; on out-of-memory, retry that chunk in halves.
+        """Each slot's image, `size` at a time (of one cfg); on out-of-memory, retry
+        that chunk in halves.
 
         A cancelled job's remaining slots are dropped before each chunk, so its
         work is removed where it has not started yet.
@@ -318,8 +340,8 @@ class _Batch:
             pending = [i for i in pending if self._job_of(i).job_id not in gone]
             if not pending:
                 return images
-            chunk = pending[:size]
-            chunks = chunks_done + math.ceil(len(pending) / size)
+            chunk = [i for i in pending if self.slots[i].cfg == self.slots[pending[0]].cfg][:size]
+            chunks = chunks_done + self._chunks_left(pending, size)
             self.started.update(chunk)
             out_of_memory = False
             try:
@@ -337,7 +359,12 @@ class _Batch:
                 size = max(1, len(chunk) // 2)
                 continue
             chunks_done += 1
-            pending = pending[len(chunk) :]
+            pending = [i for i in pending if i not in chunk]
+
+    def _chunks_left(self, pending: list[int], size: int) -> int:
+        """Pipeline calls still to make for `pending`: per cfg, `size` images at a time."""
+        per_cfg = Counter(self.slots[i].cfg for i in pending)
+        return sum(math.ceil(count / size) for count in per_cfg.values())
 
     def _job_of(self, slot: int) -> BatchJob:
         return self.plans[self.slots[slot].plan].job
@@ -358,13 +385,16 @@ class _Batch:
         rows: dict[int, int] = {}
         for row, slot in enumerate(slots):
             rows.setdefault(slot.plan, row)
-        every = self.request.preview_every
+        every, stop = self.request.preview_every, self.request.stop
 
         def step_end(
             pipeline: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
         ) -> dict[str, Any]:
-            per_chunk = pipeline.num_timesteps
+            per_chunk = steps_run(pipeline.num_timesteps, stop)
             step, total = done * per_chunk + index + 1, chunks * per_chunk
+            if index + 1 >= per_chunk:
+                # --stop: diffusers skips the remaining steps and decodes the latents.
+                pipeline._interrupt = True
             gone = self.cancelled()
             running = [plan for plan in self.plans if plan.job.job_id not in gone]
             if not running:
@@ -386,7 +416,7 @@ class _Batch:
         call = cast(Callable[..., Any], self.pipeline)
         output = call(
             num_inference_steps=self.request.steps,
-            guidance_scale=self.request.cfg,
+            guidance_scale=slots[0].cfg,
             num_images_per_prompt=1,
             generator=generators,
             callback_on_step_end=step_end,
@@ -402,21 +432,36 @@ class _Batch:
         return {name: torch.cat([e[name] for e in per_image]) for name in per_image[0]}
 
     def _encoded(self, number: int) -> dict[str, torch.Tensor]:
+        """The job's embeddings; for a blend, each prompt's averaged by weight (the
+        negative ones are the same for every prompt of the blend)."""
         if number not in self._embeddings:
             job = self.plans[number].job
-            with torch.no_grad():
-                # The pipeline's own encoding, as a call with this one prompt makes it;
-                # a missing negative stays None (SDXL then uses zeros, not "").
-                encoded = self.pipeline.encode_prompt(
-                    prompt=job.prompt,
-                    device=self.pipeline._execution_device,
-                    num_images_per_prompt=1,
-                    do_classifier_free_guidance=True,
-                    negative_prompt=job.negative_prompt or None,
-                )
-            names = _EMBEDDINGS[self.model.family]
-            self._embeddings[number] = dict(zip(names, encoded, strict=True))
+            if not job.blend:
+                self._embeddings[number] = self._encode(job.prompt, job.negative_prompt)
+                return self._embeddings[number]
+            encoded = [self._encode(part.text, job.negative_prompt) for part in job.blend]
+            total = sum(part.weight for part in job.blend)
+            shares = [part.weight / total for part in job.blend]
+            self._embeddings[number] = {
+                name: torch.stack(
+                    [e[name] * share for e, share in zip(encoded, shares, strict=True)]
+                ).sum(dim=0)
+                for name in encoded[0]
+            }
         return self._embeddings[number]
+
+    def _encode(self, prompt: str, negative_prompt: str) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            # The pipeline's own encoding, as a call with this one prompt makes it;
+            # a missing negative stays None (SDXL then uses zeros, not "").
+            encoded = self.pipeline.encode_prompt(
+                prompt=prompt,
+                device=self.pipeline._execution_device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=True,
+                negative_prompt=negative_prompt or None,
+            )
+        return dict(zip(_EMBEDDINGS[self.model.family], encoded, strict=True))
 
     def _mode_arguments(self, slots: list[_Slot]) -> dict[str, Any]:
         """The call's mode-specific arguments: each image's input images, from its job."""

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -34,6 +34,8 @@ MAX_SIDE = 2048
 MAX_STEPS = 150
 MAX_SEED = 2**32 - 1
 MIN_STRENGTH = 0.05
+# --stop: the fewest percent of the denoising steps a job may run before decoding.
+MIN_STOP = 10
 MAX_CONTROL_SCALE = 2.0
 
 # Sampler names as users know them from other Stable Diffusion tools; the
@@ -129,6 +131,9 @@ class SharedParams(Message):
     strength: float = Field(
         0.75, ge=MIN_STRENGTH, le=1.0, description="how much of init_image is repainted"
     )
+    stop: int = Field(
+        100, ge=MIN_STOP, le=100, description="percent of the denoising steps run before decoding"
+    )
 
 
 # Settings a mode ignores, reset by `batch_key` so they never keep jobs apart.
@@ -155,19 +160,43 @@ def batch_key(params: SharedParams) -> SharedParams:
     return SharedParams(**fields)
 
 
+class WeightedPrompt(Message):
+    """One prompt of a blend: its embedding counts in proportion to `weight`."""
+
+    text: str
+    weight: float = Field(gt=0.0)
+
+
 class BatchJob(Message):
-    """One job of a batch: what is its own (prompt, seeds, inputs, where its files go)."""
+    """One job of a batch: what is its own (prompt, seeds, inputs, where its files go).
+
+    Image i uses `seeds[i]` and `cfgs[i]` where they are given (--chaos spreads
+    them), else `seed + i` and the batch's `cfg`. With `blend`, the engine encodes
+    each prompt and uses their embeddings averaged by weight; `prompt` then only
+    names the job (in its files' metadata).
+    """
 
     job_id: str
     prompt: str
     negative_prompt: str = ""
     seed: int = Field(ge=0, le=MAX_SEED, description="image i of the job uses seed + i")
     count: int = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = None
+    cfgs: list[Annotated[float, Field(ge=0.0, le=30.0)]] | None = None
+    blend: list[WeightedPrompt] = Field(default_factory=list)
     output_dir: str = Field(description="folder the engine writes <job_id>-<i>.png into")
     # Input images are files the bot has checked and saved; paths are absolute.
     init_image: str | None = None
     mask_image: str | None = Field(None, description="white = repaint, black = keep")
     control_image: str | None = None
+
+    @model_validator(mode="after")
+    def _one_value_per_image(self) -> Self:
+        for name in ("seeds", "cfgs"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.count:
+                raise ValueError(f"{name} needs one value per image ({self.count})")
+        return self
 
 
 class GenerateRequest(SharedParams):

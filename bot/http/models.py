@@ -77,7 +77,7 @@ class TextPrompt(Body):
         1.0,
         allow_inf_nan=False,
         description="A negative weight makes it a negative prompt; positive prompts are"
-        " blended by weight (see README: the engine reads them joined, heaviest first)",
+        " blended by weight (their embeddings averaged in proportion to the weights)",
     )
 
 

@@ -17,10 +17,10 @@ from typing import cast
 from PIL import Image, ImageOps
 from pydantic import ValidationError
 
-from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STRENGTH, Mode, ModelSpec
+from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, Mode, ModelSpec
 
 from ..jobs.inputs import read_image, save_inputs
-from ..jobs.prompt_language import MIN_STOP, Style
+from ..jobs.prompt_language import Style
 from ..jobs.spec import (
     MAX_PROMPT_CHARS,
     BadInput,

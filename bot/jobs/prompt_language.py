@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.protocol import MAX_SEED, MAX_STEPS, SAMPLER_NAMES, ControlType
+from engine.protocol import MAX_SEED, MAX_STEPS, MIN_STOP, SAMPLER_NAMES, ControlType
 
 from .errors import BadInput
 
@@ -27,7 +27,6 @@ MAX_BRACE_DEPTH = 8  # bounds the recursion of the brace reader
 MAX_CFG = 30.0
 # Widest aspect ratio either way: 1:4 to 4:1.
 MAX_ASPECT = 4
-MIN_STOP = 10
 
 
 class Style(BaseModel):

@@ -25,6 +25,7 @@ from engine.protocol import (
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
+    MIN_STOP,
     MIN_STRENGTH,
     BatchJob,
     ControlType,
@@ -32,6 +33,7 @@ from engine.protocol import (
     Mode,
     ModelSpec,
     SharedParams,
+    WeightedPrompt,
 )
 from engine.protocol import batch_key as protocol_batch_key
 
@@ -40,7 +42,6 @@ from .errors import BadInput as BadInput
 from .prompt_language import (
     DEFAULT_MAX_PERMUTATIONS,
     MAX_CFG,
-    MIN_STOP,
     Style,
     expand_prompt,
     find_sampler,
@@ -83,9 +84,9 @@ class JobSpec(BaseModel):
     chaos: int = Field(0, ge=0, le=100)
     # --stop: the percentage of `steps` to run before decoding what is there.
     stop: int = Field(100, ge=MIN_STOP, le=100)
-    # Several prompts with weights (HTTP `text_prompts`), heaviest first: `prompt`
-    # holds them joined, which is what the engine reads until it blends their
-    # embeddings by weight.
+    # Several prompts with weights (HTTP `text_prompts`), heaviest first: the engine
+    # averages their embeddings by weight; `prompt` holds them joined, for people
+    # (history, metadata) and the blocklist.
     blend: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -103,17 +104,21 @@ class JobSpec(BaseModel):
         return SharedParams.model_validate(self.model_dump(include=set(SharedParams.model_fields)))
 
     def batch_job(self, job_id: str, output_dir: Path, data_dir: Path) -> BatchJob:
-        """This job's own part of a batch request, input paths made absolute.
-
-        The engine does not take `chaos` or `stop` yet: it runs every step and
-        gives image i the seed + i and the one cfg. Passing `seeds`, `cfgs` and
-        the stop step is the engine-side change that completes --chaos and --stop.
-        """
-        fields = self.model_dump(include=set(BatchJob.model_fields) - {"job_id", "output_dir"})
+        """This job's own part of a batch request, input paths made absolute; with
+        --chaos each image's seed and cfg, and a blend's prompts with their weights."""
+        own = set(BatchJob.model_fields) - {"job_id", "output_dir", "seeds", "cfgs", "blend"}
+        fields = self.model_dump(include=own)
         for name in ("init_image", "mask_image", "control_image"):
             if fields[name] is not None:
                 fields[name] = str(data_dir / fields[name])
-        return BatchJob(job_id=job_id, output_dir=str(output_dir), **fields)
+        return BatchJob(
+            job_id=job_id,
+            output_dir=str(output_dir),
+            seeds=self.seeds if self.chaos else None,
+            cfgs=self.cfgs if self.chaos else None,
+            blend=[WeightedPrompt(text=text, weight=weight) for text, weight in self.blend],
+            **fields,
+        )
 
     def to_request(
         self, job_id: str, output_dir: Path, data_dir: Path, preview_every: int = 0
@@ -127,11 +132,12 @@ class JobSpec(BaseModel):
         )
 
 
-def batch_key(spec: JobSpec) -> tuple[Hashable, ...]:
-    """Jobs with equal keys can share one pipeline call, so the scheduler may batch them:
-    the engine's own rule (engine.protocol.batch_key) plus --chaos and --stop, which
-    shape the call too."""
-    return (protocol_batch_key(spec.shared_params()), spec.chaos, spec.stop)
+def batch_key(spec: JobSpec) -> Hashable:
+    """Jobs with equal keys can share one engine request, so the scheduler may batch
+    them: the engine's own rule (engine.protocol.batch_key, --stop included). Jobs
+    whose images differ in cfg (--chaos) still share it; the engine makes one
+    pipeline call per cfg."""
+    return protocol_batch_key(spec.shared_params())
 
 
 def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:
@@ -158,8 +164,6 @@ def image_cfgs(cfg: float, count: int, chaos: int = 0) -> list[float]:
 
     The others step away from it in turn above and below (+1, -1, +2, -2, ...
     steps), the farthest at ±chaos% (kept within 0-30), rounded to 0.01.
-    The engine takes one cfg per request today; batching one cfg per image is
-    a later engine change, which will take these values.
     """
     reach = math.ceil((count - 1) / 2)
     cfgs = []

@@ -24,6 +24,7 @@ from bot.jobs.spec import (
     BadInput,
     JobSpec,
     Options,
+    batch_key,
     build_spec,
     build_specs,
     fit_aspect,
@@ -320,10 +321,26 @@ def test_a_spec_without_chaos_or_stop_flags_runs_every_step_without_spread() -> 
     assert (spec.chaos, spec.stop, spec.seeds, spec.cfgs) == (0, 100, [1, 2], [7.0, 7.0])
 
 
-def test_chaos_and_stop_stay_out_of_the_engine_request(tmp_path: Path) -> None:
+def test_chaos_and_stop_reach_the_engine_as_each_images_seed_and_cfg_and_the_stop(
+    tmp_path: Path,
+) -> None:
     (spec,) = specs_for("x --chaos 50 --stop 50", seed=1, count=2)
     request = spec.to_request("j1", tmp_path, tmp_path)
-    assert (request.seed, request.cfg, request.steps) == (1, 7.0, 30)
+    (job,) = request.jobs
+    assert (job.seed, request.cfg, request.steps, request.stop) == (1, 7.0, 30, 50)
+    assert (job.seeds, job.cfgs) == (spec.seeds, spec.cfgs)
+    assert job.seeds is not None and job.seeds[0] == 1 and job.seeds[1] != 2
+
+
+def test_without_chaos_the_engine_derives_seeds_and_uses_the_one_cfg(tmp_path: Path) -> None:
+    (spec,) = specs_for("x", seed=1, count=2)
+    (job,) = spec.to_request("j1", tmp_path, tmp_path).jobs
+    assert (job.seeds, job.cfgs, job.blend) == (None, None, [])
+
+
+def test_jobs_differing_only_in_chaos_share_a_batch_but_not_across_a_stop() -> None:
+    calm, wild, stopped = (specs_for(f"x {flags}")[0] for flags in ("", "--chaos 80", "--stop 50"))
+    assert batch_key(calm) == batch_key(wild) != batch_key(stopped)
 
 
 # Styles -------------------------------------------------------------------

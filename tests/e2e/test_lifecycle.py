@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import sqlite3
 
 import psutil
@@ -16,6 +17,9 @@ from .conftest import Launch, RunningBot
 from .test_imagine import finished
 
 WEBHOOK_MESSAGES = r"^/webhooks/\d+/[^/]+/messages/"
+# Jobs of 150 steps, long enough to be cut off mid-run, may take minutes on a busy
+# machine: their attempts must not end by the engine timeout instead.
+LONG_JOBS = "job_timeout = 900"
 
 
 async def imagine(
@@ -26,6 +30,11 @@ async def imagine(
     )
     assert (await ix.wait_for_callback(timeout=3)).type == 5  # deferred
     return ix
+
+
+def on_the_engine(message: Message) -> bool:
+    """A progress edit ("step 3/150"), not the queued reply (which names the step count)."""
+    return re.search(r"step \d+/\d+", message.content) is not None
 
 
 def delivered_once(bot: RunningBot) -> None:
@@ -95,10 +104,11 @@ async def test_commands_acknowledged_before_a_kill_are_completed_after_the_resta
 
 
 async def test_a_job_cut_off_by_a_kill_runs_again_and_is_delivered_once(
-    running_bot: RunningBot,
+    launch_bot: Launch,
 ) -> None:
+    running_bot = await launch_bot(engine=LONG_JOBS)
     ix = await imagine(running_bot, "interrupted", seed=5, steps=150)
-    await ix.wait_for_original(lambda m: "step" in m.content, timeout=60)
+    await ix.wait_for_original(on_the_engine, timeout=60)
     await running_bot.kill()  # while the job runs on the engine
     await running_bot.start()
     await all_delivered(running_bot, 1)
@@ -124,10 +134,11 @@ async def test_a_finished_job_not_yet_delivered_is_delivered_after_a_kill(
 
 
 async def test_an_engine_killed_mid_job_is_restarted_and_the_job_retried(
-    running_bot: RunningBot,
+    launch_bot: Launch,
 ) -> None:
+    running_bot = await launch_bot(engine=LONG_JOBS)
     ix = await imagine(running_bot, "survivor", seed=7, steps=150)
-    await ix.wait_for_original(lambda m: "step" in m.content, timeout=60)
+    await ix.wait_for_original(on_the_engine, timeout=60)
     assert running_bot.process is not None
     (engine,) = [
         child
@@ -167,7 +178,7 @@ async def test_a_database_locked_for_six_seconds_does_not_lose_a_finishing_job(
     running_bot: RunningBot,
 ) -> None:
     ix = await imagine(running_bot, "patient", seed=10, steps=20)
-    await ix.wait_for_original(lambda m: "step" in m.content, timeout=60)
+    await ix.wait_for_original(on_the_engine, timeout=60)
     holder = sqlite3.connect(running_bot.data_dir / "atelier.db", timeout=30)
     try:
         holder.execute("begin exclusive")
@@ -226,7 +237,7 @@ async def test_compatible_jobs_of_two_members_run_as_one_batch(launch_bot: Launc
     member_b = bot.server.add_member(name="b")
     # A slow job of its own kind holds the engine while the four compatible ones queue.
     blocker = await imagine(bot, "blocker", seed=1, steps=30)
-    await blocker.wait_for_original(lambda m: "step" in m.content, timeout=120)
+    await blocker.wait_for_original(on_the_engine, timeout=120)
     batch = [
         await imagine(bot, f"fox {n}", user_id=member_b if n % 2 else None, seed=10 + n)
         for n in range(4)
