@@ -50,7 +50,7 @@ def test_jobs_differing_only_in_their_own_fields_have_one_batch_key() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"steps": 20}, {"model": "xl"}, {"width": 640}, {"cfg": 5.0}, {"sampler": "DDIM"},
-     {"mode": Mode.IMG2IMG}],
+     {"mode": Mode.IMG2IMG}, {"stop": 50}],
 )  # fmt: skip
 def test_incompatible_jobs_have_different_batch_keys(change: dict[str, Any]) -> None:
     assert batch_key(shared(**change)) != batch_key(shared())
