@@ -85,7 +85,7 @@ async def run(ctx: Context, section: Section) -> None:
     )  # fmt: skip
     figures(section, rounds, f"tiny model 64x64, {sizes.steps} steps, CPU")
     section.notes.append(
-        "batching needs the engine to run a claimed batch as one pipeline call; until that"
-        " lands, a claimed batch still runs one engine request per job, and this figure"
-        " measures the claim and scheduling only (and on a CPU a batch saves little anyway)"
+        "with batching on, a claimed batch of compatible jobs is one engine request and one"
+        " pipeline call; on a CPU that saves little (the UNet's work grows with the images),"
+        " the GPU item measures what it is worth at full size"
     )
