@@ -9,16 +9,19 @@ import os
 import signal
 
 from .config import Config
+from .discord.admin_log import AdminLog
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
 from .discord.cogs.imagine import ImagineCog
 from .discord.cogs.jobs import JobsCog
 from .discord.cogs.member import MemberCog
+from .discord.cogs.scope import ScopeCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .moderation.service import Moderation
 from .reports.console import AdminReports
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
@@ -26,6 +29,7 @@ from .store.guilds import GuildStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
+from .store.retention import RetentionSweeper
 from .store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -72,15 +76,20 @@ async def run_bot(config: Config, token: str) -> None:
         service.queue_place,
     )  # fmt: skip
     service.add_listener(delivery)
+    users = UserStore(sessions, config.storage.data_dir)
+    guilds = GuildStore(sessions)
+    reports = AdminReports(sessions, config)
+    admin_log = AdminLog(client, config.moderation.log_channel_id)
     services = Services(
         config=config,
         jobs=service,
-        users=UserStore(sessions, config.storage.data_dir),
+        users=users,
         quotas=quotas,
-        guilds=GuildStore(sessions),
-        reports=AdminReports(sessions, config),
+        guilds=guilds,
+        reports=reports,
         delivery=delivery,
         commands=CommandStore(sessions),
+        moderation=Moderation(config.moderation, guilds, users, reports.audit, admin_log),
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
@@ -89,11 +98,14 @@ async def run_bot(config: Config, token: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     grace = config.queue.stop_grace_seconds
+    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     try:
         await service.start()
+        sweeper.start()
         async with client:
             for cog in (
-                imagine, job_buttons, MemberCog(services), AdminCog(services),
+                ScopeCog(client, services), imagine, job_buttons, MemberCog(services),
+                AdminCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -125,6 +137,8 @@ async def run_bot(config: Config, token: str) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        await sweeper.stop()
         await service.stop()
         await delivery.close()
+        await admin_log.close()
         await database.dispose()

@@ -48,10 +48,19 @@ class DiscordConfig(Section):
     progress_interval: float = Field(
         2.0, gt=0, description="seconds between progress edits of a reply"
     )
+    allowed_guild_ids: list[int] = Field(
+        default_factory=list, description="serve only in these servers; empty: in every one"
+    )
+    allowed_channel_ids: list[int] = Field(
+        default_factory=list, description="serve only in these channels; empty: in every one"
+    )
 
 
 class StorageConfig(Section):
     data_dir: Path = Path("data")
+    retention_days: float | None = Field(
+        None, gt=0, description="delete stored images and inputs older than this; unset: keep"
+    )
 
 
 class DatabaseConfig(Section):
@@ -156,6 +165,44 @@ class AdminConfig(Section):
     user_ids: list[int] = Field(default_factory=list, description="these members are admins")
 
 
+class ModerationConfig(Section):
+    """The prompt blocklist, rate limits, and what happens to members who keep tripping them."""
+
+    blocklist: list[str] = Field(
+        default_factory=list, description="terms refused everywhere, besides those admins add"
+    )
+    log_channel_id: int | None = Field(
+        None, description="a channel where the bot tells admins about moderation decisions"
+    )
+    member_burst: int = Field(
+        5, ge=0, description="jobs one member may ask for in a row; 0: no limit"
+    )
+    member_per_minute: float = Field(
+        10.0, gt=0, description="then this many per minute (the burst refills at this pace)"
+    )
+    guild_burst: int = Field(
+        30, ge=0, description="jobs one server may ask for in a row; 0: no limit"
+    )
+    guild_per_minute: float = Field(120.0, gt=0, description="then this many per minute")
+    strikes: int = Field(
+        3,
+        ge=0,
+        description="blocked prompts within strike_window_minutes that pause a member; 0: never",
+    )
+    strike_window_minutes: float = Field(10.0, gt=0)
+    strike_cooldown_minutes: float = Field(
+        30.0, gt=0, description="how long a member who reached `strikes` is paused"
+    )
+
+    @field_validator("blocklist")
+    @classmethod
+    def _terms_are_words(cls, terms: list[str]) -> list[str]:
+        cleaned = [" ".join(term.split()).casefold() for term in terms]
+        if any(not term for term in cleaned):
+            raise ValueError("a blocked term cannot be empty")
+        return list(dict.fromkeys(cleaned))
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
@@ -166,6 +213,7 @@ class Config(Section):
     quota: QuotaConfig = QuotaConfig()
     queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
+    moderation: ModerationConfig = ModerationConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
     styles: dict[str, Style] = Field(
         default_factory=dict, description="presets a prompt applies with --style <name>"
@@ -230,9 +278,8 @@ def _check_model_sources(config: Config, base: Path) -> Config:
             update={"source": source, "controlnets": controlnets, **extras}
         )
     data_dir = base / config.storage.data_dir.expanduser()
-    return config.model_copy(
-        update={"models": models, "storage": StorageConfig(data_dir=data_dir.resolve())}
-    )
+    storage = config.storage.model_copy(update={"data_dir": data_dir.resolve()})
+    return config.model_copy(update={"models": models, "storage": storage})
 
 
 def _describe(error: ValidationError) -> str:

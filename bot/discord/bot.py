@@ -7,6 +7,7 @@ holds the connection, so no cog needs to import it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -18,6 +19,21 @@ from ..config import DiscordConfig
 log = logging.getLogger(__name__)
 
 
+Guard = Callable[[discord.Interaction[Any]], Awaitable[bool]]
+
+
+class GuardedTree(app_commands.CommandTree[Any]):
+    """The command tree with one check before every slash command and menu of every cog:
+    `guard` (set by the cog that owns it) answers and returns False to stop a command."""
+
+    def __init__(self, client: discord.Client, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.guard: Guard | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        return True if self.guard is None else await self.guard(interaction)
+
+
 class AtelierBot(commands.Bot):
     def __init__(self, config: DiscordConfig) -> None:
         # Slash commands need no privileged intents; guilds keeps channel info fresh.
@@ -26,6 +42,7 @@ class AtelierBot(commands.Bot):
             help_command=None,
             intents=discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=GuardedTree,
         )
         self._guild_ids = config.guild_ids
         self.tree.error(self._on_command_error)

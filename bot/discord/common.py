@@ -14,6 +14,7 @@ import discord
 
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
+from ..moderation.service import Moderation
 from ..reports.console import AdminReports
 from ..store.audit import Actor, AuditLog
 from ..store.commands import CommandStore, NewCommand
@@ -40,6 +41,7 @@ class Services:
     reports: AdminReports
     delivery: Delivery
     commands: CommandStore
+    moderation: Moderation
 
     @property
     def store(self) -> JobStore:
@@ -57,6 +59,10 @@ def roles_of(interaction: discord.Interaction[Any]) -> list[int]:
 
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     return Actor(interaction.user.id, interaction.guild_id, interaction.channel_id)
+
+
+def actor_of_requester(requester: Requester) -> Actor:
+    return Actor(requester.user_id, requester.guild_id, requester.channel_id)
 
 
 def requester_of(interaction: discord.Interaction[Any]) -> Requester:

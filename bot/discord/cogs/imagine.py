@@ -32,18 +32,22 @@ from ...jobs.download import download_attachments
 from ...jobs.inputs import ACCEPTED, save_inputs
 from ...jobs.spec import (
     ASPECTS,
+    MAX_TYPED_CHARS,
     BadInput,
     InputImage,
     Inputs,
+    JobSpec,
     Options,
-    blocked_term,
     build_spec,
+    parse_prompt_flags,
 )
+from ...moderation.service import DEFAULTS, NEGATIVE, PROMPT, STYLE
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
     Followup,
     Services,
+    actor_of_requester,
     journal_then_defer,
     refuse,
     requester_from_journal,
@@ -116,6 +120,14 @@ def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> I
     )
 
 
+def _styled(prompt: str) -> bool:
+    """Whether the prompt applies a `--style` preset (whose words the job then uses)."""
+    try:
+        return parse_prompt_flags(prompt).style is not None
+    except BadInput:
+        return False
+
+
 class ImagineCog(commands.Cog, name="Imagine"):
     """/imagine: the member's way in."""
 
@@ -177,7 +189,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         }
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
-        refusal = await self._check(ticket)
+        limited = self.services.moderation.rate(requester.user_id, requester.guild_id)
+        refusal = limited.message() if limited is not None else await self._check(ticket)
         if refusal is not None:
             await refuse(interaction, self.services.store, COMMAND, refusal)
             return
@@ -195,26 +208,46 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     await self._complete(Ticket.from_journal(row))
 
     async def _check(self, ticket: Ticket) -> str | None:
-        """What needs no download: the member, the words, the options; a refusal or None."""
+        """What needs no download: the member, the words, the options; a refusal or None.
+
+        Every text the job will use is screened against the blocklist: what the
+        member typed, their own default negative prompt, and a style's additions.
+        """
         services = self.services
         requester = ticket.requester
         banned = await services.users.ban_reason(requester.user_id)
         if banned is not None:
             return f"You cannot use this bot: {banned}"
+        paused = await services.moderation.paused(requester.user_id)
+        if paused is not None:
+            return paused
         given = ticket.options
-        terms = await services.guilds.blocked_terms(requester.guild_id)
-        blocked = blocked_term(f"{given['prompt']} {given['negative'] or ''}", terms)
-        if blocked is not None:
-            return f"Your prompt contains `{blocked}`, which this server does not allow."
+        who = actor_of_requester(requester)
+        typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
+        if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
+            blocked = await services.moderation.screen(who, typed, COMMAND)
+            if blocked is not None:
+                return blocked.message
+        defaults = await services.users.defaults(requester.user_id)
         try:
-            build_spec(
-                self._options(given), services.jobs.models, services.jobs.default_model,
-                _declared_inputs(ticket.attachments, self._max_bytes),
-                await services.users.defaults(requester.user_id),
-            )  # fmt: skip
+            spec = self._build(given, _declared_inputs(ticket.attachments, self._max_bytes),
+                               defaults)  # fmt: skip
         except BadInput as error:
             return str(error)
-        return None
+        added = [
+            (DEFAULTS, str(defaults.get("negative_prompt") or "")),
+            (STYLE if _styled(given["prompt"]) else PROMPT,
+             f"{spec.prompt}\n{spec.negative_prompt}"),
+        ]  # fmt: skip
+        blocked = await services.moderation.screen(who, added, COMMAND)
+        return None if blocked is None else blocked.message
+
+    def _build(self, given: dict[str, Any], inputs: Inputs, defaults: dict[str, Any]) -> JobSpec:
+        services = self.services
+        return build_spec(
+            self._options(given), services.jobs.models, services.jobs.default_model, inputs,
+            defaults, services.config.styles,
+        )  # fmt: skip
 
     async def _complete(self, ticket: Ticket) -> None:
         """After the deferral: check again, fetch and check attachments, queue, answer."""
@@ -226,11 +259,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if refusal is None:
             try:
                 inputs = await self._save_attachments(ticket.attachments)
-                spec = build_spec(
-                    self._options(ticket.options), services.jobs.models,
-                    services.jobs.default_model, inputs,
-                    await services.users.defaults(requester.user_id),
-                )  # fmt: skip
+                spec = self._build(
+                    ticket.options, inputs, await services.users.defaults(requester.user_id)
+                )
             except BadInput as error:
                 refusal = str(error)
         if refusal is not None:

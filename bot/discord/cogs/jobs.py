@@ -16,11 +16,13 @@ from discord.ext import commands
 from engine.protocol import MAX_SEED, Mode
 
 from ...jobs.spec import InputImage, JobSpec, derived_spec
+from ...moderation.service import SOURCE
 from ...store.jobs import JobNotFound
 from ...store.models import JobState
 from ..common import (
     Followup,
     Services,
+    actor_of,
     is_admin,
     journal_then_defer,
     refuse,
@@ -61,8 +63,16 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         except JobNotFound:
             await refuse(interaction, store, command, "That job is no longer stored.")
             return
+        if job.state is JobState.SUCCEEDED and not job.outputs:  # forgotten or expired
+            reason = f"The images of job `{job.id}` are no longer stored; they cannot be reused."
+            await refuse(interaction, store, command, reason)
+            return
         if job.state is not JobState.SUCCEEDED or number > len(job.outputs):
             await refuse(interaction, store, command, "That image does not exist.")
+            return
+        refusal = await self._moderate(interaction, JobSpec.model_validate(job.spec), command)
+        if refusal is not None:
+            await refuse(interaction, store, command, refusal)
             return
         output = job.outputs[number - 1]
         if not self.services.jobs.output_path(output.path).is_file():
@@ -88,6 +98,21 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             self.services, interaction, command, {"spec": spec.model_dump(mode="json")}
         )
         await queue_job(self.services, requester, spec, Followup.of(interaction))
+
+    async def _moderate(
+        self, interaction: discord.Interaction, source: JobSpec, command: str
+    ) -> str | None:
+        """The rate limits, a timed pause, and the source's words against today's blocklist."""
+        moderation = self.services.moderation
+        limited = moderation.rate(interaction.user.id, interaction.guild_id)
+        if limited is not None:
+            return limited.message()
+        paused = await moderation.paused(interaction.user.id)
+        if paused is not None:
+            return paused
+        text = f"{source.prompt}\n{source.negative_prompt}"
+        blocked = await moderation.screen(actor_of(interaction), [(SOURCE, text)], command)
+        return None if blocked is None else blocked.message
 
     async def replay_pending(self) -> None:
         """At start: queue every V/U click acknowledged by a previous run but not handled."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -11,8 +13,11 @@ from discord.ext import commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
+from ...moderation.service import DEFAULTS
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, refuse, roles_of
+
+log = logging.getLogger(__name__)
 
 HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
 `aspect`, `model`, `sampler`, `negative`; flags in the prompt work too \
@@ -20,7 +25,8 @@ HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `ste
 Attach an `image` for image-to-image (`strength`), an `image` plus a `mask` (white = repaint) \
 for inpainting, or a `control` sketch for ControlNet (`control_type`, `control_scale`).
 Under a result: **V1-V4** make a variation of an image, **U1-U4** upscale it 2x.
-**/defaults** sets your own defaults; **/forget-me** deletes your images and prompts."""
+**/defaults** sets your own defaults; **/forget-me** deletes your images, uploads, prompts \
+and my messages with your results."""
 
 
 async def summary(services: Services, interaction: discord.Interaction) -> str:
@@ -52,17 +58,52 @@ class ForgetConfirm(discord.ui.View):
     async def confirm(
         self, interaction: discord.Interaction, button: discord.ui.Button[ForgetConfirm]
     ) -> None:
+        # Deleting messages can take a while (Discord's rate limits): answer after it.
+        await interaction.response.defer()
         try:
             forgotten = await self.services.users.forget(interaction.user.id, actor_of(interaction))
         except UnfinishedJobs as error:
-            await interaction.response.edit_message(content=f"⚠️ {error}", view=None)
+            await interaction.edit_original_response(content=f"⚠️ {error}", view=None)
             return
-        await interaction.response.edit_message(
-            content=f"🧹 Done: {forgotten.images} image(s) deleted and the prompts of"
-            f" {forgotten.jobs} job(s) erased. Usage totals keep only an anonymous id.",
-            view=None,
-        )
+        deleted, kept = await delete_messages(interaction.client, forgotten.messages)
+        await self.services.audit.record_command(
+            actor_of(interaction), "forget-me.messages", "ok" if not kept else "partial",
+            params={"deleted": deleted, "not_deleted": kept},
+        )  # fmt: skip
+        lines = [
+            f"🧹 Done: {forgotten.images} image(s) and {forgotten.inputs} uploaded image(s)"
+            f" deleted, the prompts of {forgotten.jobs} job(s) erased, and {deleted} of my"
+            f" message(s) with your results removed from Discord."
+        ]
+        if kept:
+            lines.append(
+                f"{kept} message(s) could not be removed (already gone, or I cannot reach"
+                " them); you can delete them yourself or ask an admin."
+            )
+        lines.append("Usage totals keep only an anonymous id.")
+        await interaction.edit_original_response(content=" ".join(lines), view=None)
         self.stop()
+
+
+async def delete_messages(
+    client: discord.Client, messages: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """Delete the bot's messages (channel id, message id); how many were and were not.
+
+    A message already gone, or in a channel the bot cannot reach any more, is
+    counted, never raised.
+    """
+    deleted = 0
+    for channel_id, message_id in messages:
+        message = client.get_partial_messageable(channel_id).get_partial_message(message_id)
+        try:
+            await message.delete()
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+            log.info("forget-me: message %d in %d not deleted (%s)", message_id, channel_id,
+                     error)  # fmt: skip
+            continue
+        deleted += 1
+    return deleted, len(messages) - deleted
 
 
 class MemberCog(commands.Cog, name="Member"):
@@ -106,6 +147,13 @@ class MemberCog(commands.Cog, name="Member"):
             await refuse(interaction, self.services.store, "defaults",
                          f"Unknown model `{model}`; available: {known}.")  # fmt: skip
             return
+        if negative:
+            blocked = await self.services.moderation.screen(
+                actor_of(interaction), [(DEFAULTS, negative)], "defaults"
+            )
+            if blocked is not None:
+                await refuse(interaction, self.services.store, "defaults", blocked.message)
+                return
         given: dict[str, Any] = {
             "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
             "negative_prompt": negative,
@@ -124,8 +172,9 @@ class MemberCog(commands.Cog, name="Member"):
     async def forget_me(self, interaction: discord.Interaction) -> None:
         await self.services.audit.record_command(actor_of(interaction), "forget-me.asked")
         await interaction.response.send_message(
-            "This deletes every image Atelier stored for you, the prompts of your jobs and your"
-            " defaults. It cannot be undone. Usage totals stay, under an anonymous id.",
+            "This deletes every image Atelier stored for you (results and your uploads), the"
+            " prompts of your jobs, your defaults, and the bot's messages with your results."
+            " It cannot be undone. Usage totals stay, under an anonymous id.",
             view=ForgetConfirm(self.services, interaction.user.id),
             ephemeral=True,
         )
