@@ -32,6 +32,9 @@ blocklist = ["gore"]
 member_burst = 0
 guild_burst = 0
 strikes = 0
+
+[styles.grim]
+prompt = "{prompt}, gore everywhere"
 """
 LOG_CHANNEL = 777_000_000_000_000_001
 STUDIO = 777_000_000_000_000_002
@@ -231,6 +234,39 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
     red = [np.asarray(Image.open(path).convert("RGB")).mean(axis=(0, 1)) for path in inputs]
     assert any(r > 150 and g < 120 for r, g, _ in red)  # CMYK (0, 200, 200, 0) read as red
 
+    # Every other text a job uses is screened too, against today's list: a style's words,
+    # the member's own default negative prompt, and the prompt behind a V/U button.
+    styled = await server.send_slash_command("imagine", {"prompt": "a fox --style grim"})
+    assert "The style you chose adds `gore`" in await private_answer(styled)
+    defaults = await server.send_slash_command("defaults", {"negative": "lowres"})
+    assert "lowres" in (await defaults.wait_for_callback(timeout=3)).data["content"]
+    for term in ("lowres", "nudibranch"):
+        add = await server.send_slash_command(
+            "admin blocklist add", {"term": term}, user_id=server.owner_id
+        )
+        assert (
+            "are refused in this server" in (await add.wait_for_callback(timeout=3)).data["content"]
+        )
+    own = await server.send_slash_command("imagine", {"prompt": "a fox"})
+    assert "Your own default negative prompt contains `lowres`" in await private_answer(own)
+    source = innocent.original
+    assert source is not None
+    (innocent_job,) = bot.rows("select id from jobs where spec like '%nudibranch%'")
+    click = await server.click_button(source, f"atelier:v:{innocent_job['id']}:1")
+    assert (
+        "The prompt of that image contains `nudibranch`, which this server no longer allows."
+        in (await private_answer(click))
+    )
+    wheres = [row["w"] for row in bot.rows(
+        "select json_extract(params, '$.where') as w from audit_log"
+        " where action = 'moderation.blocked' order by id desc limit 3"
+    )]  # fmt: skip
+    assert wheres == ["source", "defaults", "style"]
+    listing = await server.send_slash_command("admin blocklist list", user_id=server.owner_id)
+    listed = (await listing.wait_for_callback(timeout=3)).data["content"]
+    assert "gore" in listed and "config file" in listed and "nudibranch" in listed
+    assert bot.rows("select count(*) as n from jobs") == [{"n": 4}]
+
     # forget-me takes the uploads and the bot's result messages with it, and says so.
     results = [ix.original_message_id for ix in (innocent, gif, cmyk, deep)]
     await bot.wait_for_rows("select n from (select count(delivered_at) as n from jobs) where n = 4")
@@ -240,7 +276,7 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
     confirm = await server.click_button(prompt, button)
     await confirm.wait_for_callback(timeout=3)
     done = await ask.wait_for_original(lambda m: "Done" in m.content, timeout=30)
-    assert "4 image(s) and 3 uploaded image(s) deleted" in done.content
+    assert "4 image(s) deleted, with 3 image(s) you uploaded" in done.content
     assert "4 of my message(s)" in done.content
     assert not any(path.exists() for path in inputs)
     for message_id in results:
@@ -333,7 +369,7 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
     await refusals_of(bot, spender, 1)
 
     # Cancelling another member's job is refused; the job runs on.
-    slow = await imagine(other, "a slow fox", steps=60, seed=3)
+    slow = await imagine(other, "a slow fox", steps=12, seed=3)
     queued = await slow.wait_for_original(lambda m: "Cancel" in str(m.components), timeout=30)
     job_id = queued.content.split("`")[1]
     click = await server.click_button(queued, f"atelier:cancel:{job_id}", user_id=meddler)

@@ -71,9 +71,9 @@ class ForgetConfirm(discord.ui.View):
             params={"deleted": deleted, "not_deleted": kept},
         )  # fmt: skip
         lines = [
-            f"🧹 Done: {forgotten.images} image(s) and {forgotten.inputs} uploaded image(s)"
-            f" deleted, the prompts of {forgotten.jobs} job(s) erased, and {deleted} of my"
-            f" message(s) with your results removed from Discord."
+            f"🧹 Done: {forgotten.images} image(s) deleted, with {forgotten.inputs} image(s)"
+            f" you uploaded; the prompts of {forgotten.jobs} job(s) erased; {deleted} of my"
+            " message(s) with your results removed from Discord."
         ]
         if kept:
             lines.append(
