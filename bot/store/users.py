@@ -16,7 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from . import audit
 from .audit import Actor, user_target
 from .jobs import upsert_user
-from .models import AuditEntry, Job, JobState, Output, UsageEntry, User, utcnow
+from .models import (
+    AuditEntry,
+    CommandState,
+    Job,
+    JobState,
+    Output,
+    ReceivedCommand,
+    UsageEntry,
+    User,
+    utcnow,
+)
 
 # What a forgotten member's prompts read as afterwards.
 REDACTED = "[forgotten]"
@@ -231,6 +241,12 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
         job.message_id = None
     await session.execute(
         update(UsageEntry).where(UsageEntry.user_id == user_id).values(user_id=pseudonym)
+    )
+    # The command journal keeps what was typed (prompts, attachment links) once handled.
+    await session.execute(
+        delete(ReceivedCommand).where(
+            ReceivedCommand.user_id == user_id, ReceivedCommand.state == CommandState.HANDLED
+        )
     )
     await _pseudonymise_audit(session, user_id, pseudonym)
     user = await session.get(User, user_id)

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.store.audit import Actor, AuditEntry
+from bot.store.commands import CommandStore, NewCommand
 from bot.store.jobs import Requester
-from bot.store.models import Job, JobState, Output, UsageEntry, User, utcnow
+from bot.store.models import Job, JobState, Output, ReceivedCommand, UsageEntry, User, utcnow
 from bot.store.users import REDACTED, UnfinishedJobs
 from tests.stores import Stores, spec
 
@@ -117,8 +118,20 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
         await stores.jobs.record_message(job_id, message_id)
         await stores.jobs.transition(job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled")
 
+    journal = CommandStore(stores.sessions)
+    for interaction_id, user in ((71, DANA), (72, ERIN)):
+        await journal.receive(NewCommand(
+            interaction_id=interaction_id, command="imagine", user_id=user.user_id,
+            user_name=user.user_name, guild_id=10, channel_id=20, token="t",
+            options={"given": {"prompt": "my secret fox"}}, role_ids=[], upload_limit=None,
+        ))  # fmt: skip
+        await journal.settle(interaction_id, "queued")
+
     forgotten = await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
 
+    async with stores.sessions() as session:
+        kept = (await session.scalars(select(ReceivedCommand.user_id))).all()
+    assert kept == [ERIN.user_id]  # her journal row, with what she typed, is gone
     assert forgotten.inputs == 2 and not uploads.exists()
     assert theirs.exists()
     assert sorted(forgotten.messages) == [(DANA.channel_id, 901), (DANA.channel_id, 902)]

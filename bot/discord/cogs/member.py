@@ -42,6 +42,9 @@ async def summary(services: Services, interaction: discord.Interaction) -> str:
     lines.append(f"**Your defaults**: {shown or 'none (see /defaults)'}")
     if banned:
         lines.append(f"⛔ You cannot use the bot: {banned}")
+    paused = await services.moderation.paused(user_id)
+    if paused:
+        lines.append(f"⏸️ {paused}")
     return "\n".join(lines)
 
 
