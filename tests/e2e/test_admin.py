@@ -136,7 +136,8 @@ async def test_admin_usage_table_and_chart_then_csv_export_matches_the_ledger(
     )  # fmt: skip
     assert "images/day 1" in (await quota.wait_for_callback(timeout=3)).data["content"]
     ix = await server.send_slash_command("imagine", {"prompt": "one more"})
-    refused = await ix.wait_for_original(lambda m: "⚠️" in m.content, timeout=10)
+    refused = await ix.wait_for_followup(lambda m: "⚠️" in m.content, timeout=10)
+    assert refused.ephemeral
     assert "daily limit of 1 image" in refused.content and "<t:" in refused.content
     assert running_bot.rows("select count(*) as n from jobs") == [{"n": 1}]
 
