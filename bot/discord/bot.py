@@ -7,7 +7,6 @@ holds the connection, so no cog needs to import it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -15,23 +14,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..config import DiscordConfig
+from .tree import GuardedTree
 
 log = logging.getLogger(__name__)
-
-
-Guard = Callable[[discord.Interaction[Any]], Awaitable[bool]]
-
-
-class GuardedTree(app_commands.CommandTree[Any]):
-    """The command tree with one check before every slash command and menu of every cog:
-    `guard` (set by the cog that owns it) answers and returns False to stop a command."""
-
-    def __init__(self, client: discord.Client, **options: Any) -> None:
-        super().__init__(client, **options)
-        self.guard: Guard | None = None
-
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        return True if self.guard is None else await self.guard(interaction)
 
 
 class AtelierBot(commands.Bot):

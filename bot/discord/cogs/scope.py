@@ -1,7 +1,7 @@
 """Where the bot serves: `[discord] allowed_guild_ids` and `allowed_channel_ids`.
 
 One check before every slash command and context menu, whichever cog holds
-it (the command tree's `interaction_check`, see bot.discord.bot.GuardedTree),
+it (the command tree's `interaction_check`, see bot.discord.tree.GuardedTree),
 so a command added later is covered too. Elsewhere a command is refused with a
 private, polite sentence and audited. /forget-me works everywhere (a member's
 right to their data does not depend on where they ask), and /admin in any
@@ -16,8 +16,8 @@ import discord
 from discord.ext import commands
 
 from ...config import DiscordConfig
-from ..bot import GuardedTree
 from ..common import Services, refuse
+from ..tree import GuardedTree
 
 ANYWHERE = frozenset({"forget-me"})
 ANY_CHANNEL = frozenset({"admin"})
