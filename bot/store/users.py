@@ -55,6 +55,8 @@ class Forgotten:
     inputs: int = 0  # uploaded images (init images, masks, sketches) deleted
     # The bot's messages for the member's jobs, as (channel id, message id), to delete.
     messages: list[tuple[int, int]] = field(default_factory=list)
+    # The id the member's usage and audit trail now stand under (for later entries).
+    pseudonym: int | None = None
 
 
 def upload_paths(spec: dict[str, Any]) -> list[str]:
@@ -199,7 +201,9 @@ class UserStore:
             raise UnfinishedJobs(unfinished)
         self._delete_files(moved.images, moved.jobs)
         inputs = delete_uploads(self._data_dir, moved.uploads)
-        return Forgotten(len(moved.jobs), len(moved.images), inputs, moved.messages)
+        return Forgotten(
+            len(moved.jobs), len(moved.images), inputs, moved.messages, moved.pseudonym
+        )
 
     def _delete_files(self, paths: list[str], job_ids: list[str]) -> None:
         for relative in paths:
@@ -215,6 +219,7 @@ class _Moved:
     images: list[str]  # output paths
     uploads: list[str]  # input paths under inputs/
     messages: list[tuple[int, int]]
+    pseudonym: int
 
 
 async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
@@ -255,7 +260,7 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
         user.name, user.defaults = "forgotten", {}
     elif user is not None:
         await session.delete(user)
-    return _Moved([job.id for job in jobs], paths, uploads, messages)
+    return _Moved([job.id for job in jobs], paths, uploads, messages, pseudonym)
 
 
 async def _pseudonymise_audit(session: AsyncSession, user_id: int, pseudonym: int) -> None:

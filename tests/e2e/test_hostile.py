@@ -283,8 +283,11 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
         assert message_id is not None
         latest = server.message(message_id)
         assert latest is not None and latest.deleted
-    audit = bot.rows("select params from audit_log where action = 'forget-me.messages'")
+    audit = bot.rows("select actor_id, params from audit_log where action = 'forget-me.messages'")
     assert audit and '"deleted": 4' in str(audit[0]["params"])
+    assert audit[0]["actor_id"] != member  # recorded under the pseudonym
+    assert bot.rows("select count(*) as n from audit_log where actor_id = :m and action not in"
+                    " ('user.forget')", m=member) == [{"n": 0}]  # fmt: skip
 
 
 async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Launch) -> None:

@@ -133,6 +133,9 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
         kept = (await session.scalars(select(ReceivedCommand.user_id))).all()
     assert kept == [ERIN.user_id]  # her journal row, with what she typed, is gone
     assert forgotten.inputs == 2 and not uploads.exists()
+    async with stores.sessions() as session:
+        dana1 = await session.get(Job, "dana1")
+        assert dana1 is not None and dana1.user_id == forgotten.pseudonym
     assert theirs.exists()
     assert sorted(forgotten.messages) == [(DANA.channel_id, 901), (DANA.channel_id, 902)]
     async with stores.sessions() as session:

@@ -14,6 +14,7 @@ from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
 from ...moderation.service import DEFAULTS
+from ...store.audit import Actor
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, refuse, roles_of
 
@@ -69,8 +70,10 @@ class ForgetConfirm(discord.ui.View):
             await interaction.edit_original_response(content=f"⚠️ {error}", view=None)
             return
         deleted, kept = await delete_messages(interaction.client, forgotten.messages)
+        # Under the pseudonym: nothing written after forget-me points back to the member.
+        pseudonymous = Actor(forgotten.pseudonym, interaction.guild_id, interaction.channel_id)
         await self.services.audit.record_command(
-            actor_of(interaction), "forget-me.messages", "ok" if not kept else "partial",
+            pseudonymous, "forget-me.messages", "ok" if not kept else "partial",
             params={"deleted": deleted, "not_deleted": kept},
         )  # fmt: skip
         lines = [
