@@ -12,18 +12,21 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
+from .discord.admin_log import AdminLog
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
 from .discord.cogs.apikey import ApiKeyCog
 from .discord.cogs.imagine import ImagineCog
 from .discord.cogs.jobs import JobsCog
 from .discord.cogs.member import MemberCog
+from .discord.cogs.scope import ScopeCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .moderation.service import Moderation
 from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .ops.service import Operations
 from .reports.console import AdminReports
@@ -35,6 +38,7 @@ from .store.health import HealthStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
+from .store.retention import RetentionSweeper
 from .store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -140,32 +144,38 @@ async def run_bot(config: Config, token: str) -> None:
     ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
     http = build_http(config, sessions, service, quotas, keys) if config.http.enabled else None
+    guilds = GuildStore(sessions)
+    reports = AdminReports(sessions, config)
+    admin_log = AdminLog(client, config.moderation.log_channel_id)
     services = Services(
         config=config,
         jobs=service,
         users=users,
         quotas=quotas,
-        guilds=GuildStore(sessions),
-        reports=AdminReports(sessions, config),
+        guilds=guilds,
+        reports=reports,
         delivery=delivery,
         commands=CommandStore(sessions),
         keys=keys,
         status=ops.status,
+        moderation=Moderation(config.moderation, guilds, users, reports.audit, admin_log),
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
     stop = asyncio.Event()
     restore_signals = _on_signals(stop)
     grace = config.queue.stop_grace_seconds
+    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     try:
         await service.start()
         await ops.start()
+        sweeper.start()
         if http is not None:
             await http.start()
         async with client:
             for cog in (
-                imagine, job_buttons, MemberCog(services), AdminCog(services),
-                ApiKeyCog(services),
+                ScopeCog(client, services), imagine, job_buttons, MemberCog(services),
+                AdminCog(services), ApiKeyCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -202,8 +212,10 @@ async def run_bot(config: Config, token: str) -> None:
         if http is not None:
             await http.stop()
         await ops.stop()
+        await sweeper.stop()
         await service.stop()
         await delivery.close()
+        await admin_log.close()
         await database.dispose()
 
 

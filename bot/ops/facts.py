@@ -61,7 +61,8 @@ class Refusal:
 
     @property
     def kind(self) -> str:
-        """Why: moderation (blocklist), banned, quota, queue_full, not_admin or input."""
+        """Why: moderation (blocklist), rate_limited, paused, out_of_scope, banned, quota,
+        queue_full, not_admin or input."""
         given = self.params.get("kind")
         if isinstance(given, str):
             return given
