@@ -26,11 +26,12 @@ from .discord.endpoints import use_endpoints
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
-from .moderation.service import Moderation
+from .moderation.service import Moderation, Notify
 from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.api_keys import ApiKeyStore
+from .store.audit import AuditLog
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
 from .store.guilds import GuildStore
@@ -82,12 +83,21 @@ def build_service(
     )
 
 
+def build_moderation(
+    config: Config, sessions: async_sessionmaker[AsyncSession], notify: Notify | None = None
+) -> Moderation:
+    """Moderation on its own stores; `notify` tells the admins (None: the log only)."""
+    users = UserStore(sessions, config.storage.data_dir)
+    return Moderation(config.moderation, GuildStore(sessions), users, AuditLog(sessions), notify)
+
+
 def build_http(
     config: Config,
     sessions: async_sessionmaker[AsyncSession],
     service: JobService,
     quotas: QuotaStore,
     keys: ApiKeyStore,
+    moderation: Moderation,
 ) -> HttpApi:
     """The HTTP API on `service`, listening to its jobs."""
     http = HttpApi(
@@ -97,7 +107,7 @@ def build_http(
             keys=keys,
             users=UserStore(sessions, config.storage.data_dir),
             quotas=quotas,
-            guilds=GuildStore(sessions),
+            moderation=moderation,
             health=HealthStore(sessions),
         )
     )
@@ -143,22 +153,25 @@ async def run_bot(config: Config, token: str) -> None:
     service.add_listener(ops.metrics)
     ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
-    http = build_http(config, sessions, service, quotas, keys) if config.http.enabled else None
-    guilds = GuildStore(sessions)
-    reports = AdminReports(sessions, config)
     admin_log = AdminLog(client, config.moderation.log_channel_id)
+    moderation = build_moderation(config, sessions, admin_log)
+    http = (
+        build_http(config, sessions, service, quotas, keys, moderation)
+        if config.http.enabled
+        else None
+    )
     services = Services(
         config=config,
         jobs=service,
         users=users,
         quotas=quotas,
-        guilds=guilds,
-        reports=reports,
+        guilds=GuildStore(sessions),
+        reports=AdminReports(sessions, config),
         delivery=delivery,
         commands=CommandStore(sessions),
         keys=keys,
         status=ops.status,
-        moderation=Moderation(config.moderation, guilds, users, reports.audit, admin_log),
+        moderation=moderation,
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
@@ -226,12 +239,16 @@ async def serve_http(config: Config) -> None:
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
-    http = build_http(config, sessions, service, quotas, ApiKeyStore(sessions))
+    http = build_http(
+        config, sessions, service, quotas, ApiKeyStore(sessions), build_moderation(config, sessions)
+    )
+    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     stop = asyncio.Event()
     restore_signals = _on_signals(stop)
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()
+        sweeper.start()
         await http.start()
         service.start_workers()  # nothing to wait for: no Discord delivers here
         await stop.wait()
@@ -241,5 +258,6 @@ async def serve_http(config: Config) -> None:
     finally:
         restore_signals()
         await http.stop()
+        await sweeper.stop()
         await service.stop()
         await database.dispose()

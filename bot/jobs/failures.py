@@ -45,6 +45,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], FailureKind], ...] = tuple(
 )
 
 _SENTENCES = {
+    FailureKind.CANCELLED: "it was cancelled.",
     FailureKind.OUT_OF_MEMORY: (
         "it did not fit in the GPU's memory; try a smaller size or fewer images."
     ),
@@ -73,6 +74,11 @@ def failure_kind(state: JobState, error: str | None) -> FailureKind:
         if pattern.search(text):
             return kind
     return FailureKind.INTERNAL
+
+
+def failure_reason(error: str | None) -> str:
+    """Why a failed job made no images, as one sentence for the member (the HTTP API)."""
+    return _SENTENCES[failure_kind(JobState.FAILED, error)]
 
 
 def member_failure(job_id: str, state: JobState, error: str | None) -> str:

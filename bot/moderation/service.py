@@ -35,7 +35,7 @@ _WHERE = {
     NEGATIVE: "Your negative prompt contains `{term}`, which this server does not allow.",
     DEFAULTS: (
         "Your own default negative prompt contains `{term}`, which this server does not"
-        " allow; change it with /defaults."
+        " allow; change it with /settings."
     ),
     STYLE: "The style you chose adds `{term}`, which this server does not allow.",
     SOURCE: "The prompt of that image contains `{term}`, which this server no longer allows.",

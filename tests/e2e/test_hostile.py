@@ -305,10 +305,15 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
             "imagine", {"prompt": prompt, **options}, user_id=user, channel_id=STUDIO
         )
 
-    # Outside the allowed channel: refused politely, audited.
+    # Outside the allowed channel: refused politely, audited; a sketch there is ignored.
     elsewhere = await server.send_slash_command("imagine", {"prompt": "a fox"}, user_id=other)
     assert f"I only work in <#{STUDIO}>" in await private_answer(elsewhere)
     await refusals_of(bot, other, 1)
+    sketch = image_bytes(Image.new("RGB", (64, 64), "white"))
+    ignored = await server.send_member_message(
+        f"<@{server.bot_user_id}> a castle", user_id=other,
+        attachments=[("castle.png", sketch, "image/png")],
+    )  # fmt: skip
 
     # 100 /imagine in 10 s from one member; another member's job in the middle of it.
     flood: list[InteractionHandle] = []
@@ -386,3 +391,10 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
         shows_nothing_internal(ix, bot.data_dir)
     # And the next normal job still succeeds.
     await succeeds(await imagine(meddler, "a calm lake", seed=1))
+    # By now the sketch outside the allowed channel would have been answered: it was not.
+    assert not [
+        m for m in server.channel_messages(ignored.channel_id)
+        if m.author_id == server.bot_user_id
+        and (m.payload.get("message_reference") or {}).get("message_id") == str(ignored.id)
+    ]  # fmt: skip
+    assert bot.rows("select count(*) as n from jobs where spec like '%castle%'") == [{"n": 0}]

@@ -68,6 +68,7 @@ from ..common import (
     settled_on_error,
 )
 from ..queueing import queue_jobs
+from .scope import channel_ids, out_of_scope
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +411,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         me = self.bot.user
         if me is None or message.author.bot or message.guild is None:
             return
+        where = channel_ids(message.channel.id, message.channel)
+        if out_of_scope(self.services.config.discord, COMMAND, message.guild.id, where) is not None:
+            return  # not where the bot serves: no answer at all
         reference = message.reference
         replied = reference.resolved if reference is not None else None
         to_me = isinstance(replied, discord.Message) and replied.author.id == me.id

@@ -5,7 +5,8 @@ it (the command tree's `interaction_check`, see bot.discord.tree.GuardedTree),
 so a command added later is covered too. Elsewhere a command is refused with a
 private, polite sentence and audited. /forget-me works everywhere (a member's
 right to their data does not depend on where they ask), and /admin in any
-channel of an allowed server (admins keep their own channels).
+channel of an allowed server (admins keep their own channels). Messages the
+bot reads (replies with a sketch) are ignored elsewhere, without an answer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def out_of_scope(
     return f"I only work in {named}; please ask me there."
 
 
+def channel_ids(channel_id: int | None, channel: object) -> tuple[int | None, ...]:
+    """The channel and, for a thread, its parent channel, as `out_of_scope` takes them."""
+    return channel_id, getattr(channel, "parent_id", None)
+
+
 class ScopeCog(commands.Cog, name="Scope"):
     """Owns the tree-wide check of where the bot serves."""
 
@@ -70,12 +76,12 @@ class ScopeCog(commands.Cog, name="Scope"):
     async def in_scope(self, interaction: discord.Interaction[Any]) -> bool:
         data: Any = interaction.data or {}
         command = str(data.get("name", ""))
-        channel = interaction.channel
-        channels = (interaction.channel_id, getattr(channel, "parent_id", None))
+        channels = channel_ids(interaction.channel_id, interaction.channel)
         reason = out_of_scope(self.services.config.discord, command, interaction.guild_id,
                               channels)  # fmt: skip
         if reason is None:
             return True
         if interaction.type is discord.InteractionType.application_command:
-            await refuse(interaction, self.services.store, command or "command", reason)
+            await refuse(interaction, self.services.store, command or "command", reason,
+                         kind="out_of_scope")  # fmt: skip
         return False  # autocomplete elsewhere: no suggestions, and nothing to say
