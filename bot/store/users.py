@@ -54,8 +54,9 @@ class Forgotten:
     jobs: int  # jobs whose prompts were redacted
     images: int  # image files and rows deleted
     inputs: int = 0  # uploaded images (init images, masks, sketches) deleted
-    # The bot's messages for the member's jobs, as (channel id, message id), to delete.
-    messages: list[tuple[int, int]] = field(default_factory=list)
+    # The bot's messages for the member's jobs, as (channel id, message id), to delete;
+    # the channel is None for a private reply (its result may have gone by DM).
+    messages: list[tuple[int | None, int]] = field(default_factory=list)
     # The id the member's usage and audit trail now stand under (for later entries).
     pseudonym: int | None = None
 
@@ -223,7 +224,7 @@ class _Moved:
     jobs: list[str]
     images: list[str]  # output paths
     uploads: list[str]  # input paths under inputs/
-    messages: list[tuple[int, int]]
+    messages: list[tuple[int | None, int]]
     pseudonym: int
 
 
@@ -235,11 +236,7 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
     jobs = (await session.scalars(select(Job).where(Job.user_id == user_id))).all()
     paths = [output.path for job in jobs for output in job.outputs]
     uploads = [path for job in jobs for path in upload_paths(job.spec)]
-    messages = [
-        (job.channel_id, job.message_id)
-        for job in jobs
-        if job.channel_id is not None and job.message_id is not None
-    ]
+    messages = [(job.channel_id, job.message_id) for job in jobs if job.message_id is not None]
     pseudonym = new_pseudonym()
     session.add(User(id=pseudonym, name="forgotten"))
     await session.flush()  # the pseudonym's row first, for the foreign keys

@@ -100,7 +100,9 @@ class ForgetConfirm(discord.ui.View):
         except UnfinishedJobs as error:
             await interaction.edit_original_response(content=f"⚠️ {error}", view=None)
             return
-        deleted, kept = await delete_messages(interaction.client, forgotten.messages)
+        deleted, kept = await delete_messages(
+            interaction.client, interaction.user, forgotten.messages
+        )
         # Under the pseudonym: nothing written after forget-me points back to the member.
         pseudonymous = Actor(forgotten.pseudonym, interaction.guild_id, interaction.channel_id)
         await self.services.audit.record_command(
@@ -123,24 +125,42 @@ class ForgetConfirm(discord.ui.View):
 
 
 async def delete_messages(
-    client: discord.Client, messages: list[tuple[int, int]]
+    client: discord.Client,
+    member: discord.User | discord.Member,
+    messages: list[tuple[int | None, int]],
 ) -> tuple[int, int]:
     """Delete the bot's messages (channel id, message id); how many were and were not.
 
-    A message already gone, or in a channel the bot cannot reach any more, is
-    counted, never raised.
+    A message not in its channel (or with none: a private reply) is looked for in
+    the member's DMs, where their setting may have sent the result. A message
+    already gone, or in a channel the bot cannot reach any more, is counted, never
+    raised.
     """
     deleted = 0
+    dm: discord.DMChannel | None = None
     for channel_id, message_id in messages:
-        message = client.get_partial_messageable(channel_id).get_partial_message(message_id)
         try:
-            await message.delete()
+            gone = channel_id is not None and await _delete(
+                client.get_partial_messageable(channel_id), message_id
+            )
+            if not gone:
+                dm = dm or await member.create_dm()
+                gone = await _delete(dm, message_id)
         except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
-            log.info("forget-me: message %d in %d not deleted (%s)", message_id, channel_id,
+            log.info("forget-me: message %d in %s not deleted (%s)", message_id, channel_id,
                      error)  # fmt: skip
-            continue
-        deleted += 1
+            gone = False
+        deleted += gone
     return deleted, len(messages) - deleted
+
+
+async def _delete(channel: discord.PartialMessageable | discord.DMChannel, message_id: int) -> bool:
+    """Delete a message of the bot; False when the channel has no such message."""
+    try:
+        await channel.get_partial_message(message_id).delete()
+    except discord.NotFound:
+        return False
+    return True
 
 
 class MemberCog(commands.Cog, name="Member"):
