@@ -12,22 +12,26 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
+from .discord.admin_log import AdminLog
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
 from .discord.cogs.apikey import ApiKeyCog
 from .discord.cogs.imagine import ImagineCog
 from .discord.cogs.jobs import JobsCog
 from .discord.cogs.member import MemberCog
+from .discord.cogs.scope import ScopeCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
+from .moderation.service import Moderation, Notify
 from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.api_keys import ApiKeyStore
+from .store.audit import AuditLog
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
 from .store.guilds import GuildStore
@@ -35,6 +39,7 @@ from .store.health import HealthStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
+from .store.retention import RetentionSweeper
 from .store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -78,12 +83,21 @@ def build_service(
     )
 
 
+def build_moderation(
+    config: Config, sessions: async_sessionmaker[AsyncSession], notify: Notify | None = None
+) -> Moderation:
+    """Moderation on its own stores; `notify` tells the admins (None: the log only)."""
+    users = UserStore(sessions, config.storage.data_dir)
+    return Moderation(config.moderation, GuildStore(sessions), users, AuditLog(sessions), notify)
+
+
 def build_http(
     config: Config,
     sessions: async_sessionmaker[AsyncSession],
     service: JobService,
     quotas: QuotaStore,
     keys: ApiKeyStore,
+    moderation: Moderation,
 ) -> HttpApi:
     """The HTTP API on `service`, listening to its jobs."""
     http = HttpApi(
@@ -93,7 +107,7 @@ def build_http(
             keys=keys,
             users=UserStore(sessions, config.storage.data_dir),
             quotas=quotas,
-            guilds=GuildStore(sessions),
+            moderation=moderation,
             health=HealthStore(sessions),
         )
     )
@@ -139,7 +153,13 @@ async def run_bot(config: Config, token: str) -> None:
     service.add_listener(ops.metrics)
     ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
-    http = build_http(config, sessions, service, quotas, keys) if config.http.enabled else None
+    admin_log = AdminLog(client, config.moderation.log_channel_id)
+    moderation = build_moderation(config, sessions, admin_log)
+    http = (
+        build_http(config, sessions, service, quotas, keys, moderation)
+        if config.http.enabled
+        else None
+    )
     services = Services(
         config=config,
         jobs=service,
@@ -151,21 +171,24 @@ async def run_bot(config: Config, token: str) -> None:
         commands=CommandStore(sessions),
         keys=keys,
         status=ops.status,
+        moderation=moderation,
     )
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
     stop = asyncio.Event()
     restore_signals = _on_signals(stop)
     grace = config.queue.stop_grace_seconds
+    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     try:
         await service.start()
         await ops.start()
+        sweeper.start()
         if http is not None:
             await http.start()
         async with client:
             for cog in (
-                imagine, job_buttons, MemberCog(services), AdminCog(services),
-                ApiKeyCog(services),
+                ScopeCog(client, services), imagine, job_buttons, MemberCog(services),
+                AdminCog(services), ApiKeyCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
@@ -202,8 +225,10 @@ async def run_bot(config: Config, token: str) -> None:
         if http is not None:
             await http.stop()
         await ops.stop()
+        await sweeper.stop()
         await service.stop()
         await delivery.close()
+        await admin_log.close()
         await database.dispose()
 
 
@@ -214,12 +239,16 @@ async def serve_http(config: Config) -> None:
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
-    http = build_http(config, sessions, service, quotas, ApiKeyStore(sessions))
+    http = build_http(
+        config, sessions, service, quotas, ApiKeyStore(sessions), build_moderation(config, sessions)
+    )
+    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     stop = asyncio.Event()
     restore_signals = _on_signals(stop)
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()
+        sweeper.start()
         await http.start()
         service.start_workers()  # nothing to wait for: no Discord delivers here
         await stop.wait()
@@ -229,5 +258,6 @@ async def serve_http(config: Config) -> None:
     finally:
         restore_signals()
         await http.stop()
+        await sweeper.stop()
         await service.stop()
         await database.dispose()

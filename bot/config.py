@@ -65,12 +65,21 @@ class DiscordConfig(Section):
     token_file: Path | None = Field(
         None, description="file holding the bot token (e.g. a systemd credential); beats token_env"
     )
+    allowed_guild_ids: list[int] = Field(
+        default_factory=list, description="serve only in these servers; empty: in every one"
+    )
+    allowed_channel_ids: list[int] = Field(
+        default_factory=list, description="serve only in these channels; empty: in every one"
+    )
 
 
 class StorageConfig(Section):
     data_dir: Path = Field(Path("data"), description="images and the default SQLite database")
     min_free_gb: float = Field(
         2.0, ge=0, description="free disk under data_dir below which /healthz fails and alerts"
+    )
+    retention_days: float | None = Field(
+        None, gt=0, description="delete stored images and inputs older than this; unset: keep"
     )
 
 
@@ -228,6 +237,51 @@ class AdminConfig(Section):
     user_ids: list[int] = Field(default_factory=list, description="these members are admins")
 
 
+def fold_term(typed: str) -> str:
+    """A blocked term as stored and compared: white space folded, case folded."""
+    return " ".join(typed.split()).casefold()
+
+
+class ModerationConfig(Section):
+    """The prompt blocklist, rate limits, and what happens to members who keep tripping them."""
+
+    blocklist: list[str] = Field(
+        default_factory=list, description="terms refused everywhere, besides those admins add"
+    )
+    log_channel_id: int | None = Field(
+        None, description="a channel where the bot tells admins about moderation decisions"
+    )
+    member_burst: int = Field(
+        5, ge=0, description="jobs one member may ask for in a row; 0: no limit"
+    )
+    member_per_minute: float = Field(
+        10.0, gt=0, description="then this many per minute (the burst refills at this pace)"
+    )
+    guild_burst: int = Field(
+        30, ge=0, description="jobs one server may ask for in a row; 0: no limit"
+    )
+    guild_per_minute: float = Field(120.0, gt=0, description="then this many per minute")
+    strikes: int = Field(
+        3,
+        ge=0,
+        description="blocked prompts within strike_window_minutes that pause a member; 0: never",
+    )
+    strike_window_minutes: float = Field(
+        10.0, gt=0, description="minutes over which blocked prompts count as strikes"
+    )
+    strike_cooldown_minutes: float = Field(
+        30.0, gt=0, description="how long a member who reached `strikes` is paused"
+    )
+
+    @field_validator("blocklist")
+    @classmethod
+    def _terms_are_words(cls, terms: list[str]) -> list[str]:
+        cleaned = [fold_term(term) for term in terms]
+        if any(not term for term in cleaned):
+            raise ValueError("a blocked term cannot be empty")
+        return list(dict.fromkeys(cleaned))
+
+
 class HttpConfig(Section):
     """The Stability-compatible HTTP API, served inside the bot (or alone: `atelier serve`)."""
 
@@ -290,6 +344,7 @@ class Config(Section):
     quota: QuotaConfig = QuotaConfig()
     queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
+    moderation: ModerationConfig = ModerationConfig()
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()

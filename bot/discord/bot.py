@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..config import DiscordConfig
+from .tree import GuardedTree
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class AtelierBot(commands.Bot):
             help_command=None,
             intents=INTENTS,
             allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=GuardedTree,
             **options,
         )
         self._guild_ids = config.guild_ids

@@ -15,6 +15,7 @@ from discord import app_commands
 
 from ..config import AdminConfig, Config
 from ..jobs.service import JobService
+from ..moderation.service import Moderation
 from ..ops.status import StatusReport
 from ..reports.console import AdminReports
 from ..store.api_keys import ApiKeyStore
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class DoorRefusal:
+    """Why a command is refused, and its kind for the metrics (moderation, rate_limited,
+    paused, banned, input)."""
+
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class Services:
     """Everything the commands read and change, built once in bot.app and passed to each cog."""
 
@@ -44,6 +54,7 @@ class Services:
     delivery: Delivery
     commands: CommandStore
     keys: ApiKeyStore
+    moderation: Moderation
     # /admin status (bot.ops); None where no operations service was built (tests).
     status: StatusReport | None = None
 
@@ -63,6 +74,10 @@ def roles_of(interaction: discord.Interaction[Any]) -> list[int]:
 
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     return Actor(interaction.user.id, interaction.guild_id, interaction.channel_id)
+
+
+def actor_of_requester(requester: Requester) -> Actor:
+    return Actor(requester.user_id, requester.guild_id, requester.channel_id)
 
 
 def requester_of(interaction: discord.Interaction[Any]) -> Requester:

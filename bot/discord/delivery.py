@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from engine.protocol import Progress
 
+from ..jobs.failures import member_failure
 from ..jobs.service import QueuePlace
 from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
 from ..store.db import persist
@@ -65,9 +66,9 @@ def result_embed(job: Job, image_name: str) -> discord.Embed:
 
 
 def failure_text(job: Job) -> str:
-    if job.state is JobState.CANCELLED:
-        return f"🛑 Job `{job.id}` was cancelled."
-    return f"❌ Job `{job.id}` failed: {job.error or 'unknown error'}"
+    """One friendly sentence by kind; the stored error (exception text, paths) stays for
+    admins and the log."""
+    return member_failure(job.id, job.state, job.error)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -1,9 +1,10 @@
 """The HTTP API: Stability's REST API v1 and a small job API, on the same job service as
 Discord.
 
-A request's key acts as its member: the same admission (bans, quotas of their
-roles as kept with the key), the same fair queue and batches, the same blocklist
-(of the server the key was made in), ledger and audit, with the client recorded as
+A request's key acts as its member: the same admission (bans, timed pauses, quotas
+of their roles as kept with the key), the same fair queue and batches, the same
+blocklist (the config's and that of the server the key was made in, with strikes),
+ledger and audit, with the client recorded as
 `http` and the key's id. An HTTP job never waits for anything Discord does: its
 answer is read from the stored job, by the request that waits for it or by
 `GET /v1/jobs/{id}`.
@@ -36,10 +37,12 @@ from pydantic import BaseModel, ValidationError
 from engine.protocol import MAX_SEED, Progress
 
 from ..config import Config
+from ..jobs.failures import failure_reason
 from ..jobs.service import JobService, QueueFull, Submitted
-from ..jobs.spec import BadInput, Inputs, JobSpec, blocked_term
+from ..jobs.spec import BadInput, Inputs, JobSpec
+from ..moderation.service import PROMPT, Moderation
 from ..store.api_keys import ApiKeyStore, KeyHolder
-from ..store.guilds import GuildStore
+from ..store.audit import Actor
 from ..store.health import HealthStore
 from ..store.jobs import JobNotFound, Requester
 from ..store.models import Job, JobState, utcnow
@@ -100,7 +103,7 @@ def _errors(*statuses: int) -> dict[int, Reply]:
     meaning = {
         400: "bad_request (or invalid_*): a field is invalid; the message names it",
         401: "unauthorized: the API key is missing, unknown or revoked",
-        403: "permission_denied: the key's member is banned",
+        403: "permission_denied: the key's member is banned or paused",
         404: "not_found: no such engine or job",
         409: "conflict: the job ended (or was cancelled by someone else) before it could",
         413: "payload_too_large: the body is over [http] max_body_mb",
@@ -335,7 +338,7 @@ class ApiServices:
     keys: ApiKeyStore
     users: UserStore
     quotas: QuotaStore
-    guilds: GuildStore
+    moderation: Moderation
     health: HealthStore
 
 
@@ -488,8 +491,8 @@ class HttpApi:
         )  # fmt: skip
 
     async def _member(self, request: web.Request) -> KeyHolder:
-        """Who the request's key acts as: 401 without a valid key, 403 for a ban, 429 over
-        the key's request rate."""
+        """Who the request's key acts as: 401 without a valid key, 403 for a ban or a timed
+        pause, 429 over the key's request rate."""
         header = request.headers.get("Authorization", "").strip()
         key = header[7:].strip() if header[:7].lower() == "bearer " else header
         if not key:
@@ -507,6 +510,16 @@ class HttpApi:
                 params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
             )  # fmt: skip
             raise ApiError(403, "permission_denied", reason)
+        paused = await self._services.users.cooldown_until(holder.user_id)
+        if paused is not None:
+            reason = f"You are paused until {paused.isoformat()} after repeated blocked prompts."
+            await self._services.jobs.store.record_refusal(
+                "http.refused", holder.user_id, holder.guild_id, None, reason,
+                params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
+                kind="paused",
+            )  # fmt: skip
+            wait = (paused - utcnow()).total_seconds()
+            raise ApiError(403, "permission_denied", reason, {"Retry-After": retry_after(wait)})
         request[HOLDER] = holder
         wait = self._rate.wait_for(holder.key_id, asyncio.get_running_loop().time())
         if wait > 0:
@@ -721,8 +734,9 @@ class HttpApi:
             error_id = str(uuid.uuid4())
             log.error("job %s: failed for its HTTP client (error id %s): %s", job.id, error_id,
                       job.error)  # fmt: skip
+            reason = failure_reason(job.error)  # the error itself stays in the log
             raise ApiError(
-                500, "server_error", f"Generation failed (job {job.id}): {job.error}."
+                500, "server_error", f"Generation failed (job {job.id}): {reason}"
                 f" The admin can find it in the bot's log by the id {error_id}.",
             )  # fmt: skip
         if job.state is JobState.CANCELLED:
@@ -750,10 +764,13 @@ class HttpApi:
     async def _blocked(self, holder: KeyHolder, spec: JobSpec) -> Job | None:
         """The job recorded as blocked when the prompt holds a term the key's server (or
         every server) blocks; None when it may go."""
-        terms = await self._services.guilds.blocked_terms(holder.guild_id)
-        term = blocked_term(f"{spec.prompt} {spec.negative_prompt}", terms)
-        if term is None:
+        screened = await self._services.moderation.screen(
+            Actor(holder.user_id, holder.guild_id),
+            [(PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")], CLIENT,
+        )  # fmt: skip
+        if screened is None:
             return None
+        term = screened.term
         for path in (spec.init_image, spec.mask_image):
             if path is not None:  # the request's images were saved for a job that never runs
                 folder = self._config.storage.data_dir / Path(path).parent
@@ -936,7 +953,8 @@ class HttpApi:
             id=job.id, status=job.state, engine_id=job.model, position=position,
             eta_seconds=eta,
             progress=JobProgress(step=progress.step, total=progress.total) if progress else None,
-            artifacts=artifacts, error=job.error, created_at=job.created_at,
+            artifacts=artifacts, created_at=job.created_at,
+            error=failure_reason(job.error) if job.state is JobState.FAILED else job.error,
             finished_at=job.finished_at,
         )  # fmt: skip
 

@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..moderation.service import BLOCKED_ACTION
 from ..store import audit
 from ..store.models import FINISHED, AuditEntry, Job, JobState, Lane, utcnow
 
 # Refusals in the audit log: "<command>.refused" entries and the store's "job.refused"
-# (outcome "banned" or "quota").
+# (outcome "banned" or "quota"). A blocked prompt's strike (moderation.blocked) is not
+# one: its command's refusal has an entry of its own, counted once.
 REFUSAL_OUTCOMES = ("refused", "banned", "quota")
 
 
@@ -61,7 +63,8 @@ class Refusal:
 
     @property
     def kind(self) -> str:
-        """Why: moderation (blocklist), banned, quota, queue_full, not_admin or input."""
+        """Why: moderation (blocklist), rate_limited, paused, out_of_scope, banned, quota,
+        queue_full, not_admin or input."""
         given = self.params.get("kind")
         if isinstance(given, str):
             return given
@@ -212,7 +215,11 @@ class OpsQueries:
         async with self._sessions() as session:
             rows = await session.execute(
                 select(AuditEntry.id, AuditEntry.action, AuditEntry.outcome, AuditEntry.params)
-                .where(AuditEntry.id > audit_id, AuditEntry.outcome.in_(REFUSAL_OUTCOMES))
+                .where(
+                    AuditEntry.id > audit_id,
+                    AuditEntry.outcome.in_(REFUSAL_OUTCOMES),
+                    AuditEntry.action != BLOCKED_ACTION,
+                )
                 .order_by(AuditEntry.id)
             )
             return [

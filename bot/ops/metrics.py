@@ -86,8 +86,9 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.refusals = Counter(
-            f"{PREFIX}_refusals", "Requests refused, by kind: moderation (blocklist), quota,"
-            " banned, queue_full, not_admin, input", ["kind"], registry=r,
+            f"{PREFIX}_refusals", "Requests refused, by kind: moderation (blocklist),"
+            " rate_limited, paused, out_of_scope, quota, banned, queue_full, not_admin, input",
+            ["kind"], registry=r,
         )  # fmt: skip
         self.moderation_refusals = Counter(
             f"{PREFIX}_moderation_refusals", "Prompts refused by the blocklist", registry=r

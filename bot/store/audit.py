@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -88,6 +88,20 @@ class AuditLog:
         """Audit a slash command or button click that changes nothing else in the store."""
         async with self._sessions.begin() as session:
             record_by(session, actor, action, outcome, target, params)
+
+    async def count(self, actor_id: int, action: str, since: datetime) -> int:
+        """How many `action` entries `actor_id` has since `since` (e.g. blocked prompts)."""
+        async with self._sessions() as session:
+            total = await session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(
+                    AuditEntry.actor_id == actor_id,
+                    AuditEntry.action == action,
+                    AuditEntry.at >= since,
+                )
+            )
+            return total or 0
 
     async def query(
         self,

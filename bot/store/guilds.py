@@ -26,6 +26,17 @@ class GuildStore:
             )
             return list(dict.fromkeys(rows))
 
+    async def blocked_entries(self, guild_id: int | None) -> list[tuple[str, bool]]:
+        """The terms admins blocked that apply in `guild_id`, each with whether it applies
+        everywhere (True) or in that server only."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(BlockedTerm.term, BlockedTerm.guild_id)
+                .where(or_(BlockedTerm.guild_id.is_(None), BlockedTerm.guild_id == guild_id))
+                .order_by(BlockedTerm.term)
+            )
+            return [(term, where is None) for term, where in rows]
+
     async def block(self, term: str, actor: Actor, everywhere: bool = False) -> bool:
         """Block a term in the actor's guild (or in all); False when it already was."""
         guild_id = None if everywhere else actor.guild_id

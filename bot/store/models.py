@@ -103,6 +103,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     ban_reason: Mapped[str | None] = mapped_column(Text)
+    # A timed pause (moderation), e.g. after repeated blocked prompts; past: none.
+    cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cooldown_reason: Mapped[str | None] = mapped_column(Text)
     # Personal defaults for /imagine: model, sampler, aspect, steps, cfg, negative.
     defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 

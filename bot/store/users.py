@@ -1,10 +1,12 @@
-"""Members: bans, personal defaults, and forgetting a member on request."""
+"""Members: bans, timed pauses, personal defaults, and forgetting a member on request."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from . import audit
 from .audit import Actor, user_target
 from .jobs import upsert_user
-from .models import ApiKey, AuditEntry, Job, JobState, Output, UsageEntry, User
+from .models import (
+    ApiKey,
+    AuditEntry,
+    CommandState,
+    Job,
+    JobState,
+    Output,
+    ReceivedCommand,
+    UsageEntry,
+    User,
+    utcnow,
+)
 
 # What a forgotten member's prompts read as afterwards.
 REDACTED = "[forgotten]"
 # Job spec keys that hold what a member wrote.
 PROMPT_KEYS = ("prompt", "negative_prompt")
+# Job spec keys that hold a member's uploads (paths relative to the data directory).
+INPUT_KEYS = ("init_image", "mask_image", "control_image")
+# Uploads live under data_dir/inputs/; any other input path (a V/U source) is an output.
+INPUTS_FOLDER = "inputs"
 
 
 class UnfinishedJobs(Exception):
@@ -36,6 +53,34 @@ class UnfinishedJobs(Exception):
 class Forgotten:
     jobs: int  # jobs whose prompts were redacted
     images: int  # image files and rows deleted
+    inputs: int = 0  # uploaded images (init images, masks, sketches) deleted
+    # The bot's messages for the member's jobs, as (channel id, message id), to delete;
+    # the channel is None for a private reply (its result may have gone by DM).
+    messages: list[tuple[int | None, int]] = field(default_factory=list)
+    # The id the member's usage and audit trail now stand under (for later entries).
+    pseudonym: int | None = None
+
+
+def upload_paths(spec: dict[str, Any]) -> list[str]:
+    """The member's uploads a job spec points at (never another job's outputs)."""
+    return [
+        path
+        for key in INPUT_KEYS
+        if isinstance(path := spec.get(key), str) and Path(path).parts[:1] == (INPUTS_FOLDER,)
+    ]
+
+
+def delete_uploads(data_dir: Path, paths: list[str]) -> int:
+    """Delete uploaded files and the folders they leave empty; how many files were there."""
+    deleted = 0
+    for relative in dict.fromkeys(paths):
+        path = data_dir / relative
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            deleted += 1
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            path.parent.rmdir()
+    return deleted
 
 
 def new_pseudonym() -> int:
@@ -59,6 +104,26 @@ class UserStore:
         if row is None or not row.banned:
             return None
         return row.ban_reason or "banned"
+
+    async def cooldown_until(self, user_id: int) -> datetime | None:
+        """When the member's timed pause ends; None when they are not paused."""
+        async with self._sessions() as session:
+            until = await session.scalar(select(User.cooldown_until).where(User.id == user_id))
+        return until if until is not None and until > utcnow() else None
+
+    async def pause(self, user_id: int, until: datetime, reason: str, actor: Actor) -> None:
+        """Put the member on a timed cooldown (audited as `user.cooldown`)."""
+        async with self._sessions.begin() as session:
+            await upsert_user(session, user_id)
+            await session.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(cooldown_until=until, cooldown_reason=reason)
+            )
+            audit.record_by(
+                session, actor, "user.cooldown", target=user_target(user_id),
+                params={"until": until.isoformat(), "reason": reason},
+            )  # fmt: skip
 
     async def ban(self, user_id: int, reason: str, actor: Actor) -> None:
         async with self._sessions.begin() as session:
@@ -108,12 +173,15 @@ class UserStore:
             )  # fmt: skip
 
     async def forget(self, user_id: int, actor: Actor) -> Forgotten:
-        """Delete a member's images, prompts and defaults; keep their usage under a pseudonym.
+        """Delete a member's images, uploads, prompts and defaults; keep their usage under
+        a pseudonym.
 
         Jobs, ledger entries and audit entries move to a new random id, so totals
-        stay right while nothing points back to the Discord account. A banned
-        member stays banned. Files are removed after the commit: a crash in
-        between leaves stray files, never rows pointing at missing ones.
+        stay right while nothing points back to the Discord account. A banned (or
+        paused) member stays so. Files are removed after the commit: a crash in
+        between leaves stray files, never rows pointing at missing ones (the
+        retention sweep removes uploads no job points at). The bot's Discord
+        messages for the jobs come back in `messages` for the caller to delete.
         Raises UnfinishedJobs (audited) while the member has jobs in flight.
         """
         async with self._sessions.begin() as session:
@@ -129,15 +197,19 @@ class UserStore:
                     params={"unfinished_jobs": unfinished},
                 )  # fmt: skip
             else:
-                jobs, paths = await _move_to_pseudonym(session, user_id)
+                moved = await _move_to_pseudonym(session, user_id)
                 audit.record_by(
                     session, actor, "user.forget", target=user_target(user_id),
-                    params={"jobs": len(jobs), "images": len(paths)},
+                    params={"jobs": len(moved.jobs), "images": len(moved.images),
+                            "inputs": len(moved.uploads), "messages": len(moved.messages)},
                 )  # fmt: skip
         if unfinished:
             raise UnfinishedJobs(unfinished)
-        self._delete_files(paths, jobs)
-        return Forgotten(jobs=len(jobs), images=len(paths))
+        self._delete_files(moved.images, moved.jobs)
+        inputs = delete_uploads(self._data_dir, moved.uploads)
+        return Forgotten(
+            len(moved.jobs), len(moved.images), inputs, moved.messages, moved.pseudonym
+        )
 
     def _delete_files(self, paths: list[str], job_ids: list[str]) -> None:
         for relative in paths:
@@ -147,13 +219,24 @@ class UserStore:
             shutil.rmtree(self._data_dir / "images" / job_id, ignore_errors=True)
 
 
-async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class _Moved:
+    jobs: list[str]
+    images: list[str]  # output paths
+    uploads: list[str]  # input paths under inputs/
+    messages: list[tuple[int | None, int]]
+    pseudonym: int
+
+
+async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
     """Redact the member's jobs and hand them, their usage and audit trail to a pseudonym.
 
-    Returns the job ids and the image paths whose files are to be deleted.
+    Returns what is to be deleted outside the transaction: files and messages.
     """
     jobs = (await session.scalars(select(Job).where(Job.user_id == user_id))).all()
     paths = [output.path for job in jobs for output in job.outputs]
+    uploads = [path for job in jobs for path in upload_paths(job.spec)]
+    messages = [(job.channel_id, job.message_id) for job in jobs if job.message_id is not None]
     pseudonym = new_pseudonym()
     session.add(User(id=pseudonym, name="forgotten"))
     await session.flush()  # the pseudonym's row first, for the foreign keys
@@ -162,19 +245,27 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> tuple[list[
         job.spec = {**job.spec, **dict.fromkeys(PROMPT_KEYS, REDACTED)}
         job.user_id = pseudonym
         job.interaction_token = None
+        job.message_id = None
         job.api_key_id = None
     # The member's HTTP API keys identify them: they go (and stop working) too.
     await session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
     await session.execute(
         update(UsageEntry).where(UsageEntry.user_id == user_id).values(user_id=pseudonym)
     )
+    # The command journal keeps what was typed (prompts, attachment links) once handled.
+    await session.execute(
+        delete(ReceivedCommand).where(
+            ReceivedCommand.user_id == user_id, ReceivedCommand.state == CommandState.HANDLED
+        )
+    )
     await _pseudonymise_audit(session, user_id, pseudonym)
     user = await session.get(User, user_id)
-    if user is not None and user.banned:
+    paused = user is not None and user.cooldown_until is not None and user.cooldown_until > utcnow()
+    if user is not None and (user.banned or paused):
         user.name, user.defaults = "forgotten", {}
     elif user is not None:
         await session.delete(user)
-    return [job.id for job in jobs], paths
+    return _Moved([job.id for job in jobs], paths, uploads, messages, pseudonym)
 
 
 async def _pseudonymise_audit(session: AsyncSession, user_id: int, pseudonym: int) -> None:

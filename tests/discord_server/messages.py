@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
+
+from PIL import Image
 
 from .models import FLAG_EPHEMERAL, FLAG_LOADING, JSON, Attachment, Message, Snowflakes, Upload
 from .world import World, iso_timestamp
@@ -24,10 +28,24 @@ class MessageError(ValueError):
         self.code = code
 
 
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if data[:8] != _PNG_SIGNATURE or len(data) < 24:
+# Formats Discord reports a width and height for (it shows them inline).
+_SIZED_FORMATS = ("JPEG", "GIF", "WEBP")
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height as Discord reports them for an image attachment: from the PNG
+    header, else from the header of a JPEG, GIF or WebP (nothing is decoded)."""
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24:
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a huge declared size is only a warning here
+            with Image.open(io.BytesIO(data), formats=_SIZED_FORMATS) as image:
+                return image.size
+    except Exception:  # not an image Discord would size
         return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 @dataclass
@@ -69,7 +87,7 @@ class MessageStore:
             content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         attachment_id = self._ids.next()
         url = f"{self.base_url}/attachments/{channel_id}/{attachment_id}/{quote(filename)}"
-        size = _png_size(data)
+        size = _image_size(data)
         attachment = Attachment(
             id=attachment_id,
             filename=filename,

@@ -430,6 +430,7 @@ class RestApi:
             ix.callback.type == DEFERRED_CHANNEL_MESSAGE
             and original is not None
             and original.loading
+            and not original.deleted  # once deleted, a follow-up is a message of its own
         ):
             # Discord: the first follow-up after a deferred reply replaces the "thinking" message.
             message = state.messages.edit(original.id, body, req.uploads)

@@ -108,6 +108,7 @@ def bot_config(
     models: dict[str, Path],
     extra: str = "",
     engine: str = "",
+    discord_keys: str = "",
 ) -> Path:
     """The e2e config; `extra` holds more TOML sections (e.g. [quota], [metrics]),
     `engine` more keys of the [engine] section."""
@@ -117,6 +118,7 @@ api_base = "{server.api_base}"
 gateway_url = "{server.gateway_url}"
 guild_ids = [{server.guild_id}]
 progress_interval = 0.2
+{discord_keys}
 
 [generation]
 preview_every = 1
@@ -145,16 +147,18 @@ Launch = Callable[..., Awaitable[RunningBot]]
 @pytest.fixture
 async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[Launch]:
     """Start `atelier run` against a fresh local server; `extra` config sections,
-    `engine` keys and the server's options may be given. Each bot is stopped, and
-    its log checked, at the end of the test."""
+    `engine` and `discord` keys and the server's options may be given. Each bot is
+    stopped, and its log checked, at the end of the test."""
     launched: list[RunningBot] = []
 
-    async def launch(extra: str = "", engine: str = "", **server_options: Any) -> RunningBot:
+    async def launch(
+        extra: str = "", engine: str = "", discord: str = "", **server_options: Any
+    ) -> RunningBot:
         server = LocalDiscord(**server_options)
         await server.start()
         folder = tmp_path / f"bot{len(launched)}"
         folder.mkdir()
-        config = bot_config(folder, server, tiny_model_set, extra, engine)
+        config = bot_config(folder, server, tiny_model_set, extra, engine, discord)
         bot = RunningBot(server, config, folder / "data", folder / "bot.log")
         launched.append(bot)
         await bot.start()

@@ -181,7 +181,7 @@ async def test_a_banned_member_is_refused_politely_and_audited(running_bot: Runn
     await make_one_image(running_bot)
 
     block = await server.send_slash_command(
-        "admin block", {"term": "Kettle"}, user_id=server.owner_id
+        "admin blocklist add", {"term": "Kettle"}, user_id=server.owner_id
     )
     await block.wait_for_callback(timeout=3)
     ix = await server.send_slash_command("imagine", {"prompt": "a KETTLE on a stove"})

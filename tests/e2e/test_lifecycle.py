@@ -77,7 +77,7 @@ def results(bot: RunningBot) -> list[Message]:
 async def test_a_second_members_job_waits_behind_at_most_one_of_the_firsts(
     launch_bot: Launch,
 ) -> None:
-    bot = await launch_bot(extra="[quota]\njobs_queued = 20")
+    bot = await launch_bot(extra="[quota]\njobs_queued = 20\n[moderation]\nmember_burst = 0")
     member_b = bot.server.add_member(name="b")
     # The first job is slow enough to still run while the others arrive.
     for n in range(10):

@@ -146,7 +146,7 @@ async def test_run_with_no_config_file_on_the_tiny_model_by_flag_connects(
 async def test_metrics_count_a_known_sequence_of_jobs_exactly(ops_bot: OpsBot) -> None:
     server = ops_bot.server
     block = await server.send_slash_command(
-        "admin block", {"term": "kettle"}, user_id=server.owner_id
+        "admin blocklist add", {"term": "kettle"}, user_id=server.owner_id
     )
     await block.wait_for_callback(timeout=3)
     # The first progress edit is rate-limited once; discord.py waits and retries.

@@ -235,3 +235,16 @@ async def test_private_replies_are_ephemeral_and_their_buttons_work(
     assert told.ephemeral
     (dm,) = server.dm_messages(server.user_id)
     assert fields(dm)["Prompt"] == "a letter" and len(dm.attachments) == 1
+
+    # forget-me finds the result it sent by DM too, and deletes it.
+    await running_bot.wait_for_rows(
+        "select n from (select count(delivered_at) as n from jobs) where n = 3"
+    )
+    ask = await server.send_slash_command("forget-me")
+    question = await ask.wait_for_original(timeout=5)
+    (button,) = question.custom_ids
+    await (await server.click_button(question, button)).wait_for_callback(timeout=3)
+    done = await ask.wait_for_original(lambda m: "Done" in m.content, timeout=30)
+    assert "3 image(s) deleted" in done.content
+    gone = server.message(dm.id)
+    assert gone is not None and gone.deleted

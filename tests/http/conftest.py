@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.app import build_engines, build_http, build_service
+from bot.app import build_engines, build_http, build_moderation, build_service
 from bot.config import Config, load_config
 from bot.http.server import HttpApi
 from bot.jobs.service import JobService
@@ -125,7 +125,7 @@ async def open_api(
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
     keys = ApiKeyStore(sessions)
-    http = build_http(config, sessions, service, quotas, keys)
+    http = build_http(config, sessions, service, quotas, keys, build_moderation(config, sessions))
     running = RunningApi(
         url="", config=config, sessions=sessions, service=service, http=http, keys=keys,
         quotas=quotas, users=UserStore(sessions, config.storage.data_dir),

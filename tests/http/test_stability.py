@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from bot.app import build_http
+from bot.app import build_http, build_moderation
 from bot.jobs.spec import Options, build_spec
 from bot.quota import Limits
 from bot.store.audit import Actor
@@ -434,6 +434,27 @@ async def test_a_blocked_prompt_is_content_filtered_and_audited(api: RunningApi)
     assert await api.count(Reservation, Reservation.user_id == member.user_id) == 0
 
 
+async def test_repeated_blocked_prompts_pause_the_keys_member(api: RunningApi) -> None:
+    """The strikes Discord counts count over HTTP too, and a pause refuses the key."""
+    member = await api.member()
+    await api.guilds.block("gore", Actor(1, GUILD_ID))
+    body = {"text_prompts": [{"text": "g0re"}]}
+    for _ in range(3):  # [moderation] strikes, by default
+        response = await api.call(
+            "POST", "/v1/generation/tiny/text-to-image", json=body, headers=member.headers
+        )
+        assert response.json()["artifacts"][0]["finishReason"] == "CONTENT_FILTERED"
+    assert await api.users.cooldown_until(member.user_id) is not None
+    refused = await api.call("GET", "/v1/user/account", headers=member.headers)
+    assert refused.status_code == 403
+    error = error_of(refused)
+    assert error["name"] == "permission_denied" and "paused until" in error["message"]
+    assert int(refused.headers["Retry-After"]) > 0
+    strikes = await api.rows(AuditEntry, AuditEntry.action == "moderation.blocked",
+                             AuditEntry.actor_id == member.user_id)  # fmt: skip
+    assert [entry.params["command"] for entry in strikes] == ["http"] * 3
+
+
 async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_refunded(
     api: RunningApi,
 ) -> None:
@@ -473,7 +494,10 @@ async def test_an_unexpected_error_is_a_500_with_an_id_the_admin_finds_in_the_lo
 
 async def test_a_stop_cuts_off_waiting_requests_and_refunds_their_jobs(api: RunningApi) -> None:
     """A second server on the same job service, stopped while a request waits on it."""
-    second = build_http(api.config, api.sessions, api.service, api.quotas, api.keys)
+    second = build_http(
+        api.config, api.sessions, api.service, api.quotas, api.keys,
+        build_moderation(api.config, api.sessions),
+    )  # fmt: skip
     await second.start()
     member = await api.member()
     body = {"text_prompts": [{"text": "a fox that takes its time"}], "steps": 150, "samples": 4}

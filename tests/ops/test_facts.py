@@ -7,7 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from bot.moderation.service import PROMPT, Moderation
 from bot.ops.facts import OpsQueries, percentile
+from bot.store.audit import Actor
+from bot.store.guilds import GuildStore
 from bot.store.jobs import Requester
 from bot.store.models import Job, Lane
 from tests.stores import open_stores, spec
@@ -50,3 +53,18 @@ async def test_hourly_queue_depth_and_throughput_are_rebuilt_from_job_times(
         summary = await queries.hour_summary(now=NOW.replace(hour=11, minute=50))
         assert (summary.finished, summary.succeeded, summary.images) == (1, 1, 2)
         assert summary.waits == [70 * 60.0] and summary.success_rate == 1.0
+
+
+async def test_a_blocked_prompt_is_one_refusal_of_kind_moderation(tmp_path: Path) -> None:
+    """Its strike (moderation.blocked) and its command's refusal: counted once."""
+    async with open_stores(tmp_path, '[moderation]\nblocklist = ["gore"]\n') as stores:
+        moderation = Moderation(
+            stores.config.moderation, GuildStore(stores.sessions), stores.users, stores.audit
+        )
+        blocked = await moderation.screen(Actor(7, 10), [(PROMPT, "g0re")], "imagine")
+        assert blocked is not None
+        await stores.jobs.record_refusal(
+            "imagine.refused", 7, 10, None, blocked.message, kind="moderation"
+        )
+        refusals = await OpsQueries(stores.sessions).refusals_after(0)
+        assert [(r.action, r.kind) for r in refusals] == [("imagine.refused", "moderation")]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
 from bot.store.audit import Actor, AuditEntry
+from bot.store.commands import CommandStore, NewCommand
 from bot.store.jobs import Requester
-from bot.store.models import Job, JobState, Output, UsageEntry, User
+from bot.store.models import Job, JobState, Output, ReceivedCommand, UsageEntry, User, utcnow
 from bot.store.users import REDACTED, UnfinishedJobs
 from tests.stores import Stores, spec
 
@@ -73,7 +76,9 @@ async def test_forget_me_deletes_images_prompts_and_defaults_and_keeps_totals(
             )
         ).all()
     # Only the record that she asked to be forgotten still names her.
-    assert [(e.action, e.params) for e in mentions] == [("user.forget", {"jobs": 1, "images": 2})]
+    assert [(e.action, e.params) for e in mentions] == [
+        ("user.forget", {"jobs": 1, "images": 2, "inputs": 0, "messages": 0})
+    ]
     assert await stores.users.defaults(DANA.user_id) == {}
 
 
@@ -89,3 +94,63 @@ async def test_forget_me_waits_for_unfinished_jobs_and_a_ban_survives_it(stores:
     await stores.users.ban(DANA.user_id, "raids", ADMIN)
     await stores.users.forget(DANA.user_id, ADMIN)
     assert await stores.users.ban_reason(DANA.user_id) == "raids"
+
+
+async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
+    stores: Stores,
+) -> None:
+    data_dir = stores.config.storage.data_dir
+    uploads = data_dir / "inputs" / "dana-upload"
+    uploads.mkdir(parents=True)
+    for name in ("image.png", "mask.png"):
+        (uploads / name).write_bytes(b"png")
+    theirs = data_dir / "images" / "erin1" / "0.png"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"png")
+    await stores.run_job("erin1", ERIN, 1.0)
+    inpaint = spec() | {"init_image": "inputs/dana-upload/image.png",
+                        "mask_image": "inputs/dana-upload/mask.png"}  # fmt: skip
+    # A variation of Erin's image: its source is her output, which must stay.
+    variation = spec() | {"init_image": "images/erin1/0.png"}
+    await stores.quotas.admit("dana1", DANA, inpaint, "tiny", [1])
+    await stores.quotas.admit("dana2", DANA, variation, "tiny", [2])
+    for job_id, message_id in (("dana1", 901), ("dana2", 902)):
+        await stores.jobs.record_message(job_id, message_id)
+        await stores.jobs.transition(job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled")
+
+    journal = CommandStore(stores.sessions)
+    for interaction_id, user in ((71, DANA), (72, ERIN)):
+        await journal.receive(NewCommand(
+            interaction_id=interaction_id, command="imagine", user_id=user.user_id,
+            user_name=user.user_name, guild_id=10, channel_id=20, token="t",
+            options={"given": {"prompt": "my secret fox"}}, role_ids=[], upload_limit=None,
+        ))  # fmt: skip
+        await journal.settle(interaction_id, "queued")
+
+    forgotten = await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
+
+    async with stores.sessions() as session:
+        kept = (await session.scalars(select(ReceivedCommand.user_id))).all()
+    assert kept == [ERIN.user_id]  # her journal row, with what she typed, is gone
+    assert forgotten.inputs == 2 and not uploads.exists()
+    async with stores.sessions() as session:
+        dana1 = await session.get(Job, "dana1")
+        assert dana1 is not None and dana1.user_id == forgotten.pseudonym
+    assert theirs.exists()
+    assert sorted(forgotten.messages) == [(DANA.channel_id, 901), (DANA.channel_id, 902)]
+    async with stores.sessions() as session:
+        job = await session.get(Job, "dana1")
+        assert job is not None and job.message_id is None
+
+
+async def test_a_timed_pause_is_stored_audited_and_survives_forget_me(stores: Stores) -> None:
+    assert await stores.users.cooldown_until(DANA.user_id) is None
+    until = utcnow() + timedelta(minutes=30)
+    await stores.users.pause(DANA.user_id, until, "3 blocked prompts", Actor(None, 10))
+    assert await stores.users.cooldown_until(DANA.user_id) == until
+    await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
+    assert await stores.users.cooldown_until(DANA.user_id) is not None
+    page = await stores.audit.query(action="user.cooldown")
+    assert [e.params["reason"] for e in page.entries] == ["3 blocked prompts"]
+    await stores.users.pause(ERIN.user_id, utcnow() - timedelta(seconds=1), "over", ADMIN)
+    assert await stores.users.cooldown_until(ERIN.user_id) is None  # a pause in the past

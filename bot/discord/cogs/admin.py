@@ -1,4 +1,5 @@
-"""/admin: usage, quotas, bans, audit, queue, export, models and status, for admins only.
+"""/admin: usage, quotas, bans, blocklist, audit, queue, export, models and status, for
+admins only.
 
 Discord hides the group from members without Manage Server (its default
 permissions), and every call is checked again here, against `[admin]` in the
@@ -18,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ...config import fold_term
 from ...ops.status import StatusFacts
 from ...quota import Limits
 from ...reports.table import code_block, render
@@ -26,6 +28,7 @@ from ..common import Services, actor_of, is_admin, refuse
 
 AUDIT_PAGE = 15
 STATUS_CHART = "status.png"
+MAX_TERM_LENGTH = 100
 
 
 def _subject(target: discord.User | discord.Member | discord.Role) -> tuple[QuotaScope, int]:
@@ -53,6 +56,9 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
     """The /admin commands; `interaction_check` is the server-side admin check."""
 
     quota = app_commands.Group(name="quota", description="Per-member and per-role limits")
+    blocklist = app_commands.Group(
+        name="blocklist", description="Words and phrases prompts may not use"
+    )
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -104,27 +110,6 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         text = f"✅ {user.mention} may use the bot again." if lifted else (
             f"{user.mention} was not banned."
         )  # fmt: skip
-        await interaction.response.send_message(text, ephemeral=True)
-
-    @app_commands.command(description="Refuse prompts containing a word or phrase")
-    @app_commands.describe(everywhere="In every server the bot is in, not just this one")
-    async def block(
-        self, interaction: discord.Interaction, term: str, everywhere: bool = False
-    ) -> None:
-        term = term.strip().casefold()
-        moderation = self.services.guilds
-        added = await moderation.block(term, actor_of(interaction), everywhere)
-        text = f"Prompts containing `{term}` are refused." if added else f"`{term}` was blocked."
-        await interaction.response.send_message(text, ephemeral=True)
-
-    @app_commands.command(description="Allow a blocked word or phrase again")
-    async def unblock(
-        self, interaction: discord.Interaction, term: str, everywhere: bool = False
-    ) -> None:
-        term = term.strip().casefold()
-        moderation = self.services.guilds
-        removed = await moderation.unblock(term, actor_of(interaction), everywhere)
-        text = f"`{term}` is allowed again." if removed else f"`{term}` was not blocked."
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(description="The audit log, newest first")
@@ -212,6 +197,61 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         await interaction.edit_original_response(
             embed=status_embed(facts),
             attachments=[discord.File(io.BytesIO(chart), STATUS_CHART)],
+        )
+
+    @blocklist.command(name="add", description="Refuse prompts containing a word or phrase")
+    @app_commands.describe(
+        term="A word or phrase; disguised spellings (g0re, g o r e, gorë) are caught too",
+        everywhere="In every server the bot is in, not just this one",
+    )
+    async def blocklist_add(
+        self,
+        interaction: discord.Interaction,
+        term: app_commands.Range[str, 1, MAX_TERM_LENGTH],
+        everywhere: bool = False,
+    ) -> None:
+        term = fold_term(term)
+        if not term:
+            await interaction.response.send_message("The term is empty.", ephemeral=True)
+            return
+        added = await self.services.guilds.block(term, actor_of(interaction), everywhere)
+        where = "in every server" if everywhere else "in this server"
+        text = f"Prompts containing `{term}` are refused {where}." if added else (
+            f"`{term}` was already blocked {where}."
+        )  # fmt: skip
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @blocklist.command(name="remove", description="Allow a blocked word or phrase again")
+    @app_commands.describe(everywhere="Remove the term blocked in every server")
+    async def blocklist_remove(
+        self,
+        interaction: discord.Interaction,
+        term: app_commands.Range[str, 1, MAX_TERM_LENGTH],
+        everywhere: bool = False,
+    ) -> None:
+        term = fold_term(term)
+        removed = await self.services.guilds.unblock(term, actor_of(interaction), everywhere)
+        if removed:
+            text = f"`{term}` is allowed again {'everywhere' if everywhere else 'here'}."
+        elif term in self.services.config.moderation.blocklist:
+            text = f"`{term}` is blocked by the config file (`[moderation] blocklist`)."
+        else:
+            text = f"`{term}` was not blocked {'everywhere' if everywhere else 'here'}."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @blocklist.command(name="list", description="The words and phrases prompts may not use here")
+    async def blocklist_list(self, interaction: discord.Interaction) -> None:
+        configured = self.services.config.moderation.blocklist
+        entries = await self.services.guilds.blocked_entries(interaction.guild_id)
+        rows = [[term, "everywhere (config file)"] for term in configured] + [
+            [term, "everywhere" if everywhere else "this server"] for term, everywhere in entries
+        ]
+        if not rows:
+            await interaction.response.send_message("No term is blocked here.", ephemeral=True)
+            return
+        table = render(["term", "where"], rows)
+        await interaction.response.send_message(
+            f"{len(rows)} blocked term(s):\n{code_block(table, 1900)}", ephemeral=True
         )
 
     @quota.command(description="A member's limits and usage today, or a role's override")

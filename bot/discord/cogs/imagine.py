@@ -42,20 +42,24 @@ from ...jobs.download import download_attachments
 from ...jobs.inputs import ACCEPTED, looks_like_drawing, save_inputs
 from ...jobs.spec import (
     ASPECTS,
+    MAX_TYPED_CHARS,
     BadInput,
     InputImage,
     Inputs,
     JobSpec,
     Options,
-    blocked_term,
     build_specs,
+    parse_prompt_flags,
 )
+from ...moderation.service import DEFAULTS, NEGATIVE, PROMPT, STYLE
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
+    DoorRefusal,
     Followup,
     Reply,
     Services,
+    actor_of_requester,
     journal_then_defer,
     model_choices,
     refuse,
@@ -64,6 +68,7 @@ from ..common import (
     settled_on_error,
 )
 from ..queueing import queue_jobs
+from .scope import channel_ids, out_of_scope
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +91,6 @@ class AttachmentRef:
             attachment.url, attachment.size, attachment.width, attachment.height,
             attachment.content_type,
         )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DoorRefusal:
-    """Why a command is refused, and its kind for the metrics (moderation, banned, input)."""
-
-    reason: str
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -242,6 +239,14 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
 
 
+def _styled(prompt: str) -> bool:
+    """Whether the prompt applies a `--style` preset (whose words the job then uses)."""
+    try:
+        return parse_prompt_flags(prompt).style is not None
+    except BadInput:
+        return False
+
+
 class ImagineCog(commands.Cog, name="Imagine"):
     """/imagine, the context menus and replies with sketches: the member's ways in."""
 
@@ -328,7 +333,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         which is an /imagine with its attachment taken from a message)."""
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
-        refusal = await self._check(ticket)
+        refusal = self._rate(requester) or await self._check(ticket)
         if refusal is not None:
             await refuse(
                 interaction, self.services.store, COMMAND, refusal.reason, kind=refusal.kind
@@ -406,6 +411,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         me = self.bot.user
         if me is None or message.author.bot or message.guild is None:
             return
+        where = channel_ids(message.channel.id, message.channel)
+        if out_of_scope(self.services.config.discord, COMMAND, message.guild.id, where) is not None:
+            return  # not where the bot serves: no answer at all
         reference = message.reference
         replied = reference.resolved if reference is not None else None
         to_me = isinstance(replied, discord.Message) and replied.author.id == me.id
@@ -452,8 +460,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             role_ids=tuple(role.id for role in getattr(author, "roles", [])),
         )  # fmt: skip
         log.info("message %s: a sketch from user %d", message.id, author.id)
-        await self._complete(Ticket(requester, "", given, {"control": AttachmentRef.of(picture)}),
-                             reply)  # fmt: skip
+        ticket = Ticket(requester, "", given, {"control": AttachmentRef.of(picture)})
+        await self._complete(ticket, reply, self._rate(requester))
 
     # -- journal --------------------------------------------------------------------------
 
@@ -465,27 +473,46 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 async with settled_on_error(self.services, row):
                     await self._complete(Ticket.from_journal(row))
 
+    def _rate(self, requester: Requester) -> DoorRefusal | None:
+        """Take a rate-limit token for a new request (never for a journaled one again)."""
+        limited = self.services.moderation.rate(requester.user_id, requester.guild_id)
+        return None if limited is None else DoorRefusal(limited.message(), "rate_limited")
+
     async def _check(self, ticket: Ticket) -> DoorRefusal | None:
-        """What needs no download: the member, the words, the options; a refusal or None."""
+        """What needs no download: the member, the words, the options; a refusal or None.
+
+        Every text the jobs will use is screened against the blocklist: what the
+        member typed, their own default negative prompt, and a style's additions.
+        """
         services = self.services
         requester = ticket.requester
         banned = await services.users.ban_reason(requester.user_id)
         if banned is not None:
             return DoorRefusal(f"You cannot use this bot: {banned}", "banned")
+        paused = await services.moderation.paused(requester.user_id)
+        if paused is not None:
+            return DoorRefusal(paused, "paused")
         given = ticket.options
-        terms = await services.guilds.blocked_terms(requester.guild_id)
-        blocked = blocked_term(f"{given['prompt']} {given['negative'] or ''}", terms)
-        if blocked is not None:
-            reason = f"Your prompt contains `{blocked}`, which this server does not allow."
-            return DoorRefusal(reason, "moderation")
+        who = actor_of_requester(requester)
+        typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
+        if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
+            blocked = await services.moderation.screen(who, typed, COMMAND)
+            if blocked is not None:
+                return DoorRefusal(blocked.message, "moderation")
+        defaults = await services.users.defaults(requester.user_id)
         try:
-            self._specs(
-                given, _declared_inputs(ticket.attachments, self._max_bytes),
-                await services.users.defaults(requester.user_id),
-            )  # fmt: skip
+            specs = self._specs(
+                given, _declared_inputs(ticket.attachments, self._max_bytes), defaults
+            )
         except BadInput as error:
             return DoorRefusal(str(error), "input")
-        return None
+        made_by = STYLE if _styled(given["prompt"]) else PROMPT
+        added = [
+            (DEFAULTS, str(defaults.get("negative_prompt") or "")),
+            *((made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
+        ]
+        blocked = await services.moderation.screen(who, added, COMMAND)
+        return None if blocked is None else DoorRefusal(blocked.message, "moderation")
 
     async def _private(self, ticket: Ticket) -> bool:
         """Whether only the member sees the reply: the option, else their setting."""
@@ -524,14 +551,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 refusals.append(refusal)
         raise refusals[0]
 
-    async def _complete(self, ticket: Ticket, reply: Reply | None = None) -> None:
+    async def _complete(
+        self, ticket: Ticket, reply: Reply | None = None, refusal: DoorRefusal | None = None
+    ) -> None:
         """After the deferral: check again, fetch and check attachments, queue, answer
-        (through the interaction's reply, or `reply`)."""
+        (through the interaction's reply, or `reply`); `refusal`, one decided before."""
         services = self.services
         private = await self._private(ticket)
         reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         requester = ticket.requester
-        refusal = await self._check(ticket)
+        refusal = refusal or await self._check(ticket)
         inputs = Inputs()
         specs: list[JobSpec] = []
         if refusal is None:

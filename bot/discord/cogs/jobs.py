@@ -27,15 +27,16 @@ from ...jobs.spec import (
     BadInput,
     InputImage,
     JobSpec,
-    blocked_term,
     derived_spec,
     input_paths,
     remixed_spec,
     rerolled_spec,
 )
+from ...moderation.service import NEGATIVE, PROMPT, SOURCE, STYLE
 from ...store.jobs import JobNotFound
 from ...store.models import Job, JobState
 from ..common import (
+    DoorRefusal,
     Followup,
     Services,
     actor_of,
@@ -99,6 +100,12 @@ def starts_in(eta_seconds: float) -> str:
     return "starts in under a minute" if minutes <= 1 else f"starts in about {minutes} min"
 
 
+def _source(job: Job) -> tuple[str, str]:
+    """The words of a job a click reuses, to screen against today's blocklist."""
+    spec = job.spec
+    return SOURCE, f"{spec.get('prompt', '')}\n{spec.get('negative_prompt', '')}"
+
+
 class RemixModal(discord.ui.Modal):
     """✏️ Remix: the prompt and negative prompt of a job, to change and run again."""
 
@@ -156,6 +163,10 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         job = await self._finished_job(interaction, command, job_id)
         if job is None:
             return
+        if not job.outputs:  # forgotten or expired
+            reason = f"The images of job `{job.id}` are no longer stored; they cannot be reused."
+            await refuse(interaction, store, command, reason)
+            return
         if number > len(job.outputs):
             await refuse(interaction, store, command, "That image does not exist any more.")
             return
@@ -183,6 +194,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             reason = f"Image {number} is already as large as Atelier makes images."
             await refuse(interaction, store, command, reason)
             return
+        if await self._refused(interaction, command, [_source(job)]):
+            return
         await self._queue_new(interaction, command, spec)
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
@@ -192,6 +205,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return
         spec = JobSpec.model_validate(job.spec)
         if await self._inputs_gone(interaction, "button.reroll", spec):
+            return
+        if await self._refused(interaction, "button.reroll", [_source(job)]):
             return
         spec = rerolled_spec(spec, secrets.randbelow(MAX_SEED + 1))
         await self._queue_new(interaction, "button.reroll", spec)
@@ -215,21 +230,22 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if job is None:
             return
         banned = await services.users.ban_reason(interaction.user.id)
-        terms = await services.guilds.blocked_terms(interaction.guild_id)
-        blocked = blocked_term(f"{prompt} {negative}", terms)
+        if banned is not None:
+            reason = f"You cannot use this bot: {banned}"
+            await refuse(interaction, services.store, "button.remix", reason, kind="banned")
+            return
         try:
-            if banned is not None:
-                raise BadInput(f"You cannot use this bot: {banned}")
-            if blocked is not None:
-                raise BadInput(
-                    f"Your prompt contains `{blocked}`, which this server does not allow."
-                )
             spec = remixed_spec(
                 JobSpec.model_validate(job.spec), prompt, negative, services.jobs.models,
                 services.config.styles,
             )  # fmt: skip
         except BadInput as error:
             await refuse(interaction, services.store, "button.remix", str(error))
+            return
+        # What the member typed first; then what a --style added (all of it read again).
+        texts = [(PROMPT, prompt), (NEGATIVE, negative),
+                 (STYLE, f"{spec.prompt}\n{spec.negative_prompt}")]  # fmt: skip
+        if await self._refused(interaction, "button.remix", texts):
             return
         await self._queue_new(interaction, "button.remix", spec)
 
@@ -278,6 +294,24 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if message is not None and message.flags.ephemeral:
             return True
         return bool((await self.services.users.defaults(interaction.user.id)).get("private"))
+
+    async def _refused(
+        self, interaction: discord.Interaction, command: str, texts: list[tuple[str, str]]
+    ) -> bool:
+        """Whether moderation refuses a new job from a click (the member is told why): the
+        rate limits, a timed pause, and its words against today's blocklist."""
+        moderation = self.services.moderation
+        refusal: DoorRefusal | None = None
+        if (limited := moderation.rate(interaction.user.id, interaction.guild_id)) is not None:
+            refusal = DoorRefusal(limited.message(), "rate_limited")
+        elif (paused := await moderation.paused(interaction.user.id)) is not None:
+            refusal = DoorRefusal(paused, "paused")
+        elif blocked := await moderation.screen(actor_of(interaction), texts, command):
+            refusal = DoorRefusal(blocked.message, "moderation")
+        if refusal is not None:
+            await refuse(interaction, self.services.store, command, refusal.reason,
+                         kind=refusal.kind)  # fmt: skip
+        return refusal is not None
 
     async def replay_pending(self) -> None:
         """At start: queue every click acknowledged by a previous run but not handled."""

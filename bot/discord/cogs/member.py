@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -12,8 +14,12 @@ from discord.ext import commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
+from ...moderation.service import DEFAULTS
+from ...store.audit import Actor
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, model_choices, refuse, roles_of
+
+log = logging.getLogger(__name__)
 
 HELP = """**/imagine** `prompt` makes images. Options: `count` 1-4, `seed`, `steps`, `cfg`, \
 `aspect`, `model`, `sampler`, `negative`, `private`; flags in the prompt work too \
@@ -27,7 +33,7 @@ Under a result: **V1-V4** vary an image, **U1-U4** upscale it 2x, **Vary (strong
 🔄 re-roll (new seed), ✏️ remix (new words, same seed), 🗑️ delete (yours only).
 **/cancel** stops your job, **/queue** shows where it stands, **/history** lists your jobs, \
 **/settings** sets your defaults (private replies, results by DM), **/forget-me** deletes \
-your images and prompts.
+your images, uploads, prompts and my messages with your results.
 **/apikey create** makes a key for the bot's HTTP API (Stability v1 compatible)."""
 
 
@@ -43,6 +49,9 @@ async def summary(services: Services, interaction: discord.Interaction) -> str:
     lines.append(f"**Your settings**: {shown(defaults) or 'none (see /settings)'}")
     if banned:
         lines.append(f"⛔ You cannot use the bot: {banned}")
+    paused = await services.moderation.paused(user_id)
+    if paused:
+        lines.append(f"⏸️ {paused}")
     return "\n".join(lines)
 
 
@@ -84,17 +93,74 @@ class ForgetConfirm(discord.ui.View):
     async def confirm(
         self, interaction: discord.Interaction, button: discord.ui.Button[ForgetConfirm]
     ) -> None:
+        # Deleting messages can take a while (Discord's rate limits): answer after it.
+        await interaction.response.defer()
         try:
             forgotten = await self.services.users.forget(interaction.user.id, actor_of(interaction))
         except UnfinishedJobs as error:
-            await interaction.response.edit_message(content=f"⚠️ {error}", view=None)
+            await interaction.edit_original_response(content=f"⚠️ {error}", view=None)
             return
-        await interaction.response.edit_message(
-            content=f"🧹 Done: {forgotten.images} image(s) deleted and the prompts of"
-            f" {forgotten.jobs} job(s) erased. Usage totals keep only an anonymous id.",
-            view=None,
+        deleted, kept = await delete_messages(
+            interaction.client, interaction.user, forgotten.messages
         )
+        # Under the pseudonym: nothing written after forget-me points back to the member.
+        pseudonymous = Actor(forgotten.pseudonym, interaction.guild_id, interaction.channel_id)
+        await self.services.audit.record_command(
+            pseudonymous, "forget-me.messages", "ok" if not kept else "partial",
+            params={"deleted": deleted, "not_deleted": kept},
+        )  # fmt: skip
+        lines = [
+            f"🧹 Done: {forgotten.images} image(s) deleted, with {forgotten.inputs} image(s)"
+            f" you uploaded; the prompts of {forgotten.jobs} job(s) erased; {deleted} of my"
+            " message(s) with your results removed from Discord."
+        ]
+        if kept:
+            lines.append(
+                f"{kept} message(s) could not be removed (already gone, or I cannot reach"
+                " them); you can delete them yourself or ask an admin."
+            )
+        lines.append("Usage totals keep only an anonymous id.")
+        await interaction.edit_original_response(content=" ".join(lines), view=None)
         self.stop()
+
+
+async def delete_messages(
+    client: discord.Client,
+    member: discord.User | discord.Member,
+    messages: list[tuple[int | None, int]],
+) -> tuple[int, int]:
+    """Delete the bot's messages (channel id, message id); how many were and were not.
+
+    A message not in its channel (or with none: a private reply) is looked for in
+    the member's DMs, where their setting may have sent the result. A message
+    already gone, or in a channel the bot cannot reach any more, is counted, never
+    raised.
+    """
+    deleted = 0
+    dm: discord.DMChannel | None = None
+    for channel_id, message_id in messages:
+        try:
+            gone = channel_id is not None and await _delete(
+                client.get_partial_messageable(channel_id), message_id
+            )
+            if not gone:
+                dm = dm or await member.create_dm()
+                gone = await _delete(dm, message_id)
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+            log.info("forget-me: message %d in %s not deleted (%s)", message_id, channel_id,
+                     error)  # fmt: skip
+            gone = False
+        deleted += gone
+    return deleted, len(messages) - deleted
+
+
+async def _delete(channel: discord.PartialMessageable | discord.DMChannel, message_id: int) -> bool:
+    """Delete a message of the bot; False when the channel has no such message."""
+    try:
+        await channel.get_partial_message(message_id).delete()
+    except discord.NotFound:
+        return False
+    return True
 
 
 class MemberCog(commands.Cog, name="Member"):
@@ -175,6 +241,15 @@ class MemberCog(commands.Cog, name="Member"):
             await refuse(interaction, self.services.store, "settings",
                          f"Unknown model `{model}`; available: {known}.")  # fmt: skip
             return
+        negative = given["negative_prompt"]
+        if negative:
+            blocked = await self.services.moderation.screen(
+                actor_of(interaction), [(DEFAULTS, negative)], "settings"
+            )
+            if blocked is not None:
+                await refuse(interaction, self.services.store, "settings", blocked.message,
+                             kind="moderation")  # fmt: skip
+                return
         chosen = {} if clear else await self.services.users.defaults(interaction.user.id)
         chosen.update({key: value for key, value in given.items() if value is not None})
         await self.services.users.set_defaults(
@@ -188,8 +263,9 @@ class MemberCog(commands.Cog, name="Member"):
     async def forget_me(self, interaction: discord.Interaction) -> None:
         await self.services.audit.record_command(actor_of(interaction), "forget-me.asked")
         await interaction.response.send_message(
-            "This deletes every image Atelier stored for you, the prompts of your jobs and your"
-            " defaults. It cannot be undone. Usage totals stay, under an anonymous id.",
+            "This deletes every image Atelier stored for you (results and your uploads), the"
+            " prompts of your jobs, your defaults, and the bot's messages with your results."
+            " It cannot be undone. Usage totals stay, under an anonymous id.",
             view=ForgetConfirm(self.services, interaction.user.id),
             ephemeral=True,
         )

@@ -1,0 +1,146 @@
+"""Moderation at the door: blocked terms in every text a job uses, rate limits, timed pauses.
+
+One service for every front end (Discord commands and buttons, the HTTP API):
+it reads the blocklist (config terms plus the ones admins add), screens the
+texts of a job, counts a member's blocked prompts and pauses one who keeps
+trying, and takes rate-limit tokens. Decisions are audited; admins hear about
+pauses through `notify` (bot.discord posts them in `[moderation] log_channel_id`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..config import ModerationConfig
+from ..jobs.spec import blocked_term
+from ..store.audit import Actor, AuditLog
+from ..store.guilds import GuildStore
+from ..store.models import utcnow
+from ..store.users import UserStore
+from .rate import Limited, RateLimits
+
+log = logging.getLogger(__name__)
+
+# Audited for each blocked prompt; counting them makes a member's strikes.
+BLOCKED_ACTION = "moderation.blocked"
+
+# Where a text comes from, as the member is told about a blocked term in it.
+PROMPT, NEGATIVE, DEFAULTS, STYLE, SOURCE = "prompt", "negative", "defaults", "style", "source"
+_WHERE = {
+    PROMPT: "Your prompt contains `{term}`, which this server does not allow.",
+    NEGATIVE: "Your negative prompt contains `{term}`, which this server does not allow.",
+    DEFAULTS: (
+        "Your own default negative prompt contains `{term}`, which this server does not"
+        " allow; change it with /settings."
+    ),
+    STYLE: "The style you chose adds `{term}`, which this server does not allow.",
+    SOURCE: "The prompt of that image contains `{term}`, which this server no longer allows.",
+}
+
+Notify = Callable[[str], None]
+
+
+def timestamp(when: datetime) -> str:
+    """A time every member's Discord shows in their own zone, with how far off it is."""
+    seconds = int(when.timestamp())
+    return f"<t:{seconds}:t> (<t:{seconds}:R>)"
+
+
+@dataclass(frozen=True)
+class Blocked:
+    term: str
+    where: str
+    message: str  # for the member only: it names the term
+
+
+class Moderation:
+    def __init__(
+        self,
+        config: ModerationConfig,
+        guilds: GuildStore,
+        users: UserStore,
+        audit: AuditLog,
+        notify: Notify | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._guilds = guilds
+        self._users = users
+        self._audit = audit
+        self._notify = notify
+        self._clock = clock
+        self._rates = RateLimits(
+            config.member_burst, config.member_per_minute,
+            config.guild_burst, config.guild_per_minute,
+        )  # fmt: skip
+
+    async def terms(self, guild_id: int | None) -> list[str]:
+        """Today's blocked terms in `guild_id`: the config's, then the admins' own."""
+        stored = await self._guilds.blocked_terms(guild_id)
+        return list(dict.fromkeys([*self.config.blocklist, *stored]))
+
+    def rate(self, user_id: int, guild_id: int | None) -> Limited | None:
+        """Take a token for one job asked for, or the limit that refuses it (no I/O)."""
+        return self._rates.acquire(user_id, guild_id, self._clock())
+
+    async def paused(self, user_id: int) -> str | None:
+        """Why the member may not ask for jobs right now (a timed pause), or None."""
+        until = await self._users.cooldown_until(user_id)
+        if until is None:
+            return None
+        return f"You are paused until {timestamp(until)} after repeated blocked prompts."
+
+    async def screen(
+        self, who: Actor, texts: Sequence[tuple[str, str | None]], command: str
+    ) -> Blocked | None:
+        """The first blocked term in `texts` ((where, text) pairs, in order), audited as a
+        strike; a member at `[moderation] strikes` within the window is paused and the
+        admins told. None when every text is clean."""
+        terms = await self.terms(who.guild_id)
+        if not terms:
+            return None
+        for where, text in texts:
+            if not text:
+                continue
+            term = blocked_term(text, terms)
+            if term is not None:
+                return await self._strike(who, term, where, command)
+        return None
+
+    async def _strike(self, who: Actor, term: str, where: str, command: str) -> Blocked:
+        message = _WHERE[where].format(term=term)
+        await self._audit.record_command(
+            who, BLOCKED_ACTION, "refused", params={"term": term, "where": where,
+                                                    "command": command},
+        )  # fmt: skip
+        strikes, config = self.config.strikes, self.config
+        if not strikes or who.user_id is None:
+            return Blocked(term, where, message)
+        window = timedelta(minutes=config.strike_window_minutes)
+        count = await self._audit.count(who.user_id, BLOCKED_ACTION, utcnow() - window)
+        if count < strikes:
+            return Blocked(term, where, message)
+        until = utcnow() + timedelta(minutes=config.strike_cooldown_minutes)
+        reason = f"{count} blocked prompts in {config.strike_window_minutes:g} minutes"
+        await self._users.pause(who.user_id, until, reason, Actor(None, who.guild_id))
+        log.info("user %d paused until %s: %s", who.user_id, until.isoformat(), reason)
+        where_said = f" in <#{who.channel_id}>" if who.channel_id else ""
+        self._tell_admins(
+            f"🛡️ <@{who.user_id}> is paused for {config.strike_cooldown_minutes:g} minutes"
+            f" after {reason} (the last one{where_said} asked for `{term}`)."
+        )
+        return Blocked(
+            term, where, f"{message} After {reason}, you are paused until {timestamp(until)}."
+        )
+
+    def _tell_admins(self, text: str) -> None:
+        if self._notify is None:
+            return
+        try:
+            self._notify(text)
+        except Exception:  # telling admins must never fail the member's command
+            log.exception("could not tell the admins: %s", text)

@@ -1,0 +1,178 @@
+"""Retention: stored images and uploads older than `[storage] retention_days` are deleted,
+and uploads no job points at (commands refused after their attachments were saved) go
+within a day whatever the setting.
+
+`sweep` is one pass, a plain async function; `RetentionSweeper` runs it at
+start and then every hour, owned (started and stopped) by bot.app. Jobs,
+their prompts and the ledger stay: only files (and the rows of the images)
+go, each pass audited with what it removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from . import audit
+from .models import Job, Output, utcnow
+from .users import INPUT_KEYS, INPUTS_FOLDER, upload_paths
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = timedelta(hours=1)
+# An upload no job points at is kept this long: its command may still be on its way in.
+ORPHAN_GRACE = timedelta(hours=1)
+# Job ids named in one audit entry, at most (the counts are always whole).
+_AUDITED_IDS = 100
+
+
+@dataclass(frozen=True)
+class Swept:
+    jobs: list[str] = field(default_factory=list)  # jobs whose images expired
+    images: int = 0  # image files deleted
+    inputs: int = 0  # upload folders deleted as expired
+    orphans: int = 0  # upload folders no job pointed at
+
+
+async def sweep(
+    sessions: async_sessionmaker[AsyncSession],
+    data_dir: Path,
+    retention_days: float | None,
+    now: datetime | None = None,
+) -> Swept:
+    """One pass: expire what is older than `retention_days` (None: keep everything) and
+    remove orphaned uploads older than ORPHAN_GRACE; audited when it removed anything."""
+    now = now or utcnow()
+    jobs: list[str] = []
+    images: list[str] = []
+    expired_inputs = 0
+    if retention_days is not None:
+        cutoff = now - timedelta(days=retention_days)
+        jobs, images = await _expire_images(sessions, cutoff)
+        await asyncio.to_thread(_delete_images, data_dir, jobs, images)
+        expired_inputs = await asyncio.to_thread(_delete_folders_older, data_dir, cutoff, set())
+    referenced = await _referenced_uploads(sessions)
+    orphans = await asyncio.to_thread(
+        _delete_folders_older, data_dir, now - ORPHAN_GRACE, referenced
+    )
+    swept = Swept(jobs, len(images), expired_inputs, orphans)
+    if jobs or expired_inputs:
+        log.info("retention: %d image(s) of %d job(s) and %d upload(s) expired",
+                 len(images), len(jobs), expired_inputs)  # fmt: skip
+        await _audit(sessions, "retention.expired", {
+            "days": retention_days, "jobs": len(jobs), "images": len(images),
+            "inputs": expired_inputs, "job_ids": jobs[:_AUDITED_IDS],
+        })  # fmt: skip
+    if orphans:
+        log.info("retention: %d upload(s) no job used were deleted", orphans)
+        await _audit(sessions, "retention.orphans", {"inputs": orphans})
+    return swept
+
+
+async def _expire_images(
+    sessions: async_sessionmaker[AsyncSession], cutoff: datetime
+) -> tuple[list[str], list[str]]:
+    """Delete the image rows of jobs finished before `cutoff`; their job ids and paths.
+
+    The rows go first (in one transaction), the files after: a crash between
+    leaves stray files, never rows pointing at missing ones.
+    """
+    async with sessions.begin() as session:
+        rows = (
+            await session.execute(
+                select(Output.job_id, Output.path)
+                .join(Job, Job.id == Output.job_id)
+                .where(Job.finished_at < cutoff)
+            )
+        ).all()
+        jobs = sorted({job_id for job_id, _ in rows})
+        if jobs:
+            await session.execute(delete(Output).where(Output.job_id.in_(jobs)))
+    return jobs, [path for _, path in rows]
+
+
+async def _referenced_uploads(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
+    """The upload folders (inputs/<name>) some job's spec points at."""
+    columns = [Job.spec[key].as_string() for key in INPUT_KEYS]
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Job.spec).where(or_(*(c.is_not(None) for c in columns)))
+        )
+        return {str(Path(path).parent) for (spec,) in rows for path in upload_paths(spec)}
+
+
+def _delete_images(data_dir: Path, jobs: list[str], paths: list[str]) -> None:
+    for relative in paths:
+        (data_dir / relative).unlink(missing_ok=True)
+    for job_id in jobs:
+        shutil.rmtree(data_dir / "images" / job_id, ignore_errors=True)
+
+
+def _delete_folders_older(data_dir: Path, cutoff: datetime, keep: set[str]) -> int:
+    """Delete upload folders last changed before `cutoff`, except those in `keep`."""
+    root = data_dir / INPUTS_FOLDER
+    if not root.is_dir():
+        return 0
+    deleted = 0
+    for folder in root.iterdir():
+        relative = str(folder.relative_to(data_dir))
+        with contextlib.suppress(FileNotFoundError):
+            if relative in keep or folder.stat().st_mtime >= cutoff.timestamp():
+                continue
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink()
+            deleted += 1
+    return deleted
+
+
+async def _audit(
+    sessions: async_sessionmaker[AsyncSession], action: str, params: dict[str, object]
+) -> None:
+    async with sessions.begin() as session:
+        audit.record(session, action, "ok", params=params)
+
+
+class RetentionSweeper:
+    """Runs `sweep` at start and every SWEEP_EVERY; a failed pass is logged and retried."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        data_dir: Path,
+        retention_days: float | None,
+        every: timedelta = SWEEP_EVERY,
+    ) -> None:
+        self._sessions = sessions
+        self._data_dir = data_dir
+        self._retention_days = retention_days
+        self._every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="retention-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await sweep(self._sessions, self._data_dir, self._retention_days)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention sweep failed; trying again in %s", self._every)
+            await asyncio.sleep(self._every.total_seconds())

@@ -1,0 +1,28 @@
+"""member cooldowns: a member who keeps tripping the blocklist is paused for a while
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cooldown_until", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("cooldown_reason", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("cooldown_reason")
+        batch_op.drop_column("cooldown_until")

@@ -1,0 +1,121 @@
+"""The moderation service: config and admin terms, every text screened, strikes and pauses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.moderation.service import (
+    DEFAULTS,
+    NEGATIVE,
+    PROMPT,
+    SOURCE,
+    STYLE,
+    Moderation,
+)
+from bot.store.audit import Actor
+from bot.store.guilds import GuildStore
+from tests.stores import Stores, open_stores
+
+GUILD, OTHER = 10, 11
+DANA = Actor(444, GUILD, 20)
+ADMIN = Actor(1, GUILD, 20)
+CONFIG = """
+[moderation]
+blocklist = ["Gore", "  blood   bath "]
+strikes = 3
+strike_window_minutes = 10
+strike_cooldown_minutes = 30
+log_channel_id = 99
+"""
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    async with open_stores(tmp_path, CONFIG) as opened:
+        yield opened
+
+
+@pytest.fixture
+def told() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def moderation(stores: Stores, told: list[str]) -> Moderation:
+    guilds = GuildStore(stores.sessions)
+    return Moderation(stores.config.moderation, guilds, stores.users, stores.audit, told.append)
+
+
+async def test_config_terms_join_the_admins_per_server_and_global_terms(
+    stores: Stores, moderation: Moderation
+) -> None:
+    guilds = GuildStore(stores.sessions)
+    await guilds.block("kettle", ADMIN)
+    await guilds.block("teapot", ADMIN, everywhere=True)
+    assert await moderation.terms(GUILD) == ["gore", "blood bath", "kettle", "teapot"]
+    assert await moderation.terms(OTHER) == ["gore", "blood bath", "teapot"]
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "said"),
+    [
+        (PROMPT, "a g0re scene", "Your prompt contains `gore`"),
+        (NEGATIVE, "b l o o d b a t h", "Your negative prompt contains `blood bath`"),
+        (DEFAULTS, "blurry, gorë", "Your own default negative prompt contains `gore`"),
+        (STYLE, "cinematic, g.o.r.e", "The style you chose adds `gore`"),
+        (SOURCE, "gоre", "The prompt of that image contains `gore`"),  # Cyrillic о
+    ],
+)
+async def test_every_text_a_job_uses_is_screened_and_each_hit_audited(
+    stores: Stores, moderation: Moderation, where: str, text: str, said: str
+) -> None:
+    clean = [(PROMPT, "a gorgeous violet sky"), (NEGATIVE, None)]
+    blocked = await moderation.screen(DANA, [*clean, (where, text)], "imagine")
+    assert blocked is not None and blocked.where == where
+    assert blocked.message.startswith(said)
+    (entry,) = (await stores.audit.query(action="moderation.blocked")).entries
+    assert (entry.actor_id, entry.outcome) == (DANA.user_id, "refused")
+    assert entry.params["where"] == where and entry.params["command"] == "imagine"
+    assert await moderation.screen(DANA, clean, "imagine") is None
+
+
+async def test_repeated_blocked_prompts_pause_the_member_and_tell_the_admins(
+    stores: Stores, moderation: Moderation, told: list[str]
+) -> None:
+    for _ in range(2):
+        blocked = await moderation.screen(DANA, [(PROMPT, "gore")], "imagine")
+        assert blocked is not None and "paused" not in blocked.message
+    assert await moderation.paused(DANA.user_id) is None and told == []
+
+    third = await moderation.screen(DANA, [(PROMPT, "g o r e")], "imagine")
+
+    assert third is not None and "you are paused until <t:" in third.message
+    assert "3 blocked prompts in 10 minutes" in third.message
+    reason = await moderation.paused(DANA.user_id)
+    assert reason is not None and reason.startswith("You are paused until <t:")
+    (note,) = told
+    assert f"<@{DANA.user_id}>" in note and "30 minutes" in note and "`gore`" in note
+    (pause,) = (await stores.audit.query(action="user.cooldown")).entries
+    assert pause.target == f"user:{DANA.user_id}"
+    # Another member's strikes are their own.
+    assert await moderation.paused(ADMIN.user_id) is None
+
+
+async def test_a_notifier_that_fails_never_fails_the_screening(stores: Stores) -> None:
+    def broken(text: str) -> None:
+        raise RuntimeError("Discord is down")
+
+    moderation = Moderation(stores.config.moderation, GuildStore(stores.sessions), stores.users,
+                            stores.audit, broken)  # fmt: skip
+    for _ in range(3):
+        blocked = await moderation.screen(DANA, [(PROMPT, "gore")], "imagine")
+    assert blocked is not None and "paused" in blocked.message
+
+
+async def test_the_rate_limit_is_taken_per_request(moderation: Moderation) -> None:
+    results = [moderation.rate(DANA.user_id, GUILD) for _ in range(6)]
+    assert results[:5] == [None] * 5
+    assert results[5] is not None and results[5].scope == "member"
