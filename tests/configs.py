@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+
+# The [engine] keys every test config has, unless its `engine` keys say otherwise.
+ENGINE_DEFAULTS = {"devices": '["cpu"]', "default_model": '"tiny"', "job_timeout": "120"}
 
 
 def write_config(
@@ -10,14 +14,15 @@ def write_config(
 ) -> Path:
     """`directory`/config.toml serving `model_dir` as "tiny"; data goes to `directory`/data.
 
-    `extra` holds whole sections; `engine` more keys of the `[engine]` section."""
+    `extra` holds whole sections; `engine` more keys of the `[engine]` section (which
+    replace ENGINE_DEFAULTS of the same name)."""
+    given = tomllib.loads(engine)
+    defaults = "\n".join(f"{k} = {v}" for k, v in ENGINE_DEFAULTS.items() if k not in given)
     path = directory / "config.toml"
     path.write_text(
         f"""{extra}
 [engine]
-devices = ["cpu"]
-default_model = "tiny"
-job_timeout = 120
+{defaults}
 {engine}
 
 [models.tiny]
