@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from typing import BinaryIO
@@ -11,24 +12,38 @@ from pydantic import ValidationError
 
 from engine.protocol import Message, encode
 
+log = logging.getLogger(__name__)
+
 # A request carries no image bytes, so a longer line is garbage, not a request.
 MAX_LINE = 1 << 20
 
 
 class EventChannel:
-    """Writes whole event lines to the protocol fd, from any thread, flushed at once."""
+    """Writes whole event lines to the protocol fd, from any thread, flushed at once.
+
+    Once the bot has gone (the pipe is broken) events are dropped: nobody is left to
+    read them, and the engine ends when its stdin closes."""
 
     def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "wb")
+        self._fd = fd
         self._lock = threading.Lock()
+        self._broken = False
 
     def send(self, event: Message) -> None:
         self.write_raw(encode(event))
 
     def write_raw(self, data: bytes) -> None:
         with self._lock:
-            self._file.write(data)
-            self._file.flush()
+            if self._broken:
+                return
+            try:
+                # Unbuffered: nothing is left behind to flush (and fail) at exit.
+                unwritten = memoryview(data)
+                while unwritten:
+                    unwritten = unwritten[os.write(self._fd, unwritten) :]
+            except BrokenPipeError:
+                self._broken = True
+                log.info("the bot closed the event pipe; events are dropped from here on")
 
 
 class LineTooLong(ValueError):

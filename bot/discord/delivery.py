@@ -209,7 +209,7 @@ class Delivery:
             text = await self._with_position(job.id, self._latest.get(job.id, ""))
             preview = self._preview.pop(job.id, None)
             if text != shown or preview is not None:
-                files = [discord.File(preview, PREVIEW_NAME)] if preview else []
+                files = await _preview_file(preview) if preview else []
                 try:
                     await self._edit_status(
                         job, content=text, attachments=files, view=progress_view(job.id)
@@ -437,3 +437,13 @@ def _where(place: QueuePlace) -> str:
     minutes = math.ceil(place.eta_seconds / 60)
     start = "starts in under a minute" if minutes <= 1 else f"starts in about {minutes} min"
     return f"position {place.position} in queue, {start}"
+
+
+async def _preview_file(path: Path) -> list[discord.File]:
+    """The preview as an attachment, read in a thread; none once the engine has removed
+    it (its job just ended)."""
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError:
+        return []
+    return [discord.File(io.BytesIO(data), PREVIEW_NAME)]

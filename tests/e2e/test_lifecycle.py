@@ -148,6 +148,7 @@ async def test_an_engine_killed_mid_job_is_restarted_and_the_job_retried(
     engine.kill()
     result = await ix.wait_for_original(finished, timeout=180)
     assert result.embeds, result.content
+    await all_delivered(running_bot, 1)  # recorded just after Discord took the result
     (job,) = running_bot.rows("select state, attempts from jobs")
     assert job == {"state": "succeeded", "attempts": 2}
     delivered_once(running_bot)
