@@ -21,6 +21,7 @@ from .discord.cogs.member import MemberCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
+from .discord.moderation import ModerationNotices
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
@@ -52,7 +53,12 @@ def build_engines(config: Config) -> list[EngineProcess]:
     env[ENGINE_FORMAT_VARIABLE] = config.logging.format  # the engine logs like the bot
     return [
         EngineProcess(
-            device, config.models, env, config.engine.model_memory_gb, config.engine.speed()
+            device,
+            config.models,
+            env,
+            config.engine.model_memory_gb,
+            config.engine.speed(),
+            config.moderation.classifier(),
         )
         for device in config.engine.devices
     ]
@@ -75,6 +81,7 @@ def build_service(
         quotas=quotas,
         queue=config.queue,
         batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
+        moderation=config.moderation,
     )
 
 
@@ -134,6 +141,7 @@ async def run_bot(config: Config, token: str) -> None:
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
         service.queue_place, users.prefers_dm,
+        ModerationNotices(client, config.moderation.log_channel_id),
     )  # fmt: skip
     service.add_listener(delivery)
     service.add_listener(ops.metrics)

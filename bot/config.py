@@ -33,6 +33,7 @@ from engine.protocol import (
 )
 
 from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
+from .moderation.images import ImageModerationConfig
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
@@ -273,6 +274,15 @@ class AlertsConfig(Section):
     )
 
 
+class ModerationConfig(ImageModerationConfig):
+    """`[moderation]`: the image classifier's keys (bot.moderation.images) and the
+    admins' log channel."""
+
+    log_channel_id: int | None = Field(
+        None, description="channel told of every withheld job; unset: nobody is told"
+    )
+
+
 class LoggingConfig(Section):
     format: Literal["text", "json"] = Field(
         "text", description='"text" for people, "json" (one object per line) for log shippers'
@@ -293,6 +303,7 @@ class Config(Section):
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    moderation: ModerationConfig = ModerationConfig()
     logging: LoggingConfig = LoggingConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)
     styles: dict[str, Style] = Field(

@@ -56,6 +56,7 @@ from ..common import (
     Followup,
     Reply,
     Services,
+    age_restricted,
     journal_then_defer,
     model_choices,
     refuse,
@@ -450,6 +451,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
             role_ids=tuple(role.id for role in getattr(author, "roles", [])),
+            nsfw_channel=age_restricted(message.channel),
         )  # fmt: skip
         log.info("message %s: a sketch from user %d", message.id, author.id)
         await self._complete(Ticket(requester, "", given, {"control": AttachmentRef.of(picture)}),
