@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
