@@ -23,6 +23,7 @@ from .discord.cogs.scope import ScopeCog
 from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
+from .discord.moderation import ModerationNotices
 from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
@@ -57,7 +58,12 @@ def build_engines(config: Config) -> list[EngineProcess]:
     env[ENGINE_FORMAT_VARIABLE] = config.logging.format  # the engine logs like the bot
     return [
         EngineProcess(
-            device, config.models, env, config.engine.model_memory_gb, config.engine.speed()
+            device,
+            config.models,
+            env,
+            config.engine.model_memory_gb,
+            config.engine.speed(),
+            config.moderation.classifier(),
         )
         for device in config.engine.devices
     ]
@@ -80,6 +86,7 @@ def build_service(
         quotas=quotas,
         queue=config.queue,
         batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
+        moderation=config.moderation,
     )
 
 
@@ -145,15 +152,15 @@ async def run_bot(config: Config, token: str) -> None:
     use_endpoints(config.discord)
     client = AtelierBot(config.discord, ops.discord_trace)
     users = UserStore(sessions, config.storage.data_dir)
+    admin_log = AdminLog(client, config.moderation.log_channel_id)
     delivery = Delivery(
         client, service.store, config.storage.data_dir, config.discord.progress_interval,
-        service.queue_place, users.prefers_dm,
+        service.queue_place, users.prefers_dm, ModerationNotices(client, admin_log),
     )  # fmt: skip
     service.add_listener(delivery)
     service.add_listener(ops.metrics)
     ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
-    admin_log = AdminLog(client, config.moderation.log_channel_id)
     moderation = build_moderation(config, sessions, admin_log)
     http = (
         build_http(config, sessions, service, quotas, keys, moderation)

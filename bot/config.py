@@ -33,6 +33,7 @@ from engine.protocol import (
 )
 
 from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
+from .moderation.images import ImageModerationConfig
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
@@ -242,14 +243,17 @@ def fold_term(typed: str) -> str:
     return " ".join(typed.split()).casefold()
 
 
-class ModerationConfig(Section):
-    """The prompt blocklist, rate limits, and what happens to members who keep tripping them."""
+class ModerationConfig(ImageModerationConfig):
+    """`[moderation]`: the prompt blocklist, rate limits, what happens to members who keep
+    tripping them, and the image classifier's keys (bot.moderation.images)."""
 
     blocklist: list[str] = Field(
         default_factory=list, description="terms refused everywhere, besides those admins add"
     )
     log_channel_id: int | None = Field(
-        None, description="a channel where the bot tells admins about moderation decisions"
+        None,
+        description="a channel where the bot tells admins about moderation decisions"
+        " (pauses, withheld images); unset: nobody is told",
     )
     member_burst: int = Field(
         5, ge=0, description="jobs one member may ask for in a row; 0: no limit"

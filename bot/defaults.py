@@ -23,8 +23,9 @@ from engine.protocol import ModelSpec
 from .config import Config, ConfigError, config_from_dict, looks_local
 
 CONFIG_FILE = "config.toml"
-# Stable Diffusion 1.5 in diffusers format: about 5.5 GB downloaded on first use
-# (fp32 safetensors: UNet 3.4 GB, safety checker 1.2 GB, text encoder 0.5 GB, VAE 0.3 GB).
+# Stable Diffusion 1.5 in diffusers format: about 4.3 GB downloaded on first use
+# (fp32 safetensors: UNet 3.4 GB, text encoder 0.5 GB, VAE 0.3 GB; its 1.2 GB safety
+# checker is never fetched: engine.safety's classifier replaces it).
 DEFAULT_MODEL_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_MODEL_NAME = "sd15"
 _NAME = re.compile(r"[^a-z0-9_-]+")

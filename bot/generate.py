@@ -62,7 +62,7 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
     device = args.device or config.engine.devices[0]
     engine = EngineProcess(
         device, config.models, engine_environment(), config.engine.model_memory_gb,
-        config.engine.speed(),
+        config.engine.speed(), config.moderation.classifier(),
     )  # fmt: skip
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,11 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
                 print(f"\natelier: {result.message}", file=sys.stderr)
                 return 1
             for image in result.images:
-                print(f"{image.path}  seed {image.seed}  {image.width}x{image.height}")
+                line = f"{image.path}  seed {image.seed}  {image.width}x{image.height}"
+                if image.verdict is not None and image.verdict.flagged:
+                    label, score = image.verdict.top
+                    line += f"  flagged by the image filter ({label} {score:.2f})"
+                print(line)
             print(f"{len(result.images)} image(s) in {result.gpu_seconds:.2f} s", file=sys.stderr)
     except EngineFailure as error:
         print(f"\natelier: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ import hashlib
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -138,9 +138,22 @@ def load_text2image(
     else:
         # The auto class reads model_index.json and picks the family's pipeline.
         pipeline = AutoPipelineForText2Image.from_pretrained(
-            source.location, dtype=dtype, **components
+            source.location, dtype=dtype, **_no_safety_checker(source), **components
         )
+    if getattr(pipeline, "safety_checker", None) is not None:  # never silently used
+        pipeline.register_modules(safety_checker=None)
     return pipeline
+
+
+def _no_safety_checker(source: Source) -> dict[str, Any]:
+    """Arguments that keep diffusers' safety checker out of an SD 1.x checkpoint that ships
+    one: it would blacken flagged images silently, and engine.safety's classifier checks
+    every image instead (and says so). Not even loaded: it is 1.2 GB of weights."""
+    # Typed as a tuple for the return_unused_kwargs case; a plain call returns the dict.
+    config = cast(dict[str, Any], DiffusionPipeline.load_config(source.location))
+    if config.get("safety_checker", [None])[0] is None:
+        return {}  # none shipped, or an SDXL pipeline, which takes no such argument
+    return {"safety_checker": None, "requires_safety_checker": False}
 
 
 def load_inpaint_unet(source: Source, family: Family, dtype: torch.dtype) -> UNet2DConditionModel:

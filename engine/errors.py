@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.protocol import ErrorCode
+from engine.protocol import ErrorCode, ImageVerdict
 
 
 class JobFailure(Exception):
@@ -29,3 +29,14 @@ class OutOfMemory(JobFailure):
     """Even one image at a time did not fit in the device's memory."""
 
     code = ErrorCode.OUT_OF_MEMORY
+
+
+class InputFlagged(JobFailure):
+    """An input image of a job whose flagged images are withheld was flagged by the
+    classifier: the job stops before any GPU work."""
+
+    code = ErrorCode.CONTENT_FILTERED
+
+    def __init__(self, message: str, verdicts: dict[str, ImageVerdict]) -> None:
+        super().__init__(message)
+        self.verdicts = verdicts

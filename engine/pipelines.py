@@ -32,7 +32,7 @@ from PIL import Image
 
 from engine import inputs
 from engine.checkpoints import Family
-from engine.errors import BadRequest, Cancelled, JobFailure, OutOfMemory
+from engine.errors import BadRequest, Cancelled, InputFlagged, JobFailure, OutOfMemory
 from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
@@ -43,10 +43,13 @@ from engine.protocol import (
     MODE_INPUTS,
     BatchJob,
     GenerateRequest,
+    ImageVerdict,
     JobResult,
     Mode,
+    NsfwPolicy,
     OutputImage,
 )
+from engine.safety import ImageClassifier
 from engine.samplers import Sampler, find_sampler
 
 # Called after each denoising step with (step, total, {job id: preview path or None})
@@ -110,14 +113,19 @@ def generate(
     on_step: StepCallback,
     before_batch: BatchHook | None = None,
     cancelled: CancelledJobs = _no_cancels,
+    classifier: ImageClassifier | None = None,
 ) -> list[Outcome]:
     """Run every job of `request` in one pipeline call (split if memory demands it).
 
     Returns one outcome per job, in request order: a `JobResult`, a
     `BadRequest` for a job whose own input was refused (the others still
-    run), `Cancelled` for a job cancelled before its images were written, or
-    `OutOfMemory` when even one image at a time did not fit. A problem shared
-    by the whole batch (model, sampler, settings) is raised instead.
+    run), `InputFlagged` for a job that withholds flagged images and whose
+    input image the `classifier` flagged (before any GPU work), `Cancelled` for
+    a job cancelled before its images were written, or `OutOfMemory` when even
+    one image at a time did not fit. A problem shared by the whole batch
+    (model, sampler, settings) is raised instead. With a `classifier`, every
+    output image carries its verdict, and a flagged preview of a job that does
+    not allow flagged images is not shown.
     """
     sampler = find_sampler(request.sampler)
     model = registry.get(request.model)
@@ -128,11 +136,15 @@ def generate(
     plans: list[_JobPlan] = []
     for job in request.jobs:
         try:
-            plans.append(_plan(request, job, model))
-        except BadRequest as refused:
+            plan = _plan(request, job, model)
+            if classifier is not None:
+                _screen_inputs(job, classifier)
+            plans.append(plan)
+        except (BadRequest, InputFlagged) as refused:
             outcomes[job.job_id] = refused
     if plans:
         batch = _Batch(request, model, pipeline, sampler, plans, on_step, cancelled)
+        batch.classifier = classifier
         if before_batch is not None:
             batch.before_batch = before_batch
         outcomes |= _run(batch, registry)
@@ -191,6 +203,25 @@ def _plan(request: GenerateRequest, job: BatchJob, model: LoadedModel) -> _JobPl
     return plan
 
 
+# The input images the classifier checks: what a member uploaded to start from or to
+# follow. A mask is black and white, and says nothing about what is shown.
+_SCREENED_INPUTS = ("init_image", "control_image")
+
+
+def _screen_inputs(job: BatchJob, classifier: ImageClassifier) -> None:
+    """Raise InputFlagged when the job withholds flagged images and one of its input
+    images is flagged; the images are classified as the member gave them."""
+    if job.nsfw_policy is not NsfwPolicy.BLOCK:
+        return
+    verdicts = {
+        name: classifier.classify_file(path)
+        for name in _SCREENED_INPUTS
+        if (path := getattr(job, name)) is not None
+    }
+    if any(verdict.flagged for verdict in verdicts.values()):
+        raise InputFlagged("the image filter flagged an input image", verdicts)
+
+
 def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     request, model, plans = batch.request, batch.model, batch.plans
     memory = device_memory(registry.device)
@@ -233,9 +264,16 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             outcomes[job.job_id] = Cancelled(_CANCELLED)
             continue
         made = [images[index] for index, slot in enumerate(batch.slots) if slot.plan == number]
+        verdicts: list[ImageVerdict | None] = [None] * len(made)
+        if batch.classifier is not None:
+            verdicts = [*batch.classifier.classify(made)]
+        written = _write(batch, plan, made)
         outcomes[job.job_id] = JobResult(
             job_id=job.job_id,
-            images=_write(batch, plan, made),
+            images=[
+                image.model_copy(update={"verdict": verdict})
+                for image, verdict in zip(written, verdicts, strict=True)
+            ],
             gpu_seconds=batch_seconds * ran.count(number) / len(ran),
             sampler=batch.sampler.name,
             batch_id=request.batch_id,
@@ -314,6 +352,7 @@ class _Batch:
         self.on_step = on_step
         self.cancelled = cancelled
         self.before_batch: BatchHook = lambda size: None
+        self.classifier: ImageClassifier | None = None
         self.scheduler_recipe: dict[str, Any] = {}
         # Every image of every job, in request order: a chunk is a run of these.
         self.slots = [
@@ -407,7 +446,7 @@ class _Batch:
                     plan = self.plans[number]
                     if plan.preview is not None and plan.job.job_id in previews:
                         latents = tensors["latents"][row : row + 1]
-                        previews[plan.job.job_id] = plan.preview.write(latents)
+                        previews[plan.job.job_id] = self._shown(plan, plan.preview.write(latents))
             self.on_step(step, total, previews)
             return tensors
 
@@ -425,6 +464,13 @@ class _Batch:
         )
         images: list[Image.Image] = output.images
         return images
+
+    def _shown(self, plan: _JobPlan, preview: str) -> str | None:
+        """The preview to show: none when it is flagged and the job does not allow that
+        (the image so far could show what the finished image is withheld for)."""
+        if self.classifier is None or plan.job.nsfw_policy is NsfwPolicy.ALLOW:
+            return preview
+        return None if self.classifier.classify_file(preview).flagged else preview
 
     def _prompt_arguments(self, slots: list[_Slot]) -> dict[str, torch.Tensor]:
         """Each image's prompt embeddings: its job's, encoded once and repeated per image."""

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -49,6 +49,71 @@ SAMPLER_NAMES: tuple[str, ...] = (
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- the image classifier (engine.safety) -----------------------------------------------
+
+# What NudeNet's 320n detector (the classifier the engine runs) can find, in its order.
+NUDENET_LABELS: tuple[str, ...] = (
+    "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED",
+    "BELLY_COVERED", "FEET_COVERED", "ARMPITS_COVERED", "ARMPITS_EXPOSED", "FACE_MALE",
+    "BELLY_EXPOSED", "MALE_GENITALIA_EXPOSED", "ANUS_COVERED", "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+)  # fmt: skip
+# The labels that make an image explicit unless configured otherwise.
+EXPLICIT_LABELS: tuple[str, ...] = (
+    "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
+    "BUTTOCKS_EXPOSED", "ANUS_EXPOSED",
+)  # fmt: skip
+DEFAULT_IMAGE_THRESHOLD = 0.5
+
+
+class NsfwPolicy(StrEnum):
+    """What happens to a job's flagged images, decided by the bot from where the job
+    shows its images: `block` withholds them (and a flagged input stops the job before
+    any GPU work), `spoiler` shows them behind a spoiler, `allow` shows them."""
+
+    ALLOW = "allow"
+    SPOILER = "spoiler"
+    BLOCK = "block"
+
+
+class ClassifierSettings(Message):
+    """The engine's image classifier: which of its labels count, and from what score."""
+
+    enabled: bool = Field(True, description="classify every input, preview and output image")
+    threshold: float = Field(
+        DEFAULT_IMAGE_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="an image is flagged when a counted label scores this or more (0: all)",
+    )
+    labels: list[str] = Field(
+        default_factory=lambda: list(EXPLICIT_LABELS), min_length=1, description="labels counted"
+    )
+
+    @model_validator(mode="after")
+    def _labels_are_known(self) -> Self:
+        unknown = [label for label in self.labels if label not in NUDENET_LABELS]
+        if unknown:
+            raise ValueError(
+                f"unknown classifier label(s) {', '.join(unknown)};"
+                f" known: {', '.join(NUDENET_LABELS)}"
+            )
+        return self
+
+
+class ImageVerdict(Message):
+    """The classifier on one image: flagged or not, and the score of each counted label."""
+
+    flagged: bool
+    scores: dict[str, float] = Field(description="each counted label's score, 0-1")
+
+    @property
+    def top(self) -> tuple[str, float]:
+        """The highest-scoring label and its score."""
+        return max(self.scores.items(), key=lambda item: item[1], default=("", 0.0))
 
 
 class ControlType(StrEnum):
@@ -189,6 +254,9 @@ class BatchJob(Message):
     init_image: str | None = None
     mask_image: str | None = Field(None, description="white = repaint, black = keep")
     control_image: str | None = None
+    nsfw_policy: NsfwPolicy = Field(
+        NsfwPolicy.BLOCK, description="what the job's flagged images meet where they are shown"
+    )
 
     @model_validator(mode="after")
     def _one_value_per_image(self) -> Self:
@@ -290,6 +358,7 @@ class SetupRequest(Message):
         None, gt=0, description="budget for resident checkpoints (LRU); None: engine decides"
     )
     speed: EngineSpeed = EngineSpeed()
+    classifier: ClassifierSettings = ClassifierSettings()
 
 
 class ShutdownRequest(Message):
@@ -334,6 +403,7 @@ class OutputImage(Message):
     recipe: dict[str, Any] = Field(
         description="everything needed to make this image again (also in its PNG text chunk)"
     )
+    verdict: ImageVerdict | None = Field(None, description="the classifier's; None when off")
 
 
 class JobResult(Message):
@@ -381,6 +451,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
+    CONTENT_FILTERED = "content_filtered"  # an input image flagged by the classifier
     INTERNAL = "internal"
 
 
@@ -391,6 +462,8 @@ class JobError(Message):
     job_id: str | None
     code: ErrorCode
     message: str
+    # content_filtered: the classifier on each input image of the job, by field name.
+    verdicts: dict[str, ImageVerdict] = Field(default_factory=dict)
 
 
 Event = Annotated[Ready | Progress | JobResult | JobError | Status, Field(discriminator="type")]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from engine.errors import BadRequest, JobFailure
+from engine.errors import BadRequest, InputFlagged, JobFailure
 from engine.faults import FaultPlan
 from engine.memory import device_memory, resolve_budget
 from engine.models import ModelRegistry
@@ -16,6 +16,7 @@ from engine.pipelines import CancelledJobs, generate
 from engine.protocol import (
     ErrorCode,
     GenerateRequest,
+    ImageVerdict,
     JobError,
     JobResult,
     LoadedModel,
@@ -23,6 +24,7 @@ from engine.protocol import (
     SetupRequest,
     Status,
 )
+from engine.safety import load_classifier
 from engine.wire import EventChannel
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class JobRunner:
         self.registry = ModelRegistry(
             setup.models, device, resolve_budget(setup.model_memory_gb, device), setup.speed
         )
+        # Loaded at setup, so a missing package refuses the engine rather than a job.
+        self.classifier = load_classifier(setup.classifier)
         self._device_name = setup.device
         self._channel = channel
         self._faults = faults
@@ -99,7 +103,9 @@ class JobRunner:
 
         out_of_memory = False
         try:
-            outcomes = generate(request, self.registry, on_step, before_batch, cancelled)
+            outcomes = generate(
+                request, self.registry, on_step, before_batch, cancelled, self.classifier
+            )
         except JobFailure as failure:
             log.info("batch ended: %s", failure)
             return self._errors(request, cancelled, failure.code, str(failure))
@@ -127,14 +133,16 @@ class JobRunner:
         events: list[JobResult | JobError] = []
         for job_id, outcome in zip(request.job_ids, outcomes, strict=True):
             if isinstance(outcome, JobResult):
+                flagged = sum(1 for i in outcome.images if i.verdict and i.verdict.flagged)
                 log.info(
-                    "job %s done: %d image(s), %.2f of the batch's %.2f s", job_id,
-                    len(outcome.images), outcome.gpu_seconds, outcome.batch_gpu_seconds,
+                    "job %s done: %d image(s) (%d flagged), %.2f of the batch's %.2f s", job_id,
+                    len(outcome.images), flagged, outcome.gpu_seconds, outcome.batch_gpu_seconds,
                 )  # fmt: skip
                 events.append(outcome)
             else:
                 log.info("job %s ended: %s", job_id, outcome)
-                events.append(self._error(job_id, outcome.code, str(outcome)))
+                verdicts = outcome.verdicts if isinstance(outcome, InputFlagged) else {}
+                events.append(self._error(job_id, outcome.code, str(outcome), verdicts))
         return events
 
     def _errors(
@@ -149,5 +157,13 @@ class JobRunner:
             for job_id in request.job_ids
         ]
 
-    def _error(self, job_id: str, code: ErrorCode, message: str) -> JobError:
-        return JobError(job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE])
+    def _error(
+        self,
+        job_id: str,
+        code: ErrorCode,
+        message: str,
+        verdicts: dict[str, ImageVerdict] | None = None,
+    ) -> JobError:
+        return JobError(
+            job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE], verdicts=verdicts or {}
+        )

@@ -24,21 +24,27 @@ class AdminLog:
         self._channel_id = channel_id
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, text: str) -> None:
-        """Post `text` in the log channel, in the background; nothing when none is set."""
+    def __call__(self, text: str, nonce: str | None = None) -> None:
+        """Post `text` in the log channel, in the background; nothing when none is set.
+
+        With a `nonce`, posting the same decision again (a retried delivery) makes the
+        same message, not a second one."""
         if self._channel_id is None:
             log.info("for the admins (no [moderation] log_channel_id set): %s", text)
             return
-        task = asyncio.create_task(self._post(self._channel_id, text[:MAX_LENGTH]),
+        task = asyncio.create_task(self._post(self._channel_id, text[:MAX_LENGTH], nonce),
                                    name="admin-log")  # fmt: skip
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, channel_id: int, text: str) -> None:
+    async def _post(self, channel_id: int, text: str, nonce: str | None) -> None:
         try:
-            await self._client.get_partial_messageable(channel_id).send(
-                text, allowed_mentions=discord.AllowedMentions.none()
-            )
+            channel = self._client.get_partial_messageable(channel_id)
+            none = discord.AllowedMentions.none()
+            if nonce is None:
+                await channel.send(text, allowed_mentions=none)
+            else:
+                await channel.send(text, allowed_mentions=none, nonce=nonce)
         except Exception as error:
             log.warning("could not post in the admins' log channel %d: %s", channel_id, error)
 

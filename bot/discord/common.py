@@ -90,7 +90,15 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
         interaction_token=interaction.token,
         role_ids=tuple(roles_of(interaction)),
         upload_limit=interaction.filesize_limit,
+        nsfw_channel=age_restricted(interaction.channel),
     )
+
+
+def age_restricted(channel: object) -> bool:
+    """Whether Discord marks the channel age-restricted (a thread: its parent); a DM
+    or a channel the bot cannot see is not."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 # How long the journal write may take before the deferral goes first (Discord allows 3 s).

@@ -35,11 +35,13 @@ from engine.protocol import Progress
 
 from ..jobs.failures import member_failure
 from ..jobs.service import QueuePlace
+from ..moderation.images import public_notice, spoiler_name
 from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
 from ..store.db import persist
 from ..store.jobs import JobStore
 from ..store.models import Job, JobState, utcnow
 from .components import progress_view, result_view
+from .moderation import ModerationNotices, withheld_by_filter
 from .webhooks import ORIGINAL, interaction_webhook
 
 log = logging.getLogger(__name__)
@@ -107,10 +109,13 @@ class Delivery:
         store: JobStore,
         data_dir: Path,
         interval: float,
-        queue_place: Callable[[str], Awaitable[QueuePlace | None]] | None = None,
-        prefers_dm: Callable[[int], Awaitable[bool]] | None = None,
+        queue_place: Callable[[str], Awaitable[QueuePlace | None]],
+        prefers_dm: Callable[[int], Awaitable[bool]],
+        moderation: ModerationNotices,
     ) -> None:
         self._client = client
+        # Who else hears of a job the image filter withheld (the member, privately; admins).
+        self._moderation = moderation
         # Whether a member asked (/settings delivery:DM) for results by DM.
         self._prefers_dm = prefers_dm
         self._store = store
@@ -222,7 +227,7 @@ class Delivery:
     async def _with_position(self, job_id: str, text: str) -> str:
         """A queued job's line keeps its position current."""
         template = self._queued.get(job_id)
-        if template is None or self._queue_place is None:
+        if template is None:
             return text
         place = await self._queue_place(job_id)
         return text if place is None else template.format(where=_where(place))
@@ -263,13 +268,15 @@ class Delivery:
                     continue
                 await persist(partial(self._store.mark_delivered, job.id, message_id, how))
                 log.info("job %s: delivered (%s)", job.id, how)
+                if withheld_by_filter(job):
+                    await self._moderation.withheld(job, self._token_fresh(job))
                 return
         finally:
             self._delivering.discard(job.id)
 
     async def _send(self, job: Job) -> tuple[int | None, str]:
         answer = await asyncio.to_thread(self._answer, job)
-        if self._prefers_dm is not None and await self._prefers_dm(job.user_id):
+        if await self._prefers_dm(job.user_id):
             try:
                 return await self._send_dm(job, answer), "dm"
             except discord.Forbidden as error:
@@ -373,15 +380,19 @@ class Delivery:
 
     def _answer(self, job: Job) -> Answer:
         """The answer's text and files, fitted to the upload limit (runs in a thread)."""
+        if withheld_by_filter(job):
+            return Answer(public_notice(job.id), None, None, [])
         if job.state is not JobState.SUCCEEDED:
             return Answer(failure_text(job), None, None, [])
         paths = [self._data_dir / output.path for output in job.outputs]
+        # Flagged images shown in an age-restricted channel set to "spoiler" (the grid too).
+        spoilers = [bool(output.flags.get("spoiler")) for output in job.outputs]
         uploads = [
-            Upload(output_name(job.id, index), path.read_bytes())
-            for index, path in enumerate(paths)
+            Upload(_named(output_name(job.id, index), spoiler), path.read_bytes())
+            for index, (path, spoiler) in enumerate(zip(paths, spoilers, strict=True))
         ]
         if len(paths) > 1:
-            uploads.insert(0, Upload(GRID_NAME, grid_jpeg(paths)))
+            uploads.insert(0, Upload(_named(GRID_NAME, any(spoilers)), grid_jpeg(paths)))
         limit = job.upload_limit or DEFAULT_UPLOAD_LIMIT
         messages, too_large = pack_uploads([len(u.data) for u in uploads], limit)
         content = f"✅ <@{job.user_id}>'s images are ready."
@@ -389,6 +400,8 @@ class Delivery:
             names = ", ".join(uploads[i].name for i in too_large)
             content += f" ({names} exceed Discord's upload limit; use the U/V buttons.)"
         embed = result_embed(job, uploads[messages[0][0]].name) if messages else None
+        if embed is not None and any(spoilers):
+            embed.set_image(url=None)  # an embed's image would show it without the spoiler
         return Answer(content, embed, result_view(job), [[uploads[i] for i in m] for m in messages])
 
     def _webhook(self, job: Job) -> discord.Webhook:
@@ -412,6 +425,10 @@ class Delivery:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _named(name: str, spoiler: bool) -> str:
+    return spoiler_name(name) if spoiler else name
 
 
 def _own_message(job: Job) -> bool:

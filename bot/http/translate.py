@@ -386,7 +386,8 @@ def artifacts_of(job: Job, read: Callable[[str], bytes | None]) -> list[Artifact
 
     `read` gives an output's bytes by its stored path (None if the file is gone).
     Blocked: a grey image each, CONTENT_FILTERED. Failed or cancelled: ERROR each.
-    Succeeded: each image, SUCCESS (CONTENT_FILTERED where moderation flagged it);
+    Blocked covers the image filter too (bot.moderation.images). Succeeded: each
+    image, SUCCESS, or a grey image, CONTENT_FILTERED, where moderation flagged it;
     an image whose file is gone is an ERROR.
     """
     seeds = list(job.seeds)
@@ -400,16 +401,21 @@ def artifacts_of(job: Job, read: Callable[[str], bytes | None]) -> list[Artifact
         return [Artifact(base64="", seed=s, finishReason=FinishReason.ERROR) for s in seeds]
     artifacts = []
     for output in job.outputs:
+        if any(output.flags.get(flag) for flag in ("nsfw", "filtered", "blocked")):
+            # As Stability does: the flagged image itself is never sent.
+            grey = base64.b64encode(placeholder_png(output.width, output.height)).decode()
+            artifacts.append(Artifact(base64=grey, seed=output.seed,
+                                      finishReason=FinishReason.CONTENT_FILTERED))  # fmt: skip
+            continue
         data = read(output.path)
         if data is None:
             artifacts.append(Artifact(base64="", seed=output.seed, finishReason=FinishReason.ERROR))
             continue
-        flagged = any(output.flags.get(flag) for flag in ("nsfw", "filtered", "blocked"))
         artifacts.append(
             Artifact(
                 base64=base64.b64encode(data).decode(),
                 seed=output.seed,
-                finishReason=FinishReason.CONTENT_FILTERED if flagged else FinishReason.SUCCESS,
+                finishReason=FinishReason.SUCCESS,
             )
         )
     return artifacts

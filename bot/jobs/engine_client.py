@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from engine.protocol import (
     PROTOCOL_VERSION,
     CancelRequest,
+    ClassifierSettings,
     EngineSpeed,
     Event,
     GenerateRequest,
@@ -77,12 +78,14 @@ class EngineProcess:
         env: dict[str, str],
         model_memory_gb: float | None = None,
         speed: EngineSpeed | None = None,
+        classifier: ClassifierSettings | None = None,
     ) -> None:
         self.device = device
         self._models = models
         self._env = env
         self._model_memory_gb = model_memory_gb
         self._speed = speed or EngineSpeed()
+        self._classifier = classifier or ClassifierSettings()
         self._process: asyncio.subprocess.Process | None = None
         self._events: asyncio.StreamReader | None = None
         self._transport: asyncio.ReadTransport | None = None
@@ -130,6 +133,7 @@ class EngineProcess:
                 models=self._models,
                 model_memory_gb=self._model_memory_gb,
                 speed=self._speed,
+                classifier=self._classifier,
             )
         )
         limit = COMPILE_START_TIMEOUT if self.warms_up else START_TIMEOUT

@@ -38,14 +38,16 @@ from engine.protocol import (
 )
 
 from ..config import QueueConfig
+from ..moderation.images import ImageModerationConfig, screen
 from ..quota import Estimate
 from ..store.db import persist
-from ..store.jobs import IllegalTransition, JobStore, NewJob, NewOutput, QueuedRow, Requester
+from ..store.jobs import IllegalTransition, JobStore, NewJob, QueuedRow, Requester
 from ..store.models import Job, JobState, Lane
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess
 from .scheduler import Waiting, fair_order, for_engine, next_batch
 from .spec import JobSpec, batch_key
+from .withhold import outputs_of, withhold_inputs, withhold_outputs
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class JobService:
         quotas: QuotaStore | None = None,
         queue: QueueConfig | None = None,
         batch_images: dict[str, int] | None = None,
+        moderation: ImageModerationConfig | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -134,6 +137,8 @@ class JobService:
         self._queue = queue or QueueConfig()
         # Images one request may carry, per device (bot.config EngineConfig.batch_images).
         self._batch_images = batch_images or {}
+        # What flagged images meet (bot.moderation.images); the engines classify them.
+        self._moderation = moderation or ImageModerationConfig()
         self._default_estimate = quotas.rules.default_gpu_seconds if quotas else 1.0
         self._listeners: list[JobListener] = []
         self._supervisors: list[asyncio.Task[None]] = []
@@ -347,6 +352,7 @@ class JobService:
                 pending.append(job)
         if not pending:
             return
+        claimed = {job.id: job for job in pending}
         request = await asyncio.to_thread(self._request, pending)
         await self.store.record_batch(request.batch_id, request.job_ids)
         outcomes: dict[str, JobResult | JobError] = {}
@@ -367,7 +373,11 @@ class JobService:
                     await self._after_crash(job_id, str(failure))
         for outcome in outcomes.values():
             if isinstance(outcome, JobResult):
-                await self._succeed(outcome)
+                await self._succeed(outcome, claimed[outcome.job_id])
+            elif outcome.code is ErrorCode.CONTENT_FILTERED and outcome.job_id in claimed:
+                job = claimed[outcome.job_id]
+                args = (self.store, self._data_dir, self._moderation, outcome, job)
+                self._notify_finished(await withhold_inputs(*args))
             else:
                 await self._job_error(outcome)
 
@@ -378,7 +388,9 @@ class JobService:
         for job, spec in zip(jobs, specs, strict=True):
             output_dir = self._data_dir / "images" / job.id
             output_dir.mkdir(parents=True, exist_ok=True)
-            parts.append(spec.batch_job(job.id, output_dir, self._data_dir))
+            part = spec.batch_job(job.id, output_dir, self._data_dir)
+            policy = self._moderation.policy(job.nsfw_channel)
+            parts.append(part.model_copy(update={"nsfw_policy": policy}))
         return GenerateRequest.for_jobs(
             new_job_id(), specs[0].shared_params(), parts, self._preview_every
         )
@@ -397,20 +409,19 @@ class JobService:
         log.warning("job %s: engine error %s: %s", job_id, error.code, error.message)
         await self._finish(job_id, JobState.FAILED, error.message)
 
-    async def _succeed(self, result: JobResult) -> None:
-        outputs = [
-            NewOutput(
-                index=index,
-                path=str(Path(image.path).relative_to(self._data_dir)),
-                sha256=image.sha256,
-                seed=image.seed,
-                width=image.width,
-                height=image.height,
-                recipe=image.recipe,
+    async def _succeed(self, result: JobResult, claimed: Job) -> None:
+        policy = self._moderation.policy(claimed.nsfw_channel)
+        screened = screen(result, policy, self._moderation.image_threshold)
+        if screened.withheld:
+            args = (self.store, self._data_dir, self._moderation, result, screened)
+            self._notify_finished(await withhold_outputs(*args))
+            return
+        outputs = outputs_of(result, self._data_dir, screened, policy)
+        job = await persist(
+            lambda: self.store.succeed(
+                result.job_id, result.gpu_seconds, outputs, moderation=screened.record
             )
-            for index, image in enumerate(result.images)
-        ]
-        job = await persist(lambda: self.store.succeed(result.job_id, result.gpu_seconds, outputs))
+        )
         log.info("job %s: succeeded in %.2f GPU seconds", job.id, result.gpu_seconds)
         self._notify_finished(job)
 

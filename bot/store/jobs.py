@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,9 @@ class Requester:
     # The message that shows the job, when it exists before the job (a follow-up of a
     # multi-job command, the bot's reply to a member's message); edited as it goes.
     message_id: int | None = None
+    # Asked in a channel Discord marks age-restricted (bot.moderation.images). Unknown
+    # (a command completed after a restart, the HTTP API): False, the stricter policy.
+    nsfw_channel: bool = False
 
     def audit_params(self) -> dict[str, Any]:
         """What every audit entry of this requester's jobs says about the client."""
@@ -88,6 +91,8 @@ class NewOutput:
     width: int
     height: int
     recipe: dict[str, Any]
+    # Moderation flags, e.g. {"nsfw": true, "spoiler": true} for an image shown spoilered.
+    flags: dict[str, Any] = field(default_factory=dict)
 
 
 class JobNotFound(LookupError):
@@ -176,6 +181,7 @@ def add_job(
         client=requester.client,
         api_key_id=requester.api_key_id,
         synchronous=requester.synchronous,
+        nsfw_channel=requester.nsfw_channel,
         outputs=[],
     )
     session.add(job)
@@ -334,6 +340,31 @@ class JobStore:
                 session, job_id, JobState.RUNNING, state, gpu_seconds=gpu_seconds, **fields
             )
             await ledger.settle(session, job, len(outputs), self._pricing)
+        return await self.get(job_id)
+
+    async def block(
+        self,
+        job_id: str,
+        reason: str,
+        moderation: dict[str, Any],
+        gpu_seconds: float = 0.0,
+        outputs: Sequence[NewOutput] = (),
+        charge: bool = False,
+    ) -> Job:
+        """A running job the image filter withheld: `blocked`, with the classifier's
+        verdicts, in one transaction with its kept `outputs` (files kept for review) and
+        the ledger: the measured GPU time charged with `charge`, else refunded."""
+        async with self._sessions.begin() as session:
+            session.add_all(Output(job_id=job_id, **vars(output)) for output in outputs)
+            job = await _transition(
+                session, job_id, JobState.RUNNING, JobState.BLOCKED, "blocked",
+                error=reason, moderation=moderation, gpu_seconds=gpu_seconds,
+            )  # fmt: skip
+            if charge:
+                await ledger.settle(session, job, len(moderation.get("outputs") or ()),
+                                    self._pricing)  # fmt: skip
+            else:
+                await ledger.refund(session, job)
         return await self.get(job_id)
 
     async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:

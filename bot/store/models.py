@@ -155,6 +155,13 @@ class Job(Base):
     # An HTTP request waits for this job on an open connection; if the connection is
     # gone (the bot stopped under it), nobody will read the answer: it is cancelled.
     synchronous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Asked for in a channel Discord marks age-restricted: `[moderation] nsfw_channels`
+    # then says what its flagged images meet (bot.moderation.images); elsewhere they are
+    # withheld.
+    nsfw_channel: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The image classifier's verdicts on the job's images (scores included) and the
+    # policy they met; None before the engine answered, or with the classifier off.
+    moderation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"

@@ -300,9 +300,10 @@ class LocalDiscord:
         )
         return user_id
 
-    def add_channel(self, name: str, *, channel_id: int | None = None) -> int:
+    def add_channel(self, name: str, *, channel_id: int | None = None, nsfw: bool = False) -> int:
+        """A text channel; `nsfw` marks it age-restricted, as Discord's channel setting does."""
         world = self._state.world
-        channel_id = world.add_channel(name, channel_id)
+        channel_id = world.add_channel(name, channel_id, nsfw)
         self._announce("CHANNEL_CREATE", world.channel_payload(channel_id), GUILDS)
         return channel_id
 

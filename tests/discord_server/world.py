@@ -60,6 +60,7 @@ class Channel:
     name: str
     type: int = 0  # GUILD_TEXT
     position: int = 0
+    nsfw: bool = False  # age-restricted, as a server's admins mark a channel
 
 
 class World:
@@ -100,9 +101,11 @@ class World:
             raise ValueError(f"unknown role ids {unknown}; create them with add_role() first")
         self.members[member.user_id] = member
 
-    def add_channel(self, name: str, channel_id: int | None = None) -> int:
+    def add_channel(self, name: str, channel_id: int | None = None, nsfw: bool = False) -> int:
         channel_id = channel_id or self._ids.next()
-        self.channels[channel_id] = Channel(channel_id, name, position=len(self.channels))
+        self.channels[channel_id] = Channel(
+            channel_id, name, position=len(self.channels), nsfw=nsfw
+        )
         return channel_id
 
     def open_dm(self, user_id: int) -> int:
@@ -205,7 +208,7 @@ class World:
             "name": channel.name,
             "position": channel.position,
             "permission_overwrites": [],
-            "nsfw": False,
+            "nsfw": channel.nsfw,
             "topic": None,
             "last_message_id": None,
             "rate_limit_per_user": 0,

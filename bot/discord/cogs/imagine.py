@@ -60,6 +60,7 @@ from ..common import (
     Reply,
     Services,
     actor_of_requester,
+    age_restricted,
     journal_then_defer,
     model_choices,
     refuse,
@@ -458,6 +459,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
             role_ids=tuple(role.id for role in getattr(author, "roles", [])),
+            nsfw_channel=age_restricted(message.channel),
         )  # fmt: skip
         log.info("message %s: a sketch from user %d", message.id, author.id)
         ticket = Ticket(requester, "", given, {"control": AttachmentRef.of(picture)})

@@ -1,0 +1,91 @@
+"""Recording a job whose images the image filter withheld (bot.moderation.images decides).
+
+The job goes from running to `blocked` with the classifier's verdicts, in one
+transaction with its ledger entry (charged only with `[moderation]
+charge_blocked`) and its audit entry; then the withheld files are deleted,
+unless `keep_blocked` keeps them (and their output rows) for review. Files are
+removed after the commit: a crash in between leaves a stray file, never a row
+pointing at a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from engine.protocol import JobError, JobResult, NsfwPolicy
+
+from ..moderation.images import (
+    ImageModerationConfig,
+    Screened,
+    flagged_uploads,
+    input_reason,
+    moderation_record,
+    remove_files,
+)
+from ..store.db import persist
+from ..store.jobs import JobStore, NewOutput
+from ..store.models import Job
+
+log = logging.getLogger(__name__)
+
+
+def outputs_of(result: JobResult, data_dir: Path, screened: Screened | None = None,
+               policy: NsfwPolicy = NsfwPolicy.BLOCK) -> list[NewOutput]:  # fmt: skip
+    """The result's images as output rows (paths relative to the data folder)."""
+    return [
+        NewOutput(
+            index=index,
+            path=str(Path(image.path).relative_to(data_dir)),
+            sha256=image.sha256,
+            seed=image.seed,
+            width=image.width,
+            height=image.height,
+            recipe=image.recipe,
+            flags={} if screened is None else screened.flags(index, policy),
+        )
+        for index, image in enumerate(result.images)
+    ]
+
+
+async def withhold_outputs(
+    store: JobStore,
+    data_dir: Path,
+    config: ImageModerationConfig,
+    result: JobResult,
+    screened: Screened,
+) -> Job:
+    """Block a job whose output images were flagged where they may not be shown."""
+    assert screened.record is not None and screened.reason is not None
+    kept = outputs_of(result, data_dir) if config.keep_blocked else []
+    for output in kept:
+        output.flags.update({"nsfw": True, "withheld": True})
+    record = screened.record | {"charged": config.charge_blocked}
+    job = await persist(
+        lambda: store.block(
+            result.job_id, screened.reason or "", record, gpu_seconds=result.gpu_seconds,
+            outputs=kept, charge=config.charge_blocked,
+        )
+    )  # fmt: skip
+    if not config.keep_blocked:
+        removed = remove_files(data_dir, (str(Path(i.path).relative_to(data_dir))
+                                          for i in result.images))  # fmt: skip
+        log.info("job %s: %d withheld image file(s) deleted", job.id, removed)
+    log.info("job %s: %s", job.id, screened.reason)
+    return job
+
+
+async def withhold_inputs(
+    store: JobStore, data_dir: Path, config: ImageModerationConfig, error: JobError, job: Job
+) -> Job:
+    """Block a job whose uploaded input the engine flagged before any GPU work: nothing
+    was made, so nothing is charged."""
+    reason = input_reason(error.verdicts, config.image_threshold)
+    record = moderation_record(NsfwPolicy.BLOCK, config.image_threshold, inputs=error.verdicts)
+    record["charged"] = False
+    blocked = await persist(lambda: store.block(job.id, reason, record))
+    if not config.keep_blocked:
+        removed = remove_files(data_dir, flagged_uploads(job.spec, error.verdicts))
+        log.info("job %s: %d flagged upload(s) deleted", job.id, removed)
+    log.info("job %s: %s", job.id, reason)
+    return blocked
