@@ -75,6 +75,11 @@ stop_grace_seconds = 5
 [quota]
 jobs_queued = 1000
 
+[moderation]
+# One bench "member" sends hundreds of jobs in seconds: no rate limit here.
+member_burst = 0
+guild_burst = 0
+
 [engine]
 devices = ["cpu"]
 default_model = "tiny"
