@@ -8,6 +8,7 @@ plain `requests`, run in a thread so the server keeps the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 from collections.abc import AsyncIterator
@@ -115,6 +116,23 @@ class RunningApi:
         return await asyncio.to_thread(requests.request, method, self.url + path, **kwargs)
 
 
+@contextlib.asynccontextmanager
+async def serving(directory: Path, model_dir: Path, extra: str = "") -> AsyncIterator[RunningApi]:
+    """The API served from `directory` with workers running (`extra`: more config), then
+    stopped with its job service and database."""
+    running, database = await open_api(directory, model_dir, extra)
+    try:
+        await running.service.start()
+        await running.http.start()
+        running.service.start_workers()
+        running.url = running.http.url
+        yield running
+    finally:
+        await running.http.stop()
+        await running.service.stop()
+        await database.dispose()
+
+
 async def open_api(
     directory: Path, model_dir: Path, extra: str = ""
 ) -> tuple[RunningApi, AsyncEngine]:
@@ -139,14 +157,5 @@ async def api(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 ) -> AsyncIterator[RunningApi]:
     """One server for the package's tests; each test makes its own members."""
-    running, database = await open_api(tmp_path_factory.mktemp("http"), tiny_model_dir)
-    try:
-        await running.service.start()
-        await running.http.start()
-        running.service.start_workers()
-        running.url = running.http.url
+    async with serving(tmp_path_factory.mktemp("http"), tiny_model_dir) as running:
         yield running
-    finally:
-        await running.http.stop()
-        await running.service.stop()
-        await database.dispose()

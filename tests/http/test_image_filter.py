@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot.store.models import Job, JobState, Reservation, UsageEntry
 
-from .conftest import RunningApi, open_api
+from .conftest import RunningApi, serving
 
 # A threshold every image reaches: every image is flagged.
 FLAG_ALL = """
@@ -29,17 +29,8 @@ image_threshold = 0.0
 async def strict_api(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 ) -> AsyncIterator[RunningApi]:
-    running, database = await open_api(tmp_path_factory.mktemp("http"), tiny_model_dir, FLAG_ALL)
-    try:
-        await running.service.start()
-        await running.http.start()
-        running.service.start_workers()
-        running.url = running.http.url
+    async with serving(tmp_path_factory.mktemp("http"), tiny_model_dir, FLAG_ALL) as running:
         yield running
-    finally:
-        await running.http.stop()
-        await running.service.stop()
-        await database.dispose()
 
 
 @pytest.mark.asyncio(loop_scope="module")

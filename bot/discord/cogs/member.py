@@ -203,26 +203,12 @@ class MemberCog(commands.Cog, name="Member"):
             "negative_prompt": negative, "private": private, "delivery": delivery,
         })  # fmt: skip
 
-    @app_commands.command(name="defaults", description="Your own /imagine defaults (= /settings)")
-    @app_commands.describe(**SETTING_HELP)
-    @app_commands.choices(**SETTING_CHOICES)
-    async def defaults(
-        self,
-        interaction: discord.Interaction,
-        model: str | None = None,
-        sampler: str | None = None,
-        aspect: str | None = None,
-        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
-        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
-        negative: str | None = None,
-        private: bool | None = None,
-        delivery: str | None = None,
-        clear: bool = False,
-    ) -> None:
-        await self._save(interaction, clear, {
-            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
-            "negative_prompt": negative, "private": private, "delivery": delivery,
-        })  # fmt: skip
+    # /defaults, the older name, stays as an alias: the same callback, options and help.
+    defaults = app_commands.Command(
+        name="defaults",
+        description="Your own /imagine defaults (= /settings)",
+        callback=settings.callback,
+    )
 
     @settings.autocomplete("model")
     @defaults.autocomplete("model")
