@@ -17,8 +17,8 @@ from .conftest import Launch, RunningBot
 from .test_imagine import finished
 
 WEBHOOK_MESSAGES = r"^/webhooks/\d+/[^/]+/messages/"
-# Jobs of 150 steps, long enough to be cut off mid-run, may take minutes on a busy
-# machine: their attempts must not end by the engine timeout instead.
+# Jobs of 50 steps (a preview at each), long enough to be cut off mid-run, may take
+# minutes on a busy machine: their attempts must not end by the engine timeout instead.
 LONG_JOBS = "job_timeout = 900"
 
 
@@ -107,7 +107,7 @@ async def test_a_job_cut_off_by_a_kill_runs_again_and_is_delivered_once(
     launch_bot: Launch,
 ) -> None:
     running_bot = await launch_bot(engine=LONG_JOBS)
-    ix = await imagine(running_bot, "interrupted", seed=5, steps=150)
+    ix = await imagine(running_bot, "interrupted", seed=5, steps=50)
     await ix.wait_for_original(on_the_engine, timeout=60)
     await running_bot.kill()  # while the job runs on the engine
     await running_bot.start()
@@ -137,7 +137,7 @@ async def test_an_engine_killed_mid_job_is_restarted_and_the_job_retried(
     launch_bot: Launch,
 ) -> None:
     running_bot = await launch_bot(engine=LONG_JOBS)
-    ix = await imagine(running_bot, "survivor", seed=7, steps=150)
+    ix = await imagine(running_bot, "survivor", seed=7, steps=50)
     await ix.wait_for_original(on_the_engine, timeout=60)
     assert running_bot.process is not None
     (engine,) = [
