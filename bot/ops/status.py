@@ -1,19 +1,15 @@
 """What /admin status shows: the queue, the last hour, each engine, recent failures, and a
 24-hour chart of queue depth and throughput, all from the database and the engines.
 
-The chart is a bare matplotlib Figure on its own Agg canvas (no pyplot, no
-global state), drawn in a worker thread so the event loop never waits on it.
+The chart (bot.ops.chart) is drawn in a worker thread so the event loop never
+waits on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from engine.protocol import Status
 
@@ -22,7 +18,6 @@ from ..store.models import JobState, Lane
 from .facts import Failure, HourPoint, HourSummary, OpsQueries
 from .metrics import gpu_memory
 
-WIDTH_PX, HEIGHT_PX, DPI = 800, 360, 96
 GIB = 2**30
 
 
@@ -88,31 +83,8 @@ class StatusReport:
         )
 
     async def chart(self, points: Sequence[HourPoint]) -> bytes:
+        # matplotlib weighs ~30 MB at start: loaded when an admin first asks for
+        # /admin status, not by every bot (bench, item bot).
+        from .chart import hourly_chart_png
+
         return await asyncio.to_thread(hourly_chart_png, points)
-
-
-def hourly_chart_png(points: Sequence[HourPoint]) -> bytes:
-    """Queue depth (bars) and images made (line) per hour of the last 24 hours."""
-    figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
-    FigureCanvasAgg(figure)
-    depth_axis = figure.add_subplot()
-    labels = [point.start.strftime("%H:00") for point in points]
-    depth_axis.bar(labels, [p.queue_depth for p in points], color="#a0cbe8",
-                   label="queue depth (at the hour)")  # fmt: skip
-    depth_axis.set_ylabel("jobs waiting")
-    depth_axis.set_title("Last 24 hours (UTC)")
-    images_axis = depth_axis.twinx()
-    images_axis.plot(labels, [p.images for p in points], color="#f28e2b", marker="o",
-                     markersize=3, label="images per hour")  # fmt: skip
-    images_axis.plot(labels, [p.finished for p in points], color="#4e79a7", linestyle="--",
-                     label="jobs finished per hour")  # fmt: skip
-    images_axis.set_ylabel("per hour")
-    images_axis.set_ylim(bottom=0)
-    depth_axis.set_ylim(bottom=0)
-    depth_axis.tick_params(axis="x", labelrotation=60, labelsize=7)
-    handles = depth_axis.get_legend_handles_labels()[0] + images_axis.get_legend_handles_labels()[0]
-    depth_axis.legend(handles=handles, loc="upper left", fontsize=8)
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
