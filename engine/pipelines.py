@@ -38,7 +38,6 @@ from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
 from engine.previews import PreviewWriter
 from engine.protocol import (
-    MAX_SEED,
     MAX_STEPS,
     MODE_INPUTS,
     BatchJob,
@@ -48,6 +47,7 @@ from engine.protocol import (
     Mode,
     NsfwPolicy,
     OutputImage,
+    consecutive_seeds,
 )
 from engine.safety import ImageClassifier
 from engine.samplers import Sampler, find_sampler
@@ -86,11 +86,10 @@ _SEED_DERIVED_CONFIG = {"noise_sampler_seed"}
 
 
 def image_seeds(job: BatchJob) -> list[int]:
-    """Seed of each image: the job's own list, else seed + i, wrapping so a recorded
-    seed is always a valid request seed."""
+    """Seed of each image: the job's own list, else seed + i (consecutive_seeds)."""
     if job.seeds is not None:
         return list(job.seeds)
-    return [(job.seed + index) % (MAX_SEED + 1) for index in range(job.count)]
+    return consecutive_seeds(job.seed, job.count)
 
 
 def image_cfgs(request: GenerateRequest, job: BatchJob) -> list[float]:
@@ -379,7 +378,8 @@ class _Batch:
             pending = [i for i in pending if self._job_of(i).job_id not in gone]
             if not pending:
                 return images
-            chunk = [i for i in pending if self.slots[i].cfg == self.slots[pending[0]].cfg][:size]
+            cfg = self.slots[pending[0]].cfg
+            chunk = [i for i in pending if self.slots[i].cfg == cfg][:size]
             chunks = chunks_done + self._chunks_left(pending, size)
             self.started.update(chunk)
             out_of_memory = False

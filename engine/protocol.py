@@ -225,6 +225,12 @@ def batch_key(params: SharedParams) -> SharedParams:
     return SharedParams(**fields)
 
 
+def consecutive_seeds(seed: int, count: int) -> list[int]:
+    """Image i's seed when a job names none of its own: seed + i, wrapping so a recorded
+    seed is always a valid request seed (the one rule for the bot and the engine)."""
+    return [(seed + index) % (MAX_SEED + 1) for index in range(count)]
+
+
 class WeightedPrompt(Message):
     """One prompt of a blend: its embedding counts in proportion to `weight`."""
 

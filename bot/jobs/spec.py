@@ -34,6 +34,7 @@ from engine.protocol import (
     ModelSpec,
     SharedParams,
     WeightedPrompt,
+    consecutive_seeds,
 )
 from engine.protocol import batch_key as protocol_batch_key
 
@@ -151,7 +152,7 @@ def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:
     from image_cfgs.)
     """
     if chaos == 0:
-        return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+        return consecutive_seeds(seed, count)
     spread = [seed]
     for i in range(1, count):
         digest = hashlib.blake2b(f"{seed}:{chaos}:{i}".encode(), digest_size=8).digest()
