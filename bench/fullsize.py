@@ -152,11 +152,13 @@ _TINY_TEXT: Config = {
     "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "num_attention_heads": 4,
     "num_hidden_layers": 5, "projection_dim": 32, "vocab_size": 514,
 }  # fmt: skip
+# Cross-attention at the lower resolution only, one layer per block (as engine.tiny):
+# the smoke run exercises the code, and attention over every 32x32 position is slow.
 _TINY_UNET: Config = {
-    "block_out_channels": [32, 64], "layers_per_block": 2, "sample_size": 32,
+    "block_out_channels": [32, 64], "layers_per_block": 1, "sample_size": 32,
     "in_channels": 4, "out_channels": 4, "cross_attention_dim": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
 }  # fmt: skip
 _TINY_VAE: Config = {
     "block_out_channels": [32, 64], "in_channels": 3, "out_channels": 3, "latent_channels": 4,

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist every worker, and each engine it spawns, would start a torch
+# thread per core: on a 2-core machine two workers' threads then contend, and the
+# tiny models ran up to 15x slower than alone. One core's worth of threads each.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+# Tests that each start bot and engine processes: run first, so that the workers'
+# last tests are short ones and they finish together.
+SLOW_FIRST = (
+    "tests/e2e/",
+    "tests/bench/",
+    "tests/bot/test_cli.py",
+    "tests/bot/test_job_service.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
 
 
 @pytest.fixture(scope="session")

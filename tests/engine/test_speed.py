@@ -65,7 +65,7 @@ def test_the_default_is_float32_sdpa_channels_last_and_fused_qkv_on_cpu(
         assert processors(module) == {FusedAttnProcessor2_0}
         assert first_conv(module).is_contiguous(memory_format=torch.channels_last)
     # Each attention computes q, k and v with one matmul (cross-attention: k and v).
-    assert hasattr(pipeline.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1, "to_qkv")
+    assert hasattr(pipeline.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1, "to_qkv")
 
 
 def test_bf16_weights_on_the_cpu(tiny_model_dir: Path) -> None:
