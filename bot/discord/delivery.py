@@ -160,8 +160,10 @@ class Delivery:
         `template` holds `{where}`, kept current with the job's place in the queue.
         """
         text = template.format(where=_where(place))
+        shown = ""
         try:
             message = await self._edit_status(job, content=text, view=progress_view(job.id))
+            shown = text
             if job.message_id is None:
                 await self._store.record_message(job.id, message.id)
         except discord.HTTPException as error:
@@ -170,7 +172,7 @@ class Delivery:
             log.warning("job %s: could not record its message id (%s)", job.id, error)
         if job.id not in self._latest:  # not already started meanwhile
             self._queued[job.id] = template
-            self._show(job, text)
+            self._show(job, text, shown)
 
     async def redeliver(self) -> None:
         """At start: deliver every finished job Discord has not accepted yet."""
@@ -192,21 +194,22 @@ class Delivery:
 
     # -- following a job ------------------------------------------------------------------
 
-    def _show(self, job: Job, text: str) -> None:
-        """Make `text` the job's status line; its follower edits the reply at a bounded rate."""
+    def _show(self, job: Job, text: str, shown: str = "") -> None:
+        """Make `text` the job's status line; its follower edits the reply at a bounded rate.
+        `shown`: what the reply already says (a new follower does not edit it again)."""
         self._latest[job.id] = text
         if job.id not in self._followers and (job.interaction_token or _own_message(job)):
             self._changed[job.id] = asyncio.Event()
-            self._changed[job.id].set()
-            self._followers[job.id] = self._spawn(self._follow(job), f"follow-{job.id}")
+            if text != shown:
+                self._changed[job.id].set()
+            self._followers[job.id] = self._spawn(self._follow(job, shown), f"follow-{job.id}")
         elif job.id in self._changed:
             self._changed[job.id].set()
 
-    async def _follow(self, job: Job) -> None:
+    async def _follow(self, job: Job, shown: str) -> None:
         """Edit the reply with the newest status, at most once per interval; a failed
         edit is logged and skipped (the result is delivered all the same)."""
         changed = self._changed[job.id]
-        shown = ""
         while self._token_fresh(job) or _own_message(job):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(self._interval * 5, 5.0))

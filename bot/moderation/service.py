@@ -50,6 +50,11 @@ def timestamp(when: datetime) -> str:
     return f"<t:{seconds}:t> (<t:{seconds}:R>)"
 
 
+def pause_notice(until: datetime) -> str:
+    """What a paused member is told when they ask for a job."""
+    return f"You are paused until {timestamp(until)} after repeated blocked prompts."
+
+
 @dataclass(frozen=True)
 class Blocked:
     term: str
@@ -90,9 +95,7 @@ class Moderation:
     async def paused(self, user_id: int) -> str | None:
         """Why the member may not ask for jobs right now (a timed pause), or None."""
         until = await self._users.cooldown_until(user_id)
-        if until is None:
-            return None
-        return f"You are paused until {timestamp(until)} after repeated blocked prompts."
+        return None if until is None else pause_notice(until)
 
     async def screen(
         self, who: Actor, texts: Sequence[tuple[str, str | None]], command: str

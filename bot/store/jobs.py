@@ -340,7 +340,7 @@ class JobStore:
                 session, job_id, JobState.RUNNING, state, gpu_seconds=gpu_seconds, **fields
             )
             await ledger.settle(session, job, len(outputs), self._pricing)
-        return await self.get(job_id)
+        return job  # read back by the transition, outputs included
 
     async def block(
         self,

@@ -88,10 +88,38 @@ def new_pseudonym() -> int:
     return -(secrets.randbits(62) + 1)
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What the door needs to know of a member, read in one lookup."""
+
+    ban_reason: str | None  # None: not banned
+    paused_until: datetime | None  # None: not paused now
+    defaults: dict[str, Any]  # their personal /imagine defaults
+
+
 class UserStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], data_dir: Path) -> None:
         self._sessions = sessions
         self._data_dir = data_dir
+
+    async def standing(self, user_id: int) -> Standing:
+        """Ban, pause and personal defaults of a member (one who never came: none)."""
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(User.banned, User.ban_reason, User.cooldown_until, User.defaults).where(
+                        User.id == user_id
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return Standing(None, None, {})
+        until = row.cooldown_until
+        return Standing(
+            ban_reason=(row.ban_reason or "banned") if row.banned else None,
+            paused_until=until if until is not None and until > utcnow() else None,
+            defaults=dict(row.defaults or {}),
+        )
 
     async def ban_reason(self, user_id: int) -> str | None:
         """Why the member is banned; None when they are not. One primary-key lookup."""

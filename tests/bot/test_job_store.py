@@ -10,6 +10,7 @@ import pytest
 
 from bot.store.jobs import IllegalTransition, JobStore, QueuedRow, Requester
 from bot.store.models import JobState
+from tests.stores import output
 
 
 async def test_a_new_members_simultaneous_first_jobs_are_both_recorded(store: JobStore) -> None:
@@ -53,6 +54,19 @@ async def test_a_transition_from_an_unexpected_state_is_refused_and_nothing_writ
     assert (job.state, job.error) == (JobState.SUCCEEDED, None)
     actions = [entry.action for entry in await store.audit_trail("job")]
     assert actions == ["job.queued", "job.running", "job.succeeded"]
+
+
+async def test_succeed_returns_the_stored_job_with_its_outputs(store: JobStore) -> None:
+    await store.create("job", ALICE, spec(count=2), "tiny", [1, 2])
+    await store.transition("job", JobState.QUEUED, JobState.RUNNING)
+    returned = await store.succeed("job", 1.5, [output("job", 0), output("job", 1)])
+    stored = await store.get("job")
+    assert (returned.state, returned.gpu_seconds, returned.finished_at) == (
+        stored.state, stored.gpu_seconds, stored.finished_at,
+    )  # fmt: skip
+    assert [o.path for o in returned.outputs] == [o.path for o in stored.outputs] == [
+        "images/job/0.png", "images/job/1.png",
+    ]  # fmt: skip
 
 
 async def test_concurrent_claims_never_take_the_same_job_twice(store: JobStore) -> None:

@@ -51,7 +51,7 @@ from ...jobs.spec import (
     build_specs,
     parse_prompt_flags,
 )
-from ...moderation.service import DEFAULTS, NEGATIVE, PROMPT, STYLE
+from ...moderation.service import DEFAULTS, NEGATIVE, PROMPT, STYLE, pause_notice
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
@@ -240,6 +240,20 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The door's decision on a command, and the member's defaults it read on the way."""
+
+    refusal: DoorRefusal | None
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _private(given: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether only the member sees the reply: the option, else their setting."""
+    chosen = given.get("private")
+    return bool(defaults.get("private") if chosen is None else chosen)
+
+
 def _styled(prompt: str) -> bool:
     """Whether the prompt applies a `--style` preset (whose words the job then uses)."""
     try:
@@ -334,17 +348,18 @@ class ImagineCog(commands.Cog, name="Imagine"):
         which is an /imagine with its attachment taken from a message)."""
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
-        refusal = self._rate(requester) or await self._check(ticket)
-        if refusal is not None:
+        checked = self._rate(requester) or await self._check(ticket)
+        if checked.refusal is not None:
             await refuse(
-                interaction, self.services.store, COMMAND, refusal.reason, kind=refusal.kind
-            )
+                interaction, self.services.store, COMMAND, checked.refusal.reason,
+                kind=checked.refusal.kind,
+            )  # fmt: skip
             return
         journaled = await journal_then_defer(
             self.services, interaction, COMMAND, ticket.journal_options(),
-            ephemeral=await self._private(ticket),
+            ephemeral=_private(given, checked.defaults),
         )  # fmt: skip
-        await self._complete(Ticket(journaled, ticket.token, given, attachments))
+        await self._complete(Ticket(journaled, ticket.token, given, attachments), checked=checked)
 
     # -- context menus --------------------------------------------------------------------
 
@@ -475,53 +490,51 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 async with settled_on_error(self.services, row):
                     await self._complete(Ticket.from_journal(row))
 
-    def _rate(self, requester: Requester) -> DoorRefusal | None:
+    def _rate(self, requester: Requester) -> Checked | None:
         """Take a rate-limit token for a new request (never for a journaled one again)."""
         limited = self.services.moderation.rate(requester.user_id, requester.guild_id)
-        return None if limited is None else DoorRefusal(limited.message(), "rate_limited")
+        return None if limited is None else Checked(DoorRefusal(limited.message(), "rate_limited"))
 
-    async def _check(self, ticket: Ticket) -> DoorRefusal | None:
-        """What needs no download: the member, the words, the options; a refusal or None.
+    async def _check(self, ticket: Ticket) -> Checked:
+        """What needs no download: the member, the words, the options.
 
         Every text the jobs will use is screened against the blocklist: what the
         member typed, their own default negative prompt, and a style's additions.
         """
         services = self.services
         requester = ticket.requester
-        banned = await services.users.ban_reason(requester.user_id)
-        if banned is not None:
-            return DoorRefusal(f"You cannot use this bot: {banned}", "banned")
-        paused = await services.moderation.paused(requester.user_id)
-        if paused is not None:
-            return DoorRefusal(paused, "paused")
+        standing = await services.users.standing(requester.user_id)
+        defaults = standing.defaults
+
+        def refused(reason: str, kind: str) -> Checked:
+            return Checked(DoorRefusal(reason, kind), defaults)
+
+        if standing.ban_reason is not None:
+            return refused(f"You cannot use this bot: {standing.ban_reason}", "banned")
+        if standing.paused_until is not None:
+            return refused(pause_notice(standing.paused_until), "paused")
         given = ticket.options
         who = actor_of_requester(requester)
         typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
         if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
             blocked = await services.moderation.screen(who, typed, COMMAND)
             if blocked is not None:
-                return DoorRefusal(blocked.message, "moderation")
-        defaults = await services.users.defaults(requester.user_id)
+                return refused(blocked.message, "moderation")
         try:
             specs = self._specs(
                 given, _declared_inputs(ticket.attachments, self._max_bytes), defaults
             )
         except BadInput as error:
-            return DoorRefusal(str(error), "input")
+            return refused(str(error), "input")
         made_by = STYLE if _styled(given["prompt"]) else PROMPT
         added = [
             (DEFAULTS, str(defaults.get("negative_prompt") or "")),
             *((made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
         ]
         blocked = await services.moderation.screen(who, added, COMMAND)
-        return None if blocked is None else DoorRefusal(blocked.message, "moderation")
-
-    async def _private(self, ticket: Ticket) -> bool:
-        """Whether only the member sees the reply: the option, else their setting."""
-        given = ticket.options.get("private")
-        if given is not None:
-            return bool(given)
-        return bool((await self.services.users.defaults(ticket.requester.user_id)).get("private"))
+        return (
+            Checked(None, defaults) if blocked is None else refused(blocked.message, "moderation")
+        )
 
     def _specs(
         self,
@@ -554,24 +567,25 @@ class ImagineCog(commands.Cog, name="Imagine"):
         raise refusals[0]
 
     async def _complete(
-        self, ticket: Ticket, reply: Reply | None = None, refusal: DoorRefusal | None = None
+        self, ticket: Ticket, reply: Reply | None = None, checked: Checked | None = None
     ) -> None:
-        """After the deferral: check again, fetch and check attachments, queue, answer
-        (through the interaction's reply, or `reply`); `refusal`, one decided before."""
+        """After the deferral: fetch and check attachments, queue, answer (through the
+        interaction's reply, or `reply`). `checked`: the door's decision, when it was
+        made just before (a command replayed from the journal is checked here)."""
         services = self.services
-        private = await self._private(ticket)
+        checked = checked or await self._check(ticket)
+        private = _private(ticket.options, checked.defaults)
         reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         requester = ticket.requester
-        refusal = refusal or await self._check(ticket)
+        refusal = checked.refusal
         inputs = Inputs()
         specs: list[JobSpec] = []
         if refusal is None:
             try:
                 inputs = await self._save_attachments(ticket.attachments)
                 specs = self._specs(
-                    ticket.options, inputs, await services.users.defaults(requester.user_id),
-                    await self._guesses(inputs),
-                )  # fmt: skip
+                    ticket.options, inputs, checked.defaults, await self._guesses(inputs)
+                )
             except BadInput as error:
                 refusal = DoorRefusal(str(error), "input")
         if refusal is not None:
