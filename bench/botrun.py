@@ -99,6 +99,20 @@ sampler = "Euler"
     return path
 
 
+@dataclass(frozen=True)
+class Imagined:
+    """One /imagine through the bot, timed by the local server (`time.monotonic()`)."""
+
+    interaction_id: int
+    sent_at: float  # the interaction sent to the bot
+    deferred_at: float  # the bot's deferral received
+    replied_at: float  # the reply with its files stored
+
+    @property
+    def seconds(self) -> float:
+        return self.replied_at - self.sent_at
+
+
 @dataclass
 class Startup:
     ready_seconds: float  # from spawn to READY (IDENTIFY answered)
@@ -154,14 +168,14 @@ class BotSession:
         )
         return self.startup
 
-    async def imagine(self, prompt: str, seed: int, timeout: float = 300) -> tuple[float, int]:
-        """Send /imagine and wait for the final reply; (seconds from the interaction to
-        the reply with its files, as the server saw them; the interaction id)."""
+    async def imagine(self, prompt: str, seed: int, timeout: float = 300) -> Imagined:
+        """Send /imagine and wait for the final reply with its files."""
         ix = await self.server.send_slash_command("imagine", {"prompt": prompt, "seed": seed})
         reply = await ix.wait_for_original(finished, timeout=timeout)
         if not reply.attachments:
             raise RuntimeError(f"the bot's job failed: {reply.content} (log: {self.log})")
-        return reply.created_at - ix.sent_at, ix.id
+        assert ix.callback is not None  # a reply exists, so the bot answered the interaction
+        return Imagined(ix.id, ix.sent_at, ix.callback.received_at, reply.created_at)
 
     async def queued_reply(self, prompt: str, seed: int, timeout: float = 60) -> float:
         """Send /imagine; seconds until the reply says the job is queued."""
