@@ -16,11 +16,13 @@ pipeline call (`_Batch._mode_arguments`).
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,21 +259,29 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     # pipeline call; images of a cancelled job that ran are its own, refunded, share.
     ran = [batch.slots[index].plan for index in batch.started]
     outcomes: dict[str, Outcome] = {}
+    # PNG encoding runs in zlib with the GIL released: the batch's files are written
+    # in parallel (a 1024x1024 PNG takes ~0.2 s of CPU, while the GPU waits).
+    with ThreadPoolExecutor(max_workers=max(1, min(len(images), os.cpu_count() or 1))) as writers:
+        pending: dict[int, tuple[list[ImageVerdict | None], list[Future[OutputImage]]]] = {}
+        for number, plan in enumerate(plans):
+            if plan.job.job_id in gone:
+                continue
+            made = [images[i] for i, slot in enumerate(batch.slots) if slot.plan == number]
+            verdicts: list[ImageVerdict | None] = [None] * len(made)
+            if batch.classifier is not None:
+                verdicts = [*batch.classifier.classify(made)]
+            pending[number] = (verdicts, _write(batch, plan, made, writers))
     for number, plan in enumerate(plans):
         job = plan.job
-        if job.job_id in gone:
+        if number not in pending:
             outcomes[job.job_id] = Cancelled(_CANCELLED)
             continue
-        made = [images[index] for index, slot in enumerate(batch.slots) if slot.plan == number]
-        verdicts: list[ImageVerdict | None] = [None] * len(made)
-        if batch.classifier is not None:
-            verdicts = [*batch.classifier.classify(made)]
-        written = _write(batch, plan, made)
+        verdicts, files = pending[number]
         outcomes[job.job_id] = JobResult(
             job_id=job.job_id,
             images=[
-                image.model_copy(update={"verdict": verdict})
-                for image, verdict in zip(written, verdicts, strict=True)
+                file.result().model_copy(update={"verdict": verdict})
+                for file, verdict in zip(files, verdicts, strict=True)
             ],
             gpu_seconds=batch_seconds * ran.count(number) / len(ran),
             sampler=batch.sampler.name,
@@ -282,11 +292,15 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     return outcomes
 
 
-def _write(batch: _Batch, plan: _JobPlan, images: list[Image.Image]) -> list[OutputImage]:
-    """The job's PNG files, named <job_id>-<i>.png in its own output folder."""
+def _write(
+    batch: _Batch, plan: _JobPlan, images: list[Image.Image], writers: ThreadPoolExecutor
+) -> list[Future[OutputImage]]:
+    """The job's PNG files, named <job_id>-<i>.png in its own output folder, written by
+    `writers`."""
     job, sampler = plan.job, batch.sampler.name
     return [
-        write_png(
+        writers.submit(
+            write_png,
             image,
             plan.output_dir / f"{job.job_id}-{index}.png",
             parameters=a1111_parameters(batch.request, job, sampler, seed, cfg),
