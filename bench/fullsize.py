@@ -213,8 +213,6 @@ TINY = {
     "sdxl": Architecture(
         "sdxl", "tiny SDXL-shaped 64x64, 5 steps", True,
         _TINY_UNET | {
-            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
             "attention_head_dim": [2, 4], "use_linear_projection": True,
             "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
             "transformer_layers_per_block": [1, 2],

@@ -262,7 +262,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     # PNG encoding runs in zlib with the GIL released: the batch's files are written
     # in parallel (a 1024x1024 PNG takes ~0.2 s of CPU, while the GPU waits).
     with ThreadPoolExecutor(max_workers=max(1, min(len(images), os.cpu_count() or 1))) as writers:
-        pending: dict[int, tuple[list[ImageVerdict | None], list[Future[OutputImage]]]] = {}
+        pending: dict[int, _Written] = {}
         for number, plan in enumerate(plans):
             if plan.job.job_id in gone:
                 continue
@@ -270,18 +270,18 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             verdicts: list[ImageVerdict | None] = [None] * len(made)
             if batch.classifier is not None:
                 verdicts = [*batch.classifier.classify(made)]
-            pending[number] = (verdicts, _write(batch, plan, made, writers))
+            pending[number] = _Written(verdicts, _write(batch, plan, made, writers))
     for number, plan in enumerate(plans):
         job = plan.job
         if number not in pending:
             outcomes[job.job_id] = Cancelled(_CANCELLED)
             continue
-        verdicts, files = pending[number]
+        written = pending[number]
         outcomes[job.job_id] = JobResult(
             job_id=job.job_id,
             images=[
                 file.result().model_copy(update={"verdict": verdict})
-                for file, verdict in zip(files, verdicts, strict=True)
+                for file, verdict in zip(written.files, written.verdicts, strict=True)
             ],
             gpu_seconds=batch_seconds * ran.count(number) / len(ran),
             sampler=batch.sampler.name,
@@ -290,6 +290,14 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             batch_gpu_seconds=batch_seconds,
         )
     return outcomes
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A job's images as the classifier judged them, and their files being written."""
+
+    verdicts: list[ImageVerdict | None]
+    files: list[Future[OutputImage]]
 
 
 def _write(

@@ -11,11 +11,12 @@ import pytest
 # thread per core: on a 2-core machine two workers' threads then contend, and the
 # tiny models ran up to 15x slower than alone. One core's worth of threads each.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
-# Tests that each start bot and engine processes: run first, so that the workers'
-# last tests are short ones and they finish together.
+# Tests that each start bot and engine processes, first: with `--dist worksteal` the
+# worker that finishes the quick ones takes half of the other's remaining long ones,
+# instead of one worker starting a long test after the other has run out.
 SLOW_FIRST = (
     "tests/e2e/",
     "tests/bench/",

@@ -37,9 +37,10 @@ STAGES = {
 }
 
 
-def stages(run: Imagined, row: dict[str, object]) -> dict[str, float]:
-    """Seconds in each of STAGES for one job; the row's UTC times are moved to the
-    server's monotonic clock (one machine, so one offset)."""
+def stages(run: Imagined, row: dict[str, object], gpu_seconds: float) -> dict[str, float]:
+    """Seconds in each of STAGES for one job whose engine computed for `gpu_seconds`;
+    the row's UTC times are moved to the server's monotonic clock (one machine, so
+    one offset)."""
     offset = time.time() - time.monotonic()
 
     def at(column: str) -> float:
@@ -51,7 +52,7 @@ def stages(run: Imagined, row: dict[str, object]) -> dict[str, float]:
         "door": run.deferred_at - run.sent_at,
         "queueing": created - run.deferred_at,
         "claim": started - created,
-        "engine_outside_compute": finished - started - float(str(row["gpu_seconds"])),
+        "engine_outside_compute": finished - started - gpu_seconds,
         "delivery": run.replied_at - finished,
     }
 
@@ -78,8 +79,9 @@ async def run(ctx: Context, section: Section) -> None:
         imagined = await bot.imagine(prompt, seed)
         row = await bot.settled(imagined.interaction_id)
         through_bot.append(imagined.seconds)
-        in_engine.append(float(str(row["gpu_seconds"] or 0.0)))
-        for name, seconds in stages(imagined, row).items():
+        gpu_seconds = float(str(row["gpu_seconds"] or 0.0))
+        in_engine.append(gpu_seconds)
+        for name, seconds in stages(imagined, row, gpu_seconds).items():
             by_stage[name].append(seconds)
         if not first_direct:
             directly.append(await asyncio.to_thread(direct.run, prompt, seed))

@@ -83,6 +83,11 @@ def delete_uploads(data_dir: Path, paths: list[str]) -> int:
     return deleted
 
 
+def _pause_ends(cooldown_until: datetime | None) -> datetime | None:
+    """When a stored pause ends, if it has not ended yet."""
+    return cooldown_until if cooldown_until is not None and cooldown_until > utcnow() else None
+
+
 def new_pseudonym() -> int:
     """A stable stand-in id for a forgotten member: negative, so never a Discord id."""
     return -(secrets.randbits(62) + 1)
@@ -114,30 +119,19 @@ class UserStore:
             ).one_or_none()
         if row is None:
             return Standing(None, None, {})
-        until = row.cooldown_until
         return Standing(
             ban_reason=(row.ban_reason or "banned") if row.banned else None,
-            paused_until=until if until is not None and until > utcnow() else None,
+            paused_until=_pause_ends(row.cooldown_until),
             defaults=dict(row.defaults or {}),
         )
 
     async def ban_reason(self, user_id: int) -> str | None:
-        """Why the member is banned; None when they are not. One primary-key lookup."""
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(User.banned, User.ban_reason).where(User.id == user_id)
-                )
-            ).one_or_none()
-        if row is None or not row.banned:
-            return None
-        return row.ban_reason or "banned"
+        """Why the member is banned; None when they are not."""
+        return (await self.standing(user_id)).ban_reason
 
     async def cooldown_until(self, user_id: int) -> datetime | None:
         """When the member's timed pause ends; None when they are not paused."""
-        async with self._sessions() as session:
-            until = await session.scalar(select(User.cooldown_until).where(User.id == user_id))
-        return until if until is not None and until > utcnow() else None
+        return (await self.standing(user_id)).paused_until
 
     async def pause(self, user_id: int, until: datetime, reason: str, actor: Actor) -> None:
         """Put the member on a timed cooldown (audited as `user.cooldown`)."""
@@ -288,7 +282,7 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
     )
     await _pseudonymise_audit(session, user_id, pseudonym)
     user = await session.get(User, user_id)
-    paused = user is not None and user.cooldown_until is not None and user.cooldown_until > utcnow()
+    paused = user is not None and _pause_ends(user.cooldown_until) is not None
     if user is not None and (user.banned or paused):
         user.name, user.defaults = "forgotten", {}
     elif user is not None:

@@ -79,8 +79,9 @@ async def test_engine_faults_fail_only_their_jobs_and_the_service_keeps_serving(
 ) -> None:
     faults = "crash_at_step=2@[crash];hang_at_step=1@[hang];oom_at_step=1@[oom];garbage@[noise]"
     quick = config.model_copy(
-        # Long enough for a tiny job on a busy machine, short for the hung one's two tries.
-        update={"engine": config.engine.model_copy(update={"job_timeout": 5})}
+        # Long enough for a restarted engine's model load and a tiny job on a busy
+        # machine, short for the hung job's two tries.
+        update={"engine": config.engine.model_copy(update={"job_timeout": 8})}
     )
     service = make_service(quick, store, env={"ATELIER_ENGINE_FAULT": faults})
     recorder = Recorder()
@@ -104,6 +105,6 @@ async def test_engine_faults_fail_only_their_jobs_and_the_service_keeps_serving(
     crashed, hung, out_of_memory = (job.error or "" for job in jobs[:3])
     # A job that takes the engine down is retried once, then failed.
     assert "exited" in crashed and "2 times; not retried" in crashed
-    assert "longer than 5 s" in hung and "2 times; not retried" in hung
+    assert "longer than 8 s" in hung and "2 times; not retried" in hung
     assert "ran out of memory" in out_of_memory and "smaller size" in out_of_memory
     assert all(len(job.outputs) == 1 for job in jobs[3:])

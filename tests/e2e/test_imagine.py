@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from itertools import pairwise
 
 from PIL import Image
 
@@ -30,6 +31,9 @@ async def test_imagine_replies_with_images_and_records_the_job(running_bot: Runn
     queued = await ix.wait_for_original(lambda m: "queued" in m.content, timeout=10)
     job_id = queued.content.split("`")[1]
     result = await ix.wait_for_original(finished, timeout=120)
+    # Every edit of the reply says something new (the queued line is shown once).
+    texts = [message.content for message in ix.edits]
+    assert all(before != after for before, after in pairwise(texts)), texts
 
     names = [attachment.filename for attachment in result.attachments]
     assert names == ["grid.jpg", f"atelier-{job_id}-1.png", f"atelier-{job_id}-2.png"]

@@ -11,7 +11,7 @@ from bot.store.audit import Actor, AuditEntry
 from bot.store.commands import CommandStore, NewCommand
 from bot.store.jobs import Requester
 from bot.store.models import Job, JobState, Output, ReceivedCommand, UsageEntry, User, utcnow
-from bot.store.users import REDACTED, UnfinishedJobs
+from bot.store.users import REDACTED, Standing, UnfinishedJobs
 from tests.stores import Stores, spec
 
 DANA = Requester(user_id=444, user_name="dana", guild_id=10, channel_id=20)
@@ -24,6 +24,19 @@ async def test_ban_reason_is_none_for_unknown_and_unbanned_members(stores: Store
     await stores.users.ban(DANA.user_id, "raids", ADMIN)
     assert await stores.users.ban_reason(DANA.user_id) == "raids"
     assert not await stores.users.unban(ERIN.user_id, ADMIN)
+
+
+async def test_standing_reads_ban_pause_and_defaults_at_once(stores: Stores) -> None:
+    users = stores.users
+    assert await users.standing(DANA.user_id) == Standing(None, None, {})
+    await users.set_defaults(DANA.user_id, "dana", {"private": True}, Actor(DANA.user_id))
+    until = utcnow() + timedelta(minutes=5)
+    await users.pause(DANA.user_id, until, "3 blocked prompts", ADMIN)
+    assert await users.standing(DANA.user_id) == Standing(None, until, {"private": True})
+    await users.pause(DANA.user_id, utcnow() - timedelta(seconds=1), "over", ADMIN)
+    await users.ban(DANA.user_id, "", ADMIN)
+    # A pause that has ended is no pause; a ban without a reason still says why.
+    assert await users.standing(DANA.user_id) == Standing("banned", None, {"private": True})
 
 
 async def test_personal_defaults_are_stored_and_replaced(stores: Stores) -> None:

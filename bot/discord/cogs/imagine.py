@@ -242,7 +242,8 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Checked:
-    """The door's decision on a command, and the member's defaults it read on the way."""
+    """The door's decision on a command, and the member's defaults it read on the way
+    (none for a rate-limit refusal, which is decided before any read)."""
 
     refusal: DoorRefusal | None
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
