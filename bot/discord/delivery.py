@@ -160,6 +160,8 @@ class Delivery:
         `template` holds `{where}`, kept current with the job's place in the queue.
         """
         text = template.format(where=_where(place))
+        if job.id not in self._latest:  # not started yet: its start or end drops this
+            self._queued[job.id] = template
         shown = ""
         try:
             message = await self._edit_status(job, content=text, view=progress_view(job.id))
@@ -170,8 +172,8 @@ class Delivery:
             log.info("job %s: could not show it queued (%s)", job.id, error)
         except OperationalError as error:  # only a shortcut for later edits: "@original" works
             log.warning("job %s: could not record its message id (%s)", job.id, error)
-        if job.id not in self._latest:  # not already started meanwhile
-            self._queued[job.id] = template
+        # A slow edit (Discord rate limits) can outlast a short job, delivered meanwhile.
+        if job.id in self._queued:
             self._show(job, text, shown)
 
     async def redeliver(self) -> None:
