@@ -3,21 +3,17 @@ Agg canvas (a bare Figure, never pyplot), imported only when an admin asks for i
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from ..reports.chart import blank_figure, twin_axes_png
 from .facts import HourPoint
 
-WIDTH_PX, HEIGHT_PX, DPI = 800, 360, 96
+WIDTH_PX, HEIGHT_PX = 800, 360
 
 
 def hourly_chart_png(points: Sequence[HourPoint]) -> bytes:
     """Queue depth (bars) and images made (line) per hour of the last 24 hours."""
-    figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
-    FigureCanvasAgg(figure)
+    figure = blank_figure(WIDTH_PX, HEIGHT_PX)
     depth_axis = figure.add_subplot()
     labels = [point.start.strftime("%H:00") for point in points]
     depth_axis.bar(labels, [p.queue_depth for p in points], color="#a0cbe8",
@@ -33,9 +29,4 @@ def hourly_chart_png(points: Sequence[HourPoint]) -> bytes:
     images_axis.set_ylim(bottom=0)
     depth_axis.set_ylim(bottom=0)
     depth_axis.tick_params(axis="x", labelrotation=60, labelsize=7)
-    handles = depth_axis.get_legend_handles_labels()[0] + images_axis.get_legend_handles_labels()[0]
-    depth_axis.legend(handles=handles, loc="upper left", fontsize=8)
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
+    return twin_axes_png(figure, depth_axis, images_axis)
