@@ -273,7 +273,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             pending[number] = _Written(verdicts, _write(batch, plan, made, writers))
     for number, plan in enumerate(plans):
         job = plan.job
-        if number not in pending:
+        if job.job_id in gone:
             outcomes[job.job_id] = Cancelled(_CANCELLED)
             continue
         written = pending[number]
