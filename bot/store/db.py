@@ -14,6 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+from . import sqlite_driver
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -43,13 +45,17 @@ def ensure_sqlite_folder(url: str) -> None:
 
 def open_engine(url: str) -> AsyncEngine:
     ensure_sqlite_folder(url)
-    if make_url(url).get_backend_name() != "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url)
     # Every session and connection ends its own transaction (commit, or the rollback
     # of close()), so the pool's second rollback on return is skipped: each one is a
     # round trip to aiosqlite's thread, and skipping it makes admission, claim and
-    # settle ~8 % faster.
-    engine = create_async_engine(url, pool_reset_on_return=None)
+    # settle ~8 % faster. The driver's connections run a statement in one round trip
+    # instead of four (bot.store.sqlite_driver).
+    engine = create_async_engine(
+        parsed, pool_reset_on_return=None, async_creator=sqlite_driver.connector(parsed)
+    )
     event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bot.store.db import open_engine, session_factory
 
@@ -38,5 +40,59 @@ async def test_a_session_ends_its_transaction_once_and_the_pool_adds_no_rollback
         assert len(rollbacks) == 1  # a committed session needs none
         async with sessions() as session:
             assert await session.scalar(text("select count(*) from notes")) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_the_sqlite_driver_runs_each_statement_in_one_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}")
+    handed: list[object] = []
+    hand_off = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return await hand_off(self, fn, *args, **kwargs)
+
+    try:
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            await session.execute(text("create table notes (id integer primary key, body text)"))
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        async with sessions.begin() as session:
+            added = await session.execute(text("insert into notes (body) values ('first')"))
+            assert added.lastrowid == 1  # type: ignore[attr-defined]
+            await session.execute(
+                text("insert into notes (body) values (:body)"),
+                [{"body": "second"}, {"body": "third"}],
+            )
+            changed = await session.execute(
+                text("update notes set body = upper(body) where id > 1")
+            )
+            assert changed.rowcount == 2  # type: ignore[attr-defined]
+            rows = (await session.execute(text("select id, body from notes order by id"))).all()
+            assert [tuple(row) for row in rows] == [(1, "first"), (2, "SECOND"), (3, "THIRD")]
+        # Four statements and the commit: one hand-off each (aiosqlite's cursor makes four).
+        assert len(handed) == 5
+    finally:
+        await engine.dispose()
+
+
+async def test_the_sqlite_driver_raises_sqlalchemys_errors(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}")
+    try:
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            await session.execute(text("create table notes (id integer primary key)"))
+            await session.execute(text("insert into notes values (1)"))
+        with pytest.raises(IntegrityError):
+            async with sessions.begin() as session:
+                await session.execute(text("insert into notes values (1)"))
+        with pytest.raises(OperationalError, match="no such table"):
+            async with sessions() as session:
+                await session.execute(text("select * from absent"))
+        async with sessions() as session:  # the failed transaction left nothing behind
+            assert await session.scalar(text("select count(*) from notes")) == 1
     finally:
         await engine.dispose()
