@@ -15,9 +15,9 @@ from .app import engine_environment
 from .config import Config
 from .jobs.engine_client import EngineFailure, EngineProcess
 from .jobs.inputs import ROLES, save_inputs
-from .jobs.service import new_job_id
 from .jobs.spec import BadInput, Inputs, Options, build_specs
 from .render import progress_bar
+from .store.models import new_id
 
 
 def _show_progress(progress: Progress) -> None:
@@ -72,7 +72,7 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
         for spec in specs:
             if len(specs) > 1:
                 print(f"{spec.prompt}", file=sys.stderr)
-            job_id = new_job_id()
+            job_id = new_id()
             # A batch of this one job; the progress bar is printed inline, which is instant.
             outcomes = await engine.run(
                 spec.to_request(job_id, out, out), _show_progress, config.engine.job_timeout

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,7 +41,7 @@ from ..moderation.images import ImageModerationConfig, screen
 from ..quota import Estimate
 from ..store.db import persist
 from ..store.jobs import IllegalTransition, JobStore, NewJob, QueuedRow, Requester
-from ..store.models import Job, JobState, Lane
+from ..store.models import Job, JobState, Lane, new_id
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess
 from .scheduler import Waiting, fair_order, for_engine, next_batch
@@ -91,10 +90,6 @@ class Submitted:
     eta_seconds: float = 0.0
     # The GPU time and cost reserved for it (None without quotas).
     estimate: Estimate | None = None
-
-
-def new_job_id() -> str:
-    return secrets.token_hex(5)
 
 
 def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
@@ -216,7 +211,7 @@ class JobService:
         priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
         ids = list(message_ids) or [requester.message_id] * len(specs)
         new = [
-            NewJob(new_job_id(), dataclasses.replace(requester, message_id=message_id),
+            NewJob(new_id(), dataclasses.replace(requester, message_id=message_id),
                    spec.model_dump(mode="json"), spec.model, spec.seeds)
             for spec, message_id in zip(specs, ids, strict=True)
         ]  # fmt: skip
@@ -354,7 +349,6 @@ class JobService:
             return
         claimed = {job.id: job for job in pending}
         request = await asyncio.to_thread(self._request, pending)
-        await self.store.record_batch(request.batch_id, request.job_ids)
         outcomes: dict[str, JobResult | JobError] = {}
         try:
             if not engine.alive:
@@ -382,7 +376,8 @@ class JobService:
                 await self._job_error(outcome)
 
     def _request(self, jobs: list[Job]) -> GenerateRequest:
-        """One engine request for a batch (output folders made here, in a thread)."""
+        """One engine request for a batch, named as its claim named it (output folders
+        made here, in a thread)."""
         specs = [JobSpec.model_validate(job.spec) for job in jobs]
         parts = []
         for job, spec in zip(jobs, specs, strict=True):
@@ -391,8 +386,10 @@ class JobService:
             part = spec.batch_job(job.id, output_dir, self._data_dir)
             policy = self._moderation.policy(job.nsfw_channel)
             parts.append(part.model_copy(update={"nsfw_policy": policy}))
+        batch_id = jobs[0].batch_id
+        assert batch_id is not None  # every claimed job has one
         return GenerateRequest.for_jobs(
-            new_job_id(), specs[0].shared_params(), parts, self._preview_every
+            batch_id, specs[0].shared_params(), parts, self._preview_every
         )
 
     def _on_progress(self, progress: Progress) -> None:

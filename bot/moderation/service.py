@@ -98,12 +98,18 @@ class Moderation:
         return None if until is None else pause_notice(until)
 
     async def screen(
-        self, who: Actor, texts: Sequence[tuple[str, str | None]], command: str
+        self,
+        who: Actor,
+        texts: Sequence[tuple[str, str | None]],
+        command: str,
+        terms: list[str] | None = None,
     ) -> Blocked | None:
         """The first blocked term in `texts` ((where, text) pairs, in order), audited as a
         strike; a member at `[moderation] strikes` within the window is paused and the
-        admins told. None when every text is clean."""
-        terms = await self.terms(who.guild_id)
+        admins told. None when every text is clean. `terms`: those `terms()` gave for
+        this request already (a request screened in steps reads them once)."""
+        if terms is None:
+            terms = await self.terms(who.guild_id)
         if not terms:
             return None
         for where, text in texts:

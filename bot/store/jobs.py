@@ -26,6 +26,7 @@ from .models import (
     Reservation,
     UsageEntry,
     User,
+    new_id,
     utcnow,
 )
 
@@ -369,6 +370,7 @@ class JobStore:
 
     async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:
         """Mark the next batch running on `device`, in one transaction; [] when none waits.
+        The claimed jobs share a new `batch_id`, the id of the engine request they run in.
 
         The rows are picked by `choose` and then moved with a compare-and-set
         (`UPDATE ... WHERE state = 'queued'`) whose row count is checked, so a job
@@ -389,7 +391,7 @@ class JobStore:
                         .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
                         .values(
                             state=JobState.RUNNING, started_at=utcnow(), device=device,
-                            attempts=Job.attempts + 1,
+                            attempts=Job.attempts + 1, batch_id=new_id(),
                         )
                         .execution_options(synchronize_session=False)
                     )  # fmt: skip
@@ -475,11 +477,6 @@ class JobStore:
                 .order_by(Job.finished_at, Job.id)
             )
             return rows.all()
-
-    async def record_batch(self, batch_id: str, job_ids: list[str]) -> None:
-        """Which engine request the jobs run in (the jobs batched together share it)."""
-        async with self._sessions.begin() as session:
-            await session.execute(update(Job).where(Job.id.in_(job_ids)).values(batch_id=batch_id))
 
     async def by_message(self, message_id: int) -> Job | None:
         """The job a bot message shows (its reply or result), if any."""

@@ -6,6 +6,7 @@ never drift apart.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -27,6 +28,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+
+def new_id() -> str:
+    """A job's or a batch's id: 10 hex digits, short enough to type in a command."""
+    return secrets.token_hex(5)
 
 
 def utcnow() -> datetime:

@@ -83,6 +83,21 @@ async def test_concurrent_claims_never_take_the_same_job_twice(store: JobStore) 
         assert (job.state, job.attempts) == (JobState.RUNNING, 1)
 
 
+async def test_the_jobs_of_one_claim_share_a_batch_id_named_in_their_audit(
+    store: JobStore,
+) -> None:
+    for n in range(3):
+        await store.create(f"job{n}", ALICE, spec(), "tiny", [n])
+    window = timedelta(hours=1)
+    pair = await store.claim("gpu", lambda rows, served: [row.job_id for row in rows[:2]], window)
+    (alone,) = await store.claim("gpu", first_waiting, window)
+    batch = {job.batch_id for job in pair}
+    assert len(batch) == 1 and None not in batch and alone.batch_id not in batch
+    for job in [*pair, alone]:
+        (_, running) = await store.audit_trail(job.id)
+        assert running.params["batch"] == job.batch_id == (await store.get(job.id)).batch_id
+
+
 async def test_a_run_cut_off_twice_is_failed_not_retried(store: JobStore) -> None:
     await store.create("job", ALICE, spec(), "tiny", [1])
     window = timedelta(hours=1)

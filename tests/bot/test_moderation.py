@@ -82,6 +82,17 @@ async def test_every_text_a_job_uses_is_screened_and_each_hit_audited(
     assert await moderation.screen(DANA, clean, "imagine") is None
 
 
+async def test_a_request_screened_in_steps_reads_the_terms_once(
+    stores: Stores, moderation: Moderation
+) -> None:
+    terms = await moderation.terms(GUILD)
+    await GuildStore(stores.sessions).block("kettle", ADMIN)  # after the request's read
+    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine", terms) is None
+    blocked = await moderation.screen(DANA, [(PROMPT, "a g0re kettle")], "imagine", terms)
+    assert blocked is not None and blocked.message.startswith("Your prompt contains `gore`")
+    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine") is not None
+
+
 async def test_repeated_blocked_prompts_pause_the_member_and_tell_the_admins(
     stores: Stores, moderation: Moderation, told: list[str]
 ) -> None:

@@ -516,9 +516,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return refused(pause_notice(standing.paused_until), "paused")
         given = ticket.options
         who = actor_of_requester(requester)
+        terms = await services.moderation.terms(requester.guild_id)
         typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
         if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
-            blocked = await services.moderation.screen(who, typed, COMMAND)
+            blocked = await services.moderation.screen(who, typed, COMMAND, terms)
             if blocked is not None:
                 return refused(blocked.message, "moderation")
         try:
@@ -532,7 +533,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             (DEFAULTS, str(defaults.get("negative_prompt") or "")),
             *((made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
         ]
-        blocked = await services.moderation.screen(who, added, COMMAND)
+        blocked = await services.moderation.screen(who, added, COMMAND, terms)
         return (
             Checked(None, defaults) if blocked is None else refused(blocked.message, "moderation")
         )
