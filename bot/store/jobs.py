@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, commands, ledger
 from .ledger import FREE, Pricing
@@ -126,8 +128,9 @@ class QueuedRow:
 Chooser = Callable[[Sequence[QueuedRow], dict[int, float]], list[str]]
 
 
-async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> None:
-    """Insert the user or refresh their name (when given), in one statement.
+async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> User:
+    """Insert the user or refresh their name (when given), in one statement that also
+    reads the row back.
 
     A single upsert, not a read then an insert: two first commands from the same
     member arrive together, and the write also takes SQLite's write lock at the
@@ -140,7 +143,12 @@ async def upsert_user(session: AsyncSession, user_id: int, name: str | None = No
     statement = insert(User).values(id=user_id, name=name or str(user_id), created_at=utcnow())
     # Without a name to refresh, a no-op update still takes the lock.
     refresh = {"name": name} if name else {"id": statement.excluded.id}
-    await session.execute(statement.on_conflict_do_update(index_elements=[User.id], set_=refresh))
+    upsert = statement.on_conflict_do_update(index_elements=[User.id], set_=refresh)
+    user: User | None = await session.scalar(
+        upsert.returning(User), execution_options={"populate_existing": True}
+    )
+    assert user is not None  # inserted or updated: RETURNING gives the row either way
+    return user
 
 
 async def settle_command(session: AsyncSession, requester: Requester, outcome: str) -> None:
@@ -399,13 +407,20 @@ class JobStore:
                         log.info("claim raced another worker; trying again")
                         await session.rollback()
                         continue
-                    jobs = [
-                        await session.get(Job, job_id, populate_existing=True) for job_id in chosen
-                    ]
+                    found = await session.scalars(
+                        select(Job)
+                        .where(Job.id.in_(chosen))
+                        .options(lazyload(Job.outputs))
+                        .execution_options(populate_existing=True)
+                    )
+                    by_id = {job.id: job for job in found}
+                    jobs = [by_id[job_id] for job_id in chosen]
                     for job in jobs:
-                        assert job is not None
+                        # Read back in one statement: images are written only as a job
+                        # ends, so one that was waiting has none to load.
+                        set_committed_value(job, "outputs", [])
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
-                    return [job for job in jobs if job is not None]
+                    return jobs
         return []
 
     async def requeue_interrupted(self, reason: str) -> list[Job]:
@@ -584,16 +599,14 @@ async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:
         .order_by(UsageEntry.at)
         .subquery()
     )
-    settled = await session.execute(
-        select(window.c.user_id, func.sum(window.c.gpu_seconds)).group_by(window.c.user_id)
-    )
-    running = await session.execute(
+    settled = select(window.c.user_id, func.sum(window.c.gpu_seconds)).group_by(window.c.user_id)
+    running = (
         select(Job.user_id, func.sum(func.coalesce(Reservation.gpu_seconds, 1.0)))
         .outerjoin(Reservation, Reservation.job_id == Job.id)
         .where(Job.state == JobState.RUNNING)
         .group_by(Job.user_id)
     )
-    for user_id, seconds in [*settled, *running]:
+    for user_id, seconds in await session.execute(union_all(settled, running)):
         served[user_id] = served.get(user_id, 0.0) + float(seconds or 0.0)
     return served
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Config
@@ -32,7 +32,7 @@ from . import audit, ledger
 from .audit import Actor, user_target
 from .jobs import NewJob, Requester, add_job, queued_outcome, settle_command, upsert_user
 from .ledger import Pricing
-from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, User, utcnow
+from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, utcnow
 
 # The work the config's default estimate is for: one 512x512 image in 30 steps.
 REFERENCE_WORK = 512 * 512 * 30
@@ -167,9 +167,8 @@ class QuotaStore:
         requester = new[0].requester
         refusal: Refused | None = None
         async with self._sessions.begin() as session:
-            await upsert_user(session, requester.user_id, requester.user_name)
-            user = await session.get(User, requester.user_id)
-            if user is not None and user.banned:
+            user = await upsert_user(session, requester.user_id, requester.user_name)
+            if user.banned:
                 refusal = UserBanned(user.ban_reason or "you are banned")
             else:
                 limits = await self._limits(session, requester.user_id, requester.role_ids)
@@ -288,15 +287,22 @@ class QuotaStore:
         return policy is not None
 
     async def _limits(self, session: AsyncSession, user_id: int, role_ids: Sequence[int]) -> Limits:
-        roles = await session.scalars(
-            select(QuotaPolicy).where(
-                QuotaPolicy.scope == QuotaScope.ROLE, QuotaPolicy.subject_id.in_(role_ids)
+        """The member's limits from their roles' and their own overrides (one read)."""
+        stored = (
+            await session.scalars(
+                select(QuotaPolicy).where(
+                    or_(
+                        (QuotaPolicy.scope == QuotaScope.ROLE)
+                        & QuotaPolicy.subject_id.in_(role_ids),
+                        (QuotaPolicy.scope == QuotaScope.USER)
+                        & (QuotaPolicy.subject_id == user_id),
+                    )
+                )
             )
-        )
-        user = await _policy(session, QuotaScope.USER, user_id)
-        return effective_limits(
-            self.rules.default, [limits_of(r) or Limits() for r in roles], limits_of(user)
-        )
+        ).all()
+        roles = [limits_of(p) or Limits() for p in stored if p.scope == QuotaScope.ROLE]
+        user = next((limits_of(p) for p in stored if p.scope == QuotaScope.USER), None)
+        return effective_limits(self.rules.default, roles, user)
 
     async def _usage(self, session: AsyncSession, user_id: int) -> tuple[Usage, datetime]:
         start, end = day_bounds(utcnow(), self.rules.zone)
