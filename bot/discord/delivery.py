@@ -280,8 +280,11 @@ class Delivery:
             self._delivering.discard(job.id)
 
     async def _send(self, job: Job) -> tuple[int | None, str]:
-        answer = await asyncio.to_thread(self._answer, job)
-        if await self._prefers_dm(job.user_id):
+        # The files are read in a thread while the member's choice is read.
+        answer, by_dm = await asyncio.gather(
+            asyncio.to_thread(self._answer, job), self._prefers_dm(job.user_id)
+        )
+        if by_dm:
             try:
                 return await self._send_dm(job, answer), "dm"
             except discord.Forbidden as error:

@@ -33,7 +33,7 @@ async def test_a_session_ends_its_transaction_once_and_the_pool_adds_no_rollback
         monkeypatch.setattr(dialect, "do_rollback", counted)
         async with sessions() as session:  # read only: closed without a commit
             assert await session.scalar(text("select body from notes")) == "kept"
-        # Each rollback is a round trip to aiosqlite's thread: the session's own, only.
+        # The session's own rollback only, none added by the pool.
         assert len(rollbacks) == 1
         async with sessions.begin() as session:
             await session.execute(text("insert into notes values ('also kept')"))
@@ -75,6 +75,12 @@ async def test_the_sqlite_driver_runs_each_statement_in_one_round_trip(
             assert [tuple(row) for row in rows] == [(1, "first"), (2, "SECOND"), (3, "THIRD")]
         # Four statements and the commit: one hand-off each (aiosqlite's cursor makes four).
         assert len(handed) == 5
+        async with sessions() as session:  # only reads: no transaction to end
+            assert await session.scalar(text("select count(*) from notes")) == 3
+        assert len(handed) == 6
+        async with sessions.begin() as session:
+            assert await session.scalar(text("select body from notes where id = 1")) == "first"
+        assert len(handed) == 7
     finally:
         await engine.dispose()
 
