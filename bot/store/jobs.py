@@ -552,20 +552,23 @@ class JobStore:
         """Record that Discord accepted the job's answer; False if it was already (a
         second delivery is refused, never recorded twice)."""
         async with self._sessions.begin() as session:
-            moved = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.delivered_at.is_(None))
-                .values(delivered_at=utcnow(), message_id=message_id, interaction_token=None)
-                .execution_options(synchronize_session=False)
-            )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            # The compare-and-set returns what the audit entry names, in one statement.
+            moved = (
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.delivered_at.is_(None))
+                    .values(delivered_at=utcnow(), message_id=message_id, interaction_token=None)
+                    .returning(Job.user_id, Job.guild_id, Job.channel_id, Job.state)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+            if moved is None:
                 return False
-            job = await session.get(Job, job_id)
-            assert job is not None
+            user_id, guild_id, channel_id, state = moved
             audit.record(
-                session, "job.delivered", "ok", actor_id=job.user_id, guild_id=job.guild_id,
-                channel_id=job.channel_id, target=job_id,
-                params={"how": how, "message_id": message_id, "state": job.state},
+                session, "job.delivered", "ok", actor_id=user_id, guild_id=guild_id,
+                channel_id=channel_id, target=job_id,
+                params={"how": how, "message_id": message_id, "state": state},
             )  # fmt: skip
             return True
 

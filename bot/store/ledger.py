@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..quota import Estimate, cost_of
@@ -94,29 +94,24 @@ async def refund(session: AsyncSession, job: Job) -> None:
     )  # fmt: skip
 
 
-async def reserved(session: AsyncSession, user_id: int) -> Estimate:
-    """The sum of a member's open reservations (their queued and running jobs)."""
-    images, gpu_seconds, cost = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(Reservation.images), 0),
-                func.coalesce(func.sum(Reservation.gpu_seconds), 0.0),
-                func.coalesce(func.sum(Reservation.cost), 0.0),
-            ).where(Reservation.user_id == user_id)
-        )
-    ).one()
-    return Estimate(images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost))
+def reserved(user_id: int) -> Subquery:
+    """One row: the images, GPU seconds and cost of a member's open reservations
+    (their queued and running jobs)."""
+    return _totals(Reservation, Reservation.user_id == user_id)
 
 
-async def charged_since(session: AsyncSession, user_id: int, since: datetime) -> Estimate:
-    """What a member's settled jobs used since `since` (both lanes)."""
-    images, gpu_seconds, cost = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(UsageEntry.images), 0),
-                func.coalesce(func.sum(UsageEntry.gpu_seconds), 0.0),
-                func.coalesce(func.sum(UsageEntry.cost), 0.0),
-            ).where(UsageEntry.user_id == user_id, UsageEntry.at >= since)
+def charged_since(user_id: int, since: datetime) -> Subquery:
+    """One row: what a member's settled jobs used since `since` (both lanes)."""
+    return _totals(UsageEntry, UsageEntry.user_id == user_id, UsageEntry.at >= since)
+
+
+def _totals(rows: type[Reservation] | type[UsageEntry], *where: ColumnElement[bool]) -> Subquery:
+    return (
+        select(
+            func.coalesce(func.sum(rows.images), 0).label("images"),
+            func.coalesce(func.sum(rows.gpu_seconds), 0.0).label("gpu_seconds"),
+            func.coalesce(func.sum(rows.cost), 0.0).label("cost"),
         )
-    ).one()
-    return Estimate(images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost))
+        .where(*where)
+        .subquery()
+    )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Config
@@ -305,20 +305,30 @@ class QuotaStore:
         return effective_limits(self.rules.default, roles, user)
 
     async def _usage(self, session: AsyncSession, user_id: int) -> tuple[Usage, datetime]:
+        """Today's settled use plus what the member's open jobs hold, in one read."""
         start, end = day_bounds(utcnow(), self.rules.zone)
-        charged = await ledger.charged_since(session, user_id, start)
-        held = await ledger.reserved(session, user_id)
-        queued = await session.scalar(
+        charged, held = ledger.charged_since(user_id, start), ledger.reserved(user_id)
+        queued = (
             select(func.count())
             .select_from(Job)
             .where(Job.user_id == user_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+            .scalar_subquery()
         )
+        row = (
+            await session.execute(
+                select(
+                    charged.c.images + held.c.images,
+                    charged.c.gpu_seconds + held.c.gpu_seconds,
+                    charged.c.cost + held.c.cost,
+                    queued,
+                ).select_from(charged.join(held, true()))
+            )
+        ).one()
+        images, gpu_seconds, cost, jobs_queued = row
         usage = Usage(
-            images=charged.images + held.images,
-            gpu_seconds=charged.gpu_seconds + held.gpu_seconds,
-            cost=charged.cost + held.cost,
-            jobs_queued=queued or 0,
-        )
+            images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost),
+            jobs_queued=int(jobs_queued),
+        )  # fmt: skip
         return usage, end
 
     async def _estimate(

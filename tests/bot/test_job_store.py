@@ -118,3 +118,7 @@ async def test_a_job_is_marked_delivered_only_once(store: JobStore) -> None:
     assert not await store.mark_delivered("job", 456, "channel")
     assert await store.undelivered() == []
     assert (await store.get("job")).message_id == 123
+    delivered = [e for e in await store.audit_trail("job") if e.action == "job.delivered"]
+    assert [(e.actor_id, e.channel_id, e.params) for e in delivered] == [
+        (ALICE.user_id, ALICE.channel_id, {"how": "reply", "message_id": 123, "state": "cancelled"})
+    ]
