@@ -10,7 +10,7 @@ id). Ending a transaction that never began (a session that only read) needs
 no round trip at all. Everything else (the thread, its queue, commit, rollback,
 close) is aiosqlite's own connection; the dialect, pooling and SQL are
 SQLAlchemy's.
-A job's path runs ~45 statements, so this takes ~130 hand-offs off each job.
+A job's path runs ~37 statements in ~20 sessions: ~45 hand-offs instead of ~200.
 """
 
 from __future__ import annotations
