@@ -10,7 +10,8 @@ id). Ending a transaction that never began (a session that only read) needs
 no round trip at all. Everything else (the thread, its queue, commit, rollback,
 close) is aiosqlite's own connection; the dialect, pooling and SQL are
 SQLAlchemy's.
-A job's path runs ~37 statements in ~20 sessions: ~45 hand-offs instead of ~200.
+Counted on the bench's path: a job's 37 statements and 6 commits make 43 hand-offs
+(aiosqlite's own cursor made 188 for the 48 statements the path ran before).
 """
 
 from __future__ import annotations
