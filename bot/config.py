@@ -9,6 +9,7 @@ that `[discord] token_file` names).
 from __future__ import annotations
 
 import re
+import sqlite3
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -40,6 +41,10 @@ DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 _STYLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # Images per batch on a CUDA GPU when `[engine] max_batch_images` is not set.
 CUDA_BATCH_IMAGES = 8
+
+
+# The store's upserts and the delivery's compare-and-set read rows back with RETURNING.
+MIN_SQLITE = (3, 35)
 
 
 class ConfigError(Exception):
@@ -376,6 +381,16 @@ class Config(Section):
                     f"styles.{name}: a style name is one word (letters, digits, - and _),"
                     " as members type it after --style"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _sqlite_is_new_enough(self) -> Self:
+        if self.database_url.startswith("sqlite") and sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ValueError(
+                f"database: this Python's SQLite is {sqlite3.sqlite_version}, and the bot needs"
+                f" {'.'.join(map(str, MIN_SQLITE))} or newer (RETURNING): use a Python built"
+                " with a newer SQLite, or PostgreSQL (database.url)"
+            )
         return self
 
     @property

@@ -378,7 +378,8 @@ class JobStore:
 
     async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:
         """Mark the next batch running on `device`, in one transaction; [] when none waits.
-        The claimed jobs share a new `batch_id`, the id of the engine request they run in.
+        The claimed jobs share a new `batch_id`, the id of the engine request they are
+        claimed for (one cancelled before the request is sent keeps it, unrun).
 
         The rows are picked by `choose` and then moved with a compare-and-set
         (`UPDATE ... WHERE state = 'queued'`) whose row count is checked, so a job
@@ -417,7 +418,8 @@ class JobStore:
                     jobs = [by_id[job_id] for job_id in chosen]
                     for job in jobs:
                         # Read back in one statement: images are written only as a job
-                        # ends, so one that was waiting has none to load.
+                        # ends (a finished state, terminal in TRANSITIONS), so one that
+                        # was waiting has none to load.
                         set_committed_value(job, "outputs", [])
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs

@@ -3,13 +3,15 @@
 SQLAlchemy's aiosqlite dialect drives a DBAPI cursor the usual way: make it,
 execute, fetch the rows, close it; aiosqlite sends each of those calls to the
 connection's thread and waits for the answer (~0.1 ms each on a quiet 2-core
-machine, more under load), so a statement costs four hand-offs. The cursor
+machine, more under load), so a statement costs three or four hand-offs. The cursor
 here runs the whole statement, rows included, as one call on that thread, and
 keeps what SQLAlchemy reads afterwards (rows, description, row count, last row
 id). Ending a transaction that never began (a session that only read) needs
-no round trip at all. Everything else (the thread, its queue, commit, rollback,
-close) is aiosqlite's own connection; the dialect, pooling and SQL are
-SQLAlchemy's.
+no round trip at all: `in_transaction` is read from the event loop's thread,
+once every earlier call on the connection has returned. Rows come all at
+once: there are no server-side (streaming) cursors, and nothing here streams.
+Everything else (the thread, its queue, commit, rollback, close) is
+aiosqlite's own connection; the dialect, pooling and SQL are SQLAlchemy's.
 Counted on the bench's path: a job's 37 statements and 6 commits make 43 hand-offs
 (aiosqlite's own cursor made 188 for the 48 statements the path ran before).
 """
@@ -17,7 +19,7 @@ Counted on the bench's path: a job's 37 statements and 6 commits make 43 hand-of
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -58,8 +60,11 @@ class Cursor:
         self._ran = _Ran([], None, -1, None)
         self.arraysize = 1
 
-    async def __aenter__(self) -> Cursor:
+    async def __aenter__(self) -> Cursor:  # SQLAlchemy 2.1 enters the cursor ...
         return self
+
+    def __await__(self) -> Generator[Any, None, Cursor]:  # ... and 2.0 awaits it
+        return self.__aenter__().__await__()
 
     @property
     def description(self) -> Any:
@@ -124,9 +129,6 @@ def connector(url: URL) -> Callable[[], Awaitable[Connection]]:
     """`async_creator` for create_async_engine: connections opened with the arguments
     the URL gives SQLAlchemy's dialect (file, uri mode, timeout, ...)."""
     args, kwargs = url.get_dialect()().create_connect_args(url)
-    # `in_transaction` is read from the event loop's thread (a flag); everything that
-    # changes it still runs on the connection's own thread.
-    kwargs["check_same_thread"] = False
     opener: Callable[[], sqlite3.Connection] = partial(sqlite3.connect, *args, **kwargs)
 
     async def connect() -> Connection:

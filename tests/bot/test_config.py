@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,17 @@ def test_cli_reports_bad_config_in_one_line_with_exit_code_2(tmp_path: Path) -> 
         f"atelier: {path}: storage.data_dri: unknown key (see config.example.toml for every key)"
     ]
     assert "Traceback" not in done.stderr
+
+
+def test_a_sqlite_without_returning_is_refused_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigError, match=r"SQLite is 3\.31\.1, and the bot needs 3\.35 or newer"):
+        load_config(write(tmp_path, VALID))
+    postgres = VALID + '\n[database]\nurl = "postgresql+asyncpg://atelier@localhost/atelier"\n'
+    assert load_config(write(tmp_path, postgres)).database_url.startswith("postgresql")
 
 
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
