@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from bot.store import db
 from bot.store.db import open_engine, session_factory
 
 
@@ -101,4 +105,35 @@ async def test_the_sqlite_driver_raises_sqlalchemys_errors(tmp_path: Path) -> No
         async with sessions() as session:  # the failed transaction left nothing behind
             assert await session.scalar(text("select count(*) from notes")) == 1
     finally:
+        await engine.dispose()
+
+
+async def test_a_write_that_must_not_be_lost_waits_out_another_programs_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)  # SQLite gives up sooner: persist retries
+    path = tmp_path / "atelier.db"
+    engine = open_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)  # another program, e.g. a backup
+    try:
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            await session.execute(text("create table notes (body text)"))
+        other.execute("begin immediate")  # holds the write lock
+
+        async def write() -> None:
+            async with sessions.begin() as session:
+                await session.execute(text("insert into notes values ('kept')"))
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.6)
+            other.rollback()  # quick: it only lets go
+
+        with caplog.at_level(logging.WARNING, logger="bot.store.db"):
+            await asyncio.gather(db.persist(write, seconds=30), release_later())
+        assert "database busy" in caplog.text  # the driver's error reached persist as such
+        async with sessions() as session:
+            assert await session.scalar(text("select body from notes")) == "kept"
+    finally:
+        other.close()
         await engine.dispose()
