@@ -52,7 +52,7 @@ def open_engine(url: str) -> AsyncEngine:
     # of close()), so the pool's second rollback on return is skipped: each one is a
     # round trip to aiosqlite's thread, and skipping it makes admission, claim and
     # settle ~8 % faster. The driver's connections run a statement in one round trip
-    # instead of four (bot.store.sqlite_driver).
+    # instead of three or four (bot.store.sqlite_driver).
     engine = create_async_engine(
         parsed, pool_reset_on_return=None, async_creator=sqlite_driver.connector(parsed)
     )

@@ -173,6 +173,10 @@ async def test_a_banned_member_is_refused_politely_and_audited(running_bot: Runn
     assert running_bot.rows("select count(*) as n from jobs") == [{"n": 0}]
     bans = running_bot.rows("select actor_id, target from audit_log where action = 'user.ban'")
     assert bans == [{"actor_id": server.owner_id, "target": f"user:{server.user_id}"}]
+    me = await server.send_slash_command("me")
+    assert (
+        "⛔ You cannot use the bot: spam" in (await me.wait_for_callback(timeout=3)).data["content"]
+    )
 
     unban = await server.send_slash_command(
         "admin unban", {"user": server.user_id}, user_id=server.owner_id

@@ -14,7 +14,7 @@ from discord.ext import commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
-from ...moderation.service import DEFAULTS
+from ...moderation.service import DEFAULTS, pause_notice
 from ...store.audit import Actor
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, model_choices, refuse, roles_of
@@ -41,17 +41,15 @@ async def summary(services: Services, interaction: discord.Interaction) -> str:
     """The member's usage today, what is left, when it resets, and their defaults."""
     user_id = interaction.user.id
     status = await services.quotas.status(user_id, roles_of(interaction))
-    defaults = await services.users.defaults(user_id)
-    banned = await services.users.ban_reason(user_id)
+    standing = await services.users.standing(user_id)
     lines = [status.message()]
     if services.quotas.rules.relax_when_over:
         lines.append("Over a limit, your jobs still run in the relax lane when the GPU is free.")
-    lines.append(f"**Your settings**: {shown(defaults) or 'none (see /settings)'}")
-    if banned:
-        lines.append(f"⛔ You cannot use the bot: {banned}")
-    paused = await services.moderation.paused(user_id)
-    if paused:
-        lines.append(f"⏸️ {paused}")
+    lines.append(f"**Your settings**: {shown(standing.defaults) or 'none (see /settings)'}")
+    if standing.ban_reason:
+        lines.append(f"⛔ You cannot use the bot: {standing.ban_reason}")
+    if standing.paused_until is not None:
+        lines.append(f"⏸️ {pause_notice(standing.paused_until)}")
     return "\n".join(lines)
 
 
