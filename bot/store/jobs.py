@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import delete, func, select, union_all, update
+from sqlalchemy import case, delete, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
@@ -344,12 +344,14 @@ class JobStore:
         nor leave images of a job that was never charged.
         """
         async with self._sessions.begin() as session:
-            session.add_all(Output(job_id=job_id, **vars(output)) for output in outputs)
+            images = [Output(job_id=job_id, **vars(output)) for output in outputs]
+            session.add_all(images)  # flushed as the transition's statement runs
             job = await _transition(
                 session, job_id, JobState.RUNNING, state, gpu_seconds=gpu_seconds, **fields
             )
+            set_committed_value(job, "outputs", sorted(images, key=lambda image: image.index))
             await ledger.settle(session, job, len(outputs), self._pricing)
-        return job  # read back by the transition, outputs included
+        return job
 
     async def block(
         self,
@@ -625,40 +627,55 @@ async def _transition(
     actor_id: int | None = None,
     **fields: Any,
 ) -> Job:
-    """Compare-and-set: read the state, check it is expected and allowed, then write
-    only if it is still that state; the audit entry joins the same transaction."""
+    """Compare-and-set: write only if the job is still in a state that is expected and
+    allowed to reach `state` (UPDATE ... WHERE state = ... RETURNING the row); the audit
+    entry joins the same transaction.
+
+    When only one expected state may reach `state` (every move but a cancel), that
+    one statement is all; a job in any other state is then read once to say why.
+    """
     allowed = {expected} if isinstance(expected, JobState) else set(expected)
-    row = (
-        await session.execute(select(Job.state, Job.client).where(Job.id == job_id))
-    ).one_or_none()
-    if row is None:
-        raise JobNotFound(job_id)
-    found, client = row
-    if found not in allowed or state not in TRANSITIONS[found]:
-        log.warning("job %s: refused %s -> %s (expected %s)", job_id, found, state,
-                    "/".join(sorted(allowed)))  # fmt: skip
-        raise IllegalTransition(job_id, found, state)
+    sources = [source for source in allowed if state in TRANSITIONS[source]]
+    found = sources[0] if len(sources) == 1 else await _state_of(session, job_id)
+    if found not in sources:
+        _refused(job_id, found, state, allowed)
+    now = utcnow()
     times: dict[str, Any] = {}
     if state is JobState.RUNNING:
-        times["started_at"] = utcnow()
+        times["started_at"] = now
     elif state.finished:
-        times["finished_at"] = utcnow()
-        if client != "discord":
-            # An HTTP job's answer is read by its client from the stored job: there is
-            # nothing to push, so Discord delivery never picks it up.
-            times["delivered_at"] = times["finished_at"]
-    moved = await session.execute(
+        times["finished_at"] = now
+        # An HTTP job's answer is read by its client from the stored job: there is
+        # nothing to push, so Discord delivery never picks it up.
+        times["delivered_at"] = case((Job.client != "discord", now), else_=Job.delivered_at)
+    job = await session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.state == found)
         .values(state=state, **times, **fields)
-        .execution_options(synchronize_session=False)
+        .returning(Job)
+        .options(lazyload(Job.outputs))
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        raise IllegalTransition(job_id, found, state)  # changed since we read it
-    job = await session.get(Job, job_id, populate_existing=True)
-    assert job is not None
+    if job is None:  # in another state than the one expected (or changed since read)
+        _refused(job_id, await _state_of(session, job_id), state, allowed)
+    # Images are written only as a job ends, in a terminal state: a job that could
+    # still move has none (succeed and block add theirs).
+    set_committed_value(job, "outputs", [])
     _audit_change(session, job, found, outcome, actor_id)
     return job
+
+
+async def _state_of(session: AsyncSession, job_id: str) -> JobState:
+    found = await session.scalar(select(Job.state).where(Job.id == job_id))
+    if found is None:
+        raise JobNotFound(job_id)
+    return found
+
+
+def _refused(job_id: str, found: JobState, state: JobState, allowed: set[JobState]) -> NoReturn:
+    log.warning("job %s: refused %s -> %s (expected %s)", job_id, found, state,
+                "/".join(sorted(allowed)))  # fmt: skip
+    raise IllegalTransition(job_id, found, state)
 
 
 def _audit_change(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Subquery, func, select
+from sqlalchemy import ColumnElement, Subquery, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..quota import Estimate, cost_of
@@ -56,10 +56,9 @@ async def settle(
     settled already (so a job is never charged twice).
     """
     gpu_seconds = job.gpu_seconds or 0.0
-    reservation = await session.get(Reservation, job.id)
+    reservation = await _release(session, job)
     if reservation is None:
         return None
-    await session.delete(reservation)
     entry = UsageEntry(
         job_id=job.id,
         user_id=job.user_id,
@@ -82,16 +81,36 @@ async def settle(
 
 async def refund(session: AsyncSession, job: Job) -> None:
     """Release a failed or cancelled job's reservation: it is never charged."""
-    reservation = await session.get(Reservation, job.id)
+    reservation = await _release(session, job)
     if reservation is None:
         return
-    await session.delete(reservation)
     audit.record(
         session, "quota.refund", "ok", actor_id=job.user_id, guild_id=job.guild_id,
         channel_id=job.channel_id, target=job.id,
         params={"images": reservation.images, "gpu_seconds": round(reservation.gpu_seconds, 3),
                 "cost": reservation.cost},
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a job's reservation held, as it is deleted."""
+
+    images: int
+    gpu_seconds: float
+    cost: float
+
+
+async def _release(session: AsyncSession, job: Job) -> Released | None:
+    """Delete the job's reservation in one statement; None when it holds none."""
+    row = (
+        await session.execute(
+            delete(Reservation)
+            .where(Reservation.job_id == job.id)
+            .returning(Reservation.images, Reservation.gpu_seconds, Reservation.cost)
+        )
+    ).one_or_none()
+    return None if row is None else Released(row.images, row.gpu_seconds, row.cost)
 
 
 def reserved(user_id: int) -> Subquery:
