@@ -255,7 +255,9 @@ class BatchJob(Message):
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = None
     cfgs: list[Annotated[float, Field(ge=0.0, le=30.0)]] | None = None
     blend: list[WeightedPrompt] = Field(default_factory=list)
-    output_dir: str = Field(description="folder the engine writes <job_id>-<i>.png into")
+    output_dir: str = Field(
+        description="folder the engine writes <job_id>-<i>.png into, made if missing"
+    )
     # Input images are files the bot has checked and saved; paths are absolute.
     init_image: str | None = None
     mask_image: str | None = Field(None, description="white = repaint, black = keep")

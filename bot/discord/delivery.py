@@ -250,12 +250,13 @@ class Delivery:
     # -- delivering the answer ------------------------------------------------------------
 
     async def _deliver(self, job: Job) -> None:
+        """Deliver `job` as read by the transaction that finished it (or by the start's
+        search for undelivered jobs): no later change matters to its answer."""
         await self._stop_following(job.id)
         if job.id in self._delivering:
             return
         self._delivering.add(job.id)
         try:
-            job = await persist(partial(self._store.get, job.id))  # the newest row
             if job.delivered_at is not None:
                 return
             for delay in (*RETRY_DELAYS, None):

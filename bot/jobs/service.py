@@ -82,6 +82,9 @@ class QueuePlace:
     eta_seconds: float  # the estimated GPU time of the jobs ahead, shared by the engines
 
 
+NEXT_IN_LINE = QueuePlace(1, 0.0)
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
@@ -227,7 +230,11 @@ class JobService:
         self._wake.set()
         submitted = []
         for job, estimate in zip(jobs, estimates, strict=True):
-            place = await self.queue_place(job.id) or QueuePlace(1, 0.0)
+            # A lone job that found the queue empty is next in line: its place needs no
+            # fair order (whose reads would race the claim that starts it now); the
+            # follower corrects it if another member's job got in meanwhile.
+            alone = waiting == 0 and len(jobs) == 1
+            place = NEXT_IN_LINE if alone else await self.queue_place(job.id) or NEXT_IN_LINE
             log.info(
                 "job %s: queued at position %d (%s lane) by user %d",
                 job.id, place.position, job.lane, requester.user_id,
@@ -348,7 +355,7 @@ class JobService:
         if not pending:
             return
         claimed = {job.id: job for job in pending}
-        request = await asyncio.to_thread(self._request, pending)
+        request = self._request(pending)
         outcomes: dict[str, JobResult | JobError] = {}
         try:
             if not engine.alive:
@@ -376,13 +383,13 @@ class JobService:
                 await self._job_error(outcome)
 
     def _request(self, jobs: list[Job]) -> GenerateRequest:
-        """One engine request for a batch, named as its claim named it (output folders
-        made here, in a thread)."""
+        """One engine request for a batch, named as its claim named it. No file is
+        touched: the engine makes each job's output folder. So the request is sent before
+        this task yields to the "starting" edits that the claim set off."""
         specs = [JobSpec.model_validate(job.spec) for job in jobs]
         parts = []
         for job, spec in zip(jobs, specs, strict=True):
             output_dir = self._data_dir / "images" / job.id
-            output_dir.mkdir(parents=True, exist_ok=True)
             part = spec.batch_job(job.id, output_dir, self._data_dir)
             policy = self._moderation.policy(job.nsfw_channel)
             parts.append(part.model_copy(update={"nsfw_policy": policy}))

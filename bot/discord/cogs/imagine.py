@@ -504,7 +504,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         """
         services = self.services
         requester = ticket.requester
-        standing = await services.users.standing(requester.user_id)
+        # Read side by side: the blocklist is wasted only on a banned or paused member.
+        standing, terms = await asyncio.gather(
+            services.users.standing(requester.user_id),
+            services.moderation.terms(requester.guild_id),
+        )
         defaults = standing.defaults
 
         def refused(reason: str, kind: str) -> Checked:
@@ -516,7 +520,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return refused(pause_notice(standing.paused_until), "paused")
         given = ticket.options
         who = actor_of_requester(requester)
-        terms = await services.moderation.terms(requester.guild_id)
         typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
         if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
             blocked = await services.moderation.screen(who, typed, COMMAND, terms)
