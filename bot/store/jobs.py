@@ -392,36 +392,30 @@ class JobStore:
         async with self._claiming:
             for _ in range(3):
                 async with self._sessions.begin() as session:
-                    waiting = await _waiting(session)
+                    waiting, served = await _fair_inputs(session, fair_window)
                     if not waiting:
                         return []
-                    served = await _served(session, utcnow() - fair_window)
                     chosen = choose(waiting, served)
-                    moved = await session.execute(
+                    found = await session.scalars(
                         update(Job)
                         .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
                         .values(
                             state=JobState.RUNNING, started_at=utcnow(), device=device,
                             attempts=Job.attempts + 1, batch_id=new_id(),
                         )
-                        .execution_options(synchronize_session=False)
+                        .returning(Job)
+                        .options(lazyload(Job.outputs))
+                        .execution_options(synchronize_session=False, populate_existing=True)
                     )  # fmt: skip
-                    if moved.rowcount != len(chosen):  # type: ignore[attr-defined]
+                    by_id = {job.id: job for job in found}
+                    if len(by_id) != len(chosen):
                         log.info("claim raced another worker; trying again")
                         await session.rollback()
                         continue
-                    found = await session.scalars(
-                        select(Job)
-                        .where(Job.id.in_(chosen))
-                        .options(lazyload(Job.outputs))
-                        .execution_options(populate_existing=True)
-                    )
-                    by_id = {job.id: job for job in found}
                     jobs = [by_id[job_id] for job_id in chosen]
                     for job in jobs:
-                        # Read back in one statement: images are written only as a job
-                        # ends (a finished state, terminal in TRANSITIONS), so one that
-                        # was waiting has none to load.
+                        # Images are written only as a job ends (a finished state,
+                        # terminal in TRANSITIONS), so one that was waiting has none.
                         set_committed_value(job, "outputs", [])
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs
@@ -468,7 +462,7 @@ class JobStore:
     ) -> tuple[list[QueuedRow], dict[int, float]]:
         """The waiting rows and each member's recent GPU seconds, as a claim sees them."""
         async with self._sessions() as session:
-            return await _waiting(session), await _served(session, utcnow() - fair_window)
+            return await _fair_inputs(session, fair_window)
 
     async def waiting_count(self) -> int:
         async with self._sessions() as session:
@@ -591,6 +585,18 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
         QueuedRow(job_id, user_id, lane, created_at, spec, int(spec.get("count", 1)), estimate)
         for job_id, user_id, lane, created_at, spec, estimate in rows
     ]
+
+
+async def _fair_inputs(
+    session: AsyncSession, fair_window: timedelta
+) -> tuple[list[QueuedRow], dict[int, float]]:
+    """The waiting rows, and the recent GPU seconds of their members. Those only order
+    members against each other, so with one member waiting (a quiet server's usual
+    queue) they are not read."""
+    waiting = await _waiting(session)
+    if len({row.user_id for row in waiting}) < 2:
+        return waiting, {}
+    return waiting, await _served(session, utcnow() - fair_window)
 
 
 async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:

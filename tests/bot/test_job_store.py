@@ -98,6 +98,27 @@ async def test_the_jobs_of_one_claim_share_a_batch_id_named_in_their_audit(
         assert running.params["batch"] == job.batch_id == (await store.get(job.id)).batch_id
 
 
+async def test_a_claim_reads_recent_gpu_time_only_when_two_members_wait(
+    store: JobStore,
+) -> None:
+    window = timedelta(hours=1)
+    await store.create("running", ALICE, spec(), "tiny", [1])
+    await store.claim("gpu", first_waiting, window)  # Alice has GPU time now
+    seen: list[dict[int, float]] = []
+
+    def chooser(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        seen.append(served)
+        return [rows[0].job_id]
+
+    await store.create("alone", ALICE, spec(), "tiny", [2])
+    await store.claim("gpu", chooser, window)
+    await store.create("alice", ALICE, spec(), "tiny", [3])
+    await store.create("bob", BOB, spec(), "tiny", [4])
+    await store.claim("gpu", chooser, window)
+    # Alone in the queue, Alice's time orders nobody; beside Bob it does.
+    assert seen == [{}, {ALICE.user_id: 2.0}]
+
+
 async def test_a_run_cut_off_twice_is_failed_not_retried(store: JobStore) -> None:
     await store.create("job", ALICE, spec(), "tiny", [1])
     window = timedelta(hours=1)
