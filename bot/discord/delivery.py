@@ -177,9 +177,11 @@ class Delivery:
             self._show(job, text, shown)
 
     async def redeliver(self) -> None:
-        """At start: deliver every finished job Discord has not accepted yet."""
+        """At start: deliver every finished job Discord has not accepted yet. Each is read
+        again as its delivery starts: one the start itself finished may have been
+        delivered since this search."""
         for job in await self._store.undelivered():
-            self.job_finished(job)
+            self._spawn(self._deliver(job, reread=True), f"deliver-{job.id}")
 
     async def drain(self, within: float) -> None:
         """At stop: let deliveries under way finish, then stop following jobs."""
@@ -249,14 +251,16 @@ class Delivery:
 
     # -- delivering the answer ------------------------------------------------------------
 
-    async def _deliver(self, job: Job) -> None:
-        """Deliver `job` as read by the transaction that finished it (or by the start's
-        search for undelivered jobs): no later change matters to its answer."""
+    async def _deliver(self, job: Job, reread: bool = False) -> None:
+        """Deliver `job` as read by the transaction that finished it, which happens once
+        per job (no later change matters to its answer); with `reread`, as stored now."""
         await self._stop_following(job.id)
         if job.id in self._delivering:
             return
         self._delivering.add(job.id)
         try:
+            if reread:
+                job = await persist(partial(self._store.get, job.id))
             if job.delivered_at is not None:
                 return
             for delay in (*RETRY_DELAYS, None):

@@ -228,13 +228,14 @@ class JobService:
             jobs = [admission.job for admission in admissions]
             estimates = [admission.estimate for admission in admissions]
         self._wake.set()
+        # A lone job that found the queue empty is next in line: its place needs no fair
+        # order (whose reads would race the claim that starts it now). Should another
+        # member's job have got in meanwhile, Discord's queued line is corrected at its
+        # next refresh; an HTTP client's answer keeps position 1.
+        alone = waiting == 0 and len(jobs) == 1
         submitted = []
         for job, estimate in zip(jobs, estimates, strict=True):
-            # A lone job that found the queue empty is next in line: its place needs no
-            # fair order (whose reads would race the claim that starts it now); the
-            # follower corrects it if another member's job got in meanwhile.
-            alone = waiting == 0 and len(jobs) == 1
-            place = NEXT_IN_LINE if alone else await self.queue_place(job.id) or NEXT_IN_LINE
+            place = NEXT_IN_LINE if alone else (await self.queue_place(job.id) or NEXT_IN_LINE)
             log.info(
                 "job %s: queued at position %d (%s lane) by user %d",
                 job.id, place.position, job.lane, requester.user_id,

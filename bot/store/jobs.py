@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import case, delete, func, select, union_all, update
+from sqlalchemy import case, delete, func, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
@@ -384,8 +384,8 @@ class JobStore:
         claimed for (one cancelled before the request is sent keeps it, unrun).
 
         The rows are picked by `choose` and then moved with a compare-and-set
-        (`UPDATE ... WHERE state = 'queued'`) whose row count is checked, so a job
-        taken by another worker meanwhile makes the claim start over. On
+        (`UPDATE ... WHERE state = 'queued' RETURNING`) whose rows are counted, so a
+        job taken by another worker meanwhile makes the claim start over. On
         PostgreSQL the waiting rows are read `FOR UPDATE SKIP LOCKED`, so several
         processes can share one queue.
         """
@@ -434,16 +434,16 @@ class JobStore:
         """Put a running job whose run was cut off back in the queue, or fail it for good
         when this was its last attempt."""
         async with self._sessions.begin() as session:
-            job = await session.get(Job, job_id)
-            if job is None:
+            attempts = await session.scalar(select(Job.attempts).where(Job.id == job_id))
+            if attempts is None:
                 raise JobNotFound(job_id)
-            if job.attempts < MAX_ATTEMPTS:
+            if attempts < MAX_ATTEMPTS:
                 return await _transition(
                     session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued", error=reason
                 )
             failed = await _transition(
                 session, job_id, JobState.RUNNING, JobState.FAILED, "error",
-                error=f"{reason} (it stopped {crashes} {job.attempts} times; not retried)",
+                error=f"{reason} (it stopped {crashes} {attempts} times; not retried)",
             )  # fmt: skip
             await ledger.refund(session, failed)
             return failed
@@ -637,8 +637,8 @@ async def _transition(
     allowed to reach `state` (UPDATE ... WHERE state = ... RETURNING the row); the audit
     entry joins the same transaction.
 
-    When only one expected state may reach `state` (every move but a cancel), that
-    one statement is all; a job in any other state is then read once to say why.
+    When only one expected state may reach `state` (as for every move the bot makes),
+    that one statement is all; a job in any other state is then read once to say why.
     """
     allowed = {expected} if isinstance(expected, JobState) else set(expected)
     sources = [source for source in allowed if state in TRANSITIONS[source]]
@@ -653,7 +653,9 @@ async def _transition(
         times["finished_at"] = now
         # An HTTP job's answer is read by its client from the stored job: there is
         # nothing to push, so Discord delivery never picks it up.
-        times["delivered_at"] = case((Job.client != "discord", now), else_=Job.delivered_at)
+        # Bound as the column's type, so PostgreSQL stores it as UTC like `finished_at`.
+        finished = literal(now, Job.delivered_at.type)
+        times["delivered_at"] = case((Job.client != "discord", finished), else_=Job.delivered_at)
     job = await session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.state == found)

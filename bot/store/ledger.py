@@ -93,7 +93,7 @@ async def refund(session: AsyncSession, job: Job) -> None:
 
 
 @dataclass(frozen=True)
-class Released:
+class _Released:
     """What a job's reservation held, as it is deleted."""
 
     images: int
@@ -101,7 +101,7 @@ class Released:
     cost: float
 
 
-async def _release(session: AsyncSession, job: Job) -> Released | None:
+async def _release(session: AsyncSession, job: Job) -> _Released | None:
     """Delete the job's reservation in one statement; None when it holds none."""
     row = (
         await session.execute(
@@ -110,7 +110,7 @@ async def _release(session: AsyncSession, job: Job) -> Released | None:
             .returning(Reservation.images, Reservation.gpu_seconds, Reservation.cost)
         )
     ).one_or_none()
-    return None if row is None else Released(row.images, row.gpu_seconds, row.cost)
+    return None if row is None else _Released(row.images, row.gpu_seconds, row.cost)
 
 
 def reserved(user_id: int) -> Subquery:

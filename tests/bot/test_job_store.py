@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import BindParameter, event
 
 from bot.store.jobs import IllegalTransition, JobStore, QueuedRow, Requester
-from bot.store.models import JobState
+from bot.store.models import JobState, UTCDateTime
 from tests.stores import output
 
 
@@ -117,6 +120,33 @@ async def test_a_claim_reads_recent_gpu_time_only_when_two_members_wait(
     await store.claim("gpu", chooser, window)
     # Alone in the queue, Alice's time orders nobody; beside Bob it does.
     assert seen == [{}, {ALICE.user_id: 2.0}]
+
+
+async def test_an_http_job_is_delivered_as_it_finishes_with_its_time_bound_as_utc(
+    store: JobStore,
+) -> None:
+    binds: list[BindParameter[Any]] = []
+
+    def record(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        if statement.startswith("UPDATE jobs"):
+            binds.extend(context.compiled.binds.values())
+
+    api = dataclasses.replace(ALICE, client="http")
+    await store.create("job", api, spec(), "tiny", [1])
+    await store.claim("gpu", first_waiting, timedelta(hours=1))
+    engine = store._sessions.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        job = await store.succeed("job", 1.0, [])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert job.delivered_at is not None and job.delivered_at == job.finished_at
+    # Written as UTC on every database (PostgreSQL would shift a plain timestamp by its
+    # session's time zone).
+    times = [bind for bind in binds if isinstance(bind.value, datetime)]
+    assert times and all(isinstance(bind.type, UTCDateTime) for bind in times)
 
 
 async def test_a_run_cut_off_twice_is_failed_not_retried(store: JobStore) -> None:
