@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import case, delete, func, literal, select, union_all, update
+from sqlalchemy import Update, case, delete, func, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
@@ -396,27 +396,22 @@ class JobStore:
                     if not waiting:
                         return []
                     chosen = choose(waiting, served)
-                    found = await session.scalars(
+                    moved = await _move(
+                        session,
                         update(Job)
                         .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
                         .values(
                             state=JobState.RUNNING, started_at=utcnow(), device=device,
                             attempts=Job.attempts + 1, batch_id=new_id(),
-                        )
-                        .returning(Job)
-                        .options(lazyload(Job.outputs))
-                        .execution_options(synchronize_session=False, populate_existing=True)
+                        ),
                     )  # fmt: skip
-                    by_id = {job.id: job for job in found}
+                    by_id = {job.id: job for job in moved}
                     if len(by_id) != len(chosen):
                         log.info("claim raced another worker; trying again")
                         await session.rollback()
                         continue
                     jobs = [by_id[job_id] for job_id in chosen]
                     for job in jobs:
-                        # Images are written only as a job ends (a finished state,
-                        # terminal in TRANSITIONS), so one that was waiting has none.
-                        set_committed_value(job, "outputs", [])
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs
         return []
@@ -656,21 +651,35 @@ async def _transition(
         # Bound as the column's type, so PostgreSQL stores it as UTC like `finished_at`.
         finished = literal(now, Job.delivered_at.type)
         times["delivered_at"] = case((Job.client != "discord", finished), else_=Job.delivered_at)
-    job = await session.scalar(
+    moved = await _move(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.state == found)
-        .values(state=state, **times, **fields)
-        .returning(Job)
+        .values(state=state, **times, **fields),
+    )
+    if not moved:  # in another state than the one expected (or changed since read)
+        _refused(job_id, await _state_of(session, job_id), state, allowed)
+    (job,) = moved
+    _audit_change(session, job, found, outcome, actor_id)
+    return job
+
+
+async def _move(session: AsyncSession, statement: Update) -> list[Job]:
+    """The jobs a compare-and-set UPDATE moved, read back by its RETURNING.
+
+    Images are written only as a job ends (a finished state, terminal in TRANSITIONS),
+    so a job that could still move has none: its outputs are set empty rather than
+    loaded (succeed and block add theirs).
+    """
+    moved = await session.scalars(
+        statement.returning(Job)
         .options(lazyload(Job.outputs))
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    if job is None:  # in another state than the one expected (or changed since read)
-        _refused(job_id, await _state_of(session, job_id), state, allowed)
-    # Images are written only as a job ends, in a terminal state: a job that could
-    # still move has none (succeed and block add theirs).
-    set_committed_value(job, "outputs", [])
-    _audit_change(session, job, found, outcome, actor_id)
-    return job
+    jobs = list(moved)
+    for job in jobs:
+        set_committed_value(job, "outputs", [])
+    return jobs
 
 
 async def _state_of(session: AsyncSession, job_id: str) -> JobState:
