@@ -40,7 +40,14 @@ from ..config import QueueConfig
 from ..moderation.images import ImageModerationConfig, screen
 from ..quota import Estimate
 from ..store.db import persist
-from ..store.jobs import IllegalTransition, JobStore, NewJob, QueuedRow, Requester
+from ..store.jobs import (
+    IllegalTransition,
+    JobStore,
+    NewJob,
+    QueueAtLength,
+    QueuedRow,
+    Requester,
+)
 from ..store.models import Job, JobState, Lane, new_id
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess
@@ -208,9 +215,9 @@ class JobService:
         `message_ids`, when given, are the messages already showing each job (the
         follow-ups of a multi-job reply); the command settles once for them all.
         """
+        # Read only to tell a lone job it is next; the admission counts the queue
+        # again under the write lock against `[queue] max_length`.
         waiting = await self.store.waiting_count()
-        if waiting + len(specs) > self._queue.max_length:
-            raise QueueFull(await self._minutes_to_drain(waiting))
         priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
         ids = list(message_ids) or [requester.message_id] * len(specs)
         new = [
@@ -219,14 +226,18 @@ class JobService:
             for spec, message_id in zip(specs, ids, strict=True)
         ]  # fmt: skip
         estimates: list[Estimate | None]
-        if self._quotas is None:
-            jobs = await self.store.create_many(new)
-            estimates = [None] * len(jobs)
-        else:
-            lane = Lane.PRIORITY if priority else Lane.NORMAL
-            admissions = await self._quotas.admit_many(new, in_quota_lane=lane)
-            jobs = [admission.job for admission in admissions]
-            estimates = [admission.estimate for admission in admissions]
+        max_waiting = self._queue.max_length
+        try:
+            if self._quotas is None:
+                jobs = await self.store.create_many(new, max_waiting)
+                estimates = [None] * len(jobs)
+            else:
+                lane = Lane.PRIORITY if priority else Lane.NORMAL
+                admissions = await self._quotas.admit_many(new, lane, max_waiting)
+                jobs = [admission.job for admission in admissions]
+                estimates = [admission.estimate for admission in admissions]
+        except QueueAtLength as full:
+            raise QueueFull(await self._minutes_to_drain(full.waiting)) from None
         self._wake.set()
         # A lone job that found the queue empty is next in line: its place needs no fair
         # order (whose reads would race the claim that starts it now). Should another

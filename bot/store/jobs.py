@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, commands, ledger
+from . import audit, commands, ledger, uploads
 from .ledger import FREE, Pricing
 from .models import (
     FINISHED,
@@ -102,6 +102,14 @@ class JobNotFound(LookupError):
     pass
 
 
+class QueueAtLength(Exception):
+    """Queuing the jobs would put more than `[queue] max_length` in the queue."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} jobs already wait")
+        self.waiting = waiting
+
+
 class IllegalTransition(RuntimeError):
     """A state change from a state the caller did not expect; nothing was written."""
 
@@ -149,6 +157,22 @@ async def upsert_user(session: AsyncSession, user_id: int, name: str | None = No
     )
     assert user is not None  # inserted or updated: RETURNING gives the row either way
     return user
+
+
+async def check_room(session: AsyncSession, adding: int, max_waiting: int | None) -> None:
+    """Raise QueueAtLength when `adding` more jobs would pass `max_waiting` queued ones.
+
+    Call it after the transaction's first write (the requester's upsert): SQLite then
+    holds its write lock, so no other admission commits between this count and the
+    caller's inserts. Counted before that write, concurrent submissions all saw room.
+    """
+    if max_waiting is None:
+        return
+    waiting = await session.scalar(
+        select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
+    )
+    if (waiting or 0) + adding > max_waiting:
+        raise QueueAtLength(waiting or 0)
 
 
 async def settle_command(session: AsyncSession, requester: Requester, outcome: str) -> None:
@@ -216,11 +240,13 @@ class JobStore:
         (job,) = await self.create_many([NewJob(job_id, requester, spec, model, seeds)])
         return job
 
-    async def create_many(self, new: Sequence[NewJob]) -> list[Job]:
+    async def create_many(self, new: Sequence[NewJob], max_waiting: int | None = None) -> list[Job]:
         """Write several jobs of one command in one transaction (all or none); the first
-        one's requester settles the command, once."""
+        one's requester settles the command, once. QueueAtLength when they would pass
+        `max_waiting` queued jobs."""
         async with self._sessions.begin() as session:
             await upsert_user(session, new[0].requester.user_id, new[0].requester.user_name)
+            await check_room(session, len(new), max_waiting)
             jobs = [add_job(session, n.job_id, n.requester, n.spec, n.model, n.seeds) for n in new]
             await settle_command(session, new[0].requester, queued_outcome(new))
             return jobs
@@ -257,6 +283,11 @@ class JobStore:
                 params={"reason": reason, "model": model, **requester.audit_params()},
             )  # fmt: skip
         return job
+
+    async def uploads_in_use(self, paths: Sequence[str], other_than: str) -> set[str]:
+        """Those of `paths` (uploads) that a job other than `other_than` still reads."""
+        async with self._sessions() as session:
+            return await uploads.uploads_in_use(session, paths, [other_than])
 
     async def reserved_seconds(self, job_id: str) -> float | None:
         """The GPU seconds a waiting or running job reserved; None without a reservation."""

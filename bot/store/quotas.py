@@ -30,7 +30,15 @@ from ..quota import (
 )
 from . import audit, ledger
 from .audit import Actor, user_target
-from .jobs import NewJob, Requester, add_job, queued_outcome, settle_command, upsert_user
+from .jobs import (
+    NewJob,
+    Requester,
+    add_job,
+    check_room,
+    queued_outcome,
+    settle_command,
+    upsert_user,
+)
 from .ledger import Pricing
 from .models import Job, JobState, Lane, QuotaPolicy, QuotaScope, utcnow
 
@@ -154,7 +162,10 @@ class QuotaStore:
         return admission
 
     async def admit_many(
-        self, new: Sequence[NewJob], in_quota_lane: Lane = Lane.NORMAL
+        self,
+        new: Sequence[NewJob],
+        in_quota_lane: Lane = Lane.NORMAL,
+        max_waiting: int | None = None,
     ) -> list[Admission]:
         """Queue the jobs of one command (one member's) together, each with its
         reservation, or none of them: UserBanned / OverQuotaError as for `admit`.
@@ -162,7 +173,8 @@ class QuotaStore:
         Each job is checked against the limits with the jobs before it counted as
         reserved, so three jobs that fit only two at a time are refused together;
         with the relax lane on, the ones over a limit go there. The command of the
-        first job's requester is settled once, in the same transaction.
+        first job's requester is settled once, in the same transaction. QueueAtLength
+        (nothing written) when they would pass `max_waiting` queued jobs.
         """
         requester = new[0].requester
         refusal: Refused | None = None
@@ -171,6 +183,7 @@ class QuotaStore:
             if user.banned:
                 refusal = UserBanned(user.ban_reason or "you are banned")
             else:
+                await check_room(session, len(new), max_waiting)
                 limits = await self._limits(session, requester.user_id, requester.role_ids)
                 before, resets_at = await self._usage(session, requester.user_id)
                 usage = before
