@@ -195,7 +195,7 @@ async def run_bot(config: Config, token: str) -> None:
         async with client:
             for cog in (
                 ScopeCog(client, services), imagine, job_buttons, MemberCog(services),
-                AdminCog(services), ApiKeyCog(services),
+                AdminCog(client, services), ApiKeyCog(services),
             ):  # fmt: skip
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")

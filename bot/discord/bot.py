@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..config import DiscordConfig
-from .tree import GuardedTree
+from .tree import GuardedState, GuardedTree
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,18 @@ class AtelierBot(commands.Bot):
         self._guild_ids = config.guild_ids
         self.tree.error(self._on_command_error)
 
+    def _get_state(self, **options: Any) -> GuardedState:
+        """The connection state that runs the tree's guard before every button and form."""
+        return GuardedState(
+            dispatch=self.dispatch,
+            handlers=self._handlers,
+            hooks=self._hooks,
+            http=self.http,
+            **options,
+        )
+
     async def setup_hook(self) -> None:
+        await self.read_owners()
         if self._guild_ids:
             for guild_id in self._guild_ids:
                 guild = discord.Object(guild_id)
@@ -55,6 +66,19 @@ class AtelierBot(commands.Bot):
         log.info(
             "commands synced (%s)", f"guilds {self._guild_ids}" if self._guild_ids else "global"
         )
+
+    async def read_owners(self) -> None:
+        """The application's owner or team, from Discord: the global admins besides the
+        `[admin]` ids (bot.admin_reach). If Discord cannot tell, only those ids are: a
+        server's Manage Server never stands in for the owner."""
+        try:
+            info = await self.application_info()
+        except (discord.HTTPException, aiohttp.ClientError) as error:
+            log.warning("could not read the application's owner from Discord (%s); only the"
+                        " [admin] ids administer every server", error)  # fmt: skip
+            return
+        self.owner_ids = application_owners(info)
+        log.info("global admins from Discord: %s", sorted(self.owner_ids))
 
     async def on_message(self, message: discord.Message) -> None:
         """No text commands: a message is only read by the cogs' listeners (not parsed as a
@@ -78,3 +102,17 @@ class AtelierBot(commands.Bot):
                 await interaction.response.send_message(message, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not tell the member about the error")
+
+
+def application_owners(info: discord.AppInfo) -> frozenset[int]:
+    """The owner of a personal application; for a team's, its owner and the members with
+    the Admin or Developer role (as discord.py's `is_owner` reads it: a Read-only member
+    may not change the application on Discord either)."""
+    if info.team is None:
+        return frozenset({info.owner.id})
+    members = {
+        member.id
+        for member in info.team.members
+        if member.role in (discord.TeamMemberRole.admin, discord.TeamMemberRole.developer)
+    }
+    return frozenset({*members, *([info.team.owner_id] if info.team.owner_id else [])})

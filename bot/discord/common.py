@@ -1,4 +1,4 @@
-"""What every cog shares: the services it is given, who is asking, the admin rule, refusals."""
+"""What every cog shares: the services it is given, who is asking, their admin scope, refusals."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any, Protocol
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
-from ..config import AdminConfig, Config
+from ..admin_reach import Admins, AdminScope, Asker
+from ..config import Config
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..ops.status import StatusReport
@@ -158,15 +160,20 @@ async def settled_on_error(services: Services, row: ReceivedCommand) -> AsyncIte
         await services.commands.settle(row.interaction_id, "failed: internal error")
 
 
-def is_admin(admin: AdminConfig, interaction: discord.Interaction[Any]) -> bool:
-    """Whether the member is an admin per `[admin]`: listed by id or holding a listed
-    role; with both lists empty, members with Manage Server are."""
-    if not admin.user_ids and not admin.role_ids:
-        permissions = getattr(interaction.user, "guild_permissions", None)
-        return bool(permissions and permissions.manage_guild)
-    return interaction.user.id in admin.user_ids or bool(
-        set(roles_of(interaction)) & set(admin.role_ids)
-    )
+def admin_scope(
+    bot: commands.Bot, config: Config, interaction: discord.Interaction[Any]
+) -> AdminScope:
+    """What the member may administer here (bot.admin_reach): everywhere for the
+    application's owner or team (the bot's `owner_ids`, read from Discord at start) and the
+    `[admin]` ids, this server for a holder of Manage Server, nothing otherwise."""
+    owners = {*(bot.owner_ids or ()), *([bot.owner_id] if bot.owner_id else [])}
+    admins = Admins.of(owners, config.admin.user_ids, config.admin.role_ids,
+                       config.discord.allowed_guild_ids)  # fmt: skip
+    # Discord's own answer for the member in this channel (Manage Server is server-wide:
+    # no channel overwrite grants it), which needs no cached copy of the server.
+    manages = interaction.guild_id is not None and interaction.permissions.manage_guild
+    asker = Asker(interaction.user.id, interaction.guild_id, tuple(roles_of(interaction)), manages)
+    return AdminScope.of(admins, asker)
 
 
 async def refuse(

@@ -1,4 +1,7 @@
-"""The admin console's reports, rendered once for Discord and the terminal alike."""
+"""The admin console's reports, rendered once for Discord and the terminal alike.
+
+Each report takes `guild_id`: only that server's rows (what a server's manager may
+read, bot.admin_reach); None: every server's (the owner, the terminal)."""
 
 from __future__ import annotations
 
@@ -24,35 +27,47 @@ class AdminReports:
         self.currency = config.billing.currency
 
     async def usage_table(
-        self, period: timedelta, user_id: int | None = None, limit: int = 10
+        self,
+        period: timedelta,
+        user_id: int | None = None,
+        limit: int = 10,
+        guild_id: int | None = None,
     ) -> str:
         """Top members of the period (or one member): images, GPU seconds, cost, relax share."""
         since = utcnow() - period
-        members = await self.usage.top_users(since, limit, user_id)
+        members = await self.usage.top_users(since, limit, user_id, guild_id)
         return render_members(members, self.currency, _describe(period))
 
     async def daily_table(self, period: timedelta, user_id: int | None = None) -> str:
         return render_days(await self.daily(period, user_id), self.currency)
 
-    async def daily(self, period: timedelta, user_id: int | None = None) -> list[DayUsage]:
+    async def daily(
+        self, period: timedelta, user_id: int | None = None, guild_id: int | None = None
+    ) -> list[DayUsage]:
         now = utcnow()
-        return await self.usage.daily(now - period, now, user_id)
+        return await self.usage.daily(now - period, now, user_id, guild_id)
 
-    async def usage_chart(self, period: timedelta, user_id: int | None = None) -> bytes:
+    async def usage_chart(
+        self, period: timedelta, user_id: int | None = None, guild_id: int | None = None
+    ) -> bytes:
         """PNG bytes of the daily usage chart."""
         # matplotlib weighs ~30 MB and a good part of a second at start: loaded the
         # first time an admin asks for a chart, not by every bot (bench, item bot).
         from . import chart
 
         who = f"member {user_id}" if user_id is not None else "all members"
-        title = f"Usage over the last {_describe(period)} ({who})"
-        return chart.daily_usage_png(await self.daily(period, user_id), title)
+        where = "" if guild_id is None else " in this server"
+        title = f"Usage over the last {_describe(period)} ({who}{where})"
+        return chart.daily_usage_png(await self.daily(period, user_id, guild_id), title)
 
-    async def usage_csv(self, period: timedelta, user_id: int | None = None) -> bytes:
-        return export.usage_csv(await self.usage.entries(utcnow() - period, user_id))
+    async def usage_csv(
+        self, period: timedelta, user_id: int | None = None, guild_id: int | None = None
+    ) -> bytes:
+        return export.usage_csv(await self.usage.entries(utcnow() - period, user_id, guild_id))
 
-    async def audit_csv(self, period: timedelta) -> bytes:
-        page = await self.audit.query(days=period / timedelta(days=1), limit=None)
+    async def audit_csv(self, period: timedelta, guild_id: int | None = None) -> bytes:
+        days = period / timedelta(days=1)
+        page = await self.audit.query(days=days, limit=None, guild_id=guild_id)
         return export.audit_csv(page.entries)
 
     async def audit_table(
@@ -62,9 +77,11 @@ class AdminReports:
         period: timedelta | None = None,
         offset: int = 0,
         limit: int = 20,
+        guild_id: int | None = None,
     ) -> str:
         days = None if period is None else period / timedelta(days=1)
-        return render_audit(await self.audit.query(user_id, action, days, offset, limit))
+        page = await self.audit.query(user_id, action, days, offset, limit, guild_id)
+        return render_audit(page)
 
 
 def render_members(members: list[MemberUsage], currency: str, period: str) -> str:

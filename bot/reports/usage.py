@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..store.models import Lane, UsageEntry, User
+from ..store.models import Job, Lane, UsageEntry, User
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,13 @@ class UsageQueries:
         self.zone = zone
 
     async def top_users(
-        self, since: datetime, limit: int = 10, user_id: int | None = None
+        self,
+        since: datetime,
+        limit: int = 10,
+        user_id: int | None = None,
+        guild_id: int | None = None,
     ) -> list[MemberUsage]:
-        """Members by GPU time since `since`, most first."""
+        """Members by GPU time since `since`, most first; `guild_id`: of jobs made there."""
         gpu = func.sum(UsageEntry.gpu_seconds)
         relax = func.sum(case((UsageEntry.lane == Lane.RELAX, UsageEntry.gpu_seconds), else_=0.0))
         query = (
@@ -62,6 +66,8 @@ class UsageQueries:
         )  # fmt: skip
         if user_id is not None:
             query = query.where(UsageEntry.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(_made_in(guild_id))
         async with self._sessions() as session:
             rows = await session.execute(query)
             return [
@@ -69,16 +75,24 @@ class UsageQueries:
                 for uid, name, jobs, images, seconds, cost, rel in rows
             ]
 
-    async def entries(self, since: datetime, user_id: int | None = None) -> Sequence[UsageEntry]:
-        """Ledger entries since `since`, oldest first."""
+    async def entries(
+        self, since: datetime, user_id: int | None = None, guild_id: int | None = None
+    ) -> Sequence[UsageEntry]:
+        """Ledger entries since `since`, oldest first; `guild_id`: of jobs made there."""
         query = select(UsageEntry).where(UsageEntry.at >= since).order_by(UsageEntry.at)
         if user_id is not None:
             query = query.where(UsageEntry.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(_made_in(guild_id))
         async with self._sessions() as session:
             return (await session.scalars(query)).all()
 
     async def daily(
-        self, since: datetime, until: datetime, user_id: int | None = None
+        self,
+        since: datetime,
+        until: datetime,
+        user_id: int | None = None,
+        guild_id: int | None = None,
     ) -> list[DayUsage]:
         """One row per day of the period in the quota time zone, empty days included.
 
@@ -88,7 +102,7 @@ class UsageQueries:
         first, last = since.astimezone(self.zone).date(), until.astimezone(self.zone).date()
         span = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         days = {day: DayUsage(day) for day in span}
-        for entry in await self.entries(since, user_id):
+        for entry in await self.entries(since, user_id, guild_id):
             day = entry.at.astimezone(self.zone).date()
             if day not in days:
                 continue
@@ -102,3 +116,8 @@ class UsageQueries:
                 old.relax_gpu_seconds + relax,
             )
         return list(days.values())
+
+
+def _made_in(guild_id: int) -> ColumnElement[bool]:
+    """Ledger entries of jobs made in that server (not by DM or the HTTP API)."""
+    return UsageEntry.job_id.in_(select(Job.id).where(Job.guild_id == guild_id))

@@ -110,10 +110,14 @@ class AuditLog:
         days: float | None = None,
         offset: int = 0,
         limit: int | None = 20,
+        guild_id: int | None = None,
     ) -> AuditPage:
         """Entries by or about `user_id`, of `action` (or its family: "quota" matches
-        "quota.settle"), from the last `days`; newest first. `limit` None: all of them."""
+        "quota.settle"), from the last `days`, made in `guild_id` (None: anywhere);
+        newest first. `limit` None: all of them."""
         where = _filters(user_id, action, days)
+        if guild_id is not None:
+            where.append(AuditEntry.guild_id == guild_id)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*where))
             rows = await session.scalars(

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 from PIL import Image
+from sqlalchemy import update
 
 from bot.reports.console import AdminReports
 from bot.reports.period import parse_duration
 from bot.reports.table import code_block, render
 from bot.store.audit import Actor
+from bot.store.models import Job
 from tests.stores import Stores
 
 from .conftest import JOBS
@@ -82,6 +84,29 @@ async def test_audit_csv_and_table_show_the_log_newest_first(seeded: Stores) -> 
     text = await reports(seeded).audit_table(action="quota.settle", offset=1, limit=2)
     assert text.splitlines()[0] == f"Audit entries 2-3 of {len(JOBS)}"
     assert len(text.splitlines()) == 2 + 2 + 1  # header line, column line, rule, two rows
+
+
+async def test_a_servers_reports_hold_only_the_jobs_and_entries_made_in_it(
+    seeded: Stores,
+) -> None:
+    """What a server's manager reads (bot.admin_reach): ann's two jobs were made in server
+    7, the others elsewhere; the audit has one entry from each server."""
+    async with seeded.sessions.begin() as session:
+        await session.execute(update(Job).where(Job.id.in_(["job0", "job1"])).values(guild_id=7))
+    await seeded.audit.record_command(Actor(1, guild_id=7), "admin.usage")
+    await seeded.audit.record_command(Actor(1, guild_id=8), "admin.usage")
+    console = reports(seeded)
+    table = await console.usage_table(WEEK, guild_id=7)
+    assert [line.split()[0] for line in table.splitlines()[3:]] == ["ann"]
+    usage = await console.usage_csv(WEEK, guild_id=7)
+    rows = list(csv.DictReader(io.StringIO(usage.decode("utf-8-sig"))))
+    assert sorted(row["job_id"] for row in rows) == ["job0", "job1"]
+    assert sum(day.images for day in await console.daily(WEEK, guild_id=7)) == 3
+    audit = await console.audit_csv(WEEK, guild_id=7)
+    entries = list(csv.DictReader(io.StringIO(audit.decode("utf-8-sig"))))
+    assert [(e["action"], e["guild_id"]) for e in entries] == [("admin.usage", "7")]
+    assert "of 1" in await console.audit_table(guild_id=7)
+    assert (await seeded.audit.query(guild_id=8)).total == 1
 
 
 def test_a_long_table_fits_one_discord_message_cut_at_a_line() -> None:

@@ -2,16 +2,21 @@
 admins only.
 
 Discord hides the group from members without Manage Server (its default
-permissions), and every call is checked again here, against `[admin]` in the
-config, because a server's own settings can hand the command to anyone. The
-check is the cog's `interaction_check`: discord.py runs it for every command
-bound to the cog, nested groups included, so a subcommand added later cannot
-skip it. Every answer is ephemeral; every call leaves an audit entry.
+permissions), and every call is checked again here, because a server's own
+settings can hand the command to anyone, and anyone can make a server and
+invite a public bot. The check is the cog's `interaction_check`: discord.py
+runs it for every command bound to the cog, nested groups included, so a
+subcommand added later cannot skip it. It decides the caller's reach
+(bot.admin_reach: everywhere for the bot's owners and `[admin]` ids, their own
+server for its managers) and refuses an action beyond it; each command then
+reads and changes only what that reach covers. Every answer is ephemeral; every
+call leaves an audit entry, refusals included.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,16 +24,25 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ...admin_reach import AdminReach, AdminScope
 from ...config import fold_term
 from ...ops.status import StatusFacts
 from ...quota import Limits
 from ...reports.table import code_block, render
+from ...store.jobs import JobNotFound
 from ...store.models import QuotaScope, utcnow
-from ..common import Services, actor_of, is_admin, refuse
+from ..common import Services, actor_of, admin_scope, refuse
 
 AUDIT_PAGE = 15
 STATUS_CHART = "status.png"
 MAX_TERM_LENGTH = 100
+# Where interaction_check leaves the caller's scope for the command it let through.
+_SCOPE = "admin_scope"
+NOT_ADMIN = "This command is for the bot's admins."
+BEYOND_SERVER = (
+    "Only the bot's owner can do that, as it reaches beyond this server; you can manage"
+    " this server's own blocklist, usage, audit and queue."
+)
 
 
 def _subject(target: discord.User | discord.Member | discord.Role) -> tuple[QuotaScope, int]:
@@ -60,22 +74,29 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         name="blocklist", description="Words and phrases prompts may not use"
     )
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
         self.services = services
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         command = interaction.command.qualified_name if interaction.command else "admin"
         action = command.replace(" ", ".")
-        if is_admin(self.services.config.admin, interaction):
+        scope = self.scope_of(interaction)
+        options = _options(interaction)
+        name = action.removeprefix("admin.")
+        if scope.allows(name, everywhere=bool(options.get("everywhere"))):
+            interaction.extras[_SCOPE] = scope
             await self.services.audit.record_command(
-                actor_of(interaction), action, params=_options(interaction)
+                actor_of(interaction), action, params={**options, "reach": scope.reach.name}
             )
             return True
-        await refuse(
-            interaction, self.services.store, action, "This command is for the bot's admins."
-        )
+        reason = NOT_ADMIN if scope.reach is AdminReach.NONE else BEYOND_SERVER
+        await refuse(interaction, self.services.store, action, reason)
         return False
+
+    def scope_of(self, interaction: discord.Interaction[Any]) -> AdminScope:
+        return admin_scope(self.bot, self.services.config, interaction)
 
     @app_commands.command(description="Top members and a daily chart of usage")
     @app_commands.describe(user="Only this member", days="How many days back (default 7)")
@@ -89,8 +110,9 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         reports = self.services.reports
         period = timedelta(days=days)
         user_id = user.id if user else None
-        table = await reports.usage_table(period, user_id)
-        chart = await reports.usage_chart(period, user_id)
+        guild_id = _scope(interaction).only_guild
+        table = await reports.usage_table(period, user_id, guild_id=guild_id)
+        chart = await reports.usage_chart(period, user_id, guild_id=guild_id)
         await interaction.edit_original_response(
             content=code_block(table), attachments=[discord.File(io.BytesIO(chart), "usage.png")]
         )
@@ -126,13 +148,15 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
     ) -> None:
         pages = AuditPages(
             self.services, interaction.user.id, user.id if user else None, action,
-            timedelta(days=days) if days else None,
+            timedelta(days=days) if days else None, _scope(interaction).only_guild,
         )  # fmt: skip
         await interaction.response.send_message(await pages.render(), view=pages, ephemeral=True)
 
     @app_commands.command(description="Queued and running jobs; cancel any of them")
     async def queue(self, interaction: discord.Interaction) -> None:
-        jobs = await self.services.store.unfinished()
+        scope = _scope(interaction)
+        jobs = [job for job in await self.services.store.unfinished()
+                if scope.covers_job(job.guild_id)]  # fmt: skip
         if not jobs:
             await interaction.response.send_message("The queue is empty.", ephemeral=True)
             return
@@ -143,7 +167,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
             for job in jobs
         ]  # fmt: skip
         table = render(["job", "state", "owner", "owner id", "age", "model"], rows)
-        view = QueueView(self.services, [job.id for job in jobs][:25])
+        view = QueueView(self.services, self.scope_of, [job.id for job in jobs][:25])
         await interaction.response.send_message(code_block(table), view=view, ephemeral=True)
 
     @app_commands.command(description="Usage ledger and audit log as CSV files")
@@ -153,10 +177,12 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         await interaction.response.defer(ephemeral=True, thinking=True)
         reports = self.services.reports
         period = timedelta(days=days)
+        guild_id = _scope(interaction).only_guild
         files = [
-            discord.File(io.BytesIO(await reports.usage_csv(period)), "usage.csv"),
-            discord.File(io.BytesIO(await reports.audit_csv(period)), "audit.csv"),
-        ]
+            discord.File(io.BytesIO(await reports.usage_csv(period, guild_id=guild_id)),
+                         "usage.csv"),
+            discord.File(io.BytesIO(await reports.audit_csv(period, guild_id)), "audit.csv"),
+        ]  # fmt: skip
         await interaction.edit_original_response(
             content=f"Usage and audit of the last {days} day(s).", attachments=files
         )
@@ -335,6 +361,13 @@ def status_embed(facts: StatusFacts) -> discord.Embed:
     return embed
 
 
+def _scope(interaction: discord.Interaction) -> AdminScope:
+    """The scope interaction_check decided for this call; a command reached some other
+    way (none should be) gets no reach at all."""
+    scope = interaction.extras.get(_SCOPE)
+    return scope if isinstance(scope, AdminScope) else AdminScope(AdminReach.NONE, None)
+
+
 def _options(interaction: discord.Interaction) -> dict[str, Any]:
     """The options an admin gave, as plain values for the audit entry."""
     values: dict[str, Any] = {}
@@ -353,23 +386,30 @@ class AuditPages(discord.ui.View):
         user_id: int | None,
         action: str | None,
         period: timedelta | None,
+        guild_id: int | None,
     ) -> None:
+        """`guild_id`: only that server's entries (a server's manager); None: all."""
         super().__init__(timeout=600)
         self.services = services
         self._owner_id = owner_id
         self._query = (user_id, action, period)
+        self._guild_id = guild_id
         self.offset = 0
 
     async def render(self) -> str:
         reports = self.services.reports
         user_id, action, period = self._query
         days = None if period is None else period / timedelta(days=1)
-        page = await reports.audit.query(user_id, action, days, self.offset, AUDIT_PAGE)
+        page = await reports.audit.query(
+            user_id, action, days, self.offset, AUDIT_PAGE, guild_id=self._guild_id
+        )
         self.previous.disabled = self.offset == 0
         self.next.disabled = self.offset + AUDIT_PAGE >= page.total
         first, last = self.offset + 1, min(self.offset + AUDIT_PAGE, page.total)
         header = f"Audit entries {first}-{last} of {page.total}" if page.total else "No entries."
-        table = await reports.audit_table(user_id, action, period, self.offset, AUDIT_PAGE)
+        table = await reports.audit_table(
+            user_id, action, period, self.offset, AUDIT_PAGE, guild_id=self._guild_id
+        )
         return f"{header}\n{code_block(table, 1900)}"
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -396,11 +436,18 @@ class AuditPages(discord.ui.View):
 
 
 class QueueView(discord.ui.View):
-    """A menu of the listed jobs; choosing one cancels it."""
+    """A menu of the listed jobs; choosing one cancels it, if the chooser's scope covers
+    the job (their server's, or any for a global admin)."""
 
-    def __init__(self, services: Services, job_ids: list[str]) -> None:
+    def __init__(
+        self,
+        services: Services,
+        scope_of: Callable[[discord.Interaction[Any]], AdminScope],
+        job_ids: list[str],
+    ) -> None:
         super().__init__(timeout=600)
         self.services = services
+        self._scope_of = scope_of
         self._menu: discord.ui.Select[QueueView] = discord.ui.Select(
             placeholder="Cancel a job…",
             options=[discord.SelectOption(label=job_id) for job_id in job_ids],
@@ -409,10 +456,17 @@ class QueueView(discord.ui.View):
         self.add_item(self._menu)
 
     async def _cancel(self, interaction: discord.Interaction) -> None:
-        if not is_admin(self.services.config.admin, interaction):
-            await refuse(interaction, self.services.store, "admin.queue.cancel", "Admins only.")
+        store, job_id = self.services.store, self._menu.values[0]
+        scope = self._scope_of(interaction)
+        try:
+            job_guild_id = (await store.get(job_id)).guild_id
+        except JobNotFound:
+            await refuse(interaction, store, "admin.queue.cancel", "That job is no longer stored.")
             return
-        job_id = self._menu.values[0]
+        if not (scope.allows("queue.cancel") and scope.covers_job(job_guild_id)):
+            reason = NOT_ADMIN if scope.reach is AdminReach.NONE else BEYOND_SERVER
+            await refuse(interaction, store, "admin.queue.cancel", reason)
+            return
         cancelled = await self.services.jobs.cancel(job_id, interaction.user.id)
         text = f"🛑 Cancelling job `{job_id}`." if cancelled else f"Job `{job_id}` already ended."
         await interaction.response.send_message(text, ephemeral=True)

@@ -40,7 +40,7 @@ from ..common import (
     Followup,
     Services,
     actor_of,
-    is_admin,
+    admin_scope,
     journal_then_defer,
     refuse,
     requester_from_journal,
@@ -331,9 +331,10 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     # -- buttons for the owner ----------------------------------------------------------------
 
     def _owner_or_admin(self, interaction: discord.Interaction, job: Job) -> bool:
-        return job.user_id == interaction.user.id or is_admin(
-            self.services.config.admin, interaction
-        )
+        """The job's owner, a global admin, or a manager of the server the job was made in."""
+        if job.user_id == interaction.user.id:
+            return True
+        return admin_scope(self.bot, self.services.config, interaction).covers_job(job.guild_id)
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """Cancel a queued or running job: its owner's or an admin's click only."""
