@@ -2,7 +2,7 @@
 
 from .interactions import InteractionHandle
 from .models import Attachment, CallbackRecord, Fault, Message, RequestRecord, Upload
-from .server import LocalDiscord
+from .server import LocalDiscord, OtherGuild
 
 __all__ = [
     "Attachment",
@@ -11,6 +11,7 @@ __all__ = [
     "InteractionHandle",
     "LocalDiscord",
     "Message",
+    "OtherGuild",
     "RequestRecord",
     "Upload",
 ]

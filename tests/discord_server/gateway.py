@@ -146,12 +146,11 @@ class Gateway:
             await session.attach(ws, after_seq=None)
             await session.dispatch("READY", self._ready_payload(session))
             if session.intents & GUILDS:
-                await session.dispatch(
-                    "GUILD_CREATE",
-                    self._state.world.guild_payload(
-                        all_members=bool(session.intents & GUILD_MEMBERS)
-                    ),
-                )
+                for world in self._state.worlds:
+                    await session.dispatch(
+                        "GUILD_CREATE",
+                        world.guild_payload(all_members=bool(session.intents & GUILD_MEMBERS)),
+                    )
             self.identifies.append(data)
             self._state.signal.notify()
         elif op == RESUME:
@@ -177,7 +176,7 @@ class Gateway:
         return {
             "v": 10,
             "user": world.user_payload(world.bot_user_id),
-            "guilds": [{"id": str(world.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(w.guild_id), "unavailable": True} for w in self._state.worlds],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self._gateway_url(),

@@ -274,9 +274,10 @@ class RestApi:
             raise _Reject(404, 10002, "Unknown Application")
         if "guild" not in req.params:
             return None
-        if req.snowflake("guild") != world.guild_id:
+        guild_id = req.snowflake("guild")
+        if guild_id not in {w.guild_id for w in self._state.worlds}:
             raise _Reject(404, 10004, "Unknown Guild")
-        return world.guild_id
+        return guild_id
 
     async def _get_commands(self, req: ApiRequest) -> web.Response:
         guild_id = self._command_scope(req)
@@ -301,7 +302,7 @@ class RestApi:
 
     def _interaction_extra(self, ix: InteractionHandle) -> JSON:
         """Fields Discord puts on messages created through an interaction."""
-        world = self._state.world
+        world = self._state.world_of(ix.channel_id)
         user = world.user_payload(ix.user_id)
         metadata: JSON = {
             "id": str(ix.id),
@@ -452,7 +453,7 @@ class RestApi:
 
     def _channel(self, req: ApiRequest) -> int:
         channel_id = req.snowflake("channel")
-        world = self._state.world
+        world = self._state.world_of(channel_id)
         if channel_id not in world.channels and channel_id not in world.dm_channels:
             raise _Reject(404, 10003, "Unknown Channel")
         return channel_id
@@ -474,7 +475,7 @@ class RestApi:
         """Gateway echo of a visible message change (needs the GUILD_MESSAGES intent)."""
         if message.ephemeral or message.channel_id in self._state.world.dm_channels:
             return
-        world = self._state.world
+        world = self._state.world_of(message.channel_id)
         if event == "MESSAGE_DELETE":
             data: JSON = {
                 "id": str(message.id),
@@ -490,7 +491,8 @@ class RestApi:
         await self._gateway.dispatch(event, data, intent=GUILD_MESSAGES)
 
     async def _get_channel(self, req: ApiRequest) -> web.Response:
-        channel_id, world = self._channel(req), self._state.world
+        channel_id = self._channel(req)
+        world = self._state.world_of(channel_id)
         if channel_id in world.dm_channels:
             return json_response(world.dm_payload(channel_id))
         return json_response(world.channel_payload(channel_id))

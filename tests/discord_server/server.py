@@ -12,6 +12,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -33,11 +34,22 @@ from .models import JSON, Fault, Message, RequestRecord, Upload
 from .openapi import DEFAULT_SPEC_PATH, OpenApiValidator
 from .rest import RestApi
 from .state import ServerState
-from .world import ATTACHMENT_SIZE_LIMIT, Member
+from .world import ATTACHMENT_SIZE_LIMIT, Member, World
 
 _STRING_SELECT = 3
 _BUTTON = 2
 _MESSAGE_COMMAND = 3  # application command type of a message context menu
+
+
+@dataclass(frozen=True)
+class OtherGuild:
+    """Another server the bot is in: its id, its "general" channel, its owner and a plain
+    member ("tester")."""
+
+    guild_id: int
+    channel_id: int
+    owner_id: int
+    user_id: int
 
 
 class LocalDiscord:
@@ -62,11 +74,13 @@ class LocalDiscord:
         host: str = "127.0.0.1",
         port: int = 0,
         upload_limit: int = ATTACHMENT_SIZE_LIMIT,
+        other_guilds: Sequence[str] = (),
     ) -> None:
         """`callback_deadline`: seconds after which Discord forgets an unanswered interaction
         (10062); None disables it. `spec_path`: Discord's OpenAPI spec; validation is
         skipped when None or when the file is absent. `upload_limit`: the interactions'
-        `attachment_size_limit`, enforced on uploads (413, code 40005)."""
+        `attachment_size_limit`, enforced on uploads (413, code 40005). `other_guilds`:
+        names of further servers the bot is in from the start (see `add_guild`)."""
         self._state = ServerState(
             guild_name=guild_name,
             callback_deadline=callback_deadline,
@@ -81,6 +95,7 @@ class LocalDiscord:
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.other_guilds = [self.add_guild(name) for name in other_guilds]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -260,6 +275,21 @@ class LocalDiscord:
 
     # -- the guild ------------------------------------------------------------------------
 
+    @property
+    def guild_ids(self) -> list[int]:
+        """The main guild, then the others the bot was invited to (`add_guild`)."""
+        return [world.guild_id for world in self._state.worlds]
+
+    def add_guild(self, name: str) -> OtherGuild:
+        """Invite the bot to another server, made by someone else: its owner holds every
+        permission there (Manage Server included) and nowhere else. Commands are used
+        there by passing its `channel_id`; connected bots get GUILD_CREATE."""
+        state = self._state
+        world = World(state.ids, name, application_id=state.world.application_id)
+        state.other_worlds[world.guild_id] = world
+        self._announce("GUILD_CREATE", world.guild_payload(all_members=False), GUILDS)
+        return OtherGuild(world.guild_id, world.channel_id, world.owner_id, world.user_id)
+
     def add_role(self, name: str, permissions: int = 0, *, role_id: int | None = None) -> int:
         world = self._state.world
         role_id = world.add_role(name, permissions, role_id)
@@ -406,18 +436,19 @@ class LocalDiscord:
         """
         name, *path = command.split()
         state = self._state
-        definition = state.commands.find(name, state.world.guild_id)
+        channel_id = channel_id or self.channel_id
+        world = state.world_of(channel_id)  # a channel of another guild: used there
+        definition = state.commands.find(name, world.guild_id)
         if definition is None:
             synced = ", ".join(sorted(c["name"] for c in state.commands.all())) or "none"
             raise ValueError(f"/{name} is not synced (synced: {synced}); await wait_for_commands()")
-        channel_id = channel_id or self.channel_id
-        user_id = user_id or state.world.user_id
+        user_id = user_id or world.user_id
         data = build_command_data(
             definition,
             path,
             options or {},
             attachments or {},
-            world=state.world,
+            world=world,
             messages=state.messages,
             channel_id=channel_id,
             user_id=user_id,
@@ -524,7 +555,7 @@ class LocalDiscord:
         interaction_id = state.ids.next()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
         payload = interaction_envelope(
-            state.world,
+            state.world_of(channel_id),
             interaction_id=interaction_id,
             token=token,
             type=type,

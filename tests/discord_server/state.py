@@ -83,6 +83,8 @@ class ServerState:
     ) -> None:
         self.ids = Snowflakes()
         self.world = World(self.ids, guild_name)
+        # Further guilds the bot is in (LocalDiscord.add_guild), by guild id.
+        self.other_worlds: dict[int, World] = {}
         self.messages = MessageStore(self.ids, self.world)
         self.signal = ChangeSignal()
         self.commands = CommandStore()
@@ -97,6 +99,18 @@ class ServerState:
         self.unhandled: list[str] = []
         self.schema_errors: list[str] = []
         self.faults: list[Fault] = []
+
+    @property
+    def worlds(self) -> list[World]:
+        """The main guild, then the others."""
+        return [self.world, *self.other_worlds.values()]
+
+    def world_of(self, channel_id: int) -> World:
+        """The guild a channel belongs to (DM channels: the main world, which holds them)."""
+        for world in self.other_worlds.values():
+            if channel_id in world.channels:
+                return world
+        return self.world
 
     def diagnostics(self) -> str:
         """Appended to timeout errors: the usual reasons a bot never answered."""

@@ -1,4 +1,7 @@
-"""The one guild the local server simulates: users, roles, channels, permissions, payloads."""
+"""A guild the local server simulates: users, roles, channels, permissions, payloads.
+
+The server holds one such world, its main guild, and may hold more: other servers
+the same bot was invited to, each made and owned by someone else."""
 
 from __future__ import annotations
 
@@ -64,10 +67,13 @@ class Channel:
 
 
 class World:
-    """Identity of the bot and application plus the single test guild."""
+    """Identity of the bot and application plus one test guild.
 
-    def __init__(self, ids: Snowflakes, guild_name: str) -> None:
-        self.application_id = ids.next()
+    `application_id`: the application (and bot user) of another world, for a further
+    guild the same bot is in; unset: a new application."""
+
+    def __init__(self, ids: Snowflakes, guild_name: str, application_id: int | None = None) -> None:
+        self.application_id = application_id or ids.next()
         self.bot_user_id = self.application_id  # as on Discord: the bot user shares the app id
         self.guild_id = ids.next()
         self.guild_name = guild_name

@@ -109,14 +109,18 @@ def bot_config(
     extra: str = "",
     engine: str = "",
     discord_keys: str = "",
+    admin: str | None = None,
 ) -> Path:
     """The e2e config; `extra` holds more TOML sections (e.g. [quota], [metrics]),
-    `engine` more keys of the [engine] section."""
+    `engine` more keys of the [engine] section, `admin` the [admin] section's keys
+    (default: the server's owner by id). Commands sync to each of the server's guilds."""
+    if admin is None:
+        admin = f"user_ids = [{server.owner_id}]"
     discord = f"""
 [discord]
 api_base = "{server.api_base}"
 gateway_url = "{server.gateway_url}"
-guild_ids = [{server.guild_id}]
+guild_ids = {server.guild_ids}
 progress_interval = 0.2
 {discord_keys}
 
@@ -128,7 +132,7 @@ price_per_gpu_hour = 3.6
 currency = "EUR"
 
 [admin]
-user_ids = [{server.owner_id}]
+{admin}
 {extra}
 """
     config = write_config(directory, models["sd15"], extra=discord, steps=4, engine=engine)
@@ -147,18 +151,22 @@ Launch = Callable[..., Awaitable[RunningBot]]
 @pytest.fixture
 async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[Launch]:
     """Start `atelier run` against a fresh local server; `extra` config sections,
-    `engine` and `discord` keys and the server's options may be given. Each bot is
+    `engine`, `discord` and `admin` keys and the server's options may be given. Each bot is
     stopped, and its log checked, at the end of the test."""
     launched: list[RunningBot] = []
 
     async def launch(
-        extra: str = "", engine: str = "", discord: str = "", **server_options: Any
+        extra: str = "",
+        engine: str = "",
+        discord: str = "",
+        admin: str | None = None,
+        **server_options: Any,
     ) -> RunningBot:
         server = LocalDiscord(**server_options)
         await server.start()
         folder = tmp_path / f"bot{len(launched)}"
         folder.mkdir()
-        config = bot_config(folder, server, tiny_model_set, extra, engine, discord)
+        config = bot_config(folder, server, tiny_model_set, extra, engine, discord, admin)
         bot = RunningBot(server, config, folder / "data", folder / "bot.log")
         launched.append(bot)
         await bot.start()

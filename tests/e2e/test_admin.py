@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
 
+from discord import app_commands
 from PIL import Image
 
-from .conftest import RunningBot
+from bot.discord.cogs.admin import AdminCog
+
+from .conftest import Launch, RunningBot
 from .test_imagine import finished
 
 
@@ -52,10 +56,11 @@ def harmful_values(options: list[dict[str, Any]], member: int, role: int, channe
 
 
 def database_except_audit(running_bot: RunningBot) -> dict[str, list[dict[str, object]]]:
+    """Every table but the audit log (refusals add to it) and the heartbeats (a timer's)."""
     tables = [
         row["name"]
         for row in running_bot.rows("select name from sqlite_master where type = 'table'")
-        if row["name"] != "audit_log"
+        if row["name"] not in ("audit_log", "heartbeats")
     ]
     return {table: running_bot.rows(f"select * from {table}") for table in sorted(tables)}
 
@@ -218,3 +223,113 @@ async def test_me_shows_usage_and_limits_and_forget_me_erases_prompts(
     assert specs[0]["user_id"] != server.user_id  # only a pseudonym is left
     assert running_bot.rows("select count(*) as n from outputs") == [{"n": 0}]
     assert len(running_bot.rows("select id from usage_ledger")) == 1  # totals stay right
+
+
+# Who may use each /admin action (README, "Admin console"): a server's manager only what
+# stays inside their server, and never a term `everywhere`; the owner everything.
+IN_OWN_SERVER = {
+    *("admin usage", "admin audit", "admin export", "admin queue"),
+    *("admin blocklist add", "admin blocklist remove", "admin blocklist list"),
+}
+
+
+def admin_cog_leaves() -> set[str]:
+    """Every leaf command the AdminCog defines ("admin quota set")."""
+    found: set[str] = set()
+    for command in AdminCog.__cog_app_commands__:
+        inner = command.walk_commands() if isinstance(command, app_commands.Group) else [command]
+        found |= {f"admin {c.qualified_name}" for c in inner if isinstance(c, app_commands.Command)}
+    return found
+
+
+def allowed(who: str, path: str, values: dict[str, object]) -> bool:
+    if who == "owner":
+        return True
+    return who == "server manager" and path in IN_OWN_SERVER and not values.get("everywhere")
+
+
+def with_booleans(values: dict[str, object], flag: bool) -> dict[str, object]:
+    return {name: flag if isinstance(value, bool) else value for name, value in values.items()}
+
+
+async def test_admin_reach_walking_every_command_as_member_server_manager_and_owner(
+    launch_bot: Launch,
+) -> None:
+    """The default config (no [admin] ids): the application's owner, read from Discord,
+    administers everything; the owner of another server the bot was invited to only that
+    server; a member nothing. Each call of the whole command tree (as synced from the
+    cog, so a command added later is walked too) changes the database only where the
+    rule allows, and a refusal leaves an audit entry."""
+    running_bot = await launch_bot(admin="", other_guilds=["A stranger's server"])
+    server = running_bot.server
+    (elsewhere,) = server.other_guilds
+    await server.wait_for_commands(timeout=30, syncs=len(server.guild_ids))
+    # A job in each server, finished and delivered, so nothing moves during the walk.
+    await make_one_image(running_bot)
+    ix = await server.send_slash_command(
+        "imagine", {"prompt": "a teapot", "seed": 2}, channel_id=elsewhere.channel_id
+    )
+    await ix.wait_for_original(finished, timeout=120)
+    for _ in range(200):
+        if running_bot.rows("select id from jobs where delivered_at is null") == []:
+            break
+        await asyncio.sleep(0.05)
+    role = server.add_role("artists")
+    admin = next(c for c in server.commands if c["name"] == "admin")
+    leaves = subcommand_paths(admin)
+    assert {path for path, _ in leaves} == admin_cog_leaves()
+
+    # (who, user id, channel, the member and role an attack would aim at there)
+    actors = [
+        ("member", server.user_id, server.channel_id, server.user_id, role),
+        ("server manager", elsewhere.owner_id, elsewhere.channel_id, elsewhere.user_id,
+         elsewhere.guild_id),  # their server's @everyone role
+        ("owner", server.owner_id, server.channel_id, server.user_id, role),
+    ]  # fmt: skip
+    for who, user_id, channel_id, member, target_role in actors:
+        for path, options in leaves:
+            harmful = harmful_values(options, member, target_role, channel_id)
+            for values in {str(v): v for v in (harmful, with_booleans(harmful, False))}.values():
+                cell = f"{who}: /{path} {values}"
+                before = database_except_audit(running_bot)
+                ix = await server.send_slash_command(
+                    path, values, user_id=user_id, channel_id=channel_id
+                )
+                callback = await ix.wait_for_callback(timeout=10)
+                action = path.replace(" ", ".")
+                if allowed(who, path, values):
+                    if callback.type == 5:  # deferred: wait for the answer
+                        await ix.wait_for_original(timeout=60)
+                    else:
+                        assert "⚠️" not in callback.data["content"], cell
+                    assert running_bot.rows(
+                        "select id from audit_log where action = :action and actor_id = :user",
+                        action=action, user=user_id,
+                    ), cell  # fmt: skip
+                    continue
+                assert callback.type == 4 and callback.data["flags"] & 64, cell
+                assert callback.data["content"].startswith("⚠️"), cell
+                assert await running_bot.wait_for_rows(
+                    "select id from audit_log where action = :action and actor_id = :user",
+                    action=f"{action}.refused", user=user_id,
+                ), cell  # fmt: skip
+                assert database_except_audit(running_bot) == before, cell
+
+    # The manager's own term went to their server's list, and came off it again.
+    blocks = running_bot.rows(
+        "select params from audit_log where action = 'blocklist.add' and actor_id = :user",
+        user=elsewhere.owner_id,
+    )
+    assert [row["params"] for row in blocks] == [
+        f'{{"term": "kettle", "guild_id": {elsewhere.guild_id}}}'
+    ]
+    # What the manager read was their server's only.
+    ix = await server.send_slash_command(
+        "admin export", {"days": 7}, user_id=elsewhere.owner_id, channel_id=elsewhere.channel_id
+    )
+    export = await ix.wait_for_original(lambda m: len(m.attachments) == 2, timeout=30)
+    files = {a.filename: a.data.decode() for a in export.attachments}
+    usage = list(csv.DictReader(io.StringIO(files["usage.csv"])))
+    assert [row["user_id"] for row in usage] == [str(elsewhere.user_id)]
+    audit = list(csv.DictReader(io.StringIO(files["audit.csv"])))
+    assert audit and {row["guild_id"] for row in audit} == {str(elsewhere.guild_id)}
