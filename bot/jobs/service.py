@@ -184,15 +184,24 @@ class JobService:
         what is still running to the queue (its attempt not counted) and stop engines."""
         self._stopping.set()
         self._wake.set()
+        unfinished: list[str] = []
+        cancelled: dict[str, int | None] = {}
         if self._supervisors:
             _, late = await asyncio.wait(self._supervisors, timeout=grace)
+            # Read before the late workers are cancelled: each one's `finally` forgets
+            # its batch as it ends.
+            unfinished, cancelled = list(self._running), dict(self._cancelled_by)
             for task in late:
                 task.cancel()
             await asyncio.gather(*self._supervisors, return_exceptions=True)
-        for job_id in list(self._running):
+        for job_id in unfinished:
+            # A job ended meanwhile (its worker recorded it as it was cancelled) is left.
             with contextlib.suppress(IllegalTransition):
-                await self.store.return_to_queue(job_id)
-                log.info("job %s: returned to the queue at stop", job_id)
+                if job_id in cancelled:  # its member asked for it to stop: it stays stopped
+                    await self._finish(job_id, JobState.CANCELLED, "cancelled", cancelled[job_id])
+                else:
+                    await self.store.return_to_queue(job_id)
+                    log.info("job %s: returned to the queue at stop", job_id)
         self._running.clear()
         await asyncio.gather(*(engine.stop() for engine in self._engines))
 

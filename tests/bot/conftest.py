@@ -47,6 +47,7 @@ class Recorder:
 
     def job_progress(self, job_id: str, progress: Progress) -> None:
         self.progress.setdefault(job_id, []).append(progress)
+        self._changed.set()
 
     def job_finished(self, job: Job) -> None:
         self.finished[job.id] = job
@@ -55,6 +56,13 @@ class Recorder:
     async def wait_finished(self, count: int) -> None:
         async with asyncio.timeout(480):
             while len(self.finished) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_progress(self, job_id: str) -> None:
+        """Until the engine reports a denoising step of the job."""
+        async with asyncio.timeout(480):
+            while not self.progress.get(job_id):
                 self._changed.clear()
                 await self._changed.wait()
 

@@ -13,7 +13,7 @@ from bot.jobs.service import JobService
 from bot.jobs.spec import Options, build_spec
 from bot.store.jobs import Requester
 from bot.store.models import JobState, Lane, Reservation, UsageEntry
-from tests.stores import open_stores
+from tests.stores import Stores, open_stores
 
 from .conftest import Recorder
 
@@ -61,4 +61,53 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
             assert job.gpu_seconds is not None and job.gpu_seconds > 0
             assert entry.gpu_seconds == job.gpu_seconds
             assert entry.cost == pytest.approx(job.gpu_seconds / 1000)
+        assert await stores.count(Reservation) == 0
+
+
+def service_on(stores: Stores) -> JobService:
+    """A job service with quotas over one real CPU engine."""
+    config = stores.config
+    engines = [EngineProcess("cpu", config.models, dict(os.environ))]
+    return JobService(
+        stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
+        config.models, "tiny", quotas=stores.quotas,
+    )  # fmt: skip
+
+
+async def test_a_graceful_stop_mid_job_requeues_it_uncounted_however_often_and_it_runs_once(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
+        spec = build_spec(Options(prompt="a long night", seed=4, steps=12),
+                          stores.config.models, "tiny")  # fmt: skip
+        job_id = ""
+        for _ in range(3):  # three restarts in a row, each cutting the job off mid-run
+            service, recorder = service_on(stores), Recorder()
+            service.add_listener(recorder)
+            await service.start()
+            service.start_workers()
+            try:
+                job_id = job_id or (await service.submit(spec, FERN)).job.id
+                await recorder.wait_progress(job_id)
+            finally:
+                await service.stop(grace=0)
+            job = await stores.jobs.get(job_id)
+            assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+            assert recorder.finished == {}
+
+        service, recorder = service_on(stores), Recorder()
+        service.add_listener(recorder)
+        await service.start()
+        service.start_workers()
+        try:
+            await recorder.wait_finished(1)
+        finally:
+            await service.stop()
+
+        job = await stores.jobs.get(job_id)
+        assert (job.state, job.attempts, len(job.outputs)) == (JobState.SUCCEEDED, 1, 1)
+        outcomes = [(e.action, e.outcome) for e in await stores.jobs.audit_trail(job_id)]
+        assert outcomes.count(("job.queued", "requeued")) == 3
+        assert outcomes.count(("quota.settle", "ok")) == 1
+        assert await stores.count(UsageEntry, UsageEntry.job_id == job_id) == 1
         assert await stores.count(Reservation) == 0
