@@ -85,7 +85,15 @@ async def withhold_inputs(
     record["charged"] = False
     blocked = await persist(lambda: store.block(job.id, reason, record))
     if not config.keep_blocked:
-        removed = remove_files(data_dir, flagged_uploads(job.spec, error.verdicts))
-        log.info("job %s: %d flagged upload(s) deleted", job.id, removed)
+        flagged = flagged_uploads(job.spec, error.verdicts)
+        # A re-roll or remix shares its source's upload: kept while another job reads it.
+        shared = await store.uploads_in_use(flagged, job.id)
+        removed = remove_files(data_dir, [path for path in flagged if path not in shared])
+        log.info(
+            "job %s: %d flagged upload(s) deleted, %d kept for other jobs",
+            job.id,
+            removed,
+            len(shared),
+        )
     log.info("job %s: %s", job.id, reason)
     return blocked

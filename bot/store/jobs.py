@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, commands, ledger
+from . import audit, commands, ledger, uploads
 from .ledger import FREE, Pricing
 from .models import (
     FINISHED,
@@ -283,6 +283,11 @@ class JobStore:
                 params={"reason": reason, "model": model, **requester.audit_params()},
             )  # fmt: skip
         return job
+
+    async def uploads_in_use(self, paths: Sequence[str], other_than: str) -> set[str]:
+        """Those of `paths` (uploads) that a job other than `other_than` still reads."""
+        async with self._sessions() as session:
+            return await uploads.uploads_in_use(session, paths, [other_than])
 
     async def reserved_seconds(self, job_id: str) -> float | None:
         """The GPU seconds a waiting or running job reserved; None without a reservation."""

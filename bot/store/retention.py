@@ -1,6 +1,8 @@
 """Retention: stored images and uploads older than `[storage] retention_days` are deleted,
 and uploads no job points at (commands refused after their attachments were saved) go
-within a day whatever the setting.
+within a day whatever the setting. An old upload stays while a job that reads it is
+unfinished or keeps its images (a re-roll of an old result made last week, a job that
+waited in the queue): it goes with the last of them.
 
 `sweep` is one pass, a plain async function; `RetentionSweeper` runs it at
 start and then every hour, owned (started and stopped) by bot.app. Jobs,
@@ -18,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import audit
 from .models import Job, Output, utcnow
-from .users import INPUT_KEYS, INPUTS_FOLDER, upload_paths
+from .uploads import INPUT_KEYS, INPUTS_FOLDER, NOT_FORGOTTEN, upload_paths
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,12 @@ async def sweep(
         cutoff = now - timedelta(days=retention_days)
         jobs, images = await _expire_images(sessions, cutoff)
         await asyncio.to_thread(_delete_images, data_dir, jobs, images)
-        expired_inputs = await asyncio.to_thread(_delete_folders_older, data_dir, cutoff, set())
-    referenced = await _referenced_uploads(sessions)
+        # Not yet finished (finished_at is NULL) or finished since the cutoff.
+        kept = await _referenced_uploads(
+            sessions, or_(Job.finished_at.is_(None), Job.finished_at >= cutoff)
+        )
+        expired_inputs = await asyncio.to_thread(_delete_folders_older, data_dir, cutoff, kept)
+    referenced = await _referenced_uploads(sessions, true())
     orphans = await asyncio.to_thread(
         _delete_folders_older, data_dir, now - ORPHAN_GRACE, referenced
     )
@@ -99,12 +105,15 @@ async def _expire_images(
     return jobs, [path for _, path in rows]
 
 
-async def _referenced_uploads(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
-    """The upload folders (inputs/<name>) some job's spec points at."""
+async def _referenced_uploads(
+    sessions: async_sessionmaker[AsyncSession], jobs: ColumnElement[bool]
+) -> set[str]:
+    """The upload folders (inputs/<name>) the spec of some job among `jobs` (not
+    forgotten) points at."""
     columns = [Job.spec[key].as_string() for key in INPUT_KEYS]
     async with sessions() as session:
         rows = await session.execute(
-            select(Job.spec).where(or_(*(c.is_not(None) for c in columns)))
+            select(Job.spec).where(jobs, NOT_FORGOTTEN, or_(*(c.is_not(None) for c in columns)))
         )
         return {str(Path(path).parent) for (spec,) in rows for path in upload_paths(spec)}
 

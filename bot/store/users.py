@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -28,15 +27,17 @@ from .models import (
     User,
     utcnow,
 )
+from .uploads import delete_uploads, upload_paths, uploads_in_use
 
-# What a forgotten member's prompts read as afterwards.
+# What a forgotten member's words read as afterwards.
 REDACTED = "[forgotten]"
-# Job spec keys that hold what a member wrote.
+# Job spec keys that hold what a member wrote; `blend` holds (text, weight) pairs.
 PROMPT_KEYS = ("prompt", "negative_prompt")
-# Job spec keys that hold a member's uploads (paths relative to the data directory).
-INPUT_KEYS = ("init_image", "mask_image", "control_image")
-# Uploads live under data_dir/inputs/; any other input path (a V/U source) is an output.
-INPUTS_FOLDER = "inputs"
+BLEND_KEY = "blend"
+# Audit params that can hold a member's words, in the entries they made: their prompts,
+# an API key's name (apikey.create), a refusal's reason (it may quote what they typed),
+# the HTTP path they asked for (it names the engine they typed).
+MEMBER_TEXT_PARAMS = (*PROMPT_KEYS, "name", "reason", "path")
 
 
 class UnfinishedJobs(Exception):
@@ -54,6 +55,8 @@ class Forgotten:
     jobs: int  # jobs whose prompts were redacted
     images: int  # image files and rows deleted
     inputs: int = 0  # uploaded images (init images, masks, sketches) deleted
+    # Uploads kept because another member's job uses them (they re-rolled or remixed it).
+    shared_inputs: int = 0
     # The bot's messages for the member's jobs, as (channel id, message id), to delete;
     # the channel is None for a private reply (its result may have gone by DM).
     messages: list[tuple[int | None, int]] = field(default_factory=list)
@@ -61,26 +64,12 @@ class Forgotten:
     pseudonym: int | None = None
 
 
-def upload_paths(spec: dict[str, Any]) -> list[str]:
-    """The member's uploads a job spec points at (never another job's outputs)."""
-    return [
-        path
-        for key in INPUT_KEYS
-        if isinstance(path := spec.get(key), str) and Path(path).parts[:1] == (INPUTS_FOLDER,)
-    ]
-
-
-def delete_uploads(data_dir: Path, paths: list[str]) -> int:
-    """Delete uploaded files and the folders they leave empty; how many files were there."""
-    deleted = 0
-    for relative in dict.fromkeys(paths):
-        path = data_dir / relative
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            deleted += 1
-        with contextlib.suppress(OSError):  # not empty, or already gone
-            path.parent.rmdir()
-    return deleted
+def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A job spec with the member's words replaced (a blend keeps its weights)."""
+    redacted = {**spec, **dict.fromkeys(PROMPT_KEYS, REDACTED)}
+    if spec.get(BLEND_KEY):
+        redacted[BLEND_KEY] = [[REDACTED, weight] for _, weight in spec[BLEND_KEY]]
+    return redacted
 
 
 def _pause_ends(cooldown_until: datetime | None) -> datetime | None:
@@ -195,16 +184,19 @@ class UserStore:
             )  # fmt: skip
 
     async def forget(self, user_id: int, actor: Actor) -> Forgotten:
-        """Delete a member's images, uploads, prompts and defaults; keep their usage under
+        """Delete a member's images, uploads, words and defaults; keep their usage under
         a pseudonym.
 
         Jobs, ledger entries and audit entries move to a new random id, so totals
-        stay right while nothing points back to the Discord account. A banned (or
-        paused) member stays so. Files are removed after the commit: a crash in
-        between leaves stray files, never rows pointing at missing ones (the
-        retention sweep removes uploads no job points at). The bot's Discord
-        messages for the jobs come back in `messages` for the caller to delete.
-        Raises UnfinishedJobs (audited) while the member has jobs in flight.
+        stay right while nothing points back to the Discord account; every text
+        they wrote (prompts, weighted prompts, key names, what refusals quoted) is
+        redacted. An upload another member's job also uses (a re-roll or remix of
+        theirs) is kept for that job. A banned (or paused) member stays so. Files
+        are removed after the commit: a crash in between leaves stray files, never
+        rows pointing at missing ones (the retention sweep removes uploads no job
+        points at). The bot's Discord messages for the jobs come back in `messages`
+        for the caller to delete. Raises UnfinishedJobs (audited) while the member
+        has jobs in flight.
         """
         async with self._sessions.begin() as session:
             await upsert_user(session, user_id)  # the write lock first: no job slips in
@@ -223,15 +215,17 @@ class UserStore:
                 audit.record_by(
                     session, actor, "user.forget", target=user_target(user_id),
                     params={"jobs": len(moved.jobs), "images": len(moved.images),
-                            "inputs": len(moved.uploads), "messages": len(moved.messages)},
+                            "inputs": len(moved.uploads), "shared_inputs": moved.shared_uploads,
+                            "messages": len(moved.messages)},
                 )  # fmt: skip
         if unfinished:
             raise UnfinishedJobs(unfinished)
         self._delete_files(moved.images, moved.jobs)
         inputs = delete_uploads(self._data_dir, moved.uploads)
         return Forgotten(
-            len(moved.jobs), len(moved.images), inputs, moved.messages, moved.pseudonym
-        )
+            len(moved.jobs), len(moved.images), inputs, moved.shared_uploads, moved.messages,
+            moved.pseudonym,
+        )  # fmt: skip
 
     def _delete_files(self, paths: list[str], job_ids: list[str]) -> None:
         for relative in paths:
@@ -245,7 +239,8 @@ class UserStore:
 class _Moved:
     jobs: list[str]
     images: list[str]  # output paths
-    uploads: list[str]  # input paths under inputs/
+    uploads: list[str]  # input paths under inputs/ that no other member's job uses
+    shared_uploads: int  # input paths kept for another member's job
     messages: list[tuple[int | None, int]]
     pseudonym: int
 
@@ -256,15 +251,17 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
     Returns what is to be deleted outside the transaction: files and messages.
     """
     jobs = (await session.scalars(select(Job).where(Job.user_id == user_id))).all()
+    job_ids = [job.id for job in jobs]
     paths = [output.path for job in jobs for output in job.outputs]
-    uploads = [path for job in jobs for path in upload_paths(job.spec)]
+    uploads = {path for job in jobs for path in upload_paths(job.spec)}
+    shared = await uploads_in_use(session, uploads, job_ids)
     messages = [(job.channel_id, job.message_id) for job in jobs if job.message_id is not None]
     pseudonym = new_pseudonym()
     session.add(User(id=pseudonym, name="forgotten"))
     await session.flush()  # the pseudonym's row first, for the foreign keys
-    await session.execute(delete(Output).where(Output.job_id.in_([job.id for job in jobs])))
+    await session.execute(delete(Output).where(Output.job_id.in_(job_ids)))
     for job in jobs:
-        job.spec = {**job.spec, **dict.fromkeys(PROMPT_KEYS, REDACTED)}
+        job.spec = redacted_spec(job.spec)
         job.user_id = pseudonym
         job.interaction_token = None
         job.message_id = None
@@ -287,20 +284,22 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
         user.name, user.defaults = "forgotten", {}
     elif user is not None:
         await session.delete(user)
-    return _Moved([job.id for job in jobs], paths, uploads, messages, pseudonym)
+    return _Moved(job_ids, paths, sorted(uploads - shared), len(shared), messages, pseudonym)
 
 
 async def _pseudonymise_audit(session: AsyncSession, user_id: int, pseudonym: int) -> None:
-    """Rewrite the member's id in the audit log and drop any prompt text it recorded."""
+    """Rewrite the member's id in the audit log and redact the words of theirs it recorded
+    (in entries about them by others, an admin's words, e.g. a ban's reason, stay)."""
     entries = await session.scalars(
         select(AuditEntry).where(
             (AuditEntry.actor_id == user_id) | (AuditEntry.target == user_target(user_id))
         )
     )
     for entry in entries:
+        words = MEMBER_TEXT_PARAMS if entry.actor_id == user_id else PROMPT_KEYS
         if entry.actor_id == user_id:
             entry.actor_id = pseudonym
         if entry.target == user_target(user_id):
             entry.target = user_target(pseudonym)
-        if any(key in entry.params for key in PROMPT_KEYS):
-            entry.params = {k: v for k, v in entry.params.items() if k not in PROMPT_KEYS}
+        if any(key in entry.params for key in words):
+            entry.params = entry.params | {k: REDACTED for k in words if k in entry.params}

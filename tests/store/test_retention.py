@@ -105,3 +105,24 @@ async def test_the_sweeper_runs_a_pass_at_start_and_stops_when_told(stores: Stor
         await asyncio.sleep(0.05)
     await sweeper.stop()
     assert not refused.exists()
+
+
+async def test_an_old_upload_stays_while_a_queued_or_kept_job_reads_it(stores: Stores) -> None:
+    data_dir = stores.config.storage.data_dir
+    names = ("waiting", "rerolled", "expired")
+    uploads = {name: write(data_dir / "inputs" / name / "image.png", 40) for name in names}
+
+    def reading(name: str) -> dict[str, object]:
+        return spec() | {"init_image": f"inputs/{name}/image.png"}
+
+    # A job still in the queue, and a re-roll made last week of a 40-day-old result.
+    await stores.quotas.admit("queued", DANA, reading("waiting"), "tiny", [1])
+    await finished_days_ago(stores, "old", 40, spec=reading("rerolled"))
+    await finished_days_ago(stores, "reroll", 7, spec=reading("rerolled"))
+    await finished_days_ago(stores, "gone", 40, spec=reading("expired"))
+
+    swept = await sweep(stores.sessions, data_dir, retention_days=30)
+
+    assert (sorted(swept.jobs), swept.inputs) == (["gone", "old"], 1)
+    assert uploads["waiting"].exists() and uploads["rerolled"].exists()
+    assert not uploads["expired"].exists()

@@ -90,7 +90,7 @@ async def test_forget_me_deletes_images_prompts_and_defaults_and_keeps_totals(
         ).all()
     # Only the record that she asked to be forgotten still names her.
     assert [(e.action, e.params) for e in mentions] == [
-        ("user.forget", {"jobs": 1, "images": 2, "inputs": 0, "messages": 0})
+        ("user.forget", {"jobs": 1, "images": 2, "inputs": 0, "shared_inputs": 0, "messages": 0})
     ]
     assert await stores.users.defaults(DANA.user_id) == {}
 
@@ -154,6 +154,33 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
     async with stores.sessions() as session:
         job = await session.get(Job, "dana1")
         assert job is not None and job.message_id is None
+
+
+async def test_forget_me_keeps_an_upload_another_members_job_uses_until_it_is_forgotten_too(
+    stores: Stores,
+) -> None:
+    data_dir = stores.config.storage.data_dir
+    upload = data_dir / "inputs" / "dana-upload" / "image.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"png")
+    img2img = spec() | {"init_image": "inputs/dana-upload/image.png"}
+    await stores.quotas.admit("dana1", DANA, img2img, "tiny", [1])
+    # Erin re-rolled Dana's result: her job's spec is a copy, upload path included.
+    await stores.quotas.admit("erin1", ERIN, img2img, "tiny", [2])
+    for job_id in ("dana1", "erin1"):
+        await stores.jobs.transition(job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled")
+
+    erin = await stores.users.forget(ERIN.user_id, Actor(ERIN.user_id))
+
+    assert upload.exists()  # Dana's job still reads it
+    assert (erin.inputs, erin.shared_inputs) == (0, 1)
+    page = await stores.audit.query(action="user.forget")
+    assert page.entries[0].params["shared_inputs"] == 1
+
+    # Erin's job is forgotten: it holds the upload for nobody.
+    dana = await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
+    assert (dana.inputs, dana.shared_inputs) == (1, 0)
+    assert not upload.parent.exists()
 
 
 async def test_a_timed_pause_is_stored_audited_and_survives_forget_me(stores: Stores) -> None:

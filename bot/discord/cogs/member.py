@@ -112,6 +112,11 @@ class ForgetConfirm(discord.ui.View):
             f" you uploaded; the prompts of {forgotten.jobs} job(s) erased; {deleted} of my"
             " message(s) with your results removed from Discord."
         ]
+        if forgotten.shared_inputs:
+            lines.append(
+                f"{forgotten.shared_inputs} upload(s) were kept: another member's job (a"
+                " re-roll or remix of yours) uses them."
+            )
         if kept:
             lines.append(
                 f"{kept} message(s) could not be removed (already gone, or I cannot reach"
@@ -248,8 +253,10 @@ class MemberCog(commands.Cog, name="Member"):
         await self.services.audit.record_command(actor_of(interaction), "forget-me.asked")
         await interaction.response.send_message(
             "This deletes every image Atelier stored for you (results and your uploads), the"
-            " prompts of your jobs, your defaults, and the bot's messages with your results."
-            " It cannot be undone. Usage totals stay, under an anonymous id.",
+            " prompts of your jobs, your defaults, your API keys, and the bot's messages with"
+            " your results. An upload another member's job also uses (they re-rolled or"
+            " remixed yours) is kept for it. It cannot be undone. Usage totals stay, under an"
+            " anonymous id.",
             view=ForgetConfirm(self.services, interaction.user.id),
             ephemeral=True,
         )

@@ -1,0 +1,70 @@
+"""Members' uploads: the stored inputs (init images, masks, sketches) a job's spec points
+at, and which of them another job still reads.
+
+A re-roll or remix copies its source job's spec, upload paths included, so one upload
+can serve jobs of several members. It is deleted (forget-me, a flagged upload, retention)
+only when no job outside those being cleaned up points at it. Jobs already forgotten
+count for nobody: their member asked for their images to go, and they never run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Job
+
+# Job spec keys that hold a member's uploads (paths relative to the data directory).
+INPUT_KEYS = ("init_image", "mask_image", "control_image")
+# Uploads live under data_dir/inputs/; any other input path (a V/U source) is an output.
+INPUTS_FOLDER = "inputs"
+# A forgotten member's jobs stand under a pseudonym, a negative id (bot.store.users).
+NOT_FORGOTTEN = Job.user_id >= 0
+
+
+def upload_paths(spec: dict[str, Any]) -> list[str]:
+    """The uploads a job spec points at (never another job's outputs)."""
+    return [
+        path
+        for key in INPUT_KEYS
+        if isinstance(path := spec.get(key), str) and Path(path).parts[:1] == (INPUTS_FOLDER,)
+    ]
+
+
+async def uploads_in_use(
+    session: AsyncSession, paths: Iterable[str], other_than: Collection[str]
+) -> set[str]:
+    """Those of `paths` that a job not in `other_than` (job ids) and not forgotten points at.
+
+    Read in the caller's transaction: in the one that takes the write lock first
+    (forget-me), no job can start using an upload between this read and the commit.
+    """
+    wanted = sorted(set(paths))
+    if not wanted:
+        return set()
+    rows = await session.execute(
+        select(Job.spec).where(
+            Job.id.not_in(other_than),
+            NOT_FORGOTTEN,
+            or_(*(Job.spec[key].as_string().in_(wanted) for key in INPUT_KEYS)),
+        )
+    )
+    return {path for (spec,) in rows for path in upload_paths(spec)} & set(wanted)
+
+
+def delete_uploads(data_dir: Path, paths: Iterable[str]) -> int:
+    """Delete uploaded files and the folders they leave empty; how many files were there."""
+    deleted = 0
+    for relative in dict.fromkeys(paths):
+        path = data_dir / relative
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            deleted += 1
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            path.parent.rmdir()
+    return deleted
