@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Config, load_config
@@ -56,6 +56,24 @@ def spec(count: int = 1, width: int = 512, height: int = 512, steps: int = 30) -
 def output(job_id: str, index: int) -> NewOutput:
     return NewOutput(index=index, path=f"images/{job_id}/{index}.png", sha256="0" * 64,
                      seed=index, width=64, height=64, recipe={"prompt": "a red fox"})  # fmt: skip
+
+
+@contextmanager
+def writes_to(sessions: async_sessionmaker[AsyncSession]) -> Iterator[list[str]]:
+    """The statements that change the database (INSERT, UPDATE, DELETE, ...) run through
+    `sessions`' engine meanwhile."""
+    engine = sessions.kw["bind"].sync_engine
+    written: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.split(None, 1)[0].upper() not in ("SELECT", "PRAGMA", "WITH"):
+            written.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield written
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @asynccontextmanager

@@ -43,7 +43,7 @@ from ..jobs.spec import BadInput, Inputs, JobSpec
 from ..moderation.service import PROMPT, Moderation
 from ..store.api_keys import ApiKeyStore, KeyHolder
 from ..store.audit import Actor
-from ..store.health import HealthStore
+from ..store.health import DatabaseHeartbeat, HealthStore
 from ..store.jobs import JobNotFound, Requester
 from ..store.models import Job, JobState, utcnow
 from ..store.quotas import OverQuotaError, QuotaStore, Refused, UserBanned
@@ -374,6 +374,8 @@ class HttpApi:
         # Jobs whose synchronous request is waiting for them right now.
         self._awaited: set[str] = set()
         self._document = api_document(sorted(services.config.models))
+        # Written on a timer while the API listens; /healthz only reads it.
+        self._heartbeat = DatabaseHeartbeat(services.health, CLIENT)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -390,6 +392,7 @@ class HttpApi:
     async def start(self) -> None:
         """Cancel the jobs of synchronous requests a stop cut off, then listen."""
         await self._cancel_orphans()
+        await self._heartbeat.start()
         # A client that disconnects cancels its handler, and so its job. At a stop,
         # waiting requests get the same grace as a running batch before that.
         self._runner = web.AppRunner(
@@ -426,6 +429,7 @@ class HttpApi:
             await self._abandon(job_id)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._heartbeat.stop()
 
     # -- the door ---------------------------------------------------------------------------
 
@@ -973,12 +977,7 @@ class HttpApi:
     # -- health and the document ---------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        database = "writable"
-        try:
-            await self._services.health.beat(CLIENT)
-        except Exception as error:
-            log.warning("health check: the database refused a write: %s", error)
-            database = f"not writable: {type(error).__name__}"
+        database = await self._heartbeat.health()
         engines = [
             EngineHealth(
                 device=device,
@@ -988,8 +987,8 @@ class HttpApi:
             )
             for device, status in await self._services.jobs.engine_status()
         ]
-        ok = database == "writable"
-        health = Health(status="ok" if ok else "error", database=database, engines=engines)
+        ok = database.writable
+        health = Health(status="ok" if ok else "error", database=database.detail, engines=engines)
         return _json_response(health, 200 if ok else 503)
 
     async def openapi(self, request: web.Request) -> web.Response:

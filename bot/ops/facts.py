@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..moderation.service import BLOCKED_ACTION
@@ -229,12 +229,6 @@ class OpsQueries:
     async def last_audit_id(self) -> int:
         async with self._sessions() as session:
             return await session.scalar(select(func.max(AuditEntry.id))) or 0
-
-    async def write_probe(self) -> None:
-        """A real write that changes nothing: proves the database accepts writes (not
-        read-only, not locked for longer than the busy timeout, disk not full)."""
-        async with self._sessions.begin() as session:
-            await session.execute(update(Job).where(Job.id == "").values(error=None))
 
     async def record_alert(self, action: str, name: str, message: str, outcome: str) -> None:
         async with self._sessions.begin() as session:

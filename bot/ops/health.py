@@ -1,6 +1,9 @@
 """The health check behind /healthz: engines alive, database writable, disk free,
 Discord connected. Each check says what is wrong in words an admin can act on.
 
+The database check reads the heartbeat a timer writes (bot.store.health): a call
+to /healthz writes nothing.
+
 An engine that has not started yet is healthy (engines start with the first
 job); one whose process ended, or that does not answer a status request, is
 not, until the next job starts it again.
@@ -15,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs.engine_client import EngineProcess
-from .facts import OpsQueries
+from ..store.health import DatabaseHeartbeat
 
 GB = 1e9
-DATABASE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,13 @@ class HealthCheck:
     def __init__(
         self,
         engines: Sequence[EngineProcess],
-        queries: OpsQueries,
+        heartbeat: DatabaseHeartbeat,
         data_dir: Path,
         min_free_gb: float,
         discord_connected: Callable[[], bool],
     ) -> None:
         self._engines = list(engines)
-        self._queries = queries
+        self._heartbeat = heartbeat
         self._data_dir = data_dir
         self._min_free_gb = min_free_gb
         self._discord_connected = discord_connected
@@ -93,11 +95,8 @@ class HealthCheck:
         return Health([*engines, await self.database(), self.disk(), self.discord()])
 
     async def database(self) -> Check:
-        try:
-            await asyncio.wait_for(self._queries.write_probe(), DATABASE_TIMEOUT)
-        except Exception as error:
-            return Check("database", False, f"not writable: {type(error).__name__}: {error}")
-        return Check("database", True, "writable")
+        health = await self._heartbeat.health()
+        return Check("database", health.writable, health.detail)
 
     def disk(self) -> Check:
         free = free_bytes(self._data_dir) / GB

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Config
 from ..jobs.engine_client import EngineProcess
+from ..store.health import DatabaseHeartbeat, HealthStore
 from .alerts import Alerts
 from .discord_http import discord_trace
 from .downloads import DownloadWatch
@@ -29,6 +30,8 @@ from .metrics import Metrics
 from .status import StatusReport
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_SERVICE = "bot"
 
 
 class MetricsUnavailable(Exception):
@@ -50,8 +53,10 @@ class Operations:
             self.queries, engines, lambda: self._delivery_retries(), self.discord_connected,
             self.disk_free,
         )  # fmt: skip
+        # Written on a timer while /healthz is served; a probe only reads it.
+        self._heartbeat = DatabaseHeartbeat(HealthStore(sessions), HEARTBEAT_SERVICE)
         self.health = HealthCheck(
-            engines, self.queries, config.storage.data_dir, config.storage.min_free_gb,
+            engines, self._heartbeat, config.storage.data_dir, config.storage.min_free_gb,
             self.discord_connected,
         )  # fmt: skip
         self.status = StatusReport(self.queries, engines)
@@ -95,6 +100,7 @@ class Operations:
         settings = self._config.metrics
         if not settings.enabled:
             return
+        await self._heartbeat.start()
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -105,6 +111,7 @@ class Operations:
             await site.start()
         except OSError as error:
             await runner.cleanup()
+            await self._heartbeat.stop()
             raise MetricsUnavailable(
                 f"[metrics] cannot listen on {settings.host}:{settings.port} ({error.strerror});"
                 " set another [metrics] port"
@@ -123,6 +130,7 @@ class Operations:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._heartbeat.stop()
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from PIL import Image
 from bot.quota import Limits
 from bot.store.audit import Actor
 from bot.store.models import Heartbeat, QuotaScope
+from tests.stores import writes_to
 
 from .conftest import GUILD_ID, Member, RunningApi
 
@@ -155,8 +156,12 @@ async def test_engines_account_and_balance(api: RunningApi) -> None:
     assert (balance["credits"], balance["unlimited"], balance["images_left"]) == (0.5, False, 10)
 
 
-async def test_health_reports_the_engines_and_writes_the_database(api: RunningApi) -> None:
-    response = await api.call("GET", "/healthz")  # no key needed
+async def test_health_reports_the_engines_and_reads_the_heartbeat(api: RunningApi) -> None:
+    # Unauthenticated and called at will: it reads the heartbeat the timer writes.
+    with writes_to(api.sessions) as written:
+        for _ in range(20):
+            response = await api.call("GET", "/healthz")  # no key needed
+    assert written == []
     assert response.status_code == 200, response.text
     health = response.json()
     assert (health["status"], health["database"]) == ("ok", "writable")
