@@ -68,14 +68,14 @@ class AtelierBot(commands.Bot):
         )
 
     async def read_owners(self) -> None:
-        """The application's owner or team, from Discord: the global admins besides the
-        `[admin]` ids (bot.admin_reach). If Discord cannot tell, only those ids are: a
-        server's Manage Server never stands in for the owner."""
-        try:
-            info = await self.application_info()
-        except (discord.HTTPException, aiohttp.ClientError) as error:
-            log.warning("could not read the application's owner from Discord (%s); only the"
-                        " [admin] ids administer every server", error)  # fmt: skip
+        """The application's owner or team: the global admins besides the `[admin]` ids
+        (bot.admin_reach). discord.py reads the application from Discord at each login
+        (a start); without it only those ids are global admins: a server's Manage Server
+        never stands in for the owner."""
+        info = self.application
+        if info is None:
+            log.warning("the application's owner is unknown; only the [admin] ids administer"
+                        " every server")  # fmt: skip
             return
         self.owner_ids = application_owners(info)
         log.info("global admins from Discord: %s", sorted(self.owner_ids))

@@ -290,6 +290,11 @@ class LocalDiscord:
         self._announce("GUILD_CREATE", world.guild_payload(all_members=False), GUILDS)
         return OtherGuild(world.guild_id, world.channel_id, world.owner_id, world.user_id)
 
+    def set_team(self, owner_id: int, roles: Mapping[int, str]) -> None:
+        """Make the application a team's: `owner_id` owns the team, `roles` maps members'
+        user ids to their team role ("admin", "developer", "read_only")."""
+        self._state.world.team = (owner_id, dict(roles))
+
     def add_role(self, name: str, permissions: int = 0, *, role_id: int | None = None) -> int:
         world = self._state.world
         role_id = world.add_role(name, permissions, role_id)

@@ -93,6 +93,9 @@ class World:
         self.user_id = ids.next()
         self.add_member(Member(self.user_id, "tester"))
         self.channel_id = self.add_channel("general")
+        # The application's team (set_team): its owner and each member's role; None: the
+        # application belongs to `owner_id` alone.
+        self.team: tuple[int, dict[int, str]] | None = None
 
     # -- mutation -------------------------------------------------------------------------
 
@@ -281,8 +284,27 @@ class World:
             "soundboard_sounds": [],
         }
 
+    def team_payload(self) -> JSON | None:
+        if self.team is None:
+            return None
+        owner_id, roles = self.team
+        return {
+            "id": str(self.application_id + 1),
+            "icon": None,
+            "name": "Atelier team",
+            "owner_user_id": str(owner_id),
+            "members": [
+                {"membership_state": 2, "team_id": str(self.application_id + 1),
+                 "user": self.user_payload(user_id), "role": role, "permissions": ["*"]}
+                for user_id, role in roles.items()
+            ],
+        }  # fmt: skip
+
     def application_payload(self) -> JSON:
-        """GET /oauth2/applications/@me."""
+        """GET /oauth2/applications/@me. A team's application is owned by a user that
+        stands for the team, as on Discord."""
+        team_user = {**self.user_payload(self.owner_id), "id": str(self.application_id + 1),
+                     "username": "team" + str(self.application_id + 1)}  # fmt: skip
         return {
             "id": str(self.application_id),
             "name": "Atelier",
@@ -294,8 +316,8 @@ class World:
             "bot_require_code_grant": False,
             "verify_key": "0" * 64,
             "flags": APPLICATION_FLAGS,
-            "owner": self.user_payload(self.owner_id),
-            "team": None,
+            "owner": self.user_payload(self.owner_id) if self.team is None else team_user,
+            "team": self.team_payload(),
             "bot": self.user_payload(self.bot_user_id),
             "hook": True,
             "redirect_uris": [],
