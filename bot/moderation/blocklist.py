@@ -4,11 +4,13 @@ Prompt and terms are folded alike to lowercase Latin letters before they are
 compared: compatibility forms undone (NFKD, NFKC's mapping with diacritics
 split off to be dropped: fullwidth, circled, math letters), zero-width and
 format characters dropped, Cyrillic and Greek look-alikes read as the Latin
-letter they imitate, leetspeak read as letters. A term then matches a run of
-the prompt's words, whole words only, with letters repeated at will and a
-plural, -ed or -ing ending: `g o r e`, `g0re`, `g.o.r.e`, `gorë`, `gоre`
-(Cyrillic о), `goooore` and `goring` are all `gore`, while gorgeous, Gorey
-and a gorge are not.
+letter they imitate, leetspeak read as letters. A second reading takes signs
+for the letters they draw: `|)` D, `()` O, `/\\` A, `|<` K, `><` X, `€` E, `!`
+and `|` I or L. A term then matches a run of the prompt's words, whole words
+only, with letters repeated at will, one more space inside a word, and a
+plural ending: `g o r e`, `gor e`, `g0re`, `g.o.r.e`, `gorë`, `gоre` (Cyrillic
+о), `g()r€`, `goooore` and `gores` are all `gore`, while gorgeous, Gorey, a
+gorge and a bull that gored are not: other endings make other words.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import product
 
 from anyascii import anyascii
 from confusable_homoglyphs import confusables
 
 # A word whose letters may each stand for several (1 is i or l, Cyrillic р looks
-# like p but is spelled r) is tried in at most this many spellings.
-_MAX_SPELLINGS = 32
+# like p but is spelled r) is tried in at most this many spellings that start a term.
+_MAX_SPELLINGS = 128
 _LEET = str.maketrans(
     {"0": "o", "3": "e", "4": "a", "@": "a", "5": "s", "$": "s", "7": "t"}
     | dict.fromkeys("2689", " ")
@@ -33,8 +34,83 @@ _LEET = str.maketrans(
 _ONE = ("i", "l")
 # Five digits or more (repeats aside: g000re) are a number, such as a seed, not leetspeak.
 _DIGITS = re.compile(r"[0-9]{5,}")
-_BANG_IN_WORD = re.compile(r"(?<=[a-z0-9@$])!+(?=[a-z0-9@$])")  # k!ll
-_PIPE_BY_WORD = re.compile(r"(?<=[a-z0-9@$])\|+|\|+(?=[a-z0-9@$])")  # ki||
+# Signs read as letters, in a second reading of the prompt (the first reads them as
+# separators: n|u|d|e, (nude:1.2)). Letters drawn with signs, after their readings:
+# some read several ways, |3 as B or a bar (I or L) and an E (bodies: |3od|3s), |)
+# as D or a bar and a bracket ((kill|)), |> as D, P or a bar and a bracket.
+_DRAWINGS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("a",): ("/-\\", "/\\"),
+    ("b", "ie", "le", "e"): ("|3",),
+    ("d",): ("[)",),
+    ("d", "i", "l", ""): ("|)", "|]"),
+    ("d", "p", "i", "l", ""): ("|>",),
+    ("h",): ("|-|", "]-[", "}{"),
+    ("k",): ("|<", "|{"),
+    ("l",): ("|_",),
+    ("m",): ("|\\/|", "/\\/\\", "|v|"),
+    ("n",): ("|\\|", "/\\/"),
+    ("o",): ("()", "[]", "<>", "{}"),
+    ("p",): ("|*",),
+    ("r",): ("|2",),
+    ("u", "li", "ll", "l"): ("|_|",),
+    ("u",): ("(_)",),
+    ("v",): ("\\/",),
+    ("w",): ("\\/\\/", "\\^/"),
+    ("x",): ("><",),
+    ("y",): ("`/",),
+}
+# A run of bars (! or |) by a letter: as many I or L (k!ll, ki||, k!|l), or
+# punctuation (gore!!!). Runs longer than this read as this long.
+_LONGEST_BARS = 8
+_BAR_READINGS = [("i" * n, "l" * n, "i" + "l" * (n - 1), "") for n in range(1, _LONGEST_BARS + 1)]
+# An opening bracket before a letter: a C, or a bracket (nude:1.2).
+_C_READINGS = ("c", "")
+# Each reading of several is written as a private use character, whose readings
+# `_Latin.choices` keeps (the folding reads the prompt's own as separators).
+_SEVERAL = {
+    chr(0xE000 + n): readings
+    for n, readings in enumerate(
+        [r for r in _DRAWINGS if len(r) > 1] + _BAR_READINGS + [_C_READINGS]
+    )
+}
+_WRITTEN = {readings: char for char, readings in _SEVERAL.items()}
+_DRAWN_LETTERS = {
+    drawing: _WRITTEN.get(readings, readings[0])
+    for readings, drawings in _DRAWINGS.items()
+    for drawing in drawings
+}
+
+
+def _drawing(drawing: str) -> str:
+    """A pattern for `drawing`, which yields its last sign to an O drawn with
+    brackets after it: |<> is | and <>, an I and an O, not |< and >."""
+    brackets = _DRAWINGS[("o",)]
+    following = [o[1:] for o in brackets if o[0] == drawing[-1] and o != drawing]
+    return re.escape(drawing) + "".join(f"(?!{re.escape(rest)})" for rest in following)
+
+
+_DRAWN = re.compile("|".join(map(_drawing, sorted(_DRAWN_LETTERS, key=len, reverse=True))))
+_IN_WORD = "a-z0-9@$\x80-\U0010ffff"
+# Signs that join the letters of one disguised word (n.u.d.e, nu-de); white
+# space and other punctuation part words, except between single letters.
+_JOINERS = ".-_*~+/\\|'`^=#%&"
+# A bar stands by a letter, or apart as letters spaced out are (n.|.c.e, k ! l l).
+_BY_BAR = _IN_WORD + re.escape(_JOINERS.replace("|", "")) + r"\s"
+_BARS = re.compile(rf"(?<=[{_BY_BAR}])[!|]+|[!|]+(?=[{_BY_BAR}])")
+_CS = re.compile(rf"[(<\[{{](?=[{_IN_WORD}{re.escape(_JOINERS)}])")  # (orpse, (.o.c.k
+_TS = re.compile(rf"(?<=[{_BY_BAR}])\+|\+(?=[{_BY_BAR}])")  # r+pe, t . o . + . a . l
+_DIGIT_LETTERS = str.maketrans({"8": "b", "6": "g", "9": "g"})
+# Signs written for a letter that Unicode spells otherwise (€ is EUR); £ is L or E.
+_SIGN_LETTERS: dict[str, str | tuple[str, ...]] = {
+    "€": "e",
+    "£": ("l", "e"),
+    "©": "c",
+    "®": "r",
+    "×": "x",
+    "¡": "i",
+    "†": "t",
+    "∆": "a",
+}
 # After folding, the only characters left outside ASCII are letters of several readings.
 _LETTERS = r"a-z1\x80-\U0010ffff"
 _WORD = re.compile(rf"([{_LETTERS}]+)")
@@ -45,9 +121,6 @@ _SAME_LETTER_WORDS = re.compile(
 )
 _REPEATS = re.compile(r"(.)\1+")
 _RUNS = re.compile(r"(.)\1*")
-# Signs that join the letters of one disguised word (n.u.d.e, nu-de); white
-# space and other punctuation part words, except between single letters.
-_JOINERS = ".-_*~+/\\|'`^=#%&"
 _VOWELS = frozenset("aeiouy")
 
 
@@ -60,7 +133,7 @@ class _Latin(dict[int, str]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.choices: dict[str, tuple[str, ...]] = {"1": _ONE}
+        self.choices: dict[str, tuple[str, ...]] = {"1": _ONE} | _SEVERAL
 
     def __missing__(self, code: int) -> str:
         char = chr(code)
@@ -87,6 +160,8 @@ def _to_latin(char: str) -> str | tuple[str, ...]:
     if category[0] == "L":
         letters = _latin_letters(char)
         return letters[0] if len(letters) == 1 else letters
+    if char in _SIGN_LETTERS:
+        return _SIGN_LETTERS[char]
     spelled = anyascii(char)
     if category[0] == "N":
         return spelled.lower() if spelled.isascii() and spelled.isalnum() else "."
@@ -133,41 +208,34 @@ _LATIN = _Latin()
 def _readings(text: str) -> list[str]:
     """`text` folded to lowercase Latin words and separators, leetspeak read as letters.
 
-    Two readings when `!` or `|` stand by letters: as letters (k!ll, ki||)
-    and as separators (n|u|d|e).
+    A second reading when signs stand by letters: read as the letters they draw
+    (k!ll, ki||, |<ill, n/\\ked, 8oob), where the first reads them as separators
+    (n|u|d|e, (nude:1.2)).
     """
     latin = unicodedata.normalize("NFKD", text).translate(_LATIN)
     latin = _DIGITS.sub(lambda digits: " " if len(_squeezed(digits[0])) >= 5 else digits[0], latin)
-    found = [latin]
-    if "!" in latin or "|" in latin:
-        as_i = _BANG_IN_WORD.sub(lambda bangs: "i" * len(bangs[0]), latin)
-        as_l = _PIPE_BY_WORD.sub(lambda pipes: "l" * len(pipes[0]), latin)
-        found = [as_i, as_l]
-    return list(dict.fromkeys(reading.translate(_LEET) for reading in found))
+    readings = (latin, _drawn(latin))
+    return list(dict.fromkeys(reading.translate(_LEET) for reading in readings))
 
 
-def _is_plain(word: str) -> bool:
-    """Read one way only: no 1 and no letter of several readings."""
-    return word.isascii() and "1" not in word
-
-
-def _spellings(word: str) -> list[str]:
-    """The ways to read a folded word; one for most."""
-    if _is_plain(word):
-        return [word]
-    options = [_LATIN.choices.get(char, (char,)) for char in word]
-    count = 1
-    for option in options:
-        count *= len(option)
-        if count > _MAX_SPELLINGS:
-            break
-    else:
-        return ["".join(letters) for letters in product(*options)]
-    # Too many to try: each such letter read the same way (all 1s as i, then as l).
-    tries = max(len(option) for option in options)
-    return list(
-        dict.fromkeys("".join(o[min(n, len(o) - 1)] for o in options) for n in range(tries))
+def _drawn(latin: str) -> str:
+    """`latin` with letters drawn with signs read as letters."""
+    drawn = _DRAWN.sub(lambda signs: _DRAWN_LETTERS[signs[0]], latin)
+    drawn = _BARS.sub(
+        lambda bars: _WRITTEN[_BAR_READINGS[min(len(bars[0]), _LONGEST_BARS) - 1]], drawn
     )
+    drawn = _TS.sub("t", _CS.sub(_WRITTEN[_C_READINGS], drawn))
+    return drawn.translate(_DIGIT_LETTERS)
+
+
+def _first_spelling(word: str) -> str:
+    """A folded word with each letter of several readings read its likeliest way."""
+    return "".join(_LATIN.choices.get(char, (char,))[0] for char in word)
+
+
+def _joined(key: str, more: str) -> str:
+    """Squeezed `key` and `more`, squeezed together."""
+    return key + more[1:] if key and more and key[-1] == more[0] else key + more
 
 
 def _squeezed(word: str) -> str:
@@ -197,42 +265,22 @@ class _Form:
 
 
 def _endings(word: str) -> Iterator[tuple[str, int | None]]:
-    """`word` with its plural, -ed and -ing endings; each with its letter that may not
-    be written twice, as an index in the spelling."""
+    """`word` and its plurals, each with its letter that may not be written twice, as
+    an index in the spelling. No other ending: gored, killing or hanging may mean
+    something else than the blocked word (a bull gored, a killing on the market,
+    hanging plants), so an admin who means them lists them too."""
     yield word, None
     yield word + "s", None
     if word.endswith(("s", "x", "z", "ch", "sh")):
+        # ass: asses, whose last s may not double (assess).
         yield word + "es", len(word) + 1
-    if word.endswith("e"):
-        # rape: raped, raping; the p before the ending may not double (rapped, rapping).
-        yield word + "d", len(word) - 2
-        yield word[:-1] + "ing", len(word) - 2
-        if word.endswith(("ee", "oe", "ye")):
-            yield word + "ing", None
-        return
     if len(word) > 2 and word[-1] == "y" and word[-2] not in _VOWELS:
         yield word[:-1] + "ies", None
-        yield word[:-1] + "ied", None
-    stems = [word]
-    if _ends_consonant_vowel_consonant(word):
-        # rap, rapping: a word of one syllable doubles its last letter; a longer
-        # one may or may not (visiting, committing).
-        syllables = len(re.findall(r"[aeiouy]+", word))
-        stems = [word + word[-1]] if syllables == 1 else [word, word + word[-1]]
-    for stem in stems:
-        yield stem + "ed", None
-        yield stem + "ing", None
-
-
-def _ends_consonant_vowel_consonant(word: str) -> bool:
-    if len(word) < 3 or word[-1] in _VOWELS | {"w", "x"}:
-        return False
-    return word[-2] in _VOWELS and word[-3] not in _VOWELS
 
 
 def _forms(term: str) -> Iterator[tuple[str, _Form]]:
     """The squeezed keys a configured term is found under, with what each demands."""
-    words = [_spellings(word)[0] for word in _WORD.findall(_readings(term)[0])]
+    words = [_first_spelling(word) for word in _WORD.findall(_readings(term)[0])]
     if not words:
         return
     for spelled, letter in _endings("".join(words)):
@@ -253,16 +301,6 @@ class _Prompt:
             keys = [key if key.isascii() and "1" not in key else None for key in keys]
         # A word's squeezed letters; None for one with letters of several readings.
         self.keys: list[str | None] = keys
-        self._spellings: dict[int, list[tuple[str, str]]] = {}
-
-    def spellings(self, index: int) -> list[tuple[str, str]]:
-        """(squeezed key, letters) for each way to read word `index`."""
-        key = self.keys[index]
-        if key is not None:
-            return [(key, self.words[index])]
-        if index not in self._spellings:
-            self._spellings[index] = [(_squeezed(s), s) for s in _spellings(self.words[index])]
-        return self._spellings[index]
 
     def single(self, index: int) -> bool:
         """A single letter, maybe repeated (a, ooo)."""
@@ -277,6 +315,13 @@ class _Prompt:
             return 0
         return 1 if not between.strip(_JOINERS + " ") else None
 
+    def alone(self, start: int, end: int) -> bool:
+        """Words `start` to `end` stand apart from their neighbours: a word split by
+        a space (gor e) must be whole, or go re-enter would be gore."""
+        between = self._between
+        glued_before = start > 0 and not between[start - 1].strip(_JOINERS)
+        return not glued_before and not (end < len(between) and not between[end].strip(_JOINERS))
+
 
 class Blocklist:
     """A guild's blocked terms, compiled once; `find` checks one prompt against them all."""
@@ -288,7 +333,11 @@ class Blocklist:
                 self._forms.setdefault(key, []).append(form)
         # Every start of a key: a run of words that is none can stop growing.
         self._prefixes = {key[:end] for key in self._forms for end in range(1, len(key) + 1)}
-        self._gaps = max((f.words - 1 for fs in self._forms.values() for f in fs), default=0)
+        # Runs this long are as long as any: more than any form needs, and more than two.
+        needs = (need for fs in self._forms.values() for f in fs for need in f.least)
+        self._longest_run = max([3, *(need + 1 for need in needs)])
+        # A phrase's words part by spaces, and one more space may split a word (gor e).
+        self._gaps = max((f.words for fs in self._forms.values() for f in fs), default=0)
 
     def find(self, text: str) -> str | None:
         """The blocked term `text` contains, as configured, or None."""
@@ -310,13 +359,18 @@ class Blocklist:
 
         Whole words only, so a term inside a word (gorgeous) never is one.
         """
-        prefixes, forms, words = self._prefixes, self._forms, prompt.words
-        states = [(key, letters) for key, letters in prompt.spellings(start) if key in prefixes]
+        forms, words = self._forms, prompt.words
+        states = self._grown([("", "")], prompt, start)
         end, gaps = start, 0
         while states:
             for key, letters in states:
                 for form in forms.get(key, ()):
-                    if gaps < form.words and form.fits(_runs(letters)):
+                    split = gaps == form.words  # one space more than the phrase has
+                    if (
+                        gaps <= form.words
+                        and form.fits(_runs(letters))
+                        and (not split or prompt.alone(start, end))
+                    ):
                         return form.term
             end += 1
             if end == len(words):
@@ -325,13 +379,42 @@ class Blocklist:
             if gap is None or gaps + gap > self._gaps:
                 return None
             gaps += gap
-            grown = (
-                (key + more[1:] if key[-1] == more[0] else key + more, letters + extra)
-                for key, letters in states
-                for more, extra in prompt.spellings(end)
-            )
-            states = [state for state in grown if state[0] in prefixes][:_MAX_SPELLINGS]
+            states = self._grown(states, prompt, end)
         return None
+
+    def _grown(
+        self, states: list[tuple[str, str]], prompt: _Prompt, index: int
+    ) -> list[tuple[str, str]]:
+        """(squeezed key, letters) for each way to read `states` followed by word
+        `index` that starts a term's key.
+
+        A word with letters of several readings is read one letter at a time, and
+        a reading that starts no key is dropped at once, so that the readings
+        kept stay few however many a word could have.
+        """
+        prefixes, word, key = self._prefixes, prompt.words[index], prompt.keys[index]
+        if key is not None:
+            grown = ((_joined(k, key), letters + word) for k, letters in states)
+            return [state for state in grown if state[0] in prefixes]
+        for char in word:
+            options = _LATIN.choices.get(char, (char,))
+            grown = (
+                (_joined(k, _squeezed(option)), self._added(letters, option))
+                for k, letters in states
+                for option in options
+            )
+            states = list(dict.fromkeys(s for s in grown if not s[0] or s[0] in prefixes))
+            states = states[:_MAX_SPELLINGS]
+        return [state for state in states if state[0]]
+
+    def _added(self, letters: str, more: str) -> str:
+        """`letters` and `more`, each run cut to the longest a form needs to tell
+        apart (a word of 100 000 р is read in linear time)."""
+        longest = self._longest_run
+        for letter in more:
+            if not letters.endswith(letter * longest):
+                letters += letter
+        return letters
 
 
 @lru_cache(maxsize=64)

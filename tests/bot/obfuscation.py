@@ -9,28 +9,30 @@ library-built ones rather than repeat them.
 from __future__ import annotations
 
 import random
+import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 
 TERMS = [
     "nude", "naked", "gore", "gory", "rape", "kill", "violent", "porn", "sex", "corpse",
     "behead", "torture", "hentai", "nsfw", "boob", "ass", "blood moon", "dead body",
 ]  # fmt: skip
 
-# The term and its inflections, spelled the way English spells them.
+# The term and its plurals, spelled the way English spells them.
 SPELLINGS = {
-    "nude": ["nude", "nudes", "nuded"],
+    "nude": ["nude", "nudes"],
     "naked": ["naked"],
-    "gore": ["gore", "gores", "gored", "goring"],
+    "gore": ["gore", "gores"],
     "gory": ["gory"],
-    "rape": ["rape", "rapes", "raped", "raping"],
-    "kill": ["kill", "kills", "killed", "killing"],
+    "rape": ["rape", "rapes"],
+    "kill": ["kill", "kills"],
     "violent": ["violent"],
     "porn": ["porn"],
     "sex": ["sex", "sexes"],
     "corpse": ["corpse", "corpses"],
-    "behead": ["behead", "beheads", "beheaded", "beheading"],
-    "torture": ["torture", "tortures", "tortured", "torturing"],
+    "behead": ["behead", "beheads"],
+    "torture": ["torture", "tortures"],
     "hentai": ["hentai"],
     "nsfw": ["nsfw"],
     "boob": ["boob", "boobs"],
@@ -51,6 +53,15 @@ GREEK = {
     "n": "η", "e": "ε", "b": "β", "A": "Α", "B": "Β", "E": "Ε", "H": "Η", "I": "Ι",
     "K": "Κ", "M": "Μ", "N": "Ν", "O": "Ο", "P": "Ρ", "T": "Τ", "X": "Χ", "Z": "Ζ",
 }  # fmt: skip
+# Letters drawn with signs, as leetspeak writes them.
+SYMBOLS = {
+    "a": ["/\\", "/-\\", "@", "∆"], "b": ["|3", "8"], "c": ["(", "<", "[", "©", "¢"],
+    "d": ["|)", "[)", "|]", "|>"], "e": ["€", "£", "3"], "g": ["6", "9"],
+    "h": ["|-|", "]-[", "}{"], "i": ["!", "|", "¡"], "k": ["|<", "|{"], "l": ["|", "!", "£", "|_"],
+    "m": ["|\\/|", "/\\/\\"], "n": ["|\\|", "/\\/"], "o": ["()", "[]", "<>", "{}"],
+    "p": ["|*", "|>"], "r": ["|2", "®"], "s": ["$", "§"], "t": ["+", "†"], "u": ["|_|", "(_)"],
+    "v": ["\\/"], "w": ["\\/\\/"], "x": ["><", "×"], "y": ["`/", "¥"],
+}  # fmt: skip
 MARKS = ["\u0301", "\u0300", "\u0308", "\u0302", "\u0303", "\u0327", "\u030a", "\u0304"]
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
 SEPARATORS = [" ", ".", "-", "*", "_", "~", "/", "|", " . ", ", ", "  "]
@@ -70,7 +81,7 @@ Glyphs = list[str]  # one entry per letter of the spelling; a phrase's spaces st
 Technique = Callable[[Glyphs, random.Random], Glyphs]
 
 
-def _swap(table: dict[str, str], glyphs: Glyphs, rng: random.Random) -> Glyphs:
+def _swap(table: Mapping[str, Sequence[str]], glyphs: Glyphs, rng: random.Random) -> Glyphs:
     """About two letters in three swapped for a look-alike, and at least one."""
     swappable = [i for i, glyph in enumerate(glyphs) if glyph[:1] in table]
     chosen = {i for i in swappable if rng.random() < 0.7} or set(swappable[:1])
@@ -82,6 +93,10 @@ def _swap(table: dict[str, str], glyphs: Glyphs, rng: random.Random) -> Glyphs:
 
 def leet(glyphs: Glyphs, rng: random.Random) -> Glyphs:
     return _swap(LEET, glyphs, rng)
+
+
+def symbols(glyphs: Glyphs, rng: random.Random) -> Glyphs:
+    return _swap(SYMBOLS, glyphs, rng)
 
 
 def cyrillic(glyphs: Glyphs, rng: random.Random) -> Glyphs:
@@ -115,9 +130,11 @@ def shouted(glyphs: Glyphs, rng: random.Random) -> Glyphs:
 
 
 def repeated(glyphs: Glyphs, rng: random.Random) -> Glyphs:
+    """A letter or two written three to six times: written twice, a letter may spell
+    another word (asses, assess; the matcher lets that one pass)."""
     letters = [i for i, g in enumerate(glyphs) if g != " "]
     chosen = set(rng.sample(letters, k=min(len(letters), rng.choice([1, 1, 2]))))
-    return [g * rng.randint(2, 6) if i in chosen else g for i, g in enumerate(glyphs)]
+    return [g * rng.randint(3, 6) if i in chosen else g for i, g in enumerate(glyphs)]
 
 
 def invisible(glyphs: Glyphs, rng: random.Random) -> Glyphs:
@@ -139,10 +156,18 @@ def spaced_out(separator: str) -> Technique:
     return apart
 
 
+def split(glyphs: Glyphs, rng: random.Random) -> Glyphs:
+    """One space inside one word (gor e, nu de): after a letter that another follows."""
+    inside = [i for i in range(len(glyphs) - 1) if " " not in (glyphs[i], glyphs[i + 1])]
+    at = rng.choice(inside)
+    return [g + " " if i == at else g for i, g in enumerate(glyphs)]
+
+
 LETTER_TECHNIQUES: dict[str, Technique] = {
     "mixed case": mixed_case,
     "capitals": shouted,
     "leetspeak": leet,
+    "symbols": symbols,
     "cyrillic": cyrillic,
     "greek": greek,
     "diacritics": diacritics,
@@ -150,10 +175,12 @@ LETTER_TECHNIQUES: dict[str, Technique] = {
     "repeated letters": repeated,
     "zero-width": invisible,
 }
-SPACING = {f"separated by {sep!r}": spaced_out(sep) for sep in SEPARATORS}
+SPACING = {f"separated by {sep!r}": spaced_out(sep) for sep in SEPARATORS} | {
+    "split by a space": split
+}
 
 
-def disguised_prompts(seed: int = 7, mixes_per_spelling: int = 30) -> list[tuple[str, str, str]]:
+def disguised_prompts(seed: int = 7, mixes_per_spelling: int = 50) -> list[tuple[str, str, str]]:
     """(term, how it was disguised, prompt) for every term in TERMS."""
     rng = random.Random(seed)
     singles = LETTER_TECHNIQUES | SPACING
@@ -215,3 +242,49 @@ INNOCENT = [
     # Refused, knowingly: letters may repeat at will (goooore), so goree is gore.
     "Gorée island, Senegal",
 ]  # fmt: skip
+
+
+@cache
+def english_words() -> list[str]:
+    """The words of GCIDE, the dictionary the english-words package ships, in order."""
+    from english_words import get_english_words_set
+
+    return sorted(w for w in get_english_words_set(["gcide"], lower=True) if w.isalpha())
+
+
+def _contains_a_term(text: str) -> bool:
+    words = f" {' '.join(re.findall('[a-z]+', text.lower()))} "
+    return any(f" {form} " in words for forms in SPELLINGS.values() for form in forms)
+
+
+def look_alike_words() -> list[str]:
+    """Dictionary words in which a blocked term is written, whole or as part (gorgeous,
+    therapist, sextant), and none of its forms."""
+    terms = [term.replace(" ", "") for term in TERMS]
+    return [w for w in english_words() if any(t in w for t in terms) and not _contains_a_term(w)]
+
+
+PROMPT_SHAPES = [
+    "{} {} {}",
+    "a {} {} of {}, {}, highly detailed",
+    "({}:1.2), {} {}, [{}], 8k uhd",
+    "{} and {} in the {}, by {} --ar 16:9 --seed 48213",
+    "portrait of a {} {}, {} lighting, <lora:{}:0.7>",
+    "{}, {}, {}, {}, masterpiece, best quality",
+    "the {} {}'s {} at {}",
+    "{} {}-{} {}",
+]
+
+
+def ordinary_prompts(count: int = 3000, seed: int = 18) -> list[str]:
+    """Prompts of dictionary words set in the shapes prompts take; none holds a blocked
+    term or its plural, as words."""
+    rng = random.Random(seed)
+    words = english_words()
+    prompts: list[str] = []
+    while len(prompts) < count:
+        shape = rng.choice(PROMPT_SHAPES)
+        prompt = shape.format(*rng.choices(words, k=shape.count("{}")))
+        if not _contains_a_term(prompt):
+            prompts.append(prompt)
+    return prompts

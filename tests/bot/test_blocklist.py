@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.moderation.blocklist import blocked_term, compiled
-from tests.bot.obfuscation import INNOCENT, INVISIBLE, SENTENCES, TERMS, disguised_prompts
+from tests.bot.obfuscation import (
+    INNOCENT,
+    INVISIBLE,
+    LETTER_TECHNIQUES,
+    SENTENCES,
+    SPACING,
+    SPELLINGS,
+    TERMS,
+    disguised_prompts,
+    look_alike_words,
+    ordinary_prompts,
+)
 
 # The bar an independent set of disguised and innocent prompts is held to.
 LEAST_CAUGHT = 0.993
@@ -82,13 +95,23 @@ def test_blocked_term_with_repeated_letters_is_caught(text: str, found: str) -> 
 
 @pytest.mark.parametrize(
     ("text", "found"),
-    [("gores", "gore"), ("gored", "gore"), ("goring", "gore"), ("nudes", "nude"),
-     ("nuded", "nude"), ("kills", "kill"), ("killed", "kill"), ("killing", "kill"),
-     ("raped", "rape"), ("raping", "rape"), ("asses", "ass"), ("sexes", "sex"),
-     ("beheading", "behead"), ("blood moons", "blood moon"), ("dead bodies", "dead body")],
+    [("gores", "gore"), ("nudes", "nude"), ("kills", "kill"), ("asses", "ass"), ("sexes", "sex"),
+     ("corpses", "corpse"), ("blood moons", "blood moon"), ("dead bodies", "dead body")],
 )  # fmt: skip
-def test_blocked_term_with_a_plural_ed_or_ing_ending_is_caught(text: str, found: str) -> None:
+def test_blocked_term_in_the_plural_is_caught(text: str, found: str) -> None:
     assert blocked_term(text, TERMS) == found
+
+
+@pytest.mark.parametrize(
+    ("text", "terms"),
+    [("a bull gored the matador", ["gore"]), ("making a killing on the market", ["kill"]),
+     ("hanging plants in a sunroom", ["hang"]), ("a shooting star over the sea", ["shoot"]),
+     ("he was sexing the chicks", ["sex"]), ("a bobbed haircut", ["bob"])],
+)  # fmt: skip
+def test_an_ending_other_than_a_plural_makes_another_word(text: str, terms: list[str]) -> None:
+    """-ed and -ing change what a word means (the noun gore, a bull gored): only the
+    plural of a term is the term."""
+    assert blocked_term(text, terms) is None
 
 
 @pytest.mark.parametrize(
@@ -97,6 +120,43 @@ def test_blocked_term_with_a_plural_ed_or_ing_ending_is_caught(text: str, found:
 )  # fmt: skip
 def test_blocked_phrase_is_caught_however_its_words_are_joined(text: str) -> None:
     assert blocked_term(text, ["blood moon"]) == "blood moon"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("gor e", "gore"), ("a g ore scene", "gore"), ("nu des", "nude"), ("a corp se", "corpse"),
+     ("bloo d moon", "blood moon"), ("(vio lent:1.2)", "violent"), ("go r e", "gore")],
+)  # fmt: skip
+def test_a_term_split_by_a_space_inside_a_word_is_caught(text: str, found: str) -> None:
+    assert blocked_term(text, TERMS) == found
+
+
+@pytest.mark.parametrize("text", ["go re-enter the room", "a gor e-bike", "blo od mo on"])
+def test_a_word_is_split_by_one_space_and_stands_alone(text: str) -> None:
+    """One space inside a word, and the pieces not glued to the words around them."""
+    assert blocked_term(text, TERMS) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("|)ead body", "dead body"), ("c()rpse", "corpse"), ("p[]rn", "porn"), ("n/\\ked", "naked"),
+     ("|<ill", "kill"), ("se><", "sex"), ("nud€", "nude"), ("|\\|ude", "nude"),
+     ("\\/iolent", "violent"), ("k|ll", "kill"), ("k!|l", "kill"), ("8oob", "boob"),
+     ("6ore", "gore"), ("(orpse", "corpse"), ("|2ape", "rape"), ("|-|entai", "hentai"),
+     ("|3oo|3", "boob"), ("|>orn", "porn"), ("nu|)e", "nude"), ("tor+ure", "torture"),
+     ("ki|_|_", "kill"), ("©orpse", "corpse"), ("v|<>lent", "violent")],
+)  # fmt: skip
+def test_a_letter_drawn_with_signs_is_caught(text: str, found: str) -> None:
+    assert blocked_term(text, TERMS) == found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("(nude:1.2)", "nude"), ("((kill))", "kill"), ("[gore]", "gore"), ("gore!!!", "gore"),
+     ("n|u|d|e", "nude"), ("{kill|}", "kill"), ("<gore>", "gore"), ("(masterpiece:1.2)", None)],
+)  # fmt: skip
+def test_brackets_and_bars_around_a_word_stay_punctuation(text: str, found: str | None) -> None:
+    assert blocked_term(text, TERMS) == found
 
 
 def test_a_phrase_split_by_punctuation_is_not_the_phrase() -> None:
@@ -113,7 +173,7 @@ def test_innocent_look_alike_words_pass(text: str) -> None:
     assert blocked_term(text, TERMS) is None
 
 
-@pytest.mark.parametrize("text", ["a rapper rapping", "he rapped", "assess the damage"])
+@pytest.mark.parametrize("text", ["a rapper", "assess the damage"])
 def test_a_letter_doubled_into_another_word_passes(text: str) -> None:
     assert blocked_term(text, TERMS) is None
 
@@ -142,7 +202,8 @@ def test_a_term_list_is_compiled_once() -> None:
 
 def test_disguised_blocked_prompts_are_caught() -> None:
     cases = disguised_prompts()
-    missed = [(how, prompt) for term, how, prompt in cases if blocked_term(prompt, TERMS) != term]
+    # Refused under another term counts: g|o|r|£|s may be gories as well as gores.
+    missed = [(how, prompt) for _, how, prompt in cases if blocked_term(prompt, TERMS) is None]
     caught = 1 - len(missed) / len(cases)
     assert len(cases) > 2000
     assert caught >= LEAST_CAUGHT, f"caught {caught:.2%} of {len(cases)}; missed {missed}"
@@ -155,10 +216,45 @@ def test_innocent_look_alikes_are_rarely_refused() -> None:
     assert len(refused) / len(INNOCENT) <= MOST_REFUSED, f"refused {refused}"
 
 
+def test_words_of_the_dictionary_that_merely_contain_a_term_pass() -> None:
+    """Every word of a shipped English dictionary that holds a term, whole or in part,
+    and is none of its forms (gorgeous, therapist, killing, sexed)."""
+    words = look_alike_words()
+    assert len(words) > 500
+    assert [(word, blocked_term(word, TERMS)) for word in words if blocked_term(word, TERMS)] == []
+
+
+def test_ordinary_english_prompts_are_rarely_refused() -> None:
+    prompts = ordinary_prompts()
+    refused = [(prompt, blocked_term(prompt, TERMS)) for prompt in prompts]
+    refused = [(prompt, term) for prompt, term in refused if term is not None]
+    assert len(prompts) >= 3000
+    assert len(refused) / len(prompts) <= MOST_REFUSED, f"refused {refused}"
+
+
+DISGUISES = LETTER_TECHNIQUES | SPACING
+
+
+@pytest.mark.parametrize("disguise", sorted(DISGUISES))
+@settings(max_examples=8, derandomize=True, deadline=None, database=None)
+@given(rng=st.randoms(use_true_random=False), sentence=st.sampled_from(SENTENCES))
+def test_every_disguise_of_every_term_is_caught(
+    disguise: str, rng: random.Random, sentence: str
+) -> None:
+    """Each disguise the matcher sees through, alone, on each spelling of each term."""
+    missed = []
+    for term in TERMS:
+        for spelling in SPELLINGS[term]:
+            text = sentence.format("".join(DISGUISES[disguise](list(spelling), rng)))
+            if blocked_term(text, TERMS) != term:
+                missed.append(text)
+    assert missed == []
+
+
 JOINERS = [".", "-", "*", "_", "~", "'"]
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, derandomize=True, deadline=None, database=None)
 @given(
     term=st.sampled_from(TERMS),
     spacer=st.sampled_from(["", " ", "  ", ".", "-", "*", "_", "/", " . ", ", "]),
