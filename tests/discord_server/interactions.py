@@ -179,30 +179,41 @@ def interaction_envelope(
     message: JSON | None = None,
     upload_limit: int = ATTACHMENT_SIZE_LIMIT,
 ) -> JSON:
-    """The INTERACTION_CREATE fields every guild interaction carries."""
+    """The INTERACTION_CREATE fields every interaction carries: a guild's, or in a DM
+    channel (a button on a message the bot sent by DM) a DM's."""
     payload: JSON = {
         "id": str(interaction_id),
         "application_id": str(world.application_id),
         "type": type,
         "data": data,
-        "guild_id": str(world.guild_id),
-        "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
         "channel_id": str(channel_id),
-        "channel": {
-            **world.channel_payload(channel_id),
-            "permissions": str(world.permissions(user_id)),
-        },
-        "member": world.member_payload(user_id, with_permissions=True),
         "token": token,
         "version": 1,
         "app_permissions": str(world.permissions(world.bot_user_id)),
         "locale": locale,
-        "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": {"0": str(world.guild_id)},
-        "context": 0,
         "attachment_size_limit": upload_limit,
     }
+    if channel_id in world.dm_channels:  # in the bot's DMs: no server, no member
+        payload.update(
+            channel=world.dm_payload(channel_id),
+            user=world.user_payload(user_id),
+            authorizing_integration_owners={"0": "0"},
+            context=1,  # BOT_DM
+        )
+    else:
+        payload.update(
+            guild_id=str(world.guild_id),
+            guild={"id": str(world.guild_id), "locale": "en-US", "features": []},
+            channel={
+                **world.channel_payload(channel_id),
+                "permissions": str(world.permissions(user_id)),
+            },
+            member=world.member_payload(user_id, with_permissions=True),
+            guild_locale="en-US",
+            authorizing_integration_owners={"0": str(world.guild_id)},
+            context=0,  # GUILD
+        )
     if message is not None:
         payload["message"] = message
     return payload

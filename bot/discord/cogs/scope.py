@@ -1,16 +1,22 @@
 """Where the bot serves: `[discord] allowed_guild_ids` and `allowed_channel_ids`.
 
-One check before every slash command and context menu, whichever cog holds
-it (the command tree's `interaction_check`, see bot.discord.tree.GuardedTree),
-so a command added later is covered too. Elsewhere a command is refused with a
-private, polite sentence and audited. /forget-me works everywhere (a member's
-right to their data does not depend on where they ask), and /admin in any
-channel of an allowed server (admins keep their own channels). Messages the
-bot reads (replies with a sketch) are ignored elsewhere, without an answer.
+One check before every slash command, context menu, button click and form sent,
+whichever cog holds it (the command tree's `interaction_check`, which
+bot.discord.tree.GuardedState also runs before every component and modal), so a
+command or button added later is covered too. Elsewhere it is refused with a
+private, polite sentence and audited (kind `out_of_scope`). /forget-me works
+everywhere (a member's right to their data does not depend on where they ask),
+and /admin in any channel of an allowed server (admins keep their own channels);
+the buttons on their replies go as far. Every other button and form has the
+scope of /imagine, checked at each click: a result's buttons stop working in a
+channel the bot no longer serves, and in DMs where DMs are not served (a result
+sent by DM). Messages the bot reads (replies with a sketch) are ignored
+elsewhere, without an answer.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import discord
@@ -24,6 +30,10 @@ ANYWHERE = frozenset({"forget-me"})
 ANY_CHANNEL = frozenset({"admin"})
 # Channels named in a refusal, at most.
 _NAMED_CHANNELS = 5
+# Replies of ANYWHERE and ANY_CHANNEL commands remembered (by their command's
+# interaction id) so their buttons keep that command's scope: the newest this many.
+# Those buttons live in memory only, so a restart forgets both together.
+_REMEMBERED_REPLIES = 1024
 
 
 def out_of_scope(
@@ -61,6 +71,7 @@ class ScopeCog(commands.Cog, name="Scope"):
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
+        self._wider_replies: OrderedDict[int, str] = OrderedDict()
 
     async def cog_load(self) -> None:
         tree = self.bot.tree
@@ -74,14 +85,42 @@ class ScopeCog(commands.Cog, name="Scope"):
             tree.guard = None
 
     async def in_scope(self, interaction: discord.Interaction[Any]) -> bool:
-        data: Any = interaction.data or {}
-        command = str(data.get("name", ""))
+        command = self._command_of(interaction)
         channels = channel_ids(interaction.channel_id, interaction.channel)
         reason = out_of_scope(self.services.config.discord, command, interaction.guild_id,
                               channels)  # fmt: skip
         if reason is None:
+            if command in ANYWHERE | ANY_CHANNEL and _is_command(interaction):
+                self._remember(interaction.id, command)
             return True
-        if interaction.type is discord.InteractionType.application_command:
-            await refuse(interaction, self.services.store, command or "command", reason,
-                         kind="out_of_scope")  # fmt: skip
+        if interaction.type is not discord.InteractionType.autocomplete:
+            await refuse(interaction, self.services.store, _audited_as(interaction, command),
+                         reason, kind="out_of_scope")  # fmt: skip
         return False  # autocomplete elsewhere: no suggestions, and nothing to say
+
+    def _command_of(self, interaction: discord.Interaction[Any]) -> str:
+        """The command whose scope applies: the one invoked; for a button or form, the
+        command whose reply it sits on where that command reaches further, else none
+        (the scope of every command that is not an exception)."""
+        if _is_command(interaction) or interaction.type is discord.InteractionType.autocomplete:
+            data: Any = interaction.data or {}
+            return str(data.get("name", ""))
+        message = interaction.message
+        origin = message.interaction_metadata if message is not None else None
+        return "" if origin is None else self._wider_replies.get(origin.id, "")
+
+    def _remember(self, interaction_id: int, command: str) -> None:
+        self._wider_replies[interaction_id] = command
+        while len(self._wider_replies) > _REMEMBERED_REPLIES:
+            self._wider_replies.popitem(last=False)
+
+
+def _is_command(interaction: discord.Interaction[Any]) -> bool:
+    return interaction.type is discord.InteractionType.application_command
+
+
+def _audited_as(interaction: discord.Interaction[Any], command: str) -> str:
+    """The refusal's audit action prefix: the command, or what kind of click it was."""
+    if _is_command(interaction):
+        return command or "command"
+    return "form" if interaction.type is discord.InteractionType.modal_submit else "button"
