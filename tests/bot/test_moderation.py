@@ -59,6 +59,21 @@ async def test_config_terms_join_the_admins_per_server_and_global_terms(
     assert await moderation.terms(OTHER) == ["gore", "blood bath", "teapot"]
 
 
+async def test_in_a_dm_only_the_config_and_global_terms_apply(
+    stores: Stores, moderation: Moderation
+) -> None:
+    """A DM has no server, so no server's own terms: README's Moderation rule."""
+    guilds = GuildStore(stores.sessions)
+    await guilds.block("kettle", ADMIN)
+    await guilds.block("teapot", ADMIN, everywhere=True)
+    in_dm = Actor(DANA.user_id)  # /imagine in a DM: no guild, no channel of a server
+    assert await moderation.screen(in_dm, [(PROMPT, "a kettle")], "imagine") is None
+    for term in ("teapot", "gore"):
+        blocked = await moderation.screen(in_dm, [(PROMPT, f"a {term}")], "imagine")
+        assert blocked is not None and blocked.term == term
+    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine") is not None
+
+
 @pytest.mark.parametrize(
     ("where", "text", "said"),
     [

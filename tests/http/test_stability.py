@@ -434,6 +434,30 @@ async def test_a_blocked_prompt_is_content_filtered_and_audited(api: RunningApi)
     assert await api.count(Reservation, Reservation.user_id == member.user_id) == 0
 
 
+async def test_a_key_made_in_a_dm_meets_the_global_blocklist_not_a_servers(
+    api: RunningApi,
+) -> None:
+    """A key keeps the server it was made in; one made in a DM has none (README)."""
+    in_server = await api.member()
+    dm_user = 90_001  # a member of its own, outside the ids api.member() hands out
+    made = await api.keys.create(dm_user, "dm", "from a DM", None, [], Actor(dm_user))
+    in_dm = Member(dm_user, made.key_id, made.secret)
+    await api.guilds.block("walrus", Actor(1, GUILD_ID))
+    await api.guilds.block("narwhal", Actor(1, GUILD_ID), everywhere=True)
+
+    async def finish_reason(member: Member, text: str) -> str:
+        body = {"text_prompts": [{"text": text}], "steps": 2}
+        response = await api.call(
+            "POST", "/v1/generation/tiny/text-to-image", json=body, headers=member.headers
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["artifacts"][0]["finishReason"])
+
+    assert await finish_reason(in_server, "a walrus") == "CONTENT_FILTERED"
+    assert await finish_reason(in_dm, "a walrus") == "SUCCESS"
+    assert await finish_reason(in_dm, "a narwhal") == "CONTENT_FILTERED"
+
+
 async def test_repeated_blocked_prompts_pause_the_keys_member(api: RunningApi) -> None:
     """The strikes Discord counts count over HTTP too, and a pause refuses the key."""
     member = await api.member()
