@@ -24,14 +24,15 @@ import re
 import secrets
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from engine.protocol import MAX_SEED, Progress
@@ -97,6 +98,11 @@ CANCEL_WAIT_SECONDS = 10.0
 # Retry-After when no measured pace says better.
 DEFAULT_RETRY_SECONDS = 10.0
 _PROMPT_FIELD = re.compile(r"text_prompts\[([0-9]{1,4})\]\[(text|weight)\]")
+# What decoding a body the client sent can raise beyond aiohttp's own HTTP errors: a
+# multipart or JSON it cannot read (ValueError, UnicodeDecodeError among them), an
+# unknown charset (LookupError), an unknown transfer encoding (RuntimeError), JSON
+# nested past the parser's depth (RecursionError, a RuntimeError).
+_UNDECODABLE = (ValueError, LookupError, RuntimeError)
 
 
 def _errors(*statuses: int) -> dict[int, Reply]:
@@ -440,6 +446,11 @@ class HttpApi:
         except ApiError as error:
             await self._audit_refusal(request, error)
             return self._error_response(request, error)
+        except (HttpProcessingError, web.RequestPayloadError) as error:
+            # The body's framing or encoding is broken (chunks, gzip, a part's headers).
+            unreadable = _unreadable(request, error, "the request could not be read")
+            await self._audit_refusal(request, unreadable)
+            return self._error_response(request, unreadable)
         except web.HTTPRequestEntityTooLarge:
             limit = self._config.http.max_body_mb
             too_large = ApiError(
@@ -547,20 +558,47 @@ class HttpApi:
     async def _json(self, request: web.Request, model: type[BodyT]) -> BodyT:
         try:
             data = await request.json()
-        except ValueError:
-            raise ApiError(
-                400, "bad_request", "body: not valid JSON (send application/json)"
-            ) from None
+        except _UNDECODABLE as error:
+            raise _unreadable(request, error, "not valid JSON (send application/json)") from None
         return _validated(model, data)
 
     async def _form(self, request: web.Request, model: type[BodyT]) -> BodyT:
         if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
             raise ApiError(400, "bad_request", "body: send multipart/form-data")
+        fields: Sequence[tuple[str, object]]
         try:
-            form = await request.post()
-        except ValueError as error:
-            raise ApiError(400, "bad_request", f"body: not a readable form ({error})") from None
-        return _validated(model, _form_values(form))
+            if request.content_type == "multipart/form-data":
+                fields = await self._multipart(request)
+            else:
+                fields = list((await request.post()).items())
+        except _UNDECODABLE as error:
+            raise _unreadable(
+                request, error, "not a readable form (send multipart/form-data with named parts)"
+            ) from None
+        return _validated(model, _form_values(fields))
+
+    async def _multipart(self, request: web.Request) -> list[tuple[str, str | bytes]]:
+        """A multipart body's fields, read in memory within `[http] max_body_mb`: files as
+        bytes, text as str. Not aiohttp's `request.post()`, which spools files to temporary
+        files and leaves them open when a later part cannot be read."""
+        limit = int(self._config.http.max_body_mb * 2**20)
+        reader = await request.multipart()
+        fields: list[tuple[str, str | bytes]] = []
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                raise ValueError("a nested multipart, or a part without a name")
+            raw = bytearray()
+            while chunk := await part.read_chunk():
+                raw += chunk
+                if request.content.total_bytes > limit:
+                    raise web.HTTPRequestEntityTooLarge(limit, request.content.total_bytes)
+            data = bytes(part.decode(raw))  # its transfer encoding (base64, quoted-printable)
+            content_type = part.headers.get(hdrs.CONTENT_TYPE)
+            if part.filename is None and (content_type is None or content_type.startswith("text/")):
+                fields.append((part.name, data.decode(part.get_charset("utf-8"))))
+            else:
+                fields.append((part.name, data))
+        return fields
 
     # -- Stability v1: engines and user ----------------------------------------------------
 
@@ -1020,14 +1058,21 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     return str(head) + "".join(f"[{part}]" for part in rest)
 
 
-def _form_values(form: Any) -> dict[str, Any]:
-    """A multipart form as the request models read it: files as bytes, and the
+def _unreadable(request: web.Request, error: Exception, what: str) -> ApiError:
+    """A 400 for a body that cannot be read; what went wrong stays in the log (its text
+    can quote the client's bytes), the answer says what to send."""
+    log.info("http %s %s: unreadable body: %s: %.200s", request.method, request.path,
+             type(error).__name__, error)  # fmt: skip
+    return ApiError(400, "bad_request", f"body: {what}")
+
+
+def _form_values(fields: Sequence[tuple[str, object]]) -> dict[str, Any]:
+    """A form's fields as the request models read them: the
     `text_prompts[i][text|weight]` fields as a list in index order (a repeated field:
     the last wins, as in Stability's API)."""
     values: dict[str, Any] = {}
     prompts: dict[int, dict[str, Any]] = {}
-    for name, value in form.items():
-        content = value.file.read() if isinstance(value, web.FileField) else value
+    for name, content in fields:
         match = _PROMPT_FIELD.fullmatch(name)
         if match:
             prompts.setdefault(int(match[1]), {})[match[2]] = content

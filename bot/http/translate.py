@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, Mode, ModelSpec
 
-from ..jobs.inputs import read_image, save_inputs
+from ..jobs.inputs import CheckedImage, decode_image, finish, on_white, save_checked
 from ..jobs.prompt_language import Style
 from ..jobs.spec import (
     MAX_PROMPT_CHARS,
@@ -284,21 +284,28 @@ def save_request_images(
 ) -> Inputs:
     """Check the request's images with the same hostile-input rules as Discord
     attachments (bot.jobs.inputs) and save them; the mask made white-repaints first.
+    Each image is decoded once, the mask of INIT_IMAGE_ALPHA taken from init_image's.
 
     CPU work: callers on the event loop run it in a thread.
     """
-    files = {"image": init_image}
-    if mask_source is MaskSource.INIT_IMAGE_ALPHA:
-        files["mask"] = _mask_from_alpha(init_image, max_bytes)
-    elif mask_source is not None:
-        if mask_image is None:
-            raise RequestError(
-                "mask_image", f"is required with mask_source {mask_source}", "invalid_mask_image"
-            )
-        white = mask_source is MaskSource.MASK_IMAGE_WHITE
-        files["mask"] = mask_image if white else _inverted(mask_image, max_bytes)
     try:
-        return save_inputs(files, folder, data_dir, max_bytes)
+        image = decode_image(init_image, "image", max_bytes)
+        checked: dict[str, CheckedImage] = {}
+        if mask_source is MaskSource.INIT_IMAGE_ALPHA:
+            checked["mask"] = finish(_mask_from_alpha(image.image), "mask")
+        elif mask_source is not None:
+            if mask_image is None:
+                raise RequestError(
+                    "mask_image", f"is required with mask_source {mask_source}",
+                    "invalid_mask_image",
+                )  # fmt: skip
+            mask = decode_image(mask_image, "mask", max_bytes)
+            white = mask_source is MaskSource.MASK_IMAGE_WHITE
+            checked["mask"] = finish(mask.image if white else _inverted(mask.image), "mask")
+        checked = {"image": finish(image.image, "image", image.notice), **checked}
+        return save_checked(checked, folder, data_dir)
+    except RequestError:
+        raise
     except BadInput as error:
         raise _field_error(str(error)) from None
 
@@ -316,39 +323,23 @@ def _field_error(message: str) -> RequestError:
     return RequestError(field, reworded, name)
 
 
-def _decoded(data: bytes, field: str, max_bytes: int) -> Image.Image:
-    """The image after the hostile-input checks (as bot.jobs.inputs reads it), RGB(A)."""
-    try:
-        read_image(data, field, max_bytes)  # format, header size and decoding checks
-    except BadInput as error:
-        raise RequestError(field, str(error).replace(" attachment", ""), "bad_request") from None
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.seek(0)
-        image = ImageOps.exif_transpose(opened)
-        return image.convert("RGBA") if _has_alpha(image) else image.convert("RGB")
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-
-
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
 
 
-def _mask_from_alpha(init_image: bytes, max_bytes: int) -> bytes:
+def _mask_from_alpha(image: Image.Image) -> Image.Image:
     """White where init_image is transparent (repaint), black where it is opaque (keep)."""
-    image = _decoded(init_image, "init_image", max_bytes)
-    if image.mode != "RGBA":
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
         raise RequestError(
             "init_image",
             "has no alpha channel; with mask_source INIT_IMAGE_ALPHA its transparent pixels"
             " are the ones repainted",
             "invalid_mask_image",
         )
-    mask = ImageOps.invert(image.getchannel("A"))
+    alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
+    mask = ImageOps.invert(alpha)
     low, high = cast(tuple[int, int], mask.getextrema())
     if high < 128:
         raise RequestError(
@@ -362,15 +353,12 @@ def _mask_from_alpha(init_image: bytes, max_bytes: int) -> bytes:
             "is transparent everywhere; use image-to-image to change the whole image",
             "invalid_mask_image",
         )
-    return _png(mask)
+    return mask
 
 
-def _inverted(mask_image: bytes, max_bytes: int) -> bytes:
+def _inverted(mask_image: Image.Image) -> Image.Image:
     """A black-repaints mask as the engine's white-repaints one (transparent stays keep)."""
-    image = _decoded(mask_image, "mask_image", max_bytes)
-    if image.mode == "RGBA":
-        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
-    return _png(ImageOps.invert(image.convert("L")))
+    return ImageOps.invert(on_white(mask_image).convert("L"))
 
 
 def placeholder_png(width: int, height: int) -> bytes:

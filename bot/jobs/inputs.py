@@ -1,23 +1,26 @@
 """Attached images: checked before anything is queued, then saved as plain PNG files.
 
-The same checks serve /imagine attachments and `atelier generate --image`. They
-run cheapest first, each before the costlier next step: the byte size, the
-format sniffed from the file's first bytes (an allowlist), the pixel size read
-from the header, and only then decoding. An image that fails any of them
-becomes a BadInput the member can act on: one sentence, never an exception's
-text or a path. Decoding is CPU work: callers on the event loop run
-`save_inputs` in a thread.
+The same checks serve /imagine attachments, `atelier generate --image` and the HTTP
+API. They run cheapest first, each before the costlier next step: the byte size,
+the format sniffed from the file's first bytes (an allowlist), the pixel size and
+bit depth read from the header, and only then decoding, once per image. An image
+that fails any of them becomes a BadInput the member can act on: one sentence,
+never an exception's text or a path. Decoding is CPU work: callers on the event
+loop run `save_inputs` in a thread.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from .spec import BadInput, InputImage, Inputs
 
@@ -26,6 +29,16 @@ from .spec import BadInput, InputImage, Inputs
 # MAX_IMAGE_PIXELS, so Pillow's bomb error never speaks before we do.
 MAX_INPUT_SIDE = 4096
 MIN_INPUT_SIDE = 16
+# Decoding holds every sample in memory, so what the header declares is bounded
+# before any pixel is read: 8-bit RGBA at the side limit (64 MiB); a 16-bit colour
+# image gets fewer pixels. The steps after decoding work in place or one channel at
+# a time, so reading and saving one peaks under three times this (tests/bot/test_inputs.py
+# measures it).
+MAX_DECODED_BYTES = MAX_INPUT_SIDE * MAX_INPUT_SIDE * 4
+# Pillow decodes a WebP as RGB or RGBA, whatever its header says.
+_WEBP_CHANNELS = 4
+# PNG colour types: their channels (palette indices are one).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 ROLES = ("image", "mask", "control")
 ACCEPTED = "a PNG, JPEG, WebP or GIF image"
 # A mask may differ this much in shape from its image: rounding when someone scaled it.
@@ -33,6 +46,9 @@ MASK_ASPECT_TOLERANCE = 0.01
 # The inpainting pipeline binarises the mask at half intensity: at or above repaints.
 _REPAINT_LEVEL = 128
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Each 16-bit value's nearest 8-bit one: indexing this table costs one byte a pixel,
+# where arithmetic on the samples would hold several 8-byte copies of them.
+_EIGHT_BITS = ((np.arange(0x10000, dtype=np.uint32) * 255 + 0x7FFF) // 0xFFFF).astype(np.uint8)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # JPEG start-of-frame markers (C4, C8 and CC are other segments).
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -57,12 +73,33 @@ class CheckedImage:
     notice: str | None = None
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What a file declares about its pixels, read without decoding any."""
+
+    width: int
+    height: int
+    channels: int
+    bits: int  # per channel
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * math.ceil(self.bits / 8)
+
+
 def read_image(data: bytes, role: str, max_bytes: int) -> CheckedImage:
     """Decode one attachment (first frame, EXIF orientation applied) or raise BadInput.
 
     An image or control image comes back RGB, transparency laid on white; a
     mask keeps its alpha (the engine reads transparent as keep).
     """
+    decoded = decode_image(data, role, max_bytes)
+    return finish(decoded.image, role, decoded.notice)
+
+
+def decode_image(data: bytes, role: str, max_bytes: int) -> CheckedImage:
+    """The checks, then the one decode of an attachment (first frame, EXIF orientation
+    applied, 8 bits a channel), in the mode it came in (alpha kept); or BadInput."""
     if len(data) > max_bytes:
         raise BadInput(
             f"The `{role}` attachment is {len(data) / 2**20:.1f} MB;"
@@ -75,16 +112,18 @@ def read_image(data: bytes, role: str, max_bytes: int) -> CheckedImage:
         f"The `{role}` attachment is damaged or cut short; save it again and attach it."
     )
     try:
-        width, height = _header_size(data, image_format)
-    except (ValueError, IndexError, struct.error):
+        header = _header(data, image_format)
+    except (ValueError, IndexError, KeyError, struct.error):
         raise damaged from None
-    _check_size(role, width, height)
+    _check_size(role, header.width, header.height)
+    _check_decoded_bytes(role, header)
     try:
         with Image.open(io.BytesIO(data), formats=[image_format]) as opened:
             _check_size(role, *opened.size)  # Pillow's reading, should it differ from ours
             animated = bool(getattr(opened, "is_animated", False))
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            ImageOps.exif_transpose(opened, in_place=True)  # a copy otherwise
+            image: Image.Image = opened
     except BadInput:
         raise
     except Image.DecompressionBombError:  # a GIF frame larger than its declared screen
@@ -94,14 +133,18 @@ def read_image(data: bytes, role: str, max_bytes: int) -> CheckedImage:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error):
         raise damaged from None
-    image = to_eight_bits(image)
-    if role == "mask":
-        image = _as_mask(image)
-        _check_mask_paints_something(image)
-    else:
-        image = _on_white(image)
     notice = f"The `{role}` attachment is animated; I used its first frame." if animated else None
-    return CheckedImage(image, notice)
+    return CheckedImage(to_eight_bits(image), notice)
+
+
+def finish(image: Image.Image, role: str, notice: str | None = None) -> CheckedImage:
+    """A decoded image made ready for its role: a mask as the engine reads one (refused
+    when it would repaint nothing or everything), anything else RGB on white."""
+    if role == "mask":
+        mask = _as_mask(image)
+        _check_mask_paints_something(mask)
+        return CheckedImage(mask, notice)
+    return CheckedImage(on_white(image), notice)
 
 
 def save_inputs(
@@ -114,6 +157,11 @@ def save_inputs(
     show the member (an animated image reduced to its first frame).
     """
     checked = {role: read_image(data, role, max_bytes) for role, data in attachments.items()}
+    return save_checked(checked, folder, data_dir)
+
+
+def save_checked(checked: Mapping[str, CheckedImage], folder: Path, data_dir: Path) -> Inputs:
+    """Save images already read (each role's), as `save_inputs` does."""
     if "image" in checked and "mask" in checked:
         _check_mask_shape(checked["image"].image.size, checked["mask"].image.size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,24 +213,26 @@ def _kind_of(data: bytes) -> str:
     return "not an image I can read"
 
 
-def _header_size(data: bytes, image_format: str) -> tuple[int, int]:
-    """Width and height as the file's header declares them, without decoding any pixels.
+def _header(data: bytes, image_format: str) -> _Header:
+    """Size, channels and bit depth as the file's header declares them, without decoding
+    any pixels.
 
-    ValueError, IndexError or struct.error when the header is cut short or malformed.
+    ValueError, IndexError, KeyError or struct.error when the header is cut short or
+    malformed.
     """
     if image_format == "PNG":
-        if data[12:16] != b"IHDR" or len(data) < 24:
+        if data[12:16] != b"IHDR" or len(data) < 26:
             raise ValueError("no IHDR")
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
+        width, height, bits, colour_type = struct.unpack(">IIBB", data[16:26])
+        return _Header(int(width), int(height), _PNG_CHANNELS[colour_type], int(bits))
     if image_format == "GIF":
         if len(data) < 13:  # signature and the whole logical screen descriptor
             raise ValueError("no screen descriptor")
         width, height = struct.unpack("<HH", data[6:10])  # the logical screen
-        return int(width), int(height)
+        return _Header(int(width), int(height), 1, 8)  # palette indices
     if image_format == "WEBP":
-        return _webp_size(data)
-    return _jpeg_size(data)
+        return _Header(*_webp_size(data), _WEBP_CHANNELS, 8)
+    return _jpeg_header(data)
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -200,8 +250,9 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise ValueError("no WebP frame header")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """The size in the first start-of-frame segment, walking the segments before it."""
+def _jpeg_header(data: bytes) -> _Header:
+    """The first start-of-frame segment's size, components and sample precision, walking
+    the segments before it."""
     at = 2
     while at + 4 <= len(data):
         if data[at] != 0xFF:
@@ -214,8 +265,8 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         elif marker in (0xD9, 0xDA):  # end of image or scan data before any frame header
             break
         elif marker in _JPEG_FRAME_MARKERS:
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return int(width), int(height)
+            bits, height, width, components = struct.unpack(">BHHB", data[at + 4 : at + 10])
+            return _Header(int(width), int(height), int(components), int(bits))
         else:
             at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
     raise ValueError("no JPEG frame header")
@@ -234,6 +285,18 @@ def _check_size(role: str, width: int, height: int) -> None:
         )
 
 
+def _check_decoded_bytes(role: str, header: _Header) -> None:
+    """Refuse, before decoding, an image whose samples would pass MAX_DECODED_BYTES."""
+    if header.decoded_bytes <= MAX_DECODED_BYTES:
+        return
+    scale = math.sqrt(MAX_DECODED_BYTES / header.decoded_bytes)
+    width, height = math.floor(header.width * scale), math.floor(header.height * scale)
+    raise BadInput(
+        f"The `{role}` is a {header.bits}-bit {header.width}×{header.height} image, more than"
+        f" I can read; save it with 8 bits per channel or at most {width}×{height} pixels."
+    )
+
+
 def to_eight_bits(image: Image.Image) -> Image.Image:
     """16-bit greyscale scaled to 8 bits (Pillow's own conversion clips it to white).
 
@@ -241,16 +304,27 @@ def to_eight_bits(image: Image.Image) -> Image.Image:
     """
     if image.mode not in _SIXTEEN_BIT_MODES:
         return image
-    values = np.clip(np.asarray(image, dtype=np.int64), 0, 0xFFFF)
-    return Image.fromarray(((values * 255 + 0x7FFF) // 0xFFFF).astype(np.uint8))
+    values = np.asarray(image)
+    if values.dtype.itemsize > 2:  # mode I: 32-bit, of which 16-bit files use the low half
+        values = np.clip(values, 0, 0xFFFF)
+    return Image.fromarray(_EIGHT_BITS[values])
 
 
-def _on_white(image: Image.Image) -> Image.Image:
-    """RGB, transparent parts laid on white as image viewers show them."""
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return image.convert("RGB")
+def on_white(image: Image.Image) -> Image.Image:
+    """RGB, transparent parts laid on white as image viewers show them.
+
+    White is painted in place on the RGB copy where the alpha channel says: an RGBA
+    composite would hold three more full-size RGBA images at once.
+    """
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if image.mode not in ("RGBA", "LA", "P"):  # PA, RGBa, La, a colour key on L or RGB
+        image = image.convert("RGBA")
+    # A palette image's RGBA copy is dropped before the RGB one is made.
+    alpha = (image if image.mode != "P" else image.convert("RGBA")).getchannel("A")
+    rgb = image.convert("RGB")
+    rgb.paste("white", mask=ImageOps.invert(alpha))
+    return rgb
 
 
 def _as_mask(image: Image.Image) -> Image.Image:
@@ -262,10 +336,10 @@ def _as_mask(image: Image.Image) -> Image.Image:
 
 def _check_mask_paints_something(mask: Image.Image) -> None:
     """Refuse a mask that keeps everything or repaints everything, as the engine reads it."""
-    if mask.mode in ("RGBA", "LA"):  # transparent counts as black (keep)
-        mask = Image.alpha_composite(Image.new("RGBA", mask.size, "black"), mask.convert("RGBA"))
-    levels = np.asarray(mask.convert("L"))
-    darkest, lightest = int(levels.min()), int(levels.max())
+    levels = mask.convert("L")
+    if mask.mode in ("RGBA", "LA"):  # transparent counts as black (keep): grey times alpha
+        levels = ImageChops.multiply(levels, mask.getchannel("A"))
+    darkest, lightest = cast(tuple[int, int], levels.getextrema())
     if lightest < _REPAINT_LEVEL:
         raise BadInput(
             "The `mask` has no white in it, so nothing would be repainted; paint white"

@@ -99,6 +99,8 @@ def secret_matches(secret: str, stored: str) -> bool:
 
 def split_key(presented: str) -> tuple[str, str] | None:
     """(lookup, secret) of a key as presented; None when it cannot be one of ours."""
+    if not presented.isascii():  # ours are; other text (undecodable bytes) cannot be bound
+        return None
     prefix, _, rest = presented.strip().partition("_")
     lookup, _, secret = rest.partition("_")
     if prefix != KEY_PREFIX or not lookup or not secret or len(lookup) > 16:

@@ -10,6 +10,8 @@ import io
 import random
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.jobs.inputs import looks_like_drawing, read_image, save_inputs, to_eight_bits
+from bot.jobs.inputs import (
+    MAX_DECODED_BYTES,
+    MAX_INPUT_SIDE,
+    looks_like_drawing,
+    read_image,
+    save_inputs,
+    to_eight_bits,
+)
 from bot.jobs.spec import BadInput
 
 LIMIT = 2**20
@@ -252,6 +261,97 @@ def test_images_too_small_or_too_large_are_refused_with_their_size(
     size: tuple[int, int], message: str, tmp_path: Path
 ) -> None:
     assert refusal(png(size, "1"), tmp_path) == message
+
+
+@pytest.mark.parametrize(
+    ("depth", "colour_type", "message"),
+    [
+        (16, 6, "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
+                " bits per channel or at most 2896×2896 pixels."),
+        (16, 2, "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
+                " bits per channel or at most 3344×3344 pixels."),
+    ],
+    ids=["rgba-16", "rgb-16"],
+)  # fmt: skip
+def test_an_image_deeper_than_the_decode_budget_is_refused_from_its_header(
+    depth: int, colour_type: int, message: str, tmp_path: Path
+) -> None:
+    # A few rows of zeros: decoding would find the file cut short; the header check
+    # speaks first.
+    data = handmade_png(4096, 4096, depth, colour_type, bytes(4096 * 8 + 1))
+    assert refusal(data, tmp_path) == message
+
+
+def test_a_deep_image_within_the_decode_budget_is_read(tmp_path: Path) -> None:
+    at_limit = handmade_png(2896, 2896, 16, 6, bytes(2896 * 8 + 1))
+    grey = handmade_png(4096, 4096, 16, 0, bytes(4096 * 2 + 1))
+    images = saved({"image": at_limit, "control": grey}, tmp_path)
+    assert (images["image"].size, images["control"].size) == ((2896, 2896), (4096, 4096))
+
+
+# Reading and saving one image, as save_inputs does, in a fresh interpreter: the growth
+# of its peak resident memory over what it held before, in bytes.
+MEASURE_PEAK = """
+import gc, io, sys, tempfile
+from pathlib import Path
+from PIL import Image
+from bot.jobs.inputs import save_inputs
+
+def resident(field: str) -> int:
+    # Linux's own counts for this program (getrusage's peak can be its parent's).
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+folder = Path(tempfile.mkdtemp())
+warm = io.BytesIO()
+Image.new("RGBA", (32, 32)).save(warm, "PNG")
+save_inputs({"image": warm.getvalue()}, folder / "warm", folder, 2**30)  # plugins loaded
+data = Path(sys.argv[1]).read_bytes()
+gc.collect()
+before = resident("VmRSS")
+save_inputs({sys.argv[2]: data}, folder / "inputs", folder, 2**30)
+print(resident("VmHWM") - before)
+"""
+
+
+def half_transparent(mode: str) -> Image.Image:
+    """A full-size image, opaque on its right half; a palette one keys index 0 out."""
+    side = MAX_INPUT_SIDE
+    if mode == "P":
+        image = Image.new("P", (side, side), 1)
+        image.putpalette([0, 0, 0, 255, 0, 0])
+        image.paste(0, (0, 0, side // 2, side))
+        image.info["transparency"] = 0
+        return image
+    image = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+    image.paste((0, 0, 0, 0), (0, 0, side // 2, side))
+    return image
+
+
+@pytest.mark.parametrize(
+    ("make", "role"),
+    [
+        (lambda: Image.new("I;16", (MAX_INPUT_SIDE, MAX_INPUT_SIDE), 1000), "image"),
+        (lambda: half_transparent("RGBA"), "image"),
+        (lambda: half_transparent("RGBA"), "mask"),
+        (lambda: half_transparent("P"), "image"),
+    ],
+    ids=["grey-16-bit", "rgba", "rgba-mask", "palette-transparent"],
+)
+def test_reading_a_largest_image_peaks_under_three_times_its_decode_budget(
+    make: Callable[[], Image.Image], role: str, tmp_path: Path
+) -> None:
+    image = make()
+    path = tmp_path / "large.png"
+    image.save(path, format="PNG", transparency=image.info.get("transparency"))
+    assert path.stat().st_size < 100_000  # a small file, the whole budget once decoded
+    measured = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK, str(path), role],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    peak = int(measured.stdout)
+    assert peak < 3 * MAX_DECODED_BYTES, f"{peak / 2**20:.0f} MiB"
 
 
 def test_a_file_over_the_byte_limit_is_refused_before_reading_it(tmp_path: Path) -> None:

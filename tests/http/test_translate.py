@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+from pathlib import Path
+from typing import Any
 
-from bot.http.models import InitImageMode, Sampler, TextPrompt
+import pytest
+from PIL import Image
+
+from bot.http.models import InitImageMode, MaskSource, Sampler, TextPrompt
 from bot.http.openapi import PROMPT_PATTERN
 from bot.http.server import RateLimit, api_document, field_name
 from bot.http.translate import (
     SAMPLERS,
     RequestError,
     apply_style,
+    save_request_images,
     size_for,
     split_prompts,
     stop_for,
@@ -128,3 +134,42 @@ def test_multipart_bodies_are_documented_with_stabilitys_field_names() -> None:
     assert engine_id["schema"]["enum"] == ["tiny"]
     links = document["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]
     assert links["getJob"]["parameters"] == {"job_id": "$response.body#/id"}
+
+
+def half_png(mode: str, left: Any, right: Any) -> bytes:
+    image = Image.new(mode, (64, 64), right)
+    image.paste(left, (0, 0, 32, 64))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mask_source", "with_mask", "decodes"),
+    [
+        (None, False, 1),
+        (MaskSource.INIT_IMAGE_ALPHA, False, 1),  # the mask is the init image's alpha
+        (MaskSource.MASK_IMAGE_WHITE, True, 2),
+        (MaskSource.MASK_IMAGE_BLACK, True, 2),
+    ],
+)
+def test_each_request_image_is_decoded_once(
+    mask_source: MaskSource | None,
+    with_mask: bool,
+    decodes: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    image = half_png("RGBA", (0, 0, 0, 0), (255, 0, 0, 255))
+    mask = half_png("L", 0, 255) if with_mask else None
+    inputs = save_request_images(image, mask, mask_source, tmp_path / "in", tmp_path, 2**20)
+    assert len(opened) == decodes
+    assert inputs.image is not None and (inputs.mask is not None) == (mask_source is not None)
