@@ -956,15 +956,14 @@ class HttpApi:
     async def cancel_job(self, request: web.Request) -> web.Response:
         holder = await self._member(request)
         job = await self._own_job(holder, request.match_info["job_id"])
-        if job.state.finished or not await self._services.jobs.cancel(job.id, holder.user_id):
-            job = await self._services.jobs.store.get(job.id)
-            raise ApiError(409, "conflict", f"job_id: job {job.id} already {job.state}")
-        try:
-            async with asyncio.timeout(CANCEL_WAIT_SECONDS):
-                job = await self._finished(job.id)  # a running job stops within a step
-        except TimeoutError:
-            job = await self._services.jobs.store.get(job.id)
-        return _json_response(await self._view(job))
+        # Answered once the job ended (a running one stops within a step), so the answer
+        # is the outcome: a job that finished first (its result on its way) is a 409.
+        outcome = await self._services.jobs.cancel_and_wait(
+            job.id, holder.user_id, CANCEL_WAIT_SECONDS
+        )
+        if outcome.too_late:
+            raise ApiError(409, "conflict", f"job_id: job {job.id} already {outcome.job.state}")
+        return _json_response(await self._view(outcome.job))
 
     async def _own_job(self, holder: KeyHolder, job_id: str) -> Job:
         """The member's job; another member's is as unknown as a missing one."""

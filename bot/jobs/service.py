@@ -64,6 +64,8 @@ T = TypeVar("T")
 POLL_SECONDS = 1.0
 # Restarting a dead worker or a crashing engine backs off up to this.
 MAX_BACKOFF = 60.0
+# How long a cancel waits for a running job to stop (within one denoising step, usually).
+CANCEL_WAIT_SECONDS = 10.0
 
 
 class JobListener(Protocol):
@@ -90,6 +92,15 @@ class QueuePlace:
 
 
 NEXT_IN_LINE = QueuePlace(1, 0.0)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel came to: `job` as it ended (or still running, its engine slow to stop)."""
+
+    job: Job
+    # The job had ended before the cancel could stop it: nothing was cancelled.
+    too_late: bool
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,8 @@ class JobService:
         # Engine failures in a row per device: a crashing engine is restarted with backoff.
         self._crashes: dict[str, int] = {engine.device: 0 for engine in engines}
         self._cancelled_by: dict[str, int | None] = {}
+        # Whoever waits for a job's end (cancel_and_wait), by job id.
+        self._endings: dict[str, list[asyncio.Future[Job]]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -279,14 +292,14 @@ class JobService:
         return None if place is None else place.position
 
     async def cancel(self, job_id: str, actor_id: int | None) -> bool:
-        """Cancel a queued or running job; False when it already ended.
+        """Ask a queued or running job to stop; False when it already ended.
 
         A queued job is cancelled at once; a running one is stopped by its engine
         within one denoising step (only its own images, in a batch), and its
-        worker records the end.
+        worker records the end, unless the job finished first (its result was
+        already on its way): `cancel_and_wait` says which.
         """
-        engine = self._running.get(job_id)
-        if engine is None:
+        if job_id not in self._running:
             try:
                 job = await self.store.transition(
                     job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled",
@@ -295,14 +308,42 @@ class JobService:
             except IllegalTransition as refused:
                 if refused.found is not JobState.RUNNING:
                     return False
-                # Claimed, not yet handed to its engine: the worker sees this first.
-                self._cancelled_by[job_id] = actor_id
+            else:
+                self._notify_finished(job)
                 return True
-            self._notify_finished(job)
-            return True
+        # Claimed: a worker not yet past its check sees this first; one that has sent
+        # the request (perhaps while the transition above was refused) is reached through
+        # its engine.
         self._cancelled_by[job_id] = actor_id
-        await engine.cancel(job_id)
+        if (engine := self._running.get(job_id)) is not None:
+            await engine.cancel(job_id)
         return True
+
+    async def cancel_and_wait(
+        self, job_id: str, actor_id: int | None, wait: float = CANCEL_WAIT_SECONDS
+    ) -> CancelOutcome:
+        """Cancel a job and wait (up to `wait` seconds) for its end, so the answer says
+        what happened: cancelled, or ended first (a result recorded meanwhile is kept
+        and charged), or still stopping."""
+        ending: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        # Registered before anything is read, so an end in between is not missed.
+        self._endings.setdefault(job_id, []).append(ending)
+        try:
+            if not await self.cancel(job_id, actor_id):
+                return CancelOutcome(await self.store.get(job_id), too_late=True)
+            try:
+                async with asyncio.timeout(wait):
+                    job = await ending
+            except TimeoutError:
+                job = await self.store.get(job_id)
+            too_late = job.state.finished and job.state is not JobState.CANCELLED
+            return CancelOutcome(job, too_late)
+        finally:
+            waiting = self._endings.get(job_id, [])
+            if ending in waiting:
+                waiting.remove(ending)
+            if not waiting:
+                self._endings.pop(job_id, None)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -451,6 +492,9 @@ class JobService:
         self._notify_finished(job)
 
     async def _after_crash(self, job_id: str, reason: str) -> None:
+        if job_id in self._cancelled_by:  # its member asked it to stop: not run again
+            await self._finish(job_id, JobState.CANCELLED, "cancelled", self._cancelled_by[job_id])
+            return
         job = await persist(lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine"))
         if job.state is JobState.QUEUED:
             log.info("job %s: requeued after the engine failed", job_id)
@@ -480,6 +524,9 @@ class JobService:
             listener.job_started(job)
 
     def _notify_finished(self, job: Job) -> None:
+        for ending in self._endings.pop(job.id, []):
+            if not ending.done():
+                ending.set_result(job)
         for listener in self._listeners:
             listener.job_finished(job)
 

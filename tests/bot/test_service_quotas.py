@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from sqlalchemy import select
 from bot.jobs.engine_client import EngineProcess
 from bot.jobs.service import JobService
 from bot.jobs.spec import Options, build_spec
-from bot.store.jobs import Requester
+from bot.store.jobs import JobStore, Requester
 from bot.store.models import JobState, Lane, Reservation, UsageEntry
+from tests.held import HeldSuccess
 from tests.stores import Stores, open_stores
 
 from .conftest import Recorder
@@ -64,12 +66,12 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
         assert await stores.count(Reservation) == 0
 
 
-def service_on(stores: Stores) -> JobService:
-    """A job service with quotas over one real CPU engine."""
+def service_on(stores: Stores, store: JobStore | None = None) -> JobService:
+    """A job service with quotas over one real CPU engine (on `store`, else the stores')."""
     config = stores.config
     engines = [EngineProcess("cpu", config.models, dict(os.environ))]
     return JobService(
-        stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
+        store or stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
         config.models, "tiny", quotas=stores.quotas,
     )  # fmt: skip
 
@@ -109,5 +111,32 @@ async def test_a_graceful_stop_mid_job_requeues_it_uncounted_however_often_and_i
         outcomes = [(e.action, e.outcome) for e in await stores.jobs.audit_trail(job_id)]
         assert outcomes.count(("job.queued", "requeued")) == 3
         assert outcomes.count(("quota.settle", "ok")) == 1
+        assert await stores.count(UsageEntry, UsageEntry.job_id == job_id) == 1
+        assert await stores.count(Reservation) == 0
+
+
+async def test_a_cancel_racing_the_finish_says_the_job_finished_and_it_is_charged_once(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
+        store = HeldSuccess(stores.sessions, stores.quotas.rules.pricing)
+        service = service_on(stores, store)
+        spec = build_spec(Options(prompt="a quick one", seed=6), stores.config.models, "tiny")
+        await service.start()
+        service.start_workers()
+        try:
+            job_id = (await service.submit(spec, FERN)).job.id
+            await store.held.wait()  # the engine's result is in; the job is still running
+            cancelling = asyncio.create_task(service.cancel_and_wait(job_id, FERN.user_id))
+            done, _ = await asyncio.wait({cancelling}, timeout=1)
+            assert not done  # the answer waits for the job's end
+            store.release.set()
+            outcome = await cancelling
+        finally:
+            await service.stop()
+
+        assert outcome.too_late and outcome.job.state is JobState.SUCCEEDED
+        job = await stores.jobs.get(job_id)
+        assert (job.state, len(job.outputs)) == (JobState.SUCCEEDED, 1)
         assert await stores.count(UsageEntry, UsageEntry.job_id == job_id) == 1
         assert await stores.count(Reservation) == 0

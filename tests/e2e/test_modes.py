@@ -78,7 +78,8 @@ async def test_cancel_stops_a_queued_and_a_running_job_and_previews_show_meanwhi
     waiting_id = job_id_of(queued)
 
     cancel = await server.click_button(queued, f"atelier:cancel:{waiting_id}")
-    assert "Cancelling" in (await cancel.wait_for_callback(timeout=3)).data["content"]
+    assert (await cancel.wait_for_callback(timeout=3)).type == 5  # answered once it ended
+    assert "is cancelled" in (await cancel.wait_for_followup(timeout=10)).content
     assert "was cancelled" in (await waiting.wait_for_original(finished_or_cancelled)).content
 
     preview = await long.wait_for_original(

@@ -352,12 +352,20 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             reason = "Only the member who asked for this job (or an admin) can cancel it."
             await refuse(interaction, store, command, reason)
             return
-        if await self.services.jobs.cancel(job.id, interaction.user.id):
-            await interaction.response.send_message(
-                f"🛑 Cancelling job `{job.id}`.", ephemeral=True
-            )
+        # A running job stops within a step: the answer waits for its end, so it says what
+        # happened (a job whose result was already on its way finished instead).
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await self.services.jobs.cancel_and_wait(job.id, interaction.user.id)
+        ended = outcome.job.state
+        if outcome.too_late:
+            reason = f"Job `{job.id}` had already ended ({ended}): nothing was cancelled."
+            await refuse(interaction, store, command, reason)
+        elif ended is JobState.CANCELLED:
+            await interaction.followup.send(f"🛑 Job `{job.id}` is cancelled.", ephemeral=True)
         else:
-            await refuse(interaction, store, command, f"Job `{job.id}` already finished.")
+            await interaction.followup.send(
+                f"🛑 Cancelling job `{job.id}`: it stops at its next step.", ephemeral=True
+            )
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑️: delete the result message and the job's stored images; owner or admin only.
