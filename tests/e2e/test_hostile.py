@@ -178,7 +178,7 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
         ("an empty prompt but flags", {"prompt": "--ar 16:9 --seed 4"}, {}, "The prompt is empty"),
     ]  # fmt: skip
     disguises = [
-        "g o r e", "g0re", "g.o.r.e", "gorë", "gоre", "g\u200bore", "GORE", "goring", "g*o*r*e",
+        "g o r e", "g0re", "g.o.r.e", "gorë", "gоre", "g\u200bore", "GORE", "gor e", "g*o*r*e",
         "ｇｏｒｅ", "g-o-r-e", "gooooore",
     ]  # fmt: skip
     cases += [
