@@ -4,7 +4,10 @@ Each job's reply is edited through its interaction's webhook (the stored token)
 while the token lives (15 minutes), also after a restart. After that, or when
 Discord refuses the token, the result is posted in the job's channel with a
 mention, and as a DM when the bot cannot post there. Channel posts carry a
-nonce Discord enforces, so a retried post cannot appear twice.
+nonce Discord enforces, so a retried post cannot appear twice. The image policy
+applies where the answer goes: a DM is never age-restricted, so flagged images
+shown in an age-restricted channel are withheld from DMs (a member who asked for
+results by DM gets such a job in its reply or channel instead).
 
 A job is `delivered` only once Discord accepted its answer. Transient failures
 (5xx, network, timeouts) are retried with backoff; what is still undelivered
@@ -35,7 +38,7 @@ from engine.protocol import Progress
 
 from ..jobs.failures import member_failure
 from ..jobs.service import QueuePlace
-from ..moderation.images import public_notice, spoiler_name
+from ..moderation.images import dm_notice, public_notice, spoiler_name, withheld_in_dm
 from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
 from ..store.db import persist
 from ..store.jobs import JobStore
@@ -289,7 +292,10 @@ class Delivery:
         answer, by_dm = await asyncio.gather(
             asyncio.to_thread(self._answer, job), self._prefers_dm(job.user_id)
         )
-        if by_dm:
+        direct = _direct(job, answer)
+        # A member's wish for DMs yields to the image policy: images withheld from a DM
+        # go where the job was asked for, where they may be shown.
+        if by_dm and direct is answer:
             try:
                 return await self._send_dm(job, answer), "dm"
             except discord.Forbidden as error:
@@ -315,7 +321,7 @@ class Delivery:
             except discord.Forbidden as error:
                 log.info("job %s: cannot post in its channel (%s); sending a DM", job.id, error)
         user = await self._client.fetch_user(job.user_id)
-        return await self._post(job, user, answer), "dm"
+        return await self._post(job, user, direct), "dm" if direct is answer else "dm-withheld"
 
     async def _send_dm(self, job: Job, answer: Answer) -> int:
         """The answer by DM, and the reply (while it can be edited) says where it went."""
@@ -438,6 +444,14 @@ class Delivery:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _direct(job: Job, answer: Answer) -> Answer:
+    """`answer` as a DM may carry it: the image policy applies where the images go, and a
+    DM is never age-restricted (bot.moderation.images.withheld_in_dm)."""
+    if job.state is JobState.SUCCEEDED and withheld_in_dm(o.flags for o in job.outputs):
+        return Answer(dm_notice(job.id), None, None, [])
+    return answer
 
 
 def _named(name: str, spoiler: bool) -> str:

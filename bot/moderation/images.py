@@ -8,7 +8,10 @@ a spoiler, `block` withholds them. Everywhere else (and for the HTTP API and
 direct messages) flagged images are withheld: the job is recorded as `blocked`
 with the classifier's scores, the member is told privately, admins are told in
 `[moderation] log_channel_id`, the files are deleted unless `keep_blocked`, and
-`charge_blocked` decides whether the GPU time is charged.
+`charge_blocked` decides whether the GPU time is charged. The policy holds where
+the images are delivered too: a job shown in an age-restricted channel that is
+delivered by DM (the member's setting, a private reply that expired, a channel the
+bot cannot post in) has its flagged images withheld there.
 """
 
 from __future__ import annotations
@@ -189,6 +192,22 @@ def member_notice(job_id: str, charged: bool, upload: bool = False) -> str:
 def public_notice(job_id: str) -> str:
     """What replaces a withheld job's reply where others may see it: nothing of the image."""
     return f"🚫 Job `{job_id}`: withheld by the image filter."
+
+
+def withheld_in_dm(flags: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a shown job's images (their stored flags) are withheld from a direct
+    message. A DM is never age-restricted, so the policy there is `block`: an image
+    flagged, yet shown in the age-restricted channel the job was asked in, withholds
+    them all (as `screen` does where flagged images are blocked)."""
+    return any(flag.get("nsfw") for flag in flags)
+
+
+def dm_notice(job_id: str) -> str:
+    """What a DM says instead of images withheld there."""
+    return (
+        f"🚫 Job `{job_id}`: its images were flagged by the image filter and are never sent"
+        " by direct message; ask for them in an age-restricted channel instead."
+    )
 
 
 def spoiler_name(name: str) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
-from tests.discord_server import Message
+from tests.discord_server import InteractionHandle, Message
 
 from .conftest import Launch
+from .test_lifecycle import all_delivered
 
 LOG_CHANNEL = 990_000_000_000_000_001
 FLAG_ALL = f"""
@@ -98,3 +99,59 @@ async def test_flagged_images_are_spoilered_in_an_age_restricted_channel_set_to_
     flags = bot.rows('select flags from outputs where job_id = :id order by "index"', id=job_id)
     assert [json.loads(str(row["flags"])) for row in flags] == [{"nsfw": True, "spoiler": True}] * 2
     assert server.channel_messages(LOG_CHANNEL) == []
+
+
+async def test_a_dm_never_gets_flagged_images_shown_in_an_age_restricted_channel(
+    launch_bot: Launch,
+) -> None:
+    bot = await launch_bot(extra=FLAG_ALL.replace('"spoiler"', '"allow"'))
+    server, member = bot.server, bot.server.user_id
+    after_dark = server.add_channel("after-dark", nsfw=True)
+
+    async def imagine(prompt: str, expire: bool = False, **options: object) -> InteractionHandle:
+        ix = await server.send_slash_command(
+            "imagine", {"prompt": prompt, **options}, channel_id=after_dark
+        )
+        await ix.wait_for_callback(timeout=10)
+        if expire:  # the reply outlives its token: the answer goes elsewhere
+            server.expire_interaction(ix)
+        return ix
+
+    async def job_id_of(ix: InteractionHandle) -> str:
+        sql = "select id from jobs where interaction_id = :i"
+        (row,) = await bot.wait_for_rows(sql, i=ix.id)
+        return str(row["id"])
+
+    # The age-restricted channel set to "allow" shows the flagged image as it is.
+    shown = await imagine("a red barn", seed=1)
+    result = await shown.wait_for_original(lambda m: bool(m.embeds), timeout=120)
+    assert [a.filename for a in result.attachments] == [f"atelier-{await job_id_of(shown)}-1.png"]
+
+    # Asked for by DM, the job is answered in its reply instead: never in the DM.
+    await (await server.send_slash_command("settings", {"delivery": "dm"})).wait_for_callback()
+    preferred = await imagine("a blue barn", seed=2)
+    result = await preferred.wait_for_original(lambda m: bool(m.embeds), timeout=120)
+    assert len(result.attachments) == 1
+    await (await server.send_slash_command("settings", {"clear": True})).wait_for_callback()
+
+    # A private reply whose token expired, and a channel the bot may no longer post in,
+    # fall back to a DM: it says the images were withheld, and shows none of them.
+    lapsed = await imagine("a green barn", expire=True, seed=3, private=True)
+    missing_access = {"message": "Missing Access", "code": 50001}
+    server.inject("POST", rf"/channels/{after_dark}/messages", 403, missing_access)
+    walled = await imagine("a grey barn", expire=True, seed=4)
+    jobs = [await job_id_of(lapsed), await job_id_of(walled)]
+    await all_delivered(bot, 4)
+    messages = server.dm_messages(member)
+    assert [m.content for m in messages] == [
+        f"🚫 Job `{job}`: its images were flagged by the image filter and are never sent by"
+        " direct message; ask for them in an age-restricted channel instead."
+        for job in jobs
+    ]
+    assert not any(m.attachments or m.embeds or m.components for m in messages)
+    for job in jobs:
+        assert bot.job_row(job)["state"] == "succeeded"
+        (delivered,) = bot.rows(
+            "select params from audit_log where action = 'job.delivered' and target = :id", id=job
+        )
+        assert '"how": "dm-withheld"' in str(delivered["params"])
