@@ -20,9 +20,16 @@ class UnknownModel(JobFailure, LookupError):
 
 
 class Cancelled(JobFailure):
-    """Raised from the step callback: the pipeline stops before the VAE decode."""
+    """Raised from the step callback: the pipeline stops before the VAE decode.
+
+    `used`: the device seconds each cancelled job's images used before it stopped, by
+    job id (charged to it: its member saw the previews); filled in as the batch ends."""
 
     code = ErrorCode.CANCELLED
+
+    def __init__(self, message: str, used: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.used = used or {}
 
 
 class OutOfMemory(JobFailure):

@@ -246,6 +246,11 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             else OutOfMemory(_too_big(request, plan.job))
             for plan in plans
         }
+    except Cancelled as stopped:
+        # Every job of the batch was cancelled mid-run: each used its share of the time.
+        shares = _shares(batch, _clock(registry.device) - started)
+        stopped.used = {plan.job.job_id: share for plan, share in zip(plans, shares, strict=True)}
+        raise
     finally:
         for plan in plans:
             if plan.preview is not None:
@@ -256,8 +261,8 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     # images decoded is discarded rather than delivered.
     gone = batch.cancelled()
     # The batch's time is shared in proportion to the images that went into a
-    # pipeline call; images of a cancelled job that ran are its own, refunded, share.
-    ran = [batch.slots[index].plan for index in batch.started]
+    # pipeline call; images of a cancelled job that ran are its own share.
+    shares = _shares(batch, batch_seconds)
     outcomes: dict[str, Outcome] = {}
     # PNG encoding runs in zlib with the GIL released: the batch's files are written
     # in parallel (a 1024x1024 PNG takes ~0.2 s of CPU, while the GPU waits).
@@ -274,7 +279,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     for number, plan in enumerate(plans):
         job = plan.job
         if job.job_id in gone:
-            outcomes[job.job_id] = Cancelled(_CANCELLED)
+            outcomes[job.job_id] = Cancelled(_CANCELLED, {job.job_id: shares[number]})
             continue
         written = pending[number]
         outcomes[job.job_id] = JobResult(
@@ -283,13 +288,21 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
                 file.result().model_copy(update={"verdict": verdict})
                 for file, verdict in zip(written.files, written.verdicts, strict=True)
             ],
-            gpu_seconds=batch_seconds * ran.count(number) / len(ran),
+            gpu_seconds=shares[number],
             sampler=batch.sampler.name,
             batch_id=request.batch_id,
             batch_jobs=request.job_ids,
             batch_gpu_seconds=batch_seconds,
         )
     return outcomes
+
+
+def _shares(batch: _Batch, seconds: float) -> list[float]:
+    """Each job's share of the batch's `seconds`, in proportion to its images that went
+    into a pipeline call."""
+    ran = [batch.slots[index].plan for index in batch.started]
+    return [seconds * ran.count(number) / len(ran) if ran else 0.0
+            for number in range(len(batch.plans))]  # fmt: skip
 
 
 @dataclass(frozen=True)

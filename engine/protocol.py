@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -421,7 +421,7 @@ class JobResult(Message):
     `gpu_seconds` is `batch_gpu_seconds` x its images / the images the batch
     ran. The shares sum to `batch_gpu_seconds` unless a job of the batch was
     cancelled after its images started; that work is the cancelled job's,
-    which is refunded, not charged to the others.
+    charged to it (JobError.gpu_seconds), not to the others.
     """
 
     type: Literal["result"] = "result"
@@ -470,6 +470,9 @@ class JobError(Message):
     job_id: str | None
     code: ErrorCode
     message: str
+    gpu_seconds: float = Field(
+        0.0, ge=0.0, description="cancelled: the device time its images used before it stopped"
+    )
     # content_filtered: the classifier on each input image of the job, by field name.
     verdicts: dict[str, ImageVerdict] = Field(default_factory=dict)
 

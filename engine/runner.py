@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from engine.errors import BadRequest, InputFlagged, JobFailure
+from engine.errors import BadRequest, Cancelled, InputFlagged, JobFailure
 from engine.faults import FaultPlan
 from engine.memory import device_memory, resolve_budget
 from engine.models import ModelRegistry
@@ -108,7 +108,8 @@ class JobRunner:
             )
         except JobFailure as failure:
             log.info("batch ended: %s", failure)
-            return self._errors(request, cancelled, failure.code, str(failure))
+            used = failure.used if isinstance(failure, Cancelled) else {}
+            return self._errors(request, cancelled, failure.code, str(failure), used)
         except torch.cuda.OutOfMemoryError:
             log.warning("out of memory", exc_info=True)
             out_of_memory = True
@@ -142,18 +143,25 @@ class JobRunner:
             else:
                 log.info("job %s ended: %s", job_id, outcome)
                 verdicts = outcome.verdicts if isinstance(outcome, InputFlagged) else {}
-                events.append(self._error(job_id, outcome.code, str(outcome), verdicts))
+                seconds = outcome.used.get(job_id, 0.0) if isinstance(outcome, Cancelled) else 0.0
+                events.append(self._error(job_id, outcome.code, str(outcome), verdicts, seconds))
         return events
 
     def _errors(
-        self, request: GenerateRequest, cancelled: CancelledJobs, code: ErrorCode, message: str
+        self,
+        request: GenerateRequest,
+        cancelled: CancelledJobs,
+        code: ErrorCode,
+        message: str,
+        used: dict[str, float] | None = None,
     ) -> list[JobResult | JobError]:
-        """The same error for every job of the batch, but cancelled for those cancelled."""
-        gone = cancelled()
+        """The same error for every job of the batch, but cancelled for those cancelled;
+        `used`: the GPU seconds of jobs cancelled mid-run."""
+        gone, used = cancelled(), used or {}
         return [
             self._error(job_id, ErrorCode.CANCELLED, "cancelled")
             if job_id in gone and code is not ErrorCode.CANCELLED
-            else self._error(job_id, code, message)
+            else self._error(job_id, code, message, gpu_seconds=used.get(job_id, 0.0))
             for job_id in request.job_ids
         ]
 
@@ -163,7 +171,9 @@ class JobRunner:
         code: ErrorCode,
         message: str,
         verdicts: dict[str, ImageVerdict] | None = None,
+        gpu_seconds: float = 0.0,
     ) -> JobError:
         return JobError(
-            job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE], verdicts=verdicts or {}
-        )
+            job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE],
+            verdicts=verdicts or {}, gpu_seconds=gpu_seconds,
+        )  # fmt: skip

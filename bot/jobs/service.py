@@ -468,9 +468,15 @@ class JobService:
     async def _job_error(self, error: JobError) -> None:
         job_id = error.job_id or ""
         if error.code is ErrorCode.CANCELLED:
-            log.info("job %s: cancelled while running", job_id)
-            await self._finish(job_id, JobState.CANCELLED, error.message,
-                               self._cancelled_by.get(job_id))  # fmt: skip
+            log.info("job %s: cancelled while running, after %.2f GPU seconds", job_id,
+                     error.gpu_seconds)  # fmt: skip
+            actor_id = self._cancelled_by.get(job_id)
+            job = await persist(
+                lambda: self.store.cancel_started(
+                    job_id, error.gpu_seconds, actor_id, error.message
+                )
+            )
+            self._notify_finished(job)
             return
         log.warning("job %s: engine error %s: %s", job_id, error.code, error.message)
         await self._finish(job_id, JobState.FAILED, error.message)

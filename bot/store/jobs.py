@@ -384,6 +384,24 @@ class JobStore:
             await ledger.settle(session, job, len(outputs), self._pricing)
         return job
 
+    async def cancel_started(
+        self, job_id: str, gpu_seconds: float, actor_id: int | None, reason: str
+    ) -> Job:
+        """A running job stopped on request, in one transaction with the ledger: the GPU
+        time its images used before it stopped is charged (its member saw the previews;
+        no images are counted), the rest of its reservation released; with none used (it
+        stopped before its first step) it is refunded in full."""
+        async with self._sessions.begin() as session:
+            job = await _transition(
+                session, job_id, JobState.RUNNING, JobState.CANCELLED, "cancelled",
+                actor_id=actor_id, error=reason, gpu_seconds=gpu_seconds,
+            )  # fmt: skip
+            if gpu_seconds > 0:
+                await ledger.settle(session, job, 0, self._pricing)
+            else:
+                await ledger.refund(session, job)
+        return job
+
     async def block(
         self,
         job_id: str,

@@ -140,3 +140,38 @@ async def test_a_cancel_racing_the_finish_says_the_job_finished_and_it_is_charge
         assert (job.state, len(job.outputs)) == (JobState.SUCCEEDED, 1)
         assert await stores.count(UsageEntry, UsageEntry.job_id == job_id) == 1
         assert await stores.count(Reservation) == 0
+
+
+async def test_a_job_cancelled_mid_run_is_charged_the_gpu_time_it_used_one_not_started_nothing(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
+        service, recorder = service_on(stores), Recorder()
+        service.add_listener(recorder)
+        models = stores.config.models
+        long = build_spec(Options(prompt="a long road", seed=1, steps=150), models, "tiny")
+        await service.start()
+        service.start_workers()
+        try:
+            started = await service.submit(long, FERN)
+            waiting = await service.submit(build_spec(Options(prompt="next"), models, "tiny"), FERN)
+            await recorder.wait_progress(started.job.id)
+            before = await service.cancel_and_wait(waiting.job.id, FERN.user_id)
+            during = await service.cancel_and_wait(started.job.id, FERN.user_id)
+        finally:
+            await service.stop()
+
+        assert before.job.state is during.job.state is JobState.CANCELLED
+        assert not (before.too_late or during.too_late)
+        ran = await stores.jobs.get(started.job.id)
+        assert ran.gpu_seconds is not None and ran.gpu_seconds > 0
+        async with stores.sessions() as session:
+            ledger = (await session.scalars(select(UsageEntry))).all()
+        # The job that ran is charged what it used, without images; the other nothing.
+        assert [(e.job_id, e.images, e.gpu_seconds) for e in ledger] == [
+            (ran.id, 0, ran.gpu_seconds)
+        ]
+        assert ledger[0].cost == pytest.approx(ran.gpu_seconds / 1000)
+        assert await stores.count(Reservation) == 0
+        refunds = [e.action for e in await stores.jobs.audit_trail(waiting.job.id)]
+        assert "quota.refund" in refunds and "quota.settle" not in refunds

@@ -9,6 +9,7 @@ import re
 import sqlite3
 
 import psutil
+import pytest
 from PIL import Image
 
 from tests.discord_server import InteractionHandle, Message
@@ -115,6 +116,38 @@ async def test_a_job_cut_off_by_a_kill_runs_again_and_is_delivered_once(
     delivered_once(running_bot)
     (job,) = running_bot.rows("select state, attempts from jobs")
     assert job == {"state": "succeeded", "attempts": 2}
+
+
+async def shown_on_the_engine(ix: InteractionHandle, after: int) -> None:
+    """Until a version of the reply after the first `after` shows a denoising step."""
+    for _ in range(180 * 4):
+        if any(on_the_engine(message) for message in ix.edits[after:]):
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no step shown after version {after}: {ix.edits[after:]}")
+
+
+@pytest.mark.timeout(900)  # four starts of the bot and its engine, on a slow CPU
+async def test_three_graceful_stops_mid_job_requeue_it_uncounted_and_it_is_delivered_once(
+    launch_bot: Launch,
+) -> None:
+    bot = await launch_bot(engine=LONG_JOBS, extra="[queue]\nstop_grace_seconds = 0")
+    ix = await imagine(bot, "patient through restarts", seed=13, steps=30)
+    for _ in range(3):  # e.g. `systemctl restart`, three times while the job runs
+        await shown_on_the_engine(ix, len(ix.edits))
+        assert await bot.stop() == 0, bot.log.read_text(errors="replace")
+        (job,) = bot.rows("select state, attempts from jobs")
+        assert job == {"state": "queued", "attempts": 0}
+        await bot.start()
+    assert (await ix.wait_for_original(finished, timeout=240)).embeds
+    await all_delivered(bot, 1)
+    delivered_once(bot)
+    (job,) = bot.rows("select state, attempts from jobs")
+    assert job == {"state": "succeeded", "attempts": 1}
+    requeued = bot.rows(
+        "select id from audit_log where action = 'job.queued' and outcome = 'requeued'"
+    )
+    assert len(requeued) == 3
 
 
 async def test_a_finished_job_not_yet_delivered_is_delivered_after_a_kill(

@@ -205,8 +205,9 @@ def test_cancelling_one_job_skips_its_chunks_not_yet_run_and_the_others_finish(
     # One image per call is a single run: c's image is exactly c's own run.
     alone = run_alone(registry, tmp_path, jobs[2], steps=2)
     assert pixels(c.images[0].path) == pixels(alone.images[0].path)
-    # b's stopped step is its own (refunded) share, not a's or c's.
+    # b's stopped step is its own share (charged to b), not a's or c's.
     assert c.gpu_seconds == pytest.approx(c.batch_gpu_seconds / 3)
+    assert b.used == {"b": pytest.approx(c.batch_gpu_seconds / 3)}
 
 
 def test_cancelling_one_job_of_a_running_call_discards_its_images_only(
@@ -238,9 +239,12 @@ def test_cancelling_every_job_stops_the_call_before_the_decode(
         steps.append(step)
         gone.update({"a", "b"})
 
-    with pytest.raises(Cancelled, match="step 2 of 4"):
+    with pytest.raises(Cancelled, match="step 2 of 4") as stopped:
         generate(make_batch(jobs), registry, on_step, None, lambda: gone)
     assert steps == [1]
+    # The step each ran is their own: an equal share each (one image each).
+    assert set(stopped.value.used) == {"a", "b"} and stopped.value.used["a"] > 0
+    assert stopped.value.used["a"] == pytest.approx(stopped.value.used["b"])
     assert [list(folder.iterdir()) for folder in tmp_path.iterdir()] == [[], []]
 
 
