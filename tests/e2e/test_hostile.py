@@ -64,9 +64,10 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def decompression_bomb(side: int = 60000) -> bytes:
-    """A PNG that declares side x side RGB pixels in a few KB (the start of its zeros)."""
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+def decompression_bomb(side: int = 60000, depth: int = 8, colour_type: int = 2) -> bytes:
+    """A PNG that declares side x side pixels (RGB unless told) in a few KB (the start of
+    its zeros)."""
+    header = struct.pack(">IIBBBBB", side, side, depth, colour_type, 0, 0, 0)
     zeros = zlib.compress(b"\0" * (3 * side + 1) * 8, 9)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zeros) + (
         png_chunk(b"IEND", b"")
@@ -152,6 +153,10 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
         ("a 60000x60000 PNG of a few KB", {},
          attached("bomb.png", decompression_bomb(), "image/png"),
          "is 60000×60000 pixels; the limit is 4096 pixels a side"),
+        ("a 16-bit RGBA 4096x4096 PNG of a few KB", {},
+         attached("deep.png", decompression_bomb(4096, 16, 6), "image/png"),
+         "is a 16-bit 4096×4096 image, more than I can read; save it with 8 bits per channel"
+         " or at most 2896×2896 pixels."),
         ("a 30 MB file", {}, attached("huge.png", png() + bytes(30 * 2**20), "image/png"),
          "attachment is 30.0 MB; the limit is 20 MB"),
         ("a text file named .png", {}, attached("notes.png", b"hello, world\n" * 40, "image/png"),
