@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import Callable
 
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
@@ -28,6 +29,7 @@ from .http.server import ApiServices, HttpApi
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .moderation.service import Moderation, Notify
+from .ops.discord_http import unreachable
 from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .ops.service import Operations
 from .reports.console import AdminReports
@@ -46,6 +48,12 @@ from .store.users import UserStore
 log = logging.getLogger(__name__)
 
 SECRET_VARIABLES = ("DISCORD_TOKEN",)
+# At a stop, how long a closed Discord client may take to end its connection.
+CLOSE_SECONDS = 2.0
+
+
+class DiscordUnreachable(Exception):
+    """Discord could not be reached at start; the message says what to check."""
 
 
 def engine_environment(secrets: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
@@ -217,14 +225,23 @@ async def run_bot(config: Config, token: str) -> None:
             ready.cancel()
             stopping.cancel()
             if connection in done:
-                connection.result()  # a login failure surfaces here
+                try:
+                    connection.result()  # a login failure surfaces here
+                except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                    raise DiscordUnreachable(unreachable(config.discord.api_base, error)) from None
             else:
                 log.info("stopping: no new jobs; a running batch has %g s to finish", grace)
                 if http is not None:
                     await http.stop()  # waiting requests go first: their jobs are cancelled
                 await service.stop(grace)
-                await delivery.drain(within=grace + 15)
+                # Without a connection nothing can be delivered now: finished jobs are
+                # delivered at the next start instead of holding up the stop.
+                await delivery.drain(within=grace + 15 if ops.discord_connected() else 0)
                 await client.close()
+                # A reconnecting client notices the close only once it has slept out its
+                # backoff (minutes, after a long outage): it is not waited for.
+                await asyncio.wait({connection}, timeout=CLOSE_SECONDS)
+                connection.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connection
     finally:

@@ -191,7 +191,7 @@ def _resolve_config(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .app import run_bot
+    from .app import DiscordUnreachable, run_bot
     from .http.server import CannotListen
 
     try:
@@ -224,6 +224,9 @@ def _run(args: argparse.Namespace) -> int:
     except CannotListen as error:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except DiscordUnreachable as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

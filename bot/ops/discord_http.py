@@ -56,3 +56,21 @@ def discord_trace(observe: Observe) -> aiohttp.TraceConfig:
     trace.on_request_end.append(on_end)
     trace.on_request_exception.append(on_exception)
     return trace
+
+
+def unreachable(base: str, error: BaseException) -> str:
+    """One line for an admin: which Discord address did not answer, why, what to check."""
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        why = f"no DNS answer for {yarl.URL(base).host}"
+    elif isinstance(error, aiohttp.ClientConnectorError) and isinstance(
+        error.os_error, ConnectionRefusedError
+    ):
+        why = "connection refused"
+    elif isinstance(error, TimeoutError):
+        why = "no answer in time"
+    else:
+        why = str(error) or type(error).__name__
+    return (
+        f"could not reach Discord at {base} ({why}): check this machine's network,"
+        " DNS, firewall or proxy, and [discord] api_base"
+    )

@@ -26,6 +26,7 @@ import discord
 
 from ..config import Config, looks_local
 from ..discord.bot import INTENTS
+from .discord_http import unreachable
 from .downloads import hub_cache, repo_folder
 from .gpu import TorchBuild, nvidia_gpus, probe_torch
 from .health import GB, free_bytes
@@ -180,14 +181,9 @@ async def discord_findings(config: Config, token: str, offline: bool) -> list[Fi
                         if answer.status == 200:
                             application = await _json(answer)
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            found.append(
-                Finding(
-                    "Discord login",
-                    Verdict.SKIP,
-                    f"could not reach {base} ({error or 'timeout'})",
-                    "offline? the token's shape was checked; run again with a network",
-                )
-            )
+            # `atelier run` would stop at the same place (--offline skips this check).
+            what, _, check = unreachable(base, error).partition(": ")
+            found.append(Finding("Discord login", Verdict.FAIL, what, check))
         else:
             if status == 200:
                 name = me.get("username", "?")

@@ -82,6 +82,19 @@ async def test_each_broken_item_is_named_with_advice(tmp_path: Path, tiny_model_
     assert lines[-1].startswith("6 problem(s): ")
 
 
+async def test_a_discord_that_cannot_be_reached_is_named_with_what_to_check(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    async with LocalDiscord() as server:
+        config = write_config(tmp_path, tiny_model_dir, extra=discord_section(server))
+    # Stopped: nothing listens at api_base any more.
+    done = await _in_thread(doctor, config, server.bot_token)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("✘ Discord login")]
+    assert line.startswith(f"✘ Discord login: could not reach Discord at {server.api_base}")
+    assert "(connection refused)" in line and "[discord] api_base" in line
+
+
 @pytest.mark.parametrize(
     ("token", "says"),
     [
