@@ -100,14 +100,20 @@ class AdminScope:
 
     @property
     def only_guild(self) -> int | None:
-        """The server whose rows the call may read or change; None: every server's."""
+        """The server whose rows the call may read or change; None: every server's.
+        Without reach there is none to read (fails closed rather than reading all)."""
+        if self.reach is AdminReach.NONE or (
+            self.reach is AdminReach.SERVER and self.guild_id is None
+        ):
+            raise PermissionError("no admin reach here")
         return None if self.reach is AdminReach.GLOBAL else self.guild_id
 
     def allows(self, action: str, everywhere: bool = False) -> bool:
         return self.reach >= needed_reach(action, everywhere)
 
     def covers_job(self, job_guild_id: int | None) -> bool:
-        """Whether the call may act on a job made in `job_guild_id` (None: by DM or HTTP)."""
+        """Whether the call may act on a job made in `job_guild_id` (None: by DM, or over
+        HTTP with a key made in a DM; a key made in a server makes its jobs there)."""
         if self.reach is AdminReach.GLOBAL:
             return True
         return (

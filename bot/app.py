@@ -50,6 +50,22 @@ log = logging.getLogger(__name__)
 SECRET_VARIABLES = ("DISCORD_TOKEN",)
 # At a stop, how long a closed Discord client may take to end its connection.
 CLOSE_SECONDS = 2.0
+# At a stop, how long deliveries under way may take past the batch's grace.
+DELIVERY_SECONDS = 5.0
+
+
+async def stop_work(service: JobService, http: HttpApi | None, grace: float) -> float:
+    """The first part of a stop, within one `grace`: claim nothing more, give the HTTP API's
+    waiting requests their answers (cut off, their jobs cancelled and refunded, when the
+    grace ends), then give running batches what is left of it before they are put back in
+    the queue. Returns the seconds of the grace still left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    service.stop_claiming()
+    if http is not None:
+        await http.stop()
+    await service.stop(max(0.0, deadline - loop.time()))
+    return max(0.0, deadline - loop.time())
 
 
 class DiscordUnreachable(Exception):
@@ -231,12 +247,13 @@ async def run_bot(config: Config, token: str) -> None:
                     raise DiscordUnreachable(unreachable(config.discord.api_base, error)) from None
             else:
                 log.info("stopping: no new jobs; a running batch has %g s to finish", grace)
-                if http is not None:
-                    await http.stop()  # waiting requests go first: their jobs are cancelled
-                await service.stop(grace)
-                # Without a connection nothing can be delivered now: finished jobs are
-                # delivered at the next start instead of holding up the stop.
-                await delivery.drain(within=grace + 15 if ops.discord_connected() else 0)
+                left = await stop_work(service, http, grace)
+                # Deliveries under way get what is left of the grace and a few seconds
+                # more; without a connection, none. A finished job not delivered now is
+                # delivered at the next start, so the stop never waits longer.
+                await delivery.drain(
+                    within=left + DELIVERY_SECONDS if ops.discord_connected() else 0
+                )
                 await client.close()
                 # A reconnecting client notices the close only once it has slept out its
                 # backoff (minutes, after a long outage): it is not waited for.
@@ -277,8 +294,7 @@ async def serve_http(config: Config) -> None:
         service.start_workers()  # nothing to wait for: no Discord delivers here
         await stop.wait()
         log.info("stopping: no new requests; a running batch has %g s to finish", grace)
-        await http.stop()
-        await service.stop(grace)
+        await stop_work(service, http, grace)
     finally:
         restore_signals()
         await http.stop()

@@ -43,6 +43,15 @@ class AtelierBot(commands.Bot):
         )
         self._guild_ids = config.guild_ids
         self.tree.error(self._on_command_error)
+        # The guard of buttons and forms rests on discord.py internals (Client._get_state,
+        # ConnectionState's parsers): a discord.py that changed them fails here, closed,
+        # rather than serving every button unguarded.
+        state = self._connection
+        if not (
+            isinstance(state, GuardedState)
+            and state.parsers.get("INTERACTION_CREATE") == state.parse_interaction_create
+        ):
+            raise RuntimeError("this discord.py cannot guard buttons and forms; install 2.7.x")
 
     def _get_state(self, **options: Any) -> GuardedState:
         """The connection state that runs the tree's guard before every button and form."""

@@ -25,7 +25,7 @@ from ..store.audit import Actor, AuditLog
 from ..store.commands import CommandStore, NewCommand
 from ..store.guilds import GuildStore
 from ..store.jobs import JobStore, Requester
-from ..store.models import ReceivedCommand
+from ..store.models import JobState, ReceivedCommand
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .delivery import Delivery
@@ -169,8 +169,9 @@ def admin_scope(
     owners = {*(bot.owner_ids or ()), *([bot.owner_id] if bot.owner_id else [])}
     admins = Admins.of(owners, config.admin.user_ids, config.admin.role_ids,
                        config.discord.allowed_guild_ids)  # fmt: skip
-    # Discord's own answer for the member in this channel (Manage Server is server-wide:
-    # no channel overwrite grants it), which needs no cached copy of the server.
+    # Discord's own answer for the member in this channel, which needs no cached copy of
+    # the server; Manage Server is not among the permissions a channel overwrite may set
+    # (Discord's permissions table gives it no channel type), so it is the server's.
     manages = interaction.guild_id is not None and interaction.permissions.manage_guild
     asker = Asker(interaction.user.id, interaction.guild_id, tuple(roles_of(interaction)), manages)
     return AdminScope.of(admins, asker)
@@ -200,6 +201,26 @@ async def refuse(
         reason=reason,
         kind=kind,
     )
+
+
+async def cancel_and_answer(
+    services: Services, interaction: discord.Interaction[Any], job_id: str, command: str
+) -> None:
+    """Cancel a job the member may cancel and say privately what happened. A running job
+    stops within a step: the answer waits for its end, so it says what happened (a job
+    whose result was already on its way finished instead, and a refusal is audited)."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    outcome = await services.jobs.cancel_and_wait(job_id, interaction.user.id)
+    ended = outcome.job.state
+    if outcome.too_late:
+        reason = f"Job `{job_id}` had already ended ({ended}): nothing was cancelled."
+        await refuse(interaction, services.store, command, reason)
+    elif ended is JobState.CANCELLED:
+        await interaction.followup.send(f"🛑 Job `{job_id}` is cancelled.", ephemeral=True)
+    else:
+        await interaction.followup.send(
+            f"🛑 Cancelling job `{job_id}`: it stops at its next step.", ephemeral=True
+        )
 
 
 async def tell_privately(interaction: discord.Interaction[Any], reason: str) -> None:

@@ -93,8 +93,6 @@ CLIENT = "http"
 HOLDER = web.RequestKey("holder", KeyHolder)
 # `credits` when nothing limits spending (JSON has no infinity).
 UNLIMITED_CREDITS = 1e9
-# DELETE waits this long for a running job to stop before it answers.
-CANCEL_WAIT_SECONDS = 10.0
 # Retry-After when no measured pace says better.
 DEFAULT_RETRY_SECONDS = 10.0
 _PROMPT_FIELD = re.compile(r"text_prompts\[([0-9]{1,4})\]\[(text|weight)\]")
@@ -379,6 +377,8 @@ class HttpApi:
         self._tasks: set[asyncio.Task[None]] = set()
         # Jobs whose synchronous request is waiting for them right now.
         self._awaited: set[str] = set()
+        # Set by `stop`: a job it cuts off is the bot's doing, refunded in full.
+        self._stopping = False
         self._document = api_document(sorted(services.config.models))
         # Written on a timer while the API listens; /healthz only reads it.
         self._heartbeat = DatabaseHeartbeat(services.health, CLIENT)
@@ -424,7 +424,8 @@ class HttpApi:
 
     async def stop(self) -> None:
         """Stop listening. Waiting requests have `[queue] stop_grace_seconds` to get their
-        answer; then they are cut off, and their jobs cancelled and refunded."""
+        answer; then they are cut off, and their jobs cancelled and refunded in full."""
+        self._stopping = True
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -882,14 +883,16 @@ class HttpApi:
 
     def _cut_off(self, job_id: str) -> None:
         """The client went away (or the server stops): nobody will read the answer, so the
-        job is cancelled, and its reservation refunded, unless `stop` did it already."""
+        job is cancelled, unless `stop` did it already. A client that left pays for the
+        GPU time its job used, as a member's cancel does; a stop refunds it in full."""
         if job_id in self._awaited:
             self._awaited.discard(job_id)
             self._spawn(self._abandon(job_id), f"abandon-{job_id}")
 
     async def _abandon(self, job_id: str) -> None:
-        if await self._services.jobs.cancel(job_id, None):
-            log.info("job %s: its HTTP client went away; cancelled and refunded", job_id)
+        if await self._services.jobs.cancel(job_id, None, refund=self._stopping):
+            cause = "the API stopped" if self._stopping else "its HTTP client went away"
+            log.info("job %s: %s; cancelled", job_id, cause)
 
     async def _abandon_submission(self, submission: asyncio.Future[Submitted]) -> None:
         try:
@@ -958,9 +961,7 @@ class HttpApi:
         job = await self._own_job(holder, request.match_info["job_id"])
         # Answered once the job ended (a running one stops within a step), so the answer
         # is the outcome: a job that finished first (its result on its way) is a 409.
-        outcome = await self._services.jobs.cancel_and_wait(
-            job.id, holder.user_id, CANCEL_WAIT_SECONDS
-        )
+        outcome = await self._services.jobs.cancel_and_wait(job.id, holder.user_id)
         if outcome.too_late:
             raise ApiError(409, "conflict", f"job_id: job {job.id} already {outcome.job.state}")
         return _json_response(await self._view(outcome.job))

@@ -165,6 +165,9 @@ class JobService:
         # Engine failures in a row per device: a crashing engine is restarted with backoff.
         self._crashes: dict[str, int] = {engine.device: 0 for engine in engines}
         self._cancelled_by: dict[str, int | None] = {}
+        # Running jobs cancelled by the bot itself (an HTTP API's stop): refunded in full,
+        # where a member's own cancel pays for the GPU time used.
+        self._refunded: set[str] = set()
         # Whoever waits for a job's end (cancel_and_wait), by job id.
         self._endings: dict[str, list[asyncio.Future[Job]]] = {}
         self._wake = asyncio.Event()
@@ -192,11 +195,15 @@ class JobService:
             for engine in self._engines
         ]
 
+    def stop_claiming(self) -> None:
+        """Claim no further batch (the first step of a stop; running ones go on)."""
+        self._stopping.set()
+        self._wake.set()
+
     async def stop(self, grace: float = 0.0) -> None:
         """Stop claiming; give running batches `grace` seconds to finish, then return
         what is still running to the queue (its attempt not counted) and stop engines."""
-        self._stopping.set()
-        self._wake.set()
+        self.stop_claiming()
         unfinished: list[str] = []
         cancelled: dict[str, int | None] = {}
         if self._supervisors:
@@ -291,8 +298,10 @@ class JobService:
         place = await self.queue_place(job_id)
         return None if place is None else place.position
 
-    async def cancel(self, job_id: str, actor_id: int | None) -> bool:
-        """Ask a queued or running job to stop; False when it already ended.
+    async def cancel(self, job_id: str, actor_id: int | None, *, refund: bool = False) -> bool:
+        """Ask a queued or running job to stop; False when it already ended. A running
+        job is charged the GPU time it used, unless `refund` (the bot, not its member,
+        stopped it).
 
         A queued job is cancelled at once; a running one is stopped by its engine
         within one denoising step (only its own images, in a batch), and its
@@ -315,6 +324,8 @@ class JobService:
         # the request (perhaps while the transition above was refused) is reached through
         # its engine.
         self._cancelled_by[job_id] = actor_id
+        if refund:
+            self._refunded.add(job_id)
         if (engine := self._running.get(job_id)) is not None:
             await engine.cancel(job_id)
         return True
@@ -394,6 +405,7 @@ class JobService:
                 for job in jobs:
                     self._running.pop(job.id, None)
                     self._cancelled_by.pop(job.id, None)
+                    self._refunded.discard(job.id)
 
     @property
     def _fair_window(self) -> timedelta:
@@ -473,7 +485,11 @@ class JobService:
             actor_id = self._cancelled_by.get(job_id)
             job = await persist(
                 lambda: self.store.cancel_started(
-                    job_id, error.gpu_seconds, actor_id, error.message
+                    job_id,
+                    error.gpu_seconds,
+                    actor_id,
+                    error.message,
+                    charge=job_id not in self._refunded,
                 )
             )
             self._notify_finished(job)

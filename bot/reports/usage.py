@@ -119,5 +119,5 @@ class UsageQueries:
 
 
 def _made_in(guild_id: int) -> ColumnElement[bool]:
-    """Ledger entries of jobs made in that server (not by DM or the HTTP API)."""
+    """Ledger entries of jobs made in that server (over HTTP too, with a key made there)."""
     return UsageEntry.job_id.in_(select(Job.id).where(Job.guild_id == guild_id))

@@ -385,18 +385,24 @@ class JobStore:
         return job
 
     async def cancel_started(
-        self, job_id: str, gpu_seconds: float, actor_id: int | None, reason: str
+        self,
+        job_id: str,
+        gpu_seconds: float,
+        actor_id: int | None,
+        reason: str,
+        *,
+        charge: bool = True,
     ) -> Job:
         """A running job stopped on request, in one transaction with the ledger: the GPU
         time its images used before it stopped is charged (its member saw the previews;
         no images are counted), the rest of its reservation released; with none used (it
-        stopped before its first step) it is refunded in full."""
+        stopped before its first step), or without `charge`, it is refunded in full."""
         async with self._sessions.begin() as session:
             job = await _transition(
                 session, job_id, JobState.RUNNING, JobState.CANCELLED, "cancelled",
                 actor_id=actor_id, error=reason, gpu_seconds=gpu_seconds,
             )  # fmt: skip
-            if gpu_seconds > 0:
+            if charge and gpu_seconds > 0:
                 await ledger.settle(session, job, 0, self._pricing)
             else:
                 await ledger.refund(session, job)

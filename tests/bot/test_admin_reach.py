@@ -79,12 +79,18 @@ def test_nobody_without_reach_is_allowed_anything() -> None:
     assert not none.covers_job(HOME)
 
 
+def test_a_scope_without_reach_reads_no_server_rather_than_every_one() -> None:
+    for scope in (AdminScope(AdminReach.NONE, HOME), AdminScope(AdminReach.SERVER, None)):
+        with pytest.raises(PermissionError):
+            _ = scope.only_guild
+
+
 def test_a_server_manager_sees_and_acts_on_their_servers_rows_only() -> None:
     server = AdminScope(AdminReach.SERVER, OTHER)
     assert server.only_guild == OTHER
     assert server.covers_job(OTHER)
     assert not server.covers_job(HOME)
-    assert not server.covers_job(None)  # made by DM or through the HTTP API
+    assert not server.covers_job(None)  # made by DM, or with a key made in a DM
     everywhere = AdminScope(AdminReach.GLOBAL, OTHER)
     assert everywhere.only_guild is None
     assert everywhere.covers_job(HOME) and everywhere.covers_job(None)

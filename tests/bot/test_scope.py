@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import discord
+import pytest
+from discord.state import ConnectionState
+
 from bot.config import DiscordConfig
+from bot.discord.bot import AtelierBot
 from bot.discord.cogs.scope import out_of_scope
+from bot.discord.tree import GuardedTree
 
 HOME, ELSEWHERE = 10, 11
 STUDIO, LOBBY, THREAD = 20, 21, 22
@@ -33,3 +42,52 @@ def test_only_the_allowed_channels_and_their_threads_but_admin_anywhere_at_home(
 def test_forget_me_works_everywhere() -> None:
     assert out_of_scope(LIMITED, "forget-me", ELSEWHERE, (LOBBY, None)) is None
     assert out_of_scope(LIMITED, "forget-me", None, (5, None)) is None
+
+
+async def test_the_bots_connection_runs_the_guard_before_any_button_or_form_is_handed_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard of components and modals rests on discord.py internals: through the very
+    parser discord.py calls for INTERACTION_CREATE, a refused click never reaches the view
+    store and an allowed one does."""
+    bot = AtelierBot(DiscordConfig())
+    checked: list[discord.InteractionType] = []
+    handed: list[str] = []
+
+    async def guard(interaction: discord.Interaction[Any]) -> bool:
+        checked.append(interaction.type)
+        return str((interaction.data or {}).get("custom_id")) == "allowed"
+
+    assert isinstance(bot.tree, GuardedTree)
+    bot.tree.guard = guard
+    monkeypatch.setattr(
+        ConnectionState,
+        "parse_interaction_create",
+        lambda state, data: handed.append(data["data"]["custom_id"]),
+    )
+    parse = bot._connection.parsers["INTERACTION_CREATE"]
+    for kind, custom_id in [(3, "refused"), (5, "refused"), (3, "allowed"), (5, "allowed")]:
+        parse(interaction_payload(kind, custom_id))
+    for _ in range(100):
+        if len(checked) == 4:
+            break
+        await asyncio.sleep(0.01)
+    component, modal = discord.InteractionType.component, discord.InteractionType.modal_submit
+    assert sorted(checked) == sorted([component, modal] * 2)
+    assert handed == ["allowed", "allowed"]
+
+
+def interaction_payload(kind: int, custom_id: str) -> dict[str, Any]:
+    """A component (3) or modal (5) interaction as the gateway sends it, from a DM."""
+    return {
+        "id": "1",
+        "application_id": "2",
+        "type": kind,
+        "token": "t",
+        "version": 1,
+        "attachment_size_limit": 8 << 20,
+        "entitlements": [],
+        "authorizing_integration_owners": {},
+        "data": {"custom_id": custom_id, "component_type": 2, "components": []},
+        "user": {"id": "3", "username": "member", "discriminator": "0", "avatar": None},
+    }

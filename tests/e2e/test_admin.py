@@ -11,6 +11,7 @@ from discord import app_commands
 from PIL import Image
 
 from bot.discord.cogs.admin import AdminCog
+from tests.discord_server import LocalDiscord
 
 from .conftest import Launch, RunningBot
 from .test_imagine import finished
@@ -333,3 +334,79 @@ async def test_admin_reach_walking_every_command_as_member_server_manager_and_ow
     assert [row["user_id"] for row in usage] == [str(elsewhere.user_id)]
     audit = list(csv.DictReader(io.StringIO(files["audit.csv"])))
     assert audit and {row["guild_id"] for row in audit} == {str(elsewhere.guild_id)}
+
+
+async def queue_menu(
+    server: LocalDiscord, user_id: int, channel_id: int
+) -> tuple[int, str, set[str]]:
+    """/admin queue as `user_id`: its message, the custom id of its menu, the jobs offered."""
+    listing = await server.send_slash_command("admin queue", user_id=user_id, channel_id=channel_id)
+    await listing.wait_for_callback(timeout=10)
+    message = server.message(listing.original_message_id or 0)
+    assert message is not None
+    (menu,) = (c for c in message.iter_components() if c["type"] == 3)
+    return message.id, str(menu["custom_id"]), {str(o["value"]) for o in menu["options"]}
+
+
+def cancel_button(server: LocalDiscord, message_id: int | None) -> str:
+    message = server.message(message_id or 0)
+    assert message is not None
+    (cancel,) = (i for i in message.custom_ids if i.startswith("atelier:cancel:"))
+    return cancel
+
+
+async def test_a_server_manager_lists_and_cancels_only_their_servers_jobs(
+    launch_bot: Launch,
+) -> None:
+    """/admin queue and the Cancel button: the owner of another server sees and stops that
+    server's jobs only; the application's owner sees every job. Each answer says what
+    happened; a refusal is private and audited."""
+    running_bot = await launch_bot(admin="", other_guilds=["A stranger's server"])
+    server = running_bot.server
+    (elsewhere,) = server.other_guilds
+    await server.wait_for_commands(timeout=30, syncs=len(server.guild_ids))
+    slow = await server.send_slash_command("imagine", {"prompt": "slow tide", "steps": 150})
+    await slow.wait_for_original(lambda m: "step 1/" in m.content, timeout=120)
+    theirs = []
+    for prompt in ("a teapot", "a kettle"):  # queued behind the slow job
+        ix = await server.send_slash_command(
+            "imagine", {"prompt": prompt, "steps": 150}, channel_id=elsewhere.channel_id
+        )
+        await ix.wait_for_original(timeout=60)
+        theirs.append(ix)
+    slow_id, teapot_id, kettle_id = (
+        row["id"] for row in running_bot.rows("select id from jobs order by created_at")
+    )
+
+    *_, offered = await queue_menu(server, server.owner_id, server.channel_id)
+    assert offered == {slow_id, teapot_id, kettle_id}
+    message_id, menu, offered = await queue_menu(server, elsewhere.owner_id, elsewhere.channel_id)
+    assert offered == {teapot_id, kettle_id}
+    picked = await server.select_menu(message_id, menu, [teapot_id], user_id=elsewhere.owner_id)
+    answer = await picked.wait_for_followup(timeout=30)
+    assert answer.content == f"🛑 Job `{teapot_id}` is cancelled."
+
+    # The Cancel button: under their server's job it works; where they are a plain member
+    # (they joined the first server too), under another member's job it is refused.
+    server.add_member(elsewhere.owner_id, "stranger")
+    kettle = theirs[1].original_message_id
+    pressed = await server.click_button(
+        kettle or 0, cancel_button(server, kettle), user_id=elsewhere.owner_id
+    )
+    answer = await pressed.wait_for_followup(timeout=30)
+    assert answer.content == f"🛑 Job `{kettle_id}` is cancelled."
+    pressed = await server.click_button(
+        slow.original_message_id or 0,
+        cancel_button(server, slow.original_message_id),
+        user_id=elsewhere.owner_id,
+    )
+    callback = await pressed.wait_for_callback(timeout=10)
+    assert callback.type == 4 and callback.data["flags"] & 64
+    assert callback.data["content"].startswith("⚠️")
+    assert await running_bot.wait_for_rows(
+        "select id from audit_log where action = 'button.cancel.refused' and actor_id = :user",
+        user=elsewhere.owner_id,
+    )
+    states = {r["id"]: r["state"] for r in running_bot.rows("select id, state from jobs")}
+    assert states[teapot_id] == states[kettle_id] == "cancelled"
+    assert states[slow_id] != "cancelled"

@@ -479,9 +479,11 @@ async def test_repeated_blocked_prompts_pause_the_keys_member(api: RunningApi) -
     assert [entry.params["command"] for entry in strikes] == ["http"] * 3
 
 
-async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_refunded(
+async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_charged_what_it_used(
     api: RunningApi,
 ) -> None:
+    """A client that leaves cancels its job as a member's cancel does: once it started, the
+    GPU time it used is charged (no images), the rest of the reservation released."""
     member = await api.member()
     body = {"text_prompts": [{"text": "a very slow fox"}], "steps": 150, "samples": 4}
     with pytest.raises(requests.exceptions.ReadTimeout):
@@ -491,9 +493,14 @@ async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_r
     job = await wait_for_state(api, job.id, JobState.CANCELLED, JobState.SUCCEEDED)
     assert job.state is JobState.CANCELLED
     assert await api.count(Reservation, Reservation.job_id == job.id) == 0
-    assert await api.count(UsageEntry, UsageEntry.job_id == job.id) == 0
+    ledger = await api.rows(UsageEntry, UsageEntry.job_id == job.id)
     trail = [e.action for e in await api.rows(AuditEntry, AuditEntry.target == job.id)]
-    assert "quota.refund" in trail and "job.cancelled" in trail
+    assert "job.cancelled" in trail
+    if job.gpu_seconds:  # it had started when the client left
+        assert [(e.images, e.gpu_seconds) for e in ledger] == [(0, job.gpu_seconds)]
+        assert "quota.settle" in trail and "quota.refund" not in trail
+    else:
+        assert ledger == [] and "quota.refund" in trail
 
 
 async def test_an_unexpected_error_is_a_500_with_an_id_the_admin_finds_in_the_log(

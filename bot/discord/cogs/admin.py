@@ -31,7 +31,7 @@ from ...quota import Limits
 from ...reports.table import code_block, render
 from ...store.jobs import JobNotFound
 from ...store.models import QuotaScope, utcnow
-from ..common import Services, actor_of, admin_scope, refuse
+from ..common import Services, actor_of, admin_scope, cancel_and_answer, refuse
 
 AUDIT_PAGE = 15
 STATUS_CHART = "status.png"
@@ -362,10 +362,13 @@ def status_embed(facts: StatusFacts) -> discord.Embed:
 
 
 def _scope(interaction: discord.Interaction) -> AdminScope:
-    """The scope interaction_check decided for this call; a command reached some other
-    way (none should be) gets no reach at all."""
+    """The scope interaction_check decided for this call. A command reached some other
+    way (none should be) fails closed: it is stopped, not answered with every server's
+    rows."""
     scope = interaction.extras.get(_SCOPE)
-    return scope if isinstance(scope, AdminScope) else AdminScope(AdminReach.NONE, None)
+    if not isinstance(scope, AdminScope) or scope.reach is AdminReach.NONE:
+        raise app_commands.CheckFailure("an /admin command ran without its admin check")
+    return scope
 
 
 def _options(interaction: discord.Interaction) -> dict[str, Any]:
@@ -467,6 +470,4 @@ class QueueView(discord.ui.View):
             reason = NOT_ADMIN if scope.reach is AdminReach.NONE else BEYOND_SERVER
             await refuse(interaction, store, "admin.queue.cancel", reason)
             return
-        cancelled = await self.services.jobs.cancel(job_id, interaction.user.id)
-        text = f"🛑 Cancelling job `{job_id}`." if cancelled else f"Job `{job_id}` already ended."
-        await interaction.response.send_message(text, ephemeral=True)
+        await cancel_and_answer(self.services, interaction, job_id, "admin.queue.cancel")

@@ -41,6 +41,7 @@ from ..common import (
     Services,
     actor_of,
     admin_scope,
+    cancel_and_answer,
     journal_then_defer,
     refuse,
     requester_from_journal,
@@ -352,20 +353,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             reason = "Only the member who asked for this job (or an admin) can cancel it."
             await refuse(interaction, store, command, reason)
             return
-        # A running job stops within a step: the answer waits for its end, so it says what
-        # happened (a job whose result was already on its way finished instead).
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        outcome = await self.services.jobs.cancel_and_wait(job.id, interaction.user.id)
-        ended = outcome.job.state
-        if outcome.too_late:
-            reason = f"Job `{job.id}` had already ended ({ended}): nothing was cancelled."
-            await refuse(interaction, store, command, reason)
-        elif ended is JobState.CANCELLED:
-            await interaction.followup.send(f"🛑 Job `{job.id}` is cancelled.", ephemeral=True)
-        else:
-            await interaction.followup.send(
-                f"🛑 Cancelling job `{job.id}`: it stops at its next step.", ephemeral=True
-            )
+        await cancel_and_answer(self.services, interaction, job.id, command)
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑️: delete the result message and the job's stored images; owner or admin only.
