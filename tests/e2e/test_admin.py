@@ -366,7 +366,7 @@ async def test_a_server_manager_lists_and_cancels_only_their_servers_jobs(
     (elsewhere,) = server.other_guilds
     await server.wait_for_commands(timeout=30, syncs=len(server.guild_ids))
     slow = await server.send_slash_command("imagine", {"prompt": "slow tide", "steps": 150})
-    await slow.wait_for_original(lambda m: "step 1/" in m.content, timeout=120)
+    await slow.wait_for_original(lambda m: ": step " in m.content, timeout=120)
     theirs = []
     for prompt in ("a teapot", "a kettle"):  # queued behind the slow job
         ix = await server.send_slash_command(

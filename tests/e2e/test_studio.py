@@ -159,7 +159,7 @@ async def test_cancel_queue_and_history_as_two_members(running_bot: RunningBot) 
     bot, server = running_bot, running_bot.server
     other = server.add_member(name="other")
     slow = await server.send_slash_command("imagine", {"prompt": "slow tide", "steps": 150})
-    running = await slow.wait_for_original(lambda m: "step 1/" in m.content, timeout=120)
+    running = await slow.wait_for_original(lambda m: ": step " in m.content, timeout=120)
     slow_id = job_id_of(running)
     waiting = await server.send_slash_command("imagine", {"prompt": "next tide", "seed": 3})
     waiting_id = job_id_of(await waiting.wait_for_original(lambda m: "queued" in m.content))
