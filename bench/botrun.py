@@ -154,9 +154,17 @@ class BotSession:
         spawned = time.monotonic()
         with self.log.open("ab") as sink:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.cli", "run", "--config", str(config),
-                cwd=self.directory, env=env, stdout=sink, stderr=sink,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "run",
+                "--config",
+                str(config),
+                cwd=self.directory,
+                env=env,
+                stdout=sink,
+                stderr=sink,
+            )
         await self.server.wait_for_identify(timeout=READY_TIMEOUT)
         ready = time.monotonic()
         await self.server.wait_for_commands(timeout=READY_TIMEOUT)

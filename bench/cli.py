@@ -69,46 +69,61 @@ def _batches(text: str) -> tuple[int, ...]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__,
+        prog="python -m bench",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--items", type=lambda text: _names(text, list(ITEMS), "item"), default=tuple(ITEMS),
+        "--items",
+        type=lambda text: _names(text, list(ITEMS), "item"),
+        default=tuple(ITEMS),
         help=f"comma-separated, in this order: {','.join(ITEMS)} (default: all)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help="toy sizes, a few seconds per item; the GPU item's code runs on the CPU",
-    )  # fmt: skip
+    )
     parser.add_argument("--name", help="results file name (default: date, device, smoke)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder (default: {RESULTS})")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument(
-        "--gpu-models", type=lambda text: _names(text, ["sd15", "sdxl"], "model"),
-        default=("sd15", "sdxl"), help="architectures of the GPU item (default: sd15,sdxl)",
-    )  # fmt: skip
+        "--gpu-models",
+        type=lambda text: _names(text, ["sd15", "sdxl"], "model"),
+        default=("sd15", "sdxl"),
+        help="architectures of the GPU item (default: sd15,sdxl)",
+    )
     parser.add_argument(
-        "--gpu-batches", type=_batches, default=None,
+        "--gpu-batches",
+        type=_batches,
+        default=None,
         help="max_batch_images settings of the GPU throughput runs (default: 1,2,4,8; smoke 1,2)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--no-compile", dest="gpu_compile", action="store_false",
+        "--no-compile",
+        dest="gpu_compile",
+        action="store_false",
         help="the engine side of the GPU item without torch.compile (faster to start)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--compile-mode", default="max-autotune",
+        "--compile-mode",
+        default="max-autotune",
         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
         help="[engine] compile_mode for the GPU item (default: max-autotune)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--cpu-threads", type=int, default=1,
+        "--cpu-threads",
+        type=int,
+        default=1,
         help="torch CPU threads in this process and the bot's engines (default: 1, steady on"
         " a shared machine, where a pool larger than the free cores stalls; 0: torch's choice)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--peak-tflops", type=float, default=None,
+        "--peak-tflops",
+        type=float,
+        default=None,
         help="the GPU's dense fp16/bf16 TFLOP/s, if bench.items.gpu does not know it",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -186,9 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.versions = library_versions()
     batches = args.gpu_batches or ((1, 2) if args.smoke else (1, 2, 4, 8))
     options = Options(
-        smoke=args.smoke, gpu_models=args.gpu_models, gpu_compile=args.gpu_compile,
-        gpu_compile_mode=args.compile_mode, gpu_batches=batches, peak_tflops=args.peak_tflops,
-    )  # fmt: skip
+        smoke=args.smoke,
+        gpu_models=args.gpu_models,
+        gpu_compile=args.gpu_compile,
+        gpu_compile_mode=args.compile_mode,
+        gpu_batches=batches,
+        peak_tflops=args.peak_tflops,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     say(f"scratch folder {workdir}; items: {', '.join(args.items)}")
     try:

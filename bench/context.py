@@ -33,20 +33,42 @@ class Sizes:
     @classmethod
     def full(cls) -> Sizes:
         return cls(
-            overhead_jobs=20, steps=4, batching_rounds=3, batching_jobs=8, batching_members=4,
-            preview_rounds=8, preview_steps=20, preview_side=64, queued_jobs=1000,
-            scheduler_waiting=1000, scheduler_members=100, scheduler_seconds=2.0,
-            history_jobs=100_000, store_ops=200, gpu_rounds=3,
-        )  # fmt: skip
+            overhead_jobs=20,
+            steps=4,
+            batching_rounds=3,
+            batching_jobs=8,
+            batching_members=4,
+            preview_rounds=8,
+            preview_steps=20,
+            preview_side=64,
+            queued_jobs=1000,
+            scheduler_waiting=1000,
+            scheduler_members=100,
+            scheduler_seconds=2.0,
+            history_jobs=100_000,
+            store_ops=200,
+            gpu_rounds=3,
+        )
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(
-            overhead_jobs=2, steps=2, batching_rounds=1, batching_jobs=4, batching_members=2,
-            preview_rounds=1, preview_steps=5, preview_side=64, queued_jobs=20,
-            scheduler_waiting=50, scheduler_members=5, scheduler_seconds=0.05,
-            history_jobs=500, store_ops=5, gpu_rounds=1,
-        )  # fmt: skip
+            overhead_jobs=2,
+            steps=2,
+            batching_rounds=1,
+            batching_jobs=4,
+            batching_members=2,
+            preview_rounds=1,
+            preview_steps=5,
+            preview_side=64,
+            queued_jobs=20,
+            scheduler_waiting=50,
+            scheduler_members=5,
+            scheduler_seconds=0.05,
+            history_jobs=500,
+            store_ops=5,
+            gpu_rounds=1,
+        )
 
 
 def say(message: str) -> None:

@@ -46,7 +46,10 @@ SD15_UNET: Config = {
     "center_input_sample": False,
     "cross_attention_dim": 768,
     "down_block_types": [
-        "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
     ],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
@@ -59,9 +62,12 @@ SD15_UNET: Config = {
     "out_channels": 4,
     "sample_size": 64,
     "up_block_types": [
-        "UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
     ],
-}  # fmt: skip
+}
 
 SD15_VAE: Config = {
     "act_fn": "silu",
@@ -148,26 +154,43 @@ SCHEDULER: Config = {
 TAESD: Config = {}
 
 _TINY_TEXT: Config = {
-    "hidden_act": "quick_gelu", "hidden_size": 32, "intermediate_size": 37,
-    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "num_attention_heads": 4,
-    "num_hidden_layers": 5, "projection_dim": 32, "vocab_size": 514,
-}  # fmt: skip
+    "hidden_act": "quick_gelu",
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 5,
+    "projection_dim": 32,
+    "vocab_size": 514,
+}
 # Cross-attention at the lower resolution only, one layer per block (as engine.tiny):
 # the smoke run exercises the code, and attention over every 32x32 position is slow.
 _TINY_UNET: Config = {
-    "block_out_channels": [32, 64], "layers_per_block": 1, "sample_size": 32,
-    "in_channels": 4, "out_channels": 4, "cross_attention_dim": 32,
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "cross_attention_dim": 32,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-}  # fmt: skip
+}
 _TINY_VAE: Config = {
-    "block_out_channels": [32, 64], "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-    "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-}  # fmt: skip
+    "block_out_channels": [32, 64],
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+}
 _TINY_TAESD: Config = {
-    "encoder_block_out_channels": [16, 16], "decoder_block_out_channels": [16, 16],
-    "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1], "latent_channels": 4,
-}  # fmt: skip
+    "encoder_block_out_channels": [16, 16],
+    "decoder_block_out_channels": [16, 16],
+    "num_encoder_blocks": [1, 1],
+    "num_decoder_blocks": [1, 1],
+    "latent_channels": 4,
+}
 
 
 @dataclass(frozen=True)
@@ -196,31 +219,69 @@ class Architecture:
 
 FULL = {
     "sd15": Architecture(
-        "sd15", "SD 1.5 512x512, 25 steps", False, SD15_UNET, SD15_VAE, (CLIP_L,), TAESD,
-        512, 512, 25, min_it_per_s_speedup=1.3, min_images_per_s=8.0,
+        "sd15",
+        "SD 1.5 512x512, 25 steps",
+        False,
+        SD15_UNET,
+        SD15_VAE,
+        (CLIP_L,),
+        TAESD,
+        512,
+        512,
+        25,
+        min_it_per_s_speedup=1.3,
+        min_images_per_s=8.0,
     ),
     "sdxl": Architecture(
-        "sdxl", "SDXL 1024x1024, 30 steps", True, SDXL_UNET, SDXL_VAE, (CLIP_L, CLIP_BIGG),
-        TAESD, 1024, 1024, 30, min_images_per_s=0.9,
+        "sdxl",
+        "SDXL 1024x1024, 30 steps",
+        True,
+        SDXL_UNET,
+        SDXL_VAE,
+        (CLIP_L, CLIP_BIGG),
+        TAESD,
+        1024,
+        1024,
+        30,
+        min_images_per_s=0.9,
     ),
-}  # fmt: skip
+}
 
 TINY = {
     "sd15": Architecture(
-        "sd15", "tiny SD 1.5-shaped 64x64, 5 steps", False, _TINY_UNET, _TINY_VAE,
-        (_TINY_TEXT,), _TINY_TAESD, 64, 64, 5,
+        "sd15",
+        "tiny SD 1.5-shaped 64x64, 5 steps",
+        False,
+        _TINY_UNET,
+        _TINY_VAE,
+        (_TINY_TEXT,),
+        _TINY_TAESD,
+        64,
+        64,
+        5,
     ),
     "sdxl": Architecture(
-        "sdxl", "tiny SDXL-shaped 64x64, 5 steps", True,
-        _TINY_UNET | {
-            "attention_head_dim": [2, 4], "use_linear_projection": True,
-            "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+        "sdxl",
+        "tiny SDXL-shaped 64x64, 5 steps",
+        True,
+        _TINY_UNET
+        | {
+            "attention_head_dim": [2, 4],
+            "use_linear_projection": True,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
             "transformer_layers_per_block": [1, 2],
-            "projection_class_embeddings_input_dim": 6 * 8 + 32, "cross_attention_dim": 64,
+            "projection_class_embeddings_input_dim": 6 * 8 + 32,
+            "cross_attention_dim": 64,
         },
-        _TINY_VAE | {"force_upcast": True}, (_TINY_TEXT, _TINY_TEXT), _TINY_TAESD, 64, 64, 5,
+        _TINY_VAE | {"force_upcast": True},
+        (_TINY_TEXT, _TINY_TEXT),
+        _TINY_TAESD,
+        64,
+        64,
+        5,
     ),
-}  # fmt: skip
+}
 
 
 def _unet_inputs(arch: Architecture, batch: int) -> tuple[list[torch.Tensor], dict[str, Any]]:
@@ -277,9 +338,12 @@ def build_pipeline(arch: Architecture, device: torch.device, dtype: torch.dtype)
     scheduler = EulerDiscreteScheduler(**SCHEDULER)
     # Typed as Any: diffusers annotates these parameters narrower than what it accepts.
     parts: dict[str, Any] = {
-        "vae": vae, "text_encoder": encoders[0], "tokenizer": tokenizer, "unet": unet,
+        "vae": vae,
+        "text_encoder": encoders[0],
+        "tokenizer": tokenizer,
+        "unet": unet,
         "scheduler": scheduler,
-    }  # fmt: skip
+    }
     cls: Any
     if arch.xl:
         cls = StableDiffusionXLPipeline

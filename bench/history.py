@@ -49,9 +49,16 @@ def members(count: int) -> list[int]:
 
 def job_spec(prompt: str, seed: int, width: int = 64, height: int = 64, steps: int = 4) -> JobSpec:
     return JobSpec(
-        prompt=prompt, model="tiny", width=width, height=height, steps=steps, cfg=7.0,
-        sampler="Euler", seed=seed, count=1,
-    )  # fmt: skip
+        prompt=prompt,
+        model="tiny",
+        width=width,
+        height=height,
+        steps=steps,
+        cfg=7.0,
+        sampler="Euler",
+        seed=seed,
+        count=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -113,10 +120,18 @@ def _audit(
     job_id: str, user_id: int, at: datetime, actions: Sequence[str], guild: int | None = None
 ) -> list[dict[str, Any]]:
     return [
-        {"at": at, "actor_id": user_id, "guild_id": guild, "channel_id": None, "action": action,
-         "target": job_id, "params": {"from": "bench"}, "outcome": "ok"}
+        {
+            "at": at,
+            "actor_id": user_id,
+            "guild_id": guild,
+            "channel_id": None,
+            "action": action,
+            "target": job_id,
+            "params": {"from": "bench"},
+            "outcome": "ok",
+        }
         for action in actions
-    ]  # fmt: skip
+    ]
 
 
 def _sqlite_url(database: Path) -> str:
@@ -144,34 +159,75 @@ def write_history(database: Path, jobs: int, users: int = 100, days: int = 30) -
                     started = finished - timedelta(seconds=3)
                     job = hex_id(HISTORY_IDS, number)
                     gpu_seconds = rng.uniform(1.0, 5.0)
-                    job_rows.append({
-                        "id": job, "user_id": user, "state": JobState.SUCCEEDED,
-                        "spec": spec | {"seed": number}, "model": "tiny", "seeds": [number],
-                        "error": None, "gpu_seconds": gpu_seconds, "device": "cuda:0",
-                        "created_at": started - timedelta(seconds=5), "started_at": started,
-                        "finished_at": finished, "delivered_at": finished, "lane": Lane.NORMAL,
-                        "attempts": 1, "guild_id": None, "channel_id": None,
-                        "interaction_id": None, "interaction_token": None, "message_id": None,
-                        "batch_id": None, "upload_limit": None,
-                    })  # fmt: skip
-                    outputs.append({
-                        "job_id": job, "index": 0, "path": f"images/{job}/0.png",
-                        "sha256": "0" * 64, "seed": number, "width": 64, "height": 64,
-                        "recipe": {"seed": number}, "flags": {},
-                    })  # fmt: skip
-                    ledger.append({
-                        "job_id": job, "user_id": user, "at": finished, "images": 1,
-                        "gpu_seconds": gpu_seconds, "cost": 0.0, "currency": "USD",
-                        "lane": Lane.NORMAL,
-                    })  # fmt: skip
+                    job_rows.append(
+                        {
+                            "id": job,
+                            "user_id": user,
+                            "state": JobState.SUCCEEDED,
+                            "spec": spec | {"seed": number},
+                            "model": "tiny",
+                            "seeds": [number],
+                            "error": None,
+                            "gpu_seconds": gpu_seconds,
+                            "device": "cuda:0",
+                            "created_at": started - timedelta(seconds=5),
+                            "started_at": started,
+                            "finished_at": finished,
+                            "delivered_at": finished,
+                            "lane": Lane.NORMAL,
+                            "attempts": 1,
+                            "guild_id": None,
+                            "channel_id": None,
+                            "interaction_id": None,
+                            "interaction_token": None,
+                            "message_id": None,
+                            "batch_id": None,
+                            "upload_limit": None,
+                        }
+                    )
+                    outputs.append(
+                        {
+                            "job_id": job,
+                            "index": 0,
+                            "path": f"images/{job}/0.png",
+                            "sha256": "0" * 64,
+                            "seed": number,
+                            "width": 64,
+                            "height": 64,
+                            "recipe": {"seed": number},
+                            "flags": {},
+                        }
+                    )
+                    ledger.append(
+                        {
+                            "job_id": job,
+                            "user_id": user,
+                            "at": finished,
+                            "images": 1,
+                            "gpu_seconds": gpu_seconds,
+                            "cost": 0.0,
+                            "currency": "USD",
+                            "lane": Lane.NORMAL,
+                        }
+                    )
                     audit += _audit(
-                        job, user, finished,
-                        ("job.queued", "quota.reserve", "job.running", "job.succeeded",
-                         "quota.settle"),
-                    )  # fmt: skip
+                        job,
+                        user,
+                        finished,
+                        (
+                            "job.queued",
+                            "quota.reserve",
+                            "job.running",
+                            "job.succeeded",
+                            "quota.settle",
+                        ),
+                    )
                 for model, batch in (
-                    (Job, job_rows), (Output, outputs), (UsageEntry, ledger), (AuditEntry, audit)
-                ):  # fmt: skip
+                    (Job, job_rows),
+                    (Output, outputs),
+                    (UsageEntry, ledger),
+                    (AuditEntry, audit),
+                ):
                     rows += _insert(connection, model, batch)
     finally:
         engine.dispose()
@@ -201,19 +257,42 @@ def write_queue(
                 job = hex_id(QUEUE_IDS, number)
                 queued = now - timedelta(milliseconds=jobs - number)
                 spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
-                job_rows.append({
-                    "id": job, "user_id": user, "state": JobState.QUEUED, "spec": spec,
-                    "model": "tiny", "seeds": [number], "error": None, "gpu_seconds": None,
-                    "device": None, "created_at": queued, "started_at": None,
-                    "finished_at": None, "delivered_at": None, "lane": Lane.NORMAL,
-                    "attempts": 0, "guild_id": guild_id, "channel_id": channel_id,
-                    "interaction_id": None, "interaction_token": None, "message_id": None,
-                    "batch_id": None, "upload_limit": None,
-                })  # fmt: skip
-                reservations.append({
-                    "job_id": job, "user_id": user, "images": 1, "gpu_seconds": estimate,
-                    "cost": 0.0, "created_at": queued,
-                })  # fmt: skip
+                job_rows.append(
+                    {
+                        "id": job,
+                        "user_id": user,
+                        "state": JobState.QUEUED,
+                        "spec": spec,
+                        "model": "tiny",
+                        "seeds": [number],
+                        "error": None,
+                        "gpu_seconds": None,
+                        "device": None,
+                        "created_at": queued,
+                        "started_at": None,
+                        "finished_at": None,
+                        "delivered_at": None,
+                        "lane": Lane.NORMAL,
+                        "attempts": 0,
+                        "guild_id": guild_id,
+                        "channel_id": channel_id,
+                        "interaction_id": None,
+                        "interaction_token": None,
+                        "message_id": None,
+                        "batch_id": None,
+                        "upload_limit": None,
+                    }
+                )
+                reservations.append(
+                    {
+                        "job_id": job,
+                        "user_id": user,
+                        "images": 1,
+                        "gpu_seconds": estimate,
+                        "cost": 0.0,
+                        "created_at": queued,
+                    }
+                )
                 audit += _audit(job, user, queued, ("job.queued", "quota.reserve"), guild_id)
             for model, batch in ((Job, job_rows), (Reservation, reservations), (AuditEntry, audit)):
                 for chunk in _chunks(batch):

@@ -134,10 +134,16 @@ async def run_rounds(
     for setting in batch_settings:
         store = GatedJobStore(sessions, FREE)
         service = JobService(
-            store, directory / "data", [engine], job_timeout, {model_name: model}, model_name,
-            quotas=quotas, queue=QueueConfig(max_length=10_000),
+            store,
+            directory / "data",
+            [engine],
+            job_timeout,
+            {model_name: model},
+            model_name,
+            quotas=quotas,
+            queue=QueueConfig(max_length=10_000),
             batch_images={engine.device: setting},
-        )  # fmt: skip
+        )
         finishes = Finishes()
         service.add_listener(finishes)
         services[setting] = _Service(service, store, finishes)

@@ -16,8 +16,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 LIBRARIES = (
-    "torch", "diffusers", "transformers", "discord.py", "SQLAlchemy", "aiosqlite", "pydantic",
-)  # fmt: skip
+    "torch",
+    "diffusers",
+    "transformers",
+    "discord.py",
+    "SQLAlchemy",
+    "aiosqlite",
+    "pydantic",
+)
 
 Value = float | int | str | bool | None
 

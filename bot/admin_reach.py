@@ -54,8 +54,9 @@ class Admins:
         role_ids: Iterable[int],
         allowed_guild_ids: Iterable[int],
     ) -> Admins:
-        return cls(frozenset([*owner_ids, *user_ids]), frozenset(role_ids),
-                   frozenset(allowed_guild_ids))  # fmt: skip
+        return cls(
+            frozenset([*owner_ids, *user_ids]), frozenset(role_ids), frozenset(allowed_guild_ids)
+        )
 
 
 @dataclass(frozen=True)

@@ -178,9 +178,14 @@ async def run_bot(config: Config, token: str) -> None:
     users = UserStore(sessions, config.storage.data_dir)
     admin_log = AdminLog(client, config.moderation.log_channel_id)
     delivery = Delivery(
-        client, service.store, config.storage.data_dir, config.discord.progress_interval,
-        service.queue_place, users.prefers_dm, ModerationNotices(client, admin_log),
-    )  # fmt: skip
+        client,
+        service.store,
+        config.storage.data_dir,
+        config.discord.progress_interval,
+        service.queue_place,
+        users.prefers_dm,
+        ModerationNotices(client, admin_log),
+    )
     service.add_listener(delivery)
     service.add_listener(ops.metrics)
     ops.attach(client, lambda: delivery.retries)
@@ -218,9 +223,13 @@ async def run_bot(config: Config, token: str) -> None:
             await http.start()
         async with client:
             for cog in (
-                ScopeCog(client, services), imagine, job_buttons, MemberCog(services),
-                AdminCog(client, services), ApiKeyCog(services),
-            ):  # fmt: skip
+                ScopeCog(client, services),
+                imagine,
+                job_buttons,
+                MemberCog(services),
+                AdminCog(client, services),
+                ApiKeyCog(services),
+            ):
                 await client.add_cog(cog)
             connection = asyncio.create_task(client.start(token), name="discord-connection")
             stopping = asyncio.create_task(stop.wait(), name="stop-signal")

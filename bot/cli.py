@@ -28,9 +28,13 @@ TOKEN_HELP = "https://discord.com/developers/applications â†’ your application â
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config file (default: ./config.toml if there is one,"
-                             " else the built-in defaults)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: ./config.toml if there is one,"
+        " else the built-in defaults)",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -100,8 +104,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     usage = commands.add_parser("usage", help="top members and daily usage for a period")
     _add_config(usage)
-    usage.add_argument("--since", type=_duration, default=timedelta(days=7),
-                       help="period: 90m, 24h, 7d, 2w (default: 7d)")  # fmt: skip
+    usage.add_argument(
+        "--since",
+        type=_duration,
+        default=timedelta(days=7),
+        help="period: 90m, 24h, 7d, 2w (default: 7d)",
+    )
     usage.add_argument("--user", type=int, default=None, help="one member's Discord id")
 
     audit = commands.add_parser("audit", help="audit log entries, newest first")
@@ -124,9 +132,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("dir", type=Path)
     tiny.add_argument(
-        "--all", action="store_true",
+        "--all",
+        action="store_true",
         help="also SDXL, a ControlNet, an inpainting model and a preview decoder, a folder each",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -218,8 +227,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
     except discord.LoginFailure:
-        print(f"atelier: Discord refused the token in {token_source(config)} (reset it at"
-              f" {TOKEN_HELP})", file=sys.stderr)  # fmt: skip
+        print(
+            f"atelier: Discord refused the token in {token_source(config)} (reset it at"
+            f" {TOKEN_HELP})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except CannotListen as error:
         print(f"atelier: {error}", file=sys.stderr)

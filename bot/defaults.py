@@ -62,8 +62,11 @@ def builtin_config(
     """
     raw = builtin_raw(model, device)
     env = os.environ if env is None else env
-    endpoints = {key: env[f"ATELIER_DISCORD_{key.upper()}"] for key in ENDPOINT_KEYS
-                 if f"ATELIER_DISCORD_{key.upper()}" in env}  # fmt: skip
+    endpoints = {
+        key: env[f"ATELIER_DISCORD_{key.upper()}"]
+        for key in ENDPOINT_KEYS
+        if f"ATELIER_DISCORD_{key.upper()}" in env
+    }
     if endpoints:
         raw["discord"] = endpoints
     return config_from_dict(raw, base, "built-in defaults")
@@ -78,9 +81,9 @@ def with_default_model(config: Config, source: str, base: Path) -> Config:
         name = model_name_of(source)
         if name in config.models and config.models[name].source != source:
             name = f"{name}-cli"
-        resolved = str((base / Path(source).expanduser()).resolve()) if looks_local(source) else (
-            source
-        )  # fmt: skip
+        resolved = (
+            str((base / Path(source).expanduser()).resolve()) if looks_local(source) else (source)
+        )
         if looks_local(source) and not Path(resolved).exists():
             raise ConfigError(f"--model: {source!r} does not exist ({resolved})")
         models = {**config.models, name: ModelSpec(source=resolved)}
@@ -111,8 +114,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str | Path | Enum):
-        return json.dumps(str(value.value if isinstance(value, Enum) else value),
-                          ensure_ascii=False)  # fmt: skip
+        return json.dumps(
+            str(value.value if isinstance(value, Enum) else value), ensure_ascii=False
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -145,8 +149,10 @@ def render_config(config: Config, token_source: str) -> str:
             lines.extend(_keys(value))
             lines.append("")
     for name, spec in config.models.items():
-        lines.append("# A model members pick by name; source: a Hugging Face repo id, a folder"
-                     " or a .safetensors file.")  # fmt: skip
+        lines.append(
+            "# A model members pick by name; source: a Hugging Face repo id, a folder"
+            " or a .safetensors file."
+        )
         lines.append(f"[models.{name}]")
         lines.extend(_keys(spec))
         lines.append("")

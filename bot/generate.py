@@ -47,23 +47,41 @@ def _inputs(args: argparse.Namespace, config: Config) -> Inputs:
 
 async def generate(config: Config, args: argparse.Namespace) -> int:
     options = Options(
-        prompt=args.prompt, negative_prompt=args.negative, model=args.model, aspect=args.aspect,
-        count=args.count, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
-        strength=args.strength, control_type=args.control_type, control_scale=args.control_scale,
-    )  # fmt: skip
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        model=args.model,
+        aspect=args.aspect,
+        count=args.count,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        strength=args.strength,
+        control_type=args.control_type,
+        control_scale=args.control_scale,
+    )
     try:
         specs = build_specs(
-            options, config.models, config.engine.default_model, _inputs(args, config),
-            None, config.styles, config.generation.max_permutations,
-        )  # fmt: skip
+            options,
+            config.models,
+            config.engine.default_model,
+            _inputs(args, config),
+            None,
+            config.styles,
+            config.generation.max_permutations,
+        )
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
         return 2
     device = args.device or config.engine.devices[0]
     engine = EngineProcess(
-        device, config.models, engine_environment(), config.engine.model_memory_gb,
-        config.engine.speed(), config.moderation.classifier(),
-    )  # fmt: skip
+        device,
+        config.models,
+        engine_environment(),
+        config.engine.model_memory_gb,
+        config.engine.speed(),
+        config.moderation.classifier(),
+    )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -241,8 +241,11 @@ class ModelRegistry:
         if not self.speed.compile or name is None:
             return
         model = self.get(name)
-        log.info("compiling model %s for batches of %s image(s)", name,
-                 ", ".join(map(str, self.speed.warmup_batch_images)))  # fmt: skip
+        log.info(
+            "compiling model %s for batches of %s image(s)",
+            name,
+            ", ".join(map(str, self.speed.warmup_batch_images)),
+        )
         speed.warm_up(
             model.pipeline, model.scheduler_config, self.spec(name), self.speed.warmup_batch_images
         )

@@ -301,8 +301,9 @@ def _shares(batch: _Batch, seconds: float) -> list[float]:
     """Each job's share of the batch's `seconds`, in proportion to its images that went
     into a pipeline call."""
     ran = [batch.slots[index].plan for index in batch.started]
-    return [seconds * ran.count(number) / len(ran) if ran else 0.0
-            for number in range(len(batch.plans))]  # fmt: skip
+    return [
+        seconds * ran.count(number) / len(ran) if ran else 0.0 for number in range(len(batch.plans))
+    ]
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,24 @@ MAX_CONTROL_SCALE = 2.0
 # Sampler names as users know them from other Stable Diffusion tools; the
 # engine maps each to a diffusers scheduler (engine.samplers).
 SAMPLER_NAMES: tuple[str, ...] = (
-    "Euler", "Euler a", "Heun", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M Karras",
-    "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "DPM++ SDE", "DPM++ SDE Karras", "DDIM", "PNDM",
-    "UniPC", "LMS", "LMS Karras", "LCM",
-)  # fmt: skip
+    "Euler",
+    "Euler a",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "DPM++ SDE",
+    "DPM++ SDE Karras",
+    "DDIM",
+    "PNDM",
+    "UniPC",
+    "LMS",
+    "LMS Karras",
+    "LCM",
+)
 
 
 class Message(BaseModel):
@@ -55,17 +69,33 @@ class Message(BaseModel):
 
 # What NudeNet's 320n detector (the classifier the engine runs) can find, in its order.
 NUDENET_LABELS: tuple[str, ...] = (
-    "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
-    "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED",
-    "BELLY_COVERED", "FEET_COVERED", "ARMPITS_COVERED", "ARMPITS_EXPOSED", "FACE_MALE",
-    "BELLY_EXPOSED", "MALE_GENITALIA_EXPOSED", "ANUS_COVERED", "FEMALE_BREAST_COVERED",
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
     "BUTTOCKS_COVERED",
-)  # fmt: skip
+)
 # The labels that make an image explicit unless configured otherwise.
 EXPLICIT_LABELS: tuple[str, ...] = (
-    "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
-    "BUTTOCKS_EXPOSED", "ANUS_EXPOSED",
-)  # fmt: skip
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "BUTTOCKS_EXPOSED",
+    "ANUS_EXPOSED",
+)
 DEFAULT_IMAGE_THRESHOLD = 0.5
 
 

@@ -136,9 +136,13 @@ class JobRunner:
             if isinstance(outcome, JobResult):
                 flagged = sum(1 for i in outcome.images if i.verdict and i.verdict.flagged)
                 log.info(
-                    "job %s done: %d image(s) (%d flagged), %.2f of the batch's %.2f s", job_id,
-                    len(outcome.images), flagged, outcome.gpu_seconds, outcome.batch_gpu_seconds,
-                )  # fmt: skip
+                    "job %s done: %d image(s) (%d flagged), %.2f of the batch's %.2f s",
+                    job_id,
+                    len(outcome.images),
+                    flagged,
+                    outcome.gpu_seconds,
+                    outcome.batch_gpu_seconds,
+                )
                 events.append(outcome)
             else:
                 log.info("job %s ended: %s", job_id, outcome)
@@ -174,6 +178,9 @@ class JobRunner:
         gpu_seconds: float = 0.0,
     ) -> JobError:
         return JobError(
-            job_id=job_id, code=code, message=message[:MAX_ERROR_MESSAGE],
-            verdicts=verdicts or {}, gpu_seconds=gpu_seconds,
-        )  # fmt: skip
+            job_id=job_id,
+            code=code,
+            message=message[:MAX_ERROR_MESSAGE],
+            verdicts=verdicts or {},
+            gpu_seconds=gpu_seconds,
+        )

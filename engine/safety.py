@@ -109,8 +109,10 @@ def load_classifier(settings: ClassifierSettings) -> ImageClassifier | None:
     classifier = ImageClassifier(settings)
     log.info(
         "image classifier loaded in %.2f s (threshold %g on %s)",
-        time.perf_counter() - started, settings.threshold, ", ".join(settings.labels),
-    )  # fmt: skip
+        time.perf_counter() - started,
+        settings.threshold,
+        ", ".join(settings.labels),
+    )
     return classifier
 
 

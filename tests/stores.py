@@ -49,13 +49,26 @@ class Stores:
 
 def spec(count: int = 1, width: int = 512, height: int = 512, steps: int = 30) -> dict[str, Any]:
     """The fields of a job spec that pricing reads, plus a prompt to forget."""
-    return {"prompt": "a red fox", "negative_prompt": "blur", "width": width,
-            "height": height, "steps": steps, "count": count}  # fmt: skip
+    return {
+        "prompt": "a red fox",
+        "negative_prompt": "blur",
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "count": count,
+    }
 
 
 def output(job_id: str, index: int) -> NewOutput:
-    return NewOutput(index=index, path=f"images/{job_id}/{index}.png", sha256="0" * 64,
-                     seed=index, width=64, height=64, recipe={"prompt": "a red fox"})  # fmt: skip
+    return NewOutput(
+        index=index,
+        path=f"images/{job_id}/{index}.png",
+        sha256="0" * 64,
+        seed=index,
+        width=64,
+        height=64,
+        recipe={"prompt": "a red fox"},
+    )
 
 
 @contextmanager

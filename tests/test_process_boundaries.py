@@ -16,8 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 def loaded_modules(code: str) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     return {name.split(".")[0] for name in done.stdout.split()}
 
 

@@ -79,10 +79,16 @@ async def run(ctx: Context, section: Section) -> None:
         f" {sizes.batching_members} members, max_batch_images {ON} and {OFF} alternating"
     )
     rounds = await run_rounds(
-        ctx.folder("batching"), engine, "tiny", model,
+        ctx.folder("batching"),
+        engine,
+        "tiny",
+        model,
         lambda n: job_spec(f"a red fox, take {n}", n, steps=sizes.steps),
-        (OFF, ON), sizes.batching_rounds, sizes.batching_jobs, sizes.batching_members,
-    )  # fmt: skip
+        (OFF, ON),
+        sizes.batching_rounds,
+        sizes.batching_jobs,
+        sizes.batching_members,
+    )
     figures(section, rounds, f"tiny model 64x64, {sizes.steps} steps, CPU")
     section.notes.append(
         "with batching on, a claimed batch of compatible jobs is one engine request and one"

@@ -34,12 +34,15 @@ def queued_rows(count: int, member_count: int) -> list[QueuedRow]:
         spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
         rows.append(
             QueuedRow(
-                job_id=f"q{number:09d}", user_id=people[number % member_count],
+                job_id=f"q{number:09d}",
+                user_id=people[number % member_count],
                 lane=Lane.PRIORITY if number % 50 == 0 else Lane.NORMAL,
-                queued_at=now - timedelta(seconds=count - number), spec=spec, images=1,
+                queued_at=now - timedelta(seconds=count - number),
+                spec=spec,
+                images=1,
                 estimate=rng.uniform(1.0, 5.0),
             )
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -101,9 +104,13 @@ async def run(ctx: Context, section: Section) -> None:
     await asyncio.sleep(0.5)
     server = bot.server
     written = await asyncio.to_thread(
-        write_queue, bot.database, sizes.queued_jobs, sizes.scheduler_members,
-        server.guild_id, server.channel_id,
-    )  # fmt: skip
+        write_queue,
+        bot.database,
+        sizes.queued_jobs,
+        sizes.scheduler_members,
+        server.guild_id,
+        server.channel_id,
+    )
     peak = rss_bytes(bot.pid) or 0
     long: list[float] = []
     for number in range(3):

@@ -102,10 +102,14 @@ def timed_image(pipeline: Any, arch: fullsize.Architecture, seed: int) -> Timing
     started = time.perf_counter()
     call = cast(Callable[..., Any], pipeline)
     call(
-        prompt="a lighthouse at dusk, oil painting", num_inference_steps=arch.steps,
-        guidance_scale=arch.cfg, width=arch.width, height=arch.height,
-        generator=[torch.Generator("cpu").manual_seed(seed)], callback_on_step_end=step_end,
-    )  # fmt: skip
+        prompt="a lighthouse at dusk, oil painting",
+        num_inference_steps=arch.steps,
+        guidance_scale=arch.cfg,
+        width=arch.width,
+        height=arch.height,
+        generator=[torch.Generator("cpu").manual_seed(seed)],
+        callback_on_step_end=step_end,
+    )
     _sync(device)
     seconds = time.perf_counter() - started
     loop = marks[-1] - marks[0] if len(marks) == 2 else seconds
@@ -174,10 +178,14 @@ def compare_in_process(
     plain = fullsize.build_pipeline(arch, device, dtype)
     model_dir = fullsize.write_model(plain, folder / "model")
     spec = ModelSpec(
-        source=str(model_dir), width=arch.width, height=arch.height, steps=arch.steps,
-        cfg=arch.cfg, sampler="Euler",
+        source=str(model_dir),
+        width=arch.width,
+        height=arch.height,
+        steps=arch.steps,
+        cfg=arch.cfg,
+        sampler="Euler",
         preview_decoder=str(fullsize.write_taesd(arch, folder / "taesd")),
-    )  # fmt: skip
+    )
     speed = _speed(ctx, arch, device)
     if arch.xl:
         speed = speed.model_copy(
@@ -285,10 +293,16 @@ async def measure_batches(
 
     def job(number: int) -> JobSpec:
         return JobSpec(
-            prompt=f"a lighthouse at dusk, take {number}", model=arch.name, width=arch.width,
-            height=arch.height, steps=arch.steps, cfg=arch.cfg, sampler="Euler", seed=number,
+            prompt=f"a lighthouse at dusk, take {number}",
+            model=arch.name,
+            width=arch.width,
+            height=arch.height,
+            steps=arch.steps,
+            cfg=arch.cfg,
+            sampler="Euler",
+            seed=number,
             count=1,
-        )  # fmt: skip
+        )
 
     rounds = await run_rounds(
         ctx.folder(f"gpu-{arch.name}-queue"), engine, arch.name, spec, job, batches, 1, jobs, 4

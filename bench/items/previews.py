@@ -54,10 +54,14 @@ def timed_job(
 
     call = cast(Callable[..., Any], pipeline)
     call(
-        prompt="a harbour at dawn", num_inference_steps=steps, guidance_scale=7.0,
-        width=side, height=side, generator=[torch.Generator("cpu").manual_seed(seed)],
+        prompt="a harbour at dawn",
+        num_inference_steps=steps,
+        guidance_scale=7.0,
+        width=side,
+        height=side,
+        generator=[torch.Generator("cpu").manual_seed(seed)],
         callback_on_step_end=step_end,
-    )  # fmt: skip
+    )
     return time.perf_counter() - started, writing
 
 
@@ -117,9 +121,11 @@ def figures(section: Section, times: dict[str, list[float]], label: str, steps: 
 async def run(ctx: Context, section: Section) -> None:
     sizes = ctx.sizes
     spec = ModelSpec(
-        source=str(ctx.models["sd15"]), preview_decoder=str(ctx.models["taesd"]), width=64,
+        source=str(ctx.models["sd15"]),
+        preview_decoder=str(ctx.models["taesd"]),
+        width=64,
         height=64,
-    )  # fmt: skip
+    )
     model = ModelRegistry({"tiny": spec}, torch.device("cpu")).get("tiny")
     side, steps = sizes.preview_side, sizes.preview_steps
     say(f"previews: {sizes.preview_rounds} round(s) of none / linear / taesd, {steps} steps")

@@ -79,9 +79,12 @@ class Database:
         job_id = hex_id(self.first_id, number + 1)  # ids like the bot's
         started = time.perf_counter()
         await self.quotas.admit(
-            job_id, Requester(user, f"member{user % 1000}"), spec.model_dump(mode="json"),
-            spec.model, spec.seeds,
-        )  # fmt: skip
+            job_id,
+            Requester(user, f"member{user % 1000}"),
+            spec.model_dump(mode="json"),
+            spec.model,
+            spec.seeds,
+        )
         self.times["admit"].append(time.perf_counter() - started)
         self.admitted.append(job_id)
 

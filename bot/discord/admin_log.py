@@ -32,8 +32,9 @@ class AdminLog:
         if self._channel_id is None:
             log.info("for the admins (no [moderation] log_channel_id set): %s", text)
             return
-        task = asyncio.create_task(self._post(self._channel_id, text[:MAX_LENGTH], nonce),
-                                   name="admin-log")  # fmt: skip
+        task = asyncio.create_task(
+            self._post(self._channel_id, text[:MAX_LENGTH], nonce), name="admin-log"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -83,8 +83,9 @@ class AtelierBot(commands.Bot):
         never stands in for the owner."""
         info = self.application
         if info is None:
-            log.warning("the application's owner is unknown; only the [admin] ids administer"
-                        " every server")  # fmt: skip
+            log.warning(
+                "the application's owner is unknown; only the [admin] ids administer every server"
+            )
             return
         self.owner_ids = application_owners(info)
         log.info("global admins from Discord: %s", sorted(self.owner_ids))
@@ -101,8 +102,9 @@ class AtelierBot(commands.Bot):
     ) -> None:
         if isinstance(error, app_commands.CheckFailure):
             return  # the check already told the member and audited it
-        log.error("command %s failed", interaction.command and interaction.command.name,
-                  exc_info=error)  # fmt: skip
+        log.error(
+            "command %s failed", interaction.command and interaction.command.name, exc_info=error
+        )
         message = "❌ Something went wrong on our side; the admins can find it in the log."
         try:
             if interaction.response.is_done():

@@ -121,11 +121,17 @@ async def journal_then_defer(
     protection."""
     requester = requester_of(interaction)
     row = NewCommand(
-        interaction_id=interaction.id, command=command, user_id=requester.user_id,
-        user_name=requester.user_name, guild_id=requester.guild_id,
-        channel_id=requester.channel_id, token=interaction.token, options=options,
-        role_ids=list(requester.role_ids), upload_limit=requester.upload_limit,
-    )  # fmt: skip
+        interaction_id=interaction.id,
+        command=command,
+        user_id=requester.user_id,
+        user_name=requester.user_name,
+        guild_id=requester.guild_id,
+        channel_id=requester.channel_id,
+        token=interaction.token,
+        options=options,
+        role_ids=list(requester.role_ids),
+        upload_limit=requester.upload_limit,
+    )
     write = asyncio.ensure_future(services.commands.receive(row))
     done, _ = await asyncio.wait({write}, timeout=JOURNAL_BUDGET)
     if not done:
@@ -142,11 +148,16 @@ async def journal_then_defer(
 def requester_from_journal(row: ReceivedCommand) -> Requester:
     """The requester of a journaled command, to complete it after a restart."""
     return Requester(
-        user_id=row.user_id, user_name=row.user_name, guild_id=row.guild_id,
-        channel_id=row.channel_id, interaction_id=row.interaction_id,
-        interaction_token=row.token, role_ids=tuple(row.role_ids),
-        upload_limit=row.upload_limit, command_id=row.interaction_id,
-    )  # fmt: skip
+        user_id=row.user_id,
+        user_name=row.user_name,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        interaction_id=row.interaction_id,
+        interaction_token=row.token,
+        role_ids=tuple(row.role_ids),
+        upload_limit=row.upload_limit,
+        command_id=row.interaction_id,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -167,8 +178,9 @@ def admin_scope(
     application's owner or team (the bot's `owner_ids`, read from Discord at start) and the
     `[admin]` ids, this server for a holder of Manage Server, nothing otherwise."""
     owners = {*(bot.owner_ids or ()), *([bot.owner_id] if bot.owner_id else [])}
-    admins = Admins.of(owners, config.admin.user_ids, config.admin.role_ids,
-                       config.discord.allowed_guild_ids)  # fmt: skip
+    admins = Admins.of(
+        owners, config.admin.user_ids, config.admin.role_ids, config.discord.allowed_guild_ids
+    )
     # Discord's own answer for the member in this channel, which needs no cached copy of
     # the server; Manage Server is not among the permissions a channel overwrite may set
     # (Discord's permissions table gives it no channel type), so it is the server's.

@@ -271,11 +271,15 @@ class Delivery:
                     message_id, how = await self._send(job)
                 except Exception as error:
                     if delay is None or not is_transient(error):
-                        log.error("job %s: not delivered (%s); it is retried at the next start",
-                                  job.id, error)  # fmt: skip
+                        log.error(
+                            "job %s: not delivered (%s); it is retried at the next start",
+                            job.id,
+                            error,
+                        )
                         return
-                    log.warning("job %s: delivery failed (%s); retrying in %g s", job.id,
-                                error, delay)  # fmt: skip
+                    log.warning(
+                        "job %s: delivery failed (%s); retrying in %g s", job.id, error, delay
+                    )
                     self.retries += 1
                     await asyncio.sleep(delay)
                     continue
@@ -306,14 +310,16 @@ class Delivery:
             except discord.HTTPException as error:
                 if is_transient(error) or not _gone(error):
                     raise
-                log.info("job %s: the reply cannot be edited (%s); posting in channel", job.id,
-                         error)  # fmt: skip
+                log.info(
+                    "job %s: the reply cannot be edited (%s); posting in channel", job.id, error
+                )
         if _own_message(job):
             try:
                 return await self._edit_own_message(job, answer), "message"
             except (discord.NotFound, discord.Forbidden) as error:
-                log.info("job %s: its message cannot be edited (%s); posting in channel", job.id,
-                         error)  # fmt: skip
+                log.info(
+                    "job %s: its message cannot be edited (%s); posting in channel", job.id, error
+                )
         if job.channel_id is not None:
             channel = self._client.get_partial_messageable(job.channel_id)
             try:

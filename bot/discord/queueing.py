@@ -46,9 +46,13 @@ async def queue_jobs(
         await reply.discard(targets)
         await reply.refuse(full.message)
         await services.store.record_refusal(
-            "imagine.refused", requester.user_id, requester.guild_id, requester.channel_id,
-            full.message, kind="queue_full",
-        )  # fmt: skip
+            "imagine.refused",
+            requester.user_id,
+            requester.guild_id,
+            requester.channel_id,
+            full.message,
+            kind="queue_full",
+        )
         if requester.command_id is not None:
             await services.commands.settle(requester.command_id, "refused: queue full")
         return []
@@ -68,9 +72,11 @@ def queued_template(services: Services, spec: JobSpec, queued: Submitted) -> str
     """The queued line, with `{where}` for its place in the queue (kept current), what it
     makes and what it is estimated to cost, before any GPU time is spent."""
     job = queued.job
-    what = f"{spec.mode} of image {spec.source_image} of `{spec.source_job}`" if (
-        spec.source_job
-    ) else str(spec.mode)  # fmt: skip
+    what = (
+        f"{spec.mode} of image {spec.source_image} of `{spec.source_job}`"
+        if (spec.source_job)
+        else str(spec.mode)
+    )
     details = (
         f"{what}, {spec.count} × {spec.width}×{spec.height}, {spec.steps} steps, seed {spec.seed}."
     )

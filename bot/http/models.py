@@ -107,14 +107,20 @@ class GenerationOptions(Body):
 class TextToImageRequest(GenerationOptions):
     text_prompts: list[TextPrompt] = Field(min_length=1, max_length=MAX_PROMPTS)
     height: int | None = Field(
-        None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=64,
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=64,
         description="Pixels, a multiple of 64; default: the model's. At most 4x the model's"
         " native pixel count (width x height).",
-    )  # fmt: skip
+    )
     width: int | None = Field(
-        None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=64,
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=64,
         description="Pixels, a multiple of 64; default: the model's",
-    )  # fmt: skip
+    )
 
 
 class ImageToImageRequest(GenerationOptions):
@@ -124,18 +130,22 @@ class ImageToImageRequest(GenerationOptions):
     init_image: bytes = Field(description="PNG, JPEG, WebP or GIF to start from")
     init_image_mode: InitImageMode = InitImageMode.IMAGE_STRENGTH
     image_strength: float = Field(
-        0.35, ge=0.0, le=1.0,
+        0.35,
+        ge=0.0,
+        le=1.0,
         description="How much of init_image to keep (1 - the engine's strength; at most"
         " 0.95, as the engine repaints at least 5%)",
-    )  # fmt: skip
+    )
     step_schedule_start: float = Field(
         0.65, ge=0.0, le=1.0, description="With STEP_SCHEDULE: how much to repaint"
     )
     step_schedule_end: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="With STEP_SCHEDULE: the share of the last steps to skip (recorded as the"
         " job's --stop; the engine runs every step today)",
-    )  # fmt: skip
+    )
 
 
 class MaskingRequest(GenerationOptions):

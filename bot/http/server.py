@@ -419,8 +419,9 @@ class HttpApi:
             ) from error
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
-        log.info("HTTP API listening on %s (OpenAPI document at %s/openapi.json)", self.url,
-                 self.url)  # fmt: skip
+        log.info(
+            "HTTP API listening on %s (OpenAPI document at %s/openapi.json)", self.url, self.url
+        )
 
     async def stop(self) -> None:
         """Stop listening. Waiting requests have `[queue] stop_grace_seconds` to get their
@@ -467,14 +468,17 @@ class HttpApi:
                 {"Allow": http_error.headers["Allow"]} if "Allow" in http_error.headers else {}
             )
             refused = ApiError(
-                http_error.status, names.get(http_error.status, "bad_request"),
-                f"{request.method} {request.path}: {http_error.reason}", headers,
-            )  # fmt: skip
+                http_error.status,
+                names.get(http_error.status, "bad_request"),
+                f"{request.method} {request.path}: {http_error.reason}",
+                headers,
+            )
             return self._error_response(request, refused)
         except Exception:
             error_id = str(uuid.uuid4())
-            log.exception("http %s %s: unexpected error (error id %s)", request.method,
-                          request.path, error_id)  # fmt: skip
+            log.exception(
+                "http %s %s: unexpected error (error id %s)", request.method, request.path, error_id
+            )
             body = ErrorBody(
                 id=error_id,
                 name="server_error",
@@ -485,8 +489,15 @@ class HttpApi:
 
     def _error_response(self, request: web.Request, error: ApiError) -> web.Response:
         error_id = str(uuid.uuid4())
-        log.info("http %s %s: %d %s (error id %s): %s", request.method, request.path,
-                 error.status, error.name, error_id, error.message)  # fmt: skip
+        log.info(
+            "http %s %s: %d %s (error id %s): %s",
+            request.method,
+            request.path,
+            error.status,
+            error.name,
+            error_id,
+            error.message,
+        )
         body = ErrorBody(id=error_id, name=error.name, message=error.message)
         return web.json_response(body.model_dump(), status=error.status, headers=error.headers)
 
@@ -501,10 +512,19 @@ class HttpApi:
         if error.name == "quota_exceeded":
             return
         await self._services.jobs.store.record_refusal(
-            "http.refused", holder.user_id, holder.guild_id, None, error.message,
-            params={"client": CLIENT, "key_id": holder.key_id, "path": request.path,
-                    "status": error.status, "name": error.name},
-        )  # fmt: skip
+            "http.refused",
+            holder.user_id,
+            holder.guild_id,
+            None,
+            error.message,
+            params={
+                "client": CLIENT,
+                "key_id": holder.key_id,
+                "path": request.path,
+                "status": error.status,
+                "name": error.name,
+            },
+        )
 
     async def _member(self, request: web.Request) -> KeyHolder:
         """Who the request's key acts as: 401 without a valid key, 403 for a ban or a timed
@@ -513,27 +533,37 @@ class HttpApi:
         key = header[7:].strip() if header[:7].lower() == "bearer " else header
         if not key:
             raise ApiError(
-                401, "unauthorized", "Authorization: missing; send `Authorization: Bearer <key>`"
+                401,
+                "unauthorized",
+                "Authorization: missing; send `Authorization: Bearer <key>`"
                 " (make a key in Discord with /apikey create)",
-            )  # fmt: skip
+            )
         holder = await self._services.keys.authenticate(key)
         if holder is None:
             raise ApiError(401, "unauthorized", "Authorization: the API key is unknown or revoked")
         if holder.ban_reason is not None:
             reason = f"You cannot use this bot: {holder.ban_reason}"
             await self._services.jobs.store.record_refusal(
-                "http.refused", holder.user_id, holder.guild_id, None, reason,
+                "http.refused",
+                holder.user_id,
+                holder.guild_id,
+                None,
+                reason,
                 params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
-            )  # fmt: skip
+            )
             raise ApiError(403, "permission_denied", reason)
         paused = await self._services.users.cooldown_until(holder.user_id)
         if paused is not None:
             reason = f"You are paused until {paused.isoformat()} after repeated blocked prompts."
             await self._services.jobs.store.record_refusal(
-                "http.refused", holder.user_id, holder.guild_id, None, reason,
+                "http.refused",
+                holder.user_id,
+                holder.guild_id,
+                None,
+                reason,
                 params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
                 kind="paused",
-            )  # fmt: skip
+            )
             wait = (paused - utcnow()).total_seconds()
             raise ApiError(403, "permission_denied", reason, {"Retry-After": retry_after(wait)})
         request[HOLDER] = holder
@@ -541,19 +571,21 @@ class HttpApi:
         if wait > 0:
             per_minute = self._config.http.requests_per_minute
             raise ApiError(
-                429, "rate_limited",
+                429,
+                "rate_limited",
                 f"Authorization: this key made its {per_minute} requests a minute; wait a moment",
                 {"Retry-After": retry_after(wait)},
-            )  # fmt: skip
+            )
         return holder
 
     def _engine(self, engine_id: str) -> str:
         if engine_id not in self._config.models:
             known = ", ".join(sorted(self._config.models))
             raise ApiError(
-                404, "not_found",
+                404,
+                "not_found",
                 f"engine_id: the specified engine (ID {engine_id}) was not found; engines: {known}",
-            )  # fmt: skip
+            )
         return engine_id
 
     async def _json(self, request: web.Request, model: type[BodyT]) -> BodyT:
@@ -631,9 +663,12 @@ class HttpApi:
             else []
         )
         account = Account(
-            id=str(holder.user_id), name=holder.user_name, email="",
-            organizations=organizations, key_id=holder.key_id,
-        )  # fmt: skip
+            id=str(holder.user_id),
+            name=holder.user_name,
+            email="",
+            organizations=organizations,
+            key_id=holder.key_id,
+        )
         return _json_response(account)
 
     async def balance(self, request: web.Request) -> web.Response:
@@ -671,8 +706,9 @@ class HttpApi:
         engine = self._engine(request.match_info["engine_id"])
         body = await self._json(request, TextToImageRequest)
         png = self._wants_png(request, body.samples)
-        spec = await self._spec(holder, body, body.text_prompts, engine,
-                                size=(body.width, body.height))  # fmt: skip
+        spec = await self._spec(
+            holder, body, body.text_prompts, engine, size=(body.width, body.height)
+        )
         return await self._generate_now(holder, spec, png)
 
     async def image_to_image(self, request: web.Request) -> web.StreamResponse:
@@ -682,11 +718,16 @@ class HttpApi:
         png = self._wants_png(request, body.samples)
         inputs = await self._save_images(body.init_image)
         spec = await self._spec(
-            holder, body, body.text_prompts, engine, inputs=inputs,
-            strength=strength_for(body.init_image_mode, body.image_strength,
-                                  body.step_schedule_start),
+            holder,
+            body,
+            body.text_prompts,
+            engine,
+            inputs=inputs,
+            strength=strength_for(
+                body.init_image_mode, body.image_strength, body.step_schedule_start
+            ),
             stop=stop_for(body.step_schedule_end),
-        )  # fmt: skip
+        )
         return await self._generate_now(holder, spec, png)
 
     async def masking(self, request: web.Request) -> web.StreamResponse:
@@ -703,9 +744,10 @@ class HttpApi:
         png = PNG in accept and "application/json" not in accept
         if png and samples > 1:
             raise ApiError(
-                400, "invalid_samples",
+                400,
+                "invalid_samples",
                 "samples: must be 1 with Accept: image/png; ask for JSON to get several images",
-            )  # fmt: skip
+            )
         return png
 
     async def _save_images(
@@ -719,9 +761,14 @@ class HttpApi:
         max_bytes = int(self._config.generation.max_attachment_mb * 2**20)
         try:
             return await asyncio.to_thread(
-                save_request_images, init_image, mask_image, mask_source, folder, data_dir,
+                save_request_images,
+                init_image,
+                mask_image,
+                mask_source,
+                folder,
+                data_dir,
                 max_bytes,
-            )  # fmt: skip
+            )
         except RequestError as error:
             raise ApiError(400, error.name, str(error)) from None
 
@@ -740,10 +787,18 @@ class HttpApi:
         personal = await self._services.users.defaults(holder.user_id)
         try:
             return spec_for(
-                body, prompts, engine, self._config.models, personal, self._config.styles,
+                body,
+                prompts,
+                engine,
+                self._config.models,
+                personal,
+                self._config.styles,
                 lambda: secrets.randbelow(MAX_SEED) + 1,
-                inputs=inputs, size=size, strength=strength, stop=stop,
-            )  # fmt: skip
+                inputs=inputs,
+                size=size,
+                strength=strength,
+                stop=stop,
+            )
         except RequestError as error:
             raise ApiError(400, error.name, str(error)) from None
         except BadInput as error:
@@ -775,13 +830,16 @@ class HttpApi:
         self._awaited.discard(job_id)
         if job.state is JobState.FAILED:
             error_id = str(uuid.uuid4())
-            log.error("job %s: failed for its HTTP client (error id %s): %s", job.id, error_id,
-                      job.error)  # fmt: skip
+            log.error(
+                "job %s: failed for its HTTP client (error id %s): %s", job.id, error_id, job.error
+            )
             reason = failure_reason(job.error)  # the error itself stays in the log
             raise ApiError(
-                500, "server_error", f"Generation failed (job {job.id}): {reason}"
+                500,
+                "server_error",
+                f"Generation failed (job {job.id}): {reason}"
                 f" The admin can find it in the bot's log by the id {error_id}.",
-            )  # fmt: skip
+            )
         if job.state is JobState.CANCELLED:
             raise ApiError(409, "conflict", f"job {job.id} was cancelled before it finished")
         return await self._generated(job, png)
@@ -793,9 +851,10 @@ class HttpApi:
         first = artifacts[0]
         data = await asyncio.to_thread(base64.b64decode, first.base64)
         return web.Response(
-            body=data, content_type=PNG,
+            body=data,
+            content_type=PNG,
             headers={"Finish-Reason": str(first.finishReason), "Seed": str(first.seed)},
-        )  # fmt: skip
+        )
 
     def _read_output(self, relative: str) -> bytes | None:
         path = self._services.jobs.output_path(relative)
@@ -809,8 +868,9 @@ class HttpApi:
         every server) blocks; None when it may go."""
         screened = await self._services.moderation.screen(
             Actor(holder.user_id, holder.guild_id),
-            [(PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")], CLIENT,
-        )  # fmt: skip
+            [(PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")],
+            CLIENT,
+        )
         if screened is None:
             return None
         term = screened.term
@@ -820,9 +880,13 @@ class HttpApi:
                 await asyncio.to_thread(shutil.rmtree, folder, True)
         reason = f"the prompt contains `{term}`, which this server does not allow"
         job = await self._services.jobs.store.create_blocked(
-            secrets.token_hex(5), self._requester(holder, synchronous=False),
-            spec.model_dump(mode="json"), spec.model, spec.seeds, reason,
-        )  # fmt: skip
+            secrets.token_hex(5),
+            self._requester(holder, synchronous=False),
+            spec.model_dump(mode="json"),
+            spec.model,
+            spec.seeds,
+            reason,
+        )
         log.info("job %s: blocked at the HTTP door (key %d)", job.id, holder.key_id)
         return job
 
@@ -852,14 +916,17 @@ class HttpApi:
             else:
                 wait, when = await self._seconds_per_job(), " Wait for one of your jobs to finish."
             raise ApiError(
-                429, "quota_exceeded", f"samples: this would go over your {quota.limit}:"
-                f" {quota.left}.{when}", {"Retry-After": retry_after(wait)},
-            ) from None  # fmt: skip
+                429,
+                "quota_exceeded",
+                f"samples: this would go over your {quota.limit}: {quota.left}.{when}",
+                {"Retry-After": retry_after(wait)},
+            ) from None
         except QueueFull as full:
             waiting = await service.store.waiting_count()
             wait = waiting * await self._seconds_per_job()
-            raise ApiError(429, "queue_full", full.message,
-                           {"Retry-After": retry_after(wait)}) from None  # fmt: skip
+            raise ApiError(
+                429, "queue_full", full.message, {"Retry-After": retry_after(wait)}
+            ) from None
         except Refused as refused:
             raise ApiError(429, "quota_exceeded", refused.message) from None
 
@@ -919,8 +986,13 @@ class HttpApi:
         if request.content_type == "application/json":
             json_body = await self._json(request, JobRequest)
             engine = self._engine(json_body.engine_id or self._default_engine(personal_model))
-            spec = await self._spec(holder, json_body, json_body.text_prompts, engine,
-                                    size=(json_body.width, json_body.height))  # fmt: skip
+            spec = await self._spec(
+                holder,
+                json_body,
+                json_body.text_prompts,
+                engine,
+                size=(json_body.width, json_body.height),
+            )
         else:
             form_body = await self._form(request, ImageJobRequest)
             engine = self._engine(form_body.engine_id or self._default_engine(personal_model))
@@ -928,22 +1000,32 @@ class HttpApi:
                 form_body.init_image, form_body.mask_image, form_body.mask_source
             )
             spec = await self._spec(
-                holder, form_body, form_body.text_prompts, engine, inputs=inputs,
-                strength=strength_for(form_body.init_image_mode, form_body.image_strength,
-                                      form_body.step_schedule_start),
+                holder,
+                form_body,
+                form_body.text_prompts,
+                engine,
+                inputs=inputs,
+                strength=strength_for(
+                    form_body.init_image_mode,
+                    form_body.image_strength,
+                    form_body.step_schedule_start,
+                ),
                 stop=stop_for(form_body.step_schedule_end),
-            )  # fmt: skip
+            )
         blocked = await self._blocked(holder, spec)
         if blocked is not None:
-            created = JobCreated(id=blocked.id, status=blocked.state, position=None,
-                                 eta_seconds=None)  # fmt: skip
+            created = JobCreated(
+                id=blocked.id, status=blocked.state, position=None, eta_seconds=None
+            )
             return _json_response(created, 202, {"Location": f"/v1/jobs/{blocked.id}"})
         submitted = await self._submit(holder, spec, synchronous=False)
         job = submitted.job
         created = JobCreated(
-            id=job.id, status=job.state, position=submitted.queue_position,
+            id=job.id,
+            status=job.state,
+            position=submitted.queue_position,
             eta_seconds=await self._eta(job.id, submitted.queue_position),
-        )  # fmt: skip
+        )
         return _json_response(created, 202, {"Location": f"/v1/jobs/{job.id}"})
 
     def _default_engine(self, personal_model: object) -> str:
@@ -992,13 +1074,17 @@ class HttpApi:
         elif job.state is JobState.RUNNING:
             eta = await self._eta(job.id, 1, progress)
         return JobView(
-            id=job.id, status=job.state, engine_id=job.model, position=position,
+            id=job.id,
+            status=job.state,
+            engine_id=job.model,
+            position=position,
             eta_seconds=eta,
             progress=JobProgress(step=progress.step, total=progress.total) if progress else None,
-            artifacts=artifacts, created_at=job.created_at,
+            artifacts=artifacts,
+            created_at=job.created_at,
             error=failure_reason(job.error) if job.state is JobState.FAILED else job.error,
             finished_at=job.finished_at,
-        )  # fmt: skip
+        )
 
     async def _eta(self, job_id: str, position: int, progress: Progress | None = None) -> float:
         """About how long until the job is done: the jobs up to it at the queue's measured
@@ -1061,8 +1147,13 @@ def field_name(loc: tuple[int | str, ...]) -> str:
 def _unreadable(request: web.Request, error: Exception, what: str) -> ApiError:
     """A 400 for a body that cannot be read; what went wrong stays in the log (its text
     can quote the client's bytes), the answer says what to send."""
-    log.info("http %s %s: unreadable body: %s: %.200s", request.method, request.path,
-             type(error).__name__, error)  # fmt: skip
+    log.info(
+        "http %s %s: unreadable body: %s: %.200s",
+        request.method,
+        request.path,
+        type(error).__name__,
+        error,
+    )
     return ApiError(400, "bad_request", f"body: {what}")
 
 

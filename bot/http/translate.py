@@ -60,11 +60,25 @@ SAMPLERS: dict[Sampler, str] = {
 # Stability's style presets: accepted always, applied where a [styles.<name>] matches.
 STABILITY_STYLES = frozenset(
     {
-        "enhance", "anime", "photographic", "digital-art", "comic-book", "fantasy-art",
-        "line-art", "analog-film", "neon-punk", "isometric", "low-poly", "origami",
-        "modeling-compound", "cinematic", "3d-model", "pixel-art", "tile-texture",
+        "enhance",
+        "anime",
+        "photographic",
+        "digital-art",
+        "comic-book",
+        "fantasy-art",
+        "line-art",
+        "analog-film",
+        "neon-punk",
+        "isometric",
+        "low-poly",
+        "origami",
+        "modeling-compound",
+        "cinematic",
+        "3d-model",
+        "pixel-art",
+        "tile-texture",
     }
-)  # fmt: skip
+)
 # A request may ask for up to this many times the model's native pixel count (as
 # Stability's 512 engines allow up to 1024x1024).
 MAX_PIXELS_FACTOR = 4
@@ -161,11 +175,12 @@ def size_for(
     limit = max_pixels(model)
     if guide is not None:
         usable = (
-            guide.width % 8 == 0 and guide.height % 8 == 0
+            guide.width % 8 == 0
+            and guide.height % 8 == 0
             and min(guide.width, guide.height) >= MIN_SIDE
             and max(guide.width, guide.height) <= MAX_SIDE
             and guide.width * guide.height <= limit
-        )  # fmt: skip
+        )
         if usable:
             return guide.width, guide.height
         return fit_ratio(guide.width / guide.height, model.width * model.height)
@@ -237,9 +252,11 @@ def spec_for(
     width, height = size_for(
         *size, model, aspect if isinstance(aspect, str) else None, inputs.image
     )
-    sampler = SAMPLERS[request.sampler] if request.sampler else str(
-        personal.get("sampler") or model.sampler
-    )  # fmt: skip
+    sampler = (
+        SAMPLERS[request.sampler]
+        if request.sampler
+        else str(personal.get("sampler") or model.sampler)
+    )
     fields = {
         "prompt": prompt,
         "negative_prompt": negative,
@@ -296,9 +313,10 @@ def save_request_images(
         elif mask_source is not None:
             if mask_image is None:
                 raise RequestError(
-                    "mask_image", f"is required with mask_source {mask_source}",
+                    "mask_image",
+                    f"is required with mask_source {mask_source}",
                     "invalid_mask_image",
-                )  # fmt: skip
+                )
             mask = decode_image(mask_image, "mask", max_bytes)
             white = mask_source is MaskSource.MASK_IMAGE_WHITE
             checked["mask"] = finish(mask.image if white else _inverted(mask.image), "mask")
@@ -314,9 +332,11 @@ def _field_error(message: str) -> RequestError:
     """An attachment refusal reworded for the request field it is about."""
     field = "mask_image" if "`mask`" in message else "init_image"
     reworded = (
-        message.replace("`image`", "`init_image`").replace("`mask`", "`mask_image`")
-        .replace(" attachment", "").replace("attach", "send")
-    )  # fmt: skip
+        message.replace("`image`", "`init_image`")
+        .replace("`mask`", "`mask_image`")
+        .replace(" attachment", "")
+        .replace("attach", "send")
+    )
     name = "invalid_mime_type" if "please send" in reworded else "bad_request"
     if " MB; the limit is " in reworded:
         name = "invalid_file_size"
@@ -383,8 +403,9 @@ def artifacts_of(job: Job, read: Callable[[str], bytes | None]) -> list[Artifact
         grey = base64.b64encode(
             placeholder_png(int(job.spec["width"]), int(job.spec["height"]))
         ).decode()
-        return [Artifact(base64=grey, seed=s, finishReason=FinishReason.CONTENT_FILTERED)
-                for s in seeds]  # fmt: skip
+        return [
+            Artifact(base64=grey, seed=s, finishReason=FinishReason.CONTENT_FILTERED) for s in seeds
+        ]
     if job.state is not JobState.SUCCEEDED:
         return [Artifact(base64="", seed=s, finishReason=FinishReason.ERROR) for s in seeds]
     artifacts = []
@@ -392,8 +413,9 @@ def artifacts_of(job: Job, read: Callable[[str], bytes | None]) -> list[Artifact
         if any(output.flags.get(flag) for flag in ("nsfw", "filtered", "blocked")):
             # As Stability does: the flagged image itself is never sent.
             grey = base64.b64encode(placeholder_png(output.width, output.height)).decode()
-            artifacts.append(Artifact(base64=grey, seed=output.seed,
-                                      finishReason=FinishReason.CONTENT_FILTERED))  # fmt: skip
+            artifacts.append(
+                Artifact(base64=grey, seed=output.seed, finishReason=FinishReason.CONTENT_FILTERED)
+            )
             continue
         data = read(output.path)
         if data is None:

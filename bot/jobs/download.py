@@ -57,8 +57,10 @@ async def download_capped(
         # The text of a parser error can quote kilobytes of what the server sent.
         log.warning(
             "the %s attachment could not be downloaded: %s: %.200s",
-            role, type(error).__name__, error,
-        )  # fmt: skip
+            role,
+            type(error).__name__,
+            error,
+        )
         raise _unavailable(role) from None
 
 

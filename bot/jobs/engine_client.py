@@ -114,11 +114,15 @@ class EngineProcess:
         read_fd, write_fd = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine", "--protocol-fd", str(write_fd),
+                sys.executable,
+                "-m",
+                "engine",
+                "--protocol-fd",
+                str(write_fd),
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(write_fd,),
                 env=self._env,
-            )  # fmt: skip
+            )
         finally:
             os.close(write_fd)
         loop = asyncio.get_running_loop()

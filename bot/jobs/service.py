@@ -250,10 +250,15 @@ class JobService:
         priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
         ids = list(message_ids) or [requester.message_id] * len(specs)
         new = [
-            NewJob(new_id(), dataclasses.replace(requester, message_id=message_id),
-                   spec.model_dump(mode="json"), spec.model, spec.seeds)
+            NewJob(
+                new_id(),
+                dataclasses.replace(requester, message_id=message_id),
+                spec.model_dump(mode="json"),
+                spec.model,
+                spec.seeds,
+            )
             for spec, message_id in zip(specs, ids, strict=True)
-        ]  # fmt: skip
+        ]
         estimates: list[Estimate | None]
         max_waiting = self._queue.max_length
         try:
@@ -278,8 +283,11 @@ class JobService:
             place = NEXT_IN_LINE if alone else (await self.queue_place(job.id) or NEXT_IN_LINE)
             log.info(
                 "job %s: queued at position %d (%s lane) by user %d",
-                job.id, place.position, job.lane, requester.user_id,
-            )  # fmt: skip
+                job.id,
+                place.position,
+                job.lane,
+                requester.user_id,
+            )
             submitted.append(Submitted(job, place.position, job.lane, place.eta_seconds, estimate))
         return submitted
 
@@ -311,9 +319,13 @@ class JobService:
         if job_id not in self._running:
             try:
                 job = await self.store.transition(
-                    job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled",
-                    actor_id=actor_id, error="cancelled before it started",
-                )  # fmt: skip
+                    job_id,
+                    JobState.QUEUED,
+                    JobState.CANCELLED,
+                    "cancelled",
+                    actor_id=actor_id,
+                    error="cancelled before it started",
+                )
             except IllegalTransition as refused:
                 if refused.found is not JobState.RUNNING:
                     return False
@@ -366,8 +378,9 @@ class JobService:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("the worker for %s died; restarting it in %g s", engine.device,
-                              backoff)  # fmt: skip
+                log.exception(
+                    "the worker for %s died; restarting it in %g s", engine.device, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -422,8 +435,9 @@ class JobService:
         pending = []
         for job in jobs:
             if job.id in self._cancelled_by:
-                await self._finish(job.id, JobState.CANCELLED, "cancelled",
-                                   self._cancelled_by[job.id])  # fmt: skip
+                await self._finish(
+                    job.id, JobState.CANCELLED, "cancelled", self._cancelled_by[job.id]
+                )
             else:
                 pending.append(job)
         if not pending:
@@ -480,8 +494,9 @@ class JobService:
     async def _job_error(self, error: JobError) -> None:
         job_id = error.job_id or ""
         if error.code is ErrorCode.CANCELLED:
-            log.info("job %s: cancelled while running, after %.2f GPU seconds", job_id,
-                     error.gpu_seconds)  # fmt: skip
+            log.info(
+                "job %s: cancelled while running, after %.2f GPU seconds", job_id, error.gpu_seconds
+            )
             actor_id = self._cancelled_by.get(job_id)
             job = await persist(
                 lambda: self.store.cancel_started(

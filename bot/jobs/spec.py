@@ -462,9 +462,11 @@ def _build_one(
     stop = options.stop if options.stop is not None else 100
     _in_range("stop", stop, MIN_STOP, 100)
     # Inpainting repaints the masked part from scratch by default; img2img keeps a quarter.
-    strength = options.strength if options.strength is not None else (
-        1.0 if mode is Mode.INPAINT else 0.75
-    )  # fmt: skip
+    strength = (
+        options.strength
+        if options.strength is not None
+        else (1.0 if mode is Mode.INPAINT else 0.75)
+    )
     _in_range("strength", strength, MIN_STRENGTH, 1.0)
     control_scale = options.control_scale if options.control_scale is not None else 1.0
     _in_range("control_scale", control_scale, 0, MAX_CONTROL_SCALE)

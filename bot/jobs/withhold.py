@@ -30,8 +30,12 @@ from ..store.models import Job
 log = logging.getLogger(__name__)
 
 
-def outputs_of(result: JobResult, data_dir: Path, screened: Screened | None = None,
-               policy: NsfwPolicy = NsfwPolicy.BLOCK) -> list[NewOutput]:  # fmt: skip
+def outputs_of(
+    result: JobResult,
+    data_dir: Path,
+    screened: Screened | None = None,
+    policy: NsfwPolicy = NsfwPolicy.BLOCK,
+) -> list[NewOutput]:
     """The result's images as output rows (paths relative to the data folder)."""
     return [
         NewOutput(
@@ -63,13 +67,18 @@ async def withhold_outputs(
     record = screened.record | {"charged": config.charge_blocked}
     job = await persist(
         lambda: store.block(
-            result.job_id, screened.reason or "", record, gpu_seconds=result.gpu_seconds,
-            outputs=kept, charge=config.charge_blocked,
+            result.job_id,
+            screened.reason or "",
+            record,
+            gpu_seconds=result.gpu_seconds,
+            outputs=kept,
+            charge=config.charge_blocked,
         )
-    )  # fmt: skip
+    )
     if not config.keep_blocked:
-        removed = remove_files(data_dir, (str(Path(i.path).relative_to(data_dir))
-                                          for i in result.images))  # fmt: skip
+        removed = remove_files(
+            data_dir, (str(Path(i.path).relative_to(data_dir)) for i in result.images)
+        )
         log.info("job %s: %d withheld image file(s) deleted", job.id, removed)
     log.info("job %s: %s", job.id, screened.reason)
     return job

@@ -79,9 +79,11 @@ class Moderation:
         self._notify = notify
         self._clock = clock
         self._rates = RateLimits(
-            config.member_burst, config.member_per_minute,
-            config.guild_burst, config.guild_per_minute,
-        )  # fmt: skip
+            config.member_burst,
+            config.member_per_minute,
+            config.guild_burst,
+            config.guild_per_minute,
+        )
 
     async def terms(self, guild_id: int | None) -> list[str]:
         """Today's blocked terms in `guild_id`: the config's, then the admins' own."""
@@ -123,9 +125,11 @@ class Moderation:
     async def _strike(self, who: Actor, term: str, where: str, command: str) -> Blocked:
         message = _WHERE[where].format(term=term)
         await self._audit.record_command(
-            who, BLOCKED_ACTION, "refused", params={"term": term, "where": where,
-                                                    "command": command},
-        )  # fmt: skip
+            who,
+            BLOCKED_ACTION,
+            "refused",
+            params={"term": term, "where": where, "command": command},
+        )
         strikes, config = self.config.strikes, self.config
         if not strikes or who.user_id is None:
             return Blocked(term, where, message)

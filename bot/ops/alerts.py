@@ -94,8 +94,9 @@ class Alerts:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("alert check failed; trying again in %g s",
-                              self._config.check_seconds)  # fmt: skip
+                log.exception(
+                    "alert check failed; trying again in %g s", self._config.check_seconds
+                )
 
     # -- one round --------------------------------------------------------------------------
 
@@ -109,8 +110,11 @@ class Alerts:
                 now = time.monotonic()
                 last = self._last_post.get(reading.name)
                 if last is not None and now - last < self._config.repeat_minutes * 60:
-                    log.warning("alert %s fires again (not posted: rate limit): %s",
-                                reading.name, reading.alert)  # fmt: skip
+                    log.warning(
+                        "alert %s fires again (not posted: rate limit): %s",
+                        reading.name,
+                        reading.alert,
+                    )
                     continue
                 self._last_post[reading.name] = now
                 self._posted[reading.name] = True

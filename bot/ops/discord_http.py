@@ -42,15 +42,17 @@ def discord_trace(observe: Observe) -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
 
     async def on_end(
-        session: aiohttp.ClientSession, context: SimpleNamespace,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
-    ) -> None:  # fmt: skip
+    ) -> None:
         observe(params.method, route_of(params.url), params.response.status)
 
     async def on_exception(
-        session: aiohttp.ClientSession, context: SimpleNamespace,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
         params: aiohttp.TraceRequestExceptionParams,
-    ) -> None:  # fmt: skip
+    ) -> None:
         observe(params.method, route_of(params.url), None)
 
     trace.on_request_end.append(on_end)

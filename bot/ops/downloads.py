@@ -66,8 +66,12 @@ class DownloadWatch:
     def start(self) -> None:
         for repo in self._repos:
             if not repo_folder(self._cache, repo).is_dir():
-                log.info("model %s is not downloaded yet: the first job that uses it downloads"
-                         " it into %s (the log shows how far)", repo, self._cache)  # fmt: skip
+                log.info(
+                    "model %s is not downloaded yet: the first job that uses it downloads"
+                    " it into %s (the log shows how far)",
+                    repo,
+                    self._cache,
+                )
             elif not downloaded(self._cache, repo)[1]:
                 continue  # in the cache, nothing partial: nothing to follow
             self._sizes[repo] = -1

@@ -91,9 +91,12 @@ def probe_torch(python: str = sys.executable, timeout: float = PROBE_TIMEOUT) ->
     """Import torch in a child interpreter and report its build and the GPUs it sees."""
     try:
         done = subprocess.run(
-            [python, "-c", TORCH_PROBE], capture_output=True, text=True, timeout=timeout,
+            [python, "-c", TORCH_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
-        )  # fmt: skip
+        )
     except subprocess.TimeoutExpired:
         return TorchBuild(error=f"importing torch took longer than {timeout:g} s")
     except OSError as error:

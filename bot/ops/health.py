@@ -66,9 +66,11 @@ async def engine_check(engine: EngineProcess) -> Check:
         if engine.starts == 0:
             return Check(name, True, "not started yet (it starts with the first job)")
         return Check(
-            name, False, f"the engine process exited (code {engine.exit_code}); it restarts"
+            name,
+            False,
+            f"the engine process exited (code {engine.exit_code}); it restarts"
             " with the next job, and its log lines above say why",
-        )  # fmt: skip
+        )
     if status is None:
         return Check(name, False, "the engine process runs but does not answer (hung?)")
     models = ", ".join(model.name for model in status.loaded) or "no model loaded yet"

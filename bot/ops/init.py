@@ -43,17 +43,23 @@ def init(args: argparse.Namespace, ask: Ask | None = None) -> int:
 
     token_env, token_file = args.token_env, args.token_file
     if token_env is None and token_file is None:
-        where = choose(None, "Bot token from an environment variable (env) or a file (file)?",
-                       lambda: "env")  # fmt: skip
+        where = choose(
+            None, "Bot token from an environment variable (env) or a file (file)?", lambda: "env"
+        )
         if where == "file":
             token_file = choose(None, "File holding the token", lambda: "discord-token.txt")
         else:
-            token_env = choose(None, "Environment variable holding the token",
-                               lambda: "DISCORD_TOKEN")  # fmt: skip
-    model = choose(args.model, "Default model (Hugging Face repo id, folder or file)",
-                   lambda: DEFAULT_MODEL_SOURCE)  # fmt: skip
-    device = choose(args.device, "Device (cuda:0, cuda:1, ... or cpu)",
-                    lambda: choose_device().device)  # fmt: skip
+            token_env = choose(
+                None, "Environment variable holding the token", lambda: "DISCORD_TOKEN"
+            )
+    model = choose(
+        args.model,
+        "Default model (Hugging Face repo id, folder or file)",
+        lambda: DEFAULT_MODEL_SOURCE,
+    )
+    device = choose(
+        args.device, "Device (cuda:0, cuda:1, ... or cpu)", lambda: choose_device().device
+    )
 
     raw: dict[str, Any] = builtin_raw(model, device)
     discord = raw.setdefault("discord", {})

@@ -66,49 +66,70 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs_finished = Counter(
-            f"{PREFIX}_jobs_finished", "Jobs that ended, by outcome and model",
-            ["outcome", "model"], registry=r,
-        )  # fmt: skip
+            f"{PREFIX}_jobs_finished",
+            "Jobs that ended, by outcome and model",
+            ["outcome", "model"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
-            f"{PREFIX}_job_queue_wait_seconds", "Seconds from queued to started",
-            ["model", "mode"], buckets=SECONDS_BUCKETS, registry=r,
-        )  # fmt: skip
+            f"{PREFIX}_job_queue_wait_seconds",
+            "Seconds from queued to started",
+            ["model", "mode"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
         self.run_time = Histogram(
-            f"{PREFIX}_job_run_seconds", "Seconds from started to finished",
-            ["model", "mode"], buckets=SECONDS_BUCKETS, registry=r,
-        )  # fmt: skip
+            f"{PREFIX}_job_run_seconds",
+            "Seconds from started to finished",
+            ["model", "mode"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
         self.gpu_seconds = Counter(
-            f"{PREFIX}_gpu_seconds", "GPU seconds the engines measured, by model", ["model"],
+            f"{PREFIX}_gpu_seconds",
+            "GPU seconds the engines measured, by model",
+            ["model"],
             registry=r,
-        )  # fmt: skip
+        )
         self.images = Counter(
-            f"{PREFIX}_images", "Images delivered by succeeded jobs, by model", ["model"],
+            f"{PREFIX}_images",
+            "Images delivered by succeeded jobs, by model",
+            ["model"],
             registry=r,
-        )  # fmt: skip
+        )
         self.refusals = Counter(
-            f"{PREFIX}_refusals", "Requests refused, by kind: moderation (blocklist),"
+            f"{PREFIX}_refusals",
+            "Requests refused, by kind: moderation (blocklist),"
             " rate_limited, paused, out_of_scope, quota, banned, queue_full, not_admin, input",
-            ["kind"], registry=r,
-        )  # fmt: skip
+            ["kind"],
+            registry=r,
+        )
         self.moderation_refusals = Counter(
             f"{PREFIX}_moderation_refusals", "Prompts refused by the blocklist", registry=r
         )
         self.moderation_blocks = Counter(
-            f"{PREFIX}_moderation_blocks", "Finished jobs whose images moderation withheld",
+            f"{PREFIX}_moderation_blocks",
+            "Finished jobs whose images moderation withheld",
             registry=r,
-        )  # fmt: skip
+        )
         self.discord_requests = Counter(
-            f"{PREFIX}_discord_requests", "Discord REST requests, by route", ["method", "route"],
+            f"{PREFIX}_discord_requests",
+            "Discord REST requests, by route",
+            ["method", "route"],
             registry=r,
-        )  # fmt: skip
+        )
         self.discord_errors = Counter(
-            f"{PREFIX}_discord_api_errors", "Discord REST errors (4xx other than 429, 5xx,"
-            " network), by route and status", ["method", "route", "status"], registry=r,
-        )  # fmt: skip
+            f"{PREFIX}_discord_api_errors",
+            "Discord REST errors (4xx other than 429, 5xx, network), by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
         self.discord_rate_limits = Counter(
-            f"{PREFIX}_discord_rate_limits", "Discord 429 answers, by route",
-            ["method", "route"], registry=r,
-        )  # fmt: skip
+            f"{PREFIX}_discord_rate_limits",
+            "Discord 429 answers, by route",
+            ["method", "route"],
+            registry=r,
+        )
         r.register(_SnapshotCollector(self))
 
     # -- JobListener ---------------------------------------------------------------------
@@ -188,52 +209,63 @@ class Metrics:
         for lane, count in snapshot.queue_depth.items():
             depth.add_metric([str(lane)], count)
         yield depth
-        jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs in the database, by state",
-                                 labels=["state"])  # fmt: skip
+        jobs = GaugeMetricFamily(
+            f"{PREFIX}_jobs", "Jobs in the database, by state", labels=["state"]
+        )
         for state, count in snapshot.jobs.items():
             jobs.add_metric([str(state)], count)
         yield jobs
         yield GaugeMetricFamily(
-            f"{PREFIX}_images_per_second", f"Images made per second over the last"
-            f" {IMAGES_WINDOW:g} s", value=self.images_per_second(),
-        )  # fmt: skip
+            f"{PREFIX}_images_per_second",
+            f"Images made per second over the last {IMAGES_WINDOW:g} s",
+            value=self.images_per_second(),
+        )
         yield GaugeMetricFamily(
-            f"{PREFIX}_discord_connected", "1 while the gateway connection is up",
+            f"{PREFIX}_discord_connected",
+            "1 while the gateway connection is up",
             value=1 if self._discord_connected() else 0,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily(
-            f"{PREFIX}_disk_free_bytes", "Free disk in the data folder",
+            f"{PREFIX}_disk_free_bytes",
+            "Free disk in the data folder",
             value=self._disk_free_bytes(),
-        )  # fmt: skip
+        )
         yield CounterMetricFamily(
-            f"{PREFIX}_delivery_retries", "Deliveries retried after a transient Discord failure",
+            f"{PREFIX}_delivery_retries",
+            "Deliveries retried after a transient Discord failure",
             value=self._delivery_retries(),
-        )  # fmt: skip
+        )
         yield from self._engine_gauges(snapshot.engines)
 
     def _engine_gauges(
         self, engines: list[tuple[EngineProcess, Status | None]]
     ) -> Iterator[Metric]:
-        up = GaugeMetricFamily(f"{PREFIX}_engine_up", "1 while the engine process answers",
-                               labels=["device"])  # fmt: skip
+        up = GaugeMetricFamily(
+            f"{PREFIX}_engine_up", "1 while the engine process answers", labels=["device"]
+        )
         restarts = CounterMetricFamily(
-            f"{PREFIX}_engine_restarts", "Engine processes started after the first",
+            f"{PREFIX}_engine_restarts",
+            "Engine processes started after the first",
             labels=["device"],
-        )  # fmt: skip
+        )
         used = GaugeMetricFamily(
-            f"{PREFIX}_gpu_memory_used_bytes", "Device memory in use (NVML: all processes;"
-            " else the engine's own)", labels=["device"],
-        )  # fmt: skip
-        free = GaugeMetricFamily(f"{PREFIX}_gpu_memory_free_bytes", "Device memory free",
-                                 labels=["device"])  # fmt: skip
-        busy = GaugeMetricFamily(
-            f"{PREFIX}_gpu_utilization_percent", "Percent of time a kernel ran (NVML)",
+            f"{PREFIX}_gpu_memory_used_bytes",
+            "Device memory in use (NVML: all processes; else the engine's own)",
             labels=["device"],
-        )  # fmt: skip
+        )
+        free = GaugeMetricFamily(
+            f"{PREFIX}_gpu_memory_free_bytes", "Device memory free", labels=["device"]
+        )
+        busy = GaugeMetricFamily(
+            f"{PREFIX}_gpu_utilization_percent",
+            "Percent of time a kernel ran (NVML)",
+            labels=["device"],
+        )
         loaded = GaugeMetricFamily(
-            f"{PREFIX}_engine_loaded_model_bytes", "Models resident in an engine, by size",
+            f"{PREFIX}_engine_loaded_model_bytes",
+            "Models resident in an engine, by size",
             labels=["device", "model", "family"],
-        )  # fmt: skip
+        )
         for engine, status in engines:
             device = engine.device
             up.add_metric([device], 1 if status is not None else 0)

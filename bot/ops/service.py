@@ -50,20 +50,30 @@ class Operations:
         self._delivery_retries: Callable[[], int] = lambda: 0
         self.queries = OpsQueries(sessions)
         self.metrics = Metrics(
-            self.queries, engines, lambda: self._delivery_retries(), self.discord_connected,
+            self.queries,
+            engines,
+            lambda: self._delivery_retries(),
+            self.discord_connected,
             self.disk_free,
-        )  # fmt: skip
+        )
         # Written on a timer while /healthz is served; a probe only reads it.
         self._heartbeat = DatabaseHeartbeat(HealthStore(sessions), HEARTBEAT_SERVICE)
         self.health = HealthCheck(
-            engines, self._heartbeat, config.storage.data_dir, config.storage.min_free_gb,
+            engines,
+            self._heartbeat,
+            config.storage.data_dir,
+            config.storage.min_free_gb,
             self.discord_connected,
-        )  # fmt: skip
+        )
         self.status = StatusReport(self.queries, engines)
         self.alerts = Alerts(
-            config.alerts, self.queries, engines, self.disk_free, config.storage.min_free_gb,
+            config.alerts,
+            self.queries,
+            engines,
+            self.disk_free,
+            config.storage.min_free_gb,
             self._post_alert,
-        )  # fmt: skip
+        )
         # For discord.py's HTTP session: counts every REST answer by route.
         self.discord_trace = discord_trace(self.metrics.discord_response)
         self.downloads = DownloadWatch(config.models)
@@ -144,8 +154,10 @@ class Operations:
         if failing != self._failing:  # logged as it changes, not at every probe
             self._failing = failing
             if failing:
-                log.warning("health check failing: %s",
-                            "; ".join(f"{c.name}: {c.detail}" for c in health.failing))  # fmt: skip
+                log.warning(
+                    "health check failing: %s",
+                    "; ".join(f"{c.name}: {c.detail}" for c in health.failing),
+                )
             else:
                 log.info("health check passes again")
         return web.Response(

@@ -31,9 +31,13 @@ class EngineFacts:
     def describe(self) -> str:
         status = self.status
         if status is None:
-            state = "not started yet" if self.exit_code is None else (
-                f"not running (exited with code {self.exit_code}; restarts with the next job)"
-            )  # fmt: skip
+            state = (
+                "not started yet"
+                if self.exit_code is None
+                else (
+                    f"not running (exited with code {self.exit_code}; restarts with the next job)"
+                )
+            )
             return f"{state}; restarts: {self.restarts}"
         memory = gpu_memory(status)
         parts = []

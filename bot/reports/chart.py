@@ -47,8 +47,9 @@ def daily_usage_png(days: Sequence[DayUsage], title: str) -> bytes:
     gpu_axis.set_ylabel("GPU minutes")
     gpu_axis.set_title(title)
     images_axis = gpu_axis.twinx()
-    images_axis.plot(labels, [day.images for day in days], color="#f28e2b", marker="o",
-                     label="images")  # fmt: skip
+    images_axis.plot(
+        labels, [day.images for day in days], color="#f28e2b", marker="o", label="images"
+    )
     images_axis.set_ylabel("images")
     images_axis.set_ylim(bottom=0)
     gpu_axis.tick_params(axis="x", labelrotation=45, labelsize=8)

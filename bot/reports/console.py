@@ -88,24 +88,39 @@ def render_members(members: list[MemberUsage], currency: str, period: str) -> st
     if not members:
         return f"No usage in the last {period}."
     rows = [
-        [m.name, str(m.user_id), str(m.jobs), str(m.images), f"{m.gpu_seconds:.1f}",
-         f"{m.cost:.2f}", f"{m.relax_share:.0%}"]
+        [
+            m.name,
+            str(m.user_id),
+            str(m.jobs),
+            str(m.images),
+            f"{m.gpu_seconds:.1f}",
+            f"{m.cost:.2f}",
+            f"{m.relax_share:.0%}",
+        ]
         for m in members
-    ]  # fmt: skip
+    ]
     headers = ["member", "id", "jobs", "images", "GPU s", f"cost {currency}", "relax"]
     return f"Top members, last {period}\n" + table.render(headers, rows)
 
 
 def render_days(days: list[DayUsage], currency: str) -> str:
     rows = [
-        [d.day.isoformat(), str(d.images), f"{d.gpu_seconds:.1f}", f"{d.cost:.2f}",
-         f"{d.relax_gpu_seconds:.1f}"]
+        [
+            d.day.isoformat(),
+            str(d.images),
+            f"{d.gpu_seconds:.1f}",
+            f"{d.cost:.2f}",
+            f"{d.relax_gpu_seconds:.1f}",
+        ]
         for d in days
-    ]  # fmt: skip
+    ]
     total = [
-        "total", str(sum(d.images for d in days)), f"{sum(d.gpu_seconds for d in days):.1f}",
-        f"{sum(d.cost for d in days):.2f}", f"{sum(d.relax_gpu_seconds for d in days):.1f}",
-    ]  # fmt: skip
+        "total",
+        str(sum(d.images for d in days)),
+        f"{sum(d.gpu_seconds for d in days):.1f}",
+        f"{sum(d.cost for d in days):.2f}",
+        f"{sum(d.relax_gpu_seconds for d in days):.1f}",
+    ]
     headers = ["day", "images", "GPU s", f"cost {currency}", "relax GPU s"]
     return table.render(headers, [*rows, total])
 
@@ -114,10 +129,16 @@ def render_audit(page: AuditPage) -> str:
     if not page.entries:
         return "No audit entries match."
     rows = [
-        [_when(e.at), str(e.actor_id or "-"), e.action, e.target or "-", e.outcome,
-         _short(json.dumps(e.params, sort_keys=True, separators=(",", ":")))]
+        [
+            _when(e.at),
+            str(e.actor_id or "-"),
+            e.action,
+            e.target or "-",
+            e.outcome,
+            _short(json.dumps(e.params, sort_keys=True, separators=(",", ":"))),
+        ]
         for e in page.entries
-    ]  # fmt: skip
+    ]
     first = page.offset + 1
     header = f"Audit entries {first}-{page.offset + len(page.entries)} of {page.total}"
     columns = ["time (UTC)", "actor", "action", "target", "outcome", "params"]

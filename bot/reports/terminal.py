@@ -24,12 +24,15 @@ async def print_report(config: Config, args: argparse.Namespace) -> int:
             print(await reports.daily_table(args.since, args.user))
         else:
             print(
-                await reports.audit_table(args.user, args.action, args.since, args.offset,
-                                          args.limit)
-            )  # fmt: skip
+                await reports.audit_table(
+                    args.user, args.action, args.since, args.offset, args.limit
+                )
+            )
     except OperationalError as error:
-        print(f"atelier: cannot read the database ({error.orig}); run `atelier db upgrade`",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"atelier: cannot read the database ({error.orig}); run `atelier db upgrade`",
+            file=sys.stderr,
+        )
         return EXIT_NO_DATABASE
     finally:
         await database.dispose()

@@ -55,15 +55,20 @@ class UsageQueries:
         relax = func.sum(case((UsageEntry.lane == Lane.RELAX, UsageEntry.gpu_seconds), else_=0.0))
         query = (
             select(
-                UsageEntry.user_id, User.name, func.count(), func.sum(UsageEntry.images), gpu,
-                func.sum(UsageEntry.cost), relax,
+                UsageEntry.user_id,
+                User.name,
+                func.count(),
+                func.sum(UsageEntry.images),
+                gpu,
+                func.sum(UsageEntry.cost),
+                relax,
             )
             .join(User, User.id == UsageEntry.user_id)
             .where(UsageEntry.at >= since)
             .group_by(UsageEntry.user_id, User.name)
             .order_by(gpu.desc())
             .limit(limit)
-        )  # fmt: skip
+        )
         if user_id is not None:
             query = query.where(UsageEntry.user_id == user_id)
         if guild_id is not None:

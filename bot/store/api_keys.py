@@ -89,9 +89,13 @@ def secret_matches(secret: str, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         found = hashlib.scrypt(
-            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+            secret.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
             dklen=len(expected),
-        )  # fmt: skip
+        )
     except ValueError:
         return False
     return hmac.compare_digest(found, expected)
@@ -140,16 +144,23 @@ class ApiKeyStore:
             row: ApiKey | None = None
             if (active or 0) < MAX_ACTIVE_KEYS:
                 row = ApiKey(
-                    user_id=user_id, name=name, lookup=lookup, key_hash=key_hash,
-                    guild_id=guild_id, role_ids=list(role_ids),
-                )  # fmt: skip
+                    user_id=user_id,
+                    name=name,
+                    lookup=lookup,
+                    key_hash=key_hash,
+                    guild_id=guild_id,
+                    role_ids=list(role_ids),
+                )
                 session.add(row)
                 await session.flush()
             audit.record_by(
-                session, actor, "apikey.create", "ok" if row else "refused",
+                session,
+                actor,
+                "apikey.create",
+                "ok" if row else "refused",
                 target=user_target(user_id),
                 params={"key_id": row.id, "name": name} if row else {"active": active},
-            )  # fmt: skip
+            )
         if row is None:
             raise TooManyKeys()
         return NewKey(row.id, name, f"{KEY_PREFIX}_{lookup}_{secret}")
@@ -174,8 +185,14 @@ class ApiKeyStore:
                 .values(revoked_at=utcnow())
             )
             done = bool(revoked.rowcount)  # type: ignore[attr-defined]
-            audit.record_by(session, actor, "apikey.revoke", "ok" if done else "no-op",
-                            target=user_target(user_id), params={"key_id": key_id})  # fmt: skip
+            audit.record_by(
+                session,
+                actor,
+                "apikey.revoke",
+                "ok" if done else "no-op",
+                target=user_target(user_id),
+                params={"key_id": key_id},
+            )
         return done
 
     async def authenticate(self, presented: str) -> KeyHolder | None:

@@ -61,9 +61,15 @@ def record_by(
     params: dict[str, Any] | None = None,
 ) -> None:
     record(
-        session, action, outcome, actor_id=actor.user_id, guild_id=actor.guild_id,
-        channel_id=actor.channel_id, target=target, params=params,
-    )  # fmt: skip
+        session,
+        action,
+        outcome,
+        actor_id=actor.user_id,
+        guild_id=actor.guild_id,
+        channel_id=actor.channel_id,
+        target=target,
+        params=params,
+    )
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,12 @@ class GuildStore:
             if known is None:
                 session.add(BlockedTerm(guild_id=guild_id, term=term, added_by=actor.user_id))
             audit.record_by(
-                session, actor, "blocklist.add", "ok" if known is None else "no-op",
+                session,
+                actor,
+                "blocklist.add",
+                "ok" if known is None else "no-op",
                 params={"term": term, "guild_id": guild_id},
-            )  # fmt: skip
+            )
         return known is None
 
     async def unblock(self, term: str, actor: Actor, everywhere: bool = False) -> bool:
@@ -60,9 +63,12 @@ class GuildStore:
             )
             done = bool(removed.rowcount)  # type: ignore[attr-defined]
             audit.record_by(
-                session, actor, "blocklist.remove", "ok" if done else "no-op",
+                session,
+                actor,
+                "blocklist.remove",
+                "ok" if done else "no-op",
                 params={"term": term, "guild_id": guild_id},
-            )  # fmt: skip
+            )
         return done
 
     async def settings(self, guild_id: int) -> dict[str, Any]:
@@ -80,8 +86,9 @@ class GuildStore:
             merged = {**row.settings, **changes}
             row.settings = {key: value for key, value in merged.items() if value is not None}
             row.updated_at, row.updated_by = utcnow(), actor.user_id
-            audit.record_by(session, actor, "guild.settings", target=f"guild:{guild_id}",
-                            params=changes)  # fmt: skip
+            audit.record_by(
+                session, actor, "guild.settings", target=f"guild:{guild_id}", params=changes
+            )
 
 
 def _in_guild(guild_id: int | None) -> ColumnElement[bool]:

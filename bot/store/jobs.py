@@ -219,10 +219,15 @@ def add_job(
     )
     session.add(job)
     audit.record(
-        session, "job.queued", "ok", actor_id=requester.user_id,
-        guild_id=requester.guild_id, channel_id=requester.channel_id, target=job_id,
+        session,
+        "job.queued",
+        "ok",
+        actor_id=requester.user_id,
+        guild_id=requester.guild_id,
+        channel_id=requester.channel_id,
+        target=job_id,
         params={"model": model, "count": len(seeds), "lane": lane, **requester.audit_params()},
-    )  # fmt: skip
+    )
     return job
 
 
@@ -269,19 +274,35 @@ class JobStore:
             await upsert_user(session, requester.user_id, requester.user_name)
             now = utcnow()
             job = Job(
-                id=job_id, user_id=requester.user_id, state=JobState.BLOCKED, spec=spec,
-                model=model, seeds=seeds, error=reason, guild_id=requester.guild_id,
-                channel_id=requester.channel_id, created_at=now, finished_at=now,
+                id=job_id,
+                user_id=requester.user_id,
+                state=JobState.BLOCKED,
+                spec=spec,
+                model=model,
+                seeds=seeds,
+                error=reason,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                created_at=now,
+                finished_at=now,
                 # Nothing to deliver: the answer is the refusal the client already has.
-                delivered_at=now, client=requester.client, api_key_id=requester.api_key_id,
-                synchronous=requester.synchronous, outputs=[],
-            )  # fmt: skip
+                delivered_at=now,
+                client=requester.client,
+                api_key_id=requester.api_key_id,
+                synchronous=requester.synchronous,
+                outputs=[],
+            )
             session.add(job)
             audit.record(
-                session, "job.blocked", "blocked", actor_id=requester.user_id,
-                guild_id=requester.guild_id, channel_id=requester.channel_id, target=job_id,
+                session,
+                "job.blocked",
+                "blocked",
+                actor_id=requester.user_id,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                target=job_id,
                 params={"reason": reason, "model": model, **requester.audit_params()},
-            )  # fmt: skip
+            )
         return job
 
     async def uploads_in_use(self, paths: Sequence[str], other_than: str) -> set[str]:
@@ -310,9 +331,14 @@ class JobStore:
         params = {"reason": reason, **(params or {})} | ({"kind": kind} if kind else {})
         async with self._sessions.begin() as session:
             audit.record(
-                session, action, "refused", actor_id=actor_id, guild_id=guild_id,
-                channel_id=channel_id, params=params,
-            )  # fmt: skip
+                session,
+                action,
+                "refused",
+                actor_id=actor_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                params=params,
+            )
 
     async def get(self, job_id: str) -> Job:
         async with self._sessions() as session:
@@ -399,9 +425,15 @@ class JobStore:
         stopped before its first step), or without `charge`, it is refunded in full."""
         async with self._sessions.begin() as session:
             job = await _transition(
-                session, job_id, JobState.RUNNING, JobState.CANCELLED, "cancelled",
-                actor_id=actor_id, error=reason, gpu_seconds=gpu_seconds,
-            )  # fmt: skip
+                session,
+                job_id,
+                JobState.RUNNING,
+                JobState.CANCELLED,
+                "cancelled",
+                actor_id=actor_id,
+                error=reason,
+                gpu_seconds=gpu_seconds,
+            )
             if charge and gpu_seconds > 0:
                 await ledger.settle(session, job, 0, self._pricing)
             else:
@@ -423,12 +455,19 @@ class JobStore:
         async with self._sessions.begin() as session:
             session.add_all(Output(job_id=job_id, **vars(output)) for output in outputs)
             job = await _transition(
-                session, job_id, JobState.RUNNING, JobState.BLOCKED, "blocked",
-                error=reason, moderation=moderation, gpu_seconds=gpu_seconds,
-            )  # fmt: skip
+                session,
+                job_id,
+                JobState.RUNNING,
+                JobState.BLOCKED,
+                "blocked",
+                error=reason,
+                moderation=moderation,
+                gpu_seconds=gpu_seconds,
+            )
             if charge:
-                await ledger.settle(session, job, len(moderation.get("outputs") or ()),
-                                    self._pricing)  # fmt: skip
+                await ledger.settle(
+                    session, job, len(moderation.get("outputs") or ()), self._pricing
+                )
             else:
                 await ledger.refund(session, job)
         return await self.get(job_id)
@@ -456,10 +495,13 @@ class JobStore:
                         update(Job)
                         .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
                         .values(
-                            state=JobState.RUNNING, started_at=utcnow(), device=device,
-                            attempts=Job.attempts + 1, batch_id=new_id(),
+                            state=JobState.RUNNING,
+                            started_at=utcnow(),
+                            device=device,
+                            attempts=Job.attempts + 1,
+                            batch_id=new_id(),
                         ),
-                    )  # fmt: skip
+                    )
                     by_id = {job.id: job for job in moved}
                     if len(by_id) != len(chosen):
                         log.info("claim raced another worker; trying again")
@@ -492,9 +534,13 @@ class JobStore:
                     session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued", error=reason
                 )
             failed = await _transition(
-                session, job_id, JobState.RUNNING, JobState.FAILED, "error",
+                session,
+                job_id,
+                JobState.RUNNING,
+                JobState.FAILED,
+                "error",
                 error=f"{reason} (it stopped {crashes} {attempts} times; not retried)",
-            )  # fmt: skip
+            )
             await ledger.refund(session, failed)
             return failed
 
@@ -503,9 +549,14 @@ class JobStore:
         not counted against it."""
         async with self._sessions.begin() as session:
             await _transition(
-                session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued",
-                attempts=Job.attempts - 1, error="the bot stopped before it finished",
-            )  # fmt: skip
+                session,
+                job_id,
+                JobState.RUNNING,
+                JobState.QUEUED,
+                "requeued",
+                attempts=Job.attempts - 1,
+                error="the bot stopped before it finished",
+            )
 
     async def waiting_snapshot(
         self, fair_window: timedelta
@@ -584,10 +635,15 @@ class JobStore:
             paths = [output.path for output in job.outputs]
             await session.execute(delete(Output).where(Output.job_id == job_id))
             audit.record(
-                session, "job.deleted", "ok", actor_id=actor_id, guild_id=guild_id,
-                channel_id=channel_id, target=job_id,
+                session,
+                "job.deleted",
+                "ok",
+                actor_id=actor_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                target=job_id,
                 params={"images": len(paths), "owner": job.user_id, "message_id": job.message_id},
-            )  # fmt: skip
+            )
             return paths
 
     async def record_message(self, job_id: str, message_id: int) -> None:
@@ -614,10 +670,15 @@ class JobStore:
                 return False
             user_id, guild_id, channel_id, state = moved
             audit.record(
-                session, "job.delivered", "ok", actor_id=user_id, guild_id=guild_id,
-                channel_id=channel_id, target=job_id,
+                session,
+                "job.delivered",
+                "ok",
+                actor_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                target=job_id,
                 params={"how": how, "message_id": message_id, "state": state},
-            )  # fmt: skip
+            )
             return True
 
 
@@ -745,8 +806,9 @@ async def _state_of(session: AsyncSession, job_id: str) -> JobState:
 
 
 def _refused(job_id: str, found: JobState, state: JobState, allowed: set[JobState]) -> NoReturn:
-    log.warning("job %s: refused %s -> %s (expected %s)", job_id, found, state,
-                "/".join(sorted(allowed)))  # fmt: skip
+    log.warning(
+        "job %s: refused %s -> %s (expected %s)", job_id, found, state, "/".join(sorted(allowed))
+    )
     raise IllegalTransition(job_id, found, state)
 
 
@@ -754,11 +816,18 @@ def _audit_change(
     session: AsyncSession, job: Job, previous: JobState, outcome: str, actor_id: int | None
 ) -> None:
     audit.record(
-        session, f"job.{job.state}", outcome, actor_id=actor_id or job.user_id,
-        guild_id=job.guild_id, channel_id=job.channel_id, target=job.id,
-        params={"from": previous, "attempt": job.attempts,
-                **({"error": job.error} if job.error else {}),
-                **({"batch": job.batch_id} if job.batch_id else {}),
-                **({"client": job.client, "key_id": job.api_key_id}
-                   if job.client != "discord" else {})},
-    )  # fmt: skip
+        session,
+        f"job.{job.state}",
+        outcome,
+        actor_id=actor_id or job.user_id,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        target=job.id,
+        params={
+            "from": previous,
+            "attempt": job.attempts,
+            **({"error": job.error} if job.error else {}),
+            **({"batch": job.batch_id} if job.batch_id else {}),
+            **({"client": job.client, "key_id": job.api_key_id} if job.client != "discord" else {}),
+        },
+    )

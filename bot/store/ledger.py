@@ -40,11 +40,20 @@ def reserve(session: AsyncSession, job: Job, estimate: Estimate) -> None:
         )
     )
     audit.record(
-        session, "quota.reserve", "ok", actor_id=job.user_id, guild_id=job.guild_id,
-        channel_id=job.channel_id, target=job.id,
-        params={"images": estimate.images, "gpu_seconds": round(estimate.gpu_seconds, 3),
-                "cost": estimate.cost, "lane": job.lane},
-    )  # fmt: skip
+        session,
+        "quota.reserve",
+        "ok",
+        actor_id=job.user_id,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        target=job.id,
+        params={
+            "images": estimate.images,
+            "gpu_seconds": round(estimate.gpu_seconds, 3),
+            "cost": estimate.cost,
+            "lane": job.lane,
+        },
+    )
 
 
 async def settle(
@@ -70,12 +79,22 @@ async def settle(
     )
     session.add(entry)
     audit.record(
-        session, "quota.settle", "ok", actor_id=job.user_id, guild_id=job.guild_id,
-        channel_id=job.channel_id, target=job.id,
-        params={"images": images, "gpu_seconds": round(gpu_seconds, 3), "cost": entry.cost,
-                "currency": pricing.currency, "lane": job.lane,
-                "reserved_gpu_seconds": round(reservation.gpu_seconds, 3)},
-    )  # fmt: skip
+        session,
+        "quota.settle",
+        "ok",
+        actor_id=job.user_id,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        target=job.id,
+        params={
+            "images": images,
+            "gpu_seconds": round(gpu_seconds, 3),
+            "cost": entry.cost,
+            "currency": pricing.currency,
+            "lane": job.lane,
+            "reserved_gpu_seconds": round(reservation.gpu_seconds, 3),
+        },
+    )
     return entry
 
 
@@ -85,11 +104,19 @@ async def refund(session: AsyncSession, job: Job) -> None:
     if reservation is None:
         return
     audit.record(
-        session, "quota.refund", "ok", actor_id=job.user_id, guild_id=job.guild_id,
-        channel_id=job.channel_id, target=job.id,
-        params={"images": reservation.images, "gpu_seconds": round(reservation.gpu_seconds, 3),
-                "cost": reservation.cost},
-    )  # fmt: skip
+        session,
+        "quota.refund",
+        "ok",
+        actor_id=job.user_id,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        target=job.id,
+        params={
+            "images": reservation.images,
+            "gpu_seconds": round(reservation.gpu_seconds, 3),
+            "cost": reservation.cost,
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -212,20 +212,27 @@ class QuotaStore:
                 if refusal is None:
                     admissions = []
                     for job, estimate, lane in decisions:
-                        row = add_job(session, job.job_id, job.requester, job.spec, job.model,
-                                      job.seeds, lane)  # fmt: skip
+                        row = add_job(
+                            session, job.job_id, job.requester, job.spec, job.model, job.seeds, lane
+                        )
                         ledger.reserve(session, row, estimate)
                         admissions.append(Admission(job=row, lane=lane, estimate=estimate))
                     await settle_command(session, requester, queued_outcome(new))
                     return admissions
             await settle_command(session, requester, f"refused: {refusal.message}")
             audit.record(
-                session, "job.refused", "banned" if isinstance(refusal, UserBanned) else "quota",
-                actor_id=requester.user_id, guild_id=requester.guild_id,
+                session,
+                "job.refused",
+                "banned" if isinstance(refusal, UserBanned) else "quota",
+                actor_id=requester.user_id,
+                guild_id=requester.guild_id,
                 channel_id=requester.channel_id,
-                params={**refusal.details(), **requester.audit_params(),
-                        **({"jobs": len(new)} if len(new) > 1 else {})},
-            )  # fmt: skip
+                params={
+                    **refusal.details(),
+                    **requester.audit_params(),
+                    **({"jobs": len(new)} if len(new) > 1 else {}),
+                },
+            )
         raise refusal
 
     def _group_over(
@@ -242,9 +249,10 @@ class QuotaStore:
             return None
         group = [estimate for _, estimate, _ in admitted] + [last]
         total = Estimate(
-            sum(e.images for e in group), sum(e.gpu_seconds for e in group),
+            sum(e.images for e in group),
+            sum(e.gpu_seconds for e in group),
             sum(e.cost for e in group),
-        )  # fmt: skip
+        )
         queued = dataclasses.replace(before, jobs_queued=before.jobs_queued + len(admitted))
         return check(limits, queued, total, resets_at, self.rules.pricing.currency)
 
@@ -283,9 +291,12 @@ class QuotaStore:
             policy.updated_at = utcnow()
             policy.updated_by = actor.user_id
             audit.record_by(
-                session, actor, "quota.set", target=_subject(scope, subject_id),
+                session,
+                actor,
+                "quota.set",
+                target=_subject(scope, subject_id),
                 params=vars(limits),
-            )  # fmt: skip
+            )
 
     async def reset_policy(self, scope: QuotaScope, subject_id: int, actor: Actor) -> bool:
         """Drop the override (back to the role or config default); False if there was none."""
@@ -294,9 +305,12 @@ class QuotaStore:
             if policy is not None:
                 await session.delete(policy)
             audit.record_by(
-                session, actor, "quota.reset", "ok" if policy else "no-op",
+                session,
+                actor,
+                "quota.reset",
+                "ok" if policy else "no-op",
                 target=_subject(scope, subject_id),
-            )  # fmt: skip
+            )
         return policy is not None
 
     async def _limits(self, session: AsyncSession, user_id: int, role_ids: Sequence[int]) -> Limits:
@@ -339,9 +353,11 @@ class QuotaStore:
         ).one()
         images, gpu_seconds, cost, jobs_queued = row
         usage = Usage(
-            images=int(images), gpu_seconds=float(gpu_seconds), cost=float(cost),
+            images=int(images),
+            gpu_seconds=float(gpu_seconds),
+            cost=float(cost),
             jobs_queued=int(jobs_queued),
-        )  # fmt: skip
+        )
         return usage, end
 
     async def _estimate(

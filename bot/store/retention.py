@@ -71,12 +71,23 @@ async def sweep(
     )
     swept = Swept(jobs, len(images), expired_inputs, orphans)
     if jobs or expired_inputs:
-        log.info("retention: %d image(s) of %d job(s) and %d upload(s) expired",
-                 len(images), len(jobs), expired_inputs)  # fmt: skip
-        await _audit(sessions, "retention.expired", {
-            "days": retention_days, "jobs": len(jobs), "images": len(images),
-            "inputs": expired_inputs, "job_ids": jobs[:_AUDITED_IDS],
-        })  # fmt: skip
+        log.info(
+            "retention: %d image(s) of %d job(s) and %d upload(s) expired",
+            len(images),
+            len(jobs),
+            expired_inputs,
+        )
+        await _audit(
+            sessions,
+            "retention.expired",
+            {
+                "days": retention_days,
+                "jobs": len(jobs),
+                "images": len(images),
+                "inputs": expired_inputs,
+                "job_ids": jobs[:_AUDITED_IDS],
+            },
+        )
     if orphans:
         log.info("retention: %d upload(s) no job used were deleted", orphans)
         await _audit(sessions, "retention.orphans", {"inputs": orphans})

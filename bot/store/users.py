@@ -132,9 +132,12 @@ class UserStore:
                 .values(cooldown_until=until, cooldown_reason=reason)
             )
             audit.record_by(
-                session, actor, "user.cooldown", target=user_target(user_id),
+                session,
+                actor,
+                "user.cooldown",
+                target=user_target(user_id),
                 params={"until": until.isoformat(), "reason": reason},
-            )  # fmt: skip
+            )
 
     async def ban(self, user_id: int, reason: str, actor: Actor) -> None:
         async with self._sessions.begin() as session:
@@ -156,9 +159,13 @@ class UserStore:
             )
             was_banned = bool(lifted.rowcount)  # type: ignore[attr-defined]
             audit.record_by(
-                session, actor, "user.unban", "ok" if was_banned else "no-op",
-                target=user_target(user_id), params={"reason": reason} if reason else None,
-            )  # fmt: skip
+                session,
+                actor,
+                "user.unban",
+                "ok" if was_banned else "no-op",
+                target=user_target(user_id),
+                params={"reason": reason} if reason else None,
+            )
         return was_banned
 
     async def defaults(self, user_id: int) -> dict[str, Any]:
@@ -179,9 +186,12 @@ class UserStore:
             await upsert_user(session, user_id, name)
             await session.execute(update(User).where(User.id == user_id).values(defaults=defaults))
             audit.record_by(
-                session, actor, "user.defaults", target=user_target(user_id),
+                session,
+                actor,
+                "user.defaults",
+                target=user_target(user_id),
                 params={"keys": sorted(defaults)},
-            )  # fmt: skip
+            )
 
     async def forget(self, user_id: int, actor: Actor) -> Forgotten:
         """Delete a member's images, uploads, words and defaults; keep their usage under
@@ -207,25 +217,40 @@ class UserStore:
             )
             if unfinished:
                 audit.record_by(
-                    session, actor, "user.forget", "refused", target=user_target(user_id),
+                    session,
+                    actor,
+                    "user.forget",
+                    "refused",
+                    target=user_target(user_id),
                     params={"unfinished_jobs": unfinished},
-                )  # fmt: skip
+                )
             else:
                 moved = await _move_to_pseudonym(session, user_id)
                 audit.record_by(
-                    session, actor, "user.forget", target=user_target(user_id),
-                    params={"jobs": len(moved.jobs), "images": len(moved.images),
-                            "inputs": len(moved.uploads), "shared_inputs": moved.shared_uploads,
-                            "messages": len(moved.messages)},
-                )  # fmt: skip
+                    session,
+                    actor,
+                    "user.forget",
+                    target=user_target(user_id),
+                    params={
+                        "jobs": len(moved.jobs),
+                        "images": len(moved.images),
+                        "inputs": len(moved.uploads),
+                        "shared_inputs": moved.shared_uploads,
+                        "messages": len(moved.messages),
+                    },
+                )
         if unfinished:
             raise UnfinishedJobs(unfinished)
         self._delete_files(moved.images, moved.jobs)
         inputs = delete_uploads(self._data_dir, moved.uploads)
         return Forgotten(
-            len(moved.jobs), len(moved.images), inputs, moved.shared_uploads, moved.messages,
+            len(moved.jobs),
+            len(moved.images),
+            inputs,
+            moved.shared_uploads,
+            moved.messages,
             moved.pseudonym,
-        )  # fmt: skip
+        )
 
     def _delete_files(self, paths: list[str], job_ids: list[str]) -> None:
         for relative in paths:

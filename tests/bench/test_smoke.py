@@ -23,9 +23,12 @@ def test_smoke_run_reports_every_item_with_ratios_and_their_numbers(tmp_path: Pa
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path), "--name", "smoke"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=path), capture_output=True, text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=path),
+        capture_output=True,
+        text=True,
         check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["smoke"] is True

@@ -19,14 +19,22 @@ def stored(monotonic: float) -> str:
 
 def test_stages_cut_the_path_at_each_recorded_time_and_add_up() -> None:
     sent = time.monotonic() - 10.0
-    run = Imagined(interaction_id=1, sent_at=sent, deferred_at=sent + 0.010,
-                   replied_at=sent + 1.000)  # fmt: skip
-    row: dict[str, object] = {"created_at": stored(sent + 0.030),
-                              "started_at": stored(sent + 0.045),
-                              "finished_at": stored(sent + 0.950)}  # fmt: skip
+    run = Imagined(
+        interaction_id=1, sent_at=sent, deferred_at=sent + 0.010, replied_at=sent + 1.000
+    )
+    row: dict[str, object] = {
+        "created_at": stored(sent + 0.030),
+        "started_at": stored(sent + 0.045),
+        "finished_at": stored(sent + 0.950),
+    }
     cut = stages(run, row, gpu_seconds=0.880)
     assert list(cut) == list(STAGES)
-    expected = {"door": 0.010, "queueing": 0.020, "claim": 0.015,
-                "engine_outside_compute": 0.025, "delivery": 0.050}  # fmt: skip
+    expected = {
+        "door": 0.010,
+        "queueing": 0.020,
+        "claim": 0.015,
+        "engine_outside_compute": 0.025,
+        "delivery": 0.050,
+    }
     assert cut == pytest.approx(expected, abs=0.002)
     assert sum(cut.values()) + 0.880 == pytest.approx(run.seconds, abs=0.002)

@@ -20,8 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 def atelier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
-        capture_output=True, text=True, cwd=cwd, check=False, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+        timeout=300,
+    )
 
 
 def test_smoke_path_tiny_model_then_db_upgrade_then_generate(tmp_path: Path) -> None:
@@ -39,9 +43,20 @@ def test_smoke_path_tiny_model_then_db_upgrade_then_generate(tmp_path: Path) -> 
 
     out = tmp_path / "out"
     made = atelier(
-        "generate", "a small red house", "--config", str(config), "--out", str(out),
-        "--seed", "21", "--count", "2", "--steps", "3", cwd=tmp_path,
-    )  # fmt: skip
+        "generate",
+        "a small red house",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--seed",
+        "21",
+        "--count",
+        "2",
+        "--steps",
+        "3",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     assert "3/3" in made.stderr  # the terminal progress bar reached the last step
     files = sorted(out.glob("*.png"))
@@ -71,9 +86,15 @@ def test_generate_refuses_bad_options_in_one_line_before_starting_an_engine(
     mask.paste(255, (16, 16, 48, 48))
     mask.save(tmp_path / "m.png")
     done = atelier(
-        "generate", "x", "--config", str(config), "--out", str(tmp_path / "out"), *arguments,
+        "generate",
+        "x",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "out"),
+        *arguments,
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("atelier: ") and message in line
@@ -117,9 +138,17 @@ scribble = "{tiny_model_set["controlnet-scribble"]}"
     for mode, arguments in cases.items():
         out = tmp_path / mode
         done = atelier(
-            "generate", "a cabin", "--config", str(config), "--out", str(out), "--seed", "5",
-            *arguments, cwd=tmp_path,
-        )  # fmt: skip
+            "generate",
+            "a cabin",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            *arguments,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr
         (path,) = out.glob("*.png")
         with Image.open(path) as image:

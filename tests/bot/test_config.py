@@ -91,20 +91,28 @@ def test_example_config_is_valid() -> None:
         (VALID + "\n[discord]\ntoken = 'x'\n", "discord.token: unknown key"),
         (VALID.replace('devices = ["cpu"]', "devices = 3"), "engine.devices:"),
         (VALID.replace("width = 64", "width = 'wide'"), "models.tiny.width:"),
-        (VALID.replace('default_model = "tiny"', 'default_model = "sdxl"'),
-         "engine.default_model: 'sdxl' is not a [models.<name>] section"),
-        (VALID.replace('source = "./tiny"', 'source = "./missing"'),
-         "models.tiny.source: './missing' does not exist"),
+        (
+            VALID.replace('default_model = "tiny"', 'default_model = "sdxl"'),
+            "engine.default_model: 'sdxl' is not a [models.<name>] section",
+        ),
+        (
+            VALID.replace('source = "./tiny"', 'source = "./missing"'),
+            "models.tiny.source: './missing' does not exist",
+        ),
         (VALID.replace('default_model = "tiny"\n', ""), "engine.default_model: required key"),
-        (VALID.replace('devices = ["cpu"]', 'devices = ["cpu"]\nmax_batch_images = 0'),
-         "engine.max_batch_images:"),
+        (
+            VALID.replace('devices = ["cpu"]', 'devices = ["cpu"]\nmax_batch_images = 0'),
+            "engine.max_batch_images:",
+        ),
         ("[engine\n", "not valid TOML"),
-        (VALID + "\n[styles.'film noir']\nprompt = 'x'\n",
-         "styles.film noir: a style name is one word"),
+        (
+            VALID + "\n[styles.'film noir']\nprompt = 'x'\n",
+            "styles.film noir: a style name is one word",
+        ),
         (VALID + "\n[styles.noir]\nprompt = 'x'\nweight = 2\n", "styles.noir.weight: unknown key"),
         (VALID + "\n[generation]\nmax_permutations = 0\n", "generation.max_permutations:"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=None) as raised:
         load_config(write(tmp_path, text))
@@ -116,8 +124,11 @@ def test_cli_reports_bad_config_in_one_line_with_exit_code_2(tmp_path: Path) -> 
     path = write(tmp_path, VALID + "\n[storage]\ndata_dri = 'x'\n")
     done = subprocess.run(
         [sys.executable, "-m", "bot.cli", "db", "upgrade", "--config", str(path)],
-        capture_output=True, text=True, cwd=REPO, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"atelier: {path}: storage.data_dri: unknown key (see config.example.toml for every key)"

@@ -11,30 +11,50 @@ from bot.store.models import JobState
 
 # Errors as the engine, the engine client and the job store write them.
 STORED = [
-    ("the GPU ran out of memory making 4 image(s) at 1024x1024, even one at a time;"
-     " try a smaller size or fewer images", FailureKind.OUT_OF_MEMORY),
-    ("the GPU ran out of memory loading model 'sdxl'; try again when fewer models are in use",
-     FailureKind.OUT_OF_MEMORY),
+    (
+        "the GPU ran out of memory making 4 image(s) at 1024x1024, even one at a time;"
+        " try a smaller size or fewer images",
+        FailureKind.OUT_OF_MEMORY,
+    ),
+    (
+        "the GPU ran out of memory loading model 'sdxl'; try again when fewer models are in use",
+        FailureKind.OUT_OF_MEMORY,
+    ),
     ("the job took longer than 600 s; the engine was restarted", FailureKind.TIMEOUT),
-    ("the engine on cuda:0 exited unexpectedly (code -9); it restarts for the next job",
-     FailureKind.ENGINE_STOPPED),
+    (
+        "the engine on cuda:0 exited unexpectedly (code -9); it restarts for the next job",
+        FailureKind.ENGINE_STOPPED,
+    ),
     ("the engine on cuda:0 went away", FailureKind.ENGINE_STOPPED),
     ("engine on cpu did not start: Ready(version=1)", FailureKind.ENGINE_STOPPED),
     ("the engine sent an oversized protocol line", FailureKind.ENGINE_STOPPED),
-    ("the engine on cuda:0 exited unexpectedly (code -11); it restarts for the next job"
-     " (it stopped the engine 2 times; not retried)", FailureKind.NOT_RETRIED),
-    ("the bot stopped while it ran (it stopped the bot 2 times; not retried)",
-     FailureKind.NOT_RETRIED),
+    (
+        "the engine on cuda:0 exited unexpectedly (code -11); it restarts for the next job"
+        " (it stopped the engine 2 times; not retried)",
+        FailureKind.NOT_RETRIED,
+    ),
+    (
+        "the bot stopped while it ran (it stopped the bot 2 times; not retried)",
+        FailureKind.NOT_RETRIED,
+    ),
     ("the bot stopped while it ran", FailureKind.BOT_STOPPED),
-    ("the init image could not be read: [Errno 2] No such file or directory:"
-     " '/srv/atelier/data/inputs/ab12/image.png'", FailureKind.INPUT_GONE),
+    (
+        "the init image could not be read: [Errno 2] No such file or directory:"
+        " '/srv/atelier/data/inputs/ab12/image.png'",
+        FailureKind.INPUT_GONE,
+    ),
     ("unknown model 'old'; configured models: tiny", FailureKind.UNKNOWN_MODEL),
-    ("RuntimeError: expected scalar type Half but found Float at /opt/venv/lib/python3.11/"
-     "site-packages/torch/nn/functional.py:2", FailureKind.INTERNAL),
-    ("Traceback (most recent call last):\n  File \"/srv/atelier/engine/worker.py\", line 3",
-     FailureKind.INTERNAL),
+    (
+        "RuntimeError: expected scalar type Half but found Float at /opt/venv/lib/python3.11/"
+        "site-packages/torch/nn/functional.py:2",
+        FailureKind.INTERNAL,
+    ),
+    (
+        'Traceback (most recent call last):\n  File "/srv/atelier/engine/worker.py", line 3',
+        FailureKind.INTERNAL,
+    ),
     (None, FailureKind.INTERNAL),
-]  # fmt: skip
+]
 
 INTERNALS = re.compile(r"Traceback|File \"|/srv|/opt|Errno|Error\b|\.py|cuda:|code -")
 

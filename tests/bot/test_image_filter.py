@@ -20,8 +20,9 @@ from tests.stores import Stores, open_stores
 from .conftest import Recorder
 
 MEMBER = Requester(user_id=77, user_name="ivy", guild_id=1, channel_id=2)
-IN_NSFW_CHANNEL = Requester(user_id=78, user_name="oak", guild_id=1, channel_id=3,
-                            nsfw_channel=True)  # fmt: skip
+IN_NSFW_CHANNEL = Requester(
+    user_id=78, user_name="oak", guild_id=1, channel_id=3, nsfw_channel=True
+)
 QUOTA = """[billing]
 price_per_gpu_hour = 3.6
 [quota]
@@ -88,9 +89,12 @@ async def test_flagged_images_are_withheld_refunded_and_audited_outside_nsfw_cha
         assert withheld.outputs == []
         assert list((data_dir / "images" / withheld.id).glob("*.png")) == []
         assert await audit_actions(stores, withheld.id) == [
-            ("job.queued", "ok"), ("quota.reserve", "ok"), ("job.running", "ok"),
-            ("job.blocked", "blocked"), ("quota.refund", "ok"),
-        ]  # fmt: skip
+            ("job.queued", "ok"),
+            ("quota.reserve", "ok"),
+            ("job.running", "ok"),
+            ("job.blocked", "blocked"),
+            ("quota.refund", "ok"),
+        ]
 
         # In an age-restricted channel set to "spoiler": shown, each image flagged.
         assert spoilered.state is JobState.SUCCEEDED

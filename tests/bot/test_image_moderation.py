@@ -32,8 +32,15 @@ def result(*verdicts: ImageVerdict | None) -> JobResult:
         )
         for i, verdict in enumerate(verdicts)
     ]
-    return JobResult(job_id="j", images=images, gpu_seconds=1.0, sampler="Euler",
-                     batch_id="b", batch_jobs=["j"], batch_gpu_seconds=1.0)  # fmt: skip
+    return JobResult(
+        job_id="j",
+        images=images,
+        gpu_seconds=1.0,
+        sampler="Euler",
+        batch_id="b",
+        batch_jobs=["j"],
+        batch_gpu_seconds=1.0,
+    )
 
 
 @pytest.mark.parametrize(

@@ -142,12 +142,16 @@ def saved(attachments: dict[str, bytes], tmp_path: Path) -> dict[str, Image.Imag
 def test_inputs_are_saved_as_png_with_paths_relative_to_the_data_dir(tmp_path: Path) -> None:
     found = save_inputs(
         {"image": png((80, 48), "P"), "mask": half_white_mask((40, 24), "RGBA")},
-        tmp_path / "inputs/abc", tmp_path, LIMIT,
-    )  # fmt: skip
+        tmp_path / "inputs/abc",
+        tmp_path,
+        LIMIT,
+    )
     assert found.image is not None and found.mask is not None and found.control is None
     assert (found.image.path, found.image.width, found.image.height) == (
-        "inputs/abc/image.png", 80, 48,
-    )  # fmt: skip
+        "inputs/abc/image.png",
+        80,
+        48,
+    )
     assert found.notices == ()
     with Image.open(tmp_path / found.image.path) as image:
         assert (image.format, image.mode) == ("PNG", "RGB")
@@ -266,13 +270,21 @@ def test_images_too_small_or_too_large_are_refused_with_their_size(
 @pytest.mark.parametrize(
     ("depth", "colour_type", "message"),
     [
-        (16, 6, "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
-                " bits per channel or at most 2896×2896 pixels."),
-        (16, 2, "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
-                " bits per channel or at most 3344×3344 pixels."),
+        (
+            16,
+            6,
+            "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
+            " bits per channel or at most 2896×2896 pixels.",
+        ),
+        (
+            16,
+            2,
+            "The `image` is a 16-bit 4096×4096 image, more than I can read; save it with 8"
+            " bits per channel or at most 3344×3344 pixels.",
+        ),
     ],
     ids=["rgba-16", "rgb-16"],
-)  # fmt: skip
+)
 def test_an_image_deeper_than_the_decode_budget_is_refused_from_its_header(
     depth: int, colour_type: int, message: str, tmp_path: Path
 ) -> None:
@@ -348,8 +360,11 @@ def test_reading_a_largest_image_peaks_under_three_times_its_decode_budget(
     assert path.stat().st_size < 100_000  # a small file, the whole budget once decoded
     measured = subprocess.run(
         [sys.executable, "-c", MEASURE_PEAK, str(path), role],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     peak = int(measured.stdout)
     assert peak < 3 * MAX_DECODED_BYTES, f"{peak / 2**20:.0f} MiB"
 
@@ -394,8 +409,10 @@ def test_an_animated_image_gives_its_first_frame_and_says_so(
 def test_a_still_gif_is_accepted_without_a_notice(tmp_path: Path) -> None:
     found = save_inputs(
         {"control": encoded(Image.new("RGB", (32, 32), "red"), "GIF")},
-        tmp_path / "inputs", tmp_path, LIMIT,
-    )  # fmt: skip
+        tmp_path / "inputs",
+        tmp_path,
+        LIMIT,
+    )
     assert found.notices == () and found.control is not None
 
 

@@ -34,8 +34,17 @@ BOB = Requester(user_id=2, user_name="bob", channel_id=7)
 
 
 def spec(count: int = 1) -> dict[str, object]:
-    return {"prompt": "x", "model": "tiny", "width": 64, "height": 64, "steps": 3,
-            "cfg": 7.0, "sampler": "Euler", "seed": 1, "count": count}  # fmt: skip
+    return {
+        "prompt": "x",
+        "model": "tiny",
+        "width": 64,
+        "height": 64,
+        "steps": 3,
+        "cfg": 7.0,
+        "sampler": "Euler",
+        "seed": 1,
+        "count": count,
+    }
 
 
 def first_waiting(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
@@ -65,11 +74,18 @@ async def test_succeed_returns_the_stored_job_with_its_outputs(store: JobStore) 
     returned = await store.succeed("job", 1.5, [output("job", 0), output("job", 1)])
     stored = await store.get("job")
     assert (returned.state, returned.gpu_seconds, returned.finished_at) == (
-        stored.state, stored.gpu_seconds, stored.finished_at,
-    )  # fmt: skip
-    assert [o.path for o in returned.outputs] == [o.path for o in stored.outputs] == [
-        "images/job/0.png", "images/job/1.png",
-    ]  # fmt: skip
+        stored.state,
+        stored.gpu_seconds,
+        stored.finished_at,
+    )
+    assert (
+        [o.path for o in returned.outputs]
+        == [o.path for o in stored.outputs]
+        == [
+            "images/job/0.png",
+            "images/job/1.png",
+        ]
+    )
 
 
 async def test_concurrent_claims_never_take_the_same_job_twice(store: JobStore) -> None:

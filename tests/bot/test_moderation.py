@@ -134,8 +134,9 @@ async def test_a_notifier_that_fails_never_fails_the_screening(stores: Stores) -
     def broken(text: str) -> None:
         raise RuntimeError("Discord is down")
 
-    moderation = Moderation(stores.config.moderation, GuildStore(stores.sessions), stores.users,
-                            stores.audit, broken)  # fmt: skip
+    moderation = Moderation(
+        stores.config.moderation, GuildStore(stores.sessions), stores.users, stores.audit, broken
+    )
     for _ in range(3):
         blocked = await moderation.screen(DANA, [(PROMPT, "gore")], "imagine")
     assert blocked is not None and "paused" in blocked.message

@@ -68,8 +68,10 @@ def test_choices_multiply_in_order() -> None:
 
 def test_nested_choices_are_options_of_their_group() -> None:
     assert expand_prompt("a {red, {light, dark} blue} fox") == [
-        "a red fox", "a light blue fox", "a dark blue fox",
-    ]  # fmt: skip
+        "a red fox",
+        "a light blue fox",
+        "a dark blue fox",
+    ]
 
 
 def test_escaped_braces_commas_and_backslashes_stay_literal() -> None:
@@ -134,10 +136,19 @@ def test_every_flag_is_read_into_its_typed_value() -> None:
         ' --sampler "dpm++ 2m karras" --style cinematic --chaos 30 --stop 80 --no text, blur'
     )
     assert parsed == ParsedPrompt(
-        prompt="a fox", negative_prompt="text, blur", model="sdxl", aspect="21:9", seed=42,
-        steps=20, cfg=6.5, sampler="DPM++ 2M Karras", style="cinematic", chaos=30, stop=80,
+        prompt="a fox",
+        negative_prompt="text, blur",
+        model="sdxl",
+        aspect="21:9",
+        seed=42,
+        steps=20,
+        cfg=6.5,
+        sampler="DPM++ 2M Karras",
+        style="cinematic",
+        chaos=30,
+        stop=80,
         repeat=2,
-    )  # fmt: skip
+    )
 
 
 def test_aliases_set_the_same_value() -> None:
@@ -149,8 +160,11 @@ def test_aliases_set_the_same_value() -> None:
 def test_em_dash_and_en_dash_start_flags_as_phones_type_them() -> None:
     parsed = parse_prompt("a fox —ar 16:9 –seed 4 —no text")
     assert (parsed.prompt, parsed.aspect, parsed.seed, parsed.negative_prompt) == (
-        "a fox", "16:9", 4, "text",
-    )  # fmt: skip
+        "a fox",
+        "16:9",
+        4,
+        "text",
+    )
 
 
 def test_a_dash_inside_a_phrase_is_text() -> None:
@@ -301,10 +315,15 @@ def test_the_single_job_builder_refuses_a_prompt_of_several_jobs() -> None:
 def test_explicit_options_win_over_flags_and_flags_over_personal_defaults() -> None:
     personal: dict[str, object] = {"steps": 12, "cfg": 3.0, "aspect": "16:9", "sampler": "LMS"}
     (spec,) = build_specs(
-        Options(prompt="x --steps 20 --cfg 9 --no text --sampler Euler", steps=40,
-                negative_prompt="blur"),
-        MODELS, "sd15", personal=personal,
-    )  # fmt: skip
+        Options(
+            prompt="x --steps 20 --cfg 9 --no text --sampler Euler",
+            steps=40,
+            negative_prompt="blur",
+        ),
+        MODELS,
+        "sd15",
+        personal=personal,
+    )
     assert (spec.steps, spec.negative_prompt) == (40, "blur")  # given beats the flags
     assert (spec.cfg, spec.sampler) == (9.0, "Euler")  # flags beat the member's own
     assert spec.width > spec.height  # the member's own 16:9 fills what is left

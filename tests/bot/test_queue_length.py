@@ -29,9 +29,15 @@ async def test_concurrent_submissions_never_queue_more_than_max_length(
         # No worker runs: every admitted job stays waiting, as on a busy GPU.
         engines = [EngineProcess("cpu", config.models, dict(os.environ))]
         service = JobService(
-            stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
-            config.models, "tiny", quotas=stores.quotas if quotas else None, queue=config.queue,
-        )  # fmt: skip
+            stores.jobs,
+            config.storage.data_dir,
+            engines,
+            config.engine.job_timeout,
+            config.models,
+            "tiny",
+            quotas=stores.quotas if quotas else None,
+            queue=config.queue,
+        )
         spec = build_spec(Options(prompt="a lighthouse", seed=1), config.models, "tiny")
         members = [
             Requester(user_id=700 + n, user_name=f"member{n}", guild_id=1, channel_id=2)

@@ -45,8 +45,9 @@ def test_the_quota_day_follows_the_configured_time_zone() -> None:
 
 
 def test_the_summary_shows_every_limit_and_the_reset() -> None:
-    text = summary(DEFAULT, Usage(images=3, gpu_seconds=12.5, cost=0.25, jobs_queued=1),
-                   MIDNIGHT, "EUR")  # fmt: skip
+    text = summary(
+        DEFAULT, Usage(images=3, gpu_seconds=12.5, cost=0.25, jobs_queued=1), MIDNIGHT, "EUR"
+    )
     assert text.splitlines() == [
         "Images today: 3 of 10, 7 left",
         "GPU seconds today: 12.5 of 100, 87.5 left",

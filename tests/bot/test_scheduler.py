@@ -42,8 +42,10 @@ def test_a_member_with_running_work_yields_to_one_without() -> None:
 def test_lanes_come_before_fair_share() -> None:
     waiting = [job(0, 1, Lane.RELAX), job(1, 2, Lane.NORMAL), job(2, 3, Lane.PRIORITY)]
     assert [w.lane for w in fair_order(waiting, {3: 100.0})] == [
-        Lane.PRIORITY, Lane.NORMAL, Lane.RELAX,
-    ]  # fmt: skip
+        Lane.PRIORITY,
+        Lane.NORMAL,
+        Lane.RELAX,
+    ]
 
 
 def test_a_members_jobs_keep_their_own_order() -> None:
@@ -103,8 +105,11 @@ def test_over_a_long_backlog_members_get_equal_gpu_seconds_within_ten_percent(
 def test_compatible_jobs_of_several_members_share_a_batch() -> None:
     order = fair_order([job(0, 1), job(1, 1), job(2, 2), job(3, 2)], {})
     assert [w.job_id for w in next_batch(order, max_images=8)] == [
-        "j0000", "j0002", "j0001", "j0003",
-    ]  # fmt: skip
+        "j0000",
+        "j0002",
+        "j0001",
+        "j0003",
+    ]
 
 
 def test_a_batch_holds_at_most_max_images() -> None:

@@ -35,9 +35,14 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
         config = stores.config
         engines = [EngineProcess(d, config.models, dict(os.environ)) for d in ["cpu"]]
         service = JobService(
-            stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
-            config.models, "tiny", quotas=stores.quotas,
-        )  # fmt: skip
+            stores.jobs,
+            config.storage.data_dir,
+            engines,
+            config.engine.job_timeout,
+            config.models,
+            "tiny",
+            quotas=stores.quotas,
+        )
         recorder = Recorder()
         service.add_listener(recorder)
         spec = build_spec(Options(prompt="a green hill", seed=5, count=2), config.models, "tiny")
@@ -71,17 +76,23 @@ def service_on(stores: Stores, store: JobStore | None = None) -> JobService:
     config = stores.config
     engines = [EngineProcess("cpu", config.models, dict(os.environ))]
     return JobService(
-        store or stores.jobs, config.storage.data_dir, engines, config.engine.job_timeout,
-        config.models, "tiny", quotas=stores.quotas,
-    )  # fmt: skip
+        store or stores.jobs,
+        config.storage.data_dir,
+        engines,
+        config.engine.job_timeout,
+        config.models,
+        "tiny",
+        quotas=stores.quotas,
+    )
 
 
 async def test_a_graceful_stop_mid_job_requeues_it_uncounted_however_often_and_it_runs_once(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
-        spec = build_spec(Options(prompt="a long night", seed=4, steps=12),
-                          stores.config.models, "tiny")  # fmt: skip
+        spec = build_spec(
+            Options(prompt="a long night", seed=4, steps=12), stores.config.models, "tiny"
+        )
         job_id = ""
         for _ in range(3):  # three restarts in a row, each cutting the job off mid-run
             service, recorder = service_on(stores), Recorder()

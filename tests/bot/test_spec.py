@@ -180,8 +180,11 @@ def test_upscale_doubles_each_side_and_variation_keeps_the_size() -> None:
     up = derived_spec(original, ("j", 2), image, Mode.UPSCALE, 0.3, 4)
     assert (up.width, up.height, up.count, up.seed, up.strength) == (1024, 768, 1, 4, 0.3)
     assert (up.mode, up.init_image, up.source_job, up.source_image) == (
-        Mode.UPSCALE, "images/j/j-2.png", "j", 2,
-    )  # fmt: skip
+        Mode.UPSCALE,
+        "images/j/j-2.png",
+        "j",
+        2,
+    )
     variation = derived_spec(original, ("j", 2), image, Mode.VARIATION, 0.6, 99)
     assert (variation.width, variation.height, variation.seed) == (512, 384, 99)
     assert variation.prompt == "a fox"

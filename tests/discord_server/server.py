@@ -657,9 +657,13 @@ class LocalDiscord:
             for index, (filename, data, content_type) in enumerate(attachments)
         ]
         message = state.messages.create(
-            channel_id, {"content": content}, uploads, author_id=user_id,
-            message_type=19 if reply_to is not None else 0, extra=extra,
-        )  # fmt: skip
+            channel_id,
+            {"content": content},
+            uploads,
+            author_id=user_id,
+            message_type=19 if reply_to is not None else 0,
+            extra=extra,
+        )
         state.signal.notify()
         data: JSON = {
             **message.payload,

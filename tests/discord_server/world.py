@@ -294,17 +294,25 @@ class World:
             "name": "Atelier team",
             "owner_user_id": str(owner_id),
             "members": [
-                {"membership_state": 2, "team_id": str(self.application_id + 1),
-                 "user": self.user_payload(user_id), "role": role, "permissions": ["*"]}
+                {
+                    "membership_state": 2,
+                    "team_id": str(self.application_id + 1),
+                    "user": self.user_payload(user_id),
+                    "role": role,
+                    "permissions": ["*"],
+                }
                 for user_id, role in roles.items()
             ],
-        }  # fmt: skip
+        }
 
     def application_payload(self) -> JSON:
         """GET /oauth2/applications/@me. A team's application is owned by a user that
         stands for the team, as on Discord."""
-        team_user = {**self.user_payload(self.owner_id), "id": str(self.application_id + 1),
-                     "username": "team" + str(self.application_id + 1)}  # fmt: skip
+        team_user = {
+            **self.user_payload(self.owner_id),
+            "id": str(self.application_id + 1),
+            "username": "team" + str(self.application_id + 1),
+        }
         return {
             "id": str(self.application_id),
             "name": "Atelier",

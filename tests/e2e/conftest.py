@@ -42,16 +42,25 @@ class RunningBot:
     async def start(self) -> None:
         # Only prompts containing "[crash]" make the engine die, so a test can break one job.
         env = dict(
-            os.environ, DISCORD_TOKEN=self.server.bot_token, ATELIER_ENGINE_FAULT=CRASH_FAULT,
+            os.environ,
+            DISCORD_TOKEN=self.server.bot_token,
+            ATELIER_ENGINE_FAULT=CRASH_FAULT,
             PYTHONPATH=str(REPO),
-        )  # fmt: skip
+        )
         self.starts += 1
         arguments = self.arguments or ["--config", str(self.config)]
         with self.log.open("ab") as sink:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.cli", "run", *arguments,
-                cwd=self.cwd, env=env, stdout=sink, stderr=sink,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "run",
+                *arguments,
+                cwd=self.cwd,
+                env=env,
+                stdout=sink,
+                stderr=sink,
+            )
         await self.server.wait_for_identify(timeout=30, count=self.starts)
         await self.server.wait_for_commands(timeout=30)
 

@@ -42,9 +42,13 @@ def subcommand_paths(command: dict[str, Any], prefix: str = "") -> list[tuple[st
 def harmful_values(options: list[dict[str, Any]], member: int, role: int, channel: int) -> dict:
     """A value for every option, aimed at changing as much as a real call could."""
     by_type: dict[int, object] = {
-        STRING: "kettle", BOOLEAN: True, USER: member, ROLE: role, CHANNEL: channel,
+        STRING: "kettle",
+        BOOLEAN: True,
+        USER: member,
+        ROLE: role,
+        CHANNEL: channel,
         MENTIONABLE: member,
-    }  # fmt: skip
+    }
     values: dict[str, object] = {}
     for option in options:
         kind = option["type"]
@@ -90,8 +94,9 @@ async def test_every_admin_subcommand_refuses_a_member_and_changes_nothing(
         action = path.replace(" ", ".") + ".refused"
         assert await running_bot.wait_for_rows(
             "select id from audit_log where action = :action and actor_id = :member",
-            action=action, member=server.user_id,
-        ), path  # fmt: skip
+            action=action,
+            member=server.user_id,
+        ), path
     assert database_except_audit(running_bot) == before
 
 
@@ -139,9 +144,10 @@ async def test_admin_usage_table_and_chart_then_csv_export_matches_the_ledger(
 
     # A quota the member has used up: the next job is refused with the limit and the reset.
     quota = await server.send_slash_command(
-        "admin quota set", {"target": server.user_id, "images_per_day": 1},
+        "admin quota set",
+        {"target": server.user_id, "images_per_day": 1},
         user_id=server.owner_id,
-    )  # fmt: skip
+    )
     assert "images/day 1" in (await quota.wait_for_callback(timeout=3)).data["content"]
     ix = await server.send_slash_command("imagine", {"prompt": "one more"})
     # Refused after the deferral: privately, in a follow-up.
@@ -283,10 +289,15 @@ async def test_admin_reach_walking_every_command_as_member_server_manager_and_ow
     # (who, user id, channel, the member and role an attack would aim at there)
     actors = [
         ("member", server.user_id, server.channel_id, server.user_id, role),
-        ("server manager", elsewhere.owner_id, elsewhere.channel_id, elsewhere.user_id,
-         elsewhere.guild_id),  # their server's @everyone role
+        (
+            "server manager",
+            elsewhere.owner_id,
+            elsewhere.channel_id,
+            elsewhere.user_id,
+            elsewhere.guild_id,
+        ),  # their server's @everyone role
         ("owner", server.owner_id, server.channel_id, server.user_id, role),
-    ]  # fmt: skip
+    ]
     for who, user_id, channel_id, member, target_role in actors:
         for path, options in leaves:
             harmful = harmful_values(options, member, target_role, channel_id)
@@ -305,15 +316,17 @@ async def test_admin_reach_walking_every_command_as_member_server_manager_and_ow
                         assert "⚠️" not in callback.data["content"], cell
                     assert running_bot.rows(
                         "select id from audit_log where action = :action and actor_id = :user",
-                        action=action, user=user_id,
-                    ), cell  # fmt: skip
+                        action=action,
+                        user=user_id,
+                    ), cell
                     continue
                 assert callback.type == 4 and callback.data["flags"] & 64, cell
                 assert callback.data["content"].startswith("⚠️"), cell
                 assert await running_bot.wait_for_rows(
                     "select id from audit_log where action = :action and actor_id = :user",
-                    action=f"{action}.refused", user=user_id,
-                ), cell  # fmt: skip
+                    action=f"{action}.refused",
+                    user=user_id,
+                ), cell
                 assert database_except_audit(running_bot) == before, cell
 
     # The manager's own term went to their server's list, and came off it again.

@@ -14,9 +14,10 @@ async def test_a_re_rollers_forget_me_keeps_the_upload_the_original_members_butt
     bot, server = running_bot, running_bot.server
     other = server.add_member(name="other")
     ix = await server.send_slash_command(
-        "imagine", {"prompt": "a red square", "seed": 3, "strength": 0.5},
+        "imagine",
+        {"prompt": "a red square", "seed": 3, "strength": 0.5},
         attachments={"image": ("photo.png", png((64, 64)), "image/png")},
-    )  # fmt: skip
+    )
     job_id = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content, timeout=30))
     result = await ix.wait_for_original(finished, timeout=120)
     (upload,) = (bot.data_dir / "inputs").glob("*/image.png")

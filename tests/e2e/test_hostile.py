@@ -69,9 +69,12 @@ def decompression_bomb(side: int = 60000, depth: int = 8, colour_type: int = 2) 
     its zeros)."""
     header = struct.pack(">IIBBBBB", side, side, depth, colour_type, 0, 0, 0)
     zeros = zlib.compress(b"\0" * (3 * side + 1) * 8, 9)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zeros) + (
-        png_chunk(b"IEND", b"")
-    )  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zeros)
+        + (png_chunk(b"IEND", b""))
+    )
 
 
 def animated_gif() -> bytes:
@@ -150,49 +153,125 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     jpeg = image_bytes(Image.fromarray(noise), "JPEG", quality=95)
     cases: list[tuple[str, dict[str, object], dict[str, tuple[str, bytes, str]], str]] = [
-        ("a 60000x60000 PNG of a few KB", {},
-         attached("bomb.png", decompression_bomb(), "image/png"),
-         "is 60000×60000 pixels; the limit is 4096 pixels a side"),
-        ("a 16-bit RGBA 4096x4096 PNG of a few KB", {},
-         attached("deep.png", decompression_bomb(4096, 16, 6), "image/png"),
-         "is a 16-bit 4096×4096 image, more than I can read; save it with 8 bits per channel"
-         " or at most 2896×2896 pixels."),
-        ("a 30 MB file", {}, attached("huge.png", png() + bytes(30 * 2**20), "image/png"),
-         "attachment is 30.0 MB; the limit is 20 MB"),
-        ("a text file named .png", {}, attached("notes.png", b"hello, world\n" * 40, "image/png"),
-         "is not an image; please attach a PNG, JPEG, WebP or GIF image"),
-        ("a PDF", {}, attached("paper.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
-                               "application/pdf"), "is not an image"),
-        ("an SVG", {}, attached("logo.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="64"'
-                                b' height="64"><rect width="64" height="64"/></svg>',
-                                "image/svg+xml"), "is not an image"),
-        ("a truncated JPEG", {}, attached("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"),
-         "is damaged or cut short"),
-        ("a 1x1 image", {}, attached("dot.png", png((1, 1)), "image/png"),
-         "is 1×1 pixels; each side must be at least 16 pixels"),
-        ("a TIFF", {}, attached("scan.tiff", image_bytes(Image.new("RGB", (64, 64)), "TIFF"),
-                                "image/tiff"), "is not an image"),
-        ("an all-black mask", {}, {"image": ("photo.png", png(), "image/png"),
-                                   "mask": ("mask.png", png(colour="black"), "image/png")},
-         "The `mask` has no white in it"),
-        ("a mask without an image", {}, {"mask": ("mask.png", png(colour="white"), "image/png")},
-         "A `mask` needs the `image` it applies to"),
-        ("a 100 000-character prompt", {"prompt": "a fox " * 16_667}, {},
-         "characters; the limit is 1,500"),
+        (
+            "a 60000x60000 PNG of a few KB",
+            {},
+            attached("bomb.png", decompression_bomb(), "image/png"),
+            "is 60000×60000 pixels; the limit is 4096 pixels a side",
+        ),
+        (
+            "a 16-bit RGBA 4096x4096 PNG of a few KB",
+            {},
+            attached("deep.png", decompression_bomb(4096, 16, 6), "image/png"),
+            "is a 16-bit 4096×4096 image, more than I can read; save it with 8 bits per channel"
+            " or at most 2896×2896 pixels.",
+        ),
+        (
+            "a 30 MB file",
+            {},
+            attached("huge.png", png() + bytes(30 * 2**20), "image/png"),
+            "attachment is 30.0 MB; the limit is 20 MB",
+        ),
+        (
+            "a text file named .png",
+            {},
+            attached("notes.png", b"hello, world\n" * 40, "image/png"),
+            "is not an image; please attach a PNG, JPEG, WebP or GIF image",
+        ),
+        (
+            "a PDF",
+            {},
+            attached(
+                "paper.pdf",
+                b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+                "application/pdf",
+            ),
+            "is not an image",
+        ),
+        (
+            "an SVG",
+            {},
+            attached(
+                "logo.svg",
+                b'<svg xmlns="http://www.w3.org/2000/svg" width="64"'
+                b' height="64"><rect width="64" height="64"/></svg>',
+                "image/svg+xml",
+            ),
+            "is not an image",
+        ),
+        (
+            "a truncated JPEG",
+            {},
+            attached("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"),
+            "is damaged or cut short",
+        ),
+        (
+            "a 1x1 image",
+            {},
+            attached("dot.png", png((1, 1)), "image/png"),
+            "is 1×1 pixels; each side must be at least 16 pixels",
+        ),
+        (
+            "a TIFF",
+            {},
+            attached("scan.tiff", image_bytes(Image.new("RGB", (64, 64)), "TIFF"), "image/tiff"),
+            "is not an image",
+        ),
+        (
+            "an all-black mask",
+            {},
+            {
+                "image": ("photo.png", png(), "image/png"),
+                "mask": ("mask.png", png(colour="black"), "image/png"),
+            },
+            "The `mask` has no white in it",
+        ),
+        (
+            "a mask without an image",
+            {},
+            {"mask": ("mask.png", png(colour="white"), "image/png")},
+            "A `mask` needs the `image` it applies to",
+        ),
+        (
+            "a 100 000-character prompt",
+            {"prompt": "a fox " * 16_667},
+            {},
+            "characters; the limit is 1,500",
+        ),
         ("an empty prompt", {"prompt": " \u200b\t "}, {}, "The prompt is empty"),
         ("an empty prompt but flags", {"prompt": "--ar 16:9 --seed 4"}, {}, "The prompt is empty"),
-    ]  # fmt: skip
+    ]
     disguises = [
-        "g o r e", "g0re", "g.o.r.e", "gorë", "gоre", "g\u200bore", "GORE", "gor e", "g*o*r*e",
-        "ｇｏｒｅ", "g-o-r-e", "gooooore",
-    ]  # fmt: skip
+        "g o r e",
+        "g0re",
+        "g.o.r.e",
+        "gorë",
+        "gоre",
+        "g\u200bore",
+        "GORE",
+        "gor e",
+        "g*o*r*e",
+        "ｇｏｒｅ",
+        "g-o-r-e",
+        "gooooore",
+    ]
     cases += [
-        (f"blocked term hidden as {text!r}", {"prompt": f"a {text} scene"}, {},
-         "Your prompt contains `gore`, which this server does not allow.")
+        (
+            f"blocked term hidden as {text!r}",
+            {"prompt": f"a {text} scene"},
+            {},
+            "Your prompt contains `gore`, which this server does not allow.",
+        )
         for text in disguises
-    ]  # fmt: skip
-    cases.append(("blocked term in the negative", {"prompt": "a field", "negative": "g 0 r e"},
-                  {}, "Your negative prompt contains `gore`"))  # fmt: skip
+    ]
+    cases.append(
+        (
+            "blocked term in the negative",
+            {"prompt": "a field", "negative": "g 0 r e"},
+            {},
+            "Your negative prompt contains `gore`",
+        )
+    )
     for number, (what, options, attachments, expected) in enumerate(cases, start=1):
         ix = await server.send_slash_command(
             "imagine", {"prompt": "a fox", **options}, attachments=attachments
@@ -211,18 +290,24 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
     # Innocent look-alikes pass, and odd but valid images are used, each as it should be.
     innocent = await server.send_slash_command("imagine", {"prompt": "a gorgeous Gorey nudibranch"})
     gif = await server.send_slash_command(
-        "imagine", {"prompt": "a fox", "strength": 0.5},
+        "imagine",
+        {"prompt": "a fox", "strength": 0.5},
         attachments=attached("moving.gif", animated_gif(), "image/gif"),
-    )  # fmt: skip
+    )
     cmyk = await server.send_slash_command(
-        "imagine", {"prompt": "a fox", "strength": 0.5},
-        attachments=attached("print.jpg", image_bytes(Image.new("CMYK", (64, 64), (0, 200, 200, 0)),
-                                                      "JPEG"), "image/jpeg"),
-    )  # fmt: skip
+        "imagine",
+        {"prompt": "a fox", "strength": 0.5},
+        attachments=attached(
+            "print.jpg",
+            image_bytes(Image.new("CMYK", (64, 64), (0, 200, 200, 0)), "JPEG"),
+            "image/jpeg",
+        ),
+    )
     deep = await server.send_slash_command(
-        "imagine", {"prompt": "a fox", "strength": 0.5},
+        "imagine",
+        {"prompt": "a fox", "strength": 0.5},
         attachments=attached("deep.png", sixteen_bit_png(), "image/png"),
-    )  # fmt: skip
+    )
     for ix in (innocent, gif, cmyk, deep):
         await succeeds(ix)
         shows_nothing_internal(ix, bot.data_dir)
@@ -262,10 +347,13 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
         "The prompt of that image contains `nudibranch`, which this server no longer allows."
         in (await private_answer(click))
     )
-    wheres = [row["w"] for row in bot.rows(
-        "select json_extract(params, '$.where') as w from audit_log"
-        " where action = 'moderation.blocked' order by id desc limit 3"
-    )]  # fmt: skip
+    wheres = [
+        row["w"]
+        for row in bot.rows(
+            "select json_extract(params, '$.where') as w from audit_log"
+            " where action = 'moderation.blocked' order by id desc limit 3"
+        )
+    ]
     assert wheres == ["source", "defaults", "style"]
     listing = await server.send_slash_command("admin blocklist list", user_id=server.owner_id)
     listed = (await listing.wait_for_callback(timeout=3)).data["content"]
@@ -291,8 +379,10 @@ async def test_hostile_files_and_prompts_are_refused_privately_and_audited(
     audit = bot.rows("select actor_id, params from audit_log where action = 'forget-me.messages'")
     assert audit and '"deleted": 4' in str(audit[0]["params"])
     assert audit[0]["actor_id"] != member  # recorded under the pseudonym
-    assert bot.rows("select count(*) as n from audit_log where actor_id = :m and action not in"
-                    " ('user.forget')", m=member) == [{"n": 0}]  # fmt: skip
+    assert bot.rows(
+        "select count(*) as n from audit_log where actor_id = :m and action not in ('user.forget')",
+        m=member,
+    ) == [{"n": 0}]
 
 
 async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Launch) -> None:
@@ -316,9 +406,10 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
     await refusals_of(bot, other, 1)
     sketch = image_bytes(Image.new("RGB", (64, 64), "white"))
     ignored = await server.send_member_message(
-        f"<@{server.bot_user_id}> a castle", user_id=other,
+        f"<@{server.bot_user_id}> a castle",
+        user_id=other,
         attachments=[("castle.png", sketch, "image/png")],
-    )  # fmt: skip
+    )
 
     # 100 /imagine in 10 s from one member; another member's job in the middle of it.
     flood: list[InteractionHandle] = []
@@ -338,16 +429,19 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
     await bot.wait_for_rows(
         "select n from (select count(*) as n from audit_log where actor_id = :u"
         " and action = 'imagine.refused' and params like '%faster than%') where n = :n",
-        u=flooder, n=len(refused),
-    )  # fmt: skip
+        u=flooder,
+        n=len(refused),
+    )
     result = await succeeds(theirs)
     assert "other member" in str(result.embeds[0])
     (mine,) = bot.rows("select created_at, started_at from jobs where user_id = :u", u=other)
     ahead = bot.rows(
         "select count(*) as n from jobs where user_id = :u and started_at > :queued"
         " and started_at < :started",
-        u=flooder, queued=mine["created_at"], started=mine["started_at"],
-    )  # fmt: skip
+        u=flooder,
+        queued=mine["created_at"],
+        started=mine["started_at"],
+    )
     assert ahead[0]["n"] <= 1  # behind at most one of the flooder's jobs
 
     # Three blocked prompts in a row: paused, audited, and the admins' channel told.
@@ -398,8 +492,9 @@ async def test_floods_pauses_bans_quotas_and_other_members_jobs(launch_bot: Laun
     await succeeds(await imagine(meddler, "a calm lake", seed=1))
     # By now the sketch outside the allowed channel would have been answered: it was not.
     assert not [
-        m for m in server.channel_messages(ignored.channel_id)
+        m
+        for m in server.channel_messages(ignored.channel_id)
         if m.author_id == server.bot_user_id
         and (m.payload.get("message_reference") or {}).get("message_id") == str(ignored.id)
-    ]  # fmt: skip
+    ]
     assert bot.rows("select count(*) as n from jobs where spec like '%castle%'") == [{"n": 0}]

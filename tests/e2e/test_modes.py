@@ -32,9 +32,10 @@ async def test_image_to_image_then_variation_and_upscale_buttons_work_after_a_re
 ) -> None:
     server = running_bot.server
     ix = await server.send_slash_command(
-        "imagine", {"prompt": "a red square", "seed": 3, "strength": 0.5},
+        "imagine",
+        {"prompt": "a red square", "seed": 3, "strength": 0.5},
         attachments={"image": ("photo.png", png((128, 64)), "image/png")},
-    )  # fmt: skip
+    )
     assert (await ix.wait_for_callback(timeout=3)).type == 5
     job_id = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content, timeout=30))
     result = await ix.wait_for_original(finished, timeout=120)
@@ -160,16 +161,18 @@ async def test_inpainting_and_a_controlnet_sketch_from_attachments(running_bot: 
     frames = [Image.new("RGB", (64, 64), colour) for colour in ("grey", "blue")]
     frames[0].save(wall, format="PNG", save_all=True, append_images=frames[1:])
     inpaint = await server.send_slash_command(
-        "imagine", {"prompt": "a window", "seed": 8},
+        "imagine",
+        {"prompt": "a window", "seed": 8},
         attachments={
             "image": ("wall.png", wall.getvalue(), "image/png"),
             "mask": ("hole.png", hole.getvalue(), "image/png"),
         },
-    )  # fmt: skip
+    )
     control = await server.send_slash_command(
-        "imagine", {"prompt": "a bridge", "seed": 9, "control_type": "scribble"},
+        "imagine",
+        {"prompt": "a bridge", "seed": 9, "control_type": "scribble"},
         attachments={"control": ("sketch.png", buffer.getvalue(), "image/png")},
-    )  # fmt: skip
+    )
     notice = await inpaint.wait_for_followup(lambda m: "animated" in m.content, timeout=30)
     assert notice.ephemeral
     assert notice.content == "The `image` attachment is animated; I used its first frame."

@@ -48,9 +48,17 @@ async def test_run_says_in_one_line_that_discord_cannot_be_reached(
     await server.stop()  # nothing listens at api_base now: connection refused
     env = dict(os.environ, DISCORD_TOKEN=server.bot_token, PYTHONPATH=str(REPO))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "--config", str(config),
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        "--config",
+        str(config),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, stderr = await asyncio.wait_for(process.communicate(), 120)
     err = stderr.decode(errors="replace")
     assert process.returncode == 1, err

@@ -123,9 +123,13 @@ async def test_run_with_no_config_file_on_the_tiny_model_by_flag_connects(
 ) -> None:
     async with LocalDiscord() as server:
         bot = RunningBot(
-            server, tmp_path / "config.toml", tmp_path / "data", tmp_path / "bot.log",
-            arguments=["--model", str(tiny_model_dir)], cwd=tmp_path,
-        )  # fmt: skip
+            server,
+            tmp_path / "config.toml",
+            tmp_path / "data",
+            tmp_path / "bot.log",
+            arguments=["--model", str(tiny_model_dir)],
+            cwd=tmp_path,
+        )
         os.environ["ATELIER_DISCORD_API_BASE"] = server.api_base
         os.environ["ATELIER_DISCORD_GATEWAY_URL"] = server.gateway_url
         try:

@@ -97,26 +97,29 @@ async def test_a_reply_or_a_mention_with_a_sketch_makes_a_controlnet_image_as_a_
 
     # A message that only mentions the bot, with words and flags.
     mention = await server.send_member_message(
-        f"<@{server.bot_user_id}> a tower --seed 5", user_id=sketcher,
+        f"<@{server.bot_user_id}> a tower --seed 5",
+        user_id=sketcher,
         attachments=[("tower.png", sketch((96, 128)), "image/png")],
-    )  # fmt: skip
+    )
     tower = await bot_reply_to(bot, mention)
     assert fields(tower)["Prompt"] == "a tower" and fields(tower)["Seed"] == "#1: 5"
 
     # A photo is read as canny, which this model lacks: the answer names one that has it.
     snapshot = await server.send_member_message(
-        f"<@{server.bot_user_id}> a street", user_id=sketcher,
+        f"<@{server.bot_user_id}> a street",
+        user_id=sketcher,
         attachments=[("street.png", photo(), "image/png")],
-    )  # fmt: skip
+    )
     refusal = await bot_reply_to(bot, snapshot)
     assert "Model `tiny` has no `canny` ControlNet configured; models that have one: edges" in (
         refusal.content
     )
     # The words may name the type instead.
     told = await server.send_member_message(
-        f"<@{server.bot_user_id}> a street --control scribble", user_id=sketcher,
+        f"<@{server.bot_user_id}> a street --control scribble",
+        user_id=sketcher,
         attachments=[("street.png", photo(), "image/png")],
-    )  # fmt: skip
+    )
     assert fields(await bot_reply_to(bot, told))["Prompt"] == "a street"
     # A message that neither mentions nor replies to the bot is not read.
     await server.send_member_message(

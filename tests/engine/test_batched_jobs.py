@@ -186,9 +186,14 @@ def test_cancelling_one_job_skips_its_chunks_not_yet_run_and_the_others_finish(
     monkeypatch.setattr(
         pipelines, "device_memory", lambda _: DeviceMemory(used=0, total=GIB, free=GIB // 2 + one)
     )
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
-                      {"job_id": "b", "prompt": "y", "seed": 2, "count": 2},
-                      {"job_id": "c", "prompt": "z", "seed": 3}], tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [
+            {"job_id": "a", "prompt": "x", "seed": 1},
+            {"job_id": "b", "prompt": "y", "seed": 2, "count": 2},
+            {"job_id": "c", "prompt": "z", "seed": 3},
+        ],
+        tmp_path,
+    )
     chunks: list[int] = []
     cancel = CancelAt("b", step=3)  # b0's first step
     outcomes = generate(
@@ -213,8 +218,10 @@ def test_cancelling_one_job_skips_its_chunks_not_yet_run_and_the_others_finish(
 def test_cancelling_one_job_of_a_running_call_discards_its_images_only(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
-                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [{"job_id": "a", "prompt": "x", "seed": 1}, {"job_id": "b", "prompt": "y", "seed": 2}],
+        tmp_path,
+    )
     cancel = CancelAt("b", step=1)
     a, b = generate(make_batch(jobs, steps=3), registry, cancel.on_step, None, cancel.cancelled)
 
@@ -230,8 +237,10 @@ def test_cancelling_one_job_of_a_running_call_discards_its_images_only(
 def test_cancelling_every_job_stops_the_call_before_the_decode(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
-                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [{"job_id": "a", "prompt": "x", "seed": 1}, {"job_id": "b", "prompt": "y", "seed": 2}],
+        tmp_path,
+    )
     gone: set[str] = set()
     steps: list[int] = []
 
@@ -253,9 +262,13 @@ def test_a_job_whose_own_input_is_unreadable_fails_alone(
 ) -> None:
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1, "init_image": str(images["photo"])},
-                      {"job_id": "b", "prompt": "y", "seed": 2, "init_image": str(not_an_image)}],
-                     tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [
+            {"job_id": "a", "prompt": "x", "seed": 1, "init_image": str(images["photo"])},
+            {"job_id": "b", "prompt": "y", "seed": 2, "init_image": str(not_an_image)},
+        ],
+        tmp_path,
+    )
     a, b = generate(make_batch(jobs, mode=Mode.IMG2IMG, steps=2), registry, no_progress)
     assert isinstance(a, JobResult) and a.gpu_seconds == pytest.approx(a.batch_gpu_seconds)
     assert isinstance(b, BadRequest) and "image could not be read" in str(b)
@@ -270,8 +283,10 @@ def test_a_one_job_request_is_a_batch_of_one(registry: ModelRegistry, tmp_path: 
 def test_each_job_of_a_batch_gets_a_preview_of_its_own_image(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
-                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [{"job_id": "a", "prompt": "x", "seed": 1}, {"job_id": "b", "prompt": "y", "seed": 2}],
+        tmp_path,
+    )
     seen: list[dict[str, str | None]] = []
     contents: list[tuple[bytes, bytes]] = []
 
@@ -290,8 +305,10 @@ def test_each_job_of_a_batch_gets_a_preview_of_its_own_image(
 def test_a_cancelled_job_stays_cancelled_when_the_rest_of_its_batch_runs_out_of_memory(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    jobs = with_dirs([{"job_id": "a", "prompt": "x", "seed": 1},
-                      {"job_id": "b", "prompt": "y", "seed": 2}], tmp_path)  # fmt: skip
+    jobs = with_dirs(
+        [{"job_id": "a", "prompt": "x", "seed": 1}, {"job_id": "b", "prompt": "y", "seed": 2}],
+        tmp_path,
+    )
     request = make_batch(jobs, steps=2)
     plan = FaultPlan(parse_faults("oom_if_batch_over=0"))
     sizes: list[int] = []

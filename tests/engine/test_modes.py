@@ -73,9 +73,14 @@ def test_the_init_image_and_strength_shape_an_image_to_image_result(
     low = run(studio, tmp_path / "low", Mode.IMG2IMG, images, model="tiny", strength=0.25)
     high = run(studio, tmp_path / "high", Mode.IMG2IMG, images, model="tiny", strength=1.0)
     other = run(
-        studio, tmp_path / "other", Mode.IMG2IMG, images, model="tiny", strength=0.25,
+        studio,
+        tmp_path / "other",
+        Mode.IMG2IMG,
+        images,
+        model="tiny",
+        strength=0.25,
         init_image=str(images["scribble"]),
-    )  # fmt: skip
+    )
     assert pixels(low.images[0].path) != pixels(high.images[0].path)
     assert pixels(low.images[0].path) != pixels(other.images[0].path)
 
@@ -85,9 +90,13 @@ def test_the_control_image_and_scale_steer_a_controlnet_result(
 ) -> None:
     first = run(studio, tmp_path / "a", Mode.CONTROLNET, images, model="tiny")
     other = run(
-        studio, tmp_path / "b", Mode.CONTROLNET, images, model="tiny",
+        studio,
+        tmp_path / "b",
+        Mode.CONTROLNET,
+        images,
+        model="tiny",
         control_image=str(images["other_scribble"]),
-    )  # fmt: skip
+    )
     weaker = run(studio, tmp_path / "c", Mode.CONTROLNET, images, model="tiny", control_scale=0.2)
     assert len({pixels(r.images[0].path) for r in (first, other, weaker)}) == 3
 
@@ -130,9 +139,15 @@ def test_the_recipe_names_mode_checkpoint_scheduler_inputs_and_versions(
     studio: ModelRegistry, images: dict[str, Path], tmp_path: Path
 ) -> None:
     result = run(
-        studio, tmp_path, Mode.INPAINT, images, model="tiny", sampler="DPM++ 2M Karras",
-        strength=0.8, seed=3,
-    )  # fmt: skip
+        studio,
+        tmp_path,
+        Mode.INPAINT,
+        images,
+        model="tiny",
+        sampler="DPM++ 2M Karras",
+        strength=0.8,
+        seed=3,
+    )
     output = result.images[0]
     with Image.open(output.path) as image:
         stored = json.loads(image.text["atelier"])

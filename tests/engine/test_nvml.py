@@ -20,8 +20,13 @@ def test_cuda_ordinals_map_to_nvml_indexes_through_cuda_visible_devices(
 
 def test_the_cpu_has_no_nvml_figures_and_status_travels_without_them() -> None:
     assert gpu_usage("cpu") == {}
-    status = Status(device="cpu", loaded=[], running_batch=None, running_jobs=[],
-                    memory_used_bytes=None,
-                    memory_total_bytes=None)  # fmt: skip
+    status = Status(
+        device="cpu",
+        loaded=[],
+        running_batch=None,
+        running_jobs=[],
+        memory_used_bytes=None,
+        memory_total_bytes=None,
+    )
     assert decode_event(encode(status)) == status
     assert status.gpu_utilization is None and status.gpu_memory_free_bytes is None

@@ -21,8 +21,13 @@ from engine.protocol import (
 from engine.wire import job_ids_of
 
 SHARED: dict[str, Any] = {
-    "model": "tiny", "width": 512, "height": 512, "steps": 30, "cfg": 7.0, "sampler": "Euler a",
-}  # fmt: skip
+    "model": "tiny",
+    "width": 512,
+    "height": 512,
+    "steps": 30,
+    "cfg": 7.0,
+    "sampler": "Euler a",
+}
 
 
 def shared(**changes: Any) -> SharedParams:
@@ -49,9 +54,16 @@ def test_jobs_differing_only_in_their_own_fields_have_one_batch_key() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"steps": 20}, {"model": "xl"}, {"width": 640}, {"cfg": 5.0}, {"sampler": "DDIM"},
-     {"mode": Mode.IMG2IMG}, {"stop": 50}],
-)  # fmt: skip
+    [
+        {"steps": 20},
+        {"model": "xl"},
+        {"width": 640},
+        {"cfg": 5.0},
+        {"sampler": "DDIM"},
+        {"mode": Mode.IMG2IMG},
+        {"stop": 50},
+    ],
+)
 def test_incompatible_jobs_have_different_batch_keys(change: dict[str, Any]) -> None:
     assert batch_key(shared(**change)) != batch_key(shared())
 
@@ -88,13 +100,19 @@ def test_a_batch_request_survives_the_wire() -> None:
     [
         ([], {}, "at least 1"),
         ([job("a"), job("a")], {}, "its own job_id"),
-        ([job("a", init_image="/in/a.png"), job("b")], {"mode": Mode.IMG2IMG},
-         "job b: mode img2img needs init_image"),
+        (
+            [job("a", init_image="/in/a.png"), job("b")],
+            {"mode": Mode.IMG2IMG},
+            "job b: mode img2img needs init_image",
+        ),
         ([job("a", init_image="/in/a.png")], {}, "job a: mode txt2img takes no init_image"),
-        ([job(str(n), count=MAX_IMAGES_PER_JOB) for n in range(17)], {},
-         f"at most {MAX_IMAGES_PER_BATCH} images"),
+        (
+            [job(str(n), count=MAX_IMAGES_PER_JOB) for n in range(17)],
+            {},
+            f"at most {MAX_IMAGES_PER_BATCH} images",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_batch_that_cannot_run_as_one_call_is_refused(
     jobs: list[BatchJob], changes: dict[str, Any], message: str
 ) -> None:

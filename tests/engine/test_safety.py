@@ -151,8 +151,12 @@ def _note_preview(
 def test_diffusers_safety_checker_is_never_loaded(tmp_path: Path) -> None:
     """An SD 1.x checkpoint that ships diffusers' safety checker (as SD 1.5 does) loads
     without it: it would blacken flagged images silently."""
-    clip = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
-            "num_hidden_layers": 2}  # fmt: skip
+    clip = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+    }
     config = CLIPConfig(
         text_config=clip,
         vision_config=clip | {"image_size": 32, "patch_size": 4},
@@ -186,7 +190,9 @@ def test_classifying_takes_a_fraction_of_a_denoising_step(
     total = time.perf_counter() - started
     per_image = ordinary.seconds - before
     per_step = (total - per_image) / request.steps
-    print(f"classifier {per_image * 1000:.1f} ms/image, step {per_step * 1000:.1f} ms,"
-          f" ratio {per_image / per_step:.2f}")  # fmt: skip
+    print(
+        f"classifier {per_image * 1000:.1f} ms/image, step {per_step * 1000:.1f} ms,"
+        f" ratio {per_image / per_step:.2f}"
+    )
     assert isinstance(result, JobResult)
     assert per_image < 1.0

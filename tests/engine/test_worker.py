@@ -149,10 +149,18 @@ def test_cancel_drops_a_job_still_waiting_in_the_engine(
 def batch(tmp_path: Path, jobs: dict[str, dict[str, Any]], **shared: Any) -> GenerateRequest:
     """A request of several jobs, each with its own folder under `tmp_path`."""
     return make_batch(
-        [{"job_id": job_id, "prompt": f"a picture of {job_id}", "seed": 1,
-          "output_dir": str(tmp_path / job_id)} | fields for job_id, fields in jobs.items()],
+        [
+            {
+                "job_id": job_id,
+                "prompt": f"a picture of {job_id}",
+                "seed": 1,
+                "output_dir": str(tmp_path / job_id),
+            }
+            | fields
+            for job_id, fields in jobs.items()
+        ],
         **shared,
-    )  # fmt: skip
+    )
 
 
 def until_all_done(
@@ -177,8 +185,11 @@ def test_a_batch_reports_each_step_for_every_job_then_one_result_each(
     progress, outcomes = until_all_done(engine, ["b1", "b2"])
 
     assert [(p.job_id, p.step, p.total) for p in progress] == [
-        ("b1", 1, 2), ("b2", 1, 2), ("b1", 2, 2), ("b2", 2, 2),
-    ]  # fmt: skip
+        ("b1", 1, 2),
+        ("b2", 1, 2),
+        ("b1", 2, 2),
+        ("b2", 2, 2),
+    ]
     first, second = outcomes["b1"], outcomes["b2"]
     assert isinstance(first, JobResult) and isinstance(second, JobResult)
     assert [image.seed for image in first.images] == [10, 11]

@@ -145,10 +145,16 @@ async def open_api(
     keys = ApiKeyStore(sessions)
     http = build_http(config, sessions, service, quotas, keys, build_moderation(config, sessions))
     running = RunningApi(
-        url="", config=config, sessions=sessions, service=service, http=http, keys=keys,
-        quotas=quotas, users=UserStore(sessions, config.storage.data_dir),
+        url="",
+        config=config,
+        sessions=sessions,
+        service=service,
+        http=http,
+        keys=keys,
+        quotas=quotas,
+        users=UserStore(sessions, config.storage.data_dir),
         guilds=GuildStore(sessions),
-    )  # fmt: skip
+    )
     return running, database
 
 

@@ -24,9 +24,11 @@ async def test_a_cancel_that_loses_to_the_finish_is_a_409_and_the_job_is_kept_an
         running.url = running.http.url
         member = await running.member()
         created = await running.call(
-            "POST", "/v1/jobs", headers=member.headers,
+            "POST",
+            "/v1/jobs",
+            headers=member.headers,
             json={"text_prompts": [{"text": "a quick finch"}], "steps": 2},
-        )  # fmt: skip
+        )
         job_id = created.json()["id"]
         await store.held.wait()  # the engine's images are in; the job is still running
         cancel = asyncio.create_task(

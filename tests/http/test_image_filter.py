@@ -44,8 +44,9 @@ async def test_flagged_images_come_back_grey_and_content_filtered(strict_api: Ru
     assert response.status_code == 200, response.text
     artifacts = response.json()["artifacts"]
     assert [(a["seed"], a["finishReason"]) for a in artifacts] == [
-        (11, "CONTENT_FILTERED"), (12, "CONTENT_FILTERED"),
-    ]  # fmt: skip
+        (11, "CONTENT_FILTERED"),
+        (12, "CONTENT_FILTERED"),
+    ]
     for artifact in artifacts:
         image = Image.open(io.BytesIO(base64.b64decode(artifact["base64"])))
         assert image.size == (64, 64)
@@ -59,8 +60,10 @@ async def test_flagged_images_come_back_grey_and_content_filtered(strict_api: Ru
 
     # One sample as a PNG: the header says it was filtered.
     png = await api.call(
-        "POST", "/v1/generation/tiny/text-to-image",
-        json=body | {"samples": 1}, headers=member.headers | {"Accept": "image/png"},
-    )  # fmt: skip
+        "POST",
+        "/v1/generation/tiny/text-to-image",
+        json=body | {"samples": 1},
+        headers=member.headers | {"Accept": "image/png"},
+    )
     assert png.status_code == 200
     assert png.headers["Finish-Reason"] == "CONTENT_FILTERED"

@@ -19,8 +19,18 @@ from .conftest import GUILD_ID, Member, RunningApi
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-JOB_FIELDS = {"id", "status", "engine_id", "position", "eta_seconds", "progress", "artifacts",
-              "error", "created_at", "finished_at"}  # fmt: skip
+JOB_FIELDS = {
+    "id",
+    "status",
+    "engine_id",
+    "position",
+    "eta_seconds",
+    "progress",
+    "artifacts",
+    "error",
+    "created_at",
+    "finished_at",
+}
 
 
 async def poll(api: RunningApi, member: Member, job_id: str, until: Any) -> dict[str, Any]:
@@ -39,9 +49,11 @@ async def poll(api: RunningApi, member: Member, job_id: str, until: Any) -> dict
 async def test_a_job_is_queued_at_once_then_polled_to_its_images(api: RunningApi) -> None:
     member = await api.member()
     response = await api.call(
-        "POST", "/v1/jobs", headers=member.headers,
+        "POST",
+        "/v1/jobs",
+        headers=member.headers,
         json={"text_prompts": [{"text": "a lighthouse"}], "steps": 3, "seed": 9},
-    )  # fmt: skip
+    )
     assert response.status_code == 202, response.text
     created = response.json()
     assert set(created) == {"id", "status", "position", "eta_seconds"}
@@ -62,9 +74,11 @@ async def test_a_job_is_queued_at_once_then_polled_to_its_images(api: RunningApi
 async def test_a_running_job_shows_its_progress_and_can_be_cancelled(api: RunningApi) -> None:
     member = await api.member()
     response = await api.call(
-        "POST", "/v1/jobs", headers=member.headers,
+        "POST",
+        "/v1/jobs",
+        headers=member.headers,
         json={"text_prompts": [{"text": "a slow river"}], "steps": 150, "samples": 4},
-    )  # fmt: skip
+    )
     job_id = response.json()["id"]
     running = await poll(api, member, job_id, lambda body: body["progress"] is not None)
     assert running["status"] == "running"
@@ -82,9 +96,11 @@ async def test_a_running_job_shows_its_progress_and_can_be_cancelled(api: Runnin
 async def test_another_members_job_is_not_found(api: RunningApi) -> None:
     owner, other = await api.member(), await api.member()
     response = await api.call(
-        "POST", "/v1/jobs", headers=owner.headers,
+        "POST",
+        "/v1/jobs",
+        headers=owner.headers,
         json={"text_prompts": [{"text": "a private fox"}], "steps": 3},
-    )  # fmt: skip
+    )
     job_id = response.json()["id"]
     for method in ("GET", "DELETE"):
         refused = await api.call(method, f"/v1/jobs/{job_id}", headers=other.headers)
@@ -97,9 +113,11 @@ async def test_another_members_job_is_not_found(api: RunningApi) -> None:
 async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi) -> None:
     member = await api.member()
     await api.users.set_defaults(
-        member.user_id, "member", {"steps": 2, "sampler": "Heun", "negative_prompt": "blurry"},
+        member.user_id,
+        "member",
+        {"steps": 2, "sampler": "Heun", "negative_prompt": "blurry"},
         Actor(member.user_id, GUILD_ID),
-    )  # fmt: skip
+    )
 
     async def queued_spec(body: dict[str, Any]) -> dict[str, Any]:
         response = await api.call("POST", "/v1/jobs", json=body, headers=member.headers)
@@ -110,27 +128,36 @@ async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi
 
     spec = await queued_spec(
         {
-            "text_prompts": [{"text": "a fox", "weight": 1}, {"text": "a top hat", "weight": 2},
-                             {"text": "rain", "weight": -1}],
+            "text_prompts": [
+                {"text": "a fox", "weight": 1},
+                {"text": "a top hat", "weight": 2},
+                {"text": "rain", "weight": -1},
+            ],
             "style_preset": "cinematic",
             "clip_guidance_preset": "FAST_BLUE",
         }
-    )  # fmt: skip
+    )
     assert spec["prompt"] == "cinematic still of a top hat, a fox"
     assert spec["blend"] == [["a top hat", 2.0], ["a fox", 1.0]]
     assert spec["negative_prompt"] == "rain, cartoon"
     assert (spec["steps"], spec["sampler"]) == (2, "Heun")  # the member's defaults
     spec = await queued_spec(
-        {"text_prompts": [{"text": "a fox"}], "sampler": "K_DPMPP_2M", "steps": 4,
-         "style_preset": "anime"}
-    )  # fmt: skip
+        {
+            "text_prompts": [{"text": "a fox"}],
+            "sampler": "K_DPMPP_2M",
+            "steps": 4,
+            "style_preset": "anime",
+        }
+    )
     assert (spec["prompt"], spec["negative_prompt"]) == ("a fox", "blurry")  # anime: not configured
     assert (spec["steps"], spec["sampler"]) == (4, "DPM++ 2M")
 
     unknown = await api.call(
-        "POST", "/v1/jobs", headers=member.headers,
+        "POST",
+        "/v1/jobs",
+        headers=member.headers,
         json={"text_prompts": [{"text": "a fox"}], "style_preset": "vaporwave"},
-    )  # fmt: skip
+    )
     assert unknown.status_code == 400
     assert unknown.json()["message"].startswith("style_preset: unknown style `vaporwave`")
 
@@ -142,9 +169,13 @@ async def test_engines_account_and_balance(api: RunningApi) -> None:
     account = (await api.call("GET", "/v1/user/account", headers=member.headers)).json()
     assert account["id"] == str(member.user_id) and account["key_id"] == member.key_id
     assert account["organizations"] == [
-        {"id": str(GUILD_ID), "name": f"Discord server {GUILD_ID}", "role": "MEMBER",
-         "is_default": True}
-    ]  # fmt: skip
+        {
+            "id": str(GUILD_ID),
+            "name": f"Discord server {GUILD_ID}",
+            "role": "MEMBER",
+            "is_default": True,
+        }
+    ]
 
     balance = (await api.call("GET", "/v1/user/balance", headers=member.headers)).json()
     assert (balance["credits"], balance["unlimited"], balance["currency"]) == (1e9, True, "EUR")
@@ -177,11 +208,16 @@ async def test_the_openapi_document_is_served_from_the_models(api: RunningApi) -
     document = (await api.call("GET", "/openapi.json")).json()
     assert document["openapi"] == "3.1.0"
     assert {
-        "/v1/engines/list", "/v1/user/account", "/v1/user/balance",
-        "/v1/generation/{engine_id}/text-to-image", "/v1/generation/{engine_id}/image-to-image",
-        "/v1/generation/{engine_id}/image-to-image/masking", "/v1/jobs", "/v1/jobs/{job_id}",
+        "/v1/engines/list",
+        "/v1/user/account",
+        "/v1/user/balance",
+        "/v1/generation/{engine_id}/text-to-image",
+        "/v1/generation/{engine_id}/image-to-image",
+        "/v1/generation/{engine_id}/image-to-image/masking",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
         "/healthz",
-    } == set(document["paths"])  # fmt: skip
+    } == set(document["paths"])
     schemas = document["components"]["schemas"]
     masking = schemas["MaskingRequest"]
     assert {"text_prompts[0][text]", "init_image", "mask_source"} <= set(masking["required"])

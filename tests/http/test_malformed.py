@@ -232,9 +232,12 @@ async def test_an_image_too_deep_to_decode_is_refused_from_its_header(api: Runni
     # 16-bit RGBA, 4096x4096: 128 MiB of samples declared in a few bytes.
     deep = handmade_png(4096, 4096, 16, 6, bytes(4096 * 8 + 1))
     response = await api.call(
-        "POST", IMAGE_TO_IMAGE, headers=member.headers,
-        files={"init_image": ("deep.png", deep)}, data={"text_prompts[0][text]": "a dog"},
-    )  # fmt: skip
+        "POST",
+        IMAGE_TO_IMAGE,
+        headers=member.headers,
+        files={"init_image": ("deep.png", deep)},
+        data={"text_prompts[0][text]": "a dog"},
+    )
     assert refused(response, 400)["message"] == (
         "init_image: The `init_image` is a 16-bit 4096×4096 image, more than I can read; save"
         " it with 8 bits per channel or at most 2896×2896 pixels."

@@ -90,8 +90,11 @@ default_gpu_seconds = 600.0
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "serve", "--config", str(config_path)],
-            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -140,15 +143,33 @@ def test_schemathesis_finds_no_server_error_against_the_served_document(
     # between runs), one worker, a fixed number of examples per operation.
     run = subprocess.run(
         [
-            sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
-            "run", f"{served.url}/openapi.json", "--wait-for-schema", "30",
-            "--header", f"Authorization: Bearer {served.key}",
-            "--max-examples", "30", "--phases", "examples,fuzzing", "--checks", CHECKS,
-            "--workers", "1", "--generation-deterministic", "--no-shrink",
-            "--request-timeout", "120",
+            sys.executable,
+            "-c",
+            "from schemathesis.cli import schemathesis; schemathesis()",
+            "run",
+            f"{served.url}/openapi.json",
+            "--wait-for-schema",
+            "30",
+            "--header",
+            f"Authorization: Bearer {served.key}",
+            "--max-examples",
+            "30",
+            "--phases",
+            "examples,fuzzing",
+            "--checks",
+            CHECKS,
+            "--workers",
+            "1",
+            "--generation-deterministic",
+            "--no-shrink",
+            "--request-timeout",
+            "120",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "passed" in run.stdout
 
@@ -161,8 +182,11 @@ def test_serve_on_a_taken_port_stops_with_one_line(tmp_path: Path, tiny_model_di
         config = write_config(tmp_path, tiny_model_dir, extra=f"[http]\nport = {port}\n")
         done = subprocess.run(
             [sys.executable, "-m", "bot.cli", "serve", "--config", str(config)],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"atelier: cannot serve the HTTP API on 127.0.0.1:{port}:"), last

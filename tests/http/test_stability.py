@@ -193,8 +193,11 @@ async def test_text_to_image_saves_base64_artifacts_as_png_files(
     assert {a["finishReason"] for a in artifacts} == {"SUCCESS"}
     job = await only_job(api, member)
     assert (job.state, job.client, job.api_key_id, job.seeds) == (
-        JobState.SUCCEEDED, "http", member.key_id, [42, 43],
-    )  # fmt: skip
+        JobState.SUCCEEDED,
+        "http",
+        member.key_id,
+        [42, 43],
+    )
     assert job.delivered_at is not None  # nothing for Discord to deliver
     (entry,) = await api.rows(UsageEntry, UsageEntry.user_id == member.user_id)
     assert (entry.job_id, entry.images, entry.currency) == (job.id, 2, "EUR")
@@ -233,9 +236,13 @@ async def test_masking_with_a_white_mask_repaints_the_white(
     init.write_bytes(png(64, 64, "green"))
     square_mask().save(mask_path)
     artifacts = await asyncio.to_thread(
-        stability_masking, api.url, member.key, {"init_image": init, "mask_image": mask_path},
-        {"mask_source": "MASK_IMAGE_WHITE"}, tmp_path,
-    )  # fmt: skip
+        stability_masking,
+        api.url,
+        member.key,
+        {"init_image": init, "mask_image": mask_path},
+        {"mask_source": "MASK_IMAGE_WHITE"},
+        tmp_path,
+    )
 
     assert decoded(artifacts[0]).size == (64, 64)
     assert (artifacts[0]["seed"], artifacts[0]["finishReason"]) == (11, "SUCCESS")
@@ -258,10 +265,12 @@ async def test_black_masks_and_init_image_alpha_become_the_engines_white_mask(
     ]
     for files, source in cases:
         response = await api.call(
-            "POST", "/v1/jobs", headers=member.headers,
+            "POST",
+            "/v1/jobs",
+            headers=member.headers,
             files={name: (f"{name}.png", data) for name, data in files.items()},
             data={"text_prompts[0][text]": "a galaxy", "mask_source": source, "steps": 3},
-        )  # fmt: skip
+        )
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
         await api.call("DELETE", f"/v1/jobs/{job_id}", headers=member.headers)
@@ -273,18 +282,22 @@ async def test_black_masks_and_init_image_alpha_become_the_engines_white_mask(
 async def test_masking_refuses_a_missing_mask_naming_the_field(api: RunningApi) -> None:
     member = await api.member()
     response = await api.call(
-        "POST", "/v1/generation/tiny/image-to-image/masking", headers=member.headers,
+        "POST",
+        "/v1/generation/tiny/image-to-image/masking",
+        headers=member.headers,
         files={"init_image": ("init.png", png(64, 64))},
         data={"text_prompts[0][text]": "a hole", "mask_source": "MASK_IMAGE_WHITE"},
-    )  # fmt: skip
+    )
     assert response.status_code == 400
     error = error_of(response)
     assert error["name"] == "invalid_mask_image" and error["message"].startswith("mask_image:")
     opaque = await api.call(
-        "POST", "/v1/generation/tiny/image-to-image/masking", headers=member.headers,
+        "POST",
+        "/v1/generation/tiny/image-to-image/masking",
+        headers=member.headers,
         files={"init_image": ("init.png", png(64, 64))},
         data={"text_prompts[0][text]": "a hole", "mask_source": "INIT_IMAGE_ALPHA"},
-    )  # fmt: skip
+    )
     assert opaque.status_code == 400 and error_of(opaque)["message"].startswith("init_image:")
     assert await api.count(Job, Job.user_id == member.user_id) == 0
 
@@ -295,18 +308,22 @@ async def test_accept_image_png_returns_the_bytes_with_seed_and_finish_reason(
     member = await api.member()
     body = {"text_prompts": [{"text": "a kettle"}], "steps": 3, "seed": 5}
     response = await api.call(
-        "POST", "/v1/generation/tiny/text-to-image", json=body,
+        "POST",
+        "/v1/generation/tiny/text-to-image",
+        json=body,
         headers={"Accept": "image/png", "Authorization": member.key},  # Stability's plain form
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == "image/png"
     assert (response.headers["Finish-Reason"], response.headers["Seed"]) == ("SUCCESS", "5")
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.size == (64, 64)  # the model's own size when none is asked
     several = await api.call(
-        "POST", "/v1/generation/tiny/text-to-image", json={**body, "samples": 2},
+        "POST",
+        "/v1/generation/tiny/text-to-image",
+        json={**body, "samples": 2},
         headers={"Accept": "image/png", **member.headers},
-    )  # fmt: skip
+    )
     assert several.status_code == 400 and error_of(several)["name"] == "invalid_samples"
 
 
@@ -319,8 +336,9 @@ async def test_errors_have_stabilitys_shape_and_status(api: RunningApi) -> None:
     assert missing.status_code == 401 and error_of(missing)["name"] == "unauthorized"
     wrong = await api.call("POST", path, json=body, headers={"Authorization": "Bearer atl_x_y"})
     assert wrong.status_code == 401
-    unknown = await api.call("POST", "/v1/generation/sdxl-9/text-to-image", json=body,
-                             headers=member.headers)  # fmt: skip
+    unknown = await api.call(
+        "POST", "/v1/generation/sdxl-9/text-to-image", json=body, headers=member.headers
+    )
     assert unknown.status_code == 404 and "sdxl-9" in error_of(unknown)["message"]
     for field, value, name in (
         ("width", 100, "invalid_height_or_width"),
@@ -333,30 +351,39 @@ async def test_errors_have_stabilitys_shape_and_status(api: RunningApi) -> None:
         assert bad.status_code == 400, field
         error = error_of(bad)
         assert (error["name"], error["message"].split(":")[0]) == (name, field)
-    too_many = await api.call("POST", path, json={**body, "width": 256, "height": 256},
-                              headers=member.headers)  # fmt: skip
+    too_many = await api.call(
+        "POST", path, json={**body, "width": 256, "height": 256}, headers=member.headers
+    )
     assert too_many.status_code == 400 and error_of(too_many)["name"] == "invalid_pixel_count"
     text = await api.call(
-        "POST", "/v1/generation/tiny/image-to-image", headers=member.headers,
+        "POST",
+        "/v1/generation/tiny/image-to-image",
+        headers=member.headers,
         files={"init_image": ("dog.png", b"not a picture at all")},
         data={"text_prompts[0][text]": "a dog"},
-    )  # fmt: skip
+    )
     assert text.status_code == 400 and error_of(text)["name"] == "invalid_mime_type"
     assert text.json()["message"].startswith("init_image: The `init_image` is not an image")
     huge = await api.call(
-        "POST", "/v1/generation/tiny/image-to-image", headers=member.headers,
+        "POST",
+        "/v1/generation/tiny/image-to-image",
+        headers=member.headers,
         files={"init_image": ("big.png", os.urandom(3 * 2**20))},
         data={"text_prompts[0][text]": "a dog"},
-    )  # fmt: skip
+    )
     assert huge.status_code == 413 and error_of(huge)["name"] == "payload_too_large"
     assert await api.count(Job, Job.user_id == member.user_id) == 0
     refused = await api.rows(
         AuditEntry, AuditEntry.action == "http.refused", AuditEntry.actor_id == member.user_id
     )
     assert {entry.params["name"] for entry in refused} == {
-        "not_found", "invalid_height_or_width", "bad_request", "invalid_pixel_count",
-        "invalid_mime_type", "payload_too_large",
-    }  # fmt: skip
+        "not_found",
+        "invalid_height_or_width",
+        "bad_request",
+        "invalid_pixel_count",
+        "invalid_mime_type",
+        "payload_too_large",
+    }
     assert {entry.params["key_id"] for entry in refused} == {member.key_id}
 
 
@@ -365,8 +392,9 @@ async def test_a_banned_member_is_refused_with_403(api: RunningApi) -> None:
     await api.users.ban(member.user_id, "spam", Actor(1, GUILD_ID))
     response = await api.call("GET", "/v1/user/balance", headers=member.headers)
     assert response.status_code == 403 and "spam" in error_of(response)["message"]
-    refused = await api.rows(AuditEntry, AuditEntry.action == "http.refused",
-                             AuditEntry.actor_id == member.user_id)  # fmt: skip
+    refused = await api.rows(
+        AuditEntry, AuditEntry.action == "http.refused", AuditEntry.actor_id == member.user_id
+    )
     assert refused[0].params["key_id"] == member.key_id
 
 
@@ -417,8 +445,9 @@ async def test_a_blocked_prompt_is_content_filtered_and_audited(api: RunningApi)
     assert response.status_code == 200, response.text
     artifacts = response.json()["artifacts"]
     assert [(a["seed"], a["finishReason"]) for a in artifacts] == [
-        (3, "CONTENT_FILTERED"), (4, "CONTENT_FILTERED"),
-    ]  # fmt: skip
+        (3, "CONTENT_FILTERED"),
+        (4, "CONTENT_FILTERED"),
+    ]
     assert decoded(artifacts[0]).size == (64, 64)
     job = await only_job(api, member)
     assert job.state is JobState.BLOCKED
@@ -474,8 +503,9 @@ async def test_repeated_blocked_prompts_pause_the_keys_member(api: RunningApi) -
     error = error_of(refused)
     assert error["name"] == "permission_denied" and "paused until" in error["message"]
     assert int(refused.headers["Retry-After"]) > 0
-    strikes = await api.rows(AuditEntry, AuditEntry.action == "moderation.blocked",
-                             AuditEntry.actor_id == member.user_id)  # fmt: skip
+    strikes = await api.rows(
+        AuditEntry, AuditEntry.action == "moderation.blocked", AuditEntry.actor_id == member.user_id
+    )
     assert [entry.params["command"] for entry in strikes] == ["http"] * 3
 
 
@@ -487,8 +517,13 @@ async def test_a_synchronous_request_whose_client_disconnects_is_cancelled_and_c
     member = await api.member()
     body = {"text_prompts": [{"text": "a very slow fox"}], "steps": 150, "samples": 4}
     with pytest.raises(requests.exceptions.ReadTimeout):
-        await api.call("POST", "/v1/generation/tiny/text-to-image", json=body,
-                       headers=member.headers, timeout=(5, 1.0))  # fmt: skip
+        await api.call(
+            "POST",
+            "/v1/generation/tiny/text-to-image",
+            json=body,
+            headers=member.headers,
+            timeout=(5, 1.0),
+        )
     (job,) = await api.rows(Job, Job.user_id == member.user_id)
     job = await wait_for_state(api, job.id, JobState.CANCELLED, JobState.SUCCEEDED)
     assert job.state is JobState.CANCELLED
@@ -526,18 +561,25 @@ async def test_an_unexpected_error_is_a_500_with_an_id_the_admin_finds_in_the_lo
 async def test_a_stop_cuts_off_waiting_requests_and_refunds_their_jobs(api: RunningApi) -> None:
     """A second server on the same job service, stopped while a request waits on it."""
     second = build_http(
-        api.config, api.sessions, api.service, api.quotas, api.keys,
+        api.config,
+        api.sessions,
+        api.service,
+        api.quotas,
+        api.keys,
         build_moderation(api.config, api.sessions),
-    )  # fmt: skip
+    )
     await second.start()
     member = await api.member()
     body = {"text_prompts": [{"text": "a fox that takes its time"}], "steps": 150, "samples": 4}
     waiting = asyncio.create_task(
         asyncio.to_thread(
-            requests.post, f"{second.url}/v1/generation/tiny/text-to-image", json=body,
-            headers=member.headers, timeout=120,
+            requests.post,
+            f"{second.url}/v1/generation/tiny/text-to-image",
+            json=body,
+            headers=member.headers,
+            timeout=120,
         )
-    )  # fmt: skip
+    )
     async with asyncio.timeout(60):
         while True:  # until the request's job is queued
             if await api.rows(Job, Job.user_id == member.user_id):

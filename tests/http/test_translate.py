@@ -42,9 +42,8 @@ def test_every_stability_sampler_runs_as_an_engine_sampler() -> None:
 
 def test_negative_weights_make_the_negative_prompt_and_positives_go_heaviest_first() -> None:
     prompt, negative, blend = split_prompts(
-        prompts(("a fox", 0.5), ("blurry", -1), ("a top hat", 1.5), ("ignored", 0),
-                ("text", -0.2))
-    )  # fmt: skip
+        prompts(("a fox", 0.5), ("blurry", -1), ("a top hat", 1.5), ("ignored", 0), ("text", -0.2))
+    )
     assert prompt == "a top hat, a fox"
     assert negative == "blurry, text"
     assert blend == (("a top hat", 1.5), ("a fox", 0.5))

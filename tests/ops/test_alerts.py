@@ -32,8 +32,9 @@ class Posts(list[str]):
 async def fail_job(stores: Stores, job_id: str) -> None:
     await stores.quotas.admit(job_id, ALICE, spec(), "tiny", [1])
     await stores.jobs.transition(job_id, JobState.QUEUED, JobState.RUNNING, device="cpu")
-    await stores.jobs.transition(job_id, JobState.RUNNING, JobState.FAILED, "error",
-                                 error="the engine exited")  # fmt: skip
+    await stores.jobs.transition(
+        job_id, JobState.RUNNING, JobState.FAILED, "error", error="the engine exited"
+    )
 
 
 def alerts_for(stores: Stores, posts: Posts, engine: Engine, free: list[int]) -> Alerts:

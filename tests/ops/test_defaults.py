@@ -20,9 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def atelier(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, cwd=cwd,
-        env=env, check=False, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_run_with_no_config_and_no_token_prints_one_line_and_exits_2(tmp_path: Path) -> None:
@@ -63,8 +68,13 @@ def test_the_endpoints_of_a_run_without_config_can_come_from_the_environment(
 
 
 def namespace(path: Path, **given: str | None) -> argparse.Namespace:
-    values: dict[str, object] = {"token_env": None, "token_file": None, "model": None,
-                                 "device": None, "force": False}  # fmt: skip
+    values: dict[str, object] = {
+        "token_env": None,
+        "token_file": None,
+        "model": None,
+        "device": None,
+        "force": False,
+    }
     return argparse.Namespace(config=path, **(values | given))
 
 

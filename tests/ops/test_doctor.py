@@ -24,8 +24,13 @@ def doctor(config: Path, token: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DISCORD_TOKEN=token, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", "doctor", "--config", str(config)],
-        capture_output=True, text=True, env=env, cwd=config.parent, check=False, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=config.parent,
+        check=False,
+        timeout=300,
+    )
 
 
 def discord_section(server: LocalDiscord, extra: str = "") -> str:
@@ -46,8 +51,10 @@ async def test_a_good_setup_passes_every_check_and_prints_the_invite(
     invite = next(line for line in lines if line.startswith("✔ invite:"))
     assert f"client_id={server.bot_user_id}" in invite
     assert "scope=bot+applications.commands" in invite and "permissions=117760" in invite
-    assert any(line.startswith("✔ models.tiny.source: folder tiny (") and "SD 1.x/2.x" in line
-               for line in lines)  # fmt: skip
+    assert any(
+        line.startswith("✔ models.tiny.source: folder tiny (") and "SD 1.x/2.x" in line
+        for line in lines
+    )
     assert any(line.startswith("✔ torch and CUDA: torch ") for line in lines)
     assert any(line.startswith("✔ database: at revision") for line in lines)
     assert server.bot_token not in done.stdout + done.stderr
@@ -70,9 +77,13 @@ async def test_each_broken_item_is_named_with_advice(tmp_path: Path, tiny_model_
     assert done.returncode == 1, done.stdout + done.stderr
     failed = {line.split(":")[0][2:] for line in done.stdout.splitlines() if line[0] == "✘"}
     assert failed == {
-        "Discord login", "models.tiny.source", "models.other.source", "torch and CUDA", "disk",
+        "Discord login",
+        "models.tiny.source",
+        "models.other.source",
+        "torch and CUDA",
+        "disk",
         "database",
-    }  # fmt: skip
+    }
     lines = done.stdout.splitlines()
     assert "— reset it at" in next(line for line in lines if "Discord login" in line)
     assert "does not exist" in next(line for line in lines if "models.tiny.source" in line)
@@ -124,8 +135,9 @@ def test_a_cpu_only_torch_on_a_machine_with_an_nvidia_gpu_is_the_classic_mistake
     assert finding.verdict is Verdict.FAIL
     assert "CPU-only build" in finding.detail and "NVIDIA H200" in finding.detail
     assert "download.pytorch.org/whl/cu" in finding.advice
-    cuda = TorchBuild(version="2.13.0+cu126", cuda="12.6", cuda_available=True,
-                      devices=("NVIDIA H200",))  # fmt: skip
+    cuda = TorchBuild(
+        version="2.13.0+cu126", cuda="12.6", cuda_available=True, devices=("NVIDIA H200",)
+    )
     assert torch_finding(["cuda:0"], ["NVIDIA H200"], cuda).verdict is Verdict.OK
     assert torch_finding(["cuda:1"], ["NVIDIA H200"], cuda).verdict is Verdict.FAIL
     assert torch_finding(["cpu"], ["NVIDIA H200"], cuda).verdict is Verdict.WARN

@@ -33,16 +33,20 @@ async def test_hourly_queue_depth_and_throughput_are_rebuilt_from_job_times(
         await stores.quotas.admit("waiting", ALICE, spec(), "tiny", [1])
         times = {
             # queued 10:10, started 11:20, finished 11:21: waiting at 11:00, finished in 11:xx
-            done.id: (NOW.replace(hour=10, minute=10), NOW.replace(hour=11, minute=20),
-                      NOW.replace(hour=11, minute=21)),
+            done.id: (
+                NOW.replace(hour=10, minute=10),
+                NOW.replace(hour=11, minute=20),
+                NOW.replace(hour=11, minute=21),
+            ),
             "waiting": (NOW.replace(hour=11, minute=45), None, None),
-        }  # fmt: skip
+        }
         async with stores.sessions.begin() as session:
             for job_id, (created, started, finished) in times.items():
                 await session.execute(
-                    update(Job).where(Job.id == job_id)
+                    update(Job)
+                    .where(Job.id == job_id)
                     .values(created_at=created, started_at=started, finished_at=finished)
-                )  # fmt: skip
+                )
         queries = OpsQueries(stores.sessions)
         points = {p.start.hour: p for p in await queries.hourly(24, now=NOW)}
         assert len(points) == 24 and min(points) == 0  # 13:00 yesterday .. 12:00 today

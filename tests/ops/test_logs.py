@@ -27,8 +27,10 @@ def test_the_token_and_interaction_tokens_are_redacted_in_messages_and_traceback
     redact = Redactor([TOKEN])
     line = record(
         "PATCH https://discord.com/api/v10/webhooks/123/%s/messages/@original: %s",
-        INTERACTION, TOKEN, exc=True,
-    )  # fmt: skip
+        INTERACTION,
+        TOKEN,
+        exc=True,
+    )
     for formatter in (TextFormatter(redact), JsonFormatter(redact)):
         text = formatter.format(line)
         assert TOKEN not in text and INTERACTION not in text

@@ -14,8 +14,11 @@ def atelier(stores: Stores, *args: str) -> subprocess.CompletedProcess[str]:
     config = stores.config.storage.data_dir.parent / "config.toml"
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args, "--config", str(config)],
-        capture_output=True, text=True, check=False, timeout=REPORT_TIMEOUT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=REPORT_TIMEOUT,
+    )
 
 
 async def test_usage_prints_top_members_and_the_daily_series(seeded: Stores) -> None:
@@ -37,8 +40,7 @@ async def test_audit_prints_a_members_entries_filtered_by_action(seeded: Stores)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "Audit entries 1-3 of 3"
-    assert [line.split()[3] for line in lines[3:]] == ["job.succeeded", "job.running",
-                                                       "job.queued"]  # fmt: skip
+    assert [line.split()[3] for line in lines[3:]] == ["job.succeeded", "job.running", "job.queued"]
 
 
 async def test_a_bad_period_is_refused_in_one_line(seeded: Stores) -> None:

@@ -32,8 +32,17 @@ async def test_top_members_table_ranks_by_gpu_time_with_cost_and_relax_share(
     text = await reports(seeded).usage_table(WEEK)
     lines = text.splitlines()
     assert lines[0] == "Top members, last 7 days"
-    assert lines[1].split() == ["member", "id", "jobs", "images", "GPU", "s", "cost", "EUR",
-                                "relax"]  # fmt: skip
+    assert lines[1].split() == [
+        "member",
+        "id",
+        "jobs",
+        "images",
+        "GPU",
+        "s",
+        "cost",
+        "EUR",
+        "relax",
+    ]
     assert [line.split() for line in lines[3:]] == [
         ["ben", "101", "1", "4", "30.0", "0.30", "0%"],
         ["ann", "100", "2", "3", "18.0", "0.18", "33%"],
@@ -119,9 +128,14 @@ def test_a_long_table_fits_one_discord_message_cut_at_a_line() -> None:
 
 @pytest.mark.parametrize(
     ("text", "period"),
-    [("7d", timedelta(days=7)), ("24h", timedelta(hours=24)), ("90m", timedelta(minutes=90)),
-     ("2w", timedelta(weeks=2)), (" 1.5D ", timedelta(hours=36))],
-)  # fmt: skip
+    [
+        ("7d", timedelta(days=7)),
+        ("24h", timedelta(hours=24)),
+        ("90m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        (" 1.5D ", timedelta(hours=36)),
+    ],
+)
 def test_durations_are_written_as_admins_type_them(text: str, period: timedelta) -> None:
     assert parse_duration(text) == period
 

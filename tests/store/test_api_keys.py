@@ -47,8 +47,11 @@ async def test_a_key_acts_as_its_member_with_the_roles_and_server_it_was_made_in
     holder = await keys.authenticate(made.secret)
     assert holder is not None
     assert (holder.user_id, holder.user_name, holder.guild_id, holder.role_ids) == (
-        DANA.user_id, "dana", 10, (7, 8),
-    )  # fmt: skip
+        DANA.user_id,
+        "dana",
+        10,
+        (7, 8),
+    )
     assert holder.ban_reason is None
     assert await keys.authenticate(made.secret + "x") is None
     assert await keys.authenticate(made.secret.replace("atl_", "atl_ff")) is None
@@ -70,16 +73,20 @@ async def test_a_revoked_key_is_refused_even_after_it_was_checked_once(stores: S
     assert not await keys.revoke(made.key_id, DANA.user_id, DANA)  # already revoked
     outcomes = [(e.action, e.outcome) for e in (await stores.audit.query(action="apikey")).entries]
     assert outcomes == [
-        ("apikey.revoke", "no-op"), ("apikey.revoke", "ok"), ("apikey.revoke", "no-op"),
+        ("apikey.revoke", "no-op"),
+        ("apikey.revoke", "ok"),
+        ("apikey.revoke", "no-op"),
         ("apikey.create", "ok"),
-    ]  # fmt: skip
+    ]
     assert all(made.secret not in str(e.params) for e in (await stores.audit.query()).entries)
 
 
 async def test_a_member_holds_a_bounded_number_of_active_keys(stores: Stores) -> None:
     keys = ApiKeyStore(stores.sessions)
-    made = [await keys.create(DANA.user_id, "dana", f"k{n}", None, [], DANA)
-            for n in range(MAX_ACTIVE_KEYS)]  # fmt: skip
+    made = [
+        await keys.create(DANA.user_id, "dana", f"k{n}", None, [], DANA)
+        for n in range(MAX_ACTIVE_KEYS)
+    ]
     with pytest.raises(TooManyKeys):
         await keys.create(DANA.user_id, "dana", "one more", None, [], DANA)
     await keys.revoke(made[0].key_id, DANA.user_id, DANA)

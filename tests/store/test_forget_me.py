@@ -130,8 +130,9 @@ async def write_everywhere(stores: Stores) -> None:
     await stores.jobs.transition("http", JobState.QUEUED, JobState.CANCELLED, "cancelled")
     await stores.jobs.transition("discord", JobState.QUEUED, JobState.RUNNING, device="cpu")
     recipe = {"prompt": typed["prompt"], "negative_prompt": WORDS}
-    await stores.jobs.succeed("discord", 1.0, [NewOutput(0, "images/discord/0.png", "0" * 64,
-                                                         1, 64, 64, recipe)])  # fmt: skip
+    await stores.jobs.succeed(
+        "discord", 1.0, [NewOutput(0, "images/discord/0.png", "0" * 64, 1, 64, 64, recipe)]
+    )
     await ApiKeyStore(stores.sessions).create(
         DANA.user_id, DANA.user_name, f"laptop {WORDS}", DANA.guild_id, [], actor
     )
@@ -140,15 +141,28 @@ async def write_everywhere(stores: Stores) -> None:
         "imagine.refused", DANA.user_id, 10, 20, f"Unknown model `{WORDS}`.", kind="input"
     )
     await stores.jobs.record_refusal(
-        "http.refused", DANA.user_id, 10, None, "Unknown engine.",
+        "http.refused",
+        DANA.user_id,
+        10,
+        None,
+        "Unknown engine.",
         params={"path": f"/v1/generation/{WORDS}/text-to-image"},
-    )  # fmt: skip
+    )
     journal = CommandStore(stores.sessions)
-    await journal.receive(NewCommand(
-        interaction_id=71, command="imagine", user_id=DANA.user_id, user_name=DANA.user_name,
-        guild_id=10, channel_id=20, token="t", options={"given": {"prompt": WORDS}},
-        role_ids=[], upload_limit=None,
-    ))  # fmt: skip
+    await journal.receive(
+        NewCommand(
+            interaction_id=71,
+            command="imagine",
+            user_id=DANA.user_id,
+            user_name=DANA.user_name,
+            guild_id=10,
+            channel_id=20,
+            token="t",
+            options={"given": {"prompt": WORDS}},
+            role_ids=[],
+            upload_limit=None,
+        )
+    )
     await journal.settle(71, f"refused: Unknown model `{WORDS}`.")
 
 

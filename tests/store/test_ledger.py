@@ -64,9 +64,14 @@ async def test_a_job_cancelled_in_the_queue_is_refunded_and_never_charged(
     async with stores_with(PRICED) as stores:
         config = stores.config
         service = JobService(
-            stores.jobs, config.storage.data_dir, [], 10, config.models, "tiny",
+            stores.jobs,
+            config.storage.data_dir,
+            [],
+            10,
+            config.models,
+            "tiny",
             quotas=stores.quotas,
-        )  # fmt: skip
+        )
         job_spec = build_spec(Options(prompt="a lake", count=2), config.models, "tiny")
         submitted = await service.submit(job_spec, BOB)
         assert (submitted.lane, submitted.queue_position) == (Lane.NORMAL, 1)
@@ -76,8 +81,11 @@ async def test_a_job_cancelled_in_the_queue_is_refunded_and_never_charged(
         assert await ledger_entries(stores) == []
         trail = await stores.jobs.audit_trail(submitted.job.id)
     assert [e.action for e in trail] == [
-        "job.queued", "quota.reserve", "job.cancelled", "quota.refund"
-    ]  # fmt: skip
+        "job.queued",
+        "quota.reserve",
+        "job.cancelled",
+        "quota.refund",
+    ]
 
 
 async def test_a_job_requeued_after_a_crash_keeps_its_reservation_and_is_charged_once(

@@ -26,8 +26,9 @@ BILLING = "[billing]\nprice_per_gpu_hour = 3.6\ncurrency = 'EUR'\n"
 
 
 def alice(*role_ids: int) -> Requester:
-    return Requester(user_id=ALICE_ID, user_name="alice", guild_id=10, channel_id=20,
-                     role_ids=role_ids)  # fmt: skip
+    return Requester(
+        user_id=ALICE_ID, user_name="alice", guild_id=10, channel_id=20, role_ids=role_ids
+    )
 
 
 @pytest.mark.parametrize(

@@ -79,9 +79,13 @@ async def test_without_a_retention_nothing_expires_but_orphaned_uploads_still_go
     data_dir = stores.config.storage.data_dir
     await finished_days_ago(stores, "ancient", 4000)
     used = write(data_dir / "inputs" / "used" / "image.png", age_days=3)
-    await stores.quotas.admit("queued", DANA, spec() | {"mask_image": "inputs/used/m.png",
-                                                        "init_image": "inputs/used/image.png"},
-                              "tiny", [1])  # fmt: skip
+    await stores.quotas.admit(
+        "queued",
+        DANA,
+        spec() | {"mask_image": "inputs/used/m.png", "init_image": "inputs/used/image.png"},
+        "tiny",
+        [1],
+    )
     refused = write(data_dir / "inputs" / "refused" / "image.png", age_days=0.5)
     arriving = write(data_dir / "inputs" / "arriving" / "image.png", age_days=0.001)
 

@@ -41,8 +41,14 @@ async def test_standing_reads_ban_pause_and_defaults_at_once(stores: Stores) -> 
 
 async def test_personal_defaults_are_stored_and_replaced(stores: Stores) -> None:
     assert await stores.users.defaults(DANA.user_id) == {}
-    mine = {"model": "tiny", "sampler": "Euler a", "aspect": "16:9", "steps": 20, "cfg": 6.5,
-            "negative": "blurry"}  # fmt: skip
+    mine = {
+        "model": "tiny",
+        "sampler": "Euler a",
+        "aspect": "16:9",
+        "steps": 20,
+        "cfg": 6.5,
+        "negative": "blurry",
+    }
     await stores.users.set_defaults(DANA.user_id, "dana", mine, Actor(DANA.user_id))
     assert await stores.users.defaults(DANA.user_id) == mine
     await stores.users.set_defaults(DANA.user_id, "dana", {}, Actor(DANA.user_id))
@@ -121,8 +127,10 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
     theirs.parent.mkdir(parents=True)
     theirs.write_bytes(b"png")
     await stores.run_job("erin1", ERIN, 1.0)
-    inpaint = spec() | {"init_image": "inputs/dana-upload/image.png",
-                        "mask_image": "inputs/dana-upload/mask.png"}  # fmt: skip
+    inpaint = spec() | {
+        "init_image": "inputs/dana-upload/image.png",
+        "mask_image": "inputs/dana-upload/mask.png",
+    }
     # A variation of Erin's image: its source is her output, which must stay.
     variation = spec() | {"init_image": "images/erin1/0.png"}
     await stores.quotas.admit("dana1", DANA, inpaint, "tiny", [1])
@@ -133,11 +141,20 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
 
     journal = CommandStore(stores.sessions)
     for interaction_id, user in ((71, DANA), (72, ERIN)):
-        await journal.receive(NewCommand(
-            interaction_id=interaction_id, command="imagine", user_id=user.user_id,
-            user_name=user.user_name, guild_id=10, channel_id=20, token="t",
-            options={"given": {"prompt": "my secret fox"}}, role_ids=[], upload_limit=None,
-        ))  # fmt: skip
+        await journal.receive(
+            NewCommand(
+                interaction_id=interaction_id,
+                command="imagine",
+                user_id=user.user_id,
+                user_name=user.user_name,
+                guild_id=10,
+                channel_id=20,
+                token="t",
+                options={"given": {"prompt": "my secret fox"}},
+                role_ids=[],
+                upload_limit=None,
+            )
+        )
         await journal.settle(interaction_id, "queued")
 
     forgotten = await stores.users.forget(DANA.user_id, Actor(DANA.user_id))

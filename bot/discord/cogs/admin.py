@@ -129,16 +129,19 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         self, interaction: discord.Interaction, user: discord.User, reason: str = ""
     ) -> None:
         lifted = await self.services.users.unban(user.id, actor_of(interaction), reason)
-        text = f"✅ {user.mention} may use the bot again." if lifted else (
-            f"{user.mention} was not banned."
-        )  # fmt: skip
+        text = (
+            f"✅ {user.mention} may use the bot again."
+            if lifted
+            else (f"{user.mention} was not banned.")
+        )
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(description="The audit log, newest first")
     @app_commands.describe(
-        user="By or about this member", action="An action or family, e.g. job or quota.set",
+        user="By or about this member",
+        action="An action or family, e.g. job or quota.set",
         days="How many days back",
-    )  # fmt: skip
+    )
     async def audit(
         self,
         interaction: discord.Interaction,
@@ -147,25 +150,36 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         days: app_commands.Range[int, 1, 3660] | None = None,
     ) -> None:
         pages = AuditPages(
-            self.services, interaction.user.id, user.id if user else None, action,
-            timedelta(days=days) if days else None, _scope(interaction).only_guild,
-        )  # fmt: skip
+            self.services,
+            interaction.user.id,
+            user.id if user else None,
+            action,
+            timedelta(days=days) if days else None,
+            _scope(interaction).only_guild,
+        )
         await interaction.response.send_message(await pages.render(), view=pages, ephemeral=True)
 
     @app_commands.command(description="Queued and running jobs; cancel any of them")
     async def queue(self, interaction: discord.Interaction) -> None:
         scope = _scope(interaction)
-        jobs = [job for job in await self.services.store.unfinished()
-                if scope.covers_job(job.guild_id)]  # fmt: skip
+        jobs = [
+            job for job in await self.services.store.unfinished() if scope.covers_job(job.guild_id)
+        ]
         if not jobs:
             await interaction.response.send_message("The queue is empty.", ephemeral=True)
             return
         now = utcnow()
         rows = [
-            [job.id, str(job.state), f"<@{job.user_id}>"[:24], str(job.user_id),
-             f"{(now - job.created_at).total_seconds() / 60:.0f} min", job.model]
+            [
+                job.id,
+                str(job.state),
+                f"<@{job.user_id}>"[:24],
+                str(job.user_id),
+                f"{(now - job.created_at).total_seconds() / 60:.0f} min",
+                job.model,
+            ]
             for job in jobs
-        ]  # fmt: skip
+        ]
         table = render(["job", "state", "owner", "owner id", "age", "model"], rows)
         view = QueueView(self.services, self.scope_of, [job.id for job in jobs][:25])
         await interaction.response.send_message(code_block(table), view=view, ephemeral=True)
@@ -179,10 +193,11 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
         period = timedelta(days=days)
         guild_id = _scope(interaction).only_guild
         files = [
-            discord.File(io.BytesIO(await reports.usage_csv(period, guild_id=guild_id)),
-                         "usage.csv"),
+            discord.File(
+                io.BytesIO(await reports.usage_csv(period, guild_id=guild_id)), "usage.csv"
+            ),
             discord.File(io.BytesIO(await reports.audit_csv(period, guild_id)), "audit.csv"),
-        ]  # fmt: skip
+        ]
         await interaction.edit_original_response(
             content=f"Usage and audit of the last {days} day(s).", attachments=files
         )
@@ -204,10 +219,16 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
                 used = (status.memory_used_bytes or 0) / 2**30
                 lines.append(f"{device}: {used:.1f} of {status.memory_total_bytes / 2**30:.1f} GiB")
         rows = [
-            [name, spec.source[-40:], f"{spec.width}x{spec.height}", spec.sampler,
-             ", ".join(sorted(spec.controlnets)) or "-", "; ".join(loaded.get(name, ["no"]))]
+            [
+                name,
+                spec.source[-40:],
+                f"{spec.width}x{spec.height}",
+                spec.sampler,
+                ", ".join(sorted(spec.controlnets)) or "-",
+                "; ".join(loaded.get(name, ["no"])),
+            ]
             for name, spec in sorted(self.services.config.models.items())
-        ]  # fmt: skip
+        ]
         table = render(["model", "source", "size", "sampler", "controlnets", "loaded"], rows)
         await interaction.edit_original_response(content=code_block("\n".join([table, *lines])))
 
@@ -242,9 +263,11 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Atelier
             return
         added = await self.services.guilds.block(term, actor_of(interaction), everywhere)
         where = "in every server" if everywhere else "in this server"
-        text = f"Prompts containing `{term}` are refused {where}." if added else (
-            f"`{term}` was already blocked {where}."
-        )  # fmt: skip
+        text = (
+            f"Prompts containing `{term}` are refused {where}."
+            if added
+            else (f"`{term}` was already blocked {where}.")
+        )
         await interaction.response.send_message(text, ephemeral=True)
 
     @blocklist.command(name="remove", description="Allow a blocked word or phrase again")

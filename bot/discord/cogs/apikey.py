@@ -45,9 +45,13 @@ class ApiKeyCog(commands.GroupCog, group_name="apikey", group_description="Keys 
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             key = await services.keys.create(
-                interaction.user.id, interaction.user.name, name, interaction.guild_id,
-                roles_of(interaction), actor_of(interaction),
-            )  # fmt: skip
+                interaction.user.id,
+                interaction.user.name,
+                name,
+                interaction.guild_id,
+                roles_of(interaction),
+                actor_of(interaction),
+            )
         except TooManyKeys as error:
             await interaction.followup.send(f"⚠️ {error}", ephemeral=True)
             return

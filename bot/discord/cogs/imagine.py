@@ -89,9 +89,12 @@ class AttachmentRef:
     @classmethod
     def of(cls, attachment: discord.Attachment) -> AttachmentRef:
         return cls(
-            attachment.url, attachment.size, attachment.width, attachment.height,
+            attachment.url,
+            attachment.size,
+            attachment.width,
+            attachment.height,
             attachment.content_type,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -235,8 +238,20 @@ ANY_CONTROL = (ControlType.SCRIBBLE, ControlType.LINEART, ControlType.CANNY)
 
 def given_options(prompt: str, **given: Any) -> dict[str, Any]:
     """/imagine's options as journaled, for a command that sets only some of them."""
-    keys = ("negative", "count", "seed", "steps", "cfg", "aspect", "model", "sampler",
-            "strength", "control_type", "control_scale", "private")  # fmt: skip
+    keys = (
+        "negative",
+        "count",
+        "seed",
+        "steps",
+        "cfg",
+        "aspect",
+        "model",
+        "sampler",
+        "strength",
+        "control_type",
+        "control_scale",
+        "private",
+    )
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
 
 
@@ -327,11 +342,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
         private: bool | None = None,
     ) -> None:
         given = {
-            "prompt": prompt, "negative": negative, "count": count, "seed": seed,
-            "steps": steps, "cfg": cfg, "aspect": aspect, "model": model, "sampler": sampler,
-            "strength": strength, "control_type": control_type, "control_scale": control_scale,
+            "prompt": prompt,
+            "negative": negative,
+            "count": count,
+            "seed": seed,
+            "steps": steps,
+            "cfg": cfg,
+            "aspect": aspect,
+            "model": model,
+            "sampler": sampler,
+            "strength": strength,
+            "control_type": control_type,
+            "control_scale": control_scale,
             "private": private,
-        }  # fmt: skip
+        }
         attachments = {
             role: AttachmentRef.of(attachment)
             for role, attachment in (("image", image), ("mask", mask), ("control", control))
@@ -352,14 +376,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
         checked = self._rate(requester) or await self._check(ticket)
         if checked.refusal is not None:
             await refuse(
-                interaction, self.services.store, COMMAND, checked.refusal.reason,
+                interaction,
+                self.services.store,
+                COMMAND,
+                checked.refusal.reason,
                 kind=checked.refusal.kind,
-            )  # fmt: skip
+            )
             return
         journaled = await journal_then_defer(
-            self.services, interaction, COMMAND, ticket.journal_options(),
+            self.services,
+            interaction,
+            COMMAND,
+            ticket.journal_options(),
             ephemeral=_private(given, checked.defaults),
-        )  # fmt: skip
+        )
         await self._complete(Ticket(journaled, ticket.token, given, attachments), checked=checked)
 
     # -- context menus --------------------------------------------------------------------
@@ -460,9 +490,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         elif job is not None:
             spec = job.spec
             given = given_options(
-                str(spec["prompt"]), negative=spec.get("negative_prompt") or None,
-                model=spec.get("model"), control_auto=True, private=False,
-            )  # fmt: skip
+                str(spec["prompt"]),
+                negative=spec.get("negative_prompt") or None,
+                model=spec.get("model"),
+                control_auto=True,
+                private=False,
+            )
         else:
             await reply.notice(
                 f"Tell me what to draw with your sketch: {me.mention} a castle on a hill"
@@ -471,12 +504,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         author = message.author
         requester = Requester(
-            user_id=author.id, user_name=author.name,
+            user_id=author.id,
+            user_name=author.name,
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
             role_ids=tuple(role.id for role in getattr(author, "roles", [])),
             nsfw_channel=age_restricted(message.channel),
-        )  # fmt: skip
+        )
         log.info("message %s: a sketch from user %d", message.id, author.id)
         ticket = Ticket(requester, "", given, {"control": AttachmentRef.of(picture)})
         await self._complete(ticket, reply, self._rate(requester))
@@ -556,10 +590,14 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         def build(read_as: dict[str, Any]) -> list[JobSpec]:
             return build_specs(
-                self._options(given), self.services.jobs.models,
-                self.services.jobs.default_model, inputs, {**personal, **read_as},
-                config.styles, config.generation.max_permutations,
-            )  # fmt: skip
+                self._options(given),
+                self.services.jobs.models,
+                self.services.jobs.default_model,
+                inputs,
+                {**personal, **read_as},
+                config.styles,
+                config.generation.max_permutations,
+            )
 
         if not given.get("control_auto") or inputs.control is None:
             return build({})
@@ -596,9 +634,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if refusal is not None:
             await reply.refuse(refusal.reason)
             await services.store.record_refusal(
-                f"{COMMAND}.refused", requester.user_id, requester.guild_id,
-                requester.channel_id, refusal.reason, kind=refusal.kind,
-            )  # fmt: skip
+                f"{COMMAND}.refused",
+                requester.user_id,
+                requester.guild_id,
+                requester.channel_id,
+                refusal.reason,
+                kind=refusal.kind,
+            )
             if requester.command_id is not None:
                 await services.commands.settle(requester.command_id, f"refused: {refusal.reason}")
             return
@@ -639,11 +681,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except ValueError:
             raise BadInput(f"Control type `{control_type}` is not one of the choices.") from None
         return Options(
-            prompt=given["prompt"], negative_prompt=given["negative"], count=given["count"],
-            seed=given["seed"], steps=given["steps"], cfg=given["cfg"], aspect=given["aspect"],
-            model=given["model"], sampler=given["sampler"], strength=given["strength"],
-            control_type=kind, control_scale=given["control_scale"],
-        )  # fmt: skip
+            prompt=given["prompt"],
+            negative_prompt=given["negative"],
+            count=given["count"],
+            seed=given["seed"],
+            steps=given["steps"],
+            cfg=given["cfg"],
+            aspect=given["aspect"],
+            model=given["model"],
+            sampler=given["sampler"],
+            strength=given["strength"],
+            control_type=kind,
+            control_scale=given["control_scale"],
+        )
 
     @imagine.autocomplete("model")
     async def model_names(

@@ -237,15 +237,21 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return
         try:
             spec = remixed_spec(
-                JobSpec.model_validate(job.spec), prompt, negative, services.jobs.models,
+                JobSpec.model_validate(job.spec),
+                prompt,
+                negative,
+                services.jobs.models,
                 services.config.styles,
-            )  # fmt: skip
+            )
         except BadInput as error:
             await refuse(interaction, services.store, "button.remix", str(error))
             return
         # What the member typed first; then what a --style added (all of it read again).
-        texts = [(PROMPT, prompt), (NEGATIVE, negative),
-                 (STYLE, f"{spec.prompt}\n{spec.negative_prompt}")]  # fmt: skip
+        texts = [
+            (PROMPT, prompt),
+            (NEGATIVE, negative),
+            (STYLE, f"{spec.prompt}\n{spec.negative_prompt}"),
+        ]
         if await self._refused(interaction, "button.remix", texts):
             return
         await self._queue_new(interaction, "button.remix", spec)
@@ -310,16 +316,18 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         elif blocked := await moderation.screen(actor_of(interaction), texts, command):
             refusal = DoorRefusal(blocked.message, "moderation")
         if refusal is not None:
-            await refuse(interaction, self.services.store, command, refusal.reason,
-                         kind=refusal.kind)  # fmt: skip
+            await refuse(
+                interaction, self.services.store, command, refusal.reason, kind=refusal.kind
+            )
         return refusal is not None
 
     async def replay_pending(self) -> None:
         """At start: queue every click acknowledged by a previous run but not handled."""
         for row in await self.services.commands.pending():
             if row.command in DERIVED_COMMANDS:
-                log.info("completing %s %s received before the restart", row.command,
-                         row.interaction_id)  # fmt: skip
+                log.info(
+                    "completing %s %s received before the restart", row.command, row.interaction_id
+                )
                 async with settled_on_error(self.services, row):
                     spec = JobSpec.model_validate(row.options["spec"])
                     private = bool(row.options.get("private"))

@@ -104,9 +104,11 @@ class ForgetConfirm(discord.ui.View):
         # Under the pseudonym: nothing written after forget-me points back to the member.
         pseudonymous = Actor(forgotten.pseudonym, interaction.guild_id, interaction.channel_id)
         await self.services.audit.record_command(
-            pseudonymous, "forget-me.messages", "ok" if not kept else "partial",
+            pseudonymous,
+            "forget-me.messages",
+            "ok" if not kept else "partial",
             params={"deleted": deleted, "not_deleted": kept},
-        )  # fmt: skip
+        )
         lines = [
             f"🧹 Done: {forgotten.images} image(s) deleted, with {forgotten.inputs} image(s)"
             f" you uploaded; the prompts of {forgotten.jobs} job(s) erased; {deleted} of my"
@@ -150,8 +152,7 @@ async def delete_messages(
                 dm = dm or await member.create_dm()
                 gone = await _delete(dm, message_id)
         except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
-            log.info("forget-me: message %d in %s not deleted (%s)", message_id, channel_id,
-                     error)  # fmt: skip
+            log.info("forget-me: message %d in %s not deleted (%s)", message_id, channel_id, error)
             gone = False
         deleted += gone
     return deleted, len(messages) - deleted
@@ -201,10 +202,20 @@ class MemberCog(commands.Cog, name="Member"):
         delivery: str | None = None,
         clear: bool = False,
     ) -> None:
-        await self._save(interaction, clear, {
-            "model": model, "sampler": sampler, "aspect": aspect, "steps": steps, "cfg": cfg,
-            "negative_prompt": negative, "private": private, "delivery": delivery,
-        })  # fmt: skip
+        await self._save(
+            interaction,
+            clear,
+            {
+                "model": model,
+                "sampler": sampler,
+                "aspect": aspect,
+                "steps": steps,
+                "cfg": cfg,
+                "negative_prompt": negative,
+                "private": private,
+                "delivery": delivery,
+            },
+        )
 
     # /defaults, the older name, stays as an alias: the same callback, options and help.
     defaults = app_commands.Command(
@@ -227,8 +238,12 @@ class MemberCog(commands.Cog, name="Member"):
         model = given["model"]
         if model is not None and model not in self.services.config.models:
             known = ", ".join(sorted(self.services.config.models))
-            await refuse(interaction, self.services.store, "settings",
-                         f"Unknown model `{model}`; available: {known}.")  # fmt: skip
+            await refuse(
+                interaction,
+                self.services.store,
+                "settings",
+                f"Unknown model `{model}`; available: {known}.",
+            )
             return
         negative = given["negative_prompt"]
         if negative:
@@ -236,8 +251,9 @@ class MemberCog(commands.Cog, name="Member"):
                 actor_of(interaction), [(DEFAULTS, negative)], "settings"
             )
             if blocked is not None:
-                await refuse(interaction, self.services.store, "settings", blocked.message,
-                             kind="moderation")  # fmt: skip
+                await refuse(
+                    interaction, self.services.store, "settings", blocked.message, kind="moderation"
+                )
                 return
         chosen = {} if clear else await self.services.users.defaults(interaction.user.id)
         chosen.update({key: value for key, value in given.items() if value is not None})

@@ -87,15 +87,19 @@ class ScopeCog(commands.Cog, name="Scope"):
     async def in_scope(self, interaction: discord.Interaction[Any]) -> bool:
         command = self._command_of(interaction)
         channels = channel_ids(interaction.channel_id, interaction.channel)
-        reason = out_of_scope(self.services.config.discord, command, interaction.guild_id,
-                              channels)  # fmt: skip
+        reason = out_of_scope(self.services.config.discord, command, interaction.guild_id, channels)
         if reason is None:
             if command in ANYWHERE | ANY_CHANNEL and _is_command(interaction):
                 self._remember(interaction.id, command)
             return True
         if interaction.type is not discord.InteractionType.autocomplete:
-            await refuse(interaction, self.services.store, _audited_as(interaction, command),
-                         reason, kind="out_of_scope")  # fmt: skip
+            await refuse(
+                interaction,
+                self.services.store,
+                _audited_as(interaction, command),
+                reason,
+                kind="out_of_scope",
+            )
         return False  # autocomplete elsewhere: no suggestions, and nothing to say
 
     def _command_of(self, interaction: discord.Interaction[Any]) -> str:
