@@ -41,6 +41,7 @@ from ..config import Config
 from ..jobs.failures import failure_reason
 from ..jobs.service import JobService, QueueFull, Submitted
 from ..jobs.spec import BadInput, Inputs, JobSpec
+from ..moderation.rate import Buckets
 from ..moderation.service import PROMPT, Moderation
 from ..store.api_keys import ApiKeyStore, KeyHolder
 from ..store.audit import Actor
@@ -312,27 +313,6 @@ class JobWatch:
         return self._progress.get(job_id)
 
 
-class RateLimit:
-    """Requests per minute per key, as a token bucket (bursts up to a minute's worth)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self._per_minute = per_minute
-        self._buckets: dict[int, tuple[float, float]] = {}
-
-    def wait_for(self, key_id: int, now: float) -> float:
-        """0 when the request may go (and it is counted); else seconds until one may."""
-        if self._per_minute == 0:
-            return 0.0
-        rate = self._per_minute / 60.0
-        tokens, then = self._buckets.get(key_id, (float(self._per_minute), now))
-        tokens = min(float(self._per_minute), tokens + (now - then) * rate)
-        if tokens < 1.0:
-            self._buckets[key_id] = (tokens, now)
-            return (1.0 - tokens) / rate
-        self._buckets[key_id] = (tokens - 1.0, now)
-        return 0.0
-
-
 @dataclass(frozen=True)
 class ApiServices:
     """What the HTTP API reads and changes, built once in bot.app."""
@@ -373,7 +353,9 @@ class HttpApi:
         self._services = services
         self._config = services.config
         self.watch = JobWatch()
-        self._rate = RateLimit(services.config.http.requests_per_minute)
+        per_minute = services.config.http.requests_per_minute
+        # Per key, all requests alike; a burst of a minute's worth (0: no limit).
+        self._rate = Buckets("key", burst=per_minute, per_minute=per_minute)
         self._tasks: set[asyncio.Task[None]] = set()
         # Jobs whose synchronous request is waiting for them right now.
         self._awaited: set[str] = set()
@@ -567,14 +549,14 @@ class HttpApi:
             wait = (paused - utcnow()).total_seconds()
             raise ApiError(403, "permission_denied", reason, {"Retry-After": retry_after(wait)})
         request[HOLDER] = holder
-        wait = self._rate.wait_for(holder.key_id, asyncio.get_running_loop().time())
-        if wait > 0:
+        limited = self._rate.acquire(holder.key_id, asyncio.get_running_loop().time())
+        if limited is not None:
             per_minute = self._config.http.requests_per_minute
             raise ApiError(
                 429,
                 "rate_limited",
                 f"Authorization: this key made its {per_minute} requests a minute; wait a moment",
-                {"Retry-After": retry_after(wait)},
+                {"Retry-After": retry_after(limited.retry_after)},
             )
         return holder
 

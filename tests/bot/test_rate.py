@@ -1,13 +1,15 @@
-"""Rate limits: token buckets per member and per server, on a clock the test drives."""
+"""Rate limits: token buckets per member, per server and per API key, on a clock the test
+drives."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.moderation.rate import Limited, RateLimits, TokenBucket
+from bot.moderation.rate import Buckets, Limited, RateLimits, TokenBucket
 
 ALICE, BOB, CAROL = 1, 2, 3
 GUILD, OTHER_GUILD = 100, 200
+KEY, OTHER_KEY = 7, 8
 
 
 def test_a_bucket_allows_its_burst_then_refills_at_its_pace() -> None:
@@ -63,3 +65,22 @@ def test_a_burst_of_zero_lifts_that_limit() -> None:
 def test_long_waits_are_said_in_minutes() -> None:
     assert Limited("member", 299.2).message().endswith("try again in 5 minutes.")
     assert Limited("member", 0.01).message().endswith("try again in 1 second.")
+
+
+def test_an_api_key_has_a_minutes_burst_then_one_request_per_interval() -> None:
+    keys = Buckets("key", burst=3, per_minute=3)  # as the HTTP API builds it
+    assert [keys.acquire(KEY, 0.0) for _ in range(3)] == [None, None, None]
+    refused = keys.acquire(KEY, 0.0)
+    assert refused is not None and refused.scope == "key"
+    assert refused.retry_after == pytest.approx(20.0)
+    assert keys.acquire(OTHER_KEY, 0.0) is None  # another key has its own bucket
+    # Refused retries took nothing: the token is there exactly when it was promised.
+    retried = keys.acquire(KEY, 19.0)
+    assert retried is not None and retried.retry_after == pytest.approx(1.0)
+    assert keys.acquire(KEY, 20.0) is None
+    assert keys.acquire(KEY, 20.0) is not None
+
+
+def test_no_request_rate_means_no_limit() -> None:
+    keys = Buckets("key", burst=0, per_minute=0)
+    assert all(keys.acquire(KEY, 0.0) is None for _ in range(1000))

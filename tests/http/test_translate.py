@@ -1,4 +1,4 @@
-"""The pure rules at the HTTP door: prompts, samplers, sizes, strengths, styles, rate limits."""
+"""The pure rules at the HTTP door: prompts, samplers, sizes, strengths, styles."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.http.models import InitImageMode, MaskSource, Sampler, TextPrompt
 from bot.http.openapi import PROMPT_PATTERN
-from bot.http.server import RateLimit, api_document, field_name
+from bot.http.server import api_document, field_name
 from bot.http.translate import (
     SAMPLERS,
     RequestError,
@@ -96,15 +96,6 @@ def test_style_presets_apply_configured_styles_and_ignore_unconfigured_stability
     assert apply_style(None, styles, "a fox", "") == ("a fox", "")
     with pytest.raises(RequestError, match=r"^style_preset: unknown style `vaporwave`"):
         apply_style("vaporwave", styles, "a fox", "")
-
-
-def test_the_rate_limit_allows_a_minutes_burst_then_one_request_per_interval() -> None:
-    limit = RateLimit(per_minute=3)
-    assert [limit.wait_for(1, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limit.wait_for(1, 0.0) == pytest.approx(20.0)
-    assert limit.wait_for(2, 0.0) == 0.0  # another key has its own bucket
-    assert limit.wait_for(1, 20.0) == 0.0
-    assert RateLimit(per_minute=0).wait_for(1, 0.0) == 0.0
 
 
 def test_field_names_are_written_as_the_client_wrote_them() -> None:
