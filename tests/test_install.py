@@ -45,3 +45,13 @@ def test_the_constraints_pin_every_dependency_but_torch() -> None:
     assert "torch" not in pinned and "atelier-bot" not in pinned
     # What the fuzz test's requests are made by.
     assert {"schemathesis", "hypothesis", "hypothesis-graphql"} <= set(pinned)
+
+
+def test_the_readme_links_to_pages_that_exist() -> None:
+    # mkdocs build --strict (scripts/check) checks the links inside docs/; README is outside it.
+    readme = (REPO / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [t.split("#")[0] for t in targets if "://" not in t and not t.startswith("#")]
+    assert "docs/index.md" in local
+    missing = [t for t in local if not (REPO / t).is_file()]
+    assert not missing, missing
