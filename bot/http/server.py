@@ -26,7 +26,6 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,10 +38,11 @@ from engine.protocol import MAX_SEED, Progress
 
 from ..config import Config
 from ..jobs.failures import failure_reason
+from ..jobs.pace import seconds_until_done
 from ..jobs.service import JobService, QueueFull, Submitted
 from ..jobs.spec import BadInput, Inputs, JobSpec
 from ..moderation.rate import Buckets
-from ..moderation.service import PROMPT, Moderation
+from ..moderation.service import Moderation, ScreenedText, TextKind
 from ..store.api_keys import ApiKeyStore, KeyHolder
 from ..store.audit import Actor
 from ..store.health import DatabaseHeartbeat, HealthStore
@@ -850,7 +850,7 @@ class HttpApi:
         every server) blocks; None when it may go."""
         screened = await self._services.moderation.screen(
             Actor(holder.user_id, holder.guild_id),
-            [(PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")],
+            [ScreenedText(TextKind.PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")],
             CLIENT,
         )
         if screened is None:
@@ -873,12 +873,11 @@ class HttpApi:
         return job
 
     def _requester(self, holder: KeyHolder, synchronous: bool) -> Requester:
-        return Requester(
+        return Requester.over_http(
             user_id=holder.user_id,
             user_name=holder.user_name,
             guild_id=holder.guild_id,
             role_ids=holder.role_ids,
-            client=CLIENT,
             api_key_id=holder.key_id,
             synchronous=synchronous,
         )
@@ -913,10 +912,10 @@ class HttpApi:
             raise ApiError(429, "quota_exceeded", refused.message) from None
 
     async def _seconds_per_job(self) -> float:
-        """About how long a job takes from the queue's side: the measured pace of the last
-        hour over every engine, or DEFAULT_RETRY_SECONDS before there is one."""
-        per_minute = await self._services.jobs.store.finished_per_minute(timedelta(hours=1))
-        return 60.0 / per_minute if per_minute else DEFAULT_RETRY_SECONDS
+        """About how long a job takes from the queue's side: the measured pace, or
+        DEFAULT_RETRY_SECONDS before there is one."""
+        per_job = (await self._services.jobs.pace()).seconds_per_job()
+        return DEFAULT_RETRY_SECONDS if per_job is None else per_job
 
     async def _finished(self, job_id: str) -> Job:
         """The job once it ended. The waiter is registered before the state is read, so an
@@ -1071,14 +1070,12 @@ class HttpApi:
     async def _eta(self, job_id: str, position: int, progress: Progress | None = None) -> float:
         """About how long until the job is done: the jobs up to it at the queue's measured
         pace over every engine, or at its own GPU-seconds estimate before there is a pace."""
-        per_minute = await self._services.jobs.store.finished_per_minute(timedelta(hours=1))
-        if per_minute:
-            per_job = 60.0 / per_minute
-        else:
+        per_job = (await self._services.jobs.pace()).seconds_per_job()
+        if per_job is None:
             reserved = await self._services.jobs.store.reserved_seconds(job_id)
             per_job = (reserved or DEFAULT_RETRY_SECONDS) / len(self._config.engine.devices)
         left = 1.0 - progress.step / progress.total if progress else 1.0
-        return round(per_job * (position - 1 + left), 1)
+        return seconds_until_done(per_job, position, left)
 
     # -- health and the document ---------------------------------------------------------
 

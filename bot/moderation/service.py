@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from ..config import ModerationConfig
 from ..jobs.spec import blocked_term
@@ -28,17 +29,38 @@ log = logging.getLogger(__name__)
 # Audited for each blocked prompt; counting them makes a member's strikes.
 BLOCKED_ACTION = "moderation.blocked"
 
-# Where a text comes from, as the member is told about a blocked term in it.
-PROMPT, NEGATIVE, DEFAULTS, STYLE, SOURCE = "prompt", "negative", "defaults", "style", "source"
+
+class TextKind(StrEnum):
+    """Where a text comes from, as the member is told about a blocked term in it; the
+    value is what the audit entry's `where` holds."""
+
+    PROMPT = "prompt"
+    NEGATIVE = "negative"
+    DEFAULTS = "defaults"
+    STYLE = "style"
+    SOURCE = "source"
+
+
+@dataclass(frozen=True)
+class ScreenedText:
+    """One text of a job to screen, with where it comes from; None or "" is not screened
+    (an option the member left out)."""
+
+    kind: TextKind
+    text: str | None
+
+
 _WHERE = {
-    PROMPT: "Your prompt contains `{term}`, which this server does not allow.",
-    NEGATIVE: "Your negative prompt contains `{term}`, which this server does not allow.",
-    DEFAULTS: (
+    TextKind.PROMPT: "Your prompt contains `{term}`, which this server does not allow.",
+    TextKind.NEGATIVE: "Your negative prompt contains `{term}`, which this server does not allow.",
+    TextKind.DEFAULTS: (
         "Your own default negative prompt contains `{term}`, which this server does not"
         " allow; change it with /settings."
     ),
-    STYLE: "The style you chose adds `{term}`, which this server does not allow.",
-    SOURCE: "The prompt of that image contains `{term}`, which this server no longer allows.",
+    TextKind.STYLE: "The style you chose adds `{term}`, which this server does not allow.",
+    TextKind.SOURCE: (
+        "The prompt of that image contains `{term}`, which this server no longer allows."
+    ),
 }
 
 Notify = Callable[[str], None]
@@ -58,7 +80,7 @@ def pause_notice(until: datetime) -> str:
 @dataclass(frozen=True)
 class Blocked:
     term: str
-    where: str
+    where: TextKind
     message: str  # for the member only: it names the term
 
 
@@ -102,11 +124,11 @@ class Moderation:
     async def screen(
         self,
         who: Actor,
-        texts: Sequence[tuple[str, str | None]],
+        texts: Sequence[ScreenedText],
         command: str,
         terms: list[str] | None = None,
     ) -> Blocked | None:
-        """The first blocked term in `texts` ((where, text) pairs, in order), audited as a
+        """The first blocked term in `texts` (in order), audited as a
         strike; a member at `[moderation] strikes` within the window is paused and the
         admins told. None when every text is clean. `terms`: those `terms()` gave for
         this request already (a request screened in steps reads them once)."""
@@ -114,21 +136,21 @@ class Moderation:
             terms = await self.terms(who.guild_id)
         if not terms:
             return None
-        for where, text in texts:
-            if not text:
+        for screened in texts:
+            if not screened.text:
                 continue
-            term = blocked_term(text, terms)
+            term = blocked_term(screened.text, terms)
             if term is not None:
-                return await self._strike(who, term, where, command)
+                return await self._strike(who, term, screened.kind, command)
         return None
 
-    async def _strike(self, who: Actor, term: str, where: str, command: str) -> Blocked:
+    async def _strike(self, who: Actor, term: str, where: TextKind, command: str) -> Blocked:
         message = _WHERE[where].format(term=term)
         await self._audit.record_command(
             who,
             BLOCKED_ACTION,
             "refused",
-            params={"term": term, "where": where, "command": command},
+            params={"term": term, "where": where.value, "command": command},
         )
         strikes, config = self.config.strikes, self.config
         if not strikes or who.user_id is None:

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.moderation.service import (
-    DEFAULTS,
-    NEGATIVE,
-    PROMPT,
-    SOURCE,
-    STYLE,
-    Moderation,
-)
+from bot.moderation.service import Moderation, ScreenedText, TextKind
 from bot.store.audit import Actor
 from bot.store.guilds import GuildStore
 from tests.stores import Stores, open_stores
@@ -67,28 +60,39 @@ async def test_in_a_dm_only_the_config_and_global_terms_apply(
     await guilds.block("kettle", ADMIN)
     await guilds.block("teapot", ADMIN, everywhere=True)
     in_dm = Actor(DANA.user_id)  # /imagine in a DM: no guild, no channel of a server
-    assert await moderation.screen(in_dm, [(PROMPT, "a kettle")], "imagine") is None
+    assert (
+        await moderation.screen(in_dm, [ScreenedText(TextKind.PROMPT, "a kettle")], "imagine")
+        is None
+    )
     for term in ("teapot", "gore"):
-        blocked = await moderation.screen(in_dm, [(PROMPT, f"a {term}")], "imagine")
+        blocked = await moderation.screen(
+            in_dm, [ScreenedText(TextKind.PROMPT, f"a {term}")], "imagine"
+        )
         assert blocked is not None and blocked.term == term
-    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine") is not None
+    assert (
+        await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "a kettle")], "imagine")
+        is not None
+    )
 
 
 @pytest.mark.parametrize(
     ("where", "text", "said"),
     [
-        (PROMPT, "a g0re scene", "Your prompt contains `gore`"),
-        (NEGATIVE, "b l o o d b a t h", "Your negative prompt contains `blood bath`"),
-        (DEFAULTS, "blurry, gorë", "Your own default negative prompt contains `gore`"),
-        (STYLE, "cinematic, g.o.r.e", "The style you chose adds `gore`"),
-        (SOURCE, "gоre", "The prompt of that image contains `gore`"),  # Cyrillic о
+        (TextKind.PROMPT, "a g0re scene", "Your prompt contains `gore`"),
+        (TextKind.NEGATIVE, "b l o o d b a t h", "Your negative prompt contains `blood bath`"),
+        (TextKind.DEFAULTS, "blurry, gorë", "Your own default negative prompt contains `gore`"),
+        (TextKind.STYLE, "cinematic, g.o.r.e", "The style you chose adds `gore`"),
+        (TextKind.SOURCE, "gоre", "The prompt of that image contains `gore`"),  # Cyrillic о
     ],
 )
 async def test_every_text_a_job_uses_is_screened_and_each_hit_audited(
-    stores: Stores, moderation: Moderation, where: str, text: str, said: str
+    stores: Stores, moderation: Moderation, where: TextKind, text: str, said: str
 ) -> None:
-    clean = [(PROMPT, "a gorgeous violet sky"), (NEGATIVE, None)]
-    blocked = await moderation.screen(DANA, [*clean, (where, text)], "imagine")
+    clean = [
+        ScreenedText(TextKind.PROMPT, "a gorgeous violet sky"),
+        ScreenedText(TextKind.NEGATIVE, None),
+    ]
+    blocked = await moderation.screen(DANA, [*clean, ScreenedText(where, text)], "imagine")
     assert blocked is not None and blocked.where == where
     assert blocked.message.startswith(said)
     (entry,) = (await stores.audit.query(action="moderation.blocked")).entries
@@ -102,21 +106,29 @@ async def test_a_request_screened_in_steps_reads_the_terms_once(
 ) -> None:
     terms = await moderation.terms(GUILD)
     await GuildStore(stores.sessions).block("kettle", ADMIN)  # after the request's read
-    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine", terms) is None
-    blocked = await moderation.screen(DANA, [(PROMPT, "a g0re kettle")], "imagine", terms)
+    assert (
+        await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "a kettle")], "imagine", terms)
+        is None
+    )
+    blocked = await moderation.screen(
+        DANA, [ScreenedText(TextKind.PROMPT, "a g0re kettle")], "imagine", terms
+    )
     assert blocked is not None and blocked.message.startswith("Your prompt contains `gore`")
-    assert await moderation.screen(DANA, [(PROMPT, "a kettle")], "imagine") is not None
+    assert (
+        await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "a kettle")], "imagine")
+        is not None
+    )
 
 
 async def test_repeated_blocked_prompts_pause_the_member_and_tell_the_admins(
     stores: Stores, moderation: Moderation, told: list[str]
 ) -> None:
     for _ in range(2):
-        blocked = await moderation.screen(DANA, [(PROMPT, "gore")], "imagine")
+        blocked = await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "gore")], "imagine")
         assert blocked is not None and "paused" not in blocked.message
     assert await moderation.paused(DANA.user_id) is None and told == []
 
-    third = await moderation.screen(DANA, [(PROMPT, "g o r e")], "imagine")
+    third = await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "g o r e")], "imagine")
 
     assert third is not None and "you are paused until <t:" in third.message
     assert "3 blocked prompts in 10 minutes" in third.message
@@ -138,7 +150,7 @@ async def test_a_notifier_that_fails_never_fails_the_screening(stores: Stores) -
         stores.config.moderation, GuildStore(stores.sessions), stores.users, stores.audit, broken
     )
     for _ in range(3):
-        blocked = await moderation.screen(DANA, [(PROMPT, "gore")], "imagine")
+        blocked = await moderation.screen(DANA, [ScreenedText(TextKind.PROMPT, "gore")], "imagine")
     assert blocked is not None and "paused" in blocked.message
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from bot.moderation.service import PROMPT, Moderation
+from bot.moderation.service import Moderation, ScreenedText, TextKind
 from bot.ops.facts import OpsQueries, percentile
 from bot.store.audit import Actor
 from bot.store.guilds import GuildStore
@@ -65,7 +65,9 @@ async def test_a_blocked_prompt_is_one_refusal_of_kind_moderation(tmp_path: Path
         moderation = Moderation(
             stores.config.moderation, GuildStore(stores.sessions), stores.users, stores.audit
         )
-        blocked = await moderation.screen(Actor(7, 10), [(PROMPT, "g0re")], "imagine")
+        blocked = await moderation.screen(
+            Actor(7, 10), [ScreenedText(TextKind.PROMPT, "g0re")], "imagine"
+        )
         assert blocked is not None
         await stores.jobs.record_refusal(
             "imagine.refused", 7, 10, None, blocked.message, kind="moderation"

@@ -51,7 +51,7 @@ from ...jobs.spec import (
     build_specs,
     parse_prompt_flags,
 )
-from ...moderation.service import DEFAULTS, NEGATIVE, PROMPT, STYLE, pause_notice
+from ...moderation.service import ScreenedText, TextKind, pause_notice
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
@@ -503,12 +503,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
             return
         author = message.author
-        requester = Requester(
+        requester = Requester.on_discord(
             user_id=author.id,
             user_name=author.name,
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
-            role_ids=tuple(role.id for role in getattr(author, "roles", [])),
+            role_ids=(role.id for role in getattr(author, "roles", [])),
             nsfw_channel=age_restricted(message.channel),
         )
         log.info("message %s: a sketch from user %d", message.id, author.id)
@@ -554,8 +554,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return refused(pause_notice(standing.paused_until), "paused")
         given = ticket.options
         who = actor_of_requester(requester)
-        typed = [(PROMPT, given["prompt"]), (NEGATIVE, given["negative"])]
-        if sum(len(text or "") for _, text in typed) <= 2 * MAX_TYPED_CHARS:  # else refused below
+        typed = [
+            ScreenedText(TextKind.PROMPT, given["prompt"]),
+            ScreenedText(TextKind.NEGATIVE, given["negative"]),
+        ]
+        typed_chars = sum(len(screened.text or "") for screened in typed)
+        if typed_chars <= 2 * MAX_TYPED_CHARS:  # else refused below
             blocked = await services.moderation.screen(who, typed, COMMAND, terms)
             if blocked is not None:
                 return refused(blocked.message, "moderation")
@@ -565,10 +569,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
         except BadInput as error:
             return refused(str(error), "input")
-        made_by = STYLE if _styled(given["prompt"]) else PROMPT
+        made_by = TextKind.STYLE if _styled(given["prompt"]) else TextKind.PROMPT
         added = [
-            (DEFAULTS, str(defaults.get("negative_prompt") or "")),
-            *((made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
+            ScreenedText(TextKind.DEFAULTS, str(defaults.get("negative_prompt") or "")),
+            *(ScreenedText(made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
         ]
         blocked = await services.moderation.screen(who, added, COMMAND, terms)
         return (

@@ -32,7 +32,7 @@ from ...jobs.spec import (
     remixed_spec,
     rerolled_spec,
 )
-from ...moderation.service import NEGATIVE, PROMPT, SOURCE, STYLE
+from ...moderation.service import ScreenedText, TextKind
 from ...store.jobs import JobNotFound
 from ...store.models import Job, JobState
 from ..common import (
@@ -101,10 +101,11 @@ def starts_in(eta_seconds: float) -> str:
     return "starts in under a minute" if minutes <= 1 else f"starts in about {minutes} min"
 
 
-def _source(job: Job) -> tuple[str, str]:
+def _source(job: Job) -> ScreenedText:
     """The words of a job a click reuses, to screen against today's blocklist."""
     spec = job.spec
-    return SOURCE, f"{spec.get('prompt', '')}\n{spec.get('negative_prompt', '')}"
+    words = f"{spec.get('prompt', '')}\n{spec.get('negative_prompt', '')}"
+    return ScreenedText(TextKind.SOURCE, words)
 
 
 class RemixModal(discord.ui.Modal):
@@ -248,9 +249,9 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return
         # What the member typed first; then what a --style added (all of it read again).
         texts = [
-            (PROMPT, prompt),
-            (NEGATIVE, negative),
-            (STYLE, f"{spec.prompt}\n{spec.negative_prompt}"),
+            ScreenedText(TextKind.PROMPT, prompt),
+            ScreenedText(TextKind.NEGATIVE, negative),
+            ScreenedText(TextKind.STYLE, f"{spec.prompt}\n{spec.negative_prompt}"),
         ]
         if await self._refused(interaction, "button.remix", texts):
             return
@@ -303,7 +304,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         return bool((await self.services.users.defaults(interaction.user.id)).get("private"))
 
     async def _refused(
-        self, interaction: discord.Interaction, command: str, texts: list[tuple[str, str]]
+        self, interaction: discord.Interaction, command: str, texts: list[ScreenedText]
     ) -> bool:
         """Whether moderation refuses a new job from a click (the member is told why): the
         rate limits, a timed pause, and its words against today's blocklist."""

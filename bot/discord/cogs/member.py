@@ -14,7 +14,7 @@ from discord.ext import commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...jobs.spec import ASPECTS
-from ...moderation.service import DEFAULTS, pause_notice
+from ...moderation.service import ScreenedText, TextKind, pause_notice
 from ...store.audit import Actor
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, model_choices, refuse, roles_of
@@ -248,7 +248,7 @@ class MemberCog(commands.Cog, name="Member"):
         negative = given["negative_prompt"]
         if negative:
             blocked = await self.services.moderation.screen(
-                actor_of(interaction), [(DEFAULTS, negative)], "settings"
+                actor_of(interaction), [ScreenedText(TextKind.DEFAULTS, negative)], "settings"
             )
             if blocked is not None:
                 await refuse(
