@@ -83,14 +83,14 @@ def actor_of_requester(requester: Requester) -> Actor:
 
 
 def requester_of(interaction: discord.Interaction[Any]) -> Requester:
-    return Requester(
+    return Requester.on_discord(
         user_id=interaction.user.id,
         user_name=interaction.user.name,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
+        role_ids=roles_of(interaction),
         interaction_id=interaction.id,
         interaction_token=interaction.token,
-        role_ids=tuple(roles_of(interaction)),
         upload_limit=interaction.filesize_limit,
         nsfw_channel=age_restricted(interaction.channel),
     )
@@ -147,14 +147,14 @@ async def journal_then_defer(
 
 def requester_from_journal(row: ReceivedCommand) -> Requester:
     """The requester of a journaled command, to complete it after a restart."""
-    return Requester(
+    return Requester.on_discord(
         user_id=row.user_id,
         user_name=row.user_name,
         guild_id=row.guild_id,
         channel_id=row.channel_id,
+        role_ids=row.role_ids,
         interaction_id=row.interaction_id,
         interaction_token=row.token,
-        role_ids=tuple(row.role_ids),
         upload_limit=row.upload_limit,
         command_id=row.interaction_id,
     )

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +50,7 @@ from ..store.jobs import (
 from ..store.models import Job, JobState, Lane, new_id
 from ..store.quotas import QuotaStore, Refused
 from .engine_client import EngineFailure, EngineProcess
+from .pace import PACE_WINDOW, Pace
 from .scheduler import Waiting, fair_order, for_engine, next_batch
 from .spec import JobSpec, batch_key
 from .withhold import outputs_of, withhold_inputs, withhold_outputs
@@ -550,9 +550,13 @@ class JobService:
         )
         self._notify_finished(job)
 
+    async def pace(self) -> Pace:
+        """How fast the queue moves now: every estimate from the measured pace starts here."""
+        return Pace(await self.store.finished_per_minute(PACE_WINDOW))
+
     async def _minutes_to_drain(self, waiting: int) -> int:
-        per_minute = await self.store.finished_per_minute(timedelta(hours=1))
-        return max(1, math.ceil(waiting / per_minute)) if per_minute else 10
+        minutes = (await self.pace()).minutes_to_drain(waiting)
+        return 10 if minutes is None else minutes
 
     # -- listeners ------------------------------------------------------------------------
 

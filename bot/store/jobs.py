@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -66,6 +66,59 @@ class Requester:
     # Asked in a channel Discord marks age-restricted (bot.moderation.images). Unknown
     # (a command completed after a restart, the HTTP API): False, the stricter policy.
     nsfw_channel: bool = False
+
+    @classmethod
+    def on_discord(
+        cls,
+        *,
+        user_id: int,
+        user_name: str,
+        guild_id: int | None,
+        channel_id: int | None,
+        role_ids: Iterable[int],
+        interaction_id: int | None = None,
+        interaction_token: str | None = None,
+        upload_limit: int | None = None,
+        command_id: int | None = None,
+        nsfw_channel: bool = False,
+    ) -> Requester:
+        """A member asking in Discord: by an interaction (its id and token answer it), by a
+        journaled one completed after a restart (`command_id` settles it) or by a message."""
+        return cls(
+            user_id=user_id,
+            user_name=user_name,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            interaction_id=interaction_id,
+            interaction_token=interaction_token,
+            role_ids=tuple(role_ids),
+            upload_limit=upload_limit,
+            command_id=command_id,
+            nsfw_channel=nsfw_channel,
+        )
+
+    @classmethod
+    def over_http(
+        cls,
+        *,
+        user_id: int,
+        user_name: str,
+        guild_id: int | None,
+        role_ids: Iterable[int],
+        api_key_id: int,
+        synchronous: bool,
+    ) -> Requester:
+        """A member asking through the HTTP API, by the key `api_key_id` that acts for them;
+        `synchronous`: the request waits on its open connection for the answer."""
+        return cls(
+            user_id=user_id,
+            user_name=user_name,
+            guild_id=guild_id,
+            role_ids=tuple(role_ids),
+            client="http",
+            api_key_id=api_key_id,
+            synchronous=synchronous,
+        )
 
     def audit_params(self) -> dict[str, Any]:
         """What every audit entry of this requester's jobs says about the client."""
