@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Subquery, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,15 +40,11 @@ def reserve(session: AsyncSession, job: Job, estimate: Estimate) -> None:
             cost=estimate.cost,
         )
     )
-    audit.record(
+    _audit(
         session,
         "quota.reserve",
-        "ok",
-        actor_id=job.user_id,
-        guild_id=job.guild_id,
-        channel_id=job.channel_id,
-        target=job.id,
-        params={
+        job,
+        {
             "images": estimate.images,
             "gpu_seconds": round(estimate.gpu_seconds, 3),
             "cost": estimate.cost,
@@ -78,15 +75,11 @@ async def settle(
         lane=job.lane,
     )
     session.add(entry)
-    audit.record(
+    _audit(
         session,
         "quota.settle",
-        "ok",
-        actor_id=job.user_id,
-        guild_id=job.guild_id,
-        channel_id=job.channel_id,
-        target=job.id,
-        params={
+        job,
+        {
             "images": images,
             "gpu_seconds": round(gpu_seconds, 3),
             "cost": entry.cost,
@@ -103,19 +96,29 @@ async def refund(session: AsyncSession, job: Job) -> None:
     reservation = await _release(session, job)
     if reservation is None:
         return
-    audit.record(
+    _audit(
         session,
         "quota.refund",
+        job,
+        {
+            "images": reservation.images,
+            "gpu_seconds": round(reservation.gpu_seconds, 3),
+            "cost": reservation.cost,
+        },
+    )
+
+
+def _audit(session: AsyncSession, action: str, job: Job, params: dict[str, Any]) -> None:
+    """The ledger's audit entry for `job`: by its member, where the job was asked for."""
+    audit.record(
+        session,
+        action,
         "ok",
         actor_id=job.user_id,
         guild_id=job.guild_id,
         channel_id=job.channel_id,
         target=job.id,
-        params={
-            "images": reservation.images,
-            "gpu_seconds": round(reservation.gpu_seconds, 3),
-            "cost": reservation.cost,
-        },
+        params=params,
     )
 
 
