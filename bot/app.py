@@ -25,7 +25,8 @@ from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .discord.moderation import ModerationNotices
-from .http.server import ApiServices, HttpApi
+from .http.server import HttpApi
+from .http.services import ApiServices
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .moderation.service import Moderation, Notify

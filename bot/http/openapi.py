@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -69,7 +70,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
-    handler: str  # the HttpApi method that serves it
+    handler: Handler  # serves it
     replies: dict[int, Reply]
     auth: bool = True
     json_body: type[BaseModel] | None = None

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.http.bodies import field_name
 from bot.http.models import InitImageMode, MaskSource, Sampler, TextPrompt
 from bot.http.openapi import PROMPT_PATTERN
-from bot.http.server import api_document, field_name
+from bot.http.routes import api_document
 from bot.http.translate import (
     SAMPLERS,
     RequestError,

@@ -1,0 +1,93 @@
+"""What the API answers about a job: its images (JSON artifacts or PNG bytes) and its
+view (status, position, progress, estimate), read from the stored job."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from functools import partial
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from engine.protocol import Progress
+
+from ..jobs.failures import failure_reason
+from ..jobs.pace import seconds_until_done
+from ..store.models import Job, JobState
+from .admission import DEFAULT_RETRY_SECONDS
+from .models import GenerationResponse, JobProgress, JobView
+from .openapi import PNG
+from .services import ApiServices
+from .translate import artifacts_of
+from .waiting import JobWatch
+
+
+def json_response(
+    body: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(body.model_dump(mode="json"), status=status, headers=headers)
+
+
+async def generated(services: ApiServices, job: Job, png: bool) -> web.Response:
+    artifacts = await asyncio.to_thread(artifacts_of, job, partial(_read_output, services))
+    if not png:
+        return json_response(GenerationResponse(artifacts=artifacts))
+    first = artifacts[0]
+    data = await asyncio.to_thread(base64.b64decode, first.base64)
+    return web.Response(
+        body=data,
+        content_type=PNG,
+        headers={"Finish-Reason": str(first.finishReason), "Seed": str(first.seed)},
+    )
+
+
+def _read_output(services: ApiServices, relative: str) -> bytes | None:
+    """A job's output file by its stored path; None when it is gone."""
+    path = services.jobs.output_path(relative)
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
+    position = None
+    if job.state is JobState.QUEUED:
+        position = await services.jobs.queue_position(job.id)
+    progress = watch.progress(job.id) if job.state is JobState.RUNNING else None
+    artifacts = (
+        await asyncio.to_thread(artifacts_of, job, partial(_read_output, services))
+        if job.state.finished
+        else None
+    )
+    eta = None
+    if job.state is JobState.QUEUED:
+        eta = await eta_of(services, job.id, position or 1)
+    elif job.state is JobState.RUNNING:
+        eta = await eta_of(services, job.id, 1, progress)
+    return JobView(
+        id=job.id,
+        status=job.state,
+        engine_id=job.model,
+        position=position,
+        eta_seconds=eta,
+        progress=JobProgress(step=progress.step, total=progress.total) if progress else None,
+        artifacts=artifacts,
+        created_at=job.created_at,
+        error=failure_reason(job.error) if job.state is JobState.FAILED else job.error,
+        finished_at=job.finished_at,
+    )
+
+
+async def eta_of(
+    services: ApiServices, job_id: str, position: int, progress: Progress | None = None
+) -> float:
+    """About how long until the job is done: the jobs up to it at the queue's measured
+    pace over every engine, or at its own GPU-seconds estimate before there is a pace."""
+    per_job = (await services.jobs.pace()).seconds_per_job()
+    if per_job is None:
+        reserved = await services.jobs.store.reserved_seconds(job_id)
+        per_job = (reserved or DEFAULT_RETRY_SECONDS) / len(services.config.engine.devices)
+    left = 1.0 - progress.step / progress.total if progress else 1.0
+    return seconds_until_done(per_job, position, left)

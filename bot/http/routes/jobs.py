@@ -1,0 +1,152 @@
+"""The job API: queue a generation and answer at once, read a job, cancel it; a member
+sees only their own jobs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...store.api_keys import KeyHolder
+from ...store.jobs import JobNotFound
+from ...store.models import Job
+from .. import admission
+from ..answers import eta_of, job_view, json_response
+from ..auth import holder_of
+from ..bodies import read_form, read_json
+from ..errors import ApiError, error_replies
+from ..models import ImageJobRequest, JobCreated, JobRequest, JobView
+from ..openapi import Link, Operation, Reply
+from ..services import ApiServices, services_of
+from ..translate import stop_for, strength_for
+from ..waiting import SYNCHRONOUS
+
+
+async def create_job(request: web.Request) -> web.Response:
+    services, holder = services_of(request), holder_of(request)
+    personal_model = (await services.users.defaults(holder.user_id)).get("model")
+    if request.content_type == "application/json":
+        json_body = await read_json(request, JobRequest)
+        engine = admission.engine_named(
+            services, json_body.engine_id or admission.default_engine(services, personal_model)
+        )
+        spec = await admission.spec_of(
+            services,
+            holder,
+            json_body,
+            json_body.text_prompts,
+            engine,
+            size=(json_body.width, json_body.height),
+        )
+    else:
+        form_body = await read_form(request, ImageJobRequest, services.config.http.max_body_mb)
+        engine = admission.engine_named(
+            services, form_body.engine_id or admission.default_engine(services, personal_model)
+        )
+        inputs = await admission.save_images(
+            services, form_body.init_image, form_body.mask_image, form_body.mask_source
+        )
+        spec = await admission.spec_of(
+            services,
+            holder,
+            form_body,
+            form_body.text_prompts,
+            engine,
+            inputs=inputs,
+            strength=strength_for(
+                form_body.init_image_mode, form_body.image_strength, form_body.step_schedule_start
+            ),
+            stop=stop_for(form_body.step_schedule_end),
+        )
+    blocked = await admission.blocked(services, holder, spec)
+    if blocked is not None:
+        created = JobCreated(id=blocked.id, status=blocked.state, position=None, eta_seconds=None)
+        return json_response(created, 202, {"Location": f"/v1/jobs/{blocked.id}"})
+    submitted = await admission.submit(services, holder, spec, synchronous=False)
+    job = submitted.job
+    created = JobCreated(
+        id=job.id,
+        status=job.state,
+        position=submitted.queue_position,
+        eta_seconds=await eta_of(services, job.id, submitted.queue_position),
+    )
+    return json_response(created, 202, {"Location": f"/v1/jobs/{job.id}"})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    services = services_of(request)
+    job = await _own_job(services, holder_of(request), request.match_info["job_id"])
+    return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    services, holder = services_of(request), holder_of(request)
+    job = await _own_job(services, holder, request.match_info["job_id"])
+    # Answered once the job ended (a running one stops within a step), so the answer
+    # is the outcome: a job that finished first (its result on its way) is a 409.
+    outcome = await services.jobs.cancel_and_wait(job.id, holder.user_id)
+    if outcome.too_late:
+        raise ApiError(409, "conflict", f"job_id: job {job.id} already {outcome.job.state}")
+    return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, outcome.job))
+
+
+async def _own_job(services: ApiServices, holder: KeyHolder, job_id: str) -> Job:
+    """The member's job; another member's is as unknown as a missing one."""
+    try:
+        job = await services.jobs.store.get(job_id)
+    except JobNotFound:
+        job = None
+    if job is None or job.user_id != holder.user_id:
+        raise ApiError(404, "not_found", f"job_id: no job {job_id} of yours")
+    return job
+
+
+_JOB_ERRORS = error_replies(401, 403, 404, 429, 500)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="POST",
+        path="/v1/jobs",
+        operation_id="createJob",
+        summary="Queue a generation and answer at once",
+        description="A text-to-image body as JSON, or an image-to-image body as multipart"
+        " (masking when it has mask_source); `engine_id` picks the model.",
+        tag="v1/jobs",
+        handler=create_job,
+        replies={
+            202: Reply(
+                "Queued (or blocked by moderation)",
+                JobCreated,
+                headers=("Location",),
+                links=(
+                    Link("getJob", "job_id", "$response.body#/id"),
+                    Link("cancelJob", "job_id", "$response.body#/id"),
+                ),
+            ),
+            **error_replies(400, 401, 403, 404, 413, 429, 500),
+        },
+        json_body=JobRequest,
+        form_body=ImageJobRequest,
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}",
+        operation_id="getJob",
+        summary="A job's status, progress and images",
+        tag="v1/jobs",
+        handler=get_job,
+        replies={200: Reply("The job", JobView), **_JOB_ERRORS},
+        path_parameters=("job_id",),
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/jobs/{job_id}",
+        operation_id="cancelJob",
+        summary="Cancel a queued or running job",
+        tag="v1/jobs",
+        handler=cancel_job,
+        replies={
+            200: Reply("The job, cancelled", JobView),
+            **error_replies(401, 403, 404, 409, 429, 500),
+        },
+        path_parameters=("job_id",),
+    ),
+)

@@ -1,0 +1,38 @@
+"""What the HTTP API reads and changes, built once in bot.app and kept on the application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..config import Config
+from ..jobs.service import JobService
+from ..moderation.service import Moderation
+from ..store.api_keys import ApiKeyStore
+from ..store.health import HealthStore
+from ..store.quotas import QuotaStore
+from ..store.users import UserStore
+
+# How the API's jobs and audit entries name their client.
+CLIENT = "http"
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    """What the HTTP API reads and changes, built once in bot.app."""
+
+    config: Config
+    jobs: JobService
+    keys: ApiKeyStore
+    users: UserStore
+    quotas: QuotaStore
+    moderation: Moderation
+    health: HealthStore
+
+
+SERVICES = web.AppKey("services", ApiServices)
+
+
+def services_of(request: web.Request) -> ApiServices:
+    return request.app[SERVICES]
