@@ -89,8 +89,9 @@ class OverQuota:
     resets_at: datetime | None  # None for the queued-jobs limit
 
     def message(self) -> str:
+        # `{until}`: the door fills it with `resets_at` in its own format.
         reset = (
-            f" It resets <t:{int(self.resets_at.timestamp())}:R>."
+            " It resets {until}."
             if self.resets_at is not None
             else " Wait for one of your jobs to finish."
         )

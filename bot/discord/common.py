@@ -16,6 +16,9 @@ from discord.ext import commands
 
 from ..admin_reach import Admins, AdminScope, Asker
 from ..config import Config
+from ..core import Core
+from ..core.acting import Acting
+from ..core.door import Door
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..ops.status import StatusReport
@@ -57,8 +60,17 @@ class Services:
     commands: CommandStore
     keys: ApiKeyStore
     moderation: Moderation
+    core: Core
     # /admin status (bot.ops); None where no operations service was built (tests).
     status: StatusReport | None = None
+
+    @property
+    def door(self) -> Door:
+        return self.core.door
+
+    @property
+    def acting(self) -> Acting:
+        return self.core.acting
 
     @property
     def store(self) -> JobStore:

@@ -1,11 +1,12 @@
-"""Buttons on job messages: V1..Vn (variation), U1..Un (2x upscale), Vary (strong),
-🔄 re-roll, ✏️ remix, 🗑️ delete, and Cancel while a job waits or runs.
+"""Buttons on job messages, drawn from the action registry (bot.core.actions): V1..Vn,
+U1..Un, 🔄 re-roll, Vary (strong), ✏️ remix and 🗑️ delete under a result, Cancel while a
+job waits or runs, 🔁 Try again under a job that failed or was cancelled.
 
-Each button's custom id carries the job id (and image number), and discord.py's
-DynamicItem rebuilds the button from it on every click, so the buttons keep
-working after a restart. A click is handed to the Jobs cog (bot/discord/cogs/jobs.py),
-which holds the services; this module only draws the buttons, so delivery can
-use it without importing any cog.
+Each button's custom id carries the action's key, the job id and, for a per-image
+action, the image number; discord.py's DynamicItem rebuilds the button from it on
+every click, so the buttons keep working after a restart. A click is handed to the
+Jobs cog (bot/discord/cogs/jobs.py), which holds the services; this module only
+draws the buttons, so delivery can use it without importing any cog.
 """
 
 from __future__ import annotations
@@ -16,35 +17,24 @@ from typing import Any, Protocol, Self, runtime_checkable
 import discord
 from discord.ext import commands
 
-from ..store.models import Job
+from ..core.actions import ACTIONS, BY_KEY, Action, ButtonStyle, buttons_for
+from ..core.views import Job, JobState
 
 JOBS_COG = "Jobs"
-ACTIONS = ("v", "u")
-# One button per image: (label prefix, row).
-_IMAGE_BUTTONS = {"v": ("V", 0), "u": ("U", 1), "s": ("Vary (strong)", 2)}
-# One button per job: (label, emoji, style).
-_JOB_BUTTONS = {
-    "reroll": (None, "🔄", discord.ButtonStyle.secondary),
-    "remix": ("Remix", "✏️", discord.ButtonStyle.secondary),
-    "delete": (None, "🗑️", discord.ButtonStyle.secondary),
+_STYLES = {
+    ButtonStyle.SECONDARY: discord.ButtonStyle.secondary,
+    ButtonStyle.DANGER: discord.ButtonStyle.danger,
 }
+_KEYS = "|".join(re.escape(action.key) for action in ACTIONS)
 
 
 @runtime_checkable
 class JobButtonHandler(Protocol):
     """What the Jobs cog does with a click."""
 
-    async def derive(
-        self, interaction: discord.Interaction, action: str, job_id: str, number: int
+    async def act(
+        self, interaction: discord.Interaction, action: Action, job_id: str, number: int | None
     ) -> None: ...
-
-    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
-
-    async def reroll(self, interaction: discord.Interaction, job_id: str) -> None: ...
-
-    async def remix(self, interaction: discord.Interaction, job_id: str) -> None: ...
-
-    async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
     async def history_page(
         self, interaction: discord.Interaction, offset: int, size: int
@@ -59,20 +49,31 @@ def _handler(interaction: discord.Interaction) -> JobButtonHandler:
     return cog
 
 
-class ImageButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:(?P<action>[vus]):(?P<job>[0-9a-f]{1,16}):(?P<number>[1-9])",
-):
-    """V (subtle variation), U (2x upscale) or s (strong variation) of one image."""
+def _label(action: Action, number: int | None) -> str | None:
+    button = action.button
+    assert button is not None
+    if button.label is None or number is None or not button.numbered:
+        return button.label
+    return f"{button.label}{number}"
 
-    def __init__(self, action: str, job_id: str, number: int) -> None:
-        label, row = _IMAGE_BUTTONS[action]
+
+class ActionButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=rf"atelier:(?P<key>{_KEYS}):(?P<job>[0-9a-f]{{1,16}})(?::(?P<number>[1-9]))?",
+):
+    """One registered action on one job (and image): its click goes to the Jobs cog."""
+
+    def __init__(self, action: Action, job_id: str, number: int | None = None) -> None:
+        button = action.button
+        assert button is not None, f"{action.name} has no button"
+        suffix = f":{number}" if number is not None else ""
         super().__init__(
             discord.ui.Button(
-                label=label if action == "s" else f"{label}{number}",
-                custom_id=f"atelier:{action}:{job_id}:{number}",
-                style=discord.ButtonStyle.secondary,
-                row=row,
+                label=_label(action, number),
+                emoji=button.emoji,
+                custom_id=f"atelier:{action.key}:{job_id}{suffix}",
+                style=_STYLES[button.style],
+                row=button.row,
             )
         )
         self.action = action
@@ -83,62 +84,11 @@ class ImageButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(match["action"], match["job"], int(match["number"]))
+        number = int(match["number"]) if match["number"] else None
+        return cls(BY_KEY[match["key"]], match["job"], number)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _handler(interaction).derive(interaction, self.action, self.job_id, self.number)
-
-
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:cancel:(?P<job>[0-9a-f]{1,16})",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                custom_id=f"atelier:cancel:{job_id}",
-                style=discord.ButtonStyle.danger,
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> Self:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _handler(interaction).cancel(interaction, self.job_id)
-
-
-class JobButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:(?P<action>reroll|remix|delete):(?P<job>[0-9a-f]{1,16})",
-):
-    """🔄 re-roll, ✏️ remix or 🗑️ delete a finished job."""
-
-    def __init__(self, action: str, job_id: str) -> None:
-        label, emoji, style = _JOB_BUTTONS[action]
-        super().__init__(
-            discord.ui.Button(
-                label=label, emoji=emoji, custom_id=f"atelier:{action}:{job_id}", style=style, row=2
-            )
-        )
-        self.action = action
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> Self:
-        return cls(match["action"], match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        handler = _handler(interaction)
-        click = {"reroll": handler.reroll, "remix": handler.remix, "delete": handler.delete}
-        await click[self.action](interaction, self.job_id)
+        await _handler(interaction).act(interaction, self.action, self.job_id, self.number)
 
 
 class HistoryButton(
@@ -177,21 +127,17 @@ def history_view(offset: int, size: int, total: int) -> discord.ui.View:
 
 
 def progress_view(job_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
-    return view
+    """The buttons while a job waits or runs (Cancel)."""
+    return _view(job_id, buttons_for(JobState.QUEUED, 0))
 
 
 def result_view(job: Job) -> discord.ui.View:
-    """V1..Vn and U1..Un, then 🔄, Vary (strong) on a single image (an upscale's too),
-    ✏️ Remix and 🗑️."""
+    """The buttons under an ended job, as the registry draws them for its state."""
+    return _view(job.id, buttons_for(job.state, len(job.outputs)))
+
+
+def _view(job_id: str, buttons: list[tuple[Action, int | None]]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in ACTIONS:
-        for number in range(1, len(job.outputs) + 1):
-            view.add_item(ImageButton(action, job.id, number))
-    view.add_item(JobButton("reroll", job.id))
-    if len(job.outputs) == 1:
-        view.add_item(ImageButton("s", job.id, 1))
-    view.add_item(JobButton("remix", job.id))
-    view.add_item(JobButton("delete", job.id))
+    for action, number in buttons:
+        view.add_item(ActionButton(action, job_id, number))
     return view

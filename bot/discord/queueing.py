@@ -1,71 +1,52 @@
-"""Queue a member's jobs and say so: shared by /imagine, replies, context menus and buttons."""
+"""Queue a member's checked jobs through the core's door and say so: shared by /imagine,
+replies, context menus and buttons."""
 
 from __future__ import annotations
 
 import logging
 
-from ..jobs.service import QueueFull, QueuePlace, Submitted
+from ..core.door import Checked, Draft, InputSource, Origin
+from ..core.refusals import Refusal
+from ..core.views import Job, Lane
+from ..jobs.service import QueuePlace, Submitted
 from ..jobs.spec import JobSpec
-from ..store.commands import AlreadyHandled
 from ..store.jobs import Requester
-from ..store.models import Job, Lane
-from ..store.quotas import Refused
 from .common import Reply, Services
+from .refusals import sentence
 
 log = logging.getLogger(__name__)
 
 
-async def queue_job(
-    services: Services, requester: Requester, spec: JobSpec, reply: Reply
-) -> Job | None:
-    """Submit `spec` for `requester` (whose interaction is already deferred) and show it
-    queued; None when it was refused (and the member told) or handled before."""
-    jobs = await queue_jobs(services, requester, [spec], reply)
-    return jobs[0] if jobs else None
-
-
-async def queue_jobs(
-    services: Services, requester: Requester, specs: list[JobSpec], reply: Reply
+async def admit_and_show(
+    services: Services,
+    requester: Requester,
+    draft: Draft,
+    inputs: InputSource,
+    origin: Origin,
+    checked: Checked,
+    reply: Reply,
 ) -> list[Job]:
-    """Submit the jobs of one command together (all or none) and show each queued in
-    its own message: the first in the reply, the others in follow-ups made first, so
-    every job's progress and result edit its own message. [] when refused (the member
-    told) or handled before.
+    """Admit a checked request (bot.core.door) for `requester`, whose interaction is
+    already deferred, and show each job queued in its own message: the first in the
+    reply, the others in follow-ups made first, so every job's progress and result edit
+    its own message. [] when refused (the member told) or handled before.
 
     The job rows exist before the member reads "queued"; each message then follows
     its job through `services.delivery`.
     """
-    targets = await reply.placeholders(len(specs))
-    try:
-        submitted = await services.jobs.submit_many(specs, requester, targets)
-    except AlreadyHandled:
-        log.info("command %s was handled before; nothing to do", requester.command_id)
-        await reply.discard(targets)
+    outcome = await services.door.admit(requester, draft, inputs, origin, checked, messages=reply)
+    if isinstance(outcome, Refusal):
+        await reply.refuse(sentence(outcome))
         return []
-    except QueueFull as full:
-        await reply.discard(targets)
-        await reply.refuse(full.message)
-        await services.store.record_refusal(
-            "imagine.refused",
-            requester.user_id,
-            requester.guild_id,
-            requester.channel_id,
-            full.message,
-            kind="queue_full",
-        )
-        if requester.command_id is not None:
-            await services.commands.settle(requester.command_id, "refused: queue full")
-        return []
-    except Refused as refusal:  # banned or over quota; the store audited and settled it
-        await reply.discard(targets)
-        await reply.refuse(refusal.message)
-        return []
-    for number, (spec, queued) in enumerate(zip(specs, submitted, strict=True), start=1):
+    specs = outcome.specs
+    for number, (spec, queued) in enumerate(zip(specs, outcome.jobs, strict=True), start=1):
         ordinal = f"({number}/{len(specs)}) " if len(specs) > 1 else ""
         template = ordinal + queued_template(services, spec, queued)
         place = QueuePlace(queued.queue_position, queued.eta_seconds)
         await services.delivery.announce_queued(queued.job, place, template)
-    return [queued.job for queued in submitted]
+    if outcome.jobs and outcome.notices:
+        await reply.notice("\n".join(outcome.notices))
+    return [queued.job for queued in outcome.jobs]
 
 
 def queued_template(services: Services, spec: JobSpec, queued: Submitted) -> str:

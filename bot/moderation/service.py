@@ -66,22 +66,14 @@ _WHERE = {
 Notify = Callable[[str], None]
 
 
-def timestamp(when: datetime) -> str:
-    """A time every member's Discord shows in their own zone, with how far off it is."""
-    seconds = int(when.timestamp())
-    return f"<t:{seconds}:t> (<t:{seconds}:R>)"
-
-
-def pause_notice(until: datetime) -> str:
-    """What a paused member is told when they ask for a job."""
-    return f"You are paused until {timestamp(until)} after repeated blocked prompts."
-
-
 @dataclass(frozen=True)
 class Blocked:
     term: str
     where: TextKind
-    message: str  # for the member only: it names the term
+    # For the member only: it names the term. When this strike paused the member it says
+    # so with `{until}`, which each door fills with `until` in its own format.
+    message: str
+    until: datetime | None = None
 
 
 class Moderation:
@@ -115,11 +107,6 @@ class Moderation:
     def rate(self, user_id: int, guild_id: int | None) -> Limited | None:
         """Take a token for one job asked for, or the limit that refuses it (no I/O)."""
         return self._rates.acquire(user_id, guild_id, self._clock())
-
-    async def paused(self, user_id: int) -> str | None:
-        """Why the member may not ask for jobs right now (a timed pause), or None."""
-        until = await self._users.cooldown_until(user_id)
-        return None if until is None else pause_notice(until)
 
     async def screen(
         self,
@@ -169,7 +156,7 @@ class Moderation:
             f" after {reason} (the last one{where_said} asked for `{term}`)."
         )
         return Blocked(
-            term, where, f"{message} After {reason}, you are paused until {timestamp(until)}."
+            term, where, f"{message} After {reason}, you are paused until {{until}}.", until
         )
 
     def _tell_admins(self, text: str) -> None:

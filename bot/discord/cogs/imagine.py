@@ -21,7 +21,10 @@ import dataclasses
 import logging
 import re
 import secrets
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -38,28 +41,18 @@ from engine.protocol import (
     ControlType,
 )
 
+from ...core.door import Checked, Origin
+from ...core.drafts import OptionsDraft
+from ...core.refusals import Refusal, RefusalKind
 from ...jobs.download import download_attachments
-from ...jobs.inputs import ACCEPTED, looks_like_drawing, save_inputs
-from ...jobs.spec import (
-    ASPECTS,
-    MAX_TYPED_CHARS,
-    BadInput,
-    InputImage,
-    Inputs,
-    JobSpec,
-    Options,
-    build_specs,
-    parse_prompt_flags,
-)
-from ...moderation.service import ScreenedText, TextKind, pause_notice
+from ...jobs.inputs import ACCEPTED, save_inputs
+from ...jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options
 from ...store.jobs import Requester
 from ...store.models import ReceivedCommand
 from ..common import (
-    DoorRefusal,
     Followup,
     Reply,
     Services,
-    actor_of_requester,
     age_restricted,
     journal_then_defer,
     model_choices,
@@ -67,8 +60,10 @@ from ..common import (
     requester_from_journal,
     requester_of,
     settled_on_error,
+    tell_privately,
 )
-from ..queueing import queue_jobs
+from ..queueing import admit_and_show
+from ..refusals import sentence
 from .scope import channel_ids, out_of_scope
 
 log = logging.getLogger(__name__)
@@ -136,6 +131,35 @@ def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> I
     return Inputs(
         image=declared.get("image"), mask=declared.get("mask"), control=declared.get("control")
     )
+
+
+class Attachments:
+    """A command's attachments as an InputSource (bot.core.door): described by Discord
+    first, downloaded, checked and stored once the command passed the door's checks."""
+
+    def __init__(self, refs: dict[str, AttachmentRef], max_bytes: int, data_dir: Path) -> None:
+        self.refs = refs
+        self.max_bytes = max_bytes
+        self.data_dir = data_dir
+        self.folder: Path | None = None
+
+    def declared(self) -> Inputs:
+        return _declared_inputs(self.refs, self.max_bytes)
+
+    async def save(self) -> Inputs:
+        if not self.refs:
+            return Inputs()
+        data = await download_attachments(
+            {role: ref.url for role, ref in self.refs.items()}, self.max_bytes
+        )
+        self.folder = self.data_dir / "inputs" / secrets.token_hex(8)
+        return await asyncio.to_thread(
+            save_inputs, data, self.folder, self.data_dir, self.max_bytes
+        )
+
+    async def discard(self) -> None:
+        if self.folder is not None:
+            await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
 
 def first_image(message: discord.Message) -> discord.Attachment | None:
@@ -232,8 +256,6 @@ class ImagineModal(discord.ui.Modal):
 
 SKETCH, IMAGE = "sketch", "image"
 MENUS = {SKETCH: "Imagine from sketch", IMAGE: "Imagine from image"}
-# What a control image may be read as when the member did not say, before it is seen.
-ANY_CONTROL = (ControlType.SCRIBBLE, ControlType.LINEART, ControlType.CANNY)
 
 
 def given_options(prompt: str, **given: Any) -> dict[str, Any]:
@@ -255,27 +277,10 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
 
 
-@dataclass(frozen=True)
-class Checked:
-    """The door's decision on a command, and the member's defaults it read on the way
-    (none for a rate-limit refusal, which is decided before any read)."""
-
-    refusal: DoorRefusal | None
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _private(given: dict[str, Any], defaults: dict[str, Any]) -> bool:
+def _private(given: dict[str, Any], defaults: Mapping[str, object]) -> bool:
     """Whether only the member sees the reply: the option, else their setting."""
     chosen = given.get("private")
     return bool(defaults.get("private") if chosen is None else chosen)
-
-
-def _styled(prompt: str) -> bool:
-    """Whether the prompt applies a `--style` preset (whose words the job then uses)."""
-    try:
-        return parse_prompt_flags(prompt).style is not None
-    except BadInput:
-        return False
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
@@ -368,29 +373,27 @@ class ImagineCog(commands.Cog, name="Imagine"):
         interaction: discord.Interaction,
         given: dict[str, Any],
         attachments: dict[str, AttachmentRef],
+        origin: Origin = Origin.SLASH,
     ) -> None:
         """Check, journal, defer and complete one /imagine (or a context menu's modal,
         which is an /imagine with its attachment taken from a message)."""
         requester = requester_of(interaction)
         ticket = Ticket(requester, interaction.token, given, attachments)
-        checked = self._rate(requester) or await self._check(ticket)
-        if checked.refusal is not None:
-            await refuse(
-                interaction,
-                self.services.store,
-                COMMAND,
-                checked.refusal.reason,
-                kind=checked.refusal.kind,
-            )
+        draft, inputs = self._draft(given), self._inputs(attachments)
+        checked = await self._check(requester, draft, inputs, origin, rated=True)
+        if isinstance(checked, Refusal):
+            await tell_privately(interaction, sentence(checked))
             return
         journaled = await journal_then_defer(
             self.services,
             interaction,
             COMMAND,
             ticket.journal_options(),
-            ephemeral=_private(given, checked.defaults),
+            ephemeral=_private(given, checked.personal),
         )
-        await self._complete(Ticket(journaled, ticket.token, given, attachments), checked=checked)
+        await self._complete(
+            Ticket(journaled, ticket.token, given, attachments), origin, checked=checked
+        )
 
     # -- context menus --------------------------------------------------------------------
 
@@ -415,7 +418,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await refuse(interaction, self.services.store, COMMAND, reason)
             return
         job = await self.services.store.by_message(message.id)
-        prompt = str(job.spec.get("prompt", "")) if job is not None else ""
+        prompt = job.spec.prompt if job is not None else ""
         await interaction.response.send_modal(
             ImagineModal(self, kind, AttachmentRef.of(picture), prompt)
         )
@@ -437,7 +440,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 await refuse(interaction, self.services.store, COMMAND, reason)
                 return
             read_as = {"control_auto": True} if value in ("", "auto") else {"control_type": value}
-            await self.start(interaction, given_options(prompt, **read_as), {"control": image})
+            options = given_options(prompt, **read_as)
+            await self.start(interaction, options, {"control": image}, Origin.MENU)
             return
         try:
             strength = float(value) if value else None
@@ -447,7 +451,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             reason = f"Strength is a number from {MIN_STRENGTH:g} to 1, not `{setting.strip()}`."
             await refuse(interaction, self.services.store, COMMAND, reason)
             return
-        await self.start(interaction, given_options(prompt, strength=strength), {"image": image})
+        options = given_options(prompt, strength=strength)
+        await self.start(interaction, options, {"image": image}, Origin.MENU)
 
     # -- replies with a sketch ----------------------------------------------------------------
 
@@ -488,11 +493,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if text:
             given = given_options(text, control_auto=True, private=False)
         elif job is not None:
-            spec = job.spec
             given = given_options(
-                str(spec["prompt"]),
-                negative=spec.get("negative_prompt") or None,
-                model=spec.get("model"),
+                job.spec.prompt,
+                negative=job.spec.negative_prompt or None,
+                model=job.spec.model,
                 control_auto=True,
                 private=False,
             )
@@ -513,7 +517,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         )
         log.info("message %s: a sketch from user %d", message.id, author.id)
         ticket = Ticket(requester, "", given, {"control": AttachmentRef.of(picture)})
-        await self._complete(ticket, reply, self._rate(requester))
+        await self._complete(ticket, Origin.SKETCH, reply, rated=True)
 
     # -- journal --------------------------------------------------------------------------
 
@@ -523,155 +527,71 @@ class ImagineCog(commands.Cog, name="Imagine"):
             if row.command == COMMAND:
                 log.info("completing /imagine %s received before the restart", row.interaction_id)
                 async with settled_on_error(self.services, row):
-                    await self._complete(Ticket.from_journal(row))
-
-    def _rate(self, requester: Requester) -> Checked | None:
-        """Take a rate-limit token for a new request (never for a journaled one again)."""
-        limited = self.services.moderation.rate(requester.user_id, requester.guild_id)
-        return None if limited is None else Checked(DoorRefusal(limited.message(), "rate_limited"))
-
-    async def _check(self, ticket: Ticket) -> Checked:
-        """What needs no download: the member, the words, the options.
-
-        Every text the jobs will use is screened against the blocklist: what the
-        member typed, their own default negative prompt, and a style's additions.
-        """
-        services = self.services
-        requester = ticket.requester
-        # Read side by side: the blocklist is wasted only on a banned or paused member.
-        standing, terms = await asyncio.gather(
-            services.users.standing(requester.user_id),
-            services.moderation.terms(requester.guild_id),
-        )
-        defaults = standing.defaults
-
-        def refused(reason: str, kind: str) -> Checked:
-            return Checked(DoorRefusal(reason, kind), defaults)
-
-        if standing.ban_reason is not None:
-            return refused(f"You cannot use this bot: {standing.ban_reason}", "banned")
-        if standing.paused_until is not None:
-            return refused(pause_notice(standing.paused_until), "paused")
-        given = ticket.options
-        who = actor_of_requester(requester)
-        typed = [
-            ScreenedText(TextKind.PROMPT, given["prompt"]),
-            ScreenedText(TextKind.NEGATIVE, given["negative"]),
-        ]
-        typed_chars = sum(len(screened.text or "") for screened in typed)
-        if typed_chars <= 2 * MAX_TYPED_CHARS:  # else refused below
-            blocked = await services.moderation.screen(who, typed, COMMAND, terms)
-            if blocked is not None:
-                return refused(blocked.message, "moderation")
-        try:
-            specs = self._specs(
-                given, _declared_inputs(ticket.attachments, self._max_bytes), defaults
-            )
-        except BadInput as error:
-            return refused(str(error), "input")
-        made_by = TextKind.STYLE if _styled(given["prompt"]) else TextKind.PROMPT
-        added = [
-            ScreenedText(TextKind.DEFAULTS, str(defaults.get("negative_prompt") or "")),
-            *(ScreenedText(made_by, f"{spec.prompt}\n{spec.negative_prompt}") for spec in specs),
-        ]
-        blocked = await services.moderation.screen(who, added, COMMAND, terms)
-        return (
-            Checked(None, defaults) if blocked is None else refused(blocked.message, "moderation")
-        )
-
-    def _specs(
-        self,
-        given: dict[str, Any],
-        inputs: Inputs,
-        personal: dict[str, Any],
-        guesses: tuple[ControlType, ...] = ANY_CONTROL,
-    ) -> list[JobSpec]:
-        """The jobs of the options. A control image to read as seen ("control_auto") is
-        tried as each type `guesses` names, in order, as the lowest-precedence default (a
-        `--control` flag still wins); with none the model has, the first one's refusal
-        (which names the models that have one) stands."""
-        config = self.services.config
-
-        def build(read_as: dict[str, Any]) -> list[JobSpec]:
-            return build_specs(
-                self._options(given),
-                self.services.jobs.models,
-                self.services.jobs.default_model,
-                inputs,
-                {**personal, **read_as},
-                config.styles,
-                config.generation.max_permutations,
-            )
-
-        if not given.get("control_auto") or inputs.control is None:
-            return build({})
-        refusals = []
-        for kind in guesses:
-            try:
-                return build({"control_type": kind})
-            except BadInput as refusal:
-                refusals.append(refusal)
-        raise refusals[0]
+                    await self._complete(Ticket.from_journal(row), Origin.SLASH)
 
     async def _complete(
-        self, ticket: Ticket, reply: Reply | None = None, checked: Checked | None = None
+        self,
+        ticket: Ticket,
+        origin: Origin,
+        reply: Reply | None = None,
+        *,
+        checked: Checked | None = None,
+        rated: bool = False,
     ) -> None:
-        """After the deferral: fetch and check attachments, queue, answer (through the
-        interaction's reply, or `reply`). `checked`: the door's decision, when it was
-        made just before (a command replayed from the journal is checked here)."""
+        """After the deferral: the door's admission (attachments fetched, checked and
+        saved, the jobs queued), answered through the interaction's reply or `reply`.
+        `checked`: the door's checks, when they were made just before the deferral; else
+        they are made here (`rated`: with a rate-limit token; a command replayed from the
+        journal took its token before the restart)."""
         services = self.services
-        checked = checked or await self._check(ticket)
-        private = _private(ticket.options, checked.defaults)
-        reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         requester = ticket.requester
-        refusal = checked.refusal
-        inputs = Inputs()
-        specs: list[JobSpec] = []
-        if refusal is None:
-            try:
-                inputs = await self._save_attachments(ticket.attachments)
-                specs = self._specs(
-                    ticket.options, inputs, checked.defaults, await self._guesses(inputs)
-                )
-            except BadInput as error:
-                refusal = DoorRefusal(str(error), "input")
-        if refusal is not None:
-            await reply.refuse(refusal.reason)
-            await services.store.record_refusal(
-                f"{COMMAND}.refused",
-                requester.user_id,
-                requester.guild_id,
-                requester.channel_id,
-                refusal.reason,
-                kind=refusal.kind,
-            )
-            if requester.command_id is not None:
-                await services.commands.settle(requester.command_id, f"refused: {refusal.reason}")
+        draft, inputs = self._draft(ticket.options), self._inputs(ticket.attachments)
+        if checked is None:
+            decided = await self._check(requester, draft, inputs, origin, rated=rated)
+            personal = decided.personal if isinstance(decided, Checked) else {}
+        else:
+            decided, personal = checked, checked.personal
+        private = _private(ticket.options, personal)
+        reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
+        if isinstance(decided, Refusal):
+            await reply.refuse(sentence(decided))
             return
         if private:
             # No channel: after its token expires, a private result goes by DM.
             requester = dataclasses.replace(requester, channel_id=None)
-        if await queue_jobs(services, requester, specs, reply) and inputs.notices:
-            await reply.notice("\n".join(inputs.notices))
+        assert isinstance(draft, OptionsDraft)  # a draft that failed to parse was refused
+        await admit_and_show(services, requester, draft, inputs, origin, decided, reply)
 
-    async def _guesses(self, inputs: Inputs) -> tuple[ControlType, ...]:
-        """How a control image reads, by its look: a drawing (lines on a plain ground) as
-        scribble, else lineart; a photo as canny."""
-        if inputs.control is None:
-            return ANY_CONTROL
-        path = self.services.jobs.output_path(inputs.control.path)
-        if await asyncio.to_thread(looks_like_drawing, path):
-            return (ControlType.SCRIBBLE, ControlType.LINEART)
-        return (ControlType.CANNY,)
+    async def _check(
+        self,
+        requester: Requester,
+        draft: OptionsDraft | Refusal,
+        inputs: Attachments,
+        origin: Origin,
+        *,
+        rated: bool,
+    ) -> Checked | Refusal:
+        """The door's checks of a parsed command (an unparsable one is refused, audited)."""
+        door = self.services.door
+        if isinstance(draft, Refusal):
+            await door.refused(requester, COMMAND, origin, draft)
+            return draft
+        return await door.check(requester, draft, inputs, origin, rated=rated)
 
-    async def _save_attachments(self, attachments: dict[str, AttachmentRef]) -> Inputs:
-        if not attachments:
-            return Inputs()
-        storage = self.services.config.storage
-        urls = {role: ref.url for role, ref in attachments.items()}
-        data = await download_attachments(urls, self._max_bytes)
-        folder = storage.data_dir / "inputs" / secrets.token_hex(8)
-        return await asyncio.to_thread(save_inputs, data, folder, storage.data_dir, self._max_bytes)
+    def _draft(self, given: dict[str, Any]) -> OptionsDraft | Refusal:
+        try:
+            options = self._options(given)
+        except BadInput as error:
+            return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
+        return OptionsDraft(
+            command=COMMAND,
+            options=options,
+            catalog=self.services.core.catalog,
+            control_auto=bool(given.get("control_auto")),
+        )
+
+    def _inputs(self, attachments: dict[str, AttachmentRef]) -> Attachments:
+        return Attachments(attachments, self._max_bytes, self.services.config.storage.data_dir)
 
     @property
     def _max_bytes(self) -> int:

@@ -10,33 +10,22 @@ admin may cancel it or delete its images.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
-import secrets
-import shutil
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from engine.protocol import MAX_SEED, Mode
-
-from ...jobs.spec import (
-    BadInput,
-    InputImage,
-    JobSpec,
-    derived_spec,
-    input_paths,
-    remixed_spec,
-    rerolled_spec,
-)
-from ...moderation.service import ScreenedText, TextKind
-from ...store.jobs import JobNotFound
-from ...store.models import Job, JobState
+from ...core.acting import JournaledDraft, may_act
+from ...core.actions import BY_NAME, Action, ActionName, Words, journaled_commands
+from ...core.door import NO_INPUTS, Checked, Draft, Origin
+from ...core.refusals import Refusal, RefusalKind
+from ...core.views import Job, JobState
+from ...jobs.spec import JobSpec
+from ...store.jobs import JobNotFound, Requester
 from ..common import (
-    DoorRefusal,
     Followup,
     Services,
     actor_of,
@@ -45,25 +34,16 @@ from ..common import (
     journal_then_defer,
     refuse,
     requester_from_journal,
+    requester_of,
     settled_on_error,
+    tell_privately,
 )
-from ..components import (
-    JOBS_COG,
-    CancelButton,
-    HistoryButton,
-    ImageButton,
-    JobButton,
-    history_view,
-)
-from ..queueing import queue_job
+from ..components import JOBS_COG, ActionButton, HistoryButton, history_view
+from ..queueing import admit_and_show
+from ..refusals import sentence
 
 log = logging.getLogger(__name__)
 
-_MODES = {"v": Mode.VARIATION, "s": Mode.VARIATION, "u": Mode.UPSCALE}
-# Journaled clicks that queue a job; their journal row holds the spec to queue.
-DERIVED_COMMANDS = frozenset(
-    {"button.variation", "button.upscale", "button.reroll", "button.remix"}
-)
 HISTORY_PAGE = 10
 STATE_ICONS = {
     JobState.QUEUED: "⏳",
@@ -87,10 +67,9 @@ def message_link(job: Job) -> str | None:
 
 
 def history_line(job: Job) -> str:
-    spec = job.spec
-    seed = ", ".join(str(output.seed) for output in job.outputs) or str(spec.get("seed", "?"))
+    seed = ", ".join(str(output.seed) for output in job.outputs) or str(job.spec.seed)
     when = int(job.created_at.timestamp())
-    prompt = clip(str(spec.get("prompt", "")), 60).replace("`", "'")
+    prompt = clip(job.spec.prompt, 60).replace("`", "'")
     line = f"{STATE_ICONS.get(job.state, '•')} `{job.id}` <t:{when}:R> · seed {seed} · {prompt}"
     link = message_link(job)
     return f"{line} · [message]({link})" if link else line
@@ -101,19 +80,13 @@ def starts_in(eta_seconds: float) -> str:
     return "starts in under a minute" if minutes <= 1 else f"starts in about {minutes} min"
 
 
-def _source(job: Job) -> ScreenedText:
-    """The words of a job a click reuses, to screen against today's blocklist."""
-    spec = job.spec
-    words = f"{spec.get('prompt', '')}\n{spec.get('negative_prompt', '')}"
-    return ScreenedText(TextKind.SOURCE, words)
-
-
 class RemixModal(discord.ui.Modal):
     """✏️ Remix: the prompt and negative prompt of a job, to change and run again."""
 
-    def __init__(self, cog: JobsCog, job_id: str, spec: JobSpec) -> None:
+    def __init__(self, cog: JobsCog, action: Action, job_id: str, spec: JobSpec) -> None:
         super().__init__(title="Remix", custom_id=f"atelier:remix-form:{job_id}", timeout=1800)
         self.cog = cog
+        self.action = action
         self.job_id = job_id
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt (flags work: --seed, --cfg, --no …)",
@@ -134,9 +107,8 @@ class RemixModal(discord.ui.Modal):
         self.add_item(self.negative)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.remix_submitted(
-            interaction, self.job_id, self.prompt.value, self.negative.value
-        )
+        words = Words(prompt=self.prompt.value, negative=self.negative.value)
+        await self.cog.words_submitted(interaction, self.action, self.job_id, words)
 
 
 class JobsCog(commands.Cog, name=JOBS_COG):
@@ -148,152 +120,93 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self.services = services
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ImageButton, CancelButton, JobButton, HistoryButton)
+        self.bot.add_dynamic_items(ActionButton, HistoryButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ImageButton, CancelButton, JobButton, HistoryButton)
+        self.bot.remove_dynamic_items(ActionButton, HistoryButton)
 
-    # -- buttons that make a new job -------------------------------------------------------
+    # -- the buttons under a job (bot.core.actions) -----------------------------------------
 
-    async def derive(
-        self, interaction: discord.Interaction, action: str, job_id: str, number: int
+    async def act(
+        self, interaction: discord.Interaction, action: Action, job_id: str, number: int | None
     ) -> None:
-        """V, Vary (strong) or U: a variation or an upscale of image `number` of `job_id`."""
-        store = self.services.store
-        mode = _MODES[action]
-        command = f"button.{mode}"
-        job = await self._finished_job(interaction, command, job_id)
-        if job is None:
+        """A click on a registered action's button."""
+        member = requester_of(interaction)
+        job = await self.services.acting.find(action, job_id)
+        if isinstance(job, Refusal):
+            await self._refuse(interaction, member, action, job)
             return
-        if not job.outputs:  # forgotten or expired
-            reason = f"The images of job `{job.id}` are no longer stored; they cannot be reused."
-            await refuse(interaction, store, command, reason)
+        if not self._may_act(interaction, action, job, member):
+            await self._refuse(interaction, member, action, _not_yours(action))
             return
-        if number > len(job.outputs):
-            await refuse(interaction, store, command, "That image does not exist any more.")
+        if action.name is ActionName.CANCEL:
+            await cancel_and_answer(self.services, interaction, job.id, action.command)
             return
-        output = job.outputs[number - 1]
-        if not self.services.jobs.output_path(output.path).is_file():
-            reason = f"Image {number} of job `{job.id}` is no longer stored; it cannot be reused."
-            await refuse(interaction, store, command, reason)
+        if action.name is ActionName.DELETE:
+            await self._delete(interaction, member, job)
             return
-        generation = self.services.config.generation
-        strength = {
-            "v": generation.variation_strength,
-            "s": generation.strong_variation_strength,
-            "u": generation.upscale_strength,
-        }[action]
-        spec = derived_spec(
-            JobSpec.model_validate(job.spec),
-            (job.id, number),
-            InputImage(output.path, output.width, output.height),
-            mode,
-            strength,
-            # A variation is a new roll; an upscale keeps the image's own seed.
-            secrets.randbelow(MAX_SEED + 1) if mode is Mode.VARIATION else output.seed,
-        )
-        if mode is Mode.UPSCALE and (spec.width, spec.height) == (output.width, output.height):
-            reason = f"Image {number} is already as large as Atelier makes images."
-            await refuse(interaction, store, command, reason)
+        source = await self.services.acting.source(action, job, number)
+        if isinstance(source, Refusal):
+            await self._refuse(interaction, member, action, source)
             return
-        if await self._refused(interaction, command, [_source(job)]):
+        if action.takes_words:  # the form asks for them; see words_submitted
+            await interaction.response.send_modal(RemixModal(self, action, job.id, source.spec))
             return
-        await self._queue_new(interaction, command, spec)
+        await self._make(interaction, member, self.services.acting.draft(action, source))
 
-    async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
-        """🔄: the same job again with a new seed, as the clicking member's own job."""
-        job = await self._finished_job(interaction, "button.reroll", job_id)
-        if job is None:
-            return
-        spec = JobSpec.model_validate(job.spec)
-        if await self._inputs_gone(interaction, "button.reroll", spec):
-            return
-        if await self._refused(interaction, "button.reroll", [_source(job)]):
-            return
-        spec = rerolled_spec(spec, secrets.randbelow(MAX_SEED + 1))
-        await self._queue_new(interaction, "button.reroll", spec)
-
-    async def remix(self, interaction: discord.Interaction, job_id: str) -> None:
-        """✏️: a modal with the job's prompt and negative prompt; see remix_submitted."""
-        job = await self._finished_job(interaction, "button.remix", job_id)
-        if job is None:
-            return
-        spec = JobSpec.model_validate(job.spec)
-        if await self._inputs_gone(interaction, "button.remix", spec):
-            return
-        await interaction.response.send_modal(RemixModal(self, job.id, spec))
-
-    async def remix_submitted(
-        self, interaction: discord.Interaction, job_id: str, prompt: str, negative: str
+    async def words_submitted(
+        self, interaction: discord.Interaction, action: Action, job_id: str, words: Words
     ) -> None:
-        """The remix modal sent: the job again with the new words and the same seeds."""
-        services = self.services
-        job = await self._finished_job(interaction, "button.remix", job_id)
-        if job is None:
+        """The form of an action that takes words (✏️ Remix) sent."""
+        member = requester_of(interaction)
+        acting = self.services.acting
+        job = await acting.find(action, job_id)
+        source = job if isinstance(job, Refusal) else await acting.source(action, job, None)
+        if isinstance(source, Refusal):
+            await self._refuse(interaction, member, action, source, Origin.MODAL)
             return
-        banned = await services.users.ban_reason(interaction.user.id)
-        if banned is not None:
-            reason = f"You cannot use this bot: {banned}"
-            await refuse(interaction, services.store, "button.remix", reason, kind="banned")
-            return
-        try:
-            spec = remixed_spec(
-                JobSpec.model_validate(job.spec),
-                prompt,
-                negative,
-                services.jobs.models,
-                services.config.styles,
-            )
-        except BadInput as error:
-            await refuse(interaction, services.store, "button.remix", str(error))
-            return
-        # What the member typed first; then what a --style added (all of it read again).
-        texts = [
-            ScreenedText(TextKind.PROMPT, prompt),
-            ScreenedText(TextKind.NEGATIVE, negative),
-            ScreenedText(TextKind.STYLE, f"{spec.prompt}\n{spec.negative_prompt}"),
-        ]
-        if await self._refused(interaction, "button.remix", texts):
-            return
-        await self._queue_new(interaction, "button.remix", spec)
+        draft = acting.draft(action, source, words)
+        await self._make(interaction, member, draft, Origin.MODAL)
 
-    async def _finished_job(
-        self, interaction: discord.Interaction, command: str, job_id: str
-    ) -> Job | None:
-        """The succeeded job a button names, or None once the member was told why not."""
-        store = self.services.store
-        try:
-            job = await store.get(job_id)
-        except JobNotFound:
-            await refuse(interaction, store, command, "That job is no longer stored.")
-            return None
-        if job.state is not JobState.SUCCEEDED:
-            await refuse(interaction, store, command, f"Job `{job.id}` has no images to reuse.")
-            return None
-        return job
-
-    async def _inputs_gone(
-        self, interaction: discord.Interaction, command: str, spec: JobSpec
-    ) -> bool:
-        """Whether an input image the job read is gone (refused and told if so)."""
-        gone = [p for p in input_paths(spec) if not self.services.jobs.output_path(p).is_file()]
-        if gone:
-            reason = "The image this job started from is no longer stored; it cannot run again."
-            await refuse(interaction, self.services.store, command, reason)
-        return bool(gone)
-
-    async def _queue_new(
-        self, interaction: discord.Interaction, command: str, spec: JobSpec
+    async def _make(
+        self,
+        interaction: discord.Interaction,
+        member: Requester,
+        draft: Draft,
+        origin: Origin = Origin.BUTTON,
     ) -> None:
-        """Journal the click, defer (privately for a private result or member), queue."""
+        """The door's checks before the deferral; then journal the spec, defer (privately
+        for a private result or member) and queue exactly what was checked."""
+        checked = await self.services.door.check(member, draft, NO_INPUTS, origin)
+        if isinstance(checked, Refusal):
+            await tell_privately(interaction, sentence(checked))
+            return
+        (spec,) = checked.specs
         private = await self._private(interaction)
         options = {"spec": spec.model_dump(mode="json"), "private": private}
         requester = await journal_then_defer(
-            self.services, interaction, command, options, ephemeral=private
+            self.services, interaction, draft.command, options, ephemeral=private
         )
+        await self._queue(
+            requester,
+            JournaledDraft(draft.command, spec),
+            Followup.of(interaction, private),
+            origin,
+            private,
+        )
+
+    async def _queue(
+        self,
+        requester: Requester,
+        draft: JournaledDraft,
+        reply: Followup,
+        origin: Origin,
+        private: bool,
+    ) -> None:
         if private:  # no channel: a private result goes by DM once its token expires
             requester = dataclasses.replace(requester, channel_id=None)
-        await queue_job(self.services, requester, spec, Followup.of(interaction, private))
+        checked = Checked({}, [draft.spec])
+        await admit_and_show(self.services, requester, draft, NO_INPUTS, origin, checked, reply)
 
     async def _private(self, interaction: discord.Interaction) -> bool:
         """A click on a private (ephemeral) result answers privately, as does a member
@@ -303,88 +216,51 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return True
         return bool((await self.services.users.defaults(interaction.user.id)).get("private"))
 
-    async def _refused(
-        self, interaction: discord.Interaction, command: str, texts: list[ScreenedText]
-    ) -> bool:
-        """Whether moderation refuses a new job from a click (the member is told why): the
-        rate limits, a timed pause, and its words against today's blocklist."""
-        moderation = self.services.moderation
-        refusal: DoorRefusal | None = None
-        if (limited := moderation.rate(interaction.user.id, interaction.guild_id)) is not None:
-            refusal = DoorRefusal(limited.message(), "rate_limited")
-        elif (paused := await moderation.paused(interaction.user.id)) is not None:
-            refusal = DoorRefusal(paused, "paused")
-        elif blocked := await moderation.screen(actor_of(interaction), texts, command):
-            refusal = DoorRefusal(blocked.message, "moderation")
-        if refusal is not None:
-            await refuse(
-                interaction, self.services.store, command, refusal.reason, kind=refusal.kind
-            )
-        return refusal is not None
+    async def _refuse(
+        self,
+        interaction: discord.Interaction,
+        member: Requester,
+        action: Action,
+        refusal: Refusal,
+        origin: Origin = Origin.BUTTON,
+    ) -> None:
+        """Tell the member privately (first, within Discord's 3 s), then audit."""
+        await tell_privately(interaction, sentence(refusal))
+        await self.services.door.refused(member, action.command, origin, refusal)
 
     async def replay_pending(self) -> None:
-        """At start: queue every click acknowledged by a previous run but not handled."""
+        """At start: queue every click acknowledged by a previous run but not handled: the
+        journal row of a registered action that makes a job holds the spec to queue."""
+        replayed = journaled_commands()
         for row in await self.services.commands.pending():
-            if row.command in DERIVED_COMMANDS:
-                log.info(
-                    "completing %s %s received before the restart", row.command, row.interaction_id
-                )
-                async with settled_on_error(self.services, row):
-                    spec = JobSpec.model_validate(row.options["spec"])
-                    private = bool(row.options.get("private"))
-                    reply = Followup(self.bot, row.token or "", ephemeral=private)
-                    requester = requester_from_journal(row)
-                    if private:
-                        requester = dataclasses.replace(requester, channel_id=None)
-                    await queue_job(self.services, requester, spec, reply)
+            if row.command not in replayed:
+                continue
+            log.info(
+                "completing %s %s received before the restart", row.command, row.interaction_id
+            )
+            async with settled_on_error(self.services, row):
+                draft = JournaledDraft(row.command, JobSpec.model_validate(row.options["spec"]))
+                private = bool(row.options.get("private"))
+                reply = Followup(self.bot, row.token or "", ephemeral=private)
+                requester = requester_from_journal(row)
+                await self._queue(requester, draft, reply, Origin.BUTTON, private)
 
-    # -- buttons for the owner ----------------------------------------------------------------
+    # -- actions for the job's owner --------------------------------------------------------
 
-    def _owner_or_admin(self, interaction: discord.Interaction, job: Job) -> bool:
-        """The job's owner, a global admin, or a manager of the server the job was made in."""
-        if job.user_id == interaction.user.id:
+    def _may_act(
+        self, interaction: discord.Interaction, action: Action, job: Job, member: Requester
+    ) -> bool:
+        """The core's rule, and for an owner-only action also a global admin or a manager
+        of the server the job was made in."""
+        if may_act(action, job, member):
             return True
         return admin_scope(self.bot, self.services.config, interaction).covers_job(job.guild_id)
 
-    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Cancel a queued or running job: its owner's or an admin's click only."""
-        store = self.services.store
-        try:
-            job = await store.get(job_id)
-        except JobNotFound:
-            await refuse(interaction, store, "button.cancel", "That job is no longer stored.")
-            return
-        await self._cancel(interaction, job, "button.cancel")
-
-    async def _cancel(self, interaction: discord.Interaction, job: Job, command: str) -> None:
-        store = self.services.store
-        if not self._owner_or_admin(interaction, job):
-            reason = "Only the member who asked for this job (or an admin) can cancel it."
-            await refuse(interaction, store, command, reason)
-            return
-        await cancel_and_answer(self.services, interaction, job.id, command)
-
-    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
-        """🗑️: delete the result message and the job's stored images; owner or admin only.
-
-        The job row stays (its usage was charged), its outputs and files go, audited.
-        """
-        store = self.services.store
-        try:
-            job = await store.get(job_id)
-        except JobNotFound:
-            await refuse(interaction, store, "button.delete", "That job is no longer stored.")
-            return
-        if not self._owner_or_admin(interaction, job):
-            reason = "Only the member who made these images (or an admin) can delete them."
-            await refuse(interaction, store, "button.delete", reason)
-            return
+    async def _delete(self, interaction: discord.Interaction, member: Requester, job: Job) -> None:
+        """🗑️: delete the result message and the job's stored images. The job row stays
+        (its usage was charged), its outputs and files go, audited."""
         await interaction.response.defer()  # a deferred update of the clicked message
-        paths = await store.delete_outputs(
-            job.id, interaction.user.id, interaction.guild_id, interaction.channel_id
-        )
-        await asyncio.to_thread(self._remove_files, job.id, paths)
-        log.info("job %s: %d image(s) deleted by user %d", job.id, len(paths), interaction.user.id)
+        paths = await self.services.acting.delete_images(job, member)
         message = interaction.message
         try:
             if message is None or message.flags.ephemeral:
@@ -398,10 +274,13 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             ephemeral=True,
         )
 
-    def _remove_files(self, job_id: str, paths: list[str]) -> None:
-        for relative in paths:
-            self.services.jobs.output_path(relative).unlink(missing_ok=True)
-        shutil.rmtree(self.services.jobs.output_path(f"images/{job_id}"), ignore_errors=True)
+    async def _cancel(self, interaction: discord.Interaction, job: Job, command: str) -> None:
+        member = requester_of(interaction)
+        cancel = BY_NAME[ActionName.CANCEL]
+        if not self._may_act(interaction, cancel, job, member):
+            await refuse(interaction, self.services.store, command, _not_yours(cancel).reason)
+            return
+        await cancel_and_answer(self.services, interaction, job.id, command)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -432,7 +311,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         mine = await self.services.store.unfinished_of(interaction.user.id)
         return [
             app_commands.Choice(
-                name=clip(f"{job.id} · {job.state} · {job.spec.get('prompt', '')}", 100),
+                name=clip(f"{job.id} · {job.state} · {job.spec.prompt}", 100),
                 value=job.id,
             )
             for job in mine
@@ -449,7 +328,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         for job in sorted(everyone, key=lambda j: (j.state != JobState.RUNNING, j.created_at)):
             if job.user_id != me:
                 continue
-            prompt = clip(str(job.spec.get("prompt", "")), 50).replace("`", "'")
+            prompt = clip(job.spec.prompt, 50).replace("`", "'")
             if job.state is JobState.RUNNING:
                 lines.append(f"🎨 `{job.id}` running · {prompt}")
                 continue
@@ -492,3 +371,12 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         first, last = offset + 1, offset + len(jobs)
         lines = [f"**Your jobs {first}-{last} of {total}**", *map(history_line, jobs)]
         return "\n".join(lines)[:2000], history_view(offset, size, total)
+
+
+def _not_yours(action: Action) -> Refusal:
+    what = "cancel it" if action.name is ActionName.CANCEL else "delete them"
+    who = "asked for this job" if action.name is ActionName.CANCEL else "made these images"
+    return Refusal(
+        kind=RefusalKind.NOT_ALLOWED,
+        reason=f"Only the member who {who} (or an admin) can {what}.",
+    )

@@ -13,11 +13,13 @@ from discord.ext import commands
 
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
+from ...core.refusals import paused
 from ...jobs.spec import ASPECTS
-from ...moderation.service import ScreenedText, TextKind, pause_notice
+from ...moderation.service import ScreenedText, TextKind
 from ...store.audit import Actor
 from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, model_choices, refuse, roles_of
+from ..refusals import sentence
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ async def summary(services: Services, interaction: discord.Interaction) -> str:
     if standing.ban_reason:
         lines.append(f"⛔ You cannot use the bot: {standing.ban_reason}")
     if standing.paused_until is not None:
-        lines.append(f"⏸️ {pause_notice(standing.paused_until)}")
+        lines.append(f"⏸️ {sentence(paused(standing.paused_until))}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,52 @@
+"""The application core between the two doors (Discord, HTTP) and the store.
+
+- door: every new job passes one sequence of checks (bot.core.door.Door.submit)
+  and comes back Accepted or as a typed Refusal (bot.core.refusals).
+- actions: the registry of what can be done to a job (bot.core.actions), and
+  doing it (bot.core.acting).
+- views: the stored records a door reads.
+
+The core imports no door; the doors import the core, never the store (checked by
+import-linter in scripts/check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Config
+from ..jobs.service import JobService
+from ..moderation.service import Moderation
+from ..store.commands import CommandStore
+from ..store.users import UserStore
+from .acting import Acting
+from .door import Door
+from .drafts import Catalog
+
+
+@dataclass(frozen=True)
+class Core:
+    door: Door
+    acting: Acting
+    catalog: Catalog
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        config: Config,
+        jobs: JobService,
+        users: UserStore,
+        moderation: Moderation,
+        commands: CommandStore,
+    ) -> Core:
+        door = Door(jobs=jobs, users=users, moderation=moderation, commands=commands)
+        acting = Acting(store=jobs.store, config=config, data_dir=config.storage.data_dir)
+        catalog = Catalog(
+            models=jobs.models,
+            default_model=jobs.default_model,
+            styles=config.styles,
+            max_permutations=config.generation.max_permutations,
+            data_dir=config.storage.data_dir,
+        )
+        return cls(door, acting, catalog)

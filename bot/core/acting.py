@@ -1,0 +1,160 @@
+"""Doing a registered action (bot.core.actions) to a stored job, for either door.
+
+`find` reads the job an action names and refuses, typed, what it cannot act on
+(not stored, not in a state the action applies to, images gone); `draft` makes
+the Draft the door checks and queues; `delete_images` is 🗑️. Who may use an
+owner-only action is the door's to say (Discord knows its admins); `may_act`
+is the rule for the job's owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec, input_paths
+from ..moderation.service import ScreenedText
+from ..store.jobs import JobNotFound, JobStore, Requester
+from ..store.models import Job
+from .actions import Action, Source, Tweak, Words
+from .refusals import Refusal, RefusalKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActionDraft:
+    """A new job an action makes from `source` (a Draft for bot.core.door)."""
+
+    action: Action
+    source: Source
+    tweak: Tweak
+
+    @property
+    def command(self) -> str:
+        return self.action.command
+
+    def typed(self) -> Sequence[ScreenedText]:
+        return self.action.typed(self.tweak.words)
+
+    async def build(self, personal: Mapping[str, object], inputs: Inputs) -> list[JobSpec]:
+        assert self.action.transform is not None
+        return [self.action.transform(self.source, self.tweak)]
+
+    def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
+        return [
+            text
+            for spec in specs
+            for text in self.action.added(self.source, spec, self.tweak.words)
+        ]
+
+
+@dataclass(frozen=True)
+class JournaledDraft:
+    """A job whose spec was built and checked before a restart (a journaled click): it is
+    queued as it was, without checking it again."""
+
+    command: str
+    spec: JobSpec
+
+    def typed(self) -> Sequence[ScreenedText]:
+        return []
+
+    async def build(self, personal: Mapping[str, object], inputs: Inputs) -> list[JobSpec]:
+        return [self.spec]
+
+    def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
+        return []
+
+
+def may_act(action: Action, job: Job, member: Requester) -> bool:
+    """Anyone may make a new job from another member's result (it is theirs, charged to
+    them); an owner-only action needs the job's owner (a door may add its admins)."""
+    return not action.owner_only or job.user_id == member.user_id
+
+
+class Acting:
+    def __init__(self, *, store: JobStore, config: Config, data_dir: Path) -> None:
+        self._store = store
+        self._config = config
+        self._data_dir = data_dir
+
+    async def find(self, action: Action, job_id: str) -> Job | Refusal:
+        """The job `action` names, when the action applies to it."""
+        try:
+            job = await self._store.get(job_id)
+        except JobNotFound:
+            return Refusal(kind=RefusalKind.NOT_FOUND, reason="That job is no longer stored.")
+        if job.state not in action.states:
+            if action.makes_job:
+                reason = f"Job `{job.id}` has no images to reuse."
+            else:
+                reason = f"Job `{job.id}` is {job.state}: it cannot be {_done(action)} now."
+            return Refusal(kind=RefusalKind.NOT_READY, reason=reason)
+        return job
+
+    async def source(self, action: Action, job: Job, number: int | None) -> Source | Refusal:
+        """What the action reads of `job`: image `number` for a per-image action; refused
+        when an image or input it needs is no longer stored."""
+        spec = JobSpec.model_validate(job.spec)
+        if not action.per_image:
+            if action.makes_job and await asyncio.to_thread(self._missing, input_paths(spec)):
+                reason = "The image this job started from is no longer stored; it cannot run again."
+                return Refusal(kind=RefusalKind.GONE, reason=reason)
+            return Source(job_id=job.id, spec=spec)
+        if not job.outputs:  # forgotten or expired
+            reason = f"The images of job `{job.id}` are no longer stored; they cannot be reused."
+            return Refusal(kind=RefusalKind.GONE, reason=reason)
+        if number is None or not 1 <= number <= len(job.outputs):
+            images = len(job.outputs)
+            reason = f"Job `{job.id}` has {images} image(s): say which, from 1 to {images}."
+            return Refusal(kind=RefusalKind.BAD_INPUT, reason=reason)
+        output = job.outputs[number - 1]
+        if await asyncio.to_thread(self._missing, [output.path]):
+            reason = f"Image {number} of job `{job.id}` is no longer stored; it cannot be reused."
+            return Refusal(kind=RefusalKind.GONE, reason=reason)
+        return Source(
+            job_id=job.id,
+            spec=spec,
+            number=number,
+            image=InputImage(output.path, output.width, output.height),
+            image_seed=output.seed,
+        )
+
+    def draft(self, action: Action, source: Source, words: Words | None = None) -> ActionDraft:
+        """The Draft of a new job `action` makes from `source` (`words` for a remix)."""
+        if action.takes_words and words is None:
+            raise BadInput("A remix needs the new prompt.")
+        tweak = Tweak(
+            strength=action.strength_in(self._config.generation),
+            words=words if action.takes_words else None,
+            models=self._config.models,
+            styles=self._config.styles,
+        )
+        return ActionDraft(action, source, tweak)
+
+    async def delete_images(self, job: Job, member: Requester) -> list[str]:
+        """🗑️: forget the job's images (rows audited first, files after); their paths."""
+        paths = await self._store.delete_outputs(
+            job.id, member.user_id, member.guild_id, member.channel_id
+        )
+        await asyncio.to_thread(self._remove_files, job.id, paths)
+        log.info("job %s: %d image(s) deleted by user %d", job.id, len(paths), member.user_id)
+        return paths
+
+    def _missing(self, paths: Sequence[str]) -> bool:
+        return any(not (self._data_dir / path).is_file() for path in paths)
+
+    def _remove_files(self, job_id: str, paths: list[str]) -> None:
+        for relative in paths:
+            (self._data_dir / relative).unlink(missing_ok=True)
+        shutil.rmtree(self._data_dir / "images" / job_id, ignore_errors=True)
+
+
+def _done(action: Action) -> str:
+    return {"cancel": "cancelled", "delete": "deleted"}.get(action.name.value, "used")

@@ -1,0 +1,307 @@
+"""What can be done to a job: one registry, from which each door derives its surface.
+
+Each Action is one entry: its name (the HTTP route's `{action}`), its key in a
+button's custom id, its button (label, emoji, row), the job states it applies to,
+its spec transform and config strength for an action that makes a new job, and
+whether only the job's owner may use it. The Discord buttons and their click
+handling, the replay of a click journaled before a restart, and the HTTP route
+`POST /v1/jobs/{id}/actions/{action}` are all read from `ACTIONS`; adding a
+button is one entry here (plus, where it needs one, an engine mode). See
+docs/adding-an-action.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.protocol import MAX_SEED, Mode, ModelSpec
+
+from ..config import GenerationConfig
+from ..jobs.prompt_language import Style
+from ..jobs.spec import (
+    BadInput,
+    InputImage,
+    JobSpec,
+    derived_spec,
+    fit_ratio,
+    remixed_spec,
+    rerolled_spec,
+)
+from ..moderation.service import ScreenedText, TextKind
+from ..store.models import JobState
+
+
+class ActionName(StrEnum):
+    VARIATION = "variation"
+    STRONG = "strong"
+    UPSCALE = "upscale"
+    REROLL = "reroll"
+    REMIX = "remix"
+    RECREATE = "recreate"
+    DELETE = "delete"
+    CANCEL = "cancel"
+
+
+class ButtonStyle(StrEnum):
+    SECONDARY = "secondary"
+    DANGER = "danger"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Button:
+    """How an action is drawn under a job's message."""
+
+    # A per-image action's label is followed by the image number ("V" -> V1, V2…), unless
+    # the action is only drawn for a single image.
+    label: str | None
+    emoji: str | None = None
+    row: int | None = None
+    style: ButtonStyle = ButtonStyle.SECONDARY
+    numbered: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """The job an action reads, and for a per-image action the image, as stored."""
+
+    job_id: str
+    spec: JobSpec
+    number: int | None = None  # 1-based, as on the buttons
+    image: InputImage | None = None
+    image_seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Words:
+    """A new prompt (and negative prompt) for an action that takes words (✏️ Remix)."""
+
+    prompt: str
+    negative: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tweak:
+    """What an action's transform may use besides its source."""
+
+    strength: float | None
+    words: Words | None
+    models: Mapping[str, ModelSpec]
+    styles: Mapping[str, Style]
+
+
+Transform = Callable[[Source, Tweak], JobSpec]
+
+
+def _new_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def _image_of(source: Source) -> InputImage:
+    if source.image is None or source.number is None:
+        raise BadInput("Say which image of the job to use.")
+    return source.image
+
+
+def _variation(source: Source, tweak: Tweak) -> JobSpec:
+    assert tweak.strength is not None
+    image = _image_of(source)
+    key = (source.job_id, source.number or 1)
+    return derived_spec(source.spec, key, image, Mode.VARIATION, tweak.strength, _new_seed())
+
+
+def _upscale(source: Source, tweak: Tweak) -> JobSpec:
+    assert tweak.strength is not None
+    image = _image_of(source)
+    if fit_ratio(image.width / image.height, 4 * image.width * image.height) == (
+        image.width,
+        image.height,
+    ):
+        raise BadInput(f"Image {source.number} is already as large as Atelier makes images.")
+    # An upscale keeps the image's own seed, so it redraws the same picture larger.
+    seed = source.image_seed if source.image_seed is not None else source.spec.seed
+    key = (source.job_id, source.number or 1)
+    return derived_spec(source.spec, key, image, Mode.UPSCALE, tweak.strength, seed)
+
+
+def _reroll(source: Source, tweak: Tweak) -> JobSpec:
+    return rerolled_spec(source.spec, _new_seed())
+
+
+def _remix(source: Source, tweak: Tweak) -> JobSpec:
+    if tweak.words is None:
+        raise BadInput("A remix needs the new prompt.")
+    words = tweak.words
+    return remixed_spec(
+        source.spec, words.prompt, words.negative, dict(tweak.models), dict(tweak.styles)
+    )
+
+
+def _recreate(source: Source, tweak: Tweak) -> JobSpec:
+    return source.spec
+
+
+FINISHED = frozenset({JobState.SUCCEEDED})
+FAILED = frozenset({JobState.FAILED})
+UNFINISHED = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    name: ActionName
+    # The action's part of a button's custom id (`atelier:<key>:<job>[:<image>]`): stored in
+    # messages already sent, so it never changes.
+    key: str
+    summary: str
+    states: frozenset[JobState]
+    button: Button | None = None
+    per_image: bool = False
+    # Drawn only under a job of exactly one image (Vary (strong)).
+    single_image: bool = False
+    transform: Transform | None = None
+    # The `[generation]` strength it uses, read when it is used (a changed config applies).
+    strength: Callable[[GenerationConfig], float] | None = None
+    takes_words: bool = False
+    # Only the job's owner (or an admin where the door has admins) may use it.
+    owner_only: bool = False
+
+    @property
+    def makes_job(self) -> bool:
+        return self.transform is not None
+
+    @property
+    def command(self) -> str:
+        """Its audit and journal name: `button.<name>` (`.refused` for a refusal)."""
+        return f"button.{self.name}"
+
+    def strength_in(self, config: GenerationConfig) -> float | None:
+        return self.strength(config) if self.strength is not None else None
+
+    def shown_for(self, state: JobState, images: int) -> bool:
+        """Whether its button is drawn under a job in `state` with `images` images."""
+        if self.button is None or state not in self.states:
+            return False
+        return not self.single_image or images == 1
+
+    def typed(self, words: Words | None) -> list[ScreenedText]:
+        """The words the member typed for it, screened before the spec is built."""
+        if words is None:
+            return []
+        return [
+            ScreenedText(TextKind.PROMPT, words.prompt),
+            ScreenedText(TextKind.NEGATIVE, words.negative),
+        ]
+
+    def added(self, source: Source, spec: JobSpec, words: Words | None) -> list[ScreenedText]:
+        """The words the new job takes that the member did not type now: the source's own
+        (against today's blocklist), or what a --style added to new words."""
+        if words is None:
+            reused = f"{source.spec.prompt}\n{source.spec.negative_prompt}"
+            return [ScreenedText(TextKind.SOURCE, reused)]
+        return [ScreenedText(TextKind.STYLE, f"{spec.prompt}\n{spec.negative_prompt}")]
+
+
+ACTIONS: tuple[Action, ...] = (
+    Action(
+        name=ActionName.VARIATION,
+        key="v",
+        summary="A subtle variation of one image: same prompt and size, a new seed.",
+        states=FINISHED,
+        button=Button(label="V", row=0),
+        per_image=True,
+        transform=_variation,
+        strength=lambda generation: generation.variation_strength,
+    ),
+    Action(
+        name=ActionName.UPSCALE,
+        key="u",
+        summary="One image redrawn at twice the width and height, from its own seed.",
+        states=FINISHED,
+        button=Button(label="U", row=1),
+        per_image=True,
+        transform=_upscale,
+        strength=lambda generation: generation.upscale_strength,
+    ),
+    Action(
+        name=ActionName.REROLL,
+        key="reroll",
+        summary="The same job again with a new seed.",
+        states=FINISHED,
+        button=Button(label=None, emoji="🔄", row=2),
+        transform=_reroll,
+    ),
+    Action(
+        name=ActionName.STRONG,
+        key="s",
+        summary="A strong variation of one image: it may change its composition.",
+        states=FINISHED,
+        button=Button(label="Vary (strong)", row=2, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_variation,
+        strength=lambda generation: generation.strong_variation_strength,
+    ),
+    Action(
+        name=ActionName.REMIX,
+        key="remix",
+        summary="The job again with new words (flags work) and the same seeds.",
+        states=FINISHED,
+        button=Button(label="Remix", emoji="✏️", row=2),
+        transform=_remix,
+        takes_words=True,
+    ),
+    Action(
+        name=ActionName.DELETE,
+        key="delete",
+        summary="Delete the job's images (and, in Discord, its message); its usage stays.",
+        states=FINISHED,
+        button=Button(label=None, emoji="🗑️", row=2),
+        owner_only=True,
+    ),
+    Action(
+        name=ActionName.RECREATE,
+        key="recreate",
+        summary="A job that failed, asked for again as it was (same seeds).",
+        states=FAILED,
+        button=Button(label="Try again", emoji="🔁", row=0),
+        transform=_recreate,
+    ),
+    Action(
+        name=ActionName.CANCEL,
+        key="cancel",
+        summary="Cancel a queued or running job.",
+        states=UNFINISHED,
+        button=Button(label="Cancel", style=ButtonStyle.DANGER),
+        owner_only=True,
+    ),
+)
+
+BY_NAME: Mapping[str, Action] = {action.name.value: action for action in ACTIONS}
+BY_KEY: Mapping[str, Action] = {action.key: action for action in ACTIONS}
+
+
+def journaled_commands() -> frozenset[str]:
+    """The journal names of every action that queues a job: replayed after a restart."""
+    return frozenset(action.command for action in ACTIONS if action.makes_job)
+
+
+def buttons_for(state: JobState, images: int) -> list[tuple[Action, int | None]]:
+    """The buttons under a job in `state` with `images` images, in registry order within
+    each row: (action, image number or None)."""
+    drawn: list[tuple[Action, int | None]] = []
+    for action in ACTIONS:
+        if not action.shown_for(state, images):
+            continue
+        if action.per_image:
+            numbers: Sequence[int] = [1] if action.single_image else range(1, images + 1)
+            drawn += [(action, number) for number in numbers]
+        else:
+            drawn.append((action, None))
+    return sorted(drawn, key=lambda pair: _row_of(pair[0]))
+
+
+def _row_of(action: Action) -> int:
+    assert action.button is not None
+    return action.button.row if action.button.row is not None else 0

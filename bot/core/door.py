@@ -1,0 +1,320 @@
+"""The door: every new job, from every origin, passes the same checks in one order.
+
+Rate, standing (ban, pause), moderation of what the member typed, the spec built
+from the options (with the inputs as declared), moderation of what the build
+added (defaults, a style), the inputs saved, admission (quota, queue length) and
+the audit of a refusal. A door (Discord, HTTP) parses its request into a Draft
+and an InputSource, calls `submit` (or `check` before a deferral and `admit`
+after it) and renders what comes back: Accepted, or a typed Refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from ..jobs.service import JobService, QueueFull, Submitted
+from ..jobs.spec import BadInput, Inputs, JobSpec
+from ..moderation.service import Blocked, Moderation, ScreenedText
+from ..store.audit import Actor
+from ..store.commands import AlreadyHandled, CommandStore
+from ..store.jobs import Requester
+from ..store.quotas import OverQuotaError, Refused, UserBanned
+from ..store.users import UserStore
+from .refusals import Refusal, RefusalKind, paused
+
+log = logging.getLogger(__name__)
+
+
+class Origin(StrEnum):
+    """Where a request came in; audited with a refusal."""
+
+    SLASH = "slash"  # /imagine
+    MENU = "menu"  # a message's context menu and its form
+    SKETCH = "sketch"  # a reply to the bot with an image
+    BUTTON = "button"  # a button under a job's message
+    MODAL = "modal"  # a form opened by a button (✏️ Remix)
+    HTTP = "http"  # the HTTP API
+
+
+class Draft(Protocol):
+    """What the member asked for, before it is a JobSpec."""
+
+    # The audit name of the command ("imagine", "button.variation"): `<command>.refused`.
+    @property
+    def command(self) -> str: ...
+
+    def typed(self) -> Sequence[ScreenedText]:
+        """The texts the member typed, screened before anything is built from them."""
+        ...
+
+    async def build(self, personal: Mapping[str, object], inputs: Inputs) -> list[JobSpec]:
+        """The jobs asked for, from the member's `personal` defaults and `inputs` (declared
+        before they are saved, saved after); BadInput says what to change."""
+        ...
+
+    def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
+        """The texts the build added (a default negative prompt, a style, the words of a
+        job an action reuses), screened before the inputs are saved."""
+        ...
+
+
+class InputSource(Protocol):
+    """The images a request brings: described first, saved once the request passed."""
+
+    def declared(self) -> Inputs:
+        """The images as described (sizes, no files yet); BadInput when one cannot be used."""
+        ...
+
+    async def save(self) -> Inputs:
+        """Fetch, check and store the images; BadInput when one cannot be used."""
+        ...
+
+    async def discard(self) -> None:
+        """Remove what `save` stored, for a request that was refused after it."""
+        ...
+
+
+class NoInputs:
+    """A request without images."""
+
+    def declared(self) -> Inputs:
+        return Inputs()
+
+    async def save(self) -> Inputs:
+        return Inputs()
+
+    async def discard(self) -> None:
+        return None
+
+
+NO_INPUTS = NoInputs()
+
+
+@dataclass(frozen=True)
+class SavedInputs:
+    """Images already stored by the door that parsed them (the HTTP API's body)."""
+
+    inputs: Inputs
+    # The folder they were stored in, removed when the request is refused.
+    folder: Path | None = None
+
+    def declared(self) -> Inputs:
+        return self.inputs
+
+    async def save(self) -> Inputs:
+        return self.inputs
+
+    async def discard(self) -> None:
+        if self.folder is not None:
+            await asyncio.to_thread(shutil.rmtree, self.folder, True)
+
+
+class Messages(Protocol):
+    """The door's messages that show each job of a request (Discord's follow-ups)."""
+
+    async def placeholders(self, count: int) -> list[int | None]: ...
+
+    async def discard(self, message_ids: list[int | None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed the checks that need no saved input."""
+
+    personal: Mapping[str, object]
+    specs: Sequence[JobSpec]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The jobs queued for a request ([] for a journaled one handled before)."""
+
+    jobs: list[Submitted]
+    specs: list[JobSpec]
+    # Sentences about how an input was read ("used its first frame").
+    notices: tuple[str, ...] = field(default=())
+
+
+def actor_of(member: Requester) -> Actor:
+    return Actor(member.user_id, member.guild_id, member.channel_id)
+
+
+class Door:
+    def __init__(
+        self,
+        *,
+        jobs: JobService,
+        users: UserStore,
+        moderation: Moderation,
+        commands: CommandStore,
+    ) -> None:
+        self._jobs = jobs
+        self._users = users
+        self._moderation = moderation
+        self._commands = commands
+
+    async def submit(
+        self,
+        member: Requester,
+        draft: Draft,
+        inputs: InputSource,
+        origin: Origin,
+        *,
+        messages: Messages | None = None,
+    ) -> Accepted | Refusal:
+        """Check and admit a request in one go (see `check` and `admit`)."""
+        checked = await self.check(member, draft, inputs, origin)
+        if isinstance(checked, Refusal):
+            await inputs.discard()
+            return checked
+        return await self.admit(member, draft, inputs, origin, checked, messages=messages)
+
+    async def check(
+        self,
+        member: Requester,
+        draft: Draft,
+        inputs: InputSource,
+        origin: Origin,
+        *,
+        rated: bool = True,
+    ) -> Checked | Refusal:
+        """Everything that needs no saved input, fast enough for Discord's 3 seconds: rate
+        (unless `rated` is False: a journaled request took its token before a restart),
+        standing, the typed words, the spec from the declared inputs, the added words. A
+        refusal is audited (and its journal row settled) before it is returned."""
+        refusal = await self._checked(member, draft, inputs, rated)
+        if isinstance(refusal, Refusal):
+            await self.refused(member, draft.command, origin, refusal)
+        return refusal
+
+    async def _checked(
+        self, member: Requester, draft: Draft, inputs: InputSource, rated: bool
+    ) -> Checked | Refusal:
+        moderation = self._moderation
+        if rated and (limited := moderation.rate(member.user_id, member.guild_id)) is not None:
+            return Refusal(
+                kind=RefusalKind.RATE_LIMITED,
+                reason=limited.message(),
+                retry_after=limited.retry_after,
+            )
+        standing = await self._users.standing(member.user_id)
+        if standing.ban_reason is not None:
+            reason = f"You cannot use this bot: {standing.ban_reason}"
+            return Refusal(kind=RefusalKind.BANNED, reason=reason)
+        if standing.paused_until is not None:
+            return paused(standing.paused_until)
+        terms = await moderation.terms(member.guild_id)
+        who = actor_of(member)
+        typed = draft.typed()
+        if (blocked := await moderation.screen(who, typed, draft.command, terms)) is not None:
+            return _blocked(blocked)
+        personal = standing.defaults
+        try:
+            specs = await draft.build(personal, inputs.declared())
+        except BadInput as error:
+            return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
+        added = draft.added(personal, specs)
+        if (blocked := await moderation.screen(who, added, draft.command, terms)) is not None:
+            return _blocked(blocked)
+        return Checked(personal, specs)
+
+    async def admit(
+        self,
+        member: Requester,
+        draft: Draft,
+        inputs: InputSource,
+        origin: Origin,
+        checked: Checked,
+        *,
+        messages: Messages | None = None,
+    ) -> Accepted | Refusal:
+        """After the checks: save the inputs, build the jobs from them, and queue them all
+        or none (quota, queue length). A refusal is audited and its journal row settled."""
+        try:
+            saved = await inputs.save()
+            specs = await draft.build(checked.personal, saved)
+        except BadInput as error:
+            await inputs.discard()
+            refusal = Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
+            await self.refused(member, draft.command, origin, refusal)
+            return refusal
+        targets = await messages.placeholders(len(specs)) if messages is not None else []
+        try:
+            submitted = await self._jobs.submit_many(specs, member, targets)
+        except AlreadyHandled:
+            log.info("command %s was handled before; nothing to do", member.command_id)
+            if messages is not None:
+                await messages.discard(targets)
+            return Accepted(jobs=[], specs=[])
+        except Refused as refused:
+            if messages is not None:
+                await messages.discard(targets)
+            await inputs.discard()
+            return await self._admission_refused(member, draft.command, origin, refused)
+        return Accepted(jobs=submitted, specs=specs, notices=saved.notices)
+
+    async def _admission_refused(
+        self, member: Requester, command: str, origin: Origin, refused: Refused
+    ) -> Refusal:
+        """A refusal of the job service's admission, typed; the store audited and settled a
+        ban or quota refusal itself, a full queue is audited here."""
+        if isinstance(refused, UserBanned):
+            return Refusal(kind=RefusalKind.BANNED, reason=refused.message)
+        if isinstance(refused, OverQuotaError):
+            over = refused.over
+            return Refusal(
+                kind=RefusalKind.OVER_QUOTA,
+                reason=refused.message,
+                limit=over.limit,
+                until=over.resets_at,
+                retry_after=None if over.resets_at is not None else await self.seconds_per_job(),
+            )
+        waiting = await self._jobs.store.waiting_count()
+        refusal = Refusal(
+            kind=RefusalKind.QUEUE_FULL,
+            reason=refused.message,
+            retry_after=waiting * await self.seconds_per_job(),
+        )
+        if isinstance(refused, QueueFull):
+            await self.refused(member, command, origin, refusal)
+        return refusal
+
+    async def seconds_per_job(self) -> float:
+        """About how long a job takes from the queue's side: the measured pace, or
+        DEFAULT_SECONDS_PER_JOB before there is one."""
+        per_job = (await self._jobs.pace()).seconds_per_job()
+        return DEFAULT_SECONDS_PER_JOB if per_job is None else per_job
+
+    async def refused(
+        self, member: Requester, command: str, origin: Origin, refusal: Refusal
+    ) -> None:
+        """Audit a refusal (`<command>.refused`, with its kind and origin) and settle the
+        request's journal row, so it is not completed again after a restart."""
+        await self._jobs.store.record_refusal(
+            f"{command}.refused",
+            member.user_id,
+            member.guild_id,
+            member.channel_id,
+            refusal.reason,
+            params={"origin": origin.value},
+            kind=refusal.kind.value,
+        )
+        if member.command_id is not None:
+            await self._commands.settle(member.command_id, f"refused: {refusal.kind.value}")
+
+
+# Retry-After for a full queue or a quota of concurrent jobs before any pace is measured.
+DEFAULT_SECONDS_PER_JOB = 10.0
+
+
+def _blocked(blocked: Blocked) -> Refusal:
+    return Refusal(
+        kind=RefusalKind.BLOCKED, reason=blocked.message, term=blocked.term, until=blocked.until
+    )
