@@ -41,7 +41,7 @@ class Core:
         commands: CommandStore,
     ) -> Core:
         door = Door(jobs=jobs, users=users, moderation=moderation, commands=commands)
-        acting = Acting(store=jobs.store, config=config, data_dir=config.storage.data_dir)
+        acting = Acting(jobs=jobs, config=config)
         catalog = Catalog(
             models=jobs.models,
             default_model=jobs.default_model,

@@ -2,9 +2,9 @@
 
 `find` reads the job an action names and refuses, typed, what it cannot act on
 (not stored, not in a state the action applies to, images gone); `draft` makes
-the Draft the door checks and queues; `delete_images` is 🗑️. Who may use an
-owner-only action is the door's to say (Discord knows its admins); `may_act`
-is the rule for the job's owner.
+the Draft the door checks and queues; `cancel` and `delete_images` are the
+owner's actions, and `allowed` the rule of who may use them (a door says who its
+admins are: Discord knows them, the HTTP API has none).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import Config
+from ..jobs.service import JobService
 from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec, input_paths
 from ..moderation.service import ScreenedText
-from ..store.jobs import JobNotFound, JobStore, Requester
+from ..store.jobs import JobNotFound, Requester
 from ..store.models import Job
-from .actions import Action, Source, Tweak, Words
+from .actions import Action, ActionName, Source, Tweak, Words
 from .refusals import Refusal, RefusalKind
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,39 @@ class JournaledDraft:
         return []
 
 
-def may_act(action: Action, job: Job, member: Requester) -> bool:
-    """Anyone may make a new job from another member's result (it is theirs, charged to
-    them); an owner-only action needs the job's owner (a door may add its admins)."""
-    return not action.owner_only or job.user_id == member.user_id
-
-
 class Acting:
-    def __init__(self, *, store: JobStore, config: Config, data_dir: Path) -> None:
-        self._store = store
+    def __init__(self, *, jobs: JobService, config: Config) -> None:
+        self._jobs = jobs
+        self._store = jobs.store
         self._config = config
-        self._data_dir = data_dir
+        self._data_dir = config.storage.data_dir
+
+    @staticmethod
+    def allowed(
+        action: Action, job: Job, member: Requester, *, admin: bool = False
+    ) -> Refusal | None:
+        """Anyone may make a new job from another member's result (it is theirs, charged
+        to them); an owner-only action needs the job's owner, or an `admin` (a door says
+        who its admins are)."""
+        if not action.owner_only or admin or job.user_id == member.user_id:
+            return None
+        if action.name is ActionName.CANCEL:
+            reason = "Only the member who asked for this job (or an admin) can cancel it."
+        else:
+            reason = "Only the member who made these images (or an admin) can delete them."
+        return Refusal(kind=RefusalKind.NOT_ALLOWED, reason=reason)
+
+    async def cancel(self, job: Job, member: Requester) -> Job | Refusal:
+        """Cancel a queued or running job; a running one stops within a step, and the answer
+        waits for its end. The job as it ended (or still stopping), or TOO_LATE when its
+        result was already on its way."""
+        outcome = await self._jobs.cancel_and_wait(job.id, member.user_id)
+        if outcome.too_late:
+            reason = (
+                f"Job `{job.id}` had already ended ({outcome.job.state}): nothing was cancelled."
+            )
+            return Refusal(kind=RefusalKind.TOO_LATE, reason=reason)
+        return outcome.job
 
     async def find(self, action: Action, job_id: str) -> Job | Refusal:
         """The job `action` names, when the action applies to it."""

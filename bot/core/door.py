@@ -303,7 +303,8 @@ class Door:
             member.guild_id,
             member.channel_id,
             refusal.reason,
-            params={"origin": origin.value},
+            params={"origin": origin.value}
+            | ({"key_id": member.api_key_id} if member.api_key_id is not None else {}),
             kind=refusal.kind.value,
         )
         if member.command_id is not None:

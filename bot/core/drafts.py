@@ -47,6 +47,8 @@ class OptionsDraft:
     # A control image to read as it looks (a drawing as scribble, else lineart; a photo as
     # canny) unless the options or flags say how.
     control_auto: bool = False
+    # The prompt is plain text, one job (the HTTP API's): flags and {…} choices not read.
+    plain: bool = False
 
     def typed(self) -> Sequence[ScreenedText]:
         texts = [
@@ -93,6 +95,7 @@ class OptionsDraft:
             {**personal, **read_as},
             dict(catalog.styles),
             catalog.max_permutations,
+            plain=self.plain,
         )
 
     async def _guesses(self, inputs: Inputs) -> tuple[ControlType, ...]:

@@ -18,7 +18,9 @@ from ..admin_reach import Admins, AdminScope, Asker
 from ..config import Config
 from ..core import Core
 from ..core.acting import Acting
-from ..core.door import Door
+from ..core.door import Door, Origin
+from ..core.refusals import Refusal
+from ..core.views import Job, JobState
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..ops.status import StatusReport
@@ -28,10 +30,11 @@ from ..store.audit import Actor, AuditLog
 from ..store.commands import CommandStore, NewCommand
 from ..store.guilds import GuildStore
 from ..store.jobs import JobStore, Requester
-from ..store.models import JobState, ReceivedCommand
+from ..store.models import ReceivedCommand
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .delivery import Delivery
+from .refusals import sentence
 from .webhooks import ORIGINAL, interaction_webhook
 
 log = logging.getLogger(__name__)
@@ -228,22 +231,22 @@ async def refuse(
 
 
 async def cancel_and_answer(
-    services: Services, interaction: discord.Interaction[Any], job_id: str, command: str
+    services: Services, interaction: discord.Interaction[Any], job: Job, command: str
 ) -> None:
     """Cancel a job the member may cancel and say privately what happened. A running job
     stops within a step: the answer waits for its end, so it says what happened (a job
     whose result was already on its way finished instead, and a refusal is audited)."""
     await interaction.response.defer(ephemeral=True, thinking=True)
-    outcome = await services.jobs.cancel_and_wait(job_id, interaction.user.id)
-    ended = outcome.job.state
-    if outcome.too_late:
-        reason = f"Job `{job_id}` had already ended ({ended}): nothing was cancelled."
-        await refuse(interaction, services.store, command, reason)
-    elif ended is JobState.CANCELLED:
-        await interaction.followup.send(f"🛑 Job `{job_id}` is cancelled.", ephemeral=True)
+    member = requester_of(interaction)
+    ended = await services.acting.cancel(job, member)
+    if isinstance(ended, Refusal):
+        await tell_privately(interaction, sentence(ended))
+        await services.door.refused(member, command, Origin.BUTTON, ended)
+    elif ended.state is JobState.CANCELLED:
+        await interaction.followup.send(f"🛑 Job `{job.id}` is cancelled.", ephemeral=True)
     else:
         await interaction.followup.send(
-            f"🛑 Cancelling job `{job_id}`: it stops at its next step.", ephemeral=True
+            f"🛑 Cancelling job `{job.id}`: it stops at its next step.", ephemeral=True
         )
 
 

@@ -485,12 +485,12 @@ class QueueView(discord.ui.View):
         store, job_id = self.services.store, self._menu.values[0]
         scope = self._scope_of(interaction)
         try:
-            job_guild_id = (await store.get(job_id)).guild_id
+            job = await store.get(job_id)
         except JobNotFound:
             await refuse(interaction, store, "admin.queue.cancel", "That job is no longer stored.")
             return
-        if not (scope.allows("queue.cancel") and scope.covers_job(job_guild_id)):
+        if not (scope.allows("queue.cancel") and scope.covers_job(job.guild_id)):
             reason = NOT_ADMIN if scope.reach is AdminReach.NONE else BEYOND_SERVER
             await refuse(interaction, store, "admin.queue.cancel", reason)
             return
-        await cancel_and_answer(self.services, interaction, job_id, "admin.queue.cancel")
+        await cancel_and_answer(self.services, interaction, job, "admin.queue.cancel")

@@ -18,10 +18,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ...core.acting import JournaledDraft, may_act
+from ...core.acting import JournaledDraft
 from ...core.actions import BY_NAME, Action, ActionName, Words, journaled_commands
 from ...core.door import NO_INPUTS, Checked, Draft, Origin
-from ...core.refusals import Refusal, RefusalKind
+from ...core.refusals import Refusal
 from ...core.views import Job, JobState
 from ...jobs.spec import JobSpec
 from ...store.jobs import JobNotFound, Requester
@@ -136,11 +136,11 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if isinstance(job, Refusal):
             await self._refuse(interaction, member, action, job)
             return
-        if not self._may_act(interaction, action, job, member):
-            await self._refuse(interaction, member, action, _not_yours(action))
+        if (refusal := self._allowed(interaction, action, job, member)) is not None:
+            await self._refuse(interaction, member, action, refusal)
             return
         if action.name is ActionName.CANCEL:
-            await cancel_and_answer(self.services, interaction, job.id, action.command)
+            await cancel_and_answer(self.services, interaction, job, action.command)
             return
         if action.name is ActionName.DELETE:
             await self._delete(interaction, member, job)
@@ -247,14 +247,15 @@ class JobsCog(commands.Cog, name=JOBS_COG):
 
     # -- actions for the job's owner --------------------------------------------------------
 
-    def _may_act(
+    def _allowed(
         self, interaction: discord.Interaction, action: Action, job: Job, member: Requester
-    ) -> bool:
-        """The core's rule, and for an owner-only action also a global admin or a manager
-        of the server the job was made in."""
-        if may_act(action, job, member):
-            return True
-        return admin_scope(self.bot, self.services.config, interaction).covers_job(job.guild_id)
+    ) -> Refusal | None:
+        """The core's rule, whose admins here are the global admins and the managers of
+        the server the job was made in."""
+        scope = admin_scope(self.bot, self.services.config, interaction)
+        return self.services.acting.allowed(
+            action, job, member, admin=scope.covers_job(job.guild_id)
+        )
 
     async def _delete(self, interaction: discord.Interaction, member: Requester, job: Job) -> None:
         """🗑️: delete the result message and the job's stored images. The job row stays
@@ -277,10 +278,11 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def _cancel(self, interaction: discord.Interaction, job: Job, command: str) -> None:
         member = requester_of(interaction)
         cancel = BY_NAME[ActionName.CANCEL]
-        if not self._may_act(interaction, cancel, job, member):
-            await refuse(interaction, self.services.store, command, _not_yours(cancel).reason)
+        if (refusal := self._allowed(interaction, cancel, job, member)) is not None:
+            await tell_privately(interaction, sentence(refusal))
+            await self.services.door.refused(member, command, Origin.SLASH, refusal)
             return
-        await cancel_and_answer(self.services, interaction, job.id, command)
+        await cancel_and_answer(self.services, interaction, job, command)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -371,12 +373,3 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         first, last = offset + 1, offset + len(jobs)
         lines = [f"**Your jobs {first}-{last} of {total}**", *map(history_line, jobs)]
         return "\n".join(lines)[:2000], history_view(offset, size, total)
-
-
-def _not_yours(action: Action) -> Refusal:
-    what = "cancel it" if action.name is ActionName.CANCEL else "delete them"
-    who = "asked for this job" if action.name is ActionName.CANCEL else "made these images"
-    return Refusal(
-        kind=RefusalKind.NOT_ALLOWED,
-        reason=f"Only the member who {who} (or an admin) can {what}.",
-    )
