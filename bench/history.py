@@ -145,7 +145,7 @@ def write_history(database: Path, jobs: int, users: int = 100, days: int = 30) -
     rng = random.Random(jobs)
     ids = members(users)
     now = utcnow()
-    spec = job_spec("a lighthouse at dusk, oil painting", 0).model_dump(mode="json")
+    spec = job_spec("a lighthouse at dusk, oil painting", 0)
     rows = 0
     engine = create_engine(_sqlite_url(database))
     try:
@@ -164,7 +164,7 @@ def write_history(database: Path, jobs: int, users: int = 100, days: int = 30) -
                             "id": job,
                             "user_id": user,
                             "state": JobState.SUCCEEDED,
-                            "spec": spec | {"seed": number},
+                            "spec": spec.model_copy(update={"seed": number}),
                             "model": "tiny",
                             "seeds": [number],
                             "error": None,
@@ -256,7 +256,7 @@ def write_queue(
                 user = ids[number % users]
                 job = hex_id(QUEUE_IDS, number)
                 queued = now - timedelta(milliseconds=jobs - number)
-                spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
+                spec = job_spec(f"queued job {number}", number)
                 job_rows.append(
                     {
                         "id": job,

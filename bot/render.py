@@ -11,7 +11,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from .jobs.spec import JobSpec
 from .store.models import Job
 
 GRID_NAME = "grid.jpg"
@@ -79,7 +78,7 @@ class ResultFields:
 
 
 def result_fields(job: Job) -> ResultFields:
-    spec = JobSpec.model_validate(job.spec)
+    spec = job.spec
     seeds = ", ".join(f"#{output.index + 1}: {output.seed}" for output in job.outputs)
     fields = [
         ("Prompt", _clip(spec.prompt), False),

@@ -13,6 +13,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Config, load_config
+from bot.jobs.spec import JobSpec
 from bot.store.audit import AuditLog
 from bot.store.db import open_engine, session_factory
 from bot.store.jobs import JobStore, NewOutput, Requester
@@ -47,16 +48,26 @@ class Stores:
         return await self.jobs.succeed(job_id, gpu_seconds, outputs)
 
 
-def spec(count: int = 1, width: int = 512, height: int = 512, steps: int = 30) -> dict[str, Any]:
-    """The fields of a job spec that pricing reads, plus a prompt to forget."""
-    return {
-        "prompt": "a red fox",
-        "negative_prompt": "blur",
-        "width": width,
-        "height": height,
-        "steps": steps,
-        "count": count,
-    }
+def spec(
+    count: int = 1, width: int = 512, height: int = 512, steps: int = 30, **fields: Any
+) -> JobSpec:
+    """A job spec for the tiny model: pricing reads its size, steps and count; forget-me
+    redacts its prompts. `fields` sets any other (e.g. init_image)."""
+    return JobSpec.model_validate(
+        {
+            "prompt": "a red fox",
+            "negative_prompt": "blur",
+            "model": "tiny",
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "cfg": 7.0,
+            "sampler": "Euler",
+            "seed": 1,
+            "count": count,
+            **fields,
+        }
+    )
 
 
 def output(job_id: str, index: int) -> NewOutput:

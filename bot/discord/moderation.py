@@ -38,7 +38,7 @@ def private_sentence(job: Job) -> str:
 def admin_line(job: Job) -> str:
     record = job.moderation or {}
     where = f"<#{job.channel_id}>" if job.channel_id else f"the {job.client} API"
-    prompt = str(job.spec.get("prompt", ""))[:LOGGED_PROMPT].replace("`", "'")
+    prompt = job.spec.prompt[:LOGGED_PROMPT].replace("`", "'")
     what = "an uploaded image" if "inputs" in record else "its images"
     return (
         f"🚫 Image filter: job `{job.id}` by <@{job.user_id}> in {where} — {what} withheld"

@@ -126,7 +126,7 @@ async def blocked(services: ApiServices, holder: KeyHolder, spec: JobSpec) -> Jo
     job = await services.jobs.store.create_blocked(
         secrets.token_hex(5),
         _requester(holder, synchronous=False),
-        spec.model_dump(mode="json"),
+        spec,
         spec.model,
         spec.seeds,
         reason,

@@ -400,9 +400,7 @@ def artifacts_of(job: Job, read: Callable[[str], bytes | None]) -> list[Artifact
     """
     seeds = list(job.seeds)
     if job.state is JobState.BLOCKED:
-        grey = base64.b64encode(
-            placeholder_png(int(job.spec["width"]), int(job.spec["height"]))
-        ).decode()
+        grey = base64.b64encode(placeholder_png(job.spec.width, job.spec.height)).decode()
         return [
             Artifact(base64=grey, seed=s, finishReason=FinishReason.CONTENT_FILTERED) for s in seeds
         ]

@@ -253,7 +253,7 @@ class JobService:
             NewJob(
                 new_id(),
                 dataclasses.replace(requester, message_id=message_id),
-                spec.model_dump(mode="json"),
+                spec,
                 spec.model,
                 spec.seeds,
             )

@@ -100,6 +100,17 @@ class JobSpec(BaseModel):
         """The cfg of each image (see image_cfgs)."""
         return image_cfgs(self.cfg, self.count, self.chaos)
 
+    @property
+    def input_paths(self) -> dict[str, str]:
+        """The input images the job reads, by field name: paths relative to the data
+        directory (a member's uploads, or an earlier job's outputs for V/U)."""
+        paths = {
+            "init_image": self.init_image,
+            "mask_image": self.mask_image,
+            "control_image": self.control_image,
+        }
+        return {name: path for name, path in paths.items() if path is not None}
+
     def shared_params(self) -> SharedParams:
         """The settings this job shares with a batch."""
         return SharedParams.model_validate(self.model_dump(include=set(SharedParams.model_fields)))

@@ -94,7 +94,7 @@ async def withhold_inputs(
     record["charged"] = False
     blocked = await persist(lambda: store.block(job.id, reason, record))
     if not config.keep_blocked:
-        flagged = flagged_uploads(job.spec, error.verdicts)
+        flagged = flagged_uploads(job.spec.input_paths, error.verdicts)
         # A re-roll or remix shares its source's upload: kept while another job reads it.
         shared = await store.uploads_in_use(flagged, job.id)
         removed = remove_files(data_dir, [path for path in flagged if path not in shared])

@@ -157,13 +157,14 @@ def input_reason(verdicts: Mapping[str, ImageVerdict], threshold: float) -> str:
     )
 
 
-def flagged_uploads(job_spec: Mapping[str, Any], verdicts: Mapping[str, ImageVerdict]) -> list[str]:
+def flagged_uploads(inputs: Mapping[str, str], verdicts: Mapping[str, ImageVerdict]) -> list[str]:
     """The stored paths (relative to the data folder) of flagged inputs a member uploaded
-    for this job; earlier outputs used as inputs are not the job's to delete."""
+    for this job, from its input images by field name (JobSpec.input_paths); earlier
+    outputs used as inputs are not the job's to delete."""
     paths = []
     for name, verdict in verdicts.items():
-        path = job_spec.get(name)
-        if verdict.flagged and isinstance(path, str) and Path(path).parts[:1] == (UPLOADS_FOLDER,):
+        path = inputs.get(name)
+        if verdict.flagged and path is not None and Path(path).parts[:1] == (UPLOADS_FOLDER,):
             paths.append(path)
     return paths
 

@@ -141,7 +141,7 @@ class Metrics:
         pass
 
     def job_finished(self, job: Job) -> None:
-        mode = str(job.spec.get("mode", "txt2img"))
+        mode = str(job.spec.mode)
         self.jobs_finished.labels(str(job.state), job.model).inc()
         if job.started_at is not None:
             self.queue_wait.labels(job.model, mode).observe(

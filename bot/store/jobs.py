@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..jobs.spec import JobSpec
 from . import audit, commands, ledger, uploads
 from .ledger import FREE, Pricing
 from .models import (
@@ -133,7 +134,7 @@ class NewJob:
 
     job_id: str
     requester: Requester
-    spec: dict[str, Any]
+    spec: JobSpec
     model: str
     seeds: list[int]
 
@@ -179,7 +180,7 @@ class QueuedRow:
     user_id: int
     lane: Lane
     queued_at: datetime
-    spec: dict[str, Any]
+    spec: JobSpec
     images: int
     estimate: float | None  # the reserved GPU seconds; None without quotas
 
@@ -244,7 +245,7 @@ def add_job(
     session: AsyncSession,
     job_id: str,
     requester: Requester,
-    spec: dict[str, Any],
+    spec: JobSpec,
     model: str,
     seeds: list[int],
     lane: Lane = Lane.NORMAL,
@@ -292,7 +293,7 @@ class JobStore:
         self._claiming = asyncio.Lock()
 
     async def create(
-        self, job_id: str, requester: Requester, spec: dict[str, Any], model: str, seeds: list[int]
+        self, job_id: str, requester: Requester, spec: JobSpec, model: str, seeds: list[int]
     ) -> Job:
         """Write the job (and its user, on first sight) before anyone is told it is queued."""
         (job,) = await self.create_many([NewJob(job_id, requester, spec, model, seeds)])
@@ -313,7 +314,7 @@ class JobStore:
         self,
         job_id: str,
         requester: Requester,
-        spec: dict[str, Any],
+        spec: JobSpec,
         model: str,
         seeds: list[int],
         reason: str,
@@ -746,7 +747,7 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
         query = query.with_for_update(skip_locked=True, of=Job)
     rows = await session.execute(query)
     return [
-        QueuedRow(job_id, user_id, lane, created_at, spec, int(spec.get("count", 1)), estimate)
+        QueuedRow(job_id, user_id, lane, created_at, spec, spec.count, estimate)
         for job_id, user_id, lane, created_at, spec, estimate in rows
     ]
 

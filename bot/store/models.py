@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from ..jobs.spec import JobSpec
+
 
 def new_id() -> str:
     """A job's or a batch's id: 10 hex digits, short enough to type in a command."""
@@ -52,6 +54,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return value.replace(tzinfo=UTC) if value else None
+
+
+class SpecJSON(TypeDecorator[JobSpec]):
+    """A JobSpec stored as its JSON, validated again when read.
+
+    JobSpec has only gained fields, each with a default, and its limits never
+    tightened, so the JSON of every row ever written still validates.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: JobSpec | None, dialect: Any) -> dict[str, Any] | None:
+        return value.model_dump(mode="json") if value is not None else None
+
+    def process_result_value(self, value: dict[str, Any] | None, dialect: Any) -> JobSpec | None:
+        return JobSpec.model_validate(value) if value is not None else None
 
 
 class JobState(StrEnum):
@@ -129,8 +148,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     state: Mapped[JobState] = mapped_column(_enum(JobState), index=True)
-    # The validated JobSpec as JSON: what to make, exactly as the user asked.
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What to make, exactly as the user asked (stored as JSON).
+    spec: Mapped[JobSpec] = mapped_column(SpecJSON)
     model: Mapped[str] = mapped_column(String(100))
     seeds: Mapped[list[int]] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

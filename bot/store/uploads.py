@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..jobs.spec import JobSpec
 from .models import Job
 
-# Job spec keys that hold a member's uploads (paths relative to the data directory).
+# The JSON keys of the spec fields that hold input images (JobSpec.input_paths), for queries.
 INPUT_KEYS = ("init_image", "mask_image", "control_image")
 # Uploads live under data_dir/inputs/; any other input path (a V/U source) is an output.
 INPUTS_FOLDER = "inputs"
@@ -27,13 +27,9 @@ INPUTS_FOLDER = "inputs"
 NOT_FORGOTTEN = Job.user_id >= 0
 
 
-def upload_paths(spec: dict[str, Any]) -> list[str]:
+def upload_paths(spec: JobSpec) -> list[str]:
     """The uploads a job spec points at (never another job's outputs)."""
-    return [
-        path
-        for key in INPUT_KEYS
-        if isinstance(path := spec.get(key), str) and Path(path).parts[:1] == (INPUTS_FOLDER,)
-    ]
+    return [path for path in spec.input_paths.values() if Path(path).parts[:1] == (INPUTS_FOLDER,)]
 
 
 async def uploads_in_use(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..jobs.spec import JobSpec
 from . import audit
 from .audit import Actor, user_target
 from .jobs import upsert_user
@@ -31,9 +32,8 @@ from .uploads import delete_uploads, upload_paths, uploads_in_use
 
 # What a forgotten member's words read as afterwards.
 REDACTED = "[forgotten]"
-# Job spec keys that hold what a member wrote; `blend` holds (text, weight) pairs.
+# Job spec fields that hold what a member wrote (the blend's texts too, see redacted_spec).
 PROMPT_KEYS = ("prompt", "negative_prompt")
-BLEND_KEY = "blend"
 # Audit params that can hold a member's words, in the entries they made: their prompts,
 # an API key's name (apikey.create), a refusal's reason (it may quote what they typed),
 # the HTTP path they asked for (it names the engine they typed).
@@ -64,12 +64,10 @@ class Forgotten:
     pseudonym: int | None = None
 
 
-def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def redacted_spec(spec: JobSpec) -> JobSpec:
     """A job spec with the member's words replaced (a blend keeps its weights)."""
-    redacted = {**spec, **dict.fromkeys(PROMPT_KEYS, REDACTED)}
-    if spec.get(BLEND_KEY):
-        redacted[BLEND_KEY] = [[REDACTED, weight] for _, weight in spec[BLEND_KEY]]
-    return redacted
+    blend = tuple((REDACTED, weight) for _, weight in spec.blend)
+    return spec.model_copy(update={**dict.fromkeys(PROMPT_KEYS, REDACTED), "blend": blend})
 
 
 def _pause_ends(cooldown_until: datetime | None) -> datetime | None:

@@ -13,13 +13,13 @@ from sqlalchemy import BindParameter, event
 
 from bot.store.jobs import IllegalTransition, JobStore, QueuedRow, Requester
 from bot.store.models import JobState, UTCDateTime
-from tests.stores import output
+from tests.stores import output, spec
 
 
 async def test_a_new_members_simultaneous_first_jobs_are_both_recorded(store: JobStore) -> None:
     requester = Requester(user_id=42, user_name="newcomer", channel_id=7)
     jobs = await asyncio.gather(
-        *(store.create(f"job{n}", requester, {"prompt": str(n)}, "tiny", [n]) for n in range(5))
+        *(store.create(f"job{n}", requester, spec(), "tiny", [n]) for n in range(5))
     )
     assert sorted(job.id for job in jobs) == [f"job{n}" for n in range(5)]
     for n in range(5):
@@ -31,20 +31,6 @@ async def test_a_new_members_simultaneous_first_jobs_are_both_recorded(store: Jo
 
 ALICE = Requester(user_id=1, user_name="alice", channel_id=7)
 BOB = Requester(user_id=2, user_name="bob", channel_id=7)
-
-
-def spec(count: int = 1) -> dict[str, object]:
-    return {
-        "prompt": "x",
-        "model": "tiny",
-        "width": 64,
-        "height": 64,
-        "steps": 3,
-        "cfg": 7.0,
-        "sampler": "Euler",
-        "seed": 1,
-        "count": count,
-    }
 
 
 def first_waiting(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:

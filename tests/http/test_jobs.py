@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.jobs.spec import JobSpec
 from bot.quota import Limits
 from bot.store.audit import Actor
 from bot.store.health import HEARTBEAT_EVERY
@@ -121,7 +122,7 @@ async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi
         Actor(member.user_id, GUILD_ID),
     )
 
-    async def queued_spec(body: dict[str, Any]) -> dict[str, Any]:
+    async def queued_spec(body: dict[str, Any]) -> JobSpec:
         response = await api.call("POST", "/v1/jobs", json=body, headers=member.headers)
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
@@ -139,10 +140,10 @@ async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi
             "clip_guidance_preset": "FAST_BLUE",
         }
     )
-    assert spec["prompt"] == "cinematic still of a top hat, a fox"
-    assert spec["blend"] == [["a top hat", 2.0], ["a fox", 1.0]]
-    assert spec["negative_prompt"] == "rain, cartoon"
-    assert (spec["steps"], spec["sampler"]) == (2, "Heun")  # the member's defaults
+    assert spec.prompt == "cinematic still of a top hat, a fox"
+    assert spec.blend == (("a top hat", 2.0), ("a fox", 1.0))
+    assert spec.negative_prompt == "rain, cartoon"
+    assert (spec.steps, spec.sampler) == (2, "Heun")  # the member's defaults
     spec = await queued_spec(
         {
             "text_prompts": [{"text": "a fox"}],
@@ -151,8 +152,8 @@ async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi
             "style_preset": "anime",
         }
     )
-    assert (spec["prompt"], spec["negative_prompt"]) == ("a fox", "blurry")  # anime: not configured
-    assert (spec["steps"], spec["sampler"]) == (4, "DPM++ 2M")
+    assert (spec.prompt, spec.negative_prompt) == ("a fox", "blurry")  # anime: not configured
+    assert (spec.steps, spec.sampler) == (4, "DPM++ 2M")
 
     unknown = await api.call(
         "POST",

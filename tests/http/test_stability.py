@@ -25,6 +25,7 @@ from bot.quota import Limits
 from bot.store.audit import Actor
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, Job, JobState, QuotaScope, Reservation, UsageEntry
+from engine.protocol import Mode
 
 from .conftest import GUILD_ID, Member, RunningApi, png
 
@@ -152,7 +153,7 @@ def square_mask() -> Image.Image:
 
 def mask_levels(api: RunningApi, job: Job) -> tuple[int, int]:
     """The saved mask's level in the middle and in a corner, as the engine reads it."""
-    with Image.open(api.config.storage.data_dir / job.spec["mask_image"]) as saved:
+    with Image.open(api.config.storage.data_dir / job.spec.input_paths["mask_image"]) as saved:
         levels = saved.convert("L")
         return int(levels.getpixel((32, 32))), int(levels.getpixel((2, 2)))  # type: ignore[arg-type]
 
@@ -224,8 +225,8 @@ async def test_image_to_image_with_a_multipart_body_keeps_the_init_images_size(
     assert size_of(tmp_path / "v1_img2img_0.png") == (128, 64)
     assert [(a["seed"], a["finishReason"]) for a in artifacts] == [(7, "SUCCESS")]
     job = await only_job(api, member)
-    assert (job.spec["mode"], job.spec["strength"]) == ("img2img", 0.65)  # 1 - image_strength
-    assert (api.config.storage.data_dir / job.spec["init_image"]).is_file()
+    assert (job.spec.mode, job.spec.strength) == (Mode.IMG2IMG, 0.65)  # 1 - image_strength
+    assert (api.config.storage.data_dir / job.spec.input_paths["init_image"]).is_file()
 
 
 async def test_masking_with_a_white_mask_repaints_the_white(
@@ -247,7 +248,7 @@ async def test_masking_with_a_white_mask_repaints_the_white(
     assert decoded(artifacts[0]).size == (64, 64)
     assert (artifacts[0]["seed"], artifacts[0]["finishReason"]) == (11, "SUCCESS")
     job = await only_job(api, member)
-    assert (job.spec["mode"], job.spec["strength"]) == ("inpaint", 1.0)
+    assert (job.spec.mode, job.spec.strength) == (Mode.INPAINT, 1.0)
     assert mask_levels(api, job) == (255, 0)
 
 
@@ -275,7 +276,7 @@ async def test_black_masks_and_init_image_alpha_become_the_engines_white_mask(
         job_id = response.json()["id"]
         await api.call("DELETE", f"/v1/jobs/{job_id}", headers=member.headers)
         job = await api.service.store.get(job_id)
-        assert job.spec["mode"] == "inpaint", source
+        assert job.spec.mode is Mode.INPAINT, source
         assert mask_levels(api, job) == (255, 0), source
 
 

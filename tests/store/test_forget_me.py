@@ -12,8 +12,10 @@ import typing
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, String, select
+from pydantic_core import to_jsonable_python
+from sqlalchemy import JSON, String, TypeDecorator, select
 from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.types import TypeEngine
 
 from bot.jobs.spec import JobSpec
 from bot.store.api_keys import ApiKeyStore
@@ -84,8 +86,14 @@ def text_columns() -> list[str]:
         f"{table.name}.{column.name}"
         for table in Base.metadata.sorted_tables
         for column in table.columns
-        if isinstance(column.type, String | JSON) and not isinstance(column.type, SqlEnum)
+        if isinstance(stored_as(column.type), String | JSON)
+        and not isinstance(column.type, SqlEnum)
     ]
+
+
+def stored_as(kind: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The type a column's values are stored as (a TypeDecorator's underlying type)."""
+    return kind.impl_instance if isinstance(kind, TypeDecorator) else kind
 
 
 def holds_text(annotation: Any) -> bool:
@@ -113,7 +121,7 @@ async def columns_holding(stores: Stores, words: str) -> set[str]:
         for name in text_columns():
             table, column = name.split(".")
             values = await session.scalars(select(Base.metadata.tables[table].c[column]))
-            if any(words in json.dumps(value) for value in values):
+            if any(words in json.dumps(value, default=to_jsonable_python) for value in values):
                 found.add(name)
     return found
 
@@ -123,13 +131,13 @@ async def write_everywhere(stores: Stores) -> None:
     actor = Actor(DANA.user_id, DANA.guild_id, DANA.channel_id)
     await stores.users.set_defaults(DANA.user_id, DANA.user_name, {"negative": WORDS}, actor)
     # A Discord job and an HTTP job whose weighted prompts make a blend.
-    typed = spec() | {"prompt": f"a fox {WORDS}", "negative_prompt": WORDS}
-    blend = {"prompt": "a fox, a hen", "blend": [[f"a fox {WORDS}", 0.7], ["a hen", 0.3]]}
+    typed = spec(prompt=f"a fox {WORDS}", negative_prompt=WORDS)
+    blend = spec(prompt="a fox, a hen", blend=[[f"a fox {WORDS}", 0.7], ["a hen", 0.3]])
     await stores.quotas.admit("discord", DANA, typed, "tiny", [1])
-    await stores.quotas.admit("http", DANA, spec() | blend, "tiny", [2])
+    await stores.quotas.admit("http", DANA, blend, "tiny", [2])
     await stores.jobs.transition("http", JobState.QUEUED, JobState.CANCELLED, "cancelled")
     await stores.jobs.transition("discord", JobState.QUEUED, JobState.RUNNING, device="cpu")
-    recipe = {"prompt": typed["prompt"], "negative_prompt": WORDS}
+    recipe = {"prompt": typed.prompt, "negative_prompt": WORDS}
     await stores.jobs.succeed(
         "discord", 1.0, [NewOutput(0, "images/discord/0.png", "0" * 64, 1, 64, 64, recipe)]
     )
@@ -181,9 +189,9 @@ async def test_forget_me_redacts_every_column_that_holds_a_members_words(
     specs = {job.id: job.spec for job in jobs}
     assert {job.user_id for job in jobs} == {forgotten.pseudonym}
     for job_spec in specs.values():
-        assert (job_spec["prompt"], job_spec["negative_prompt"]) == (REDACTED, REDACTED)
+        assert (job_spec.prompt, job_spec.negative_prompt) == (REDACTED, REDACTED)
     # A blend keeps its weights, not its words.
-    assert specs["http"]["blend"] == [[REDACTED, 0.7], [REDACTED, 0.3]]
+    assert specs["http"].blend == ((REDACTED, 0.7), (REDACTED, 0.3))
     # The audit trail keeps what happened, under the pseudonym.
     page = await stores.audit.query(forgotten.pseudonym, limit=None)
     params = {entry.action: entry.params for entry in page.entries}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from bot.jobs.spec import JobSpec
 from bot.store.jobs import Requester
 from bot.store.models import Job, JobState, Output, utcnow
 from bot.store.retention import RetentionSweeper, sweep
@@ -47,8 +48,8 @@ async def test_images_and_uploads_older_than_the_retention_are_deleted_and_audit
     data_dir = stores.config.storage.data_dir
     old_upload = write(data_dir / "inputs" / "old" / "image.png", age_days=40)
     new_upload = write(data_dir / "inputs" / "new" / "image.png", age_days=2)
-    await finished_days_ago(stores, "old", 40, spec=spec() | {"init_image": "inputs/old/image.png"})
-    await finished_days_ago(stores, "new", 2, spec=spec() | {"init_image": "inputs/new/image.png"})
+    await finished_days_ago(stores, "old", 40, spec=spec(init_image="inputs/old/image.png"))
+    await finished_days_ago(stores, "new", 2, spec=spec(init_image="inputs/new/image.png"))
 
     swept = await sweep(stores.sessions, data_dir, retention_days=30)
 
@@ -82,7 +83,7 @@ async def test_without_a_retention_nothing_expires_but_orphaned_uploads_still_go
     await stores.quotas.admit(
         "queued",
         DANA,
-        spec() | {"mask_image": "inputs/used/m.png", "init_image": "inputs/used/image.png"},
+        spec(mask_image="inputs/used/m.png", init_image="inputs/used/image.png"),
         "tiny",
         [1],
     )
@@ -116,8 +117,8 @@ async def test_an_old_upload_stays_while_a_queued_or_kept_job_reads_it(stores: S
     names = ("waiting", "rerolled", "expired")
     uploads = {name: write(data_dir / "inputs" / name / "image.png", 40) for name in names}
 
-    def reading(name: str) -> dict[str, object]:
-        return spec() | {"init_image": f"inputs/{name}/image.png"}
+    def reading(name: str) -> JobSpec:
+        return spec(init_image=f"inputs/{name}/image.png")
 
     # A job still in the queue, and a re-roll made last week of a 40-day-old result.
     await stores.quotas.admit("queued", DANA, reading("waiting"), "tiny", [1])

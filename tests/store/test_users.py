@@ -76,7 +76,7 @@ async def test_forget_me_deletes_images_prompts_and_defaults_and_keeps_totals(
     async with stores.sessions() as session:
         job = await session.get(Job, "dana1")
         assert job is not None
-        assert (job.spec["prompt"], job.spec["negative_prompt"]) == (REDACTED, REDACTED)
+        assert (job.spec.prompt, job.spec.negative_prompt) == (REDACTED, REDACTED)
         assert job.user_id < 0  # the pseudonym
         assert await session.get(User, DANA.user_id) is None
         assert await session.scalar(select(func.count()).select_from(Output)) == 1  # Erin's
@@ -105,7 +105,7 @@ async def test_forget_me_waits_for_unfinished_jobs_and_a_ban_survives_it(stores:
     await stores.quotas.admit("queued", DANA, spec(), "tiny", [1])
     with pytest.raises(UnfinishedJobs, match="1 job"):
         await stores.users.forget(DANA.user_id, Actor(DANA.user_id))
-    assert (await stores.jobs.get("queued")).spec["prompt"] == "a red fox"
+    assert (await stores.jobs.get("queued")).spec.prompt == "a red fox"
     page = await stores.audit.query(action="user.forget")
     assert [e.outcome for e in page.entries] == ["refused"]
 
@@ -127,12 +127,11 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
     theirs.parent.mkdir(parents=True)
     theirs.write_bytes(b"png")
     await stores.run_job("erin1", ERIN, 1.0)
-    inpaint = spec() | {
-        "init_image": "inputs/dana-upload/image.png",
-        "mask_image": "inputs/dana-upload/mask.png",
-    }
+    inpaint = spec(
+        init_image="inputs/dana-upload/image.png", mask_image="inputs/dana-upload/mask.png"
+    )
     # A variation of Erin's image: its source is her output, which must stay.
-    variation = spec() | {"init_image": "images/erin1/0.png"}
+    variation = spec(init_image="images/erin1/0.png")
     await stores.quotas.admit("dana1", DANA, inpaint, "tiny", [1])
     await stores.quotas.admit("dana2", DANA, variation, "tiny", [2])
     for job_id, message_id in (("dana1", 901), ("dana2", 902)):
@@ -180,7 +179,7 @@ async def test_forget_me_keeps_an_upload_another_members_job_uses_until_it_is_fo
     upload = data_dir / "inputs" / "dana-upload" / "image.png"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"png")
-    img2img = spec() | {"init_image": "inputs/dana-upload/image.png"}
+    img2img = spec(init_image="inputs/dana-upload/image.png")
     await stores.quotas.admit("dana1", DANA, img2img, "tiny", [1])
     # Erin re-rolled Dana's result: her job's spec is a copy, upload path included.
     await stores.quotas.admit("erin1", ERIN, img2img, "tiny", [2])
