@@ -134,12 +134,12 @@ async def run_rounds(
     for setting in batch_settings:
         store = GatedJobStore(sessions, FREE)
         service = JobService(
-            store,
-            directory / "data",
-            [engine],
-            job_timeout,
-            {model_name: model},
-            model_name,
+            store=store,
+            data_dir=directory / "data",
+            engines=[engine],
+            job_timeout=job_timeout,
+            models={model_name: model},
+            default_model=model_name,
             quotas=quotas,
             queue=QueueConfig(max_length=10_000),
             batch_images={engine.device: setting},

@@ -8,8 +8,8 @@ import random
 import time
 from datetime import timedelta
 
+from bot.jobs.fair_queue import waiting_of
 from bot.jobs.scheduler import Waiting, fair_order, next_batch
-from bot.jobs.service import waiting_of
 from bot.store.jobs import QueuedRow
 from bot.store.models import Lane, utcnow
 
@@ -31,7 +31,7 @@ def queued_rows(count: int, member_count: int) -> list[QueuedRow]:
     now = utcnow()
     rows = []
     for number in range(count):
-        spec = job_spec(f"queued job {number}", number)
+        spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
         rows.append(
             QueuedRow(
                 job_id=f"q{number:09d}",

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from bot.jobs.fair_queue import waiting_of
 from bot.jobs.scheduler import fair_order, next_batch
-from bot.jobs.service import waiting_of
 from bot.quota import Limits
 from bot.store.db import AsyncSession, open_engine, session_factory
 from bot.store.jobs import JobStore, NewOutput, QueuedRow, Requester
@@ -81,7 +81,7 @@ class Database:
         await self.quotas.admit(
             job_id,
             Requester(user, f"member{user % 1000}"),
-            spec,
+            spec.model_dump(mode="json"),
             spec.model,
             spec.seeds,
         )

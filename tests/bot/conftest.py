@@ -71,10 +71,10 @@ def make_service(config: Config, store: JobStore, env: dict[str, str] | None = N
     engine_env = dict(os.environ) | (env or {})
     engines = [EngineProcess(d, config.models, engine_env) for d in config.engine.devices]
     return JobService(
-        store,
-        config.storage.data_dir,
-        engines,
-        config.engine.job_timeout,
-        config.models,
-        config.engine.default_model,
+        store=store,
+        data_dir=config.storage.data_dir,
+        engines=engines,
+        job_timeout=config.engine.job_timeout,
+        models=config.models,
+        default_model=config.engine.default_model,
     )

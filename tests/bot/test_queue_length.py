@@ -29,12 +29,12 @@ async def test_concurrent_submissions_never_queue_more_than_max_length(
         # No worker runs: every admitted job stays waiting, as on a busy GPU.
         engines = [EngineProcess("cpu", config.models, dict(os.environ))]
         service = JobService(
-            stores.jobs,
-            config.storage.data_dir,
-            engines,
-            config.engine.job_timeout,
-            config.models,
-            "tiny",
+            store=stores.jobs,
+            data_dir=config.storage.data_dir,
+            engines=engines,
+            job_timeout=config.engine.job_timeout,
+            models=config.models,
+            default_model="tiny",
             quotas=stores.quotas if quotas else None,
             queue=config.queue,
         )

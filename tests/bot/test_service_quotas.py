@@ -35,12 +35,12 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
         config = stores.config
         engines = [EngineProcess(d, config.models, dict(os.environ)) for d in ["cpu"]]
         service = JobService(
-            stores.jobs,
-            config.storage.data_dir,
-            engines,
-            config.engine.job_timeout,
-            config.models,
-            "tiny",
+            store=stores.jobs,
+            data_dir=config.storage.data_dir,
+            engines=engines,
+            job_timeout=config.engine.job_timeout,
+            models=config.models,
+            default_model="tiny",
             quotas=stores.quotas,
         )
         recorder = Recorder()
@@ -76,12 +76,12 @@ def service_on(stores: Stores, store: JobStore | None = None) -> JobService:
     config = stores.config
     engines = [EngineProcess("cpu", config.models, dict(os.environ))]
     return JobService(
-        store or stores.jobs,
-        config.storage.data_dir,
-        engines,
-        config.engine.job_timeout,
-        config.models,
-        "tiny",
+        store=store or stores.jobs,
+        data_dir=config.storage.data_dir,
+        engines=engines,
+        job_timeout=config.engine.job_timeout,
+        models=config.models,
+        default_model="tiny",
         quotas=stores.quotas,
     )
 

@@ -64,12 +64,12 @@ async def test_a_job_cancelled_in_the_queue_is_refunded_and_never_charged(
     async with stores_with(PRICED) as stores:
         config = stores.config
         service = JobService(
-            stores.jobs,
-            config.storage.data_dir,
-            [],
-            10,
-            config.models,
-            "tiny",
+            store=stores.jobs,
+            data_dir=config.storage.data_dir,
+            engines=[],
+            job_timeout=10,
+            models=config.models,
+            default_model="tiny",
             quotas=stores.quotas,
         )
         job_spec = build_spec(Options(prompt="a lake", count=2), config.models, "tiny")

@@ -1,0 +1,44 @@
+"""The waiting rows in fair order, one reading for intake's queue places and the worker
+pool's claims (bot.jobs.scheduler holds the rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..config import QueueConfig
+from ..store.jobs import QueuedRow
+from ..store.quotas import QuotaStore
+from .scheduler import Waiting, fair_order
+from .spec import JobSpec, batch_key
+
+
+def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
+    spec = JobSpec.model_validate(row.spec)
+    return Waiting(
+        job_id=row.job_id,
+        user_id=row.user_id,
+        model=spec.model,
+        lane=row.lane,
+        queued_at=row.queued_at,
+        images=row.images,
+        estimate=row.estimate if row.estimate is not None else default_estimate,
+        batch_key=batch_key(spec),
+    )
+
+
+@dataclass(frozen=True)
+class FairQueue:
+    # The recent GPU time that counts towards a member's fair share.
+    window: timedelta
+    # A job's GPU seconds when it holds no estimate (no quotas).
+    default_estimate: float
+
+    @classmethod
+    def of(cls, queue: QueueConfig, quotas: QuotaStore | None) -> FairQueue:
+        default = quotas.rules.default_gpu_seconds if quotas else 1.0
+        return cls(timedelta(minutes=queue.fair_share_minutes), default)
+
+    def order(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[Waiting]:
+        return fair_order([waiting_of(row, self.default_estimate) for row in rows], served)

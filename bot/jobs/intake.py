@@ -1,0 +1,243 @@
+"""Intake: takes jobs into the queue (admission, quota reservation), says where they stand
+and how fast the queue moves, and records cancels.
+
+The database is the queue: a job is a row before its submitter hears it is queued. Intake
+knows nothing of engines or of what runs where; it tells the worker pool only the two
+things of `Workers`, so the pool can later live in another process (hearing them through
+the store instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import QueueConfig
+from ..quota import Estimate
+from ..store.jobs import IllegalTransition, JobStore, NewJob, QueueAtLength, Requester
+from ..store.models import Job, JobState, Lane, new_id
+from ..store.quotas import QuotaStore, Refused
+from .events import JobEvents, JobListener
+from .fair_queue import FairQueue
+from .pace import PACE_WINDOW, Pace
+from .spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+# How long a cancel waits for a running job to stop (within one denoising step, usually).
+CANCEL_WAIT_SECONDS = 10.0
+
+
+class Workers(Protocol):
+    """What intake tells the worker pool (bot.jobs.pool.WorkerPool)."""
+
+    def jobs_queued(self) -> None:
+        """New jobs wait: an idle worker looks at the queue now, not at its next poll."""
+
+    async def stop_claimed(self, job_id: str, actor_id: int | None, *, refund: bool) -> None:
+        """A claimed job is asked to stop; its worker records the end."""
+
+
+class QueueFull(Refused):
+    def __init__(self, minutes: int) -> None:
+        super().__init__(
+            f"The queue is full right now; please try again in about {minutes} minute(s)."
+        )
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    position: int  # 1: the next job to run
+    eta_seconds: float  # the estimated GPU time of the jobs ahead, shared by the engines
+
+
+NEXT_IN_LINE = QueuePlace(1, 0.0)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel came to: `job` as it ended (or still running, its engine slow to stop)."""
+
+    job: Job
+    # The job had ended before the cancel could stop it: nothing was cancelled.
+    too_late: bool
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    queue_position: int
+    lane: Lane = Lane.NORMAL  # relax: over quota, runs when no in-quota job waits
+    eta_seconds: float = 0.0
+    # The GPU time and cost reserved for it (None without quotas).
+    estimate: Estimate | None = None
+
+
+class JobIntake:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        events: JobEvents,
+        workers: Workers,
+        fair: FairQueue,
+        engine_count: int,
+        quotas: QuotaStore | None = None,
+        queue: QueueConfig | None = None,
+    ) -> None:
+        self.store = store
+        self._events = events
+        self._workers = workers
+        self._fair = fair
+        # The engines that share the queue: a place's wait is the work ahead over them.
+        self._engine_count = max(1, engine_count)
+        self._quotas = quotas
+        self._queue = queue or QueueConfig()
+
+    def add_listener(self, listener: JobListener) -> None:
+        self._events.add(listener)
+
+    async def submit(self, spec: JobSpec, requester: Requester) -> Submitted:
+        """Queue a job; raises Refused (UserBanned, OverQuotaError, QueueFull) when not."""
+        (submitted,) = await self.submit_many([spec], requester)
+        return submitted
+
+    async def submit_many(
+        self,
+        specs: Sequence[JobSpec],
+        requester: Requester,
+        message_ids: Sequence[int | None] = (),
+    ) -> list[Submitted]:
+        """Queue the jobs of one command ({…} choices, --n) together, each reserved
+        against the member's quota, or none of them (Refused, as for `submit`).
+
+        `message_ids`, when given, are the messages already showing each job (the
+        follow-ups of a multi-job reply); the command settles once for them all.
+        """
+        # Read only to tell a lone job it is next; the admission counts the queue
+        # again under the write lock against `[queue] max_length`.
+        waiting = await self.store.waiting_count()
+        priority = bool(set(requester.role_ids) & set(self._queue.priority_role_ids))
+        ids = list(message_ids) or [requester.message_id] * len(specs)
+        new = [
+            NewJob(
+                new_id(),
+                dataclasses.replace(requester, message_id=message_id),
+                spec.model_dump(mode="json"),
+                spec.model,
+                spec.seeds,
+            )
+            for spec, message_id in zip(specs, ids, strict=True)
+        ]
+        estimates: list[Estimate | None]
+        max_waiting = self._queue.max_length
+        try:
+            if self._quotas is None:
+                jobs = await self.store.create_many(new, max_waiting)
+                estimates = [None] * len(jobs)
+            else:
+                lane = Lane.PRIORITY if priority else Lane.NORMAL
+                admissions = await self._quotas.admit_many(new, lane, max_waiting)
+                jobs = [admission.job for admission in admissions]
+                estimates = [admission.estimate for admission in admissions]
+        except QueueAtLength as full:
+            raise QueueFull(await self._minutes_to_drain(full.waiting)) from None
+        self._workers.jobs_queued()
+        # A lone job that found the queue empty is next in line: its place needs no fair
+        # order (whose reads would race the claim that starts it now). Should another
+        # member's job have got in meanwhile, Discord's queued line is corrected at its
+        # next refresh; an HTTP client's answer keeps position 1.
+        alone = waiting == 0 and len(jobs) == 1
+        submitted = []
+        for job, estimate in zip(jobs, estimates, strict=True):
+            place = NEXT_IN_LINE if alone else (await self.queue_place(job.id) or NEXT_IN_LINE)
+            log.info(
+                "job %s: queued at position %d (%s lane) by user %d",
+                job.id,
+                place.position,
+                job.lane,
+                requester.user_id,
+            )
+            submitted.append(Submitted(job, place.position, job.lane, place.eta_seconds, estimate))
+        return submitted
+
+    async def queue_place(self, job_id: str) -> QueuePlace | None:
+        """Where a waiting job stands in the fair order; None once it runs or ended."""
+        rows, served = await self.store.waiting_snapshot(self._fair.window)
+        order = self._fair.order(rows, served)
+        for index, waiting in enumerate(order):
+            if waiting.job_id == job_id:
+                ahead = sum(w.estimate for w in order[:index])
+                return QueuePlace(index + 1, ahead / self._engine_count)
+        return None
+
+    async def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None once it runs or ended."""
+        place = await self.queue_place(job_id)
+        return None if place is None else place.position
+
+    async def cancel(self, job_id: str, actor_id: int | None, *, refund: bool = False) -> bool:
+        """Ask a queued or running job to stop; False when it already ended. A running
+        job is charged the GPU time it used, unless `refund` (the bot, not its member,
+        stopped it).
+
+        A queued job is cancelled at once; a running one is stopped by its engine
+        within one denoising step (only its own images, in a batch), and its
+        worker records the end, unless the job finished first (its result was
+        already on its way): `cancel_and_wait` says which.
+        """
+        # The store says whether the job still waits (read first, so that stopping a
+        # running job is not a refused transition in the log).
+        found = (await self.store.get(job_id)).state
+        if found is JobState.QUEUED:
+            try:
+                job = await self.store.transition(
+                    job_id,
+                    JobState.QUEUED,
+                    JobState.CANCELLED,
+                    "cancelled",
+                    actor_id=actor_id,
+                    error="cancelled before it started",
+                )
+            except IllegalTransition as refused:  # claimed (or ended) since the read
+                found = refused.found
+            else:
+                self._events.finished(job)
+                return True
+        if found is not JobState.RUNNING:
+            return False
+        await self._workers.stop_claimed(job_id, actor_id, refund=refund)
+        return True
+
+    async def cancel_and_wait(
+        self, job_id: str, actor_id: int | None, wait: float = CANCEL_WAIT_SECONDS
+    ) -> CancelOutcome:
+        """Cancel a job and wait (up to `wait` seconds) for its end, so the answer says
+        what happened: cancelled, or ended first (a result recorded meanwhile is kept
+        and charged), or still stopping."""
+        # Registered before anything is read, so an end in between is not missed.
+        ending = self._events.ending(job_id)
+        try:
+            if not await self.cancel(job_id, actor_id):
+                return CancelOutcome(await self.store.get(job_id), too_late=True)
+            try:
+                async with asyncio.timeout(wait):
+                    job = await ending
+            except TimeoutError:
+                job = await self.store.get(job_id)
+            too_late = job.state.finished and job.state is not JobState.CANCELLED
+            return CancelOutcome(job, too_late)
+        finally:
+            self._events.forget(job_id, ending)
+
+    async def pace(self) -> Pace:
+        """How fast the queue moves now: every estimate from the measured pace starts here."""
+        return Pace(await self.store.finished_per_minute(PACE_WINDOW))
+
+    async def _minutes_to_drain(self, waiting: int) -> int:
+        minutes = (await self.pace()).minutes_to_drain(waiting)
+        return 10 if minutes is None else minutes

@@ -1,0 +1,317 @@
+"""The worker pool: one supervised worker per engine claims batches in fair order, runs
+them, screens the images and records each job's end.
+
+Every worker is supervised: one that dies is logged with its traceback and restarted. A
+job whose run is cut off (the engine or the bot died) is retried once, then failed and
+refunded, so a job that kills the process cannot loop. Intake reaches the pool only
+through bot.jobs.intake.Workers (`jobs_queued`, `stop_claimed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.protocol import ErrorCode, GenerateRequest, JobError, JobResult, Status
+
+from ..moderation.images import ImageModerationConfig, screen
+from ..store.db import persist
+from ..store.jobs import IllegalTransition, JobStore, QueuedRow
+from ..store.models import Job, JobState
+from .engine_client import EngineFailure, EngineProcess
+from .events import JobEvents
+from .fair_queue import FairQueue
+from .scheduler import for_engine, next_batch
+from .spec import JobSpec
+from .withhold import outputs_of, withhold_inputs, withhold_outputs
+
+log = logging.getLogger(__name__)
+
+# How often an idle worker looks at the queue even without a wake-up (another
+# process may have queued a job).
+POLL_SECONDS = 1.0
+# Restarting a dead worker or a crashing engine backs off up to this.
+MAX_BACKOFF = 60.0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        events: JobEvents,
+        fair: FairQueue,
+        engines: list[EngineProcess],
+        data_dir: Path,
+        job_timeout: float,
+        preview_every: int = 0,
+        batch_images: dict[str, int] | None = None,
+        moderation: ImageModerationConfig | None = None,
+    ) -> None:
+        self.store = store
+        self._events = events
+        self._fair = fair
+        self._engines = engines
+        self._data_dir = data_dir
+        self._job_timeout = job_timeout
+        self._preview_every = preview_every
+        # Images one request may carry, per device (bot.config EngineConfig.batch_images).
+        self._batch_images = batch_images or {}
+        # What flagged images meet (bot.moderation.images); the engines classify them.
+        self._moderation = moderation or ImageModerationConfig()
+        self._supervisors: list[asyncio.Task[None]] = []
+        self._running: dict[str, EngineProcess] = {}
+        # The models each engine ran last (what it most likely holds) and which are idle.
+        self._loaded: dict[str, set[str]] = {engine.device: set() for engine in engines}
+        self._idle: set[str] = set()
+        # Engine failures in a row per device: a crashing engine is restarted with backoff.
+        self._crashes: dict[str, int] = {engine.device: 0 for engine in engines}
+        self._cancelled_by: dict[str, int | None] = {}
+        # Running jobs cancelled by the bot itself (an HTTP API's stop): refunded in full,
+        # where a member's own cancel pays for the GPU time used.
+        self._refunded: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    # -- start and stop --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Put back what a previous run left running (or fail it after its last attempt).
+
+        Workers do not start here: a front end starts them once it can deliver
+        (`start_workers`), so a requeued job never finishes into a client that
+        has not connected yet.
+        """
+        for job in await self.store.requeue_interrupted("the bot stopped while it ran"):
+            if job.state is JobState.FAILED:
+                self._events.finished(job)
+
+    def start_workers(self) -> None:
+        self._supervisors = [
+            asyncio.create_task(self._supervise(engine), name=f"engine-worker-{engine.device}")
+            for engine in self._engines
+        ]
+
+    def stop_claiming(self) -> None:
+        """Claim no further batch (the first step of a stop; running ones go on)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop claiming; give running batches `grace` seconds to finish, then return
+        what is still running to the queue (its attempt not counted) and stop engines."""
+        self.stop_claiming()
+        unfinished: list[str] = []
+        cancelled: dict[str, int | None] = {}
+        if self._supervisors:
+            _, late = await asyncio.wait(self._supervisors, timeout=grace)
+            # Read before the late workers are cancelled: each one's `finally` forgets
+            # its batch as it ends.
+            unfinished, cancelled = list(self._running), dict(self._cancelled_by)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
+        for job_id in unfinished:
+            # A job ended meanwhile (its worker recorded it as it was cancelled) is left.
+            with contextlib.suppress(IllegalTransition):
+                if job_id in cancelled:  # its member asked for it to stop: it stays stopped
+                    await self._finish(job_id, JobState.CANCELLED, "cancelled", cancelled[job_id])
+                else:
+                    await self.store.return_to_queue(job_id)
+                    log.info("job %s: returned to the queue at stop", job_id)
+        self._running.clear()
+        await asyncio.gather(*(engine.stop() for engine in self._engines))
+
+    # -- what intake tells the pool (bot.jobs.intake.Workers) -----------------------------
+
+    def jobs_queued(self) -> None:
+        self._wake.set()
+
+    async def stop_claimed(self, job_id: str, actor_id: int | None, *, refund: bool) -> None:
+        # A worker not yet past its check sees this first; one that has sent the request
+        # is reached through its engine.
+        self._cancelled_by[job_id] = actor_id
+        if refund:
+            self._refunded.add(job_id)
+        if (engine := self._running.get(job_id)) is not None:
+            await engine.cancel(job_id)
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _supervise(self, engine: EngineProcess) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                await self._work(engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "the worker for %s died; restarting it in %g s", engine.device, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _work(self, engine: EngineProcess) -> None:
+        def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+            elsewhere = set[str]().union(
+                *(self._loaded[device] for device in self._idle if device != engine.device)
+            )
+            order = for_engine(
+                self._fair.order(rows, served), self._loaded[engine.device], elsewhere
+            )
+            limit = self._batch_images.get(engine.device, 1)
+            return [w.job_id for w in next_batch(order, limit)]
+
+        while not self._stopping.is_set():
+            if (crashes := self._crashes[engine.device]) and not engine.alive:
+                await asyncio.sleep(min(2.0 ** (crashes - 1), MAX_BACKOFF))
+            if engine.warms_up and not engine.alive:
+                # A compiling engine warms up for minutes: before any job, not in one.
+                await engine.start()
+            self._idle.add(engine.device)
+            jobs = await self.store.claim(engine.device, choose, self._fair.window)
+            if not jobs:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                continue
+            self._idle.discard(engine.device)
+            if not engine.alive:
+                self._loaded[engine.device].clear()
+            self._loaded[engine.device].update(job.model for job in jobs)
+            for job in jobs:
+                self._running[job.id] = engine
+            try:
+                await self._run_batch(engine, jobs)
+            finally:
+                for job in jobs:
+                    self._running.pop(job.id, None)
+                    self._cancelled_by.pop(job.id, None)
+                    self._refunded.discard(job.id)
+
+    async def _run_batch(self, engine: EngineProcess, jobs: list[Job]) -> None:
+        """Run the claimed jobs as one engine request (one pipeline call) and record each
+        job's own outcome; a job cancelled before the request was sent is left out."""
+        for job in jobs:
+            self._events.started(job)
+        pending = []
+        for job in jobs:
+            if job.id in self._cancelled_by:
+                await self._finish(
+                    job.id, JobState.CANCELLED, "cancelled", self._cancelled_by[job.id]
+                )
+            else:
+                pending.append(job)
+        if not pending:
+            return
+        claimed = {job.id: job for job in pending}
+        request = self._request(pending)
+        outcomes: dict[str, JobResult | JobError] = {}
+        try:
+            if not engine.alive:
+                await engine.start()
+            # `job_timeout` is per job: a batch of n jobs gets n times it.
+            time_limit = self._job_timeout * len(request.jobs)
+            outcomes = await engine.run(request, self._events.progress, time_limit)
+            self._crashes[engine.device] = 0
+        except EngineFailure as failure:
+            log.error("engine on %s failed: %s", engine.device, failure)
+            self._crashes[engine.device] += 1
+            await engine.kill()
+            outcomes = failure.outcomes
+            for job_id in request.job_ids:
+                if job_id not in outcomes:
+                    await self._after_crash(job_id, str(failure))
+        for outcome in outcomes.values():
+            if isinstance(outcome, JobResult):
+                await self._succeed(outcome, claimed[outcome.job_id])
+            elif outcome.code is ErrorCode.CONTENT_FILTERED and outcome.job_id in claimed:
+                job = claimed[outcome.job_id]
+                args = (self.store, self._data_dir, self._moderation, outcome, job)
+                self._events.finished(await withhold_inputs(*args))
+            else:
+                await self._job_error(outcome)
+
+    def _request(self, jobs: list[Job]) -> GenerateRequest:
+        """One engine request for a batch, named as its claim named it. No file is
+        touched: the engine makes each job's output folder. So the request is sent before
+        this task yields to the "starting" edits that the claim set off."""
+        specs = [JobSpec.model_validate(job.spec) for job in jobs]
+        parts = []
+        for job, spec in zip(jobs, specs, strict=True):
+            output_dir = self._data_dir / "images" / job.id
+            part = spec.batch_job(job.id, output_dir, self._data_dir)
+            policy = self._moderation.policy(job.nsfw_channel)
+            parts.append(part.model_copy(update={"nsfw_policy": policy}))
+        batch_id = jobs[0].batch_id
+        assert batch_id is not None  # every claimed job has one
+        return GenerateRequest.for_jobs(
+            batch_id, specs[0].shared_params(), parts, self._preview_every
+        )
+
+    async def _job_error(self, error: JobError) -> None:
+        job_id = error.job_id or ""
+        if error.code is ErrorCode.CANCELLED:
+            log.info(
+                "job %s: cancelled while running, after %.2f GPU seconds", job_id, error.gpu_seconds
+            )
+            actor_id = self._cancelled_by.get(job_id)
+            job = await persist(
+                lambda: self.store.cancel_started(
+                    job_id,
+                    error.gpu_seconds,
+                    actor_id,
+                    error.message,
+                    charge=job_id not in self._refunded,
+                )
+            )
+            self._events.finished(job)
+            return
+        log.warning("job %s: engine error %s: %s", job_id, error.code, error.message)
+        await self._finish(job_id, JobState.FAILED, error.message)
+
+    async def _succeed(self, result: JobResult, claimed: Job) -> None:
+        policy = self._moderation.policy(claimed.nsfw_channel)
+        screened = screen(result, policy, self._moderation.image_threshold)
+        if screened.withheld:
+            args = (self.store, self._data_dir, self._moderation, result, screened)
+            self._events.finished(await withhold_outputs(*args))
+            return
+        outputs = outputs_of(result, self._data_dir, screened, policy)
+        job = await persist(
+            lambda: self.store.succeed(
+                result.job_id, result.gpu_seconds, outputs, moderation=screened.record
+            )
+        )
+        log.info("job %s: succeeded in %.2f GPU seconds", job.id, result.gpu_seconds)
+        self._events.finished(job)
+
+    async def _after_crash(self, job_id: str, reason: str) -> None:
+        if job_id in self._cancelled_by:  # its member asked it to stop: not run again
+            await self._finish(job_id, JobState.CANCELLED, "cancelled", self._cancelled_by[job_id])
+            return
+        job = await persist(lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine"))
+        if job.state is JobState.QUEUED:
+            log.info("job %s: requeued after the engine failed", job_id)
+            self._wake.set()
+        else:
+            self._events.finished(job)
+
+    async def _finish(
+        self, job_id: str, state: JobState, message: str, actor_id: int | None = None
+    ) -> None:
+        outcome = "cancelled" if state is JobState.CANCELLED else "error"
+        job = await persist(
+            lambda: self.store.transition(
+                job_id, JobState.RUNNING, state, outcome, actor_id=actor_id, error=message
+            )
+        )
+        self._events.finished(job)
+
+    async def engine_status(self) -> list[tuple[str, Status | None]]:
+        """Each engine's device and what it has loaded; None for an engine not running."""
+        return [(engine.device, await engine.status()) for engine in self._engines]
