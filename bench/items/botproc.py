@@ -31,7 +31,7 @@ def queued_rows(count: int, member_count: int) -> list[QueuedRow]:
     now = utcnow()
     rows = []
     for number in range(count):
-        spec = job_spec(f"queued job {number}", number).model_dump(mode="json")
+        spec = job_spec(f"queued job {number}", number)
         rows.append(
             QueuedRow(
                 job_id=f"q{number:09d}",

@@ -81,7 +81,7 @@ class Database:
         await self.quotas.admit(
             job_id,
             Requester(user, f"member{user % 1000}"),
-            spec.model_dump(mode="json"),
+            spec,
             spec.model,
             spec.seeds,
         )

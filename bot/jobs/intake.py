@@ -127,7 +127,7 @@ class JobIntake:
             NewJob(
                 new_id(),
                 dataclasses.replace(requester, message_id=message_id),
-                spec.model_dump(mode="json"),
+                spec,
                 spec.model,
                 spec.seeds,
             )
