@@ -20,19 +20,20 @@ from ..core import Core
 from ..core.acting import Acting
 from ..core.door import Door, Origin
 from ..core.refusals import Refusal
-from ..core.views import Job, JobState
+from ..core.services import (
+    ApiKeyStore,
+    AuditLog,
+    CommandStore,
+    GuildStore,
+    JobStore,
+    QuotaStore,
+    UserStore,
+)
+from ..core.views import Actor, Job, JobState, NewCommand, ReceivedCommand, Requester
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..ops.status import StatusReport
 from ..reports.console import AdminReports
-from ..store.api_keys import ApiKeyStore
-from ..store.audit import Actor, AuditLog
-from ..store.commands import CommandStore, NewCommand
-from ..store.guilds import GuildStore
-from ..store.jobs import JobStore, Requester
-from ..store.models import ReceivedCommand
-from ..store.quotas import QuotaStore
-from ..store.users import UserStore
 from .delivery import Delivery
 from .refusals import sentence
 from .webhooks import ORIGINAL, interaction_webhook

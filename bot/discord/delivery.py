@@ -26,7 +26,6 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,12 @@ from sqlalchemy.exc import OperationalError
 
 from engine.protocol import Progress
 
+from ..core.deliveries import Deliveries
+from ..core.views import Job, JobState, utcnow
 from ..jobs.failures import member_failure
 from ..jobs.service import QueuePlace
 from ..moderation.images import dm_notice, public_notice, spoiler_name, withheld_in_dm
 from ..render import GRID_NAME, grid_jpeg, output_name, pack_uploads, progress_bar, result_fields
-from ..store.db import persist
-from ..store.jobs import JobStore
-from ..store.models import Job, JobState, utcnow
 from .components import progress_view, result_view
 from .moderation import ModerationNotices, withheld_by_filter
 from .webhooks import ORIGINAL, interaction_webhook
@@ -108,8 +106,9 @@ class Delivery:
 
     def __init__(
         self,
+        *,
         client: discord.Client,
-        store: JobStore,
+        deliveries: Deliveries,
         data_dir: Path,
         interval: float,
         queue_place: Callable[[str], Awaitable[QueuePlace | None]],
@@ -121,7 +120,7 @@ class Delivery:
         self._moderation = moderation
         # Whether a member asked (/settings delivery:DM) for results by DM.
         self._prefers_dm = prefers_dm
-        self._store = store
+        self._deliveries = deliveries
         self._data_dir = data_dir
         self._interval = interval
         self._queue_place = queue_place
@@ -170,7 +169,7 @@ class Delivery:
             message = await self._edit_status(job, content=text, view=progress_view(job.id))
             shown = text
             if job.message_id is None:
-                await self._store.record_message(job.id, message.id)
+                await self._deliveries.showing(job.id, message.id)
         except discord.HTTPException as error:
             log.info("job %s: could not show it queued (%s)", job.id, error)
         except OperationalError as error:  # only a shortcut for later edits: "@original" works
@@ -183,7 +182,7 @@ class Delivery:
         """At start: deliver every finished job Discord has not accepted yet. Each is read
         again as its delivery starts: one the start itself finished may have been
         delivered since this search."""
-        for job in await self._store.undelivered():
+        for job in await self._deliveries.undelivered():
             self._spawn(self._deliver(job, reread=True), f"deliver-{job.id}")
 
     async def drain(self, within: float) -> None:
@@ -263,7 +262,7 @@ class Delivery:
         self._delivering.add(job.id)
         try:
             if reread:
-                job = await persist(partial(self._store.get, job.id))
+                job = await self._deliveries.job(job.id)
             if job.delivered_at is not None:
                 return
             for delay in (*RETRY_DELAYS, None):
@@ -283,7 +282,7 @@ class Delivery:
                     self.retries += 1
                     await asyncio.sleep(delay)
                     continue
-                await persist(partial(self._store.mark_delivered, job.id, message_id, how))
+                await self._deliveries.delivered(job.id, message_id, how)
                 log.info("job %s: delivered (%s)", job.id, how)
                 if withheld_by_filter(job):
                     await self._moderation.withheld(job, self._token_fresh(job))

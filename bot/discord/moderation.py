@@ -14,8 +14,8 @@ import logging
 
 import discord
 
+from ..core.views import Job, JobState
 from ..moderation.images import member_notice, top_scores
-from ..store.models import Job, JobState
 from .admin_log import AdminLog
 from .webhooks import interaction_webhook
 

@@ -7,10 +7,9 @@ import logging
 
 from ..core.door import Checked, Draft, InputSource, Origin
 from ..core.refusals import Refusal
-from ..core.views import Job, Lane
+from ..core.views import Job, Lane, Requester
 from ..jobs.service import QueuePlace, Submitted
 from ..jobs.spec import JobSpec
-from ..store.jobs import Requester
 from .common import Reply, Services
 from .refusals import sentence
 

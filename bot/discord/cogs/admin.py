@@ -26,11 +26,10 @@ from discord.ext import commands
 
 from ...admin_reach import AdminReach, AdminScope
 from ...config import fold_term
+from ...core.views import JobNotFound, QuotaScope, utcnow
 from ...ops.status import StatusFacts
 from ...quota import Limits
 from ...reports.table import code_block, render
-from ...store.jobs import JobNotFound
-from ...store.models import QuotaScope, utcnow
 from ..common import Services, actor_of, admin_scope, cancel_and_answer, refuse
 
 AUDIT_PAGE = 15

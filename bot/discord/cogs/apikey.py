@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ...store.api_keys import MAX_NAME_CHARS, TooManyKeys
+from ...core.views import MAX_NAME_CHARS, TooManyKeys
 from ..common import Services, actor_of, refuse, roles_of
 
 LIST_LIMIT = 25

@@ -44,11 +44,10 @@ from engine.protocol import (
 from ...core.door import Checked, Origin
 from ...core.drafts import OptionsDraft
 from ...core.refusals import Refusal, RefusalKind
+from ...core.views import ReceivedCommand, Requester
 from ...jobs.download import download_attachments
 from ...jobs.inputs import ACCEPTED, save_inputs
 from ...jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options
-from ...store.jobs import Requester
-from ...store.models import ReceivedCommand
 from ..common import (
     Followup,
     Reply,

@@ -22,9 +22,8 @@ from ...core.acting import JournaledDraft
 from ...core.actions import BY_NAME, Action, ActionName, Words, journaled_commands
 from ...core.door import NO_INPUTS, Checked, Draft, Origin
 from ...core.refusals import Refusal
-from ...core.views import Job, JobState
+from ...core.views import Job, JobNotFound, JobState, Requester
 from ...jobs.spec import JobSpec
-from ...store.jobs import JobNotFound, Requester
 from ..common import (
     Followup,
     Services,

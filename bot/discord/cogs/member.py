@@ -14,10 +14,9 @@ from discord.ext import commands
 from engine.protocol import MAX_STEPS, SAMPLER_NAMES
 
 from ...core.refusals import paused
+from ...core.views import Actor, UnfinishedJobs
 from ...jobs.spec import ASPECTS
 from ...moderation.service import ScreenedText, TextKind
-from ...store.audit import Actor
-from ...store.users import UnfinishedJobs
 from ..common import Services, actor_of, model_choices, refuse, roles_of
 from ..refusals import sentence
 
