@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import Config
 from ..jobs.service import JobService
-from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec, input_paths
+from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec
 from ..moderation.service import ScreenedText
 from ..store.jobs import JobNotFound, Requester
 from ..store.models import Job
@@ -123,9 +123,10 @@ class Acting:
     async def source(self, action: Action, job: Job, number: int | None) -> Source | Refusal:
         """What the action reads of `job`: image `number` for a per-image action; refused
         when an image or input it needs is no longer stored."""
-        spec = JobSpec.model_validate(job.spec)
+        spec = job.spec
         if not action.per_image:
-            if action.makes_job and await asyncio.to_thread(self._missing, input_paths(spec)):
+            inputs = spec.input_paths.values()
+            if action.makes_job and await asyncio.to_thread(self._missing, inputs):
                 reason = "The image this job started from is no longer stored; it cannot run again."
                 return Refusal(kind=RefusalKind.GONE, reason=reason)
             return Source(job_id=job.id, spec=spec)
@@ -169,7 +170,7 @@ class Acting:
         log.info("job %s: %d image(s) deleted by user %d", job.id, len(paths), member.user_id)
         return paths
 
-    def _missing(self, paths: Sequence[str]) -> bool:
+    def _missing(self, paths: Iterable[str]) -> bool:
         return any(not (self._data_dir / path).is_file() for path in paths)
 
     def _remove_files(self, job_id: str, paths: list[str]) -> None:

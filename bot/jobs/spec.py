@@ -568,11 +568,6 @@ def rerolled_spec(original: JobSpec, seed: int) -> JobSpec:
     return original.model_copy(update={"seed": seed})
 
 
-def input_paths(spec: JobSpec) -> list[str]:
-    """The stored input images a job reads (relative to the data directory)."""
-    return [p for p in (spec.init_image, spec.mask_image, spec.control_image) if p is not None]
-
-
 def remixed_spec(
     original: JobSpec,
     text: str,
