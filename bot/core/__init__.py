@@ -4,7 +4,9 @@
   and comes back Accepted or as a typed Refusal (bot.core.refusals).
 - actions: the registry of what can be done to a job (bot.core.actions), and
   doing it (bot.core.acting).
-- views: the stored records a door reads.
+- queries: a member's queue, history and balance (bot.core.queries).
+- views, services, deliveries: the records a door reads, the stored services it
+  calls, and the record of a delivered answer.
 
 The core imports no door; the doors import the core, never the store (checked by
 import-linter in scripts/check).
@@ -18,16 +20,19 @@ from ..config import Config
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..store.commands import CommandStore
+from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .acting import Acting
 from .door import Door
 from .drafts import Catalog
+from .queries import Queries
 
 
 @dataclass(frozen=True)
 class Core:
     door: Door
     acting: Acting
+    queries: Queries
     catalog: Catalog
 
     @classmethod
@@ -39,6 +44,7 @@ class Core:
         users: UserStore,
         moderation: Moderation,
         commands: CommandStore,
+        quotas: QuotaStore | None,
     ) -> Core:
         door = Door(jobs=jobs, users=users, moderation=moderation, commands=commands)
         acting = Acting(jobs=jobs, config=config)
@@ -49,4 +55,4 @@ class Core:
             max_permutations=config.generation.max_permutations,
             data_dir=config.storage.data_dir,
         )
-        return cls(door, acting, catalog)
+        return cls(door, acting, Queries(jobs=jobs, quotas=quotas), catalog)

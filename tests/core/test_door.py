@@ -104,6 +104,7 @@ async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
             users=stores.users,
             moderation=moderation,
             commands=CommandStore(stores.sessions),
+            quotas=stores.quotas,
         )
         yield World(stores, jobs, core)
 

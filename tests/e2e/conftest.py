@@ -97,6 +97,15 @@ class RunningBot:
         finally:
             engine.dispose()
 
+    def execute(self, sql: str, **params: object) -> None:
+        """Change the bot's SQLite file, as another process would (while it is down)."""
+        engine = create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(sql), params)
+        finally:
+            engine.dispose()
+
     async def wait_for_rows(self, sql: str, **params: object) -> list[dict[str, object]]:
         """The query's rows once there are any (polled for 10 s): some rows are written
         just after the reply, and the bot is another process."""

@@ -323,31 +323,25 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def queue(self, interaction: discord.Interaction) -> None:
         services = self.services
         await services.audit.record_command(actor_of(interaction), "queue")
-        everyone = await services.store.unfinished()
-        me = interaction.user.id
+        view = await services.core.queries.queue(interaction.user.id)
         lines = []
-        for job in sorted(everyone, key=lambda j: (j.state != JobState.RUNNING, j.created_at)):
-            if job.user_id != me:
-                continue
+        for queued in view.mine:
+            job = queued.job
             prompt = clip(job.spec.prompt, 50).replace("`", "'")
             if job.state is JobState.RUNNING:
                 lines.append(f"🎨 `{job.id}` running · {prompt}")
                 continue
-            place = await services.jobs.queue_place(job.id)
+            place = queued.place
             where = (
                 "starting"
                 if place is None
                 else f"position {place.position}, {starts_in(place.eta_seconds)}"
             )
             lines.append(f"⏳ `{job.id}` {where} · {prompt}")
-        others = [job for job in everyone if job.user_id != me]
-        waiting = sum(job.state is JobState.QUEUED for job in others)
-        running = len(others) - waiting
-        members = len({job.user_id for job in others})
         text = "**Your jobs**\n" + ("\n".join(lines) if lines else "none queued or running")
         text += (
-            f"\n**Everyone else**: {waiting} waiting and {running} running,"
-            f" from {members} other member(s)."
+            f"\n**Everyone else**: {view.others_waiting} waiting and {view.others_running}"
+            f" running, from {view.other_members} other member(s)."
         )
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -366,7 +360,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         await interaction.response.edit_message(content=text, view=view)
 
     async def _history(self, user_id: int, offset: int, size: int) -> tuple[str, discord.ui.View]:
-        jobs, total = await self.services.store.history(user_id, size, offset)
+        page = await self.services.core.queries.history(user_id, size, offset)
+        jobs, total = page.jobs, page.total
         if not jobs:
             return "You have no jobs yet: try `/imagine`.", discord.ui.View()
         first, last = offset + 1, offset + len(jobs)

@@ -1,0 +1,109 @@
+"""What a member may ask about, for either door: their place in the queue, a job,
+their history, their balance. Every estimate of time reads the one measured pace
+(bot.jobs.pace) through the job service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..jobs.service import JobService, QueuePlace
+from ..store.models import Job, JobState
+from ..store.quotas import QuotaStore
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One of the member's unfinished jobs: running, or waiting at `place` (None: about
+    to start)."""
+
+    job: Job
+    place: QueuePlace | None
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """The member's own jobs (running first, then by age) and how busy the queue is."""
+
+    mine: list[Queued]
+    others_waiting: int
+    others_running: int
+    other_members: int
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    jobs: Sequence[Job]
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    """What is left of a member's daily limits; None where a limit is not set."""
+
+    images_left: int | None
+    gpu_seconds_left: float | None
+    # The least money left under a cost or GPU-seconds limit (priced); None: unlimited.
+    credits: float | None
+    currency: str
+    resets_at: datetime
+
+
+class Queries:
+    def __init__(self, *, jobs: JobService, quotas: QuotaStore | None) -> None:
+        self._jobs = jobs
+        self._quotas = quotas
+
+    async def queue(self, user_id: int) -> QueueView:
+        everyone = await self._jobs.store.unfinished()
+        mine = sorted(
+            (job for job in everyone if job.user_id == user_id),
+            key=lambda job: (job.state is not JobState.RUNNING, job.created_at),
+        )
+        others = [job for job in everyone if job.user_id != user_id]
+        waiting = sum(job.state is JobState.QUEUED for job in others)
+        return QueueView(
+            mine=[Queued(job, await self._place(job)) for job in mine],
+            others_waiting=waiting,
+            others_running=len(others) - waiting,
+            other_members=len({job.user_id for job in others}),
+        )
+
+    async def _place(self, job: Job) -> QueuePlace | None:
+        if job.state is JobState.RUNNING:
+            return None
+        return await self._jobs.queue_place(job.id)
+
+    async def history(self, user_id: int, size: int, offset: int = 0) -> HistoryPage:
+        """A page of the member's jobs, newest first."""
+        jobs, total = await self._jobs.store.history(user_id, size, offset)
+        return HistoryPage(jobs, offset, total)
+
+    async def balance(self, user_id: int, role_ids: Iterable[int]) -> Balance:
+        """Today's limits of the member (with their roles' overrides) less their usage."""
+        assert self._quotas is not None, "balances need the quota store"
+        status = await self._quotas.status(user_id, list(role_ids))
+        limits, usage = status.limits, status.usage
+        pricing = self._quotas.rules.pricing
+        money_left: list[float] = []
+        if limits.cost_per_day is not None:
+            money_left.append(limits.cost_per_day - usage.cost)
+        if limits.gpu_seconds_per_day is not None and pricing.price_per_gpu_hour > 0:
+            money_left.append(pricing.cost(limits.gpu_seconds_per_day - usage.gpu_seconds))
+        return Balance(
+            images_left=(
+                None
+                if limits.images_per_day is None
+                else max(0, limits.images_per_day - usage.images)
+            ),
+            gpu_seconds_left=(
+                None
+                if limits.gpu_seconds_per_day is None
+                else max(0.0, limits.gpu_seconds_per_day - usage.gpu_seconds)
+            ),
+            credits=max(0.0, min(money_left)) if money_left else None,
+            currency=status.currency,
+            resets_at=status.resets_at,
+        )
