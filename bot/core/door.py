@@ -26,7 +26,7 @@ from ..store.audit import Actor
 from ..store.commands import AlreadyHandled, CommandStore
 from ..store.jobs import Requester
 from ..store.quotas import OverQuotaError, Refused, UserBanned
-from ..store.users import UserStore
+from ..store.users import Standing, UserStore
 from .refusals import Refusal, RefusalKind, paused
 
 log = logging.getLogger(__name__)
@@ -205,11 +205,8 @@ class Door:
                 retry_after=limited.retry_after,
             )
         standing = await self._users.standing(member.user_id)
-        if standing.ban_reason is not None:
-            reason = f"You cannot use this bot: {standing.ban_reason}"
-            return Refusal(kind=RefusalKind.BANNED, reason=reason)
-        if standing.paused_until is not None:
-            return paused(standing.paused_until)
+        if (barred := _barred(standing)) is not None:
+            return barred
         terms = await moderation.terms(member.guild_id)
         who = actor_of(member)
         typed = draft.typed()
@@ -224,6 +221,11 @@ class Door:
         if (blocked := await moderation.screen(who, added, draft.command, terms)) is not None:
             return _blocked(blocked)
         return Checked(personal, specs)
+
+    async def barred(self, user_id: int) -> Refusal | None:
+        """Why the member may not use the bot now (a ban, a timed pause), or None: the
+        door's second check, also asked before what is not a job (an API key)."""
+        return _barred(await self._users.standing(user_id))
 
     async def admit(
         self,
@@ -313,6 +315,15 @@ class Door:
 
 # Retry-After for a full queue or a quota of concurrent jobs before any pace is measured.
 DEFAULT_SECONDS_PER_JOB = 10.0
+
+
+def _barred(standing: Standing) -> Refusal | None:
+    if standing.ban_reason is not None:
+        reason = f"You cannot use this bot: {standing.ban_reason}"
+        return Refusal(kind=RefusalKind.BANNED, reason=reason)
+    if standing.paused_until is not None:
+        return paused(standing.paused_until)
+    return None
 
 
 def _blocked(blocked: Blocked) -> Refusal:

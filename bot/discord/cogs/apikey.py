@@ -13,8 +13,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ...core.door import Origin
 from ...core.views import MAX_NAME_CHARS, TooManyKeys
-from ..common import Services, actor_of, refuse, roles_of
+from ..common import Services, actor_of, requester_of, roles_of, tell_privately
+from ..refusals import sentence
 
 LIST_LIMIT = 25
 
@@ -36,10 +38,10 @@ class ApiKeyCog(commands.GroupCog, group_name="apikey", group_description="Keys 
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, MAX_NAME_CHARS]
     ) -> None:
         services = self.services
-        banned = await services.users.ban_reason(interaction.user.id)
-        if banned is not None:
-            await refuse(
-                interaction, services.store, "apikey.create", f"You cannot use this bot: {banned}"
+        if (barred := await services.door.barred(interaction.user.id)) is not None:
+            await tell_privately(interaction, sentence(barred))
+            await services.door.refused(
+                requester_of(interaction), "apikey.create", Origin.SLASH, barred
             )
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
