@@ -195,6 +195,8 @@ async def test_a_job_that_kills_the_engine_twice_is_failed_refunded_and_audited(
     assert "failed" in result.content and "not retried" in result.content
     (job,) = running_bot.rows("select id, state, attempts from jobs")
     assert (job["state"], job["attempts"]) == ("failed", 2)
+    # The registry's 🔁 Try again is the one button under a failed job.
+    assert result.custom_ids == [f"atelier:recreate:{job['id']}"]
     trail = running_bot.rows(
         "select action, outcome from audit_log where target = :id order by id", id=job["id"]
     )
