@@ -1,34 +1,41 @@
-"""From a parsed body to a queued job: the engine, the saved images, the spec, the
-moderation screen and the job service's admission, their refusals as ApiErrors."""
+"""From a parsed body to a queued job through the core's door (bot.core.door): the engine a
+request names, its images saved, the body's Draft, and the door's answer, a job or a
+Refusal rendered by bot.http.refusals (a blocked prompt on a generation route is
+recorded as a blocked job, which Stability's clients read as content-filtered)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-import shutil
-from pathlib import Path
 
-from engine.protocol import MAX_SEED
-
-from ..jobs.service import QueueFull, Submitted
-from ..jobs.spec import BadInput, Inputs, JobSpec
-from ..moderation.service import ScreenedText, TextKind
+from ..core.door import NO_INPUTS, Draft, InputSource, Origin, SavedInputs
+from ..core.drafts import OptionsDraft
+from ..core.refusals import Refusal, RefusalKind
+from ..jobs.service import Submitted
+from ..jobs.spec import BadInput
 from ..store.api_keys import KeyHolder
-from ..store.audit import Actor
 from ..store.jobs import Requester
 from ..store.models import Job, utcnow
-from ..store.quotas import OverQuotaError, Refused, UserBanned
 from .errors import ApiError
 from .models import GenerationOptions, MaskSource, TextPrompt
-from .services import CLIENT, ApiServices
-from .translate import NO_INPUTS, RequestError, retry_after, save_request_images, spec_for
+from .refusals import api_error, message_of
+from .services import ApiServices
+from .translate import RequestError, options_for, save_request_images
 
 # The door's lines keep the logger name they had before the door was split up.
 log = logging.getLogger("bot.http.server")
 
-# Retry-After when no measured pace says better.
-DEFAULT_RETRY_SECONDS = 10.0
+# A generation request's name in the audit and the moderation strikes.
+COMMAND = "http"
+
+
+class DoorRefused(Exception):
+    """The core's door refused the request: `refusal` says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
 
 def engine_named(services: ApiServices, engine_id: str) -> str:
@@ -54,13 +61,15 @@ async def save_images(
     init_image: bytes,
     mask_image: bytes | None = None,
     mask_source: MaskSource | None = None,
-) -> Inputs:
+) -> SavedInputs:
+    """The request's images, checked and saved in a folder of their own (removed by the
+    door if the request is refused)."""
     config = services.config
     data_dir = config.storage.data_dir
     folder = data_dir / "inputs" / secrets.token_hex(8)
     max_bytes = int(config.generation.max_attachment_mb * 2**20)
     try:
-        return await asyncio.to_thread(
+        inputs = await asyncio.to_thread(
             save_request_images,
             init_image,
             mask_image,
@@ -71,71 +80,42 @@ async def save_images(
         )
     except RequestError as error:
         raise ApiError(400, error.name, str(error)) from None
+    return SavedInputs(inputs, folder)
 
 
-async def spec_of(
+async def draft_of(
     services: ApiServices,
-    holder: KeyHolder,
     body: GenerationOptions,
     prompts: list[TextPrompt],
     engine: str,
     *,
-    inputs: Inputs = NO_INPUTS,
+    inputs: InputSource = NO_INPUTS,
     size: tuple[int | None, int | None] = (None, None),
     strength: float | None = None,
     stop: int = 100,
-) -> JobSpec:
-    personal = await services.users.defaults(holder.user_id)
+) -> OptionsDraft:
+    """The body as the core's options (its prompts read as plain text); a field it cannot
+    use is a 400, and the request's saved `inputs` are removed."""
     config = services.config
     try:
-        return spec_for(
+        options = options_for(
             body,
             prompts,
             engine,
             config.models,
-            personal,
             config.styles,
-            lambda: secrets.randbelow(MAX_SEED) + 1,
-            inputs=inputs,
+            inputs=inputs.declared(),
             size=size,
             strength=strength,
             stop=stop,
         )
     except RequestError as error:
+        await inputs.discard()
         raise ApiError(400, error.name, str(error)) from None
-    except BadInput as error:
-        raise ApiError(400, "bad_request", str(error)) from None
+    return OptionsDraft(command=COMMAND, options=options, catalog=services.core.catalog, plain=True)
 
 
-async def blocked(services: ApiServices, holder: KeyHolder, spec: JobSpec) -> Job | None:
-    """The job recorded as blocked when the prompt holds a term the key's server (or
-    every server) blocks; None when it may go."""
-    screened = await services.moderation.screen(
-        Actor(holder.user_id, holder.guild_id),
-        [ScreenedText(TextKind.PROMPT, f"{spec.prompt}\n{spec.negative_prompt}")],
-        CLIENT,
-    )
-    if screened is None:
-        return None
-    term = screened.term
-    for path in (spec.init_image, spec.mask_image):
-        if path is not None:  # the request's images were saved for a job that never runs
-            folder = services.config.storage.data_dir / Path(path).parent
-            await asyncio.to_thread(shutil.rmtree, folder, True)
-    reason = f"the prompt contains `{term}`, which this server does not allow"
-    job = await services.jobs.store.create_blocked(
-        secrets.token_hex(5),
-        _requester(holder, synchronous=False),
-        spec,
-        spec.model,
-        spec.seeds,
-        reason,
-    )
-    log.info("job %s: blocked at the HTTP door (key %d)", job.id, holder.key_id)
-    return job
-
-
-def _requester(holder: KeyHolder, synchronous: bool) -> Requester:
+def requester(holder: KeyHolder, synchronous: bool) -> Requester:
     return Requester.over_http(
         user_id=holder.user_id,
         user_name=holder.user_name,
@@ -146,41 +126,46 @@ def _requester(holder: KeyHolder, synchronous: bool) -> Requester:
     )
 
 
-async def submit(
-    services: ApiServices, holder: KeyHolder, spec: JobSpec, synchronous: bool
+async def queued(
+    services: ApiServices,
+    holder: KeyHolder,
+    draft: Draft,
+    inputs: InputSource = NO_INPUTS,
+    *,
+    synchronous: bool = False,
 ) -> Submitted:
-    """The job service's own door: same admission, queue, batches and ledger as Discord."""
-    jobs = services.jobs
+    """The request through the door (rate, standing, moderation, spec, inputs, admission,
+    audit): its job, or DoorRefused."""
+    accepted = await services.core.door.submit(
+        requester(holder, synchronous), draft, inputs, Origin.HTTP
+    )
+    if isinstance(accepted, Refusal):
+        raise DoorRefused(accepted)
+    (submitted,) = accepted.jobs  # a plain draft makes one job; HTTP journals nothing
+    return submitted
+
+
+async def blocked_job(
+    services: ApiServices, holder: KeyHolder, draft: Draft, inputs: InputSource, refusal: Refusal
+) -> Job:
+    """A generation request's refusal: a blocked prompt is recorded as a blocked job, never
+    queued or charged (Stability answers it as content-filtered images); any other is
+    raised as its ApiError."""
+    if refusal.kind is not RefusalKind.BLOCKED:
+        raise api_error(refusal, utcnow())
+    # The job as it was asked for: its size and seeds are what the answer shows.
+    personal = await services.users.defaults(holder.user_id)
     try:
-        return await jobs.submit(spec, _requester(holder, synchronous))
-    except UserBanned as banned:
-        raise ApiError(403, "permission_denied", banned.message) from None
-    except OverQuotaError as over:
-        quota = over.over
-        if quota.resets_at is not None:
-            wait = (quota.resets_at - utcnow()).total_seconds()
-            when = f" It resets at {quota.resets_at.isoformat()}."
-        else:
-            wait = await _seconds_per_job(services)
-            when = " Wait for one of your jobs to finish."
-        raise ApiError(
-            429,
-            "quota_exceeded",
-            f"samples: this would go over your {quota.limit}: {quota.left}.{when}",
-            {"Retry-After": retry_after(wait)},
-        ) from None
-    except QueueFull as full:
-        waiting = await jobs.store.waiting_count()
-        wait = waiting * await _seconds_per_job(services)
-        raise ApiError(
-            429, "queue_full", full.message, {"Retry-After": retry_after(wait)}
-        ) from None
-    except Refused as refused:
-        raise ApiError(429, "quota_exceeded", refused.message) from None
-
-
-async def _seconds_per_job(services: ApiServices) -> float:
-    """About how long a job takes from the queue's side: the measured pace, or
-    DEFAULT_RETRY_SECONDS before there is one."""
-    per_job = (await services.jobs.pace()).seconds_per_job()
-    return DEFAULT_RETRY_SECONDS if per_job is None else per_job
+        (spec,) = await draft.build(personal, inputs.declared())
+    except BadInput as error:
+        raise ApiError(400, "bad_request", str(error)) from None
+    job = await services.jobs.store.create_blocked(
+        secrets.token_hex(5),
+        requester(holder, synchronous=False),
+        spec,
+        spec.model,
+        spec.seeds,
+        message_of(refusal),
+    )
+    log.info("job %s: blocked at the HTTP door (key %d)", job.id, holder.key_id)
+    return job

@@ -12,10 +12,10 @@ from pydantic import BaseModel
 
 from engine.protocol import Progress
 
+from ..core.door import DEFAULT_SECONDS_PER_JOB
 from ..jobs.failures import failure_reason
 from ..jobs.pace import seconds_until_done
 from ..store.models import Job, JobState
-from .admission import DEFAULT_RETRY_SECONDS
 from .models import GenerationResponse, JobProgress, JobView
 from .openapi import PNG
 from .services import ApiServices
@@ -88,6 +88,6 @@ async def eta_of(
     per_job = (await services.jobs.pace()).seconds_per_job()
     if per_job is None:
         reserved = await services.jobs.store.reserved_seconds(job_id)
-        per_job = (reserved or DEFAULT_RETRY_SECONDS) / len(services.config.engine.devices)
+        per_job = (reserved or DEFAULT_SECONDS_PER_JOB) / len(services.config.engine.devices)
     left = 1.0 - progress.step / progress.total if progress else 1.0
     return seconds_until_done(per_job, position, left)

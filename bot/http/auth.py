@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from datetime import datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ..core.refusals import Refusal, RefusalKind, paused
 from ..moderation.rate import Buckets
 from ..store.api_keys import KeyHolder
 from ..store.models import utcnow
 from .errors import ApiError
+from .refusals import api_error, message_of
 from .services import CLIENT, ApiServices
 from .translate import retry_after
 
@@ -63,31 +66,18 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
     holder = await services.keys.authenticate(key)
     if holder is None:
         raise ApiError(401, "unauthorized", "Authorization: the API key is unknown or revoked")
-    if holder.ban_reason is not None:
-        reason = f"You cannot use this bot: {holder.ban_reason}"
+    standing = _standing(holder, await services.users.cooldown_until(holder.user_id))
+    if standing is not None:
         await services.jobs.store.record_refusal(
             "http.refused",
             holder.user_id,
             holder.guild_id,
             None,
-            reason,
+            message_of(standing),
             params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
+            kind=standing.kind.value,
         )
-        raise ApiError(403, "permission_denied", reason)
-    paused = await services.users.cooldown_until(holder.user_id)
-    if paused is not None:
-        reason = f"You are paused until {paused.isoformat()} after repeated blocked prompts."
-        await services.jobs.store.record_refusal(
-            "http.refused",
-            holder.user_id,
-            holder.guild_id,
-            None,
-            reason,
-            params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
-            kind="paused",
-        )
-        wait = (paused - utcnow()).total_seconds()
-        raise ApiError(403, "permission_denied", reason, {"Retry-After": retry_after(wait)})
+        raise api_error(standing, utcnow())
     # Known before the rate is checked, so a refusal after this point names its member.
     request[HOLDER] = holder
     limited = rate.acquire(holder.key_id, asyncio.get_running_loop().time())
@@ -102,13 +92,23 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
     return holder
 
 
+def _standing(holder: KeyHolder, paused_until: datetime | None) -> Refusal | None:
+    """A ban or a timed pause of the key's member, as the core's Refusal."""
+    if holder.ban_reason is not None:
+        reason = f"You cannot use this bot: {holder.ban_reason}"
+        return Refusal(kind=RefusalKind.BANNED, reason=reason)
+    if paused_until is not None:
+        return paused(paused_until)
+    return None
+
+
 async def audit_refusal(services: ApiServices, request: web.Request, error: ApiError) -> None:
     """A member's request refused for what it asked (bad input, unknown engine or job,
     a full queue), audited like a refused command. Not audited here: requests with
     no valid key (no member to name), the rate limit (a flood would become writes),
-    bans and quotas (audited where they are decided)."""
+    bans, quotas and the core's refusals (audited where they are decided)."""
     holder = request.get(HOLDER)
-    if holder is None or error.name in ("rate_limited", "permission_denied"):
+    if holder is None or error.audited or error.name in ("rate_limited", "permission_denied"):
         return
     if error.name == "quota_exceeded":
         return

@@ -21,9 +21,11 @@ log = logging.getLogger("bot.http.server")
 MEANINGS = {
     400: "bad_request (or invalid_*): a field is invalid; the message names it",
     401: "unauthorized: the API key is missing, unknown or revoked",
-    403: "permission_denied: the key's member is banned or paused",
+    403: "permission_denied: the key's member is banned or paused; content_moderation: a"
+    " blocked term",
     404: "not_found: no such engine or job",
-    409: "conflict: the job ended (or was cancelled by someone else) before it could",
+    409: "conflict: the job is not in a state the request applies to (it ended, or has not)",
+    410: "gone: the job's images (or the image it started from) are no longer stored",
     413: "payload_too_large: the body is over [http] max_body_mb",
     429: "rate_limited, quota_exceeded or queue_full: wait Retry-After seconds",
     500: "server_error: the id is in the bot's log",
@@ -37,13 +39,21 @@ class ApiError(Exception):
     """An answer in Stability's error shape: `name` is its class, `message` names the field."""
 
     def __init__(
-        self, status: int, name: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        name: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        audited: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.name = name
         self.message = message
         self.headers = headers or {}
+        # A refusal the core (or the store) audited already, not audited again.
+        self.audited = audited
 
 
 def error_replies(*statuses: int) -> dict[int, Reply]:

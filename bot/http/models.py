@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from engine.protocol import MAX_IMAGES_PER_JOB, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE
 
 from ..jobs.prompt_language import MAX_CFG
+from ..jobs.spec import MAX_TYPED_CHARS
 from ..store.models import JobState
 
 # Stability's limit on one prompt's text; the joined prompt has the job's own limit.
@@ -243,6 +244,26 @@ class JobCreated(Body):
     status: JobState
     position: int | None = Field(description="1: runs next; null once it runs or ended")
     eta_seconds: float | None = Field(description="About how long until it is done")
+
+
+class ActionRequest(Body):
+    """What an action on a job needs besides the job: an image for a per-image action, the
+    words for one that takes words; `{}` (or no body) for the others."""
+
+    image: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGES_PER_JOB,
+        description="Which of the job's images, from 1 (variation, strong, upscale)",
+    )
+    prompt: str | None = Field(
+        None,
+        max_length=MAX_TYPED_CHARS,
+        description="The new prompt (remix); Midjourney-style flags such as --seed work",
+    )
+    negative_prompt: str = Field(
+        "", max_length=MAX_PROMPT_TEXT, description="The new negative prompt (remix)"
+    )
 
 
 class JobProgress(Body):

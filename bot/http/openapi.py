@@ -17,6 +17,8 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ..core.actions import BY_NAME
+
 JSON = "application/json"
 PNG = "image/png"
 MULTIPART = "multipart/form-data"
@@ -75,6 +77,7 @@ class Operation:
     auth: bool = True
     json_body: type[BaseModel] | None = None
     form_body: type[BaseModel] | None = None
+    body_required: bool = True
     accept_png: bool = False
     description: str = ""
     path_parameters: tuple[str, ...] = field(default=())
@@ -196,13 +199,15 @@ def _operation(operation: Operation, refs: dict[Any, Any], engines: list[str]) -
     if operation.form_body is not None:
         content[MULTIPART] = {"schema": refs[(operation.form_body, "validation")]}
     if content:
-        document["requestBody"] = {"required": True, "content": content}
+        document["requestBody"] = {"required": operation.body_required, "content": content}
     return document
 
 
 def _path_schema(name: str, engines: list[str]) -> dict[str, Any]:
     if name == "engine_id":
         return {"type": "string", "enum": engines, "description": "A configured model"}
+    if name == "action":  # the registry's: a new action is documented with its entry
+        return {"type": "string", "enum": list(BY_NAME), "description": "What to do"}
     return {"type": "string"}
 
 

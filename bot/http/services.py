@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..config import Config
+from ..core import Core
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..store.api_keys import ApiKeyStore
@@ -24,6 +25,8 @@ class ApiServices:
 
     config: Config
     jobs: JobService
+    # The door every new job passes and the actions on jobs (bot.core).
+    core: Core
     keys: ApiKeyStore
     users: UserStore
     quotas: QuotaStore

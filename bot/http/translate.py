@@ -1,4 +1,4 @@
-"""Stability v1 requests into JobSpecs, and jobs back into Stability artifacts.
+"""Stability v1 requests into the core's Options, and jobs back into Stability artifacts.
 
 Pure rules (no aiohttp, no SQL, no GPU), so what an HTTP client meets at the door
 is tested on its own. A request's prompts are plain text: Midjourney flags and
@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
 from PIL import Image, ImageOps
-from pydantic import ValidationError
 
-from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, Mode, ModelSpec
+from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, ModelSpec
 
 from ..jobs.inputs import CheckedImage, decode_image, finish, on_white, save_checked
 from ..jobs.prompt_language import Style
@@ -26,9 +25,8 @@ from ..jobs.spec import (
     BadInput,
     InputImage,
     Inputs,
-    JobSpec,
+    Options,
     clean_text,
-    fit_aspect,
     fit_ratio,
 )
 from ..store.models import Job, JobState
@@ -131,25 +129,17 @@ def split_prompts(prompts: Sequence[TextPrompt]) -> tuple[str, str, tuple[tuple[
     return prompt, negative_prompt, blend
 
 
-def apply_style(
-    name: str | None, styles: dict[str, Style], prompt: str, negative: str
-) -> tuple[str, str]:
-    """The prompts with a configured style of that name applied; a Stability preset with
-    no such style configured changes nothing; any other name is refused."""
+def style_named(name: str | None, styles: Mapping[str, Style]) -> str | None:
+    """The configured style a `style_preset` names (the core applies it); None for no
+    preset or a Stability preset with no such style configured; any other name is
+    refused."""
     if name is None:
-        return prompt, negative
-    for known, style in styles.items():
+        return None
+    for known in styles:
         if known.casefold() == name.casefold():
-            styled, styled_negative = style.apply(prompt, negative)
-            styled, styled_negative = clean_text(styled), clean_text(styled_negative)
-            if len(styled) > MAX_PROMPT_CHARS or len(styled_negative) > MAX_PROMPT_CHARS:
-                raise RequestError(
-                    "style_preset",
-                    f"with style `{known}` the prompt is over {MAX_PROMPT_CHARS:,} characters",
-                )
-            return styled, styled_negative
+            return known
     if name.casefold() in STABILITY_STYLES:
-        return prompt, negative
+        return None
     known_names = sorted({*STABILITY_STYLES, *styles})
     raise RequestError(
         "style_preset", f"unknown style `{name}`; use one of: {', '.join(known_names)}"
@@ -164,14 +154,12 @@ def max_pixels(model: ModelSpec) -> int:
 
 
 def size_for(
-    width: int | None,
-    height: int | None,
-    model: ModelSpec,
-    aspect: str | None,
-    guide: InputImage | None,
-) -> tuple[int, int]:
-    """The image size: an input image's own (fitted to the model when it is not a usable
-    size), else the request's, else the member's default aspect, else the model's."""
+    width: int | None, height: int | None, model: ModelSpec, guide: InputImage | None
+) -> tuple[int, int] | None:
+    """The image size the request sets: an input image's own (fitted to the model when it
+    is not a usable size), else the request's width and height (up to MAX_PIXELS_FACTOR
+    times the model's pixels). None when it sets none: the core's rule then (the
+    member's default aspect, else square, at the model's area)."""
     limit = max_pixels(model)
     if guide is not None:
         usable = (
@@ -185,12 +173,7 @@ def size_for(
             return guide.width, guide.height
         return fit_ratio(guide.width / guide.height, model.width * model.height)
     if width is None and height is None:
-        if aspect:
-            try:
-                return fit_aspect(aspect, model.width, model.height)
-            except BadInput:
-                pass  # a stale personal default: the model's own size then
-        return model.width, model.height
+        return None
     size = (width or model.width, height or model.height)
     if size[0] * size[1] > limit:
         raise RequestError(
@@ -216,76 +199,44 @@ def stop_for(step_schedule_end: float | None) -> int:
     return max(MIN_STOP, round(100 * (1.0 - step_schedule_end)))
 
 
-# -- the spec -----------------------------------------------------------------------------
+# -- the options --------------------------------------------------------------------------
 
 
-def spec_for(
+def options_for(
     request: GenerationOptions,
     prompts: Sequence[TextPrompt],
     model_name: str,
-    models: dict[str, ModelSpec],
-    personal: dict[str, object],
-    styles: dict[str, Style],
-    random_seed: Callable[[], int],
+    models: Mapping[str, ModelSpec],
+    styles: Mapping[str, Style],
     *,
     inputs: Inputs = NO_INPUTS,
     size: tuple[int | None, int | None] = (None, None),
     strength: float | None = None,
     stop: int = 100,
-) -> JobSpec:
-    """The job a Stability request asks for, or RequestError naming the field.
-
-    The member's own defaults (`personal`: sampler, steps, cfg, negative prompt,
-    aspect) fill what the request leaves out, then the model's.
-    """
-    model = models[model_name]
+) -> Options:
+    """The options a Stability request gives, or RequestError naming the field. The core
+    builds the job from them as from a slash command's (bot.jobs.spec.build_specs, the
+    prompt read as plain text): the member's own defaults fill what the request leaves
+    out, then the model's; the mode follows the inputs (an inpainting repaints from
+    scratch, as Stability's: `strength` is for image-to-image)."""
     prompt, negative, blend = split_prompts(prompts)
-    if not negative:
-        negative = clean_text(str(personal.get("negative_prompt") or ""))[:MAX_PROMPT_CHARS]
-    prompt, negative = apply_style(request.style_preset, styles, prompt, negative)
-    mode = Mode.TXT2IMG
-    if inputs.mask is not None:
-        mode = Mode.INPAINT
-    elif inputs.image is not None:
-        mode = Mode.IMG2IMG
-    aspect = personal.get("aspect")
-    width, height = size_for(
-        *size, model, aspect if isinstance(aspect, str) else None, inputs.image
+    width, height = size_for(*size, models[model_name], inputs.image) or (None, None)
+    return Options(
+        prompt=prompt,
+        negative_prompt=negative or None,
+        model=model_name,
+        count=request.samples,
+        seed=request.seed or None,  # 0: a random one
+        steps=request.steps,
+        cfg=request.cfg_scale,
+        sampler=SAMPLERS[request.sampler] if request.sampler else None,
+        style=style_named(request.style_preset, styles),
+        strength=strength if inputs.mask is None else None,
+        stop=stop,
+        width=width,
+        height=height,
+        blend=blend,
     )
-    sampler = (
-        SAMPLERS[request.sampler]
-        if request.sampler
-        else str(personal.get("sampler") or model.sampler)
-    )
-    fields = {
-        "prompt": prompt,
-        "negative_prompt": negative,
-        "model": model_name,
-        "width": width,
-        "height": height,
-        "steps": request.steps or personal.get("steps") or model.steps,
-        "cfg": request.cfg_scale
-        if request.cfg_scale is not None
-        else personal.get("cfg", model.cfg),
-        "sampler": sampler,
-        "seed": request.seed or random_seed(),
-        "count": request.samples,
-        "mode": mode,
-        "init_image": inputs.image.path if inputs.image else None,
-        "mask_image": inputs.mask.path if inputs.mask else None,
-        "stop": stop,
-        "blend": blend,
-    }
-    if mode is Mode.INPAINT:
-        fields["strength"] = 1.0  # the masked part is repainted from scratch, as Stability's
-    elif mode is Mode.IMG2IMG and strength is not None:
-        fields["strength"] = strength
-    try:
-        return JobSpec.model_validate(fields)
-    except ValidationError as error:  # a personal default out of today's range
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise RequestError(field, first["msg"]) from None
 
 
 # -- images -------------------------------------------------------------------------------

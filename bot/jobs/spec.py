@@ -224,6 +224,11 @@ class Options(BaseModel):
     style: str | None = None
     chaos: int | None = None
     stop: int | None = None
+    # An exact size in pixels (the HTTP API's width and height): wins over the aspect.
+    width: int | None = None
+    height: int | None = None
+    # Weighted prompts (the HTTP API's text_prompts), heaviest first: see JobSpec.blend.
+    blend: tuple[tuple[str, float], ...] = ()
 
     def over(self, defaults: dict[str, object]) -> Self:
         """These options, with `defaults` (a member's own) filling the ones left out."""
@@ -354,6 +359,8 @@ def build_specs(
     personal: dict[str, object] | None = None,
     styles: dict[str, Style] | None = None,
     max_permutations: int = DEFAULT_MAX_PERMUTATIONS,
+    *,
+    plain: bool = False,
 ) -> list[JobSpec]:
     """Every job a member's options ask for, or BadInput saying what to change.
 
@@ -364,12 +371,16 @@ def build_specs(
     flags in the prompt, then the member's `personal` defaults, then the
     model's. With no seed given, one random seed serves every permutation (so
     they differ only by their text); the repeats of a prompt go on from it,
-    job k at seed + k x count.
+    job k at seed + k x count. A `plain` prompt (the HTTP API's) is read as it is
+    written: one job, no flags, no {…} choices.
     """
     typed = clean_text(options.prompt)
     if len(typed) > MAX_TYPED_CHARS:
         raise BadInput(_too_long(typed))
     seed = secrets.randbelow(MAX_SEED + 1)
+    if plain:
+        merged = options.over(personal or {})
+        return [_build_one(merged, models, default_model, inputs, styles or {}, seed)]
     specs = []
     for text in expand_prompt(typed, max_permutations):
         parsed = parse_prompt(text)
@@ -455,7 +466,9 @@ def _build_one(
         raise BadInput(f"Unknown model `{name}`; available: {', '.join(sorted(models))}.")
     model = models[name]
     mode, guide = _mode_of(options, inputs, name, models)
-    if options.aspect is None and guide is not None:
+    if options.width is not None and options.height is not None:
+        width, height = options.width, options.height
+    elif options.aspect is None and guide is not None:
         # An input image sets the shape; the model's native area sets the size.
         width, height = fit_ratio(guide.width / guide.height, model.width * model.height)
     else:
@@ -501,6 +514,7 @@ def _build_one(
         strength=strength,
         chaos=chaos,
         stop=stop,
+        blend=options.blend,
     )
 
 

@@ -23,8 +23,9 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.app import build_engines, build_http, build_moderation, build_service
+from bot.app import build_core, build_engines, build_http, build_moderation, build_service
 from bot.config import Config, load_config
+from bot.core import Core
 from bot.http.server import HttpApi
 from bot.jobs.service import JobService
 from bot.store.api_keys import ApiKeyStore
@@ -85,6 +86,7 @@ class RunningApi:
     config: Config
     sessions: async_sessionmaker[AsyncSession]
     service: JobService
+    core: Core
     http: HttpApi
     keys: ApiKeyStore
     quotas: QuotaStore
@@ -143,12 +145,15 @@ async def open_api(
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
     keys = ApiKeyStore(sessions)
-    http = build_http(config, sessions, service, quotas, keys, build_moderation(config, sessions))
+    moderation = build_moderation(config, sessions)
+    core = build_core(config, sessions, service, moderation, quotas)
+    http = build_http(config, sessions, service, quotas, keys, moderation, core)
     running = RunningApi(
         url="",
         config=config,
         sessions=sessions,
         service=service,
+        core=core,
         http=http,
         keys=keys,
         quotas=quotas,

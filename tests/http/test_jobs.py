@@ -223,6 +223,7 @@ async def test_the_openapi_document_is_served_from_the_models(api: RunningApi) -
         "/v1/generation/{engine_id}/image-to-image/masking",
         "/v1/jobs",
         "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/actions/{action}",
         "/healthz",
     } == set(document["paths"])
     schemas = document["components"]["schemas"]

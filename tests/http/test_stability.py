@@ -568,6 +568,7 @@ async def test_a_stop_cuts_off_waiting_requests_and_refunds_their_jobs(api: Runn
         api.quotas,
         api.keys,
         build_moderation(api.config, api.sessions),
+        api.core,
     )
     await second.start()
     member = await api.member()

@@ -10,21 +10,22 @@ import pytest
 from PIL import Image
 
 from bot.http.bodies import field_name
-from bot.http.models import InitImageMode, MaskSource, Sampler, TextPrompt
+from bot.http.models import InitImageMode, MaskSource, Sampler, TextPrompt, TextToImageRequest
 from bot.http.openapi import PROMPT_PATTERN
 from bot.http.routes import api_document
 from bot.http.translate import (
     SAMPLERS,
     RequestError,
-    apply_style,
+    options_for,
     save_request_images,
     size_for,
     split_prompts,
     stop_for,
     strength_for,
+    style_named,
 )
 from bot.jobs.prompt_language import Style
-from bot.jobs.spec import InputImage
+from bot.jobs.spec import InputImage, Inputs, build_specs
 from engine.protocol import SAMPLER_NAMES, ModelSpec
 
 SD15 = ModelSpec(source="sd15", width=512, height=512)
@@ -78,25 +79,73 @@ def test_step_schedule_end_becomes_the_jobs_stop() -> None:
 
 
 def test_sizes_come_from_the_request_the_input_image_or_the_model() -> None:
-    assert size_for(None, None, SD15, None, None) == (512, 512)
-    assert size_for(768, None, SD15, None, None) == (768, 512)
-    assert size_for(None, None, SD15, "16:9", None) == (680, 384)  # the member's default aspect
-    assert size_for(None, None, SD15, "nonsense", None) == (512, 512)
-    assert size_for(640, 640, SD15, None, InputImage("x", 1024, 768)) == (1024, 768)
-    assert size_for(None, None, SD15, None, InputImage("x", 1001, 500)) == (728, 360)
+    assert size_for(None, None, SD15, None) is None  # the core's rule: aspect, else square
+    assert size_for(768, None, SD15, None) == (768, 512)
+    assert size_for(640, 640, SD15, InputImage("x", 1024, 768)) == (1024, 768)
+    assert size_for(None, None, SD15, InputImage("x", 1001, 500)) == (728, 360)
     with pytest.raises(RequestError) as refused:
-        size_for(1536, 1024, SD15, None, None)
+        size_for(1536, 1024, SD15, None)
     assert refused.value.name == "invalid_pixel_count"
     assert str(refused.value).startswith("width: 1536x1024 is 1,572,864 pixels")
 
 
-def test_style_presets_apply_configured_styles_and_ignore_unconfigured_stability_ones() -> None:
+def spec_of(body: dict[str, Any], personal: dict[str, object]) -> Any:
+    """The job the core builds from a text-to-image body, as the HTTP door asks for it."""
+    request = TextToImageRequest.model_validate(body)
     styles = {"Cinematic": Style(prompt="film still of {prompt}", negative="cartoon")}
-    assert apply_style("cinematic", styles, "a fox", "") == ("film still of a fox", "cartoon")
-    assert apply_style("anime", styles, "a fox", "blur") == ("a fox", "blur")
-    assert apply_style(None, styles, "a fox", "") == ("a fox", "")
+    options = options_for(
+        request,
+        request.text_prompts,
+        "sd15",
+        {"sd15": SD15},
+        styles,
+        size=(request.width, request.height),
+    )
+    (spec,) = build_specs(options, {"sd15": SD15}, "sd15", Inputs(), personal, styles, plain=True)
+    return spec
+
+
+def test_the_core_builds_the_bodys_job_with_the_members_defaults_under_the_requests() -> None:
+    prompts = [{"text": "a fox {red, blue} --ar 1:4 --n 3", "weight": 1}, {"text": "a hat"}]
+    spec = spec_of({"text_prompts": prompts, "steps": 9}, {"aspect": "16:9", "steps": 4})
+    # Plain text: no flags, no {…} choices, one job; the member's aspect, the body's steps.
+    assert spec.prompt == "a fox {red, blue} --ar 1:4 --n 3, a hat"
+    assert spec.blend == (("a fox {red, blue} --ar 1:4 --n 3", 1.0), ("a hat", 1.0))
+    assert (spec.width, spec.height, spec.steps) == (680, 384, 9)
+    sized = spec_of({"text_prompts": prompts[1:], "width": 768}, {"aspect": "16:9"})
+    assert (sized.width, sized.height) == (768, 512)  # the request's size wins
+    styled = spec_of(
+        {"text_prompts": prompts[1:], "style_preset": "cinematic", "seed": 5},
+        {"negative_prompt": "blurry"},
+    )
+    assert (styled.prompt, styled.negative_prompt, styled.seed) == (
+        "film still of a hat",
+        "blurry, cartoon",
+        5,
+    )
+
+
+def test_an_inpainting_repaints_from_scratch_and_an_image_keeps_its_size() -> None:
+    image = InputImage("in/a.png", 640, 448)
+    request = TextToImageRequest.model_validate({"text_prompts": [{"text": "a fox"}]})
+    for inputs, mode, strength in (
+        (Inputs(image=image), "img2img", 0.4),
+        (Inputs(image=image, mask=InputImage("in/m.png", 640, 448)), "inpaint", 1.0),
+    ):
+        options = options_for(
+            request, request.text_prompts, "sd15", {"sd15": SD15}, {}, inputs=inputs, strength=0.4
+        )
+        (spec,) = build_specs(options, {"sd15": SD15}, "sd15", inputs, {}, plain=True)
+        assert (spec.mode, spec.strength, spec.width, spec.height) == (mode, strength, 640, 448)
+
+
+def test_style_presets_name_configured_styles_and_ignore_unconfigured_stability_ones() -> None:
+    styles = {"Cinematic": Style(prompt="film still of {prompt}", negative="cartoon")}
+    assert style_named("cinematic", styles) == "Cinematic"
+    assert style_named("anime", styles) is None
+    assert style_named(None, styles) is None
     with pytest.raises(RequestError, match=r"^style_preset: unknown style `vaporwave`"):
-        apply_style("vaporwave", styles, "a fox", "")
+        style_named("vaporwave", styles)
 
 
 def test_field_names_are_written_as_the_client_wrote_them() -> None:

@@ -7,10 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ..openapi import Operation, openapi_document
-from . import account, generation, health, jobs
+from . import account, actions, generation, health, jobs
 
 OPERATIONS: tuple[Operation, ...] = (
-    account.OPERATIONS + generation.OPERATIONS + jobs.OPERATIONS + health.OPERATIONS
+    account.OPERATIONS
+    + generation.OPERATIONS
+    + jobs.OPERATIONS
+    + actions.OPERATIONS
+    + health.OPERATIONS
 )
 
 

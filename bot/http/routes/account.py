@@ -57,31 +57,15 @@ async def account(request: web.Request) -> web.Response:
 
 async def balance(request: web.Request) -> web.Response:
     holder = holder_of(request)
-    quotas = services_of(request).quotas
-    status = await quotas.status(holder.user_id, holder.role_ids)
-    limits, usage = status.limits, status.usage
-    pricing = quotas.rules.pricing
-    money_left: list[float] = []
-    if limits.cost_per_day is not None:
-        money_left.append(limits.cost_per_day - usage.cost)
-    if limits.gpu_seconds_per_day is not None and pricing.price_per_gpu_hour > 0:
-        money_left.append(pricing.cost(limits.gpu_seconds_per_day - usage.gpu_seconds))
-    images_left = (
-        None if limits.images_per_day is None else max(0, limits.images_per_day - usage.images)
-    )
-    seconds_left = (
-        None
-        if limits.gpu_seconds_per_day is None
-        else max(0.0, limits.gpu_seconds_per_day - usage.gpu_seconds)
-    )
+    left = await services_of(request).core.queries.balance(holder.user_id, holder.role_ids)
     return json_response(
         Balance(
-            credits=max(0.0, min(money_left)) if money_left else UNLIMITED_CREDITS,
-            currency=status.currency,
-            unlimited=not money_left,
-            images_left=images_left,
-            gpu_seconds_left=seconds_left,
-            resets_at=status.resets_at,
+            credits=UNLIMITED_CREDITS if left.credits is None else left.credits,
+            currency=left.currency,
+            unlimited=left.credits is None,
+            images_left=left.images_left,
+            gpu_seconds_left=left.gpu_seconds_left,
+            resets_at=left.resets_at,
         )
     )
 

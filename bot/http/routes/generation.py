@@ -8,8 +8,8 @@ import uuid
 
 from aiohttp import web
 
+from ...core.door import NO_INPUTS, Draft, InputSource
 from ...jobs.failures import failure_reason
-from ...jobs.spec import JobSpec
 from ...store.api_keys import KeyHolder
 from ...store.models import JobState
 from .. import admission
@@ -32,10 +32,10 @@ async def text_to_image(request: web.Request) -> web.StreamResponse:
     engine = admission.engine_named(services, request.match_info["engine_id"])
     body = await read_json(request, TextToImageRequest)
     png = _wants_png(request, body.samples)
-    spec = await admission.spec_of(
-        services, holder, body, body.text_prompts, engine, size=(body.width, body.height)
+    draft = await admission.draft_of(
+        services, body, body.text_prompts, engine, size=(body.width, body.height)
     )
-    return await _generate_now(request, services, holder, spec, png)
+    return await _generate_now(request, services, holder, draft, NO_INPUTS, png)
 
 
 async def image_to_image(request: web.Request) -> web.StreamResponse:
@@ -44,9 +44,8 @@ async def image_to_image(request: web.Request) -> web.StreamResponse:
     body = await read_form(request, ImageToImageRequest, services.config.http.max_body_mb)
     png = _wants_png(request, body.samples)
     inputs = await admission.save_images(services, body.init_image)
-    spec = await admission.spec_of(
+    draft = await admission.draft_of(
         services,
-        holder,
         body,
         body.text_prompts,
         engine,
@@ -54,7 +53,7 @@ async def image_to_image(request: web.Request) -> web.StreamResponse:
         strength=strength_for(body.init_image_mode, body.image_strength, body.step_schedule_start),
         stop=stop_for(body.step_schedule_end),
     )
-    return await _generate_now(request, services, holder, spec, png)
+    return await _generate_now(request, services, holder, draft, inputs, png)
 
 
 async def masking(request: web.Request) -> web.StreamResponse:
@@ -65,8 +64,8 @@ async def masking(request: web.Request) -> web.StreamResponse:
     inputs = await admission.save_images(
         services, body.init_image, body.mask_image, body.mask_source
     )
-    spec = await admission.spec_of(services, holder, body, body.text_prompts, engine, inputs=inputs)
-    return await _generate_now(request, services, holder, spec, png)
+    draft = await admission.draft_of(services, body, body.text_prompts, engine, inputs=inputs)
+    return await _generate_now(request, services, holder, draft, inputs, png)
 
 
 def _wants_png(request: web.Request, samples: int) -> bool:
@@ -82,14 +81,21 @@ def _wants_png(request: web.Request, samples: int) -> bool:
 
 
 async def _generate_now(
-    request: web.Request, services: ApiServices, holder: KeyHolder, spec: JobSpec, png: bool
+    request: web.Request,
+    services: ApiServices,
+    holder: KeyHolder,
+    draft: Draft,
+    inputs: InputSource,
+    png: bool,
 ) -> web.Response:
-    """Queue the job, wait for its end on this connection, answer with its images."""
-    blocked = await admission.blocked(services, holder, spec)
-    if blocked is not None:
+    """Queue the job through the core's door, wait for its end on this connection, answer
+    with its images (a blocked prompt's: content-filtered)."""
+    submission = admission.queued(services, holder, draft, inputs, synchronous=True)
+    try:
+        job = await request.app[SYNCHRONOUS].run(submission)
+    except admission.DoorRefused as refused:
+        blocked = await admission.blocked_job(services, holder, draft, inputs, refused.refusal)
         return await generated(services, blocked, png)
-    submission = admission.submit(services, holder, spec, synchronous=True)
-    job = await request.app[SYNCHRONOUS].run(submission)
     if job.state is JobState.FAILED:
         error_id = str(uuid.uuid4())
         log.error(

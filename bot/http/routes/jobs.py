@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...core.actions import BY_NAME, Action, ActionName
+from ...core.door import NO_INPUTS, InputSource, Origin
+from ...core.refusals import Refusal
+from ...jobs.service import Submitted
 from ...store.api_keys import KeyHolder
-from ...store.jobs import JobNotFound
-from ...store.models import Job
+from ...store.jobs import JobNotFound, Requester
+from ...store.models import Job, utcnow
 from .. import admission
 from ..answers import eta_of, job_view, json_response
 from ..auth import holder_of
@@ -15,6 +19,7 @@ from ..bodies import read_form, read_json
 from ..errors import ApiError, error_replies
 from ..models import ImageJobRequest, JobCreated, JobRequest, JobView
 from ..openapi import Link, Operation, Reply
+from ..refusals import api_error
 from ..services import ApiServices, services_of
 from ..translate import stop_for, strength_for
 from ..waiting import SYNCHRONOUS
@@ -23,14 +28,14 @@ from ..waiting import SYNCHRONOUS
 async def create_job(request: web.Request) -> web.Response:
     services, holder = services_of(request), holder_of(request)
     personal_model = (await services.users.defaults(holder.user_id)).get("model")
+    inputs: InputSource = NO_INPUTS
     if request.content_type == "application/json":
         json_body = await read_json(request, JobRequest)
         engine = admission.engine_named(
             services, json_body.engine_id or admission.default_engine(services, personal_model)
         )
-        spec = await admission.spec_of(
+        draft = await admission.draft_of(
             services,
-            holder,
             json_body,
             json_body.text_prompts,
             engine,
@@ -44,9 +49,8 @@ async def create_job(request: web.Request) -> web.Response:
         inputs = await admission.save_images(
             services, form_body.init_image, form_body.mask_image, form_body.mask_source
         )
-        spec = await admission.spec_of(
+        draft = await admission.draft_of(
             services,
-            holder,
             form_body,
             form_body.text_prompts,
             engine,
@@ -56,39 +60,66 @@ async def create_job(request: web.Request) -> web.Response:
             ),
             stop=stop_for(form_body.step_schedule_end),
         )
-    blocked = await admission.blocked(services, holder, spec)
-    if blocked is not None:
-        created = JobCreated(id=blocked.id, status=blocked.state, position=None, eta_seconds=None)
-        return json_response(created, 202, {"Location": f"/v1/jobs/{blocked.id}"})
-    submitted = await admission.submit(services, holder, spec, synchronous=False)
+    try:
+        submitted = await admission.queued(services, holder, draft, inputs)
+    except admission.DoorRefused as refused:
+        blocked = await admission.blocked_job(services, holder, draft, inputs, refused.refusal)
+        answer = JobCreated(id=blocked.id, status=blocked.state, position=None, eta_seconds=None)
+        return json_response(answer, 202, {"Location": f"/v1/jobs/{blocked.id}"})
+    return await created(services, submitted)
+
+
+async def created(services: ApiServices, submitted: Submitted) -> web.Response:
+    """202 for a queued job: where it is, its place in the queue and an estimate."""
     job = submitted.job
-    created = JobCreated(
+    answer = JobCreated(
         id=job.id,
         status=job.state,
         position=submitted.queue_position,
         eta_seconds=await eta_of(services, job.id, submitted.queue_position),
     )
-    return json_response(created, 202, {"Location": f"/v1/jobs/{job.id}"})
+    return json_response(answer, 202, {"Location": f"/v1/jobs/{job.id}"})
 
 
 async def get_job(request: web.Request) -> web.Response:
     services = services_of(request)
-    job = await _own_job(services, holder_of(request), request.match_info["job_id"])
+    job = await own_job(services, holder_of(request), request.match_info["job_id"])
     return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, job))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
+    """The `cancel` action (bot.http.routes.actions) at the job's own path."""
     services, holder = services_of(request), holder_of(request)
-    job = await _own_job(services, holder, request.match_info["job_id"])
-    # Answered once the job ended (a running one stops within a step), so the answer
-    # is the outcome: a job that finished first (its result on its way) is a 409.
-    outcome = await services.jobs.cancel_and_wait(job.id, holder.user_id)
-    if outcome.too_late:
-        raise ApiError(409, "conflict", f"job_id: job {job.id} already {outcome.job.state}")
-    return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, outcome.job))
+    job = await own_job(services, holder, request.match_info["job_id"])
+    return await cancelled(request, services, admission.requester(holder, False), job)
 
 
-async def _own_job(services: ApiServices, holder: KeyHolder, job_id: str) -> Job:
+async def cancelled(
+    request: web.Request, services: ApiServices, member: Requester, job: Job
+) -> web.Response:
+    """Cancel the job. Answered once it ended (a running one stops within a step), so the
+    answer is the outcome: a job that finished first (its result on its way) is a 409."""
+    ended = await services.core.acting.cancel(job, member)
+    if isinstance(ended, Refusal):
+        raise await refused(services, member, BY_NAME[ActionName.CANCEL], ended)
+    return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, ended))
+
+
+async def refused(
+    services: ApiServices, member: Requester, action: Action, refusal: Refusal
+) -> ApiError:
+    """An action's refusal audited as the door audits its own (`http.<action>.refused`),
+    as an HTTP error."""
+    await services.core.door.refused(member, command_of(action), Origin.HTTP, refusal)
+    return api_error(refusal, utcnow())
+
+
+def command_of(action: Action) -> str:
+    """An action's audit name over HTTP (Discord's is `button.<action>`)."""
+    return f"http.{action.name}"
+
+
+async def own_job(services: ApiServices, holder: KeyHolder, job_id: str) -> Job:
     """The member's job; another member's is as unknown as a missing one."""
     try:
         job = await services.jobs.store.get(job_id)
