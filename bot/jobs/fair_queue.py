@@ -11,11 +11,11 @@ from ..config import QueueConfig
 from ..store.jobs import QueuedRow
 from ..store.quotas import QuotaStore
 from .scheduler import Waiting, fair_order
-from .spec import JobSpec, batch_key
+from .spec import batch_key
 
 
 def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
-    spec = JobSpec.model_validate(row.spec)
+    spec = row.spec
     return Waiting(
         job_id=row.job_id,
         user_id=row.user_id,

@@ -25,7 +25,6 @@ from .engine_client import EngineFailure, EngineProcess
 from .events import JobEvents
 from .fair_queue import FairQueue
 from .scheduler import for_engine, next_batch
-from .spec import JobSpec
 from .withhold import outputs_of, withhold_inputs, withhold_outputs
 
 log = logging.getLogger(__name__)
@@ -240,7 +239,7 @@ class WorkerPool:
         """One engine request for a batch, named as its claim named it. No file is
         touched: the engine makes each job's output folder. So the request is sent before
         this task yields to the "starting" edits that the claim set off."""
-        specs = [JobSpec.model_validate(job.spec) for job in jobs]
+        specs = [job.spec for job in jobs]
         parts = []
         for job, spec in zip(jobs, specs, strict=True):
             output_dir = self._data_dir / "images" / job.id
