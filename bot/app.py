@@ -13,6 +13,8 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
+from .core import Core
+from .core.deliveries import Deliveries
 from .discord.admin_log import AdminLog
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
@@ -130,12 +132,14 @@ def build_http(
     quotas: QuotaStore,
     keys: ApiKeyStore,
     moderation: Moderation,
+    core: Core,
 ) -> HttpApi:
-    """The HTTP API on `service`, listening to its jobs."""
+    """The HTTP API on `service` and `core`, listening to its jobs."""
     http = HttpApi(
         ApiServices(
             config=config,
             jobs=service,
+            core=core,
             keys=keys,
             users=UserStore(sessions, config.storage.data_dir),
             quotas=quotas,
@@ -145,6 +149,24 @@ def build_http(
     )
     service.add_listener(http.watch)
     return http
+
+
+def build_core(
+    config: Config,
+    sessions: async_sessionmaker[AsyncSession],
+    service: JobService,
+    moderation: Moderation,
+    quotas: QuotaStore,
+) -> Core:
+    """The core on its own stores, for the HTTP API served without Discord."""
+    return Core.build(
+        config=config,
+        jobs=service,
+        users=UserStore(sessions, config.storage.data_dir),
+        moderation=moderation,
+        commands=CommandStore(sessions),
+        quotas=quotas,
+    )
 
 
 async def _open_database(config: Config) -> AsyncEngine:
@@ -179,33 +201,43 @@ async def run_bot(config: Config, token: str) -> None:
     users = UserStore(sessions, config.storage.data_dir)
     admin_log = AdminLog(client, config.moderation.log_channel_id)
     delivery = Delivery(
-        client,
-        service.store,
-        config.storage.data_dir,
-        config.discord.progress_interval,
-        service.queue_place,
-        users.prefers_dm,
-        ModerationNotices(client, admin_log),
+        client=client,
+        deliveries=Deliveries(service.store),
+        data_dir=config.storage.data_dir,
+        interval=config.discord.progress_interval,
+        queue_place=service.queue_place,
+        prefers_dm=users.prefers_dm,
+        moderation=ModerationNotices(client, admin_log),
     )
     service.add_listener(delivery)
     service.add_listener(ops.metrics)
     ops.attach(client, lambda: delivery.retries)
     keys = ApiKeyStore(sessions)
     moderation = build_moderation(config, sessions, admin_log)
+    commands = CommandStore(sessions)
+    core = Core.build(
+        config=config,
+        jobs=service,
+        users=users,
+        moderation=moderation,
+        commands=commands,
+        quotas=quotas,
+    )
     http = (
-        build_http(config, sessions, service, quotas, keys, moderation)
+        build_http(config, sessions, service, quotas, keys, moderation, core)
         if config.http.enabled
         else None
     )
     services = Services(
         config=config,
         jobs=service,
+        core=core,
         users=users,
         quotas=quotas,
         guilds=GuildStore(sessions),
         reports=AdminReports(sessions, config),
         delivery=delivery,
-        commands=CommandStore(sessions),
+        commands=commands,
         keys=keys,
         status=ops.status,
         moderation=moderation,
@@ -290,8 +322,15 @@ async def serve_http(config: Config) -> None:
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
+    moderation = build_moderation(config, sessions)
     http = build_http(
-        config, sessions, service, quotas, ApiKeyStore(sessions), build_moderation(config, sessions)
+        config,
+        sessions,
+        service,
+        quotas,
+        ApiKeyStore(sessions),
+        moderation,
+        build_core(config, sessions, service, moderation, quotas),
     )
     sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     stop = asyncio.Event()
