@@ -12,11 +12,9 @@ import secrets
 from ..core.door import NO_INPUTS, Draft, InputSource, Origin, SavedInputs
 from ..core.drafts import OptionsDraft
 from ..core.refusals import Refusal, RefusalKind
+from ..core.views import Job, KeyHolder, Requester, utcnow
 from ..jobs.service import Submitted
 from ..jobs.spec import BadInput
-from ..store.api_keys import KeyHolder
-from ..store.jobs import Requester
-from ..store.models import Job, utcnow
 from .errors import ApiError
 from .models import GenerationOptions, MaskSource, TextPrompt
 from .refusals import api_error, message_of

@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from engine.protocol import Progress
 
 from ..core.door import DEFAULT_SECONDS_PER_JOB
+from ..core.views import Job, JobState
 from ..jobs.failures import failure_reason
 from ..jobs.pace import seconds_until_done
-from ..store.models import Job, JobState
 from .models import GenerationResponse, JobProgress, JobView
 from .openapi import PNG
 from .services import ApiServices

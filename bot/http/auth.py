@@ -11,9 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..core.refusals import Refusal, RefusalKind, paused
+from ..core.views import KeyHolder, utcnow
 from ..moderation.rate import Buckets
-from ..store.api_keys import KeyHolder
-from ..store.models import utcnow
 from .errors import ApiError
 from .refusals import api_error, message_of
 from .services import CLIENT, ApiServices

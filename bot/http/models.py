@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from engine.protocol import MAX_IMAGES_PER_JOB, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE
 
+from ..core.views import JobState
 from ..jobs.prompt_language import MAX_CFG
 from ..jobs.spec import MAX_TYPED_CHARS
-from ..store.models import JobState
 
 # Stability's limit on one prompt's text; the joined prompt has the job's own limit.
 MAX_PROMPT_TEXT = 2000

@@ -22,7 +22,7 @@ from functools import partial
 
 from aiohttp import web
 
-from ..store.health import DatabaseHeartbeat
+from ..core.services import DatabaseHeartbeat
 from .auth import audit_refusal, key_middleware, request_rate
 from .errors import error_middleware
 from .routes import OPERATIONS, api_document

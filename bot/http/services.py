@@ -8,12 +8,9 @@ from aiohttp import web
 
 from ..config import Config
 from ..core import Core
+from ..core.services import ApiKeyStore, HealthStore, QuotaStore, UserStore
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
-from ..store.api_keys import ApiKeyStore
-from ..store.health import HealthStore
-from ..store.quotas import QuotaStore
-from ..store.users import UserStore
 
 # How the API's jobs and audit entries name their client.
 CLIENT = "http"

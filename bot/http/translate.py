@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, ModelSpec
 
+from ..core.views import Job, JobState
 from ..jobs.inputs import CheckedImage, decode_image, finish, on_white, save_checked
 from ..jobs.prompt_language import Style
 from ..jobs.spec import (
@@ -29,7 +30,6 @@ from ..jobs.spec import (
     clean_text,
     fit_ratio,
 )
-from ..store.models import Job, JobState
 from .models import (
     Artifact,
     FinishReason,

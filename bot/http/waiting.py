@@ -17,8 +17,8 @@ from aiohttp import web
 
 from engine.protocol import Progress
 
+from ..core.views import Job
 from ..jobs.service import JobService, Submitted
-from ..store.models import Job
 from .services import CLIENT
 
 # The door's lines keep the logger name they had before the door was split up.

@@ -11,7 +11,7 @@ from aiohttp import web
 from ...core.acting import ActionDraft
 from ...core.actions import ACTIONS, BY_NAME, Action, ActionName, Words
 from ...core.refusals import Refusal
-from ...store.models import utcnow
+from ...core.views import utcnow
 from .. import admission
 from ..answers import job_view, json_response
 from ..auth import holder_of

@@ -9,9 +9,8 @@ import uuid
 from aiohttp import web
 
 from ...core.door import NO_INPUTS, Draft, InputSource
+from ...core.views import JobState, KeyHolder
 from ...jobs.failures import failure_reason
-from ...store.api_keys import KeyHolder
-from ...store.models import JobState
 from .. import admission
 from ..answers import generated
 from ..auth import holder_of

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...store.health import DatabaseHeartbeat
+from ...core.services import DatabaseHeartbeat
 from ..answers import json_response
 from ..models import EngineHealth, Health
 from ..openapi import Operation, Reply

@@ -8,10 +8,8 @@ from aiohttp import web
 from ...core.actions import BY_NAME, Action, ActionName
 from ...core.door import NO_INPUTS, InputSource, Origin
 from ...core.refusals import Refusal
+from ...core.views import Job, JobNotFound, KeyHolder, Requester, utcnow
 from ...jobs.service import Submitted
-from ...store.api_keys import KeyHolder
-from ...store.jobs import JobNotFound, Requester
-from ...store.models import Job, utcnow
 from .. import admission
 from ..answers import eta_of, job_view, json_response
 from ..auth import holder_of
