@@ -40,7 +40,6 @@ from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
 from engine.previews import PreviewWriter
 from engine.protocol import (
-    MAX_STEPS,
     MODE_INPUTS,
     BatchJob,
     GenerateRequest,
@@ -50,6 +49,7 @@ from engine.protocol import (
     NsfwPolicy,
     OutputImage,
     consecutive_seeds,
+    fewest_steps,
 )
 from engine.safety import ImageClassifier
 from engine.samplers import Sampler, find_sampler
@@ -352,10 +352,9 @@ def _too_big(request: GenerateRequest, job: BatchJob) -> str:
 
 
 def _check_denoising_steps(request: GenerateRequest) -> None:
-    # Image-to-image pipelines run int(steps * strength) steps; none at all would
-    # return an empty batch.
-    if int(request.steps * request.strength) < 1:
-        fewest = next(n for n in range(1, 10 * MAX_STEPS) if int(n * request.strength) >= 1)
+    # The bot refuses or raises these steps before queueing; a request sent by
+    # another client is answered here.
+    if request.steps < (fewest := fewest_steps(request.strength)):
         raise BadRequest(
             f"strength {request.strength:g} with {request.steps} steps leaves no denoising step;"
             f" use at least {fewest} steps or a higher strength"

@@ -255,6 +255,13 @@ def batch_key(params: SharedParams) -> SharedParams:
     return SharedParams(**fields)
 
 
+def fewest_steps(strength: float) -> int:
+    """The fewest steps that leave an image-to-image job (any mode with an `init_image`)
+    at least one denoising step: its pipeline runs int(steps * strength) of them, and
+    none at all would return no image."""
+    return next(n for n in range(1, 10 * MAX_STEPS) if int(n * strength) >= 1)
+
+
 def consecutive_seeds(seed: int, count: int) -> list[int]:
     """Image i's seed when a job names none of its own: seed + i, wrapping so a recorded
     seed is always a valid request seed (the one rule for the bot and the engine)."""

@@ -35,6 +35,7 @@ from engine.protocol import (
     SharedParams,
     WeightedPrompt,
     consecutive_seeds,
+    fewest_steps,
 )
 from engine.protocol import batch_key as protocol_batch_key
 
@@ -494,6 +495,8 @@ def _build_one(
     _in_range("strength", strength, MIN_STRENGTH, 1.0)
     control_scale = options.control_scale if options.control_scale is not None else 1.0
     _in_range("control_scale", control_scale, 0, MAX_CONTROL_SCALE)
+    if inputs.image is not None:
+        _check_denoising(steps, strength)
     return JobSpec(
         prompt=prompt,
         negative_prompt=negative,
@@ -571,6 +574,8 @@ def derived_spec(
             "count": 1,
             "seed": seed,
             "strength": strength,
+            # A job of few steps still gets one denoising step at this strength.
+            "steps": max(original.steps, fewest_steps(strength)),
             "source_job": source[0],
             "source_image": source[1],
         }
@@ -637,4 +642,17 @@ def remixed_spec(
         model = models[name]
         ratio = original.width / original.height
         update["width"], update["height"] = fit_size(ratio, model.width * model.height)
-    return JobSpec.model_validate({**original.model_dump(), **update})
+    remixed = JobSpec.model_validate({**original.model_dump(), **update})
+    if remixed.init_image is not None:
+        _check_denoising(remixed.steps, remixed.strength)
+    return remixed
+
+
+def _check_denoising(steps: int, strength: float) -> None:
+    """An image-to-image job runs int(steps x strength) denoising steps: refused before
+    it is queued when that is none (the engine would fail it)."""
+    if steps < (fewest := fewest_steps(strength)):
+        raise BadInput(
+            f"With `strength` {strength:g}, {steps} steps leave no denoising step:"
+            f" use at least {fewest} steps or a higher strength."
+        )

@@ -190,6 +190,30 @@ def test_upscale_doubles_each_side_and_variation_keeps_the_size() -> None:
     assert variation.prompt == "a fox"
 
 
+def test_an_image_job_needs_a_denoising_step() -> None:
+    """int(steps x strength) steps run: none is refused before queueing (the engine would
+    fail the job after the member was charged), and a derived job of a few-step result gets
+    the steps its strength needs."""
+    with pytest.raises(BadInput) as raised:
+        build_spec(
+            Options(prompt="x", steps=2, strength=0.3), MODELS, "sd15", inputs(image=(64, 64))
+        )
+    assert "use at least 4 steps or a higher strength" in str(raised.value)
+    assert (
+        build_spec(
+            Options(prompt="x", steps=4, strength=0.3), MODELS, "sd15", inputs(image=(64, 64))
+        ).steps
+        == 4
+    )
+    few = spec_for(prompt="a fox", steps=2)
+    image = InputImage("images/j/j-1.png", 64, 64)
+    up = derived_spec(few, ("j", 1), image, Mode.UPSCALE, 0.3, 4)
+    assert int(up.steps * up.strength) >= 1 and up.steps == 4
+    assert derived_spec(few, ("j", 1), image, Mode.VARIATION, 0.6, 4).steps == 2
+    with pytest.raises(BadInput):
+        remixed_spec(up, "a fox --steps 2", "", MODELS)
+
+
 def test_upscale_stays_within_the_largest_side() -> None:
     original = spec_for(prompt="x")
     big = derived_spec(original, ("j", 1), InputImage("p", 1536, 1024), Mode.UPSCALE, 0.3, 1)
