@@ -374,7 +374,13 @@ async def test_a_server_manager_lists_and_cancels_only_their_servers_jobs(
     """/admin queue and the Cancel button: the owner of another server sees and stops that
     server's jobs only; the application's owner sees every job. Each answer says what
     happened; a refusal is private and audited."""
-    running_bot = await launch_bot(admin="", other_guilds=["A stranger's server"])
+    # The slow job still runs when the test ends: the stop puts it back at once, rather
+    # than waiting the 30 s grace that the fixture's own stop also waits.
+    running_bot = await launch_bot(
+        extra="[queue]\nstop_grace_seconds = 0\n",
+        admin="",
+        other_guilds=["A stranger's server"],
+    )
     server = running_bot.server
     (elsewhere,) = server.other_guilds
     await server.wait_for_commands(timeout=30, syncs=len(server.guild_ids))
