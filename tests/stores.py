@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Config, load_config
+from bot.jobs.engine_client import EngineProcess
+from bot.jobs.service import JobService
 from bot.jobs.spec import JobSpec
 from bot.store.audit import AuditLog
 from bot.store.db import open_engine, session_factory
@@ -79,6 +82,23 @@ def output(job_id: str, index: int) -> NewOutput:
         width=64,
         height=64,
         recipe={"prompt": "a red fox"},
+    )
+
+
+def service_on(stores: Stores, store: JobStore | None = None, *, quotas: bool = True) -> JobService:
+    """A job service over `stores` (its jobs on `store`, else the stores'), with their
+    quotas and queue settings and one CPU engine on the tiny model; its workers start
+    only with `start()`, so until then admitted jobs wait, as on a busy GPU."""
+    config = stores.config
+    return JobService(
+        store=store or stores.jobs,
+        data_dir=config.storage.data_dir,
+        engines=[EngineProcess("cpu", config.models, dict(os.environ))],
+        job_timeout=config.engine.job_timeout,
+        models=config.models,
+        default_model="tiny",
+        quotas=stores.quotas if quotas else None,
+        queue=config.queue,
     )
 
 

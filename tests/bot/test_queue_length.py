@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
-from bot.jobs.engine_client import EngineProcess
-from bot.jobs.service import JobService, QueueFull
+from bot.jobs.service import QueueFull
 from bot.jobs.spec import Options, build_spec
 from bot.store.jobs import Requester
 from bot.store.models import Job, JobState
-from tests.stores import open_stores
+from tests.stores import open_stores, service_on
 
 MAX_LENGTH = 3
 SUBMISSIONS = 12
@@ -27,17 +25,7 @@ async def test_concurrent_submissions_never_queue_more_than_max_length(
     async with open_stores(tmp_path, extra, tiny_model_dir) as stores:
         config = stores.config
         # No worker runs: every admitted job stays waiting, as on a busy GPU.
-        engines = [EngineProcess("cpu", config.models, dict(os.environ))]
-        service = JobService(
-            store=stores.jobs,
-            data_dir=config.storage.data_dir,
-            engines=engines,
-            job_timeout=config.engine.job_timeout,
-            models=config.models,
-            default_model="tiny",
-            quotas=stores.quotas if quotas else None,
-            queue=config.queue,
-        )
+        service = service_on(stores, quotas=quotas)
         spec = build_spec(Options(prompt="a lighthouse", seed=1), config.models, "tiny")
         members = [
             Requester(user_id=700 + n, user_name=f"member{n}", guild_id=1, channel_id=2)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from bot.jobs.engine_client import EngineProcess
-from bot.jobs.service import JobService
 from bot.jobs.spec import Options, build_spec
-from bot.store.jobs import JobStore, Requester
+from bot.store.jobs import Requester
 from bot.store.models import JobState, Lane, Reservation, UsageEntry
 from tests.held import HeldSuccess
-from tests.stores import Stores, open_stores
+from tests.stores import open_stores, service_on
 
 from .conftest import Recorder
 
@@ -33,16 +30,7 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
 ) -> None:
     async with open_stores(tmp_path, QUOTA, tiny_model_dir) as stores:
         config = stores.config
-        engines = [EngineProcess(d, config.models, dict(os.environ)) for d in ["cpu"]]
-        service = JobService(
-            store=stores.jobs,
-            data_dir=config.storage.data_dir,
-            engines=engines,
-            job_timeout=config.engine.job_timeout,
-            models=config.models,
-            default_model="tiny",
-            quotas=stores.quotas,
-        )
+        service = service_on(stores)
         recorder = Recorder()
         service.add_listener(recorder)
         spec = build_spec(Options(prompt="a green hill", seed=5, count=2), config.models, "tiny")
@@ -69,21 +57,6 @@ async def test_jobs_settle_their_measured_gpu_time_and_over_quota_ones_run_relax
             assert entry.gpu_seconds == job.gpu_seconds
             assert entry.cost == pytest.approx(job.gpu_seconds / 1000)
         assert await stores.count(Reservation) == 0
-
-
-def service_on(stores: Stores, store: JobStore | None = None) -> JobService:
-    """A job service with quotas over one real CPU engine (on `store`, else the stores')."""
-    config = stores.config
-    engines = [EngineProcess("cpu", config.models, dict(os.environ))]
-    return JobService(
-        store=store or stores.jobs,
-        data_dir=config.storage.data_dir,
-        engines=engines,
-        job_timeout=config.engine.job_timeout,
-        models=config.models,
-        default_model="tiny",
-        quotas=stores.quotas,
-    )
 
 
 async def test_a_graceful_stop_mid_job_requeues_it_uncounted_however_often_and_it_runs_once(

@@ -6,7 +6,6 @@ kind added later fails here until it has a case. No engine runs: admitted jobs w
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +18,6 @@ from bot.core.actions import BY_NAME, ActionName
 from bot.core.door import NO_INPUTS, Accepted, Origin, SavedInputs
 from bot.core.drafts import OptionsDraft
 from bot.core.refusals import Refusal, RefusalKind
-from bot.jobs.engine_client import EngineProcess
 from bot.jobs.service import JobService
 from bot.jobs.spec import BadInput, Inputs, Options
 from bot.moderation.service import Moderation
@@ -28,7 +26,7 @@ from bot.store.commands import CommandStore
 from bot.store.guilds import GuildStore
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, JobState, utcnow
-from tests.stores import Stores, open_stores, output
+from tests.stores import Stores, open_stores, output, service_on
 
 CONFIG = """
 [moderation]
@@ -85,16 +83,7 @@ class World:
 async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
     async with open_stores(tmp_path, CONFIG, tiny_model_dir) as stores:
         config = stores.config
-        jobs = JobService(
-            store=stores.jobs,
-            data_dir=config.storage.data_dir,
-            engines=[EngineProcess("cpu", config.models, dict(os.environ))],
-            job_timeout=config.engine.job_timeout,
-            models=config.models,
-            default_model="tiny",
-            quotas=stores.quotas,
-            queue=config.queue,
-        )
+        jobs = service_on(stores)
         moderation = Moderation(
             config.moderation, GuildStore(stores.sessions), stores.users, stores.audit
         )

@@ -8,13 +8,12 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 from sqlalchemy import select
 
-from bot.jobs.service import JobService
 from bot.jobs.spec import Options, build_spec
 from bot.store import ledger
 from bot.store.jobs import Requester
 from bot.store.ledger import Pricing
 from bot.store.models import Job, JobState, Lane, Reservation, UsageEntry
-from tests.stores import Stores, spec
+from tests.stores import Stores, service_on, spec
 
 OpenStores = Callable[..., AbstractAsyncContextManager[Stores]]
 BOB = Requester(user_id=222, user_name="bob", guild_id=10, channel_id=20)
@@ -63,15 +62,7 @@ async def test_a_job_cancelled_in_the_queue_is_refunded_and_never_charged(
 ) -> None:
     async with stores_with(PRICED) as stores:
         config = stores.config
-        service = JobService(
-            store=stores.jobs,
-            data_dir=config.storage.data_dir,
-            engines=[],
-            job_timeout=10,
-            models=config.models,
-            default_model="tiny",
-            quotas=stores.quotas,
-        )
+        service = service_on(stores)
         job_spec = build_spec(Options(prompt="a lake", count=2), config.models, "tiny")
         submitted = await service.submit(job_spec, BOB)
         assert (submitted.lane, submitted.queue_position) == (Lane.NORMAL, 1)
