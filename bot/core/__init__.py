@@ -55,4 +55,9 @@ class Core:
             max_permutations=config.generation.max_permutations,
             data_dir=config.storage.data_dir,
         )
-        return cls(door, acting, Queries(jobs=jobs, quotas=quotas), catalog)
+        return cls(
+            door,
+            acting,
+            Queries(jobs=jobs, quotas=quotas, engines=len(config.engine.devices)),
+            catalog,
+        )

@@ -12,12 +12,11 @@ docs/adding-an-action.md.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.protocol import MAX_SEED, Mode, ModelSpec
+from engine.protocol import Mode, ModelSpec
 
 from ..config import GenerationConfig
 from ..jobs.prompt_language import Style
@@ -26,7 +25,7 @@ from ..jobs.spec import (
     InputImage,
     JobSpec,
     derived_spec,
-    fit_ratio,
+    random_seed,
     remixed_spec,
     rerolled_spec,
 )
@@ -95,10 +94,6 @@ class Tweak:
 Transform = Callable[[Source, Tweak], JobSpec]
 
 
-def _new_seed() -> int:
-    return secrets.randbelow(MAX_SEED + 1)
-
-
 def _image_of(source: Source) -> InputImage:
     if source.image is None or source.number is None:
         raise BadInput("Say which image of the job to use.")
@@ -109,25 +104,23 @@ def _variation(source: Source, tweak: Tweak) -> JobSpec:
     assert tweak.strength is not None
     image = _image_of(source)
     key = (source.job_id, source.number or 1)
-    return derived_spec(source.spec, key, image, Mode.VARIATION, tweak.strength, _new_seed())
+    return derived_spec(source.spec, key, image, Mode.VARIATION, tweak.strength, random_seed())
 
 
 def _upscale(source: Source, tweak: Tweak) -> JobSpec:
     assert tweak.strength is not None
     image = _image_of(source)
-    if fit_ratio(image.width / image.height, 4 * image.width * image.height) == (
-        image.width,
-        image.height,
-    ):
-        raise BadInput(f"Image {source.number} is already as large as Atelier makes images.")
     # An upscale keeps the image's own seed, so it redraws the same picture larger.
     seed = source.image_seed if source.image_seed is not None else source.spec.seed
     key = (source.job_id, source.number or 1)
-    return derived_spec(source.spec, key, image, Mode.UPSCALE, tweak.strength, seed)
+    larger = derived_spec(source.spec, key, image, Mode.UPSCALE, tweak.strength, seed)
+    if (larger.width, larger.height) == (image.width, image.height):
+        raise BadInput(f"Image {source.number} is already as large as Atelier makes images.")
+    return larger
 
 
 def _reroll(source: Source, tweak: Tweak) -> JobSpec:
-    return rerolled_spec(source.spec, _new_seed())
+    return rerolled_spec(source.spec, random_seed())
 
 
 def _remix(source: Source, tweak: Tweak) -> JobSpec:

@@ -15,6 +15,7 @@ import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +39,7 @@ class Origin(StrEnum):
     SLASH = "slash"  # /imagine
     MENU = "menu"  # a message's context menu and its form
     SKETCH = "sketch"  # a reply to the bot with an image
-    BUTTON = "button"  # a button under a job's message
+    BUTTON = "button"  # a button or menu on a message (under a job, /admin queue)
     MODAL = "modal"  # a form opened by a button (✏️ Remix)
     HTTP = "http"  # the HTTP API
 
@@ -130,6 +131,8 @@ class Checked:
 
     personal: Mapping[str, object]
     specs: Sequence[JobSpec]
+    # The inputs the specs were built from, as declared.
+    inputs: Inputs = field(default_factory=Inputs)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class Door:
         checked = await self.check(member, draft, inputs, origin)
         if isinstance(checked, Refusal):
             await inputs.discard()
+            await self.refused(member, draft.command, origin, checked)
             return checked
         return await self.admit(member, draft, inputs, origin, checked, messages=messages)
 
@@ -187,16 +191,10 @@ class Door:
     ) -> Checked | Refusal:
         """Everything that needs no saved input, fast enough for Discord's 3 seconds: rate
         (unless `rated` is False: a journaled request took its token before a restart),
-        standing, the typed words, the spec from the declared inputs, the added words. A
-        refusal is audited (and its journal row settled) before it is returned."""
-        refusal = await self._checked(member, draft, inputs, rated)
-        if isinstance(refusal, Refusal):
-            await self.refused(member, draft.command, origin, refusal)
-        return refusal
+        standing, the typed words, the spec from the declared inputs, the added words.
 
-    async def _checked(
-        self, member: Requester, draft: Draft, inputs: InputSource, rated: bool
-    ) -> Checked | Refusal:
+        A refusal is returned unaudited, so a door can answer the member first (Discord
+        allows 3 seconds): the door then calls `refused`, as `submit` does."""
         moderation = self._moderation
         if rated and (limited := moderation.rate(member.user_id, member.guild_id)) is not None:
             return Refusal(
@@ -213,14 +211,15 @@ class Door:
         if (blocked := await moderation.screen(who, typed, draft.command, terms)) is not None:
             return _blocked(blocked)
         personal = standing.defaults
+        declared = inputs.declared()
         try:
-            specs = await draft.build(personal, inputs.declared())
+            specs = await draft.build(personal, declared)
         except BadInput as error:
             return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
         added = draft.added(personal, specs)
         if (blocked := await moderation.screen(who, added, draft.command, terms)) is not None:
             return _blocked(blocked)
-        return Checked(personal, specs)
+        return Checked(personal, specs, declared)
 
     async def barred(self, user_id: int) -> Refusal | None:
         """Why the member may not use the bot now (a ban, a timed pause), or None: the
@@ -237,11 +236,17 @@ class Door:
         *,
         messages: Messages | None = None,
     ) -> Accepted | Refusal:
-        """After the checks: save the inputs, build the jobs from them, and queue them all
-        or none (quota, queue length). A refusal is audited and its journal row settled."""
+        """After the checks: save the inputs, build the jobs from them (the checked jobs
+        themselves when saving changed nothing: a random seed stays the one checked), and
+        queue them all or none (quota, queue length). A refusal is audited and its journal
+        row settled."""
         try:
             saved = await inputs.save()
-            specs = await draft.build(checked.personal, saved)
+            specs = (
+                list(checked.specs)
+                if saved == checked.inputs
+                else await draft.build(checked.personal, saved)
+            )
         except BadInput as error:
             await inputs.discard()
             refusal = Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
@@ -266,7 +271,7 @@ class Door:
         self, member: Requester, command: str, origin: Origin, refused: Refused
     ) -> Refusal:
         """A refusal of the job service's admission, typed; the store audited and settled a
-        ban or quota refusal itself, a full queue is audited here."""
+        ban or quota refusal itself, a full queue is audited here (the only other kind)."""
         if isinstance(refused, UserBanned):
             return Refusal(kind=RefusalKind.BANNED, reason=refused.message)
         if isinstance(refused, OverQuotaError):
@@ -278,14 +283,14 @@ class Door:
                 until=over.resets_at,
                 retry_after=None if over.resets_at is not None else await self.seconds_per_job(),
             )
+        assert isinstance(refused, QueueFull), f"an admission refusal of no known kind: {refused}"
         waiting = await self._jobs.store.waiting_count()
         refusal = Refusal(
             kind=RefusalKind.QUEUE_FULL,
             reason=refused.message,
             retry_after=waiting * await self.seconds_per_job(),
         )
-        if isinstance(refused, QueueFull):
-            await self.refused(member, command, origin, refusal)
+        await self.refused(member, command, origin, refusal)
         return refusal
 
     async def seconds_per_job(self) -> float:
@@ -297,14 +302,15 @@ class Door:
     async def refused(
         self, member: Requester, command: str, origin: Origin, refusal: Refusal
     ) -> None:
-        """Audit a refusal (`<command>.refused`, with its kind and origin) and settle the
-        request's journal row, so it is not completed again after a restart."""
+        """Audit a refusal (`<command>.refused`, with its kind and origin, a time as ISO
+        8601) and settle the request's journal row, so it is not completed again after a
+        restart."""
         await self._jobs.store.record_refusal(
             f"{command}.refused",
             member.user_id,
             member.guild_id,
             member.channel_id,
-            refusal.reason,
+            refusal.plain(),
             params={"origin": origin.value}
             | ({"key_id": member.api_key_id} if member.api_key_id is not None else {}),
             kind=refusal.kind.value,
@@ -318,11 +324,15 @@ DEFAULT_SECONDS_PER_JOB = 10.0
 
 
 def _barred(standing: Standing) -> Refusal | None:
-    if standing.ban_reason is not None:
-        reason = f"You cannot use this bot: {standing.ban_reason}"
-        return Refusal(kind=RefusalKind.BANNED, reason=reason)
-    if standing.paused_until is not None:
-        return paused(standing.paused_until)
+    return barred_by(standing.ban_reason, standing.paused_until)
+
+
+def barred_by(ban_reason: str | None, paused_until: datetime | None) -> Refusal | None:
+    """The rule of a member's standing: banned (and why), or paused until a time."""
+    if ban_reason is not None:
+        return Refusal(kind=RefusalKind.BANNED, reason=f"You cannot use this bot: {ban_reason}")
+    if paused_until is not None:
+        return paused(paused_until)
     return None
 
 

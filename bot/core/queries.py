@@ -1,6 +1,10 @@
-"""What a member may ask about, for either door: their place in the queue, a job,
-their history, their balance. Every estimate of time reads the one measured pace
-(bot.jobs.pace) through the job service."""
+"""What a member may ask about, for either door: a job, their place in the queue, their
+history, their balance, when a job should be done.
+
+Time estimates: where a waiting job stands and when it starts come from the fair
+order and the GPU-seconds estimates of the jobs ahead of it (the job service's
+queue place, which Discord shows); when it should be done, and how long the queue
+takes to drain, from the one measured pace (bot.jobs.pace)."""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..jobs.pace import seconds_until_done
 from ..jobs.service import JobService, QueuePlace
+from ..store.jobs import JobNotFound
 from ..store.models import Job, JobState
 from ..store.quotas import QuotaStore
+from .door import DEFAULT_SECONDS_PER_JOB
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,37 @@ class Balance:
 
 
 class Queries:
-    def __init__(self, *, jobs: JobService, quotas: QuotaStore | None) -> None:
+    def __init__(self, *, jobs: JobService, quotas: QuotaStore | None, engines: int) -> None:
         self._jobs = jobs
         self._quotas = quotas
+        self._engines = engines
+
+    async def done_in(self, job_id: str, position: int, left: float = 1.0) -> float:
+        """About how long until the job is done: the jobs up to it (`position`: 1 once it
+        runs, with `left` of it still to do) at the queue's measured pace over every
+        engine, or at its own GPU-seconds estimate before there is a pace."""
+        per_job = (await self._jobs.pace()).seconds_per_job()
+        if per_job is None:
+            reserved = await self._jobs.store.reserved_seconds(job_id)
+            per_job = (reserved or DEFAULT_SECONDS_PER_JOB) / self._engines
+        return seconds_until_done(per_job, position, left)
+
+    async def job(self, job_id: str, *, of: int | None = None) -> Job | None:
+        """The job as stored; None when it is not (or, with `of`, not that member's: the
+        HTTP API shows a member their own jobs only)."""
+        try:
+            job = await self._jobs.store.get(job_id)
+        except JobNotFound:
+            return None
+        return job if of is None or job.user_id == of else None
+
+    async def by_message(self, message_id: int) -> Job | None:
+        """The job a Discord message shows, if it shows one."""
+        return await self._jobs.store.by_message(message_id)
+
+    async def unfinished_of(self, user_id: int) -> Sequence[Job]:
+        """The member's queued and running jobs, newest first."""
+        return await self._jobs.store.unfinished_of(user_id)
 
     async def queue(self, user_id: int) -> QueueView:
         everyone = await self._jobs.store.unfinished()

@@ -40,8 +40,16 @@ class Refusal:
     limit: str | None = None
     # When a quota resets, or a pause ends.
     until: datetime | None = None
-    # The blocked term, for BLOCKED (the member's own words: only they see it).
+    # The blocked term, for BLOCKED (the member's own words).
     term: str | None = None
+
+    def with_time(self, shown: str) -> str:
+        """The reason with its `{until}` written as `shown` (each door's own format)."""
+        return self.reason.replace("{until}", shown)
+
+    def plain(self) -> str:
+        """The reason with its time as ISO 8601 (UTC), for the audit log and the HTTP API."""
+        return self.reason if self.until is None else self.with_time(self.until.isoformat())
 
 
 def paused(until: datetime) -> Refusal:

@@ -42,15 +42,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DoorRefusal:
-    """Why a command is refused, and its kind for the metrics (moderation, rate_limited,
-    paused, banned, input)."""
-
-    reason: str
-    kind: str
-
-
-@dataclass(frozen=True)
 class Services:
     """Everything the commands read and change, built once in bot.app and passed to each cog."""
 
@@ -92,10 +83,6 @@ def roles_of(interaction: discord.Interaction[Any]) -> list[int]:
 
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     return Actor(interaction.user.id, interaction.guild_id, interaction.channel_id)
-
-
-def actor_of_requester(requester: Requester) -> Actor:
-    return Actor(requester.user_id, requester.guild_id, requester.channel_id)
 
 
 def requester_of(interaction: discord.Interaction[Any]) -> Requester:
@@ -232,7 +219,11 @@ async def refuse(
 
 
 async def cancel_and_answer(
-    services: Services, interaction: discord.Interaction[Any], job: Job, command: str
+    services: Services,
+    interaction: discord.Interaction[Any],
+    job: Job,
+    command: str,
+    origin: Origin,
 ) -> None:
     """Cancel a job the member may cancel and say privately what happened. A running job
     stops within a step: the answer waits for its end, so it says what happened (a job
@@ -242,7 +233,7 @@ async def cancel_and_answer(
     ended = await services.acting.cancel(job, member)
     if isinstance(ended, Refusal):
         await tell_privately(interaction, sentence(ended))
-        await services.door.refused(member, command, Origin.BUTTON, ended)
+        await services.door.refused(member, command, origin, ended)
     elif ended.state is JobState.CANCELLED:
         await interaction.followup.send(f"🛑 Job `{job.id}` is cancelled.", ephemeral=True)
     else:

@@ -1,6 +1,6 @@
 """Buttons on job messages, drawn from the action registry (bot.core.actions): V1..Vn,
 U1..Un, 🔄 re-roll, Vary (strong), ✏️ remix and 🗑️ delete under a result, Cancel while a
-job waits or runs, 🔁 Try again under a job that failed or was cancelled.
+job waits or runs, 🔁 Try again under a job that failed.
 
 Each button's custom id carries the action's key, the job id and, for a per-image
 action, the image number; discord.py's DynamicItem rebuilds the button from it on

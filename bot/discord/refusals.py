@@ -16,6 +16,4 @@ def timestamp(when: datetime) -> str:
 def sentence(refusal: Refusal) -> str:
     """The refusal's reason, its `{until}` (a pause's end, a quota's reset) shown as a
     Discord timestamp."""
-    if refusal.until is None:
-        return refusal.reason
-    return refusal.reason.replace("{until}", timestamp(refusal.until))
+    return refusal.reason if refusal.until is None else refusal.with_time(timestamp(refusal.until))

@@ -12,10 +12,8 @@ from pydantic import BaseModel
 
 from engine.protocol import Progress
 
-from ..core.door import DEFAULT_SECONDS_PER_JOB
 from ..core.views import Job, JobState
 from ..jobs.failures import failure_reason
-from ..jobs.pace import seconds_until_done
 from .models import GenerationResponse, JobProgress, JobView
 from .openapi import PNG
 from .services import ApiServices
@@ -83,11 +81,6 @@ async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
 async def eta_of(
     services: ApiServices, job_id: str, position: int, progress: Progress | None = None
 ) -> float:
-    """About how long until the job is done: the jobs up to it at the queue's measured
-    pace over every engine, or at its own GPU-seconds estimate before there is a pace."""
-    per_job = (await services.jobs.pace()).seconds_per_job()
-    if per_job is None:
-        reserved = await services.jobs.store.reserved_seconds(job_id)
-        per_job = (reserved or DEFAULT_SECONDS_PER_JOB) / len(services.config.engine.devices)
+    """About how long until the job is done (bot.core.queries.Queries.done_in)."""
     left = 1.0 - progress.step / progress.total if progress else 1.0
-    return seconds_until_done(per_job, position, left)
+    return await services.core.queries.done_in(job_id, position, left)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from datetime import datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..core.refusals import Refusal, RefusalKind, paused
+from ..core.door import barred_by
 from ..core.views import KeyHolder, utcnow
 from ..moderation.rate import Buckets
 from .errors import ApiError
@@ -65,7 +64,8 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
     holder = await services.keys.authenticate(key)
     if holder is None:
         raise ApiError(401, "unauthorized", "Authorization: the API key is unknown or revoked")
-    standing = _standing(holder, await services.users.cooldown_until(holder.user_id))
+    paused_until = await services.users.cooldown_until(holder.user_id)
+    standing = barred_by(holder.ban_reason, paused_until)
     if standing is not None:
         await services.jobs.store.record_refusal(
             "http.refused",
@@ -89,16 +89,6 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
             {"Retry-After": retry_after(limited.retry_after)},
         )
     return holder
-
-
-def _standing(holder: KeyHolder, paused_until: datetime | None) -> Refusal | None:
-    """A ban or a timed pause of the key's member, as the core's Refusal."""
-    if holder.ban_reason is not None:
-        reason = f"You cannot use this bot: {holder.ban_reason}"
-        return Refusal(kind=RefusalKind.BANNED, reason=reason)
-    if paused_until is not None:
-        return paused(paused_until)
-    return None
 
 
 async def audit_refusal(services: ApiServices, request: web.Request, error: ApiError) -> None:

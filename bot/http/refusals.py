@@ -11,8 +11,6 @@ from ..core.refusals import Refusal, RefusalKind
 from .errors import ApiError
 from .translate import retry_after
 
-UNTIL = "{until}"
-
 
 class Rendering(NamedTuple):
     status: int
@@ -46,9 +44,7 @@ def api_error(refusal: Refusal, now: datetime) -> ApiError:
 
 def message_of(refusal: Refusal) -> str:
     """The refusal's sentence, its `{until}` in ISO 8601."""
-    if refusal.until is None:
-        return refusal.reason
-    return refusal.reason.replace(UNTIL, refusal.until.isoformat())
+    return refusal.plain()
 
 
 def _wait(refusal: Refusal, now: datetime) -> float | None:

@@ -145,6 +145,12 @@ class JobSpec(BaseModel):
         )
 
 
+def random_seed() -> int:
+    """A seed drawn for a job that names none: never 0, which Stability's API (and so the
+    HTTP door) reads as "draw one", so every seed a job shows can be asked for again."""
+    return secrets.randbelow(MAX_SEED) + 1
+
+
 def batch_key(spec: JobSpec) -> Hashable:
     """Jobs with equal keys can share one engine request, so the scheduler may batch
     them: the engine's own rule (engine.protocol.batch_key, --stop included). Jobs
@@ -378,7 +384,7 @@ def build_specs(
     typed = clean_text(options.prompt)
     if len(typed) > MAX_TYPED_CHARS:
         raise BadInput(_too_long(typed))
-    seed = secrets.randbelow(MAX_SEED + 1)
+    seed = random_seed()
     if plain:
         merged = options.over(personal or {})
         return [_build_one(merged, models, default_model, inputs, styles or {}, seed)]

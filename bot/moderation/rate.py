@@ -58,8 +58,8 @@ class Limited:
     retry_after: float  # seconds
 
     def message(self) -> str:
-        """The private sentence a member is told in Discord (the HTTP API answers a 429 of
-        its own, with `retry_after` as its Retry-After)."""
+        """The sentence a member is told (the core's RATE_LIMITED refusal; over HTTP a 429
+        with `retry_after` as its Retry-After)."""
         seconds = max(1, round(self.retry_after + 0.49))
         if seconds >= 90:
             wait = f"{round(seconds / 60)} minutes"

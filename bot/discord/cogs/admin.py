@@ -26,6 +26,7 @@ from discord.ext import commands
 
 from ...admin_reach import AdminReach, AdminScope
 from ...config import fold_term
+from ...core.door import Origin
 from ...core.views import JobNotFound, QuotaScope, utcnow
 from ...ops.status import StatusFacts
 from ...quota import Limits
@@ -492,4 +493,6 @@ class QueueView(discord.ui.View):
             reason = NOT_ADMIN if scope.reach is AdminReach.NONE else BEYOND_SERVER
             await refuse(interaction, store, "admin.queue.cancel", reason)
             return
-        await cancel_and_answer(self.services, interaction, job, "admin.queue.cancel")
+        await cancel_and_answer(
+            self.services, interaction, job, "admin.queue.cancel", Origin.BUTTON
+        )

@@ -99,11 +99,14 @@ class Ticket:
     token: str
     options: dict[str, Any]
     attachments: dict[str, AttachmentRef]
+    # How it came in (the slash command or a menu's form), audited with a refusal.
+    origin: Origin = Origin.SLASH
 
-    def journal_options(self) -> dict[str, Any]:
+    def journal_options(self, origin: Origin) -> dict[str, Any]:
         return {
             "given": self.options,
             "attachments": {role: vars(ref) for role, ref in self.attachments.items()},
+            "origin": origin.value,
         }
 
     @classmethod
@@ -111,7 +114,15 @@ class Ticket:
         attachments = {
             role: AttachmentRef(**ref) for role, ref in row.options["attachments"].items()
         }
-        return cls(requester_from_journal(row), row.token or "", row.options["given"], attachments)
+        # Rows journaled before the origin was kept were slash commands or menu forms alike.
+        origin = Origin(row.options.get("origin", Origin.SLASH))
+        return cls(
+            requester_from_journal(row),
+            row.token or "",
+            row.options["given"],
+            attachments,
+            origin,
+        )
 
 
 def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> Inputs:
@@ -381,13 +392,14 @@ class ImagineCog(commands.Cog, name="Imagine"):
         draft, inputs = self._draft(given), self._inputs(attachments)
         checked = await self._check(requester, draft, inputs, origin, rated=True)
         if isinstance(checked, Refusal):
-            await tell_privately(interaction, sentence(checked))
+            await tell_privately(interaction, sentence(checked))  # within Discord's 3 s
+            await self.services.door.refused(requester, COMMAND, origin, checked)
             return
         journaled = await journal_then_defer(
             self.services,
             interaction,
             COMMAND,
-            ticket.journal_options(),
+            ticket.journal_options(origin),
             ephemeral=_private(given, checked.personal),
         )
         await self._complete(
@@ -416,7 +428,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             reason = "That message has no image attached; use the menu on a message with one."
             await refuse(interaction, self.services.store, COMMAND, reason)
             return
-        job = await self.services.store.by_message(message.id)
+        job = await self.services.core.queries.by_message(message.id)
         prompt = job.spec.prompt if job is not None else ""
         await interaction.response.send_modal(
             ImagineModal(self, kind, AttachmentRef.of(picture), prompt)
@@ -487,7 +499,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         assert me is not None
         reply = MessageReply(self.bot, message)
         text = " ".join(re.sub(rf"<@!?{me.id}>", " ", message.content).split())
-        job = await services.store.by_message(replied.id) if replied is not None else None
+        job = await services.core.queries.by_message(replied.id) if replied is not None else None
         # A reply is public (as the member's message is); `private` does not apply.
         if text:
             given = given_options(text, control_auto=True, private=False)
@@ -526,7 +538,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             if row.command == COMMAND:
                 log.info("completing /imagine %s received before the restart", row.interaction_id)
                 async with settled_on_error(self.services, row):
-                    await self._complete(Ticket.from_journal(row), Origin.SLASH)
+                    ticket = Ticket.from_journal(row)
+                    await self._complete(ticket, ticket.origin)
 
     async def _complete(
         self,
@@ -554,6 +567,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         if isinstance(decided, Refusal):
             await reply.refuse(sentence(decided))
+            await services.door.refused(requester, COMMAND, origin, decided)
             return
         if private:
             # No channel: after its token expires, a private result goes by DM.
@@ -570,12 +584,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         *,
         rated: bool,
     ) -> Checked | Refusal:
-        """The door's checks of a parsed command (an unparsable one is refused, audited)."""
-        door = self.services.door
+        """The door's checks of a parsed command (an unparsable one is refused); the caller
+        answers the member, then audits a refusal."""
         if isinstance(draft, Refusal):
-            await door.refused(requester, COMMAND, origin, draft)
             return draft
-        return await door.check(requester, draft, inputs, origin, rated=rated)
+        return await self.services.door.check(requester, draft, inputs, origin, rated=rated)
 
     def _draft(self, given: dict[str, Any]) -> OptionsDraft | Refusal:
         try:

@@ -22,7 +22,7 @@ from ...core.acting import JournaledDraft
 from ...core.actions import BY_NAME, Action, ActionName, Words, journaled_commands
 from ...core.door import NO_INPUTS, Checked, Draft, Origin
 from ...core.refusals import Refusal
-from ...core.views import Job, JobNotFound, JobState, Requester
+from ...core.views import Job, JobState, Requester
 from ...jobs.spec import JobSpec
 from ..common import (
     Followup,
@@ -133,20 +133,20 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         member = requester_of(interaction)
         job = await self.services.acting.find(action, job_id)
         if isinstance(job, Refusal):
-            await self._refuse(interaction, member, action, job)
+            await self._refuse(interaction, member, action.command, job)
             return
         if (refusal := self._allowed(interaction, action, job, member)) is not None:
-            await self._refuse(interaction, member, action, refusal)
+            await self._refuse(interaction, member, action.command, refusal)
             return
         if action.name is ActionName.CANCEL:
-            await cancel_and_answer(self.services, interaction, job, action.command)
+            await cancel_and_answer(self.services, interaction, job, action.command, Origin.BUTTON)
             return
         if action.name is ActionName.DELETE:
             await self._delete(interaction, member, job)
             return
         source = await self.services.acting.source(action, job, number)
         if isinstance(source, Refusal):
-            await self._refuse(interaction, member, action, source)
+            await self._refuse(interaction, member, action.command, source)
             return
         if action.takes_words:  # the form asks for them; see words_submitted
             await interaction.response.send_modal(RemixModal(self, action, job.id, source.spec))
@@ -162,7 +162,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         job = await acting.find(action, job_id)
         source = job if isinstance(job, Refusal) else await acting.source(action, job, None)
         if isinstance(source, Refusal):
-            await self._refuse(interaction, member, action, source, Origin.MODAL)
+            await self._refuse(interaction, member, action.command, source, Origin.MODAL)
             return
         draft = acting.draft(action, source, words)
         await self._make(interaction, member, draft, Origin.MODAL)
@@ -178,7 +178,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         for a private result or member) and queue exactly what was checked."""
         checked = await self.services.door.check(member, draft, NO_INPUTS, origin)
         if isinstance(checked, Refusal):
-            await tell_privately(interaction, sentence(checked))
+            await self._refuse(interaction, member, draft.command, checked, origin)
             return
         (spec,) = checked.specs
         private = await self._private(interaction)
@@ -219,13 +219,13 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self,
         interaction: discord.Interaction,
         member: Requester,
-        action: Action,
+        command: str,
         refusal: Refusal,
         origin: Origin = Origin.BUTTON,
     ) -> None:
         """Tell the member privately (first, within Discord's 3 s), then audit."""
         await tell_privately(interaction, sentence(refusal))
-        await self.services.door.refused(member, action.command, origin, refusal)
+        await self.services.door.refused(member, command, origin, refusal)
 
     async def replay_pending(self) -> None:
         """At start: queue every click acknowledged by a previous run but not handled: the
@@ -281,7 +281,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             await tell_privately(interaction, sentence(refusal))
             await self.services.door.refused(member, command, Origin.SLASH, refusal)
             return
-        await cancel_and_answer(self.services, interaction, job, command)
+        await cancel_and_answer(self.services, interaction, job, command, Origin.SLASH)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -290,17 +290,16 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def cancel_command(
         self, interaction: discord.Interaction, job: str | None = None
     ) -> None:
-        store = self.services.store
+        store, queries = self.services.store, self.services.core.queries
         if job is None:
-            mine = await store.unfinished_of(interaction.user.id)
+            mine = await queries.unfinished_of(interaction.user.id)
             if not mine:
                 await refuse(interaction, store, "cancel", "You have no queued or running job.")
                 return
             await self._cancel(interaction, mine[0], "cancel")
             return
-        try:
-            found = await store.get(job.strip().strip("`"))
-        except JobNotFound:
+        found = await queries.job(job.strip().strip("`"))
+        if found is None:
             await refuse(interaction, store, "cancel", f"There is no job `{clip(job, 20)}`.")
             return
         await self._cancel(interaction, found, "cancel")
@@ -309,7 +308,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def cancellable(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        mine = await self.services.store.unfinished_of(interaction.user.id)
+        mine = await self.services.core.queries.unfinished_of(interaction.user.id)
         return [
             app_commands.Choice(
                 name=clip(f"{job.id} · {job.state} · {job.spec.prompt}", 100),

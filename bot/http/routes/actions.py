@@ -55,7 +55,9 @@ async def act(request: web.Request) -> web.Response:
     if action.name is ActionName.DELETE:
         await acting.delete_images(found, member)
         watch = request.app[SYNCHRONOUS].watch
-        return json_response(await job_view(services, watch, await services.jobs.store.get(job.id)))
+        deleted = await services.core.queries.job(found.id)
+        assert deleted is not None  # its row stays; only its images go
+        return json_response(await job_view(services, watch, deleted))
     source = await acting.source(action, found, body.image)
     if isinstance(source, Refusal):
         raise await refused(services, member, action, source)

@@ -8,7 +8,7 @@ from aiohttp import web
 from ...core.actions import BY_NAME, Action, ActionName
 from ...core.door import NO_INPUTS, InputSource, Origin
 from ...core.refusals import Refusal
-from ...core.views import Job, JobNotFound, KeyHolder, Requester, utcnow
+from ...core.views import Job, KeyHolder, Requester, utcnow
 from ...jobs.service import Submitted
 from .. import admission
 from ..answers import eta_of, job_view, json_response
@@ -119,11 +119,8 @@ def command_of(action: Action) -> str:
 
 async def own_job(services: ApiServices, holder: KeyHolder, job_id: str) -> Job:
     """The member's job; another member's is as unknown as a missing one."""
-    try:
-        job = await services.jobs.store.get(job_id)
-    except JobNotFound:
-        job = None
-    if job is None or job.user_id != holder.user_id:
+    job = await services.core.queries.job(job_id, of=holder.user_id)
+    if job is None:
         raise ApiError(404, "not_found", f"job_id: no job {job_id} of yours")
     return job
 
