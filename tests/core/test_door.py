@@ -6,7 +6,7 @@ kind added later fails here until it has a case. No engine runs: admitted jobs w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,12 +15,12 @@ import pytest
 
 from bot.core import Core
 from bot.core.actions import BY_NAME, ActionName
-from bot.core.door import NO_INPUTS, Accepted, Origin, SavedInputs
+from bot.core.door import NO_INPUTS, Accepted, Draft, Origin, SavedInputs
 from bot.core.drafts import OptionsDraft
 from bot.core.refusals import Refusal, RefusalKind
 from bot.jobs.service import JobService
-from bot.jobs.spec import BadInput, Inputs, Options
-from bot.moderation.service import Moderation
+from bot.jobs.spec import BadInput, Inputs, JobSpec, Options
+from bot.moderation.service import Moderation, ScreenedText
 from bot.store.audit import Actor
 from bot.store.commands import CommandStore
 from bot.store.guilds import GuildStore
@@ -259,3 +259,40 @@ async def test_a_remix_needs_its_words(world: World) -> None:
     assert not isinstance(source, Refusal)
     with pytest.raises(BadInput):
         world.core.acting.draft(action, source)
+
+
+@dataclass
+class Recording:
+    """A draft that keeps every spec list it builds (a variation draws a new seed each time)."""
+
+    inner: Draft
+    built: list[list[JobSpec]]
+
+    @property
+    def command(self) -> str:
+        return self.inner.command
+
+    def typed(self) -> Sequence[ScreenedText]:
+        return self.inner.typed()
+
+    async def build(self, personal: Mapping[str, object], inputs: Inputs) -> list[JobSpec]:
+        self.built.append(await self.inner.build(personal, inputs))
+        return self.built[-1]
+
+    def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
+        return self.inner.added(personal, specs)
+
+
+async def test_the_job_queued_is_the_one_checked(world: World) -> None:
+    """Built once when no input is saved: the seed a variation drew is the one checked and
+    queued (the HTTP door submits in one go)."""
+    job = await world.stores.jobs.get(await world.finished_job())
+    action = BY_NAME[ActionName.VARIATION]
+    source = await world.core.acting.source(action, job, 1)
+    assert not isinstance(source, Refusal)
+    draft = Recording(world.core.acting.draft(action, source), [])
+    accepted = await world.core.door.submit(OTHER, draft, NO_INPUTS, Origin.HTTP)
+    assert isinstance(accepted, Accepted)
+    (built,) = draft.built
+    queued = await world.stores.jobs.get(accepted.jobs[0].job.id)
+    assert queued.spec == built[0] == accepted.specs[0]
