@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.databases import Database, Kind, PostgresServer, postgres_server
 
 # Under pytest-xdist every worker, and each engine it spawns, would start a torch
 # thread per core: on a 2-core machine two workers' threads then contend, and the
@@ -23,6 +26,62 @@ SLOW_FIRST = (
     "tests/bot/test_cli.py",
     "tests/bot/test_job_service.py",
 )
+
+
+# The tests that run on PostgreSQL as well as SQLite (those that ask for `database`):
+# the stores, the claim and scheduling, the HTTP API and the bot's lifecycle.
+ON_BOTH_DATABASES = (
+    "tests/store/",
+    "tests/bot/test_job_store.py",
+    "tests/http/",
+    "tests/e2e/test_lifecycle.py",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("both", *Kind),
+        default="both",
+        help="the databases the tests in ON_BOTH_DATABASES run on (default: both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test of ON_BOTH_DATABASES that asks for `database` once per database;
+    every other test that asks for it runs on SQLite only."""
+    if "database" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("--db")
+    kinds = list(Kind) if chosen == "both" else [Kind(chosen)]
+    on_both = metafunc.definition.nodeid.startswith(ON_BOTH_DATABASES)
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if not on_both or sqlite_only:
+        kinds = [Kind.SQLITE]
+    metafunc.parametrize("database", kinds, indirect=True, scope="session")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only: a test of SQLite itself (its file, its locks): not run on PostgreSQL",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (for each xdist worker)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database(request: pytest.FixtureRequest) -> Database:
+    """The database a test's stores and bot use (parametrized by pytest_generate_tests)."""
+    kind = Kind(request.param)
+    if kind is Kind.SQLITE:
+        return Database(kind)
+    return Database(kind, request.getfixturevalue("postgres"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

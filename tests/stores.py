@@ -1,4 +1,5 @@
-"""Every store over one migrated SQLite file, for tests that need no engine."""
+"""Every store over one migrated database (SQLite, or PostgreSQL: tests.databases), for
+tests that need no engine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from bot.store.models import Base, Job, JobState
 from bot.store.quotas import QuotaRules, QuotaStore
 from bot.store.users import UserStore
 from tests.configs import write_config
+from tests.databases import SQLITE, Database
 
 
 @dataclass(frozen=True)
@@ -122,26 +124,31 @@ def writes_to(sessions: async_sessionmaker[AsyncSession]) -> Iterator[list[str]]
 
 @asynccontextmanager
 async def open_stores(
-    directory: Path, extra: str = "", model_dir: Path | None = None
+    directory: Path,
+    extra: str = "",
+    model_dir: Path | None = None,
+    database: Database = SQLITE,
 ) -> AsyncIterator[Stores]:
-    """Stores over a fresh database; `extra` is TOML put before the config's sections.
+    """Stores over a fresh `database`, migrated; `extra` is TOML put before the config's
+    sections.
 
     Without `model_dir` the model source is any existing folder: enough for
     tests that never start an engine.
     """
-    config = load_config(write_config(directory, model_dir or directory, extra))
-    await asyncio.to_thread(upgrade, config.database_url)
-    database = open_engine(config.database_url)
-    sessions = session_factory(database)
-    rules = QuotaRules.from_config(config)
-    try:
-        yield Stores(
-            config=config,
-            sessions=sessions,
-            jobs=JobStore(sessions, rules.pricing),
-            quotas=QuotaStore(sessions, rules),
-            users=UserStore(sessions, config.storage.data_dir),
-            audit=AuditLog(sessions),
-        )
-    finally:
-        await database.dispose()
+    with database.fresh() as section:
+        config = load_config(write_config(directory, model_dir or directory, section + extra))
+        await asyncio.to_thread(upgrade, config.database_url)
+        engine = open_engine(config.database_url)
+        sessions = session_factory(engine)
+        rules = QuotaRules.from_config(config)
+        try:
+            yield Stores(
+                config=config,
+                sessions=sessions,
+                jobs=JobStore(sessions, rules.pricing),
+                quotas=QuotaStore(sessions, rules),
+                users=UserStore(sessions, config.storage.data_dir),
+                audit=AuditLog(sessions),
+            )
+        finally:
+            await engine.dispose()

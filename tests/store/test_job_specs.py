@@ -33,7 +33,10 @@ OLDEST_SHAPE = {
 
 async def stored_json(stores: Stores, job_id: str) -> Any:
     async with stores.sessions() as session:
-        stored = await session.scalar(text("SELECT spec FROM jobs WHERE id = :id"), {"id": job_id})
+        # As text: PostgreSQL's driver would decode a json column itself.
+        stored = await session.scalar(
+            text("SELECT CAST(spec AS TEXT) FROM jobs WHERE id = :id"), {"id": job_id}
+        )
     return json.loads(str(stored))
 
 

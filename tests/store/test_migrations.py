@@ -1,33 +1,45 @@
-"""Migrations: upgrade from empty, downgrade to base, and no drift from the models."""
+"""Migrations: upgrade from empty, downgrade to base, and no drift from the models, on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, inspect
 
+from bot.store.db import open_engine
 from bot.store.migrate import downgrade, upgrade
 from bot.store.models import Base
+from tests.databases import Database
 
 
-def tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as connection:
-        rows = connection.execute("select name from sqlite_master where type='table'")
-        return {name for (name,) in rows}
+async def inspected(url: str, look: Any) -> Any:
+    """`look(connection)` on a synchronous connection to `url`."""
+    engine = open_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(look)
+    finally:
+        await engine.dispose()
 
 
-def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
-    path = tmp_path / "db" / "atelier.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    upgrade(url)
-    assert {"users", "jobs", "outputs", "audit_log"} <= tables(path)
-    downgrade(url, "base")
-    assert tables(path) == {"alembic_version"}
-    upgrade(url)
-    assert "jobs" in tables(path)
+def tables(url: str) -> set[str]:
+    return set(asyncio.run(inspected(url, lambda c: inspect(c).get_table_names())))
+
+
+def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path, database: Database) -> None:
+    with database.fresh_url(tmp_path / "db") as url:
+        upgrade(url)
+        assert {"users", "jobs", "outputs", "audit_log"} <= tables(url)
+        downgrade(url, "base")
+        assert tables(url) == {"alembic_version"}
+        upgrade(url)
+        assert "jobs" in tables(url)
 
 
 def test_database_is_in_wal_mode(tmp_path: Path) -> None:
@@ -37,14 +49,14 @@ def test_database_is_in_wal_mode(tmp_path: Path) -> None:
         assert connection.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
-def test_models_and_migrations_do_not_drift(tmp_path: Path) -> None:
-    path = tmp_path / "atelier.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.connect() as connection:
+def test_models_and_migrations_do_not_drift(tmp_path: Path, database: Database) -> None:
+    def drift(connection: Connection) -> Any:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []
-    engine.dispose()
+        return compare_metadata(context, Base.metadata)
+
+    with database.fresh_url(tmp_path) as url:
+        upgrade(url)
+        assert asyncio.run(inspected(url, drift)) == []
 
 
 def test_upgrade_of_a_database_at_head_makes_no_backup(tmp_path: Path) -> None:
