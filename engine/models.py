@@ -84,7 +84,8 @@ class LoadedModel:
             return self._derive(
                 f"controlnet-{control_type}", AutoPipelineForText2Image, controlnet=controlnet
             )
-        if mode is Mode.INPAINT:
+        if mode in (Mode.INPAINT, Mode.OUTPAINT):
+            # Outpainting is inpainting with a mask the engine draws (engine.inputs.Canvas).
             extra = {} if self.inpaint_unet is None else {"unet": self.inpaint_unet}
             return self._derive("inpaint", AutoPipelineForInpainting, **extra)
         assert mode in _IMAGE_TO_IMAGE_MODES, mode

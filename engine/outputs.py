@@ -22,6 +22,11 @@ _LOCAL_FIELDS = {"output_dir", "init_image", "mask_image", "control_image"}
 _CONTROL_FIELDS = {"control_type", "control_scale"}
 
 
+def _unused_job_fields(mode: Mode) -> set[str]:
+    # Only an outpainting job has a frame: other recipes stay as they were.
+    return set() if mode is Mode.OUTPAINT else {"frame"}
+
+
 def uses_strength(mode: Mode) -> bool:
     return "init_image" in MODE_INPUTS[mode]
 
@@ -69,7 +74,7 @@ def recipe(
         shared -= _CONTROL_FIELDS
     made: dict[str, Any] = {
         **request.model_dump(mode="json", include=shared),
-        **job.model_dump(mode="json", exclude=_LOCAL_FIELDS),
+        **job.model_dump(mode="json", exclude=_LOCAL_FIELDS | _unused_job_fields(request.mode)),
         "checkpoint_sha256": checkpoint_sha256,
         "sampler": sampler,
         "scheduler": scheduler,

@@ -164,6 +164,8 @@ class _JobPlan:
     init: Image.Image | None = None
     mask: Image.Image | None = None
     control: Image.Image | None = None
+    # Outpainting: the picture on its canvas and the mask the engine drew (init and mask).
+    canvas: inputs.Canvas | None = None
     preview: PreviewWriter | None = None
 
 
@@ -185,7 +187,12 @@ def _plan(request: GenerateRequest, job: BatchJob, model: LoadedModel) -> _JobPl
     plan = _JobPlan(job, Path(job.output_dir), image_seeds(job), image_cfgs(request, job), {})
     # Upscale: the resize to the (larger) request size is the upscale; the
     # low-strength pass that follows adds the detail.
-    if job.init_image is not None:
+    if job.frame is not None:
+        assert job.init_image is not None  # the protocol pairs them (Mode.OUTPAINT)
+        picture = inputs.init_image(job.init_image, job.frame.width, job.frame.height)
+        plan.canvas = inputs.outpaint_canvas(picture, request.width, request.height, job.frame)
+        plan.init, plan.mask = plan.canvas.image, plan.canvas.mask
+    elif job.init_image is not None:
         plan.init = inputs.init_image(job.init_image, **size)
     if job.mask_image is not None:
         plan.mask = inputs.mask_image(job.mask_image, **size)
@@ -498,7 +505,12 @@ class _Batch:
             **self._mode_arguments(slots),
         )
         images: list[Image.Image] = output.images
-        return images
+        return [self._finished(slot, image) for slot, image in zip(slots, images, strict=True)]
+
+    def _finished(self, slot: _Slot, image: Image.Image) -> Image.Image:
+        """An image as its job keeps it: an outpainted one with its picture put back."""
+        canvas = self.plans[slot.plan].canvas
+        return image if canvas is None else inputs.blend_seams(image, canvas)
 
     def _shown(self, plan: _JobPlan, preview: str) -> str | None:
         """The preview to show: none when it is flagged and the job does not allow that
@@ -561,7 +573,7 @@ class _Batch:
         # inpainting pipelines encode it with the first generator only, so an image
         # would depend on the batch it ran in.
         arguments = {"image": [plan.init for plan in plans], "strength": request.strength}
-        if mode is Mode.INPAINT:
+        if mode in (Mode.INPAINT, Mode.OUTPAINT):
             return size | arguments | {"mask_image": [plan.mask for plan in plans]}
         # Image-to-image pipelines take their size from the image.
         return arguments

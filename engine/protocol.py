@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -191,6 +191,8 @@ class Mode(StrEnum):
     CONTROLNET = "controlnet"  # text-to-image guided by `control_image`
     VARIATION = "variation"  # img2img from an earlier output, new seed
     UPSCALE = "upscale"  # `init_image` resized to width x height, then refined
+    # `init_image` placed at the job's `frame` on a larger canvas, the rest painted around it
+    OUTPAINT = "outpaint"
 
 
 # Which input images each mode needs; any other image field must be empty.
@@ -201,6 +203,7 @@ MODE_INPUTS: dict[Mode, frozenset[str]] = {
     Mode.CONTROLNET: frozenset({"control_image"}),
     Mode.VARIATION: frozenset({"init_image"}),
     Mode.UPSCALE: frozenset({"init_image"}),
+    Mode.OUTPAINT: frozenset({"init_image"}),
 }
 
 
@@ -275,6 +278,28 @@ class WeightedPrompt(Message):
     weight: float = Field(gt=0.0)
 
 
+class Frame(Message):
+    """Where an outpainting job's `init_image` lies on its canvas (the request's width x
+    height), in canvas pixels: the image is resized to `width` x `height` and its top-left
+    corner put at (`left`, `top`); everything outside it is painted."""
+
+    left: int = Field(ge=0, le=MAX_SIDE)
+    top: int = Field(ge=0, le=MAX_SIDE)
+    width: int = Field(ge=1, le=MAX_SIDE)
+    height: int = Field(ge=1, le=MAX_SIDE)
+
+    def problem_on(self, width: int, height: int) -> str | None:
+        """Why this frame cannot be used on a `width` x `height` canvas, or None."""
+        if self.left + self.width > width or self.top + self.height > height:
+            return f"frame {self.describe()} reaches outside the {width}x{height} canvas"
+        if (self.width, self.height) == (width, height):
+            return f"frame {self.describe()} covers the whole canvas: nothing is left to paint"
+        return None
+
+    def describe(self) -> str:
+        return f"{self.width}x{self.height} at ({self.left}, {self.top})"
+
+
 class BatchJob(Message):
     """One job of a batch: what is its own (prompt, seeds, inputs, where its files go).
 
@@ -299,6 +324,7 @@ class BatchJob(Message):
     init_image: str | None = None
     mask_image: str | None = Field(None, description="white = repaint, black = keep")
     control_image: str | None = None
+    frame: Frame | None = Field(None, description="outpaint: where init_image lies on the canvas")
     nsfw_policy: NsfwPolicy = Field(
         NsfwPolicy.BLOCK, description="what the job's flagged images meet where they are shown"
     )
@@ -356,7 +382,15 @@ class GenerateRequest(SharedParams):
                 if given != (name in needed):
                     verb = "needs" if name in needed else "takes no"
                     raise ValueError(f"job {job.job_id}: mode {self.mode} {verb} {name}")
+            self._check_frame(job)
         return self
+
+    def _check_frame(self, job: BatchJob) -> None:
+        if (job.frame is not None) != (self.mode is Mode.OUTPAINT):
+            verb = "needs" if self.mode is Mode.OUTPAINT else "takes no"
+            raise ValueError(f"job {job.job_id}: mode {self.mode} {verb} frame")
+        if job.frame is not None and (problem := job.frame.problem_on(self.width, self.height)):
+            raise ValueError(f"job {job.job_id}: {problem}")
 
 
 class CancelRequest(Message):

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
-from engine.inputs import control_image, init_image, mask_image
-from engine.protocol import ControlType
+from engine.inputs import (
+    blend_seams,
+    control_image,
+    init_image,
+    mask_image,
+    outpaint_canvas,
+    seam_blur,
+)
+from engine.protocol import ControlType, Frame
 
 
 def test_init_image_is_rgb_at_the_job_size(tmp_path: Path) -> None:
@@ -81,3 +89,55 @@ def test_a_ready_control_map_is_used_as_given_at_the_job_size(images: dict[str, 
     with Image.open(images["photo"]) as original:
         assert given.tobytes() == original.convert("RGB").tobytes()
     assert control_image(str(images["photo"]), ControlType.NONE, 64, 64).size == (64, 64)
+
+
+def striped_picture(width: int, height: int) -> Image.Image:
+    """A picture whose every edge has its own colour, and a dark middle."""
+    picture = Image.new("RGB", (width, height), (20, 20, 20))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, 0, width - 1, 3), fill=(250, 0, 0))  # top: red
+    draw.rectangle((0, height - 4, width - 1, height - 1), fill=(0, 0, 250))  # bottom: blue
+    return picture
+
+
+def test_an_outpainting_canvas_holds_the_picture_at_its_frame_and_masks_the_border() -> None:
+    frame = Frame(left=40, top=24, width=48, height=64)
+    picture = striped_picture(48, 64)
+    canvas = outpaint_canvas(picture, 128, 112, frame)
+    assert canvas.image.size == canvas.mask.size == (128, 112)
+    assert (canvas.image.mode, canvas.mask.mode) == ("RGB", "L")
+    on_canvas = np.asarray(canvas.image)
+    inside = np.s_[24:88, 40:88]
+    # The picture's own pixels, untouched, where the frame says.
+    assert np.array_equal(on_canvas[inside], np.asarray(picture))
+    mask = np.asarray(canvas.mask)
+    seam = 3 * seam_blur(128, 112)
+    # Black (kept) well inside the picture, white (painted) well outside, soft in between.
+    assert mask[24 + seam : 88 - seam, 40 + seam : 88 - seam].max() == 0
+    assert mask[:, : 40 - seam].min() == 255 and mask[: 24 - seam].min() == 255
+    assert mask[:, 88 + seam :].min() == 255 and mask[88 + seam :].min() == 255
+    assert 0 < mask[56, 40] < 255 and 0 < mask[24, 64] < 255
+    # The border starts from the nearest edge's colours: red above, blue below.
+    above, below = on_canvas[2, 64], on_canvas[108, 64]
+    assert above[0] > 150 and above[2] < 60, above
+    assert below[2] > 150 and below[0] < 60, below
+
+
+def test_an_outpainting_canvas_wants_the_picture_at_its_frames_size() -> None:
+    frame = Frame(left=0, top=0, width=32, height=32)
+    with pytest.raises(ValueError, match="frame 32x32"):
+        outpaint_canvas(striped_picture(40, 32), 64, 64, frame)
+
+
+def test_blending_keeps_the_pictures_pixels_inside_and_the_paint_outside() -> None:
+    frame = Frame(left=16, top=16, width=32, height=32)
+    picture = striped_picture(32, 32)
+    canvas = outpaint_canvas(picture, 64, 64, frame)
+    painted = Image.new("RGB", (64, 64), (0, 200, 0))
+    blended = np.asarray(blend_seams(painted, canvas))
+    seam = 3 * seam_blur(64, 64)
+    inner = np.s_[16 + seam : 48 - seam, 16 + seam : 48 - seam]
+    assert np.array_equal(blended[inner], np.asarray(picture)[seam:-seam, seam:-seam])
+    assert (blended[:, : 16 - seam] == (0, 200, 0)).all()
+    # Across the seam, the two mix.
+    assert 0 < blended[32, 16][1] < 200

@@ -87,6 +87,16 @@ def test_plain_inpainting_shares_the_unet_and_a_dedicated_checkpoint_only_adds_i
     assert inpaint.vae is tiny.pipeline.vae and inpaint.text_encoder is tiny.pipeline.text_encoder
 
 
+@pytest.mark.parametrize("model", ["plain", "tiny"])
+def test_outpainting_runs_on_the_models_own_inpainting_pipeline(
+    model: str, studio: ModelRegistry
+) -> None:
+    loaded = studio.get(model)
+    outpaint = loaded.pipeline_for(Mode.OUTPAINT, ControlType.CANNY)
+    assert outpaint is loaded.pipeline_for(Mode.INPAINT, ControlType.CANNY)
+    assert outpaint.vae is loaded.pipeline.vae
+
+
 def test_controlnet_pipelines_use_the_controlnet_configured_for_their_type(
     studio: ModelRegistry,
 ) -> None:

@@ -6,17 +6,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from engine.errors import BadRequest
-from engine.inputs import file_sha256
+from engine.inputs import file_sha256, init_image, outpaint_canvas, seam_blur
 from engine.models import ModelRegistry
 from engine.pipelines import generate
-from engine.protocol import ControlType, JobResult, Mode
+from engine.protocol import ControlType, Frame, JobResult, Mode
 
 from .conftest import make_request, only_result
 from .test_pipelines import largest_difference, no_progress, pixels
+
+# The 96x80 photo at half a 64x64 canvas's sides, in its middle (a 2x zoom out).
+ZOOMED_OUT = Frame(left=16, top=16, width=32, height=32)
 
 
 def mode_inputs(mode: Mode, images: dict[str, Path]) -> dict[str, Any]:
@@ -29,6 +33,7 @@ def mode_inputs(mode: Mode, images: dict[str, Path]) -> dict[str, Any]:
         Mode.INPAINT: {"init_image": photo, "mask_image": str(images["mask"])},
         Mode.CONTROLNET: {"control_image": str(images["scribble"]), "control_type": "scribble"},
         Mode.UPSCALE: {"init_image": photo, "width": 128, "height": 128, "strength": 0.5},
+        Mode.OUTPAINT: {"init_image": photo, "frame": ZOOMED_OUT.model_dump(), "strength": 0.9},
     }[mode]
 
 
@@ -179,3 +184,28 @@ def test_a_controlnet_recipe_keeps_its_control_settings(
     assert (recipe["control_type"], recipe["control_scale"]) == (ControlType.SCRIBBLE, 0.7)
     assert recipe["inputs"] == {"control_image": file_sha256(str(images["scribble"]))}
     assert "strength" not in recipe
+
+
+@pytest.mark.parametrize("model", ["tiny", "plain", "xl"])
+def test_outpainting_keeps_the_picture_in_the_middle_and_paints_a_new_border(
+    model: str, studio: ModelRegistry, images: dict[str, Path], tmp_path: Path
+) -> None:
+    """On an inpainting checkpoint (tiny), the base model's inpainting (plain) and SDXL."""
+    result = run(studio, tmp_path, Mode.OUTPAINT, images, model=model, steps=4, seed=5)
+    output = result.images[0]
+    picture = init_image(str(images["photo"]), ZOOMED_OUT.width, ZOOMED_OUT.height)
+    canvas = outpaint_canvas(picture, 64, 64, ZOOMED_OUT)
+    with Image.open(output.path) as image:
+        assert image.size == (64, 64)
+        made = np.asarray(image.convert("RGB")).astype(int)
+    seam = 3 * seam_blur(64, 64)
+    # Away from the seams, the picture's own pixels (not redrawn by the model).
+    inner = np.s_[16 + seam : 48 - seam, 16 + seam : 48 - seam]
+    kept = np.asarray(picture).astype(int)[seam:-seam, seam:-seam]
+    assert np.abs(made[inner] - kept).max() <= 1
+    # The border is the model's: it is not the edge-colour fill it started from.
+    border = np.asarray(canvas.mask) == 255
+    filled = np.asarray(canvas.image).astype(int)
+    assert np.abs(made[border] - filled[border]).mean() > 10
+    assert output.recipe["frame"] == ZOOMED_OUT.model_dump()
+    assert output.recipe["inputs"] == {"init_image": file_sha256(str(images["photo"]))}

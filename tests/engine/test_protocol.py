@@ -11,6 +11,7 @@ from engine.protocol import (
     MAX_IMAGES_PER_BATCH,
     MAX_IMAGES_PER_JOB,
     BatchJob,
+    Frame,
     GenerateRequest,
     Mode,
     SharedParams,
@@ -28,6 +29,8 @@ SHARED: dict[str, Any] = {
     "cfg": 7.0,
     "sampler": "Euler a",
 }
+# An outpainting job's picture, half the canvas's sides, in its middle.
+FRAME = Frame(left=128, top=128, width=256, height=256)
 
 
 def shared(**changes: Any) -> SharedParams:
@@ -106,6 +109,26 @@ def test_a_batch_request_survives_the_wire() -> None:
             "job b: mode img2img needs init_image",
         ),
         ([job("a", init_image="/in/a.png")], {}, "job a: mode txt2img takes no init_image"),
+        (
+            [job("a", init_image="/in/a.png")],
+            {"mode": Mode.OUTPAINT},
+            "job a: mode outpaint needs frame",
+        ),
+        (
+            [job("a", init_image="/in/a.png", frame=FRAME)],
+            {"mode": Mode.IMG2IMG},
+            "job a: mode img2img takes no frame",
+        ),
+        (
+            [job("a", init_image="/in/a.png", frame=FRAME.model_copy(update={"left": 300}))],
+            {"mode": Mode.OUTPAINT},
+            "job a: frame 256x256 at \\(300, 128\\) reaches outside the 512x512 canvas",
+        ),
+        (
+            [job("a", init_image="/in/a.png", frame=Frame(left=0, top=0, width=512, height=512))],
+            {"mode": Mode.OUTPAINT},
+            "covers the whole canvas",
+        ),
         (
             [job(str(n), count=MAX_IMAGES_PER_JOB) for n in range(17)],
             {},
