@@ -29,10 +29,11 @@ SLOW_FIRST = (
 
 
 # The tests that run on PostgreSQL as well as SQLite (those that ask for `database`):
-# the stores, the claim and scheduling, the HTTP API and the bot's lifecycle.
+# the stores, the claim and scheduling, admission, the HTTP API and the bot's lifecycle.
 ON_BOTH_DATABASES = (
     "tests/store/",
     "tests/bot/test_job_store.py",
+    "tests/bot/test_queue_length.py",
     "tests/http/",
     "tests/e2e/test_lifecycle.py",
 )
@@ -54,9 +55,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     chosen = metafunc.config.getoption("--db")
     kinds = list(Kind) if chosen == "both" else [Kind(chosen)]
-    on_both = metafunc.definition.nodeid.startswith(ON_BOTH_DATABASES)
-    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    if not on_both or sqlite_only:
+    marked = metafunc.definition.get_closest_marker
+    if marked("postgresql_only"):  # under --db sqlite: an empty set, reported as skipped
+        kinds = [kind for kind in kinds if kind is Kind.POSTGRESQL]
+    elif marked("sqlite_only") or not metafunc.definition.nodeid.startswith(ON_BOTH_DATABASES):
         kinds = [Kind.SQLITE]
     metafunc.parametrize("database", kinds, indirect=True, scope="session")
 
@@ -66,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sqlite_only: a test of SQLite itself (its file, its locks): not run on PostgreSQL",
     )
+    config.addinivalue_line("markers", "postgresql_only: a test of PostgreSQL's own behaviour")
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # A run cut off this many times (the bot or the engine died during it) is failed,
 # so a job that kills the process cannot loop for ever.
 MAX_ATTEMPTS = 2
+# PostgreSQL's advisory lock that admissions under a queue length limit take in turn
+# (any number unique to this application; "AQ" for Atelier's queue).
+QUEUE_LENGTH_LOCK = 0x4151
 
 
 @dataclass(frozen=True)
@@ -219,9 +222,13 @@ async def check_room(session: AsyncSession, adding: int, max_waiting: int | None
     Call it after the transaction's first write (the requester's upsert): SQLite then
     holds its write lock, so no other admission commits between this count and the
     caller's inserts. Counted before that write, concurrent submissions all saw room.
+    PostgreSQL's upsert locks only the member's row, so other members' admissions
+    wait on a lock of the queue's own, held until the transaction ends.
     """
     if max_waiting is None:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(QUEUE_LENGTH_LOCK)))
     waiting = await session.scalar(
         select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
     )

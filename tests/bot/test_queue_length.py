@@ -1,4 +1,4 @@
-"""`[queue] max_length` under concurrent submissions, on a real SQLite file."""
+"""`[queue] max_length` under concurrent submissions, on a real SQLite file and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bot.jobs.service import QueueFull
 from bot.jobs.spec import Options, build_spec
 from bot.store.jobs import Requester
 from bot.store.models import Job, JobState
+from tests.databases import Database
 from tests.stores import open_stores, service_on
 
 MAX_LENGTH = 3
@@ -19,10 +20,10 @@ SUBMISSIONS = 12
 
 @pytest.mark.parametrize("quotas", [False, True], ids=["without-quotas", "with-quotas"])
 async def test_concurrent_submissions_never_queue_more_than_max_length(
-    tmp_path: Path, tiny_model_dir: Path, quotas: bool
+    tmp_path: Path, tiny_model_dir: Path, quotas: bool, database: Database
 ) -> None:
     extra = f"[queue]\nmax_length = {MAX_LENGTH}\n"
-    async with open_stores(tmp_path, extra, tiny_model_dir) as stores:
+    async with open_stores(tmp_path, extra, tiny_model_dir, database) as stores:
         config = stores.config
         # No worker runs: every admitted job stays waiting, as on a busy GPU.
         service = service_on(stores, quotas=quotas)

@@ -1,4 +1,5 @@
-"""Opening the database: the SQLite engine's settings."""
+"""Opening the database: the SQLite engine's settings; writes that must not be lost,
+retried past SQLite's locks and PostgreSQL's deadlocks."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from bot.store import db
 from bot.store.db import open_engine, session_factory
+from tests.databases import ROLE, SUPERUSER, Database
 
 
 async def test_a_session_ends_its_transaction_once_and_the_pool_adds_no_rollback(
@@ -137,3 +139,75 @@ async def test_a_write_that_must_not_be_lost_waits_out_another_programs_lock(
     finally:
         other.close()
         await engine.dispose()
+
+
+@pytest.mark.postgresql_only
+async def test_a_write_that_must_not_be_lost_is_tried_again_after_a_deadlock(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = database.server
+    assert server is not None
+    with server.database() as url:
+        engine = open_engine(url)
+        # Another program, as PostgreSQL's superuser: it waits long before looking for a
+        # deadlock, so the write (waiting first, checking after 1 s) is the one rolled back.
+        other = open_engine(url.replace(f"//{ROLE}@", f"//{SUPERUSER}@"))
+        try:
+            sessions = session_factory(engine)
+            async with sessions.begin() as session:
+                await session.execute(
+                    text("create table notes (id integer primary key, body text)")
+                )
+                await session.execute(text("insert into notes values (1, 'a'), (2, 'b')"))
+            first_locked, second_locked = asyncio.Event(), asyncio.Event()
+            tries = 0
+
+            async def write() -> None:  # locks note 1, then note 2
+                nonlocal tries
+                tries += 1
+                async with sessions.begin() as session:
+                    await session.execute(text("update notes set body = 'kept' where id = 1"))
+                    first_locked.set()
+                    await second_locked.wait()
+                    await session.execute(text("update notes set body = 'kept' where id = 2"))
+
+            async def crossing() -> None:  # locks note 2, then note 1
+                async with other.begin() as connection:
+                    await connection.execute(text("set local deadlock_timeout = '10s'"))
+                    await connection.execute(text("update notes set body = 'other' where id = 2"))
+                    second_locked.set()
+                    await first_locked.wait()
+                    await asyncio.sleep(0.2)  # the write now waits for note 2
+                    await connection.execute(text("update notes set body = 'other' where id = 1"))
+
+            with caplog.at_level(logging.WARNING, logger="bot.store.db"):
+                await asyncio.gather(db.persist(write, seconds=30), crossing())
+            assert tries == 2 and "deadlock detected" in caplog.text
+            async with sessions() as session:  # the retried write came last
+                rows = (await session.execute(text("select body from notes"))).scalars().all()
+                assert rows == ["kept", "kept"]
+        finally:
+            await other.dispose()
+            await engine.dispose()
+
+
+@pytest.mark.postgresql_only
+async def test_a_write_postgresql_refuses_for_good_is_not_tried_again(database: Database) -> None:
+    server = database.server
+    assert server is not None
+    with server.database() as url:
+        engine = open_engine(url)
+        tries = 0
+
+        async def write() -> None:
+            nonlocal tries
+            tries += 1
+            async with session_factory(engine).begin() as session:
+                await session.execute(text("insert into absent values (1)"))
+
+        try:
+            with pytest.raises(ProgrammingError, match="does not exist"):
+                await db.persist(write, seconds=30)
+            assert tries == 1
+        finally:
+            await engine.dispose()
