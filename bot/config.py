@@ -175,6 +175,15 @@ class GenerationConfig(Section):
     upscale_strength: float = Field(
         0.3, ge=0.05, le=1.0, description="how much a U button's 2x upscale repaints"
     )
+    outpaint_strength: float = Field(
+        0.95,
+        ge=0.05,
+        le=1.0,
+        description=(
+            "how freely Zoom Out, Make Square and Pan paint the new border"
+            " (below 1 it keeps a trace of the picture's edge colours it starts from)"
+        ),
+    )
     max_attachment_mb: float = Field(
         20.0, gt=0, description="largest image attachment /imagine accepts"
     )

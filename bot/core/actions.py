@@ -22,9 +22,11 @@ from ..config import GenerationConfig
 from ..jobs.prompt_language import Style
 from ..jobs.spec import (
     BadInput,
+    Growth,
     InputImage,
     JobSpec,
     derived_spec,
+    outpainted_spec,
     random_seed,
     remixed_spec,
     rerolled_spec,
@@ -42,6 +44,13 @@ class ActionName(StrEnum):
     RECREATE = "recreate"
     DELETE = "delete"
     CANCEL = "cancel"
+    ZOOM_OUT_15 = "zoom_out_1_5"
+    ZOOM_OUT_2 = "zoom_out_2"
+    MAKE_SQUARE = "make_square"
+    PAN_LEFT = "pan_left"
+    PAN_RIGHT = "pan_right"
+    PAN_UP = "pan_up"
+    PAN_DOWN = "pan_down"
 
 
 class ButtonStyle(StrEnum):
@@ -117,6 +126,39 @@ def _upscale(source: Source, tweak: Tweak) -> JobSpec:
     if (larger.width, larger.height) == (image.width, image.height):
         raise BadInput(f"Image {source.number} is already as large as Atelier makes images.")
     return larger
+
+
+# A pan grows the canvas by half the picture on one side, as Midjourney's does.
+PAN_GROWTH = 0.5
+
+
+def _outpaint(growth_of: Callable[[InputImage], Growth]) -> Transform:
+    """A transform that puts one image on a canvas grown by `growth_of(image)`, the model
+    painting the new border; a new seed, so each click paints another border."""
+
+    def transform(source: Source, tweak: Tweak) -> JobSpec:
+        assert tweak.strength is not None
+        image = _image_of(source)
+        model = tweak.models.get(source.spec.model)
+        if model is None:
+            raise BadInput(f"Model `{source.spec.model}` is no longer available here.")
+        return outpainted_spec(
+            source.spec,
+            (source.job_id, source.number or 1),
+            image,
+            growth_of(image),
+            model.width * model.height,
+            tweak.strength,
+            random_seed(),
+        )
+
+    return transform
+
+
+def _square(image: InputImage) -> Growth:
+    if image.width == image.height:
+        raise BadInput("This image is already square.")
+    return Growth.square(image.width, image.height)
 
 
 def _reroll(source: Source, tweak: Tweak) -> JobSpec:
@@ -244,6 +286,83 @@ ACTIONS: tuple[Action, ...] = (
         button=Button(label="Remix", emoji="✏️", row=2),
         transform=_remix,
         takes_words=True,
+    ),
+    Action(
+        name=ActionName.ZOOM_OUT_2,
+        key="z2",
+        summary="One image at half its size in the middle of a new one, the rest painted.",
+        states=FINISHED,
+        button=Button(label="Zoom Out 2x", emoji="🔍", row=3, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth.zoom(2.0)),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.ZOOM_OUT_15,
+        key="z15",
+        summary="One image at two thirds of its size in the middle of a new one, the rest painted.",
+        states=FINISHED,
+        button=Button(label="Zoom Out 1.5x", emoji="🔍", row=3, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth.zoom(1.5)),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.MAKE_SQUARE,
+        key="sq",
+        summary="One image made square: its short sides grown, the new border painted.",
+        states=FINISHED,
+        button=Button(label="Make Square", emoji="↔️", row=3, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(_square),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.PAN_LEFT,
+        key="pl",
+        summary="One image extended by half its width to the left, the new part painted.",
+        states=FINISHED,
+        button=Button(label=None, emoji="⬅️", row=4, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth(left=PAN_GROWTH)),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.PAN_RIGHT,
+        key="pr",
+        summary="One image extended by half its width to the right, the new part painted.",
+        states=FINISHED,
+        button=Button(label=None, emoji="➡️", row=4, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth(right=PAN_GROWTH)),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.PAN_UP,
+        key="pu",
+        summary="One image extended by half its height upwards, the new part painted.",
+        states=FINISHED,
+        button=Button(label=None, emoji="⬆️", row=4, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth(top=PAN_GROWTH)),
+        strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.PAN_DOWN,
+        key="pd",
+        summary="One image extended by half its height downwards, the new part painted.",
+        states=FINISHED,
+        button=Button(label=None, emoji="⬇️", row=4, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_outpaint(lambda image: Growth(bottom=PAN_GROWTH)),
+        strength=lambda generation: generation.outpaint_strength,
     ),
     Action(
         name=ActionName.DELETE,

@@ -29,6 +29,7 @@ from engine.protocol import (
     MIN_STRENGTH,
     BatchJob,
     ControlType,
+    Frame,
     GenerateRequest,
     Mode,
     ModelSpec,
@@ -43,6 +44,7 @@ from ..moderation.blocklist import blocked_term as find_blocked
 from .errors import BadInput as BadInput
 from .prompt_language import (
     DEFAULT_MAX_PERMUTATIONS,
+    MAX_ASPECT,
     MAX_CFG,
     Style,
     expand_prompt,
@@ -90,6 +92,8 @@ class JobSpec(BaseModel):
     # averages their embeddings by weight; `prompt` holds them joined, for people
     # (history, metadata) and the blocklist.
     blend: tuple[tuple[str, float], ...] = ()
+    # Outpainting (zoom out, make square, pan): where the source image lies on the canvas.
+    frame: Frame | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -575,6 +579,84 @@ def derived_spec(
             "init_image": image.path,
             "mask_image": None,
             "control_image": None,
+            "frame": None,
+            "width": width,
+            "height": height,
+            "count": 1,
+            "seed": seed,
+            "strength": strength,
+            # A job of few steps still gets one denoising step at this strength.
+            "steps": max(original.steps, fewest_steps(strength)),
+            "source_job": source[0],
+            "source_image": source[1],
+        }
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Growth:
+    """How an outpainting action grows a picture's canvas: what it adds on each side, as a
+    fraction of the picture's own width (left, right) or height (top, bottom)."""
+
+    left: float = 0.0
+    right: float = 0.0
+    top: float = 0.0
+    bottom: float = 0.0
+
+    @classmethod
+    def zoom(cls, factor: float) -> Growth:
+        """The picture at 1/`factor` of the canvas's sides, in its middle."""
+        each = (factor - 1) / 2
+        return cls(left=each, right=each, top=each, bottom=each)
+
+    @classmethod
+    def square(cls, width: int, height: int) -> Growth:
+        """The short sides grown evenly until the canvas is square."""
+        across = (height / width - 1) / 2 if height > width else 0.0
+        down = (width / height - 1) / 2 if width > height else 0.0
+        return cls(left=across, right=across, top=down, bottom=down)
+
+
+def outpainted_spec(
+    original: JobSpec,
+    source: tuple[str, int],
+    image: InputImage,
+    growth: Growth,
+    area: int,
+    strength: float,
+    seed: int,
+) -> JobSpec:
+    """One image of `original` on a canvas grown by `growth`, the new border to be painted
+    (Mode.OUTPAINT), or BadInput.
+
+    The grown canvas keeps its shape and is fitted to `area` pixels (the model's), so the
+    picture shrinks into its frame; `source` is (job id, 1-based image number).
+    """
+    canvas_width = image.width * (1 + growth.left + growth.right)
+    canvas_height = image.height * (1 + growth.top + growth.bottom)
+    if max(canvas_width / canvas_height, canvas_height / canvas_width) > MAX_ASPECT:
+        raise BadInput(
+            f"Image {source[1]} cannot grow that way: ratios go from 1:{MAX_ASPECT}"
+            f" to {MAX_ASPECT}:1."
+        )
+    width, height = fit_ratio(canvas_width / canvas_height, area)
+    across, down = width / canvas_width, height / canvas_height
+    left, top = round(image.width * growth.left * across), round(image.height * growth.top * down)
+    frame = Frame(
+        left=left,
+        top=top,
+        width=min(width - left, round(image.width * across)),
+        height=min(height - top, round(image.height * down)),
+    )
+    if frame.problem_on(width, height) is not None:
+        raise BadInput(f"Image {source[1]} already fills that canvas: there is no border to paint.")
+    return original.model_copy(
+        update={
+            "mode": Mode.OUTPAINT,
+            "init_image": image.path,
+            "mask_image": None,
+            "control_image": None,
+            "frame": frame,
             "width": width,
             "height": height,
             "count": 1,

@@ -28,17 +28,22 @@ REMIX = {"prompt": "a green fox --seed 77", "negative_prompt": "fog"}
 
 def body_for(action: Action) -> dict[str, Any]:
     if action.per_image:
-        return {"image": 2 if action.name is not ActionName.STRONG else 1}
+        return {"image": 1 if action.single_image else 2}
     return REMIX if action.takes_words else {}
 
 
-async def finished_job(api: RunningApi, member: Member, samples: int = 2) -> Job:
-    response = await api.call(
-        "POST",
-        "/v1/jobs",
-        headers=member.headers,
-        json={"text_prompts": [{"text": "a red fox"}], "steps": 2, "samples": samples, "seed": 40},
-    )
+async def finished_job(
+    api: RunningApi, member: Member, samples: int = 2, size: tuple[int, int] | None = None
+) -> Job:
+    body: dict[str, Any] = {
+        "text_prompts": [{"text": "a red fox"}],
+        "steps": 2,
+        "samples": samples,
+        "seed": 40,
+    }
+    if size is not None:
+        body["width"], body["height"] = size
+    response = await api.call("POST", "/v1/jobs", headers=member.headers, json=body)
     assert response.status_code == 202, response.text
     return await wait_for_state(api, response.json()["id"], JobState.SUCCEEDED)
 
@@ -92,7 +97,10 @@ async def running_job(api: RunningApi, member: Member) -> Job:
 async def job_for(api: RunningApi, member: Member, action: Action) -> Job:
     """A job in a state `action` applies to."""
     if JobState.SUCCEEDED in action.states:
-        return await finished_job(api, member, samples=1 if action.single_image else 2)
+        if action.single_image:
+            # Not square, so Make Square has a border to paint.
+            return await finished_job(api, member, samples=1, size=(128, 64))
+        return await finished_job(api, member)
     if JobState.FAILED in action.states:
         return await failed_job(api, member)
     return await running_job(api, member)
@@ -159,7 +167,11 @@ async def test_an_action_over_http_queues_the_job_discords_button_queues(
     assert response.status_code == 202, response.text
     from_http = (await api.service.store.get(response.json()["id"])).spec
 
-    rerolls = action.name in (ActionName.VARIATION, ActionName.STRONG, ActionName.REROLL)
+    # A variation, a reroll and each outpainting (zoom, square, pan) draw a new seed.
+    rerolls = action.name is ActionName.REROLL or from_button.mode in (
+        Mode.VARIATION,
+        Mode.OUTPAINT,
+    )
     assert from_http.model_dump(exclude={"seed"}) == from_button.model_dump(exclude={"seed"})
     if rerolls:
         assert from_http.seed != source.spec.seed
@@ -167,7 +179,7 @@ async def test_an_action_over_http_queues_the_job_discords_button_queues(
         assert from_http.seed == from_button.seed
     if action.per_image:
         assert (from_http.source_job, from_http.source_image) == (job.id, number)
-        assert from_http.mode in (Mode.VARIATION, Mode.UPSCALE)
+        assert from_http.mode in (Mode.VARIATION, Mode.UPSCALE, Mode.OUTPAINT)
     await api.call("DELETE", f"/v1/jobs/{response.json()['id']}", headers=member.headers)
 
 
