@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from bot.jobs.spec import fit_ratio
+from engine.inputs import seam_blur
 from tests.discord_server import Message
 
 from .conftest import RunningBot
@@ -185,3 +187,57 @@ async def test_inpainting_and_a_controlnet_sketch_from_attachments(running_bot: 
             id=job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content)),
         )
         assert f'"mode": "{mode}"' in str(row["recipe"])
+
+
+async def test_zoom_out_make_square_and_pan_paint_around_the_kept_picture(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    made = await server.send_slash_command(
+        "imagine", {"prompt": "a lighthouse", "seed": 4, "aspect": "3:2"}
+    )
+    result = await made.wait_for_original(finished, timeout=120)
+    job_id = job_id_of(await made.wait_for_original(lambda m: "queued" in m.content))
+    # Under a single image: five rows of at most five buttons, the outpainting ones included.
+    rows = [row["components"] for row in result.components]
+    assert len(rows) <= 5 and all(len(row) <= 5 for row in rows)
+    keys = ("z2", "z15", "sq", "pl", "pr", "pu", "pd")
+    assert {f"atelier:{key}:{job_id}:1" for key in keys} <= set(result.custom_ids)
+
+    zoom = await server.click_button(result, f"atelier:z2:{job_id}:1")
+    assert (await zoom.wait_for_callback(timeout=3)).type == 5
+    zoomed = await zoom.wait_for_original(finished, timeout=120)
+    zoom_id = job_id_of(await zoom.wait_for_original(lambda m: "queued" in m.content))
+    (row,) = running_bot.rows("select spec from jobs where id = :id", id=zoom_id)
+    spec = json.loads(str(row["spec"]))
+    (source_size,) = sizes(result)
+    # The 3:2 canvas at the model's area, the picture at half its sides in the middle.
+    assert sizes(zoomed) == [fit_ratio(source_size[0] / source_size[1], 64 * 64)]
+    frame = spec["frame"]
+    assert spec["mode"] == "outpaint" and (spec["source_job"], spec["source_image"]) == (job_id, 1)
+    picture = Image.open(io.BytesIO(result.attachments[0].data)).convert("RGB")
+    picture = picture.resize((frame["width"], frame["height"]), Image.Resampling.LANCZOS)
+    painted = Image.open(io.BytesIO(zoomed.attachments[0].data)).convert("RGB")
+    seam = 3 * seam_blur(*painted.size)
+    inner = (
+        frame["left"] + seam,
+        frame["top"] + seam,
+        frame["left"] + frame["width"] - seam,
+        frame["top"] + frame["height"] - seam,
+    )
+    kept = picture.crop((seam, seam, frame["width"] - seam, frame["height"] - seam))
+    assert ImageChops.difference(painted.crop(inner), kept).getextrema() == ((0, 0),) * 3
+
+    # The zoomed image is a single image too: its own buttons zoom, square and pan again.
+    square = await server.click_button(zoomed, f"atelier:sq:{zoom_id}:1")
+    squared = await square.wait_for_original(finished, timeout=120)
+    square_id = job_id_of(await square.wait_for_original(lambda m: "queued" in m.content))
+    assert sizes(squared) == [(64, 64)]
+    pan = await server.click_button(squared, f"atelier:pu:{square_id}:1")
+    panned = await pan.wait_for_original(finished, timeout=120)
+    assert sizes(panned) == [fit_ratio(2 / 3, 64 * 64)]
+    # A square image is not made square again: one private sentence, nothing queued.
+    again = await server.click_button(squared, f"atelier:sq:{square_id}:1")
+    refused = await again.wait_for_callback(timeout=10)
+    assert refused.data is not None and refused.data["flags"] & 64
+    assert refused.data["content"] == "⚠️ This image is already square."

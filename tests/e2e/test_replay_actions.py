@@ -27,7 +27,10 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
     # Every replayed job is the same member's, queued at once.
     running_bot = await launch_bot(extra="[quota]\njobs_queued = 20\n")
     server = running_bot.server
-    made = await server.send_slash_command("imagine", {"prompt": "a lighthouse", "seed": 7})
+    # Not square, so Make Square has a border to paint.
+    made = await server.send_slash_command(
+        "imagine", {"prompt": "a lighthouse", "seed": 7, "aspect": "3:2"}
+    )
     await made.wait_for_original(finished, timeout=120)
     (source_row,) = running_bot.rows("select id, spec from jobs")
     (image,) = running_bot.rows(
