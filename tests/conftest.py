@@ -59,7 +59,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marked("postgresql_only"):  # under --db sqlite: an empty set, reported as skipped
         kinds = [kind for kind in kinds if kind is Kind.POSTGRESQL]
     elif marked("sqlite_only") or not metafunc.definition.nodeid.startswith(ON_BOTH_DATABASES):
-        kinds = [Kind.SQLITE]
+        return  # `database` is SQLite, and the test keeps its name
     metafunc.parametrize("database", kinds, indirect=True, scope="session")
 
 
@@ -80,8 +80,9 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def database(request: pytest.FixtureRequest) -> Database:
-    """The database a test's stores and bot use (parametrized by pytest_generate_tests)."""
-    kind = Kind(request.param)
+    """The database a test's stores and bot use: SQLite, or each database in turn where
+    pytest_generate_tests parametrizes it."""
+    kind = Kind(getattr(request, "param", Kind.SQLITE))
     if kind is Kind.SQLITE:
         return Database(kind)
     return Database(kind, request.getfixturevalue("postgres"))

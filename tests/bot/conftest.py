@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,13 @@ from bot.store.migrate import upgrade
 from bot.store.models import Job
 from engine.protocol import Progress
 from tests.configs import write_config
+from tests.databases import Database
 
 
 @pytest.fixture
-def config(tmp_path: Path, tiny_model_dir: Path) -> Config:
-    return load_config(write_config(tmp_path, tiny_model_dir))
+def config(tmp_path: Path, tiny_model_dir: Path, database: Database) -> Iterator[Config]:
+    with database.fresh() as section:
+        yield load_config(write_config(tmp_path, tiny_model_dir, section))
 
 
 @pytest.fixture

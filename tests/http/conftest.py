@@ -1,5 +1,6 @@
 """The HTTP API running in-process on the tiny model, as bot.app wires it: a real engine
-subprocess, a SQLite file made by the migrations, and members with API keys.
+subprocess, a database made by the migrations (SQLite, then PostgreSQL), and members
+with API keys.
 
 Clients in these tests are written the way Stability's documentation writes them:
 plain `requests`, run in a thread so the server keeps the event loop.
@@ -37,6 +38,7 @@ from bot.store.models import Base
 from bot.store.quotas import QuotaRules, QuotaStore
 from bot.store.users import UserStore
 from tests.configs import write_config
+from tests.databases import SQLITE, Database
 
 GUILD_ID = 4242
 HTTP_CONFIG = """
@@ -119,20 +121,23 @@ class RunningApi:
 
 
 @contextlib.asynccontextmanager
-async def serving(directory: Path, model_dir: Path, extra: str = "") -> AsyncIterator[RunningApi]:
-    """The API served from `directory` with workers running (`extra`: more config), then
-    stopped with its job service and database."""
-    running, database = await open_api(directory, model_dir, extra)
-    try:
-        await running.service.start()
-        await running.http.start()
-        running.service.start_workers()
-        running.url = running.http.url
-        yield running
-    finally:
-        await running.http.stop()
-        await running.service.stop()
-        await database.dispose()
+async def serving(
+    directory: Path, model_dir: Path, extra: str = "", database: Database = SQLITE
+) -> AsyncIterator[RunningApi]:
+    """The API served from `directory` over a fresh `database` with workers running
+    (`extra`: more config), then stopped with its job service and database."""
+    with database.fresh() as section:
+        running, engine = await open_api(directory, model_dir, section + extra)
+        try:
+            await running.service.start()
+            await running.http.start()
+            running.service.start_workers()
+            running.url = running.http.url
+            yield running
+        finally:
+            await running.http.stop()
+            await running.service.stop()
+            await engine.dispose()
 
 
 async def open_api(
@@ -165,8 +170,10 @@ async def open_api(
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def api(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, database: Database
 ) -> AsyncIterator[RunningApi]:
-    """One server for the package's tests; each test makes its own members."""
-    async with serving(tmp_path_factory.mktemp("http"), tiny_model_dir) as running:
+    """One server for the package's tests (on each database); each test makes its own
+    members."""
+    folder = tmp_path_factory.mktemp("http")
+    async with serving(folder, tiny_model_dir, database=database) as running:
         yield running
