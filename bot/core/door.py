@@ -211,8 +211,8 @@ class Door:
         if (blocked := await moderation.screen(who, typed, draft.command, terms)) is not None:
             return _blocked(blocked)
         personal = standing.defaults
-        declared = inputs.declared()
         try:
+            declared = inputs.declared()
             specs = await draft.build(personal, declared)
         except BadInput as error:
             return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))

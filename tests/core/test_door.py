@@ -296,3 +296,22 @@ async def test_the_job_queued_is_the_one_checked(world: World) -> None:
     (built,) = draft.built
     queued = await world.stores.jobs.get(accepted.jobs[0].job.id)
     assert queued.spec == built[0] == accepted.specs[0]
+
+
+class Unusable:
+    """Attachments whose description already rules them out (not an image, too large)."""
+
+    def declared(self) -> Inputs:
+        raise BadInput("The `image` attachment is not an image; please attach a PNG or JPEG.")
+
+    async def save(self) -> Inputs:
+        raise AssertionError("never saved")
+
+    async def discard(self) -> None:
+        return None
+
+
+async def test_inputs_refused_as_declared_are_bad_input(world: World) -> None:
+    refusal = await world.core.door.submit(MEMBER, world.draft(), Unusable(), Origin.SLASH)
+    assert isinstance(refusal, Refusal) and refusal.kind is RefusalKind.BAD_INPUT
+    assert refusal.reason.startswith("The `image` attachment is not an image")
