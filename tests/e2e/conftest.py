@@ -8,14 +8,20 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
+from bot.config import load_config
+from bot.store.db import open_engine
 from tests.configs import write_config
+from tests.databases import Database
 from tests.discord_server import LocalDiscord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,20 +95,26 @@ class RunningBot:
         await self.process.wait()
 
     def rows(self, sql: str, **params: object) -> list[dict[str, object]]:
-        """Run one query against the bot's SQLite file, as another process would."""
-        engine = create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
-        try:
-            with engine.connect() as connection:
-                return [dict(row) for row in connection.execute(text(sql), params).mappings()]
-        finally:
-            engine.dispose()
+        """Run one query against the bot's database, as another process would."""
+        return self._on_database(sql, params, write=False)
 
     def execute(self, sql: str, **params: object) -> None:
-        """Change the bot's SQLite file, as another process would (while it is down)."""
+        """Change the bot's database, as another process would (while it is down)."""
+        self._on_database(sql, params, write=True)
+
+    def _on_database(
+        self, sql: str, params: dict[str, object], write: bool
+    ) -> list[dict[str, object]]:
+        url = load_config(self.config).database_url
+        if make_url(url).get_backend_name() != "sqlite":
+            # PostgreSQL's driver is asyncio only: its own loop, on a thread of its own.
+            with ThreadPoolExecutor(1) as thread:
+                return thread.submit(asyncio.run, _on_postgresql(url, sql, params, write)).result()
         engine = create_engine(f"sqlite:///{self.data_dir / 'atelier.db'}")
         try:
-            with engine.begin() as connection:
-                connection.execute(text(sql), params)
+            with engine.begin() if write else engine.connect() as connection:
+                found = connection.execute(text(sql), params)
+                return [] if write else [dict(row) for row in found.mappings()]
         finally:
             engine.dispose()
 
@@ -118,6 +130,18 @@ class RunningBot:
     def job_row(self, job_id: str) -> dict[str, object]:
         (row,) = self.rows("select * from jobs where id = :id", id=job_id)
         return row
+
+
+async def _on_postgresql(
+    url: str, sql: str, params: dict[str, object], write: bool
+) -> list[dict[str, object]]:
+    engine = open_engine(url)
+    try:
+        async with engine.begin() if write else engine.connect() as connection:
+            found = await connection.execute(text(sql), params)
+            return [] if write else [dict(row) for row in found.mappings()]
+    finally:
+        await engine.dispose()
 
 
 def bot_config(
@@ -167,11 +191,14 @@ Launch = Callable[..., Awaitable[RunningBot]]
 
 
 @pytest.fixture
-async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIterator[Launch]:
-    """Start `atelier run` against a fresh local server; `extra` config sections,
-    `engine`, `discord` and `admin` keys and the server's options may be given. Each bot is
-    stopped, and its log checked, at the end of the test."""
+async def launch_bot(
+    tmp_path: Path, tiny_model_set: dict[str, Path], database: Database
+) -> AsyncIterator[Launch]:
+    """Start `atelier run` against a fresh local server and a fresh `database`; `extra`
+    config sections, `engine`, `discord` and `admin` keys and the server's options may be
+    given. Each bot is stopped, and its log checked, at the end of the test."""
     launched: list[RunningBot] = []
+    databases = ExitStack()
 
     async def launch(
         extra: str = "",
@@ -184,17 +211,19 @@ async def launch_bot(tmp_path: Path, tiny_model_set: dict[str, Path]) -> AsyncIt
         await server.start()
         folder = tmp_path / f"bot{len(launched)}"
         folder.mkdir()
+        extra = databases.enter_context(database.fresh()) + extra
         config = bot_config(folder, server, tiny_model_set, extra, engine, discord, admin)
         bot = RunningBot(server, config, folder / "data", folder / "bot.log")
         launched.append(bot)
         await bot.start()
         return bot
 
-    yield launch
-    for bot in launched:
-        code = await bot.stop() if bot.process is not None else None
-        await bot.server.stop()
-        check_finished_bot(bot, code)
+    with databases:
+        yield launch
+        for bot in launched:
+            code = await bot.stop() if bot.process is not None else None
+            await bot.server.stop()
+            check_finished_bot(bot, code)
 
 
 @pytest.fixture
