@@ -33,12 +33,12 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image
 
 from engine import inputs
-from engine.checkpoints import Family
 from engine.errors import BadRequest, Cancelled, InputFlagged, JobFailure, OutOfMemory
 from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
 from engine.outputs import a1111_parameters, recipe, write_png
 from engine.previews import PreviewWriter
+from engine.prompts import prompt_embeddings
 from engine.protocol import (
     MODE_INPUTS,
     BatchJob,
@@ -71,16 +71,6 @@ _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Above this side the VAE decodes in tiles: a full decode of a large image is the
 # single biggest allocation of a job. Upscales always allow tiles.
 TILED_DECODE_ABOVE_SIDE = 1024
-# What each family's encode_prompt returns, as the pipeline call's argument names.
-_EMBEDDINGS: dict[Family, tuple[str, ...]] = {
-    Family.SD: ("prompt_embeds", "negative_prompt_embeds"),
-    Family.SDXL: (
-        "prompt_embeds",
-        "negative_prompt_embeds",
-        "pooled_prompt_embeds",
-        "negative_pooled_prompt_embeds",
-    ),
-}
 _CANCELLED = "cancelled while its batch ran; nothing was kept"
 # Scheduler settings derived from the images' seeds: the list a chunk used names
 # other jobs' seeds, and each image's seed is in its recipe anyway.
@@ -420,8 +410,8 @@ class _Batch:
             pending = [i for i in pending if self._job_of(i).job_id not in gone]
             if not pending:
                 return images
-            cfg = self.slots[pending[0]].cfg
-            chunk = [i for i in pending if self.slots[i].cfg == cfg][:size]
+            call = self._call_of(pending[0])
+            chunk = [i for i in pending if self._call_of(i) == call][:size]
             chunks = chunks_done + self._chunks_left(pending, size)
             self.started.update(chunk)
             out_of_memory = False
@@ -443,9 +433,14 @@ class _Batch:
             pending = [i for i in pending if i not in chunk]
 
     def _chunks_left(self, pending: list[int], size: int) -> int:
-        """Pipeline calls still to make for `pending`: per cfg, `size` images at a time."""
-        per_cfg = Counter(self.slots[i].cfg for i in pending)
-        return sum(math.ceil(count / size) for count in per_cfg.values())
+        """Pipeline calls still to make for `pending`: per cfg and embedding length, `size`
+        images at a time."""
+        per_call = Counter(self._call_of(i) for i in pending)
+        return sum(math.ceil(count / size) for count in per_call.values())
+
+    def _call_of(self, slot: int) -> tuple[float, int]:
+        """What images sharing a pipeline call must have alike: cfg, embedding length."""
+        return self.slots[slot].cfg, self._tokens(slot)
 
     def _job_of(self, slot: int) -> BatchJob:
         return self.plans[self.slots[slot].plan].job
@@ -525,36 +520,21 @@ class _Batch:
         return {name: torch.cat([e[name] for e in per_image]) for name in per_image[0]}
 
     def _encoded(self, number: int) -> dict[str, torch.Tensor]:
-        """The job's embeddings; for a blend, each prompt's averaged by weight (the
-        negative ones are the same for every prompt of the blend)."""
+        """The job's embeddings (engine.prompts): its blend's prompts averaged by weight,
+        or its one prompt."""
         if number not in self._embeddings:
             job = self.plans[number].job
-            if not job.blend:
-                self._embeddings[number] = self._encode(job.prompt, job.negative_prompt)
-                return self._embeddings[number]
-            encoded = [self._encode(part.text, job.negative_prompt) for part in job.blend]
-            total = sum(part.weight for part in job.blend)
-            shares = [part.weight / total for part in job.blend]
-            self._embeddings[number] = {
-                name: torch.stack(
-                    [e[name] * share for e, share in zip(encoded, shares, strict=True)]
-                ).sum(dim=0)
-                for name in encoded[0]
-            }
+            parts = [(part.text, part.weight) for part in job.blend] or [(job.prompt, 1.0)]
+            self._embeddings[number] = prompt_embeddings(
+                self.pipeline, self.model.family, parts, job.negative_prompt
+            )
         return self._embeddings[number]
 
-    def _encode(self, prompt: str, negative_prompt: str) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            # The pipeline's own encoding, as a call with this one prompt makes it;
-            # a missing negative stays None (SDXL then uses zeros, not "").
-            encoded = self.pipeline.encode_prompt(
-                prompt=prompt,
-                device=self.pipeline._execution_device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=True,
-                negative_prompt=negative_prompt or None,
-            )
-        return dict(zip(_EMBEDDINGS[self.model.family], encoded, strict=True))
+    def _tokens(self, slot: int) -> int:
+        """How long the embedding of the slot's job is: a long prompt's is a multiple of
+        77 tokens, and only images with embeddings of one length share a pipeline call
+        (padding one with the empty prompt would change its image)."""
+        return self._encoded(self.slots[slot].plan)["prompt_embeds"].shape[1]
 
     def _mode_arguments(self, slots: list[_Slot]) -> dict[str, Any]:
         """The call's mode-specific arguments: each image's input images, from its job."""
