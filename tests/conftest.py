@@ -34,6 +34,7 @@ ON_BOTH_DATABASES = (
     "tests/store/",
     "tests/bot/test_job_store.py",
     "tests/bot/test_queue_length.py",
+    "tests/bot/test_remote_cancel.py",
     "tests/http/",
     "tests/e2e/test_lifecycle.py",
 )

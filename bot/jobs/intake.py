@@ -2,9 +2,10 @@
 and how fast the queue moves, and records cancels.
 
 The database is the queue: a job is a row before its submitter hears it is queued. Intake
-knows nothing of engines or of what runs where; it tells the worker pool only the two
-things of `Workers`, so the pool can later live in another process (hearing them through
-the store instead).
+knows nothing of engines or of what runs where: a cancel of a running job is a request
+written on the job's row, which the pool holding the job reads, in this process or
+another. It tells a pool in its own process only the two wake-ups of `Workers`, so that
+one acts at once rather than at its next poll.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # How long a cancel waits for a running job to stop (within one denoising step, usually).
 CANCEL_WAIT_SECONDS = 10.0
+# A job that moves on while it is asked to stop is asked again, this many times in all.
+CANCEL_TRIES = 3
 
 
 class Workers(Protocol):
@@ -38,8 +41,9 @@ class Workers(Protocol):
     def jobs_queued(self) -> None:
         """New jobs wait: an idle worker looks at the queue now, not at its next poll."""
 
-    async def stop_claimed(self, job_id: str, actor_id: int | None, *, refund: bool) -> None:
-        """A claimed job is asked to stop; its worker records the end."""
+    def cancels_requested(self) -> None:
+        """A running job was asked to stop (in the store): the pool reads the requests
+        now, not at its next poll."""
 
 
 class QueueFull(Refused):
@@ -185,33 +189,38 @@ class JobIntake:
         job is charged the GPU time it used, unless `refund` (the bot, not its member,
         stopped it).
 
-        A queued job is cancelled at once; a running one is stopped by its engine
-        within one denoising step (only its own images, in a batch), and its
-        worker records the end, unless the job finished first (its result was
-        already on its way): `cancel_and_wait` says which.
+        A queued job is cancelled at once; for a running one the request is recorded
+        on the job (`JobStore.request_cancel`, audited), and the worker holding it,
+        wherever it runs, stops it through its engine within about a denoising step
+        (only its own images, in a batch) and records the end, unless the job finished
+        first (its result was already on its way): `cancel_and_wait` says which.
         """
-        # The store says whether the job still waits (read first, so that stopping a
-        # running job is not a refused transition in the log).
+        # The store says where the job stands (read first, so that asking a running job
+        # is not a refused transition in the log). One that moves on meanwhile (claimed,
+        # or given back to the queue at a stop) is asked again in its new state.
         found = (await self.store.get(job_id)).state
-        if found is JobState.QUEUED:
+        for _ in range(CANCEL_TRIES):
             try:
-                job = await self.store.transition(
-                    job_id,
-                    JobState.QUEUED,
-                    JobState.CANCELLED,
-                    "cancelled",
-                    actor_id=actor_id,
-                    error="cancelled before it started",
-                )
-            except IllegalTransition as refused:  # claimed (or ended) since the read
-                found = refused.found
-            else:
-                self._events.finished(job)
+                if found is JobState.QUEUED:
+                    job = await self.store.transition(
+                        job_id,
+                        JobState.QUEUED,
+                        JobState.CANCELLED,
+                        "cancelled",
+                        actor_id=actor_id,
+                        error="cancelled before it started",
+                    )
+                    self._events.finished(job)
+                    return True
+                if found is not JobState.RUNNING:
+                    return False
+                # False for a job asked already: the first request stands, and it stops.
+                await self.store.request_cancel(job_id, actor_id, refund=refund)
+                self._workers.cancels_requested()
                 return True
-        if found is not JobState.RUNNING:
-            return False
-        await self._workers.stop_claimed(job_id, actor_id, refund=refund)
-        return True
+            except IllegalTransition as refused:
+                found = refused.found
+        return False
 
     async def cancel_and_wait(
         self, job_id: str, actor_id: int | None, wait: float = CANCEL_WAIT_SECONDS

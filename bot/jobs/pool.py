@@ -4,7 +4,8 @@ them, screens the images and records each job's end.
 Every worker is supervised: one that dies is logged with its traceback and restarted. A
 job whose run is cut off (the engine or the bot died) is retried once, then failed and
 refunded, so a job that kills the process cannot loop. Intake reaches the pool only
-through bot.jobs.intake.Workers (`jobs_queued`, `stop_claimed`).
+through bot.jobs.intake.Workers (`jobs_queued`, `cancels_requested`), both wake-ups: what
+to do is in the store, so a pool in another process works the same without them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from engine.protocol import ErrorCode, GenerateRequest, JobError, JobResult, Sta
 
 from ..moderation.images import ImageModerationConfig, screen
 from ..store.db import persist
-from ..store.jobs import IllegalTransition, JobStore, QueuedRow
+from ..store.jobs import CancelRequest, IllegalTransition, JobStore, QueuedRow
 from ..store.models import Job, JobState
 from .engine_client import EngineFailure, EngineProcess
 from .events import JobEvents
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 # How often an idle worker looks at the queue even without a wake-up (another
 # process may have queued a job).
 POLL_SECONDS = 1.0
+# How often the pool reads the cancel requests of the jobs it runs (bot.store.jobs
+# `request_cancel`, which another process may write): a stop reaches the engine within
+# about a denoising step. A cancel made in this process wakes it at once.
+CANCEL_POLL_SECONDS = 0.5
 # Restarting a dead worker or a crashing engine backs off up to this.
 MAX_BACKOFF = 60.0
 
@@ -68,10 +73,13 @@ class WorkerPool:
         self._idle: set[str] = set()
         # Engine failures in a row per device: a crashing engine is restarted with backoff.
         self._crashes: dict[str, int] = {engine.device: 0 for engine in engines}
-        self._cancelled_by: dict[str, int | None] = {}
-        # Running jobs cancelled by the bot itself (an HTTP API's stop): refunded in full,
-        # where a member's own cancel pays for the GPU time used.
-        self._refunded: set[str] = set()
+        # The cancel requests read for claimed jobs; those sent in an engine request, and
+        # the ones whose stop was passed on to that engine.
+        self._cancels: dict[str, CancelRequest] = {}
+        self._in_engine: set[str] = set()
+        self._stops_sent: set[str] = set()
+        self._cancel_watch: asyncio.Task[None] | None = None
+        self._cancel_wake = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -85,7 +93,7 @@ class WorkerPool:
         has not connected yet.
         """
         for job in await self.store.requeue_interrupted("the bot stopped while it ran"):
-            if job.state is JobState.FAILED:
+            if job.state.finished:  # failed after its last attempt, or asked to stop
                 self._events.finished(job)
 
     def start_workers(self) -> None:
@@ -93,6 +101,7 @@ class WorkerPool:
             asyncio.create_task(self._supervise(engine), name=f"engine-worker-{engine.device}")
             for engine in self._engines
         ]
+        self._cancel_watch = asyncio.create_task(self._watch_cancels(), name="cancel-watch")
 
     def stop_claiming(self) -> None:
         """Claim no further batch (the first step of a stop; running ones go on)."""
@@ -104,20 +113,23 @@ class WorkerPool:
         what is still running to the queue (its attempt not counted) and stop engines."""
         self.stop_claiming()
         unfinished: list[str] = []
-        cancelled: dict[str, int | None] = {}
         if self._supervisors:
             _, late = await asyncio.wait(self._supervisors, timeout=grace)
             # Read before the late workers are cancelled: each one's `finally` forgets
             # its batch as it ends.
-            unfinished, cancelled = list(self._running), dict(self._cancelled_by)
+            unfinished = list(self._running)
             for task in late:
                 task.cancel()
             await asyncio.gather(*self._supervisors, return_exceptions=True)
+        if self._cancel_watch is not None:
+            self._cancel_watch.cancel()
+            await asyncio.gather(self._cancel_watch, return_exceptions=True)
+        cancelled = await self.store.cancel_requests(unfinished) if unfinished else {}
         for job_id in unfinished:
             # A job ended meanwhile (its worker recorded it as it was cancelled) is left.
             with contextlib.suppress(IllegalTransition):
-                if job_id in cancelled:  # its member asked for it to stop: it stays stopped
-                    await self._finish(job_id, JobState.CANCELLED, "cancelled", cancelled[job_id])
+                if job_id in cancelled:  # asked to stop: it stays stopped
+                    await self._cancel_unrun(job_id, cancelled[job_id])
                 else:
                     await self.store.return_to_queue(job_id)
                     log.info("job %s: returned to the queue at stop", job_id)
@@ -129,14 +141,46 @@ class WorkerPool:
     def jobs_queued(self) -> None:
         self._wake.set()
 
-    async def stop_claimed(self, job_id: str, actor_id: int | None, *, refund: bool) -> None:
-        # A worker not yet past its check sees this first; one that has sent the request
-        # is reached through its engine.
-        self._cancelled_by[job_id] = actor_id
-        if refund:
-            self._refunded.add(job_id)
-        if (engine := self._running.get(job_id)) is not None:
-            await engine.cancel(job_id)
+    def cancels_requested(self) -> None:
+        self._cancel_wake.set()
+
+    # -- cancels: requests in the store, stops through the engines --------------------------
+
+    async def _watch_cancels(self) -> None:
+        """Pass each cancel request of a running job on to its engine, for as long as the
+        pool runs: read every CANCEL_POLL_SECONDS, and at once when intake in this process
+        or (on PostgreSQL) a notification says one was made. A failed read (the database
+        restarting) is logged and tried again."""
+        async with self.store.hearing_cancels(self._heard_cancel):
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cancel_wake.wait(), CANCEL_POLL_SECONDS)
+                # Cleared before the read, so a request made during it wakes the next one.
+                self._cancel_wake.clear()
+                try:
+                    await self._pass_on_cancels()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reading the cancel requests failed; trying again")
+
+    def _heard_cancel(self, job_id: str) -> None:
+        if job_id in self._running:  # another pool's job: nothing here to read
+            self._cancel_wake.set()
+
+    async def _pass_on_cancels(self) -> None:
+        if not self._running:
+            return
+        self._cancels.update(await self.store.cancel_requests(list(self._running)))
+        # Only a job its engine has been sent can be stopped there; one requested before
+        # that is left out of the request (`_run_batch`), or passed on at the next poll.
+        for job_id in (self._cancels.keys() & self._in_engine) - self._stops_sent:
+            if (engine := self._running.get(job_id)) is not None:
+                self._stops_sent.add(job_id)
+                try:
+                    await engine.cancel(job_id)
+                except EngineFailure as failure:  # its batch fails with the engine
+                    log.warning("job %s: the stop did not reach its engine: %s", job_id, failure)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -189,20 +233,20 @@ class WorkerPool:
             finally:
                 for job in jobs:
                     self._running.pop(job.id, None)
-                    self._cancelled_by.pop(job.id, None)
-                    self._refunded.discard(job.id)
+                    self._cancels.pop(job.id, None)
+                    self._in_engine.discard(job.id)
+                    self._stops_sent.discard(job.id)
 
     async def _run_batch(self, engine: EngineProcess, jobs: list[Job]) -> None:
         """Run the claimed jobs as one engine request (one pipeline call) and record each
         job's own outcome; a job cancelled before the request was sent is left out."""
         for job in jobs:
             self._events.started(job)
+        self._cancels.update(await self.store.cancel_requests([job.id for job in jobs]))
         pending = []
         for job in jobs:
-            if job.id in self._cancelled_by:
-                await self._finish(
-                    job.id, JobState.CANCELLED, "cancelled", self._cancelled_by[job.id]
-                )
+            if (requested := self._cancels.get(job.id)) is not None:
+                await self._cancel_unrun(job.id, requested)
             else:
                 pending.append(job)
         if not pending:
@@ -215,6 +259,8 @@ class WorkerPool:
                 await engine.start()
             # `job_timeout` is per job: a batch of n jobs gets n times it.
             time_limit = self._job_timeout * len(request.jobs)
+            # Marked as the request goes: `engine.run` writes it before it first yields.
+            self._in_engine.update(request.job_ids)
             outcomes = await engine.run(request, self._events.progress, time_limit)
             self._crashes[engine.device] = 0
         except EngineFailure as failure:
@@ -258,14 +304,14 @@ class WorkerPool:
             log.info(
                 "job %s: cancelled while running, after %.2f GPU seconds", job_id, error.gpu_seconds
             )
-            actor_id = self._cancelled_by.get(job_id)
+            requested = self._cancels.get(job_id, CancelRequest(None, refund=False))
             job = await persist(
                 lambda: self.store.cancel_started(
                     job_id,
                     error.gpu_seconds,
-                    actor_id,
+                    requested.actor_id,
                     error.message,
-                    charge=job_id not in self._refunded,
+                    charge=not requested.refund,
                 )
             )
             self._events.finished(job)
@@ -290,15 +336,18 @@ class WorkerPool:
         self._events.finished(job)
 
     async def _after_crash(self, job_id: str, reason: str) -> None:
-        if job_id in self._cancelled_by:  # its member asked it to stop: not run again
-            await self._finish(job_id, JobState.CANCELLED, "cancelled", self._cancelled_by[job_id])
-            return
+        # One asked to stop is cancelled there, not run again.
         job = await persist(lambda: self.store.retry_or_fail(job_id, reason, crashes="the engine"))
         if job.state is JobState.QUEUED:
             log.info("job %s: requeued after the engine failed", job_id)
             self._wake.set()
         else:
             self._events.finished(job)
+
+    async def _cancel_unrun(self, job_id: str, requested: CancelRequest) -> None:
+        """A claimed job asked to stop before its engine got it, or still unfinished at a
+        stop: cancelled and refunded, audited in the name of who asked."""
+        await self._finish(job_id, JobState.CANCELLED, "cancelled", requested.actor_id)
 
     async def _finish(
         self, job_id: str, state: JobState, message: str, actor_id: int | None = None

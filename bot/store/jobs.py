@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import Update, case, delete, func, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -41,6 +43,10 @@ MAX_ATTEMPTS = 2
 # PostgreSQL's advisory lock that admissions under a queue length limit take in turn
 # (any number unique to this application; "AQ" for Atelier's queue).
 QUEUE_LENGTH_LOCK = 0x4151
+# PostgreSQL's channel on which each cancel request is announced as it commits (the
+# payload is the job id only; the request itself is in the row), so the worker holding
+# the job hears it at once rather than at its next poll.
+CANCEL_CHANNEL = "atelier_cancel"
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,16 @@ class QueueAtLength(Exception):
     def __init__(self, waiting: int) -> None:
         super().__init__(f"{waiting} jobs already wait")
         self.waiting = waiting
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """A running job's recorded request to stop (bot.store.models.Job.cancel_requested_at)."""
+
+    # Who asked (None: the bot itself); the job's end is audited in their name.
+    actor_id: int | None
+    # Refunded in full (the bot stopped it), not charged the GPU time it used.
+    refund: bool
 
 
 class IllegalTransition(RuntimeError):
@@ -501,6 +517,98 @@ class JobStore:
                 await ledger.refund(session, job)
         return job
 
+    async def request_cancel(self, job_id: str, actor_id: int | None, *, refund: bool) -> bool:
+        """Record that a running job is asked to stop, with its audit entry, in one
+        transaction; the worker holding it (in this process or another) sees the request
+        at its next poll and stops the job, which then ends through `cancel_started`.
+
+        A compare-and-set on the running job without a request: False when one was
+        recorded already (the first request's actor and refund stand); IllegalTransition
+        when the job is no longer running (it ended, or went back to the queue).
+        """
+        async with self._sessions.begin() as session:
+            moved = (
+                await session.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.RUNNING,
+                        Job.cancel_requested_at.is_(None),
+                    )
+                    .values(
+                        cancel_requested_at=utcnow(),
+                        cancel_requested_by=actor_id,
+                        cancel_refund=refund,
+                    )
+                    .returning(Job.user_id, Job.guild_id, Job.channel_id, Job.device)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+            if moved is None:
+                found = await _state_of(session, job_id)
+                if found is JobState.RUNNING:
+                    return False
+                _refused(job_id, found, JobState.CANCELLED, {JobState.RUNNING})
+            user_id, guild_id, channel_id, device = moved
+            audit.record(
+                session,
+                "job.cancel_requested",
+                "ok",
+                actor_id=actor_id or user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                target=job_id,
+                params={"device": device, "refund": refund},
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                # Delivered as the transaction commits: never for a request rolled back.
+                await session.execute(select(func.pg_notify(CANCEL_CHANNEL, job_id)))
+            return True
+
+    async def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, CancelRequest]:
+        """The running jobs among `job_ids` that were asked to stop, by id."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Job.id, Job.cancel_requested_by, Job.cancel_refund).where(
+                    Job.id.in_(job_ids),
+                    Job.state == JobState.RUNNING,
+                    Job.cancel_requested_at.is_not(None),
+                )
+            )
+            return {job_id: CancelRequest(actor_id, refund) for job_id, actor_id, refund in rows}
+
+    @asynccontextmanager
+    async def hearing_cancels(self, heard: Callable[[str], None]) -> AsyncIterator[bool]:
+        """Meanwhile `heard(job_id)` is called as each cancel request commits, made by any
+        process: PostgreSQL's LISTEN on CANCEL_CHANNEL, on a connection held until the
+        end. Yields whether it listens: not on SQLite (one process, whose pool intake
+        wakes directly), nor where the LISTEN failed (logged). The caller's poll of
+        `cancel_requests` is the guarantee either way; this only makes it prompt.
+        """
+        engine: AsyncEngine = self._sessions.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            yield False
+            return
+
+        def notified(_connection: object, _pid: int, _channel: str, job_id: str) -> None:
+            heard(job_id)
+
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                connection = await stack.enter_async_context(engine.connect())
+                listener = (await connection.get_raw_connection()).driver_connection
+                assert listener is not None  # a live connection, just checked out
+                await listener.add_listener(CANCEL_CHANNEL, notified)
+            # Whatever the LISTEN meets (SQLAlchemy's errors or asyncpg's own), polling
+            # still stops the job: the pool must not go down with it.
+            except Exception as error:
+                log.warning("cannot listen for cancel requests (%s); polling only", error)
+                listening = False
+            else:
+                stack.push_async_callback(listener.remove_listener, CANCEL_CHANNEL, notified)
+                listening = True
+            yield listening
+
     async def block(
         self,
         job_id: str,
@@ -585,11 +693,31 @@ class JobStore:
 
     async def retry_or_fail(self, job_id: str, reason: str, crashes: str = "the bot") -> Job:
         """Put a running job whose run was cut off back in the queue, or fail it for good
-        when this was its last attempt."""
+        when this was its last attempt; one asked to stop is cancelled (refunded: its
+        images were never made), not run again."""
         async with self._sessions.begin() as session:
-            attempts = await session.scalar(select(Job.attempts).where(Job.id == job_id))
-            if attempts is None:
+            found = (
+                await session.execute(
+                    select(Job.attempts, Job.cancel_requested_at, Job.cancel_requested_by).where(
+                        Job.id == job_id
+                    )
+                )
+            ).one_or_none()
+            if found is None:
                 raise JobNotFound(job_id)
+            attempts, cancel_requested_at, cancel_requested_by = found
+            if cancel_requested_at is not None:
+                cancelled = await _transition(
+                    session,
+                    job_id,
+                    JobState.RUNNING,
+                    JobState.CANCELLED,
+                    "cancelled",
+                    actor_id=cancel_requested_by,
+                    error=f"cancelled ({reason})",
+                )
+                await ledger.refund(session, cancelled)
+                return cancelled
             if attempts < MAX_ATTEMPTS:
                 return await _transition(
                     session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued", error=reason

@@ -187,6 +187,13 @@ class Job(Base):
     # The image classifier's verdicts on the job's images (scores included) and the
     # policy they met; None before the engine answered, or with the classifier off.
     moderation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A running job asked to stop: the request is a row's data, not a message to one
+    # process, so the worker holding the job sees it wherever it runs (bot.jobs.pool
+    # polls it). Who asked (None: the bot) and whether the job is refunded in full
+    # (the bot stopped it) rather than charged the GPU time it used.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_by: Mapped[int | None] = mapped_column(BigInteger)
+    cancel_refund: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
