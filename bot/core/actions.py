@@ -46,6 +46,7 @@ class ActionName(StrEnum):
     CANCEL = "cancel"
     ZOOM_OUT_15 = "zoom_out_1_5"
     ZOOM_OUT_2 = "zoom_out_2"
+    CUSTOM_ZOOM = "custom_zoom"
     MAKE_SQUARE = "make_square"
     PAN_LEFT = "pan_left"
     PAN_RIGHT = "pan_right"
@@ -84,10 +85,12 @@ class Source:
 
 @dataclass(frozen=True, kw_only=True)
 class Words:
-    """A new prompt (and negative prompt) for an action that takes words (✏️ Remix)."""
+    """A new prompt (and negative prompt) for an action that takes words (✏️ Remix), and
+    for one that also takes a zoom factor (Custom Zoom) that factor."""
 
     prompt: str
     negative: str = ""
+    zoom: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,35 @@ def _outpaint(growth_of: Callable[[InputImage], Growth]) -> Transform:
     return transform
 
 
+# Custom Zoom's factors, as Midjourney's: from just above 1 (a sliver of new border) to 2.
+MIN_CUSTOM_ZOOM, MAX_CUSTOM_ZOOM = 1.05, 2.0
+
+
+def _custom_zoom(source: Source, tweak: Tweak) -> JobSpec:
+    """Zoom out by the member's factor, with their words for the new job (as a remix)."""
+    assert tweak.strength is not None
+    words = tweak.words
+    if (
+        words is None
+        or words.zoom is None
+        or not (MIN_CUSTOM_ZOOM <= words.zoom <= MAX_CUSTOM_ZOOM)
+    ):
+        raise BadInput(
+            f"Custom Zoom needs a factor from {MIN_CUSTOM_ZOOM:g} to {MAX_CUSTOM_ZOOM:g}, e.g. 1.5."
+        )
+    reworded = _remix(source, tweak)
+    model = tweak.models[reworded.model]  # remixed_spec refused an unknown model
+    return outpainted_spec(
+        reworded,
+        (source.job_id, source.number or 1),
+        _image_of(source),
+        Growth.zoom(words.zoom),
+        model.width * model.height,
+        tweak.strength,
+        random_seed(),
+    )
+
+
 def _square(image: InputImage) -> Growth:
     if image.width == image.height:
         raise BadInput("This image is already square.")
@@ -199,6 +231,8 @@ class Action:
     # The `[generation]` strength it uses, read when it is used (a changed config applies).
     strength: Callable[[GenerationConfig], float] | None = None
     takes_words: bool = False
+    # Its form also asks for a zoom factor (Words.zoom).
+    takes_zoom: bool = False
     # Only the job's owner (or an admin where the door has admins) may use it.
     owner_only: bool = False
 
@@ -319,6 +353,19 @@ ACTIONS: tuple[Action, ...] = (
         single_image=True,
         transform=_outpaint(_square),
         strength=lambda generation: generation.outpaint_strength,
+    ),
+    Action(
+        name=ActionName.CUSTOM_ZOOM,
+        key="zc",
+        summary="One image zoomed out by a factor from 1.05 to 2, with new words (flags work).",
+        states=FINISHED,
+        button=Button(label="Custom Zoom", emoji="🔍", row=3, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_custom_zoom,
+        strength=lambda generation: generation.outpaint_strength,
+        takes_words=True,
+        takes_zoom=True,
     ),
     Action(
         name=ActionName.PAN_LEFT,

@@ -264,6 +264,9 @@ class ActionRequest(Body):
     negative_prompt: str = Field(
         "", max_length=MAX_PROMPT_TEXT, description="The new negative prompt (remix)"
     )
+    zoom: float | None = Field(
+        None, description="How far to zoom out, from 1.05 to 2 (custom_zoom, with a prompt)"
+    )
 
 
 class JobProgress(Body):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import GenerationConfig
-from bot.core.actions import BY_NAME, ActionName, Source, Tweak, buttons_for
+from bot.core.actions import BY_NAME, ActionName, Source, Tweak, Words, buttons_for
 from bot.jobs.spec import BadInput, InputImage, JobSpec, Options, build_spec, derived_spec
 from bot.store.models import JobState
 from engine.protocol import Frame, Mode, ModelSpec
@@ -126,3 +126,31 @@ def test_the_buttons_fit_discords_five_rows_of_five_under_a_single_image() -> No
     outpainting |= {ActionName.PAN_LEFT, ActionName.PAN_RIGHT, ActionName.PAN_UP}
     outpainting.add(ActionName.PAN_DOWN)
     assert outpainting <= single and not outpainting & grid
+
+
+@pytest.mark.parametrize("zoom", [None, 1.0, 2.5])
+def test_custom_zoom_takes_a_factor_from_1_05_to_2(zoom: float | None) -> None:
+    action = BY_NAME[ActionName.CUSTOM_ZOOM]
+    assert action.transform is not None and action.takes_words and action.takes_zoom
+    words = Words(prompt="a lighthouse at dawn", zoom=zoom)
+    tweak = Tweak(strength=STRENGTH, words=words, models=MODELS, styles={})
+    with pytest.raises(BadInput, match=r"Custom Zoom needs a factor from 1\.05 to 2"):
+        action.transform(source_of(), tweak)
+
+
+def test_custom_zoom_zooms_out_by_the_factor_with_the_new_words() -> None:
+    action = BY_NAME[ActionName.CUSTOM_ZOOM]
+    assert action.transform is not None
+    words = Words(prompt="a lighthouse at dawn --steps 20", negative="fog", zoom=1.5)
+    tweak = Tweak(strength=STRENGTH, words=words, models=MODELS, styles={})
+    spec = action.transform(source_of(), tweak)
+    # As Zoom Out 1.5x, with the remix's words and flags.
+    as_fixed = act(ActionName.ZOOM_OUT_15, source_of())
+    assert (spec.mode, spec.width, spec.height, spec.frame) == (
+        Mode.OUTPAINT,
+        as_fixed.width,
+        as_fixed.height,
+        as_fixed.frame,
+    )
+    assert (spec.prompt, spec.negative_prompt, spec.steps) == ("a lighthouse at dawn", "fog", 20)
+    assert spec.strength == STRENGTH and (spec.source_job, spec.source_image) == ("j", 1)

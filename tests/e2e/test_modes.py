@@ -11,7 +11,7 @@ from bot.jobs.spec import fit_ratio
 from engine.inputs import seam_blur
 from tests.discord_server import Message
 
-from .conftest import RunningBot
+from .conftest import Launch, RunningBot
 from .test_imagine import finished
 
 
@@ -190,8 +190,10 @@ async def test_inpainting_and_a_controlnet_sketch_from_attachments(running_bot: 
 
 
 async def test_zoom_out_make_square_and_pan_paint_around_the_kept_picture(
-    running_bot: RunningBot,
+    launch_bot: Launch,
 ) -> None:
+    # Eight requests in a row, more than a member's default burst.
+    running_bot = await launch_bot(extra="[moderation]\nmember_burst = 0\n")
     server = running_bot.server
     made = await server.send_slash_command(
         "imagine", {"prompt": "a lighthouse", "seed": 4, "aspect": "3:2"}
@@ -241,3 +243,26 @@ async def test_zoom_out_make_square_and_pan_paint_around_the_kept_picture(
     refused = await again.wait_for_callback(timeout=10)
     assert refused.data is not None and refused.data["flags"] & 64
     assert refused.data["content"] == "⚠️ This image is already square."
+
+    # Custom Zoom: a form with the words and the factor; a factor out of range is refused
+    # privately, a good one zooms out by it with the new words.
+    pan_id = job_id_of(await pan.wait_for_original(lambda m: "queued" in m.content))
+    custom = await server.click_button(panned, f"atelier:zc:{pan_id}:1")
+    form = await custom.wait_for_callback(timeout=10)
+    assert form.type == 9 and form.data is not None and form.data["title"] == "Custom Zoom"
+    wrong = await server.submit_modal(custom, {"prompt": "a lighthouse", "zoom": "3"})
+    told = await wrong.wait_for_callback(timeout=10)
+    assert told.data is not None and told.data["flags"] & 64
+    assert told.data["content"] == "⚠️ Custom Zoom needs a factor from 1.05 to 2, e.g. 1.5."
+    sent = await server.submit_modal(
+        custom, {"prompt": "a lighthouse in a storm", "negative": "", "zoom": "1.5"}
+    )
+    assert (await sent.wait_for_callback(timeout=3)).type == 5
+    await sent.wait_for_original(finished, timeout=120)
+    zc_id = job_id_of(await sent.wait_for_original(lambda m: "queued" in m.content))
+    (row,) = running_bot.rows("select spec from jobs where id = :id", id=zc_id)
+    custom_spec = json.loads(str(row["spec"]))
+    assert custom_spec["mode"] == "outpaint" and custom_spec["prompt"] == "a lighthouse in a storm"
+    frame = custom_spec["frame"]
+    # The picture at two thirds of the canvas's sides.
+    assert abs(frame["width"] / custom_spec["width"] - 2 / 3) < 0.03

@@ -54,7 +54,14 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
         assert action.transform is not None
         tweak = Tweak(
             strength=action.strength_in(config.generation),
-            words=Words(prompt="a lighthouse at dusk --seed 5") if action.takes_words else None,
+            words=(
+                Words(
+                    prompt="a lighthouse at dusk --seed 5",
+                    zoom=1.5 if action.takes_zoom else None,
+                )
+                if action.takes_words
+                else None
+            ),
             models=config.models,
             styles=config.styles,
         )

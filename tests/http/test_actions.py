@@ -26,10 +26,18 @@ pytestmark = pytest.mark.asyncio(loop_scope="package")
 REMIX = {"prompt": "a green fox --seed 77", "negative_prompt": "fog"}
 
 
+ZOOM = 1.5
+
+
 def body_for(action: Action) -> dict[str, Any]:
+    body: dict[str, Any] = {}
     if action.per_image:
-        return {"image": 1 if action.single_image else 2}
-    return REMIX if action.takes_words else {}
+        body["image"] = 1 if action.single_image else 2
+    if action.takes_words:
+        body |= REMIX
+    if action.takes_zoom:
+        body["zoom"] = ZOOM
+    return body
 
 
 async def finished_job(
@@ -159,7 +167,8 @@ async def test_an_action_over_http_queues_the_job_discords_button_queues(
     number = body_for(action).get("image")
     source = await api.core.acting.source(action, job, number)
     assert not isinstance(source, Refusal)
-    words = Words(prompt=REMIX["prompt"], negative=REMIX["negative_prompt"])
+    zoom = ZOOM if action.takes_zoom else None
+    words = Words(prompt=REMIX["prompt"], negative=REMIX["negative_prompt"], zoom=zoom)
     draft = api.core.acting.draft(action, source, words if action.takes_words else None)
     (from_button,) = await draft.build({}, Inputs())
 

@@ -19,7 +19,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from ...core.acting import JournaledDraft
-from ...core.actions import BY_NAME, Action, ActionName, Words, journaled_commands
+from ...core.actions import (
+    BY_NAME,
+    MAX_CUSTOM_ZOOM,
+    MIN_CUSTOM_ZOOM,
+    Action,
+    ActionName,
+    Words,
+    journaled_commands,
+)
 from ...core.door import NO_INPUTS, Checked, Draft, Origin
 from ...core.refusals import Refusal
 from ...core.views import Job, JobState, Requester
@@ -80,13 +88,18 @@ def starts_in(eta_seconds: float) -> str:
 
 
 class RemixModal(discord.ui.Modal):
-    """✏️ Remix: the prompt and negative prompt of a job, to change and run again."""
+    """The form of an action that takes words: ✏️ Remix (the prompt and negative prompt
+    of a job, to change and run again) and Custom Zoom (the same, and the factor)."""
 
-    def __init__(self, cog: JobsCog, action: Action, job_id: str, spec: JobSpec) -> None:
-        super().__init__(title="Remix", custom_id=f"atelier:remix-form:{job_id}", timeout=1800)
+    def __init__(
+        self, cog: JobsCog, action: Action, job_id: str, number: int | None, spec: JobSpec
+    ) -> None:
+        title = action.button.label if action.button and action.button.label else "Remix"
+        super().__init__(title=title, custom_id=f"atelier:{action.key}-form:{job_id}", timeout=1800)
         self.cog = cog
         self.action = action
         self.job_id = job_id
+        self.number = number  # the image a per-image action (Custom Zoom) reads
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt (flags work: --seed, --cfg, --no …)",
             style=discord.TextStyle.paragraph,
@@ -104,10 +117,31 @@ class RemixModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
         self.add_item(self.negative)
+        self.zoom: discord.ui.TextInput[RemixModal] | None = None
+        if action.takes_zoom:
+            self.zoom = discord.ui.TextInput(
+                label=f"Zoom out by ({MIN_CUSTOM_ZOOM:g} to {MAX_CUSTOM_ZOOM:g})",
+                default="1.5",
+                max_length=6,
+                custom_id="zoom",
+            )
+            self.add_item(self.zoom)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        words = Words(prompt=self.prompt.value, negative=self.negative.value)
-        await self.cog.words_submitted(interaction, self.action, self.job_id, words)
+        words = Words(
+            prompt=self.prompt.value,
+            negative=self.negative.value,
+            zoom=_factor(self.zoom.value) if self.zoom is not None else None,
+        )
+        await self.cog.words_submitted(interaction, self.action, self.job_id, self.number, words)
+
+
+def _factor(text: str) -> float | None:
+    """A typed zoom factor; None when it is not a number (the action says what it takes)."""
+    try:
+        return float(text.strip().lower().removesuffix("x"))
+    except ValueError:
+        return None
 
 
 class JobsCog(commands.Cog, name=JOBS_COG):
@@ -149,18 +183,25 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             await self._refuse(interaction, member, action.command, source)
             return
         if action.takes_words:  # the form asks for them; see words_submitted
-            await interaction.response.send_modal(RemixModal(self, action, job.id, source.spec))
+            await interaction.response.send_modal(
+                RemixModal(self, action, job.id, number, source.spec)
+            )
             return
         await self._make(interaction, member, self.services.acting.draft(action, source))
 
     async def words_submitted(
-        self, interaction: discord.Interaction, action: Action, job_id: str, words: Words
+        self,
+        interaction: discord.Interaction,
+        action: Action,
+        job_id: str,
+        number: int | None,
+        words: Words,
     ) -> None:
         """The form of an action that takes words (✏️ Remix) sent."""
         member = requester_of(interaction)
         acting = self.services.acting
         job = await acting.find(action, job_id)
-        source = job if isinstance(job, Refusal) else await acting.source(action, job, None)
+        source = job if isinstance(job, Refusal) else await acting.source(action, job, number)
         if isinstance(source, Refusal):
             await self._refuse(interaction, member, action.command, source, Origin.MODAL)
             return

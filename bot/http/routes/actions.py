@@ -76,12 +76,14 @@ def _words(action: Action, body: ActionRequest) -> Words | None:
     if body.image is not None and not action.per_image:
         raise ApiError(400, "bad_request", f"image: {action.name} acts on the whole job")
     if not action.takes_words:
-        if body.prompt is not None or body.negative_prompt:
+        if body.prompt is not None or body.negative_prompt or body.zoom is not None:
             raise ApiError(400, "bad_request", f"prompt: {action.name} takes no words")
         return None
     if body.prompt is None:
         raise ApiError(400, "bad_request", f"prompt: is required for {action.name}")
-    return Words(prompt=body.prompt, negative=body.negative_prompt)
+    if body.zoom is not None and not action.takes_zoom:
+        raise ApiError(400, "bad_request", f"zoom: {action.name} takes no zoom factor")
+    return Words(prompt=body.prompt, negative=body.negative_prompt, zoom=body.zoom)
 
 
 _MADE = Reply(
