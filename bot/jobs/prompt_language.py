@@ -2,7 +2,8 @@
 
 `expand_prompt` turns one typed prompt into the prompts its {…} choices
 make; `parse_prompt` reads the flags of one of them into a `ParsedPrompt`;
-`render_prompt` writes a `ParsedPrompt` back as text. Everything here is pure
+`render_prompt` writes a `ParsedPrompt` back as text; `read_blend` reads a multi-prompt
+(`a::2 b::1`). Everything here is pure
 (no config, no Discord, no randomness): which models and styles exist is
 checked by bot.jobs.spec, which turns parsed prompts into JobSpecs.
 """
@@ -27,6 +28,8 @@ MAX_BRACE_DEPTH = 8  # bounds the recursion of the brace reader
 MAX_CFG = 30.0
 # Widest aspect ratio either way: 1:4 to 4:1.
 MAX_ASPECT = 4
+# The largest weight of one prompt of a multi-prompt (`a::100 b::1`): only the ratios count.
+MAX_BLEND_WEIGHT = 100.0
 
 
 class Style(BaseModel):
@@ -71,6 +74,9 @@ class ParsedPrompt:
     chaos: int | None = None
     stop: int | None = None
     control_type: str | None = None  # how a ControlNet image is read (ControlType)
+    # `a::2 b::1`: the prompts of a multi-prompt and their weights (read_blend); the
+    # prompt keeps them as typed.
+    blend: tuple[tuple[str, float], ...] | None = None
     repeat: int = 1  # how many jobs this prompt makes
 
     def option_values(self) -> dict[str, object]:
@@ -118,6 +124,8 @@ _OPEN_QUOTES = '"“”„'
 _CLOSE_QUOTE = re.compile('["“”]')
 _RATIO = re.compile(r"([0-9]+):([0-9]+)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# Midjourney's multi-prompt separator: `::` and the weight of the text before it.
+_SEPARATOR = re.compile(r"::\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))?")
 
 
 def find_sampler(name: str) -> str:
@@ -331,7 +339,39 @@ def parse_prompt(text: str) -> ParsedPrompt:
         value, pos = _read_value(text, start.end(), typed, flag)
         values[flag.field] = _convert(typed, flag.field, value)
     kept.append(text[pos:])
-    return ParsedPrompt(prompt=" ".join(" ".join(kept).split()), **values)  # type: ignore[arg-type]
+    prompt = " ".join(" ".join(kept).split())
+    blend = read_blend(prompt) or None
+    return ParsedPrompt(prompt=prompt, blend=blend, **values)  # type: ignore[arg-type]
+
+
+def read_blend(prompt: str) -> tuple[tuple[str, float], ...]:
+    """The prompts of a multi-prompt with their weights: `a::2 b::1` is `a` at 2 and
+    `b` at 1, a missing weight is 1 (`a:: b` is both at 1); () without `::`. The
+    engine blends their embeddings by weight, as the HTTP API's weighted text_prompts.
+    """
+    parts: list[tuple[str, float]] = []
+    pos = 0
+    for separator in _SEPARATOR.finditer(prompt):
+        parts.append(_weighted(prompt[pos : separator.start()], separator[1]))
+        pos = separator.end()
+    if not parts:
+        return ()
+    if prompt[pos:].strip():
+        parts.append(_weighted(prompt[pos:], None))
+    return tuple(parts)
+
+
+def _weighted(text: str, weight: str | None) -> tuple[str, float]:
+    text = text.strip()
+    if not text:
+        raise BadInput("A `::` weight needs words before it, e.g. `a red fox::2 snow::1`.")
+    value = float(weight) if weight is not None else 1.0
+    if not 0 < value <= MAX_BLEND_WEIGHT:
+        raise BadInput(
+            f"The weight of `{text}::{weight}` is out of range: weights go above 0 up to"
+            f" {MAX_BLEND_WEIGHT:g}; use `--no {text}` to keep something out."
+        )
+    return text, value
 
 
 def _word(value: str) -> str:

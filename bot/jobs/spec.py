@@ -88,9 +88,9 @@ class JobSpec(BaseModel):
     chaos: int = Field(0, ge=0, le=100)
     # --stop: the percentage of `steps` to run before decoding what is there.
     stop: int = Field(100, ge=MIN_STOP, le=100)
-    # Several prompts with weights (HTTP `text_prompts`), heaviest first: the engine
-    # averages their embeddings by weight; `prompt` holds them joined, for people
-    # (history, metadata) and the blocklist.
+    # Several prompts with weights (HTTP `text_prompts`, heaviest first; a multi-prompt
+    # `a::2 b::1`, in order): the engine averages their embeddings by weight; `prompt`
+    # holds them as written, for people (history, metadata) and the blocklist.
     blend: tuple[tuple[str, float], ...] = ()
     # Outpainting (zoom out, make square, pan): where the source image lies on the canvas.
     frame: Frame | None = None
@@ -250,6 +250,8 @@ class Options(BaseModel):
         """Explicit options win over flags written inside the prompt."""
         values = flags.model_dump(exclude_none=True) | self.model_dump(exclude_none=True)
         values["prompt"] = flags.prompt
+        # The blend is the prompt's own (a multi-prompt) unless the options give one.
+        values["blend"] = self.blend or flags.blend
         return type(self).model_validate(values)
 
 
@@ -265,16 +267,23 @@ def clean_text(text: str) -> str:
 
 # Prompts the blocklist reads per typed text; more is refused when the jobs are built.
 _BLOCKLIST_EXPANSIONS = 1024
+# Prompt weights as the engine reads them (engine.prompts): `(word:1.3)`, `(word)1.3`,
+# `word++`, `(word)-`, `[word]`. The text encoder reads the words they weight as if the
+# brackets and signs were not there, so the blocklist reads them that way too.
+_WEIGHT_NUMBER = re.compile(r":\s*[0-9]*\.?[0-9]+\s*(?=\))|(?<=\))[0-9]*\.?[0-9]+")
+_WEIGHT_SIGNS = re.compile(r"(?<=[\w)])[-+]+|[()\[\]]")
 
 
 def blocked_term(text: str, terms: list[str]) -> str | None:
     """The blocked term `text` contains, however disguised (bot.moderation.blocklist).
 
-    Each prompt its {…} choices make is read too, as `{go,}re` makes "gore".
+    Each prompt its {…} choices make is read too, as `{go,}re` makes "gore", and the
+    text with its prompt weights taken out, as `(g)ore` reads "gore".
     """
     cleaned = clean_text(text)
+    unweighted = _WEIGHT_SIGNS.sub("", _WEIGHT_NUMBER.sub("", cleaned))
     try:
-        texts = [cleaned, *expand_prompt(cleaned, _BLOCKLIST_EXPANSIONS)]
+        texts = [cleaned, unweighted, *expand_prompt(cleaned, _BLOCKLIST_EXPANSIONS)]
     except BadInput:
         texts = [cleaned]  # broken or too many choices: refused when the jobs are built
     for candidate in texts:
@@ -436,6 +445,14 @@ def _too_long(prompt: str, style: str | None = None) -> str:
     )
 
 
+def styled_blend(
+    blend: tuple[tuple[str, float], ...], style: Style
+) -> tuple[tuple[str, float], ...]:
+    """A blend with `style` applied to each of its prompts: every prompt the engine
+    encodes is styled, as the one prompt of a job without a blend is."""
+    return tuple((clean_text(style.apply(text, "")[0]), weight) for text, weight in blend)
+
+
 def find_style(name: str, styles: dict[str, Style]) -> Style:
     """The style named `name` (ignoring case); BadInput lists the configured ones."""
     for known, style in styles.items():
@@ -462,9 +479,12 @@ def _build_one(
     negative = clean_text(options.negative_prompt or "")
     if len(negative) > MAX_PROMPT_CHARS:
         raise BadInput(f"The negative prompt is over {MAX_PROMPT_CHARS:,} characters.")
+    blend = options.blend
     if options.style is not None:
-        prompt, negative = find_style(options.style, styles).apply(prompt, negative)
+        style = find_style(options.style, styles)
+        prompt, negative = style.apply(prompt, negative)
         prompt, negative = clean_text(prompt), clean_text(negative)
+        blend = styled_blend(blend, style)
         if len(prompt) > MAX_PROMPT_CHARS:
             raise BadInput(_too_long(prompt, options.style))
         if len(negative) > MAX_PROMPT_CHARS:
@@ -527,7 +547,7 @@ def _build_one(
         strength=strength,
         chaos=chaos,
         stop=stop,
-        blend=options.blend,
+        blend=blend,
     )
 
 
@@ -703,14 +723,18 @@ def remixed_spec(
     negative = clean_text(negative)
     if not prompt:
         raise BadInput("The prompt is empty: describe the image you want.")
+    # The new words' multi-prompt, or none: the original's blend is of its old words.
+    blend = parsed.blend or ()
     if parsed.style is not None:
-        prompt, negative = find_style(parsed.style, styles or {}).apply(prompt, negative)
+        style = find_style(parsed.style, styles or {})
+        prompt, negative = style.apply(prompt, negative)
         prompt, negative = clean_text(prompt), clean_text(negative)
+        blend = styled_blend(blend, style)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise BadInput(_too_long(prompt, parsed.style))
     if len(negative) > MAX_PROMPT_CHARS:
         raise BadInput(f"The negative prompt is over {MAX_PROMPT_CHARS:,} characters.")
-    update: dict[str, object] = {"prompt": prompt, "negative_prompt": negative}
+    update: dict[str, object] = {"prompt": prompt, "negative_prompt": negative, "blend": blend}
     for name in ("seed", "steps", "cfg", "sampler", "chaos", "stop"):
         if (value := getattr(parsed, name)) is not None:
             update[name] = value
