@@ -45,6 +45,8 @@ def a1111_parameters(
     )
     if uses_strength(request.mode):
         settings += f", Denoising strength: {request.strength:g}"
+    if request.tile:
+        settings += ", Tiling: True"  # as AUTOMATIC1111 writes its seamless images
     lines.append(settings)
     return "\n".join(lines)
 
@@ -72,6 +74,8 @@ def recipe(
         shared.discard("strength")
     if request.mode is not Mode.CONTROLNET:
         shared -= _CONTROL_FIELDS
+    if not request.tile:
+        shared.discard("tile")  # an untiled image's recipe stays as it was before --tile
     made: dict[str, Any] = {
         **request.model_dump(mode="json", include=shared),
         **job.model_dump(mode="json", exclude=_LOCAL_FIELDS | _unused_job_fields(request.mode)),

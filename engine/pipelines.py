@@ -53,6 +53,7 @@ from engine.protocol import (
 )
 from engine.safety import ImageClassifier
 from engine.samplers import Sampler, find_sampler
+from engine.tiling import seamless
 
 # Called after each denoising step with (step, total, {job id: preview path or None})
 # for every job of the batch still running. Raising Cancelled from it stops the
@@ -233,7 +234,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
     )
     started = _clock(registry.device)
     try:
-        with _tiled_decode(batch.pipeline, request):
+        with _tiled_decode(batch.pipeline, request), seamless(batch.pipeline, request.tile):
             images = batch.run(first_size, registry.free_memory)
     except OutOfMemory:
         gone = batch.cancelled()
@@ -564,9 +565,11 @@ def _tiled_decode(pipeline: DiffusionPipeline, request: GenerateRequest) -> Iter
     """Let the VAE decode in tiles for an upscale or a large image, for this batch only.
 
     The VAE is shared by every mode of the model, so tiling is switched back off after.
+    A seamless texture (--tile) decodes whole: each tile of the decode would wrap around
+    itself rather than around the image.
     """
     large = max(request.width, request.height) > TILED_DECODE_ABOVE_SIDE
-    if not (large or request.mode is Mode.UPSCALE):
+    if request.tile or not (large or request.mode is Mode.UPSCALE):
         yield
         return
     pipeline.vae.enable_tiling()

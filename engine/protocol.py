@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -231,6 +231,12 @@ class SharedParams(Message):
     )
     stop: int = Field(
         100, ge=MIN_STOP, le=100, description="percent of the denoising steps run before decoding"
+    )
+    # A convolution's padding is the model's, shared by every job of the call: tiled and
+    # untiled jobs never share a batch.
+    tile: bool = Field(
+        False,
+        description="a seamless texture: the image wraps around, left to right, top to bottom",
     )
 
 

@@ -77,6 +77,9 @@ STABILITY_STYLES = frozenset(
         "tile-texture",
     }
 )
+# The Stability preset that asks for a seamless texture: the job is tiled (--tile), and
+# a `[styles.tile-texture]` is applied too where one is configured.
+TILE_PRESET = "tile-texture"
 # A request may ask for up to this many times the model's native pixel count (as
 # Stability's 512 engines allow up to 1024x1024).
 MAX_PIXELS_FACTOR = 4
@@ -231,6 +234,7 @@ def options_for(
         cfg=request.cfg_scale,
         sampler=SAMPLERS[request.sampler] if request.sampler else None,
         style=style_named(request.style_preset, styles),
+        tile=(request.style_preset or "").casefold() == TILE_PRESET or None,
         strength=strength if inputs.mask is None else None,
         stop=stop,
         width=width,

@@ -74,6 +74,7 @@ class ParsedPrompt:
     chaos: int | None = None
     stop: int | None = None
     control_type: str | None = None  # how a ControlNet image is read (ControlType)
+    tile: bool | None = None  # --tile: a seamless texture (a switch: True when given)
     # `a::2 b::1`: the prompts of a multi-prompt and their weights (read_blend); the
     # prompt keeps them as typed.
     blend: tuple[tuple[str, float], ...] | None = None
@@ -93,6 +94,7 @@ class ParsedPrompt:
 class _Flag:
     field: str  # the ParsedPrompt field it sets
     usage: str  # an example, shown when its value is missing
+    switch: bool = False  # takes no value: given, it sets its field to True
 
 
 # Every flag by the names it is typed as; aliases share a field.
@@ -112,6 +114,7 @@ FLAGS: dict[str, _Flag] = {
     "chaos": _Flag("chaos", "--chaos 50"),
     "stop": _Flag("stop", "--stop 80"),
     "control": _Flag("control_type", "--control scribble"),
+    "tile": _Flag("tile", "--tile", switch=True),
 }
 
 # A flag starts with `--` and a letter; phones turn `--` into an em dash (—)
@@ -317,8 +320,9 @@ def parse_prompt(text: str) -> ParsedPrompt:
     Flags may stand anywhere, start with `--`, `—` or `–`, and are matched
     ignoring case. Each takes one word or a "quoted phrase"
     (`--sampler "DPM++ 2M Karras"`); `--no` takes everything up to the next
-    flag. An unknown flag, a flag given twice and a value out of range are
-    refused, naming the flag: nothing that looks like a flag stays in the prompt.
+    flag; a switch (`--tile`) takes nothing. An unknown flag, a flag given twice
+    and a value out of range are refused, naming the flag: nothing that looks
+    like a flag stays in the prompt.
     """
     values: dict[str, object] = {}
     typed_as: dict[str, str] = {}
@@ -336,6 +340,9 @@ def parse_prompt(text: str) -> ParsedPrompt:
             also = f" (as `--{first}` and `--{typed}`)" if first != typed else ""
             raise BadInput(f"`--{first}` is given twice{also}; give each flag once.")
         typed_as[flag.field] = typed
+        if flag.switch:
+            values[flag.field], pos = True, start.end()
+            continue
         value, pos = _read_value(text, start.end(), typed, flag)
         values[flag.field] = _convert(typed, flag.field, value)
     kept.append(text[pos:])
@@ -391,6 +398,8 @@ def render_prompt(parsed: ParsedPrompt) -> str:
         flags.append(f"--cfg {format(Decimal(repr(parsed.cfg)), 'f')}")
     if parsed.control_type is not None:
         flags.append(f"--control {parsed.control_type}")
+    if parsed.tile:
+        flags.append("--tile")
     for name in ("sampler", "model", "style"):
         if (word := getattr(parsed, name)) is not None:
             flags.append(f"--{name} {_word(word)}")

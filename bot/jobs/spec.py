@@ -94,6 +94,8 @@ class JobSpec(BaseModel):
     blend: tuple[tuple[str, float], ...] = ()
     # Outpainting (zoom out, make square, pan): where the source image lies on the canvas.
     frame: Frame | None = None
+    # --tile: a seamless texture; kept by the jobs made from this one (V, U, remix, zoom).
+    tile: bool = False
 
     @property
     def seeds(self) -> list[int]:
@@ -240,6 +242,7 @@ class Options(BaseModel):
     height: int | None = None
     # Weighted prompts (the HTTP API's text_prompts), heaviest first: see JobSpec.blend.
     blend: tuple[tuple[str, float], ...] = ()
+    tile: bool | None = None
 
     def over(self, defaults: dict[str, object]) -> Self:
         """These options, with `defaults` (a member's own) filling the ones left out."""
@@ -548,6 +551,7 @@ def _build_one(
         chaos=chaos,
         stop=stop,
         blend=blend,
+        tile=bool(options.tile),
     )
 
 
@@ -705,7 +709,7 @@ def remixed_spec(
     """The job again with new words and the same seeds (✏️ Remix), or BadInput.
 
     Flags in `text` change what they name: `--seed`, `--steps`, `--cfg`,
-    `--sampler`, `--chaos`, `--stop`, `--style`, `--no` (instead of `negative`),
+    `--sampler`, `--chaos`, `--stop`, `--tile`, `--style`, `--no` (instead of `negative`),
     `--model` and `--ar` (only where no input image sets the shape). A remix is
     one job, so {…} choices and `--n` are refused.
     """
@@ -735,7 +739,7 @@ def remixed_spec(
     if len(negative) > MAX_PROMPT_CHARS:
         raise BadInput(f"The negative prompt is over {MAX_PROMPT_CHARS:,} characters.")
     update: dict[str, object] = {"prompt": prompt, "negative_prompt": negative, "blend": blend}
-    for name in ("seed", "steps", "cfg", "sampler", "chaos", "stop"):
+    for name in ("seed", "steps", "cfg", "sampler", "chaos", "stop", "tile"):
         if (value := getattr(parsed, name)) is not None:
             update[name] = value
     name = parsed.model or original.model

@@ -182,6 +182,13 @@ def test_samplers_are_quoted_or_one_word() -> None:
     assert parse_prompt("x --sampler ddim --seed 1").sampler == "DDIM"
 
 
+def test_tile_is_a_switch_that_takes_no_value() -> None:
+    parsed = parse_prompt("old brick wall --TILE --seed 3 moss")
+    assert (parsed.prompt, parsed.tile, parsed.seed) == ("old brick wall moss", True, 3)
+    assert parse_prompt("old brick wall").tile is None
+    assert parse_prompt("x --no grout --tile").negative_prompt == "grout"
+
+
 def test_no_reads_up_to_the_next_flag() -> None:
     parsed = parse_prompt("x --no text, watermark --seed 3")
     assert (parsed.negative_prompt, parsed.seed) == ("text, watermark", 3)
@@ -210,6 +217,7 @@ _RATIOS = st.tuples(st.integers(1, 40), st.integers(1, 40)).filter(
     chaos=st.none() | st.integers(0, 100),
     stop=st.none() | st.integers(10, 100),
     control_type=st.none() | st.sampled_from(["canny", "scribble", "lineart", "none"]),
+    tile=st.none() | st.just(True),
     repeat=st.integers(1, 4),
     dash=st.sampled_from(["--", "—", "–"]),
 )
@@ -246,6 +254,7 @@ MESSAGES = [
     ("x --stop 5", "`--stop` needs a number from 10 to 100, not `5`."),
     ("x --stop all", "`--stop` needs a number from 10 to 100, not `all`."),
     ("x --control depth", "`--control` is one of canny, scribble, lineart, none, not `depth`."),
+    ("x --tile --tile", "`--tile` is given twice; give each flag once."),
     ("x --sampler Euler_b", "Unknown sampler `Euler_b`; choose one of: Euler, Euler a, Heun"),
     ("x --model nope", "Unknown model `nope`; available: sd15, sdxl."),
     ("x --style nope", "Unknown style `nope`; available: cinematic, watercolor."),
@@ -263,7 +272,7 @@ def test_each_refusal_says_what_is_wrong(prompt: str, message: str) -> None:
 
 
 def test_the_unknown_flag_message_lists_every_valid_flag() -> None:
-    listed = re.findall(r"--(\w+)", refusal("x --tile").split("valid flags:")[1])
+    listed = re.findall(r"--(\w+)", refusal("x --weird").split("valid flags:")[1])
     assert listed == list(FLAGS)
 
 
@@ -355,6 +364,20 @@ def test_without_chaos_the_engine_derives_seeds_and_uses_the_one_cfg(tmp_path: P
     (spec,) = specs_for("x", seed=1, count=2)
     (job,) = spec.to_request("j1", tmp_path, tmp_path).jobs
     assert (job.seeds, job.cfgs, job.blend) == (None, None, [])
+
+
+def test_tile_reaches_the_spec_and_the_engines_request(tmp_path: Path) -> None:
+    (tiled,) = specs_for("old brick wall --tile", seed=1)
+    (plain,) = specs_for("old brick wall", seed=1)
+    assert (tiled.prompt, tiled.tile, plain.tile) == ("old brick wall", True, False)
+    assert tiled.to_request("j1", tmp_path, tmp_path).tile is True
+    assert plain.to_request("j2", tmp_path, tmp_path).tile is False
+
+
+def test_tiled_and_untiled_jobs_never_share_a_batch() -> None:
+    calm, tiled = (specs_for(f"x {flags}", seed=1)[0] for flags in ("", "--tile"))
+    assert batch_key(calm) != batch_key(tiled)
+    assert batch_key(tiled) == batch_key(specs_for("y --tile", seed=2)[0])
 
 
 def test_jobs_differing_only_in_chaos_share_a_batch_but_not_across_a_stop() -> None:

@@ -13,6 +13,7 @@ from bot.jobs.spec import (
     BadInput,
     InputImage,
     Inputs,
+    JobSpec,
     Options,
     blocked_term,
     build_spec,
@@ -290,6 +291,20 @@ def test_a_remix_of_an_image_job_keeps_its_shape() -> None:
     with pytest.raises(BadInput, match="its shape is kept"):
         remixed_spec(original, "a wolf --ar 1:1", "", MODELS)
     assert remixed_spec(original, "a wolf", "", MODELS).init_image == "in.png"
+
+
+def test_a_spec_stored_before_tile_existed_loads_untiled() -> None:
+    stored = spec_for(prompt="a fox", seed=1).model_dump(mode="json")
+    del stored["tile"]
+    assert JobSpec.model_validate(stored).tile is False
+
+
+def test_jobs_made_from_a_tiled_job_stay_tiled_and_a_remix_may_tile() -> None:
+    tiled = spec_for(prompt="bricks --tile", seed=1)
+    image = InputImage("images/j/j-1.png", 512, 512)
+    assert derived_spec(tiled, ("j", 1), image, Mode.UPSCALE, 0.3, 4).tile is True
+    assert remixed_spec(tiled, "stones", "", MODELS).tile is True
+    assert remixed_spec(spec_for(prompt="bricks"), "stones --tile", "", MODELS).tile is True
 
 
 def test_a_reroll_changes_only_the_seed() -> None:

@@ -65,6 +65,7 @@ def test_jobs_differing_only_in_their_own_fields_have_one_batch_key() -> None:
         {"sampler": "DDIM"},
         {"mode": Mode.IMG2IMG},
         {"stop": 50},
+        {"tile": True},
     ],
 )
 def test_incompatible_jobs_have_different_batch_keys(change: dict[str, Any]) -> None:

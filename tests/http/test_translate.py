@@ -125,6 +125,13 @@ def test_the_core_builds_the_bodys_job_with_the_members_defaults_under_the_reque
     )
 
 
+def test_the_tile_texture_preset_makes_a_seamless_texture() -> None:
+    prompts = [{"text": "old bricks --tile"}]
+    assert spec_of({"text_prompts": prompts, "style_preset": "tile-texture"}, {}).tile is True
+    # Plain text: the flag is words of the prompt, and tiles nothing.
+    assert spec_of({"text_prompts": prompts}, {}).tile is False
+
+
 def test_an_inpainting_repaints_from_scratch_and_an_image_keeps_its_size() -> None:
     image = InputImage("in/a.png", 640, 448)
     request = TextToImageRequest.model_validate({"text_prompts": [{"text": "a fox"}]})
