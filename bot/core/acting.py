@@ -21,7 +21,7 @@ from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec
 from ..moderation.service import ScreenedText
 from ..store.jobs import JobNotFound, Requester
 from ..store.models import Job
-from .actions import Action, ActionName, Source, Tweak, Words
+from .actions import FINISHED, Action, ActionName, Source, Tweak, Words
 from .refusals import Refusal, RefusalKind
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Acting:
         except JobNotFound:
             return Refusal(kind=RefusalKind.NOT_FOUND, reason="That job is no longer stored.")
         if job.state not in action.states:
-            if action.makes_job:
+            if action.states == FINISHED:
                 reason = f"Job `{job.id}` has no images to reuse."
             else:
                 reason = f"Job `{job.id}` is {job.state}: it cannot be {_done(action)} now."
@@ -180,4 +180,5 @@ class Acting:
 
 
 def _done(action: Action) -> str:
-    return {"cancel": "cancelled", "delete": "deleted"}.get(action.name.value, "used")
+    done = {"cancel": "cancelled", "delete": "deleted", "recreate": "made again"}
+    return done.get(action.name.value, "used")

@@ -212,6 +212,7 @@ def _recreate(source: Source, tweak: Tweak) -> JobSpec:
 
 FINISHED = frozenset({JobState.SUCCEEDED})
 FAILED = frozenset({JobState.FAILED})
+ENDED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 UNFINISHED = frozenset({JobState.QUEUED, JobState.RUNNING})
 
 
@@ -230,6 +231,8 @@ class Action:
     transform: Transform | None = None
     # The `[generation]` strength it uses, read when it is used (a changed config applies).
     strength: Callable[[GenerationConfig], float] | None = None
+    # The states its button is drawn in, where fewer than those it applies to.
+    drawn_in: frozenset[JobState] | None = None
     takes_words: bool = False
     # Its form also asks for a zoom factor (Words.zoom).
     takes_zoom: bool = False
@@ -250,7 +253,7 @@ class Action:
 
     def shown_for(self, state: JobState, images: int) -> bool:
         """Whether its button is drawn under a job in `state` with `images` images."""
-        if self.button is None or state not in self.states:
+        if self.button is None or state not in (self.drawn_in or self.states):
             return False
         return not self.single_image or images == 1
 
@@ -422,8 +425,10 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         name=ActionName.RECREATE,
         key="recreate",
-        summary="A job that failed, asked for again as it was (same seeds).",
-        states=FAILED,
+        summary="A job that ended, made again from its recipe (the same seeds and settings).",
+        states=ENDED,
+        # A button under a failed job only; /recreate (and HTTP) reach any ended one.
+        drawn_in=FAILED,
         button=Button(label="Try again", emoji="🔁", row=0),
         transform=_recreate,
     ),

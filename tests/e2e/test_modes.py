@@ -266,3 +266,31 @@ async def test_zoom_out_make_square_and_pan_paint_around_the_kept_picture(
     frame = custom_spec["frame"]
     # The picture at two thirds of the canvas's sides.
     assert abs(frame["width"] / custom_spec["width"] - 2 / 3) < 0.03
+
+
+async def test_recreate_makes_a_job_again_from_its_recipe_bit_for_bit(
+    running_bot: RunningBot,
+) -> None:
+    server = running_bot.server
+    made = await server.send_slash_command("imagine", {"prompt": "a quiet harbour", "count": 2})
+    await made.wait_for_original(finished, timeout=120)
+    job_id = job_id_of(await made.wait_for_original(lambda m: "queued" in m.content))
+
+    again = await server.send_slash_command("recreate", {"job": f"`{job_id}`"})
+    assert (await again.wait_for_callback(timeout=3)).type == 5
+    await again.wait_for_original(finished, timeout=120)
+    new_id = job_id_of(await again.wait_for_original(lambda m: "queued" in m.content))
+    pixels: dict[str, list[bytes]] = {}
+    for row in running_bot.rows('select job_id, path from outputs order by "index"'):
+        with Image.open(running_bot.data_dir / str(row["path"])) as image:
+            pixels.setdefault(str(row["job_id"]), []).append(image.tobytes())
+    # The same seeds and settings on the same device: the same pixels, bit for bit (the
+    # files differ only in the recipe each PNG carries, which names its job).
+    assert new_id != job_id and len(pixels[job_id]) == 2
+    assert pixels[job_id][0] != pixels[job_id][1]  # two seeds, two pictures
+    assert pixels[new_id] == pixels[job_id]
+
+    unknown = await server.send_slash_command("recreate", {"job": "0123456789"})
+    told = await unknown.wait_for_callback(timeout=10)
+    assert told.data is not None and told.data["flags"] & 64
+    assert told.data["content"] == "⚠️ That job is no longer stored."

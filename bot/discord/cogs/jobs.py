@@ -359,6 +359,21 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             if current.lower() in job.id
         ][:25]
 
+    @app_commands.command(name="recreate", description="Make a job again from its recipe")
+    @app_commands.describe(job="The job's id (from its message, /history or the image's PNG)")
+    async def recreate(self, interaction: discord.Interaction, job: str) -> None:
+        """Any ended job (another member's too: the new one is yours), with its seeds and
+        settings, so the same device makes the same images."""
+        action = BY_NAME[ActionName.RECREATE]
+        member = requester_of(interaction)
+        acting = self.services.acting
+        found = await acting.find(action, job.strip().strip("`"))
+        source = found if isinstance(found, Refusal) else await acting.source(action, found, None)
+        if isinstance(source, Refusal):
+            await self._refuse(interaction, member, action.command, source, Origin.SLASH)
+            return
+        await self._make(interaction, member, acting.draft(action, source), Origin.SLASH)
+
     @app_commands.command(name="queue", description="Your jobs in the queue, and how busy it is")
     async def queue(self, interaction: discord.Interaction) -> None:
         services = self.services
