@@ -90,6 +90,8 @@ def result_fields(job: Job) -> ResultFields:
         ("Sampler", spec.sampler, True),
         ("Seeds" if len(job.outputs) > 1 else "Seed", seeds or str(spec.seed), True),
     ]
+    if spec.tile:
+        fields.append(("Tiling", "seamless texture (--tile)", True))
     gpu = f" · {job.gpu_seconds:.1f} GPU s" if job.gpu_seconds is not None else ""
     return ResultFields(title=_clip(spec.prompt, 256), fields=fields, footer=f"job {job.id}{gpu}")
 

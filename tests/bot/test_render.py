@@ -1,8 +1,13 @@
-"""Fitting a result into Discord's upload limit."""
+"""A result as Discord shows it: its embed's fields, and its files within the upload limit."""
 
 from __future__ import annotations
 
-from bot.render import UPLOAD_OVERHEAD, pack_uploads
+from bot.core.views import Job
+from bot.jobs.spec import Options, build_spec
+from bot.render import UPLOAD_OVERHEAD, pack_uploads, result_fields
+from engine.protocol import ModelSpec
+
+MODELS = {"sd15": ModelSpec(source="x")}
 
 MIB = 2**20
 
@@ -25,3 +30,20 @@ def test_a_file_larger_than_the_limit_is_left_for_the_buttons() -> None:
 def test_no_message_carries_more_than_ten_files() -> None:
     messages, _ = pack_uploads([10] * 23, 10 * MIB)
     assert [len(m) for m in messages] == [10, 10, 3]
+
+
+def test_a_tiled_result_says_it_is_a_seamless_texture() -> None:
+    spec = build_spec(Options(prompt="old bricks --tile", seed=1), MODELS, "sd15")
+    fields = result_fields(Job(id="j1", spec=spec)).fields
+    assert ("Tiling", "seamless texture (--tile)", True) in fields
+    plain = result_fields(Job(id="j2", spec=spec.model_copy(update={"tile": False}))).fields
+    assert [name for name, _, _ in plain] == [
+        "Prompt",
+        "Negative prompt",
+        "Model",
+        "Size",
+        "Steps",
+        "CFG",
+        "Sampler",
+        "Seed",
+    ]
