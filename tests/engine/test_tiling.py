@@ -189,3 +189,14 @@ def test_a_tiled_image_says_so_in_its_recipe_and_parameters(
     assert "tile" not in plain.images[0].recipe
     with Image.open(plain.images[0].path) as image:
         assert "Tiling" not in image.text["parameters"]
+
+
+def test_an_sdxl_job_wraps_around_too(studio: ModelRegistry, tmp_path: Path) -> None:
+    seen: list[set[str]] = []
+
+    def watching(step: int, total: int, previews: Mapping[str, str | None]) -> None:
+        seen.append(padding_modes(studio, "xl"))
+
+    only_result(generate(make_request(tmp_path, model="xl", tile=True), studio, watching))
+    assert seen and all(modes == {"circular"} for modes in seen)
+    assert padding_modes(studio, "xl") == {"zeros"}
