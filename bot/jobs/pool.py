@@ -110,7 +110,8 @@ class WorkerPool:
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stop claiming; give running batches `grace` seconds to finish, then return
-        what is still running to the queue (its attempt not counted) and stop engines."""
+        what is still running to the queue (its attempt not counted; one asked to stop is
+        cancelled instead) and stop engines."""
         self.stop_claiming()
         unfinished: list[str] = []
         if self._supervisors:
@@ -159,8 +160,6 @@ class WorkerPool:
                 self._cancel_wake.clear()
                 try:
                     await self._pass_on_cancels()
-                except asyncio.CancelledError:
-                    raise
                 except Exception:
                     log.exception("reading the cancel requests failed; trying again")
 

@@ -184,3 +184,34 @@ async def test_on_postgresql_the_pool_hears_a_remote_cancel_without_waiting_for_
         assert job.gpu_seconds is not None and job.gpu_seconds > 0
         assert await stores.count(UsageEntry) == 0
         assert await stores.count(Reservation) == 0
+
+
+async def test_a_job_asked_to_stop_that_a_stop_cuts_off_stays_cancelled_not_requeued(
+    tmp_path: Path, tiny_model_dir: Path, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool, "CANCEL_POLL_SECONDS", 600.0)  # the request waits in the row
+    async with (
+        open_stores(tmp_path, QUOTA, tiny_model_dir, database) as stores,
+        another_process(stores) as elsewhere,
+    ):
+        service, recorder = service_on(stores), Recorder()
+        service.add_listener(recorder)
+        long = build_spec(
+            Options(prompt="a long road", seed=4, steps=STEPS, count=IMAGES),
+            stores.config.models,
+            "tiny",
+        )
+        await service.start()
+        service.start_workers()
+        try:
+            job_id = (await service.submit(long, FERN)).job.id
+            await recorder.wait_progress(job_id)
+            assert await elsewhere.request_cancel(job_id, FERN.user_id, refund=False)
+        finally:
+            await service.stop(grace=0)
+
+        job = await stores.jobs.get(job_id)
+        assert job.state is JobState.CANCELLED
+        outcomes = [(e.action, e.outcome) for e in await stores.jobs.audit_trail(job_id)]
+        assert ("job.queued", "requeued") not in outcomes
+        assert await stores.count(Reservation) == 0
