@@ -141,7 +141,9 @@ async def test_member_defaults_styles_and_samplers_shape_the_job(api: RunningApi
         }
     )
     assert spec.prompt == "cinematic still of a top hat, a fox"
-    assert spec.blend == (("a top hat", 2.0), ("a fox", 1.0))
+    # The style applies to each weighted prompt the engine encodes, not only to the text
+    # people read (before, the blend went unstyled and the preset changed nothing).
+    assert spec.blend == (("cinematic still of a top hat", 2.0), ("cinematic still of a fox", 1.0))
     assert spec.negative_prompt == "rain, cartoon"
     assert (spec.steps, spec.sampler) == (2, "Heun")  # the member's defaults
     spec = await queued_spec(
