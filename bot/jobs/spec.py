@@ -597,15 +597,33 @@ def derived_spec(
         width, height = fit_ratio(image.width / image.height, 4 * image.width * image.height)
     else:
         width, height = image.width, image.height
+    return _from_image(
+        original, source, image, mode, None, (width, height), strength=strength, seed=seed
+    )
+
+
+def _from_image(
+    original: JobSpec,
+    source: tuple[str, int],
+    image: InputImage,
+    mode: Mode,
+    frame: Frame | None,
+    size: tuple[int, int],
+    *,
+    strength: float,
+    seed: int,
+) -> JobSpec:
+    """One image of `original` (`source`: job id, 1-based number) as the init image of a
+    new job of one image: a variation, an upscale or an outpainting."""
     return original.model_copy(
         update={
             "mode": mode,
             "init_image": image.path,
             "mask_image": None,
             "control_image": None,
-            "frame": None,
-            "width": width,
-            "height": height,
+            "frame": frame,
+            "width": size[0],
+            "height": size[1],
             "count": 1,
             "seed": seed,
             "strength": strength,
@@ -674,23 +692,8 @@ def outpainted_spec(
     )
     if frame.problem_on(width, height) is not None:
         raise BadInput(f"Image {source[1]} already fills that canvas: there is no border to paint.")
-    return original.model_copy(
-        update={
-            "mode": Mode.OUTPAINT,
-            "init_image": image.path,
-            "mask_image": None,
-            "control_image": None,
-            "frame": frame,
-            "width": width,
-            "height": height,
-            "count": 1,
-            "seed": seed,
-            "strength": strength,
-            # A job of few steps still gets one denoising step at this strength.
-            "steps": max(original.steps, fewest_steps(strength)),
-            "source_job": source[0],
-            "source_image": source[1],
-        }
+    return _from_image(
+        original, source, image, Mode.OUTPAINT, frame, (width, height), strength=strength, seed=seed
     )
 
 
