@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import pool
 from bot.jobs.pool import CANCEL_POLL_SECONDS
-from bot.jobs.spec import Options, build_spec
+from bot.jobs.spec import JobSpec, Options, build_spec
 from bot.store.db import open_engine, session_factory
 from bot.store.jobs import JobStore, Requester
 from bot.store.ledger import Pricing
@@ -52,6 +52,32 @@ def in_order(trail: list[tuple[str, str, int | None]], *entries: tuple[str, str,
     return all(entry in rest for entry in entries)
 
 
+def long_job(stores: Stores, seed: int) -> JobSpec:
+    """Far more work than the tiny model does before a stop arrives."""
+    options = Options(prompt="a long road", seed=seed, steps=STEPS, count=IMAGES)
+    return build_spec(options, stores.config.models, "tiny")
+
+
+async def cancelled_from_elsewhere(
+    stores: Stores, elsewhere: JobStore, seed: int, actor_id: int, *, refund: bool
+) -> tuple[str, float]:
+    """Run a long job in a pool of this process and ask `elsewhere` to cancel it once it is
+    on the engine: the job's id, and the seconds from the request to its end."""
+    service, recorder = service_on(stores), Recorder()
+    service.add_listener(recorder)
+    await service.start()
+    service.start_workers()
+    try:
+        job_id = (await service.submit(long_job(stores, seed), FERN)).job.id
+        await recorder.wait_progress(job_id)
+        asked = time.monotonic()
+        assert await elsewhere.request_cancel(job_id, actor_id, refund=refund)
+        await recorder.wait_finished(1)
+        return job_id, time.monotonic() - asked
+    finally:
+        await service.stop()
+
+
 class AskedToStopAtClaim(JobStore):
     """Each claimed job is asked to stop by `elsewhere` the moment it is claimed: before
     its worker has sent it to the engine."""
@@ -76,24 +102,9 @@ async def test_a_cancel_requested_by_another_process_stops_the_running_job_at_on
         open_stores(tmp_path, QUOTA, tiny_model_dir, database) as stores,
         another_process(stores) as elsewhere,
     ):
-        service, recorder = service_on(stores), Recorder()
-        service.add_listener(recorder)
-        long = build_spec(
-            Options(prompt="a long road", seed=1, steps=STEPS, count=IMAGES),
-            stores.config.models,
-            "tiny",
+        job_id, took = await cancelled_from_elsewhere(
+            stores, elsewhere, 1, FERN.user_id, refund=False
         )
-        await service.start()
-        service.start_workers()
-        try:
-            job_id = (await service.submit(long, FERN)).job.id
-            await recorder.wait_progress(job_id)
-            asked = time.monotonic()
-            assert await elsewhere.request_cancel(job_id, FERN.user_id, refund=False)
-            await recorder.wait_finished(1)
-            took = time.monotonic() - asked
-        finally:
-            await service.stop()
 
         job = await stores.jobs.get(job_id)
         assert job.state is JobState.CANCELLED and job.error is not None
@@ -159,24 +170,7 @@ async def test_on_postgresql_the_pool_hears_a_remote_cancel_without_waiting_for_
         open_stores(tmp_path, QUOTA, tiny_model_dir, database) as stores,
         another_process(stores) as elsewhere,
     ):
-        service, recorder = service_on(stores), Recorder()
-        service.add_listener(recorder)
-        long = build_spec(
-            Options(prompt="a long road", seed=3, steps=STEPS, count=IMAGES),
-            stores.config.models,
-            "tiny",
-        )
-        await service.start()
-        service.start_workers()
-        try:
-            job_id = (await service.submit(long, FERN)).job.id
-            await recorder.wait_progress(job_id)
-            asked = time.monotonic()
-            assert await elsewhere.request_cancel(job_id, ADMIN_ID, refund=True)
-            await recorder.wait_finished(1)
-            took = time.monotonic() - asked
-        finally:
-            await service.stop()
+        job_id, took = await cancelled_from_elsewhere(stores, elsewhere, 3, ADMIN_ID, refund=True)
 
         job = await stores.jobs.get(job_id)
         assert job.state is JobState.CANCELLED and took < 3, (job.state, took)
@@ -196,15 +190,10 @@ async def test_a_job_asked_to_stop_that_a_stop_cuts_off_stays_cancelled_not_requ
     ):
         service, recorder = service_on(stores), Recorder()
         service.add_listener(recorder)
-        long = build_spec(
-            Options(prompt="a long road", seed=4, steps=STEPS, count=IMAGES),
-            stores.config.models,
-            "tiny",
-        )
         await service.start()
         service.start_workers()
         try:
-            job_id = (await service.submit(long, FERN)).job.id
+            job_id = (await service.submit(long_job(stores, 4), FERN)).job.id
             await recorder.wait_progress(job_id)
             assert await elsewhere.request_cancel(job_id, FERN.user_id, refund=False)
         finally:
