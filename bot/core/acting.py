@@ -29,15 +29,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ActionDraft:
-    """A new job an action makes from `source` (a Draft for bot.core.door)."""
+    """A new job an action makes from `source` (a Draft for bot.core.door), audited (and its
+    blocked words counted) as `command`."""
 
     action: Action
     source: Source
     tweak: Tweak
-
-    @property
-    def command(self) -> str:
-        return self.action.command
+    command: str
 
     def typed(self) -> Sequence[ScreenedText]:
         return self.action.typed(self.tweak.words)
@@ -112,13 +110,18 @@ class Acting:
             job = await self._store.get(job_id)
         except JobNotFound:
             return Refusal(kind=RefusalKind.NOT_FOUND, reason="That job is no longer stored.")
-        if job.state not in action.states:
-            if action.states == FINISHED:
-                reason = f"Job `{job.id}` has no images to reuse."
-            else:
-                reason = f"Job `{job.id}` is {job.state}: it cannot be {_done(action)} now."
-            return Refusal(kind=RefusalKind.NOT_READY, reason=reason)
-        return job
+        return self.applies(action, job) or job
+
+    @staticmethod
+    def applies(action: Action, job: Job) -> Refusal | None:
+        """Why `action` does not apply to `job` in its state, or None when it does."""
+        if job.state in action.states:
+            return None
+        if action.states == FINISHED:
+            reason = f"Job `{job.id}` has no images to reuse."
+        else:
+            reason = f"Job `{job.id}` is {job.state}: it cannot be {_done(action)} now."
+        return Refusal(kind=RefusalKind.NOT_READY, reason=reason)
 
     async def source(self, action: Action, job: Job, number: int | None) -> Source | Refusal:
         """What the action reads of `job`: image `number` for a per-image action; refused
@@ -149,8 +152,16 @@ class Acting:
             image_seed=output.seed,
         )
 
-    def draft(self, action: Action, source: Source, words: Words | None = None) -> ActionDraft:
-        """The Draft of a new job `action` makes from `source` (`words` for a remix)."""
+    def draft(
+        self,
+        action: Action,
+        source: Source,
+        words: Words | None = None,
+        *,
+        command: str | None = None,
+    ) -> ActionDraft:
+        """The Draft of a new job `action` makes from `source` (`words` for a remix), audited
+        as `command` (the action's own, `button.<name>`, unless a door names another)."""
         if action.takes_words and words is None:
             raise BadInput("A remix needs the new prompt.")
         tweak = Tweak(
@@ -159,7 +170,7 @@ class Acting:
             models=self._config.models,
             styles=self._config.styles,
         )
-        return ActionDraft(action, source, tweak)
+        return ActionDraft(action, source, tweak, command or action.command)
 
     async def delete_images(self, job: Job, member: Requester) -> list[str]:
         """🗑️: forget the job's images (rows audited first, files after); their paths."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...core.acting import ActionDraft
 from ...core.actions import ACTIONS, BY_NAME, Action, ActionName, Words
 from ...core.refusals import Refusal
 from ...core.views import utcnow
@@ -25,15 +24,6 @@ from ..waiting import SYNCHRONOUS
 from .jobs import cancelled, command_of, created, own_job, refused
 
 
-class HttpActionDraft(ActionDraft):
-    """An action's new job asked for over HTTP: audited (and its blocked words counted)
-    as `http.<action>`, Discord's as `button.<action>`."""
-
-    @property
-    def command(self) -> str:
-        return command_of(self.action)
-
-
 async def act(request: web.Request) -> web.Response:
     services, holder = services_of(request), holder_of(request)
     action = BY_NAME.get(request.match_info["action"])
@@ -42,13 +32,12 @@ async def act(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"action: no such action; actions: {known}")
     body = await read_json(request, ActionRequest) if request.can_read_body else ActionRequest()
     words = _words(action, body)
-    job = await own_job(services, holder, request.match_info["job_id"])
+    # The member's own job: the HTTP API's rule of who may act, stricter than the core's
+    # (`Acting.allowed`), as another member's job is unknown here.
+    found = await own_job(services, holder, request.match_info["job_id"])
     member = admission.requester(holder, synchronous=False)
     acting = services.core.acting
-    found = await acting.find(action, job.id)
-    if isinstance(found, Refusal):
-        raise await refused(services, member, action, found)
-    if (refusal := acting.allowed(action, found, member)) is not None:
+    if (refusal := acting.applies(action, found)) is not None:
         raise await refused(services, member, action, refusal)
     if action.name is ActionName.CANCEL:
         return await cancelled(request, services, member, found)
@@ -61,8 +50,8 @@ async def act(request: web.Request) -> web.Response:
     source = await acting.source(action, found, body.image)
     if isinstance(source, Refusal):
         raise await refused(services, member, action, source)
-    plain = acting.draft(action, source, words)
-    draft = HttpActionDraft(plain.action, plain.source, plain.tweak)
+    # Audited (and its blocked words counted) as `http.<action>`, Discord's `button.<action>`.
+    draft = acting.draft(action, source, words, command=command_of(action))
     try:
         submitted = await admission.queued(services, holder, draft)
     except admission.DoorRefused as door:  # audited by the door
