@@ -17,7 +17,7 @@ from ..jobs.service import Submitted
 from ..jobs.spec import BadInput
 from .errors import ApiError
 from .models import GenerationOptions, MaskSource, TextPrompt
-from .refusals import api_error, message_of
+from .refusals import api_error
 from .services import ApiServices
 from .translate import RequestError, options_for, save_request_images
 
@@ -163,7 +163,7 @@ async def blocked_job(
         spec,
         spec.model,
         spec.seeds,
-        message_of(refusal),
+        refusal.plain(),
     )
     log.info("job %s: blocked at the HTTP door (key %d)", job.id, holder.key_id)
     return job

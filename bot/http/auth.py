@@ -13,7 +13,7 @@ from ..core.door import barred_by
 from ..core.views import KeyHolder, utcnow
 from ..moderation.rate import Buckets
 from .errors import ApiError
-from .refusals import api_error, message_of
+from .refusals import api_error
 from .services import CLIENT, ApiServices
 from .translate import retry_after
 
@@ -72,7 +72,7 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
             holder.user_id,
             holder.guild_id,
             None,
-            message_of(standing),
+            standing.plain(),
             params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
             kind=standing.kind.value,
         )

@@ -39,12 +39,7 @@ def api_error(refusal: Refusal, now: datetime) -> ApiError:
     headers = {}
     if (wait := _wait(refusal, now)) is not None:
         headers["Retry-After"] = retry_after(wait)
-    return ApiError(status, name, message_of(refusal), headers, audited=True)
-
-
-def message_of(refusal: Refusal) -> str:
-    """The refusal's sentence, its `{until}` in ISO 8601."""
-    return refusal.plain()
+    return ApiError(status, name, refusal.plain(), headers, audited=True)
 
 
 def _wait(refusal: Refusal, now: datetime) -> float | None:
