@@ -194,6 +194,23 @@ class Job(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_by: Mapped[int | None] = mapped_column(BigInteger)
     cancel_refund: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The worker (bot.store.jobs.new_worker_id: host, process, random) that claimed the
+    # job, kept after it ends; and while it runs, until when that claim holds unless the
+    # worker's heartbeat renews it. A claim past its lease is returned to the queue by
+    # the reaper (bot.jobs.reaper), and the worker that lost it can record no result.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A running job's latest step, written by whichever process runs it at a bounded
+    # rate, and its latest preview (relative to the data folder): front doors in other
+    # processes follow these rows (bot.jobs.relay), not the engine.
+    progress_step: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    preview: Mapped[str | None] = mapped_column(Text)
+    # The front door (bot.jobs.relay.front_door_id) delivering the finished job's answer,
+    # and until when its claim holds: with several front doors, exactly one delivers; a
+    # claim whose holder died lapses and another takes it.
+    delivery_claimed_by: Mapped[str | None] = mapped_column(String(128))
+    delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
