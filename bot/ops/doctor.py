@@ -360,7 +360,8 @@ def torch_finding(devices: list[str], gpus: list[str], torch: TorchBuild) -> Fin
             check,
             Verdict.FAIL,
             f"torch cannot be imported ({torch.error})",
-            "pip install torch (the CUDA build for your driver: pytorch.org)",
+            'install the engine: pip install "atelier-bot[engine]" (first the CUDA build of'
+            " torch for your driver: pytorch.org); a front door without engines needs none",
         )
     build = f"torch {torch.version} ({f'CUDA {torch.cuda}' if torch.cuda else 'CPU-only build'})"
     if gpus and not torch.cuda_available:

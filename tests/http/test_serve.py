@@ -1,5 +1,5 @@
-"""`atelier serve`: the HTTP API alone, no Discord token, and schemathesis against the
-OpenAPI document it serves."""
+"""`atelier serve`: the HTTP API alone, no Discord token, and no engine extra in its own
+process; schemathesis against the OpenAPI document it serves."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from bot.store.migrate import upgrade
 from bot.store.models import QuotaScope
 from bot.store.quotas import QuotaRules, QuotaStore
 from tests.configs import write_config
+from tests.installs import without_engine
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBER = 9001
@@ -88,8 +89,10 @@ default_gpu_seconds = 600.0
     env = {name: value for name, value in os.environ.items() if name != "DISCORD_TOKEN"}
     log = directory / "serve.log"
     with log.open("wb") as sink:
+        # As a front door installed without the engine extra: torch and the rest are
+        # unimportable in this process (its engine, a child, has them).
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--config", str(config_path)],
+            without_engine(arguments=("serve", "--config", str(config_path))),
             cwd=REPO,
             env=env,
             stdout=sink,

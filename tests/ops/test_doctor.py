@@ -143,6 +143,13 @@ def test_a_cpu_only_torch_on_a_machine_with_an_nvidia_gpu_is_the_classic_mistake
     assert torch_finding(["cpu"], ["NVIDIA H200"], cuda).verdict is Verdict.WARN
 
 
+def test_no_torch_at_all_points_to_the_engine_extra() -> None:
+    missing = TorchBuild(error="No module named 'torch'")
+    finding = torch_finding(["cpu"], [], missing)
+    assert finding.verdict is Verdict.FAIL
+    assert 'pip install "atelier-bot[engine]"' in finding.advice
+
+
 async def _in_thread(run: object, config: Path, token: str) -> subprocess.CompletedProcess[str]:
     """The doctor runs in a child process while this loop serves the local Discord."""
     return await asyncio.to_thread(run, config, token)  # type: ignore[arg-type]
