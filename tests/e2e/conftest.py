@@ -44,13 +44,15 @@ class RunningBot:
     starts: int = 0
     arguments: list[str] | None = None
     cwd: Path = REPO
+    fault: str = CRASH_FAULT  # the engine's ATELIER_ENGINE_FAULT at the next start
 
     async def start(self) -> None:
-        # Only prompts containing "[crash]" make the engine die, so a test can break one job.
+        # By default only prompts containing "[crash]" make the engine die, so a test can
+        # break one job.
         env = dict(
             os.environ,
             DISCORD_TOKEN=self.server.bot_token,
-            ATELIER_ENGINE_FAULT=CRASH_FAULT,
+            ATELIER_ENGINE_FAULT=self.fault,
             PYTHONPATH=str(REPO),
         )
         self.starts += 1
@@ -196,7 +198,8 @@ async def launch_bot(
 ) -> AsyncIterator[Launch]:
     """Start `atelier run` against a fresh local server and a fresh `database`; `extra`
     config sections, `engine`, `discord` and `admin` keys and the server's options may be
-    given. Each bot is stopped, and its log checked, at the end of the test."""
+    given, and the engine's `fault` (ATELIER_ENGINE_FAULT). Each bot is stopped, and its
+    log checked, at the end of the test."""
     launched: list[RunningBot] = []
     databases = ExitStack()
 
@@ -205,6 +208,7 @@ async def launch_bot(
         engine: str = "",
         discord: str = "",
         admin: str | None = None,
+        fault: str = CRASH_FAULT,
         **server_options: Any,
     ) -> RunningBot:
         server = LocalDiscord(**server_options)
@@ -213,7 +217,7 @@ async def launch_bot(
         folder.mkdir()
         extra = databases.enter_context(database.fresh()) + extra
         config = bot_config(folder, server, tiny_model_set, extra, engine, discord, admin)
-        bot = RunningBot(server, config, folder / "data", folder / "bot.log")
+        bot = RunningBot(server, config, folder / "data", folder / "bot.log", fault=fault)
         launched.append(bot)
         await bot.start()
         return bot

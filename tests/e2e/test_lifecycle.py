@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.discord_server import InteractionHandle, Message
 
-from .conftest import Launch, RunningBot
+from .conftest import CRASH_FAULT, Launch, RunningBot
 from .test_imagine import finished
 
 WEBHOOK_MESSAGES = r"^/webhooks/\d+/[^/]+/messages/"
@@ -131,13 +131,21 @@ async def shown_on_the_engine(ix: InteractionHandle, after: int) -> None:
 async def test_three_graceful_stops_mid_job_requeue_it_uncounted_and_it_is_delivered_once(
     launch_bot: Launch,
 ) -> None:
-    bot = await launch_bot(engine=LONG_JOBS, extra="[queue]\nstop_grace_seconds = 0")
+    # The engine holds the job at its third step, so every stop arrives while it runs
+    # however slow or fast the machine is; the last start lets it finish.
+    bot = await launch_bot(
+        engine=LONG_JOBS,
+        extra="[queue]\nstop_grace_seconds = 0",
+        fault=f"{CRASH_FAULT};hang_at_step=3@patient",
+    )
     ix = await imagine(bot, "patient through restarts", seed=13, steps=30)
-    for _ in range(3):  # e.g. `systemctl restart`, three times while the job runs
+    for start in range(3):  # e.g. `systemctl restart`, three times while the job runs
         await shown_on_the_engine(ix, len(ix.edits))
         assert await bot.stop() == 0, bot.log.read_text(errors="replace")
         (job,) = bot.rows("select state, attempts from jobs")
         assert job == {"state": "queued", "attempts": 0}
+        if start == 2:
+            bot.fault = CRASH_FAULT
         await bot.start()
     assert (await ix.wait_for_original(finished, timeout=240)).embeds
     await all_delivered(bot, 1)
