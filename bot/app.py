@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Config
 from .core import Core
-from .core.deliveries import Deliveries
+from .core.deliveries import Deliveries, front_door_id
 from .discord.admin_log import AdminLog
 from .discord.bot import AtelierBot
 from .discord.cogs.admin import AdminCog
@@ -40,6 +40,7 @@ from .store.api_keys import ApiKeyStore
 from .store.audit import AuditLog
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
+from .store.events import EventStore
 from .store.guilds import GuildStore
 from .store.health import HealthStore
 from .store.jobs import JobStore
@@ -202,7 +203,7 @@ async def run_bot(config: Config, token: str) -> None:
     admin_log = AdminLog(client, config.moderation.log_channel_id)
     delivery = Delivery(
         client=client,
-        deliveries=Deliveries(service.store),
+        deliveries=Deliveries(service.store, EventStore(sessions), front_door_id()),
         data_dir=config.storage.data_dir,
         interval=config.discord.progress_interval,
         queue_place=service.queue_place,
@@ -273,6 +274,9 @@ async def run_bot(config: Config, token: str) -> None:
             if ready in done:
                 # Only a connected client can deliver: workers start now, not before.
                 await delivery.redeliver()
+                # Answers another front door left undelivered (it died), and those whose
+                # end a dropped connection to the database missed.
+                service.events.catch_up_with(delivery.redeliver)
                 await imagine.replay_pending()
                 await job_buttons.replay_pending()
                 service.start_workers()

@@ -204,6 +204,8 @@ class Delivery:
         """Make `text` the job's status line; its follower edits the reply at a bounded rate.
         `shown`: what the reply already says (a new follower does not edit it again)."""
         self._latest[job.id] = text
+        if not self.reaches(job):  # another front door's (another shard's) to show
+            return
         if job.id not in self._followers and (job.interaction_token or _own_message(job)):
             self._changed[job.id] = asyncio.Event()
             if text != shown:
@@ -251,6 +253,11 @@ class Delivery:
         self._preview.pop(job_id, None)
         self._changed.pop(job_id, None)
 
+    def reaches(self, job: Job) -> bool:
+        """Whether this front door can answer where the job was asked: a DM, or a server
+        its connection serves (with shards, each server is one shard's)."""
+        return job.guild_id is None or self._client.get_guild(job.guild_id) is not None
+
     # -- delivering the answer ------------------------------------------------------------
 
     async def _deliver(self, job: Job, reread: bool = False) -> None:
@@ -264,6 +271,10 @@ class Delivery:
             if reread:
                 job = await self._deliveries.job(job.id)
             if job.delivered_at is not None:
+                return
+            # With several front doors, the one that reaches the job's server and claims
+            # it first delivers it; the others leave it.
+            if not self.reaches(job) or not await self._deliveries.claim(job):
                 return
             for delay in (*RETRY_DELAYS, None):
                 try:

@@ -1,9 +1,16 @@
 """The listener fan-out: who hears about jobs (Discord, the HTTP API, the CLI) and who waits
-for one job's end; intake registers them, the worker pool and intake both tell them."""
+for one job's end; intake registers them, the worker pool and intake both tell them.
+
+JobEvents is the in-process implementation (SQLite: one process runs the front doors and
+the engines, so every event happens where it is heard). bot.jobs.relay.SharedEvents is
+the same interface across processes (PostgreSQL): events told here also go to the rows
+and notifications that front doors in other processes follow, and theirs come back here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from engine.protocol import Progress
@@ -32,6 +39,16 @@ class JobEvents:
 
     def add(self, listener: JobListener) -> None:
         self._listeners.append(listener)
+
+    def start(self) -> None:
+        """In one process there is nothing to follow: every event is told as it happens."""
+
+    async def stop(self) -> None:
+        """Nothing was started (see `start`)."""
+
+    def catch_up_with(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """`hook` would look for what a lost connection to other processes missed; one
+        process misses nothing, so it is not kept."""
 
     def ending(self, job_id: str) -> asyncio.Future[Job]:
         """A future resolved with the job as it ends; `forget` it once done waiting."""

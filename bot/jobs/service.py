@@ -51,12 +51,15 @@ class JobService:
         queue: QueueConfig | None = None,
         batch_images: dict[str, int] | None = None,
         moderation: ImageModerationConfig | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self.models = models
         self.default_model = default_model
         self._data_dir = data_dir
         queue = queue or QueueConfig()
-        events = JobEvents()
+        # In-process by default; bot.jobs.relay.SharedEvents where processes share the
+        # database (bot.app.build_events).
+        self.events = events = events or JobEvents()
         fair = FairQueue.of(queue, quotas)
         self.pool = WorkerPool(
             store=store,
@@ -101,6 +104,8 @@ class JobService:
         await self.pool.start()
 
     def start_workers(self) -> None:
+        """Once the front doors can deliver: the workers, and the events of other processes."""
+        self.events.start()
         self.pool.start_workers()
 
     def stop_claiming(self) -> None:
@@ -108,6 +113,7 @@ class JobService:
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.pool.stop(grace)
+        await self.events.stop()
 
     async def engine_status(self) -> list[tuple[str, Status | None]]:
         return await self.pool.engine_status()

@@ -1,0 +1,214 @@
+"""Job events across processes (PostgreSQL): a front door hears of jobs that run in another
+process as it hears of its own, through the same JobEvents interface.
+
+What a process's pool tells (started, progress, finished) goes to its own listeners at
+once, as in one process, and out to the others: progress is written on the job's row at
+most once per interval; a start and an end are announced by a NOTIFY of the job id
+(bot.store.events). Every interval each process reads the running jobs' rows and tells
+its listeners what they have not heard yet: a job started elsewhere, a step further, a
+job no longer running that ended. The notifications only make starts and ends prompt;
+that read is the guarantee, and a LISTEN connection that drops is opened again, after
+which the catch-up hooks (a front door's search for undelivered answers) run.
+
+Each listener hears each job's start and end once, and its steps in order, whichever
+way they arrive first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from engine.protocol import Progress
+
+from ..store.events import Announcement, EventKind, EventStore, RunningRow
+from ..store.models import Job, JobState
+from .events import JobEvents
+
+log = logging.getLogger(__name__)
+
+# Besides each reconnection, the catch-up hooks run this often: a delivery claimed by a
+# front door that died is taken over once its claim lapsed.
+CATCH_UP_SECONDS = 60.0
+# Ended jobs remembered, so an end heard twice (told here, then notified) is told once.
+REMEMBERED_ENDS = 1000
+
+
+class SharedEvents(JobEvents):
+    """JobEvents shared by every process on one PostgreSQL database; `start` and `stop`
+    are its owner's (bot.jobs.service.JobService)."""
+
+    def __init__(self, store: EventStore, data_dir: Path, interval: float) -> None:
+        super().__init__()
+        self._store = store
+        self._data_dir = data_dir
+        self._interval = interval
+        # Running jobs whose start the listeners heard, and the last step they heard.
+        self._steps: dict[str, int] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        # This process's progress not yet written on the rows.
+        self._unwritten: dict[str, Progress] = {}
+        self._catch_up: list[Callable[[], Awaitable[None]]] = []
+        self._connections = 0
+        self._loops: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def catch_up_with(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._catch_up.append(hook)
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._store.listen(self._heard, self._connected), name="events"),
+            asyncio.create_task(self._follow(), name="events-follow"),
+            asyncio.create_task(self._catch_up_now_and_then(), name="events-catch-up"),
+        ]
+
+    async def stop(self) -> None:
+        """Write the last progress, stop following, and let announcements under way go."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._write_progress()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- what this process's pool and intake tell --------------------------------------------
+
+    def started(self, job: Job) -> None:
+        if self._tell_started(job):
+            self._spawn(self._store.announce(Announcement(EventKind.STARTED, job.id)))
+
+    def progress(self, progress: Progress) -> None:
+        self._unwritten[progress.job_id] = progress
+        self._steps[progress.job_id] = max(progress.step, self._steps.get(progress.job_id, -1))
+        super().progress(progress)
+
+    def finished(self, job: Job) -> None:
+        if self._tell_finished(job):
+            self._spawn(self._store.announce(Announcement(EventKind.FINISHED, job.id)))
+
+    # -- telling this process's listeners, each event once -----------------------------------
+
+    def _tell_started(self, job: Job) -> bool:
+        if job.id in self._steps or job.id in self._ended:
+            return False
+        self._steps[job.id] = -1
+        super().started(job)
+        return True
+
+    def _tell_finished(self, job: Job) -> bool:
+        if job.id in self._ended:
+            return False
+        self._ended[job.id] = None
+        if len(self._ended) > REMEMBERED_ENDS:
+            self._ended.popitem(last=False)
+        self._steps.pop(job.id, None)
+        self._unwritten.pop(job.id, None)
+        super().finished(job)
+        return True
+
+    def _tell_progress(self, row: RunningRow) -> None:
+        """A step read from the row, told when it is further than the last one heard."""
+        if row.step is None or row.total is None or row.step <= self._steps[row.job_id]:
+            return
+        self._steps[row.job_id] = row.step
+        preview = str(self._data_dir / row.preview) if row.preview else None
+        super().progress(
+            Progress(job_id=row.job_id, step=row.step, total=row.total, preview=preview)
+        )
+
+    # -- notifications ------------------------------------------------------------------------
+
+    def _heard(self, announcement: Announcement) -> None:
+        if announcement.kind is EventKind.FINISHED and announcement.job_id in self._ended:
+            return  # told here already (this process's own end, echoed)
+        self._spawn(self._announced(announcement))
+
+    async def _announced(self, announcement: Announcement) -> None:
+        job = await self._store.job(announcement.job_id)
+        if job is None:
+            return
+        if job.state is JobState.RUNNING:
+            self._tell_started(job)
+        elif job.state.finished:
+            self._tell_finished(job)
+
+    async def _connected(self) -> None:
+        """After a reconnection, what the notifications missed is looked for at once."""
+        self._connections += 1
+        if self._connections > 1:
+            await self._run_catch_up()
+
+    # -- the rows, every interval -------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._write_progress()
+                if self._listeners:  # a process without front doors (a worker) only writes
+                    await self._read_rows()
+            except Exception:
+                log.exception("following the jobs' rows failed; trying again")
+
+    async def _write_progress(self) -> None:
+        unwritten, self._unwritten = self._unwritten, {}
+        for progress in unwritten.values():
+            await self._store.record_progress(
+                progress.job_id, progress.step, progress.total, self._relative(progress.preview)
+            )
+
+    async def _read_rows(self) -> None:
+        rows = await self._store.running()
+        running = {row.job_id for row in rows}
+        for row in rows:
+            if row.job_id not in self._steps:
+                job = await self._store.job(row.job_id)
+                if job is None or job.state is not JobState.RUNNING or not self._tell_started(job):
+                    continue
+            self._tell_progress(row)
+        for job_id in [job_id for job_id in self._steps if job_id not in running]:
+            job = await self._store.job(job_id)
+            if job is not None and job.state.finished:
+                self._tell_finished(job)
+            else:  # back in the queue (or gone): its next start is told again
+                self._steps.pop(job_id, None)
+
+    def _relative(self, preview: str | None) -> str | None:
+        """A preview's path as its row keeps it: under the shared data folder."""
+        if preview is None:
+            return None
+        path = Path(preview)
+        return (
+            str(path.relative_to(self._data_dir)) if path.is_relative_to(self._data_dir) else None
+        )
+
+    # -- catching up --------------------------------------------------------------------------
+
+    async def _catch_up_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(CATCH_UP_SECONDS)
+            await self._run_catch_up()
+
+    async def _run_catch_up(self) -> None:
+        for hook in self._catch_up:
+            try:
+                await hook()
+            except Exception:
+                log.exception("catching up on job events failed; trying again later")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="job-event")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a job event was not passed on: %s", task.exception())
