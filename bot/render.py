@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
@@ -28,15 +27,15 @@ def output_name(job_id: str, index: int) -> str:
     return f"atelier-{job_id}-{index + 1}.png"
 
 
-def grid_jpeg(paths: list[Path]) -> bytes:
+def grid_jpeg(images: list[bytes]) -> bytes:
     """A 2x2 contact sheet of up to four same-size images, like Midjourney's grid,
     as a JPEG of at most GRID_MAX_SIDE pixels a side (the full images come as PNGs)."""
-    images = [Image.open(path).convert("RGB") for path in paths]
-    width, height = images[0].size
-    columns = 1 if len(images) == 1 else 2
-    rows = (len(images) + columns - 1) // columns
+    opened = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+    width, height = opened[0].size
+    columns = 1 if len(opened) == 1 else 2
+    rows = (len(opened) + columns - 1) // columns
     sheet = Image.new("RGB", (width * columns, height * rows), "black")
-    for index, image in enumerate(images):
+    for index, image in enumerate(opened):
         sheet.paste(image, ((index % columns) * width, (index // columns) * height))
     sheet.thumbnail((GRID_MAX_SIDE, GRID_MAX_SIDE))
     buffer = io.BytesIO()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from functools import partial
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -28,7 +27,8 @@ def json_response(
 
 
 async def generated(services: ApiServices, job: Job, png: bool) -> web.Response:
-    artifacts = await asyncio.to_thread(artifacts_of, job, partial(_read_output, services))
+    images = await _stored_images(services, job)
+    artifacts = await asyncio.to_thread(artifacts_of, job, images.get)
     if not png:
         return json_response(GenerationResponse(artifacts=artifacts))
     first = artifacts[0]
@@ -40,13 +40,13 @@ async def generated(services: ApiServices, job: Job, png: bool) -> web.Response:
     )
 
 
-def _read_output(services: ApiServices, relative: str) -> bytes | None:
-    """A job's output file by its stored path; None when it is gone."""
-    path = services.jobs.output_path(relative)
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
+async def _stored_images(services: ApiServices, job: Job) -> dict[str, bytes]:
+    """The job's images in the store, by key (one that is gone is left out)."""
+    images = {}
+    for output in job.outputs:
+        if (data := await services.jobs.output_bytes(output.path)) is not None:
+            images[output.path] = data
+    return images
 
 
 async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
@@ -55,7 +55,7 @@ async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
         position = await services.jobs.queue_position(job.id)
     progress = watch.progress(job.id) if job.state is JobState.RUNNING else None
     artifacts = (
-        await asyncio.to_thread(artifacts_of, job, partial(_read_output, services))
+        await asyncio.to_thread(artifacts_of, job, (await _stored_images(services, job)).get)
         if job.state.finished
         else None
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.protocol import JobError, JobResult, NsfwPolicy
 
+from ..blobs import Blobs, key_of
 from ..moderation.images import (
     ImageModerationConfig,
     Screened,
@@ -36,11 +37,12 @@ def outputs_of(
     screened: Screened | None = None,
     policy: NsfwPolicy = NsfwPolicy.BLOCK,
 ) -> list[NewOutput]:
-    """The result's images as output rows (paths relative to the data folder)."""
+    """The result's images as output rows (their keys: paths in the data folder, the
+    engine's spool)."""
     return [
         NewOutput(
             index=index,
-            path=str(Path(image.path).relative_to(data_dir)),
+            path=key_of(data_dir, image.path),
             sha256=image.sha256,
             seed=image.seed,
             width=image.width,
@@ -54,16 +56,17 @@ def outputs_of(
 
 async def withhold_outputs(
     store: JobStore,
-    data_dir: Path,
+    blobs: Blobs,
     config: ImageModerationConfig,
     result: JobResult,
     screened: Screened,
 ) -> Job:
     """Block a job whose output images were flagged where they may not be shown."""
     assert screened.record is not None and screened.reason is not None
-    kept = outputs_of(result, data_dir) if config.keep_blocked else []
+    kept = outputs_of(result, blobs.spool) if config.keep_blocked else []
     for output in kept:
         output.flags.update({"nsfw": True, "withheld": True})
+    await blobs.publish(output.path for output in kept)  # stored for review
     record = screened.record | {"charged": config.charge_blocked}
     job = await persist(
         lambda: store.block(
@@ -76,16 +79,15 @@ async def withhold_outputs(
         )
     )
     if not config.keep_blocked:
-        removed = remove_files(
-            data_dir, (str(Path(i.path).relative_to(data_dir)) for i in result.images)
-        )
+        # Never published: the engine's files in the spool are all there is.
+        removed = remove_files(blobs.spool, (key_of(blobs.spool, i.path) for i in result.images))
         log.info("job %s: %d withheld image file(s) deleted", job.id, removed)
     log.info("job %s: %s", job.id, screened.reason)
     return job
 
 
 async def withhold_inputs(
-    store: JobStore, data_dir: Path, config: ImageModerationConfig, error: JobError, job: Job
+    store: JobStore, blobs: Blobs, config: ImageModerationConfig, error: JobError, job: Job
 ) -> Job:
     """Block a job whose uploaded input the engine flagged before any GPU work: nothing
     was made, so nothing is charged."""
@@ -97,11 +99,12 @@ async def withhold_inputs(
         flagged = flagged_uploads(job.spec.input_paths, error.verdicts)
         # A re-roll or remix shares its source's upload: kept while another job reads it.
         shared = await store.uploads_in_use(flagged, job.id)
-        removed = remove_files(data_dir, [path for path in flagged if path not in shared])
+        removed = [key for key in flagged if key not in shared]
+        await blobs.delete(removed)
         log.info(
             "job %s: %d flagged upload(s) deleted, %d kept for other jobs",
             job.id,
-            removed,
+            len(removed),
             len(shared),
         )
     log.info("job %s: %s", job.id, reason)

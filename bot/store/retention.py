@@ -13,19 +13,19 @@ go, each pass audited with what it removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from sqlalchemy import ColumnElement, delete, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..blobs import INPUTS, Blobs, job_folder
 from . import audit
 from .models import Job, Output, utcnow
-from .uploads import INPUT_KEYS, INPUTS_FOLDER, NOT_FORGOTTEN, upload_paths
+from .uploads import INPUT_KEYS, NOT_FORGOTTEN, upload_paths
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Swept:
 
 async def sweep(
     sessions: async_sessionmaker[AsyncSession],
-    data_dir: Path,
+    blobs: Blobs,
     retention_days: float | None,
     now: datetime | None = None,
 ) -> Swept:
@@ -59,16 +59,16 @@ async def sweep(
     if retention_days is not None:
         cutoff = now - timedelta(days=retention_days)
         jobs, images = await _expire_images(sessions, cutoff)
-        await asyncio.to_thread(_delete_images, data_dir, jobs, images)
+        await blobs.delete(images)
+        for job_id in jobs:  # anything else the job left in its folder
+            await blobs.delete_under(job_folder(job_id))
         # Not yet finished (finished_at is NULL) or finished since the cutoff.
         kept = await _referenced_uploads(
             sessions, or_(Job.finished_at.is_(None), Job.finished_at >= cutoff)
         )
-        expired_inputs = await asyncio.to_thread(_delete_folders_older, data_dir, cutoff, kept)
+        expired_inputs = await _delete_uploads_older(blobs, cutoff, kept)
     referenced = await _referenced_uploads(sessions, true())
-    orphans = await asyncio.to_thread(
-        _delete_folders_older, data_dir, now - ORPHAN_GRACE, referenced
-    )
+    orphans = await _delete_uploads_older(blobs, now - ORPHAN_GRACE, referenced)
     swept = Swept(jobs, len(images), expired_inputs, orphans)
     if jobs or expired_inputs:
         log.info(
@@ -126,33 +126,28 @@ async def _referenced_uploads(
         rows = await session.execute(
             select(Job.spec).where(jobs, NOT_FORGOTTEN, or_(*(c.is_not(None) for c in columns)))
         )
-        return {str(Path(path).parent) for (spec,) in rows for path in upload_paths(spec)}
+        return {_upload_of(key) for (spec,) in rows for key in upload_paths(spec)}
 
 
-def _delete_images(data_dir: Path, jobs: list[str], paths: list[str]) -> None:
-    for relative in paths:
-        (data_dir / relative).unlink(missing_ok=True)
-    for job_id in jobs:
-        shutil.rmtree(data_dir / "images" / job_id, ignore_errors=True)
+def _upload_of(key: str) -> str:
+    """The upload a key belongs to: its folder `inputs/<name>` (or a stray file's key)."""
+    return "/".join(PurePosixPath(key).parts[:2])
 
 
-def _delete_folders_older(data_dir: Path, cutoff: datetime, keep: set[str]) -> int:
-    """Delete upload folders last changed before `cutoff`, except those in `keep`."""
-    root = data_dir / INPUTS_FOLDER
-    if not root.is_dir():
-        return 0
-    deleted = 0
-    for folder in root.iterdir():
-        relative = str(folder.relative_to(data_dir))
-        with contextlib.suppress(FileNotFoundError):
-            if relative in keep or folder.stat().st_mtime >= cutoff.timestamp():
-                continue
-            if folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                folder.unlink()
-            deleted += 1
-    return deleted
+async def _delete_uploads_older(blobs: Blobs, cutoff: datetime, keep: set[str]) -> int:
+    """Delete the uploads last changed before `cutoff`, except those in `keep`; how many
+    went. An upload's age is its newest file's."""
+    files: dict[str, list[str]] = defaultdict(list)
+    changed: dict[str, datetime] = {}
+    for blob in await blobs.listing(INPUTS):
+        upload = _upload_of(blob.key)
+        files[upload].append(blob.key)
+        changed[upload] = max(changed.get(upload, blob.modified), blob.modified)
+    old = [
+        upload for upload, modified in changed.items() if upload not in keep and modified < cutoff
+    ]
+    await blobs.delete(key for upload in old for key in files[upload])
+    return len(old)
 
 
 async def _audit(
@@ -168,12 +163,12 @@ class RetentionSweeper:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        data_dir: Path,
+        blobs: Blobs,
         retention_days: float | None,
         every: timedelta = SWEEP_EVERY,
     ) -> None:
         self._sessions = sessions
-        self._data_dir = data_dir
+        self._blobs = blobs
         self._retention_days = retention_days
         self._every = every
         self._task: asyncio.Task[None] | None = None
@@ -190,7 +185,7 @@ class RetentionSweeper:
     async def _run(self) -> None:
         while True:
             try:
-                await sweep(self._sessions, self._data_dir, self._retention_days)
+                await sweep(self._sessions, self._blobs, self._retention_days)
             except asyncio.CancelledError:
                 raise
             except Exception:

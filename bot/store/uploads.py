@@ -9,27 +9,24 @@ count for nobody: their member asked for their images to go, and they never run 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection, Iterable
-from pathlib import Path
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..blobs import uploads_of
 from ..jobs.spec import JobSpec
 from .models import Job
 
 # The JSON keys of the spec fields that hold input images (JobSpec.input_paths), for queries.
 INPUT_KEYS = ("init_image", "mask_image", "control_image")
-# Uploads live under data_dir/inputs/; any other input path (a V/U source) is an output.
-INPUTS_FOLDER = "inputs"
 # A forgotten member's jobs stand under a pseudonym, a negative id (bot.store.users).
 NOT_FORGOTTEN = Job.user_id >= 0
 
 
 def upload_paths(spec: JobSpec) -> list[str]:
     """The uploads a job spec points at (never another job's outputs)."""
-    return [path for path in spec.input_paths.values() if Path(path).parts[:1] == (INPUTS_FOLDER,)]
+    return uploads_of(spec.input_paths.values())
 
 
 async def uploads_in_use(
@@ -51,16 +48,3 @@ async def uploads_in_use(
         )
     )
     return {path for (spec,) in rows for path in upload_paths(spec)} & set(wanted)
-
-
-def delete_uploads(data_dir: Path, paths: Iterable[str]) -> int:
-    """Delete uploaded files and the folders they leave empty; how many files were there."""
-    deleted = 0
-    for relative in dict.fromkeys(paths):
-        path = data_dir / relative
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            deleted += 1
-        with contextlib.suppress(OSError):  # not empty, or already gone
-            path.parent.rmdir()
-    return deleted

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..blobs import Blobs, job_folder
 from ..jobs.spec import JobSpec
 from . import audit
 from .audit import Actor, user_target
@@ -28,7 +27,7 @@ from .models import (
     User,
     utcnow,
 )
-from .uploads import delete_uploads, upload_paths, uploads_in_use
+from .uploads import upload_paths, uploads_in_use
 
 # What a forgotten member's words read as afterwards.
 REDACTED = "[forgotten]"
@@ -90,9 +89,9 @@ class Standing:
 
 
 class UserStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], data_dir: Path) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], blobs: Blobs) -> None:
         self._sessions = sessions
-        self._data_dir = data_dir
+        self._blobs = blobs
 
     async def standing(self, user_id: int) -> Standing:
         """Ban, pause and personal defaults of a member (one who never came: none)."""
@@ -239,23 +238,17 @@ class UserStore:
                 )
         if unfinished:
             raise UnfinishedJobs(unfinished)
-        self._delete_files(moved.images, moved.jobs)
-        inputs = delete_uploads(self._data_dir, moved.uploads)
+        await self._blobs.delete([*moved.images, *moved.uploads])
+        for job_id in moved.jobs:  # anything else the job left in its folder
+            await self._blobs.delete_under(job_folder(job_id))
         return Forgotten(
             len(moved.jobs),
             len(moved.images),
-            inputs,
+            len(moved.uploads),
             moved.shared_uploads,
             moved.messages,
             moved.pseudonym,
         )
-
-    def _delete_files(self, paths: list[str], job_ids: list[str]) -> None:
-        for relative in paths:
-            (self._data_dir / relative).unlink(missing_ok=True)
-        for job_id in job_ids:
-            # Uploaded inputs (init image, mask, sketch) live next to the outputs.
-            shutil.rmtree(self._data_dir / "images" / job_id, ignore_errors=True)
 
 
 @dataclass(frozen=True)

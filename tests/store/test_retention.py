@@ -51,7 +51,7 @@ async def test_images_and_uploads_older_than_the_retention_are_deleted_and_audit
     await finished_days_ago(stores, "old", 40, spec=spec(init_image="inputs/old/image.png"))
     await finished_days_ago(stores, "new", 2, spec=spec(init_image="inputs/new/image.png"))
 
-    swept = await sweep(stores.sessions, data_dir, retention_days=30)
+    swept = await sweep(stores.sessions, stores.blobs, retention_days=30)
 
     assert (swept.jobs, swept.images, swept.inputs, swept.orphans) == (["old"], 1, 1, 0)
     assert not (data_dir / "images" / "old").exists() and not old_upload.exists()
@@ -69,7 +69,7 @@ async def test_images_and_uploads_older_than_the_retention_are_deleted_and_audit
     }
     assert entry.params["job_ids"] == ["old"]
 
-    again = await sweep(stores.sessions, data_dir, retention_days=30)
+    again = await sweep(stores.sessions, stores.blobs, retention_days=30)
     assert (again.jobs, again.images, again.inputs) == ([], 0, 0)
     assert (await stores.audit.query(action="retention")).total == 1  # quiet when idle
 
@@ -90,7 +90,7 @@ async def test_without_a_retention_nothing_expires_but_orphaned_uploads_still_go
     refused = write(data_dir / "inputs" / "refused" / "image.png", age_days=0.5)
     arriving = write(data_dir / "inputs" / "arriving" / "image.png", age_days=0.001)
 
-    swept = await sweep(stores.sessions, data_dir, retention_days=None)
+    swept = await sweep(stores.sessions, stores.blobs, retention_days=None)
 
     assert (swept.jobs, swept.images, swept.inputs, swept.orphans) == ([], 0, 0, 1)
     assert (data_dir / "images" / "ancient" / "0.png").exists()
@@ -102,7 +102,7 @@ async def test_without_a_retention_nothing_expires_but_orphaned_uploads_still_go
 async def test_the_sweeper_runs_a_pass_at_start_and_stops_when_told(stores: Stores) -> None:
     data_dir = stores.config.storage.data_dir
     refused = write(data_dir / "inputs" / "refused" / "image.png", age_days=1)
-    sweeper = RetentionSweeper(stores.sessions, data_dir, retention_days=None)
+    sweeper = RetentionSweeper(stores.sessions, stores.blobs, retention_days=None)
     sweeper.start()
     for _ in range(100):
         if not refused.exists():
@@ -126,7 +126,7 @@ async def test_an_old_upload_stays_while_a_queued_or_kept_job_reads_it(stores: S
     await finished_days_ago(stores, "reroll", 7, spec=reading("rerolled"))
     await finished_days_ago(stores, "gone", 40, spec=reading("expired"))
 
-    swept = await sweep(stores.sessions, data_dir, retention_days=30)
+    swept = await sweep(stores.sessions, stores.blobs, retention_days=30)
 
     assert (sorted(swept.jobs), swept.inputs) == (["gone", "old"], 1)
     assert uploads["waiting"].exists() and uploads["rerolled"].exists()
