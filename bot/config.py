@@ -79,8 +79,25 @@ class DiscordConfig(Section):
     )
 
 
+class S3Config(Section):
+    """An S3-compatible bucket (AWS S3, MinIO, Ceph, R2...). Credentials come from the
+    environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from
+    this file."""
+
+    bucket: str = Field(min_length=1, description="the bucket's name")
+    endpoint: str | None = Field(
+        None, description="the server's URL (MinIO, R2...); unset: AWS for `region`"
+    )
+    region: str | None = Field(None, description="the bucket's region; unset: AWS_REGION")
+    prefix: str = Field("", description="keys go under this folder of the bucket")
+
+
 class StorageConfig(Section):
     data_dir: Path = Field(Path("data"), description="images and the default SQLite database")
+    backend: Literal["local", "s3"] = Field(
+        "local", description="where images and uploads are kept: data_dir, or [storage.s3]"
+    )
+    s3: S3Config | None = None
     min_free_gb: float = Field(
         2.0, ge=0, description="free disk under data_dir below which /healthz fails and alerts"
     )
@@ -88,13 +105,22 @@ class StorageConfig(Section):
         None, gt=0, description="delete stored images and inputs older than this; unset: keep"
     )
 
+    @model_validator(mode="after")
+    def _s3_has_a_bucket(self) -> Self:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError('storage: backend = "s3" needs a [storage.s3] section with a bucket')
+        return self
+
 
 class DatabaseConfig(Section):
     url: str | None = Field(None, description="SQLAlchemy async URL; default data_dir/atelier.db")
 
 
 class EngineConfig(Section):
-    devices: list[str] = Field(default_factory=lambda: ["cuda:0"], min_length=1)
+    devices: list[str] = Field(
+        default_factory=lambda: ["cuda:0"],
+        description="one engine each; [] runs none (a front door to `atelier worker` hosts)",
+    )
     default_model: str
     job_timeout: float = Field(
         600.0, gt=0, description="seconds a job may run before its engine is restarted"
@@ -209,6 +235,37 @@ class QueueConfig(Section):
     )
 
 
+class CacheConfig(Section):
+    """The result cache: a member's request with a seed they named, identical to an
+    earlier one of theirs, is answered from its stored images (bot.jobs.cache)."""
+
+    enabled: bool = Field(
+        True, description="answer identical seeded requests from stored results, free"
+    )
+
+
+class WorkerConfig(Section):
+    """How a process that runs engines (`atelier run`, `atelier worker`) holds its claims
+    on a shared queue (docs/operations.md, "Several GPU hosts")."""
+
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description=(
+            "a claimed batch is this worker's for this long, renewed every third of it"
+            " while it runs; a worker silent longer (killed, cut off) loses it to the reaper"
+        ),
+    )
+    switch_after_seconds: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "an engine keeps to the models it has loaded while they have jobs, unless"
+            " another model's oldest job has waited this long; 0: fair order alone"
+        ),
+    )
+
+
 class BillingConfig(Section):
     price_per_gpu_hour: float = Field(
         0.0, ge=0, description="what one hour of GPU time costs; a job costs its share"
@@ -312,6 +369,26 @@ class HttpConfig(Section):
     requests_per_minute: int = Field(
         120, ge=0, description="requests one API key may make per minute; 0: no limit"
     )
+    wait_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long a request that waits for its job (the generation routes,"
+        " POST /v1/jobs?wait=true) waits; after it, 202 with the job id to poll",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="the address members' browsers reach this server at (behind its proxy);"
+        " unset: no Vary (Region) editor links",
+    )
+    editor_link_minutes: float = Field(
+        10.0, gt=0, le=1440, description="how long a Vary (Region) editor link works"
+    )
+    link_secret_env: str = Field(
+        "ATELIER_LINK_SECRET",
+        description="environment variable holding the key that signs editor links;"
+        " unset: a key generated once in data_dir",
+    )
 
 
 class MetricsConfig(Section):
@@ -361,6 +438,8 @@ class Config(Section):
     billing: BillingConfig = BillingConfig()
     quota: QuotaConfig = QuotaConfig()
     queue: QueueConfig = QueueConfig()
+    cache: CacheConfig = CacheConfig()
+    worker: WorkerConfig = WorkerConfig()
     admin: AdminConfig = AdminConfig()
     moderation: ModerationConfig = ModerationConfig()
     http: HttpConfig = HttpConfig()

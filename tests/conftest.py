@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.buckets import CREDENTIALS, Bucket, new_bucket, s3_server
 from tests.databases import Database, Kind, PostgresServer, postgres_server
 
 # Under pytest-xdist every worker, and each engine it spawns, would start a torch
@@ -87,6 +88,21 @@ def database(request: pytest.FixtureRequest) -> Database:
     if kind is Kind.SQLITE:
         return Database(kind)
     return Database(kind, request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One local S3 server (moto) for the session (for each xdist worker)."""
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A fresh bucket on the local S3 server, its credentials in the environment."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return new_bucket(s3_endpoint)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
