@@ -27,6 +27,7 @@ from .discord.common import Services
 from .discord.delivery import Delivery
 from .discord.endpoints import use_endpoints
 from .discord.moderation import ModerationNotices
+from .discord.replies import ResultReplies
 from .http.server import HttpApi
 from .http.services import ApiServices
 from .jobs.engine_client import EngineProcess
@@ -40,6 +41,7 @@ from .store.api_keys import ApiKeyStore
 from .store.audit import AuditLog
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
+from .store.editor_links import LinkStore
 from .store.events import EventStore
 from .store.guilds import GuildStore
 from .store.health import HealthStore
@@ -134,8 +136,10 @@ def build_http(
     keys: ApiKeyStore,
     moderation: Moderation,
     core: Core,
+    replies: ResultReplies | None = None,
 ) -> HttpApi:
-    """The HTTP API on `service` and `core`, listening to its jobs."""
+    """The HTTP API on `service` and `core`, listening to its jobs; with `replies` (the
+    bot's Discord), also the Vary (Region) editor."""
     http = HttpApi(
         ApiServices(
             config=config,
@@ -146,6 +150,7 @@ def build_http(
             quotas=quotas,
             moderation=moderation,
             health=HealthStore(sessions),
+            replies=replies,
         )
     )
     service.add_listener(http.watch)
@@ -167,6 +172,7 @@ def build_core(
         moderation=moderation,
         commands=CommandStore(sessions),
         quotas=quotas,
+        links=LinkStore(sessions),
     )
 
 
@@ -223,9 +229,12 @@ async def run_bot(config: Config, token: str) -> None:
         moderation=moderation,
         commands=commands,
         quotas=quotas,
+        links=LinkStore(sessions),
     )
     http = (
-        build_http(config, sessions, service, quotas, keys, moderation, core)
+        build_http(
+            config, sessions, service, quotas, keys, moderation, core, ResultReplies(client)
+        )
         if config.http.enabled
         else None
     )

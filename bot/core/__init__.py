@@ -5,6 +5,7 @@
 - actions: the registry of what can be done to a job (bot.core.actions), and
   doing it (bot.core.acting).
 - queries: a member's queue, history and balance (bot.core.queries).
+- editor: Vary (Region)'s signed editor links and submissions (bot.core.editor).
 - views, services, deliveries: the records a door reads, the stored services it
   calls, and the record of a delivered answer.
 
@@ -20,11 +21,13 @@ from ..config import Config
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
 from ..store.commands import CommandStore
+from ..store.editor_links import LinkStore
 from ..store.quotas import QuotaStore
 from ..store.users import UserStore
 from .acting import Acting
 from .door import Door
 from .drafts import Catalog
+from .editor import RegionEditor
 from .queries import Queries
 
 
@@ -34,6 +37,8 @@ class Core:
     acting: Acting
     queries: Queries
     catalog: Catalog
+    # Vary (Region)'s browser editor: its links and what its submissions queue.
+    editor: RegionEditor
 
     @classmethod
     def build(
@@ -45,6 +50,7 @@ class Core:
         moderation: Moderation,
         commands: CommandStore,
         quotas: QuotaStore | None,
+        links: LinkStore,
     ) -> Core:
         door = Door(jobs=jobs, users=users, moderation=moderation, commands=commands)
         acting = Acting(jobs=jobs, config=config)
@@ -55,9 +61,17 @@ class Core:
             max_permutations=config.generation.max_permutations,
             data_dir=config.storage.data_dir,
         )
+        editor = RegionEditor(
+            http=config.http,
+            data_dir=config.storage.data_dir,
+            links=links,
+            door=door,
+            acting=acting,
+        )
         return cls(
             door,
             acting,
             Queries(jobs=jobs, quotas=quotas, engines=len(config.engine.devices)),
             catalog,
+            editor,
         )

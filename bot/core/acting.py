@@ -13,7 +13,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..jobs.service import JobService
@@ -42,7 +42,9 @@ class ActionDraft:
 
     async def build(self, personal: Mapping[str, object], inputs: Inputs) -> list[JobSpec]:
         assert self.action.transform is not None
-        return [self.action.transform(self.source, self.tweak)]
+        # A mask the request brought (Vary (Region)'s painted region), as saved.
+        tweak = self.tweak if inputs.mask is None else replace(self.tweak, mask=inputs.mask)
+        return [self.action.transform(self.source, tweak)]
 
     def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
         return [

@@ -52,6 +52,7 @@ class ActionName(StrEnum):
     PAN_RIGHT = "pan_right"
     PAN_UP = "pan_up"
     PAN_DOWN = "pan_down"
+    VARY_REGION = "vary_region"
 
 
 class ButtonStyle(StrEnum):
@@ -101,6 +102,8 @@ class Tweak:
     words: Words | None
     models: Mapping[str, ModelSpec]
     styles: Mapping[str, Style]
+    # The region to repaint (white), for an action that takes a mask (Vary (Region)).
+    mask: InputImage | None = None
 
 
 Transform = Callable[[Source, Tweak], JobSpec]
@@ -210,6 +213,24 @@ def _recreate(source: Source, tweak: Tweak) -> JobSpec:
     return source.spec
 
 
+def _vary_region(source: Source, tweak: Tweak) -> JobSpec:
+    """One image with the part its mask paints white made again from the new words (the
+    rest kept): inpainting from scratch there, as /imagine's `mask` does, a new seed."""
+    image = _image_of(source)
+    mask = tweak.mask
+    if mask is None:
+        raise BadInput("Vary (Region) needs the region to repaint: paint it in the editor.")
+    if (mask.width, mask.height) != (image.width, image.height):
+        raise BadInput(
+            f"The mask is {mask.width}×{mask.height} pixels but image {source.number} is"
+            f" {image.width}×{image.height}: paint it on the image itself."
+        )
+    reworded = _remix(source, tweak)
+    key = (source.job_id, source.number or 1)
+    repainted = derived_spec(reworded, key, image, Mode.INPAINT, 1.0, random_seed())
+    return repainted.model_copy(update={"mask_image": mask.path})
+
+
 FINISHED = frozenset({JobState.SUCCEEDED})
 FAILED = frozenset({JobState.FAILED})
 ENDED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
@@ -236,6 +257,9 @@ class Action:
     takes_words: bool = False
     # Its form also asks for a zoom factor (Words.zoom).
     takes_zoom: bool = False
+    # It repaints a region the member marks (Tweak.mask): Discord's button answers with a
+    # link to the browser editor (bot.core.editor); over HTTP the body carries the mask.
+    takes_mask: bool = False
     # Only the job's owner (or an admin where the door has admins) may use it.
     owner_only: bool = False
 
@@ -314,6 +338,19 @@ ACTIONS: tuple[Action, ...] = (
         single_image=True,
         transform=_variation,
         strength=lambda generation: generation.strong_variation_strength,
+    ),
+    Action(
+        name=ActionName.VARY_REGION,
+        key="vr",
+        summary="One image with a region painted in the browser editor made again from new"
+        " words (inpainting), the rest kept.",
+        states=FINISHED,
+        button=Button(label="Vary (Region)", emoji="🖌️", row=2, numbered=False),
+        per_image=True,
+        single_image=True,
+        transform=_vary_region,
+        takes_words=True,
+        takes_mask=True,
     ),
     Action(
         name=ActionName.REMIX,

@@ -6,15 +6,19 @@ recorded as a blocked job, which Stability's clients read as content-filtered)."
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
+from pathlib import Path
 
 from ..core.door import NO_INPUTS, Draft, InputSource, Origin, SavedInputs
 from ..core.drafts import OptionsDraft
 from ..core.refusals import Refusal, RefusalKind
 from ..core.views import Job, KeyHolder, Requester, utcnow
+from ..jobs.inputs import read_image, save_checked
 from ..jobs.service import Submitted
-from ..jobs.spec import BadInput
+from ..jobs.spec import BadInput, Inputs
 from .errors import ApiError
 from .models import GenerationOptions, MaskSource, TextPrompt
 from .refusals import api_error
@@ -79,6 +83,29 @@ async def save_images(
     except RequestError as error:
         raise ApiError(400, error.name, str(error)) from None
     return SavedInputs(inputs, folder)
+
+
+async def save_mask(services: ApiServices, encoded: str) -> SavedInputs:
+    """A mask sent as base64 PNG (a data URL too: a canvas's `toDataURL`), checked as any
+    mask (it repaints something, not everything) and saved in a folder of its own."""
+    _, _, data = encoded.rpartition(",")
+    try:
+        image = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ApiError(400, "bad_request", "mask: not base64 (send a PNG, base64)") from None
+    config = services.config
+    data_dir = config.storage.data_dir
+    folder = data_dir / "inputs" / secrets.token_hex(8)
+    max_bytes = int(config.generation.max_attachment_mb * 2**20)
+    try:
+        inputs = await asyncio.to_thread(_save_mask, image, folder, data_dir, max_bytes)
+    except BadInput as error:
+        raise ApiError(400, "bad_request", f"mask: {error}") from None
+    return SavedInputs(inputs, folder)
+
+
+def _save_mask(image: bytes, folder: Path, data_dir: Path, max_bytes: int) -> Inputs:
+    return save_checked({"mask": read_image(image, "mask", max_bytes)}, folder, data_dir)
 
 
 async def draft_of(

@@ -267,6 +267,19 @@ class ActionRequest(Body):
     zoom: float | None = Field(
         None, description="How far to zoom out, from 1.05 to 2 (custom_zoom, with a prompt)"
     )
+    mask: str | None = Field(
+        None,
+        description="The region to repaint (vary_region, with a prompt): a PNG of the image's"
+        " size, white where it changes and black where it stays, base64 (a data URL works)",
+    )
+
+
+class EditorSubmission(Body):
+    """What the Vary (Region) editor page sends: the words and the painted mask."""
+
+    prompt: str = Field(max_length=MAX_TYPED_CHARS, description="The new prompt")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_TEXT)
+    mask: str = Field(description="The painted region as a PNG data URL (white = repaint)")
 
 
 class JobProgress(Body):

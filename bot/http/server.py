@@ -24,6 +24,7 @@ from aiohttp import web
 
 from ..core.services import DatabaseHeartbeat
 from .auth import audit_refusal, key_middleware, request_rate
+from .editor import add_editor_routes
 from .errors import error_middleware
 from .routes import OPERATIONS, api_document
 from .routes.health import DOCUMENT, HEARTBEAT, openapi
@@ -67,6 +68,8 @@ class HttpApi:
             if not operation.auth:
                 public.add(route)
         public.update(app.router.add_get("/openapi.json", openapi).resource or ())  # and HEAD
+        if services.replies is not None:  # the editor answers in Discord: only with the bot
+            public.update(add_editor_routes(app))
         app.middlewares.extend(
             [
                 error_middleware(self._config.http.max_body_mb, partial(audit_refusal, services)),

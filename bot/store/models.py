@@ -393,3 +393,24 @@ class ReceivedCommand(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class EditorLink(Base):
+    """A Vary (Region) editor link given to a member: the signed link names its row by
+    `nonce`; the row holds who and where it was given (for the job it queues) and, once
+    the link was used, when (set by one compare-and-set, so a link works once)."""
+
+    __tablename__ = "editor_links"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(16))
+    image: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    user_name: Mapped[str] = mapped_column(String(100))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    nsfw_channel: Mapped[bool] = mapped_column(Boolean, default=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -23,6 +23,7 @@ from bot.jobs.spec import BadInput, Inputs, JobSpec, Options
 from bot.moderation.service import Moderation, ScreenedText
 from bot.store.audit import Actor
 from bot.store.commands import CommandStore
+from bot.store.editor_links import LinkStore
 from bot.store.guilds import GuildStore
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, JobState, utcnow
@@ -94,6 +95,7 @@ async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
             moderation=moderation,
             commands=CommandStore(stores.sessions),
             quotas=stores.quotas,
+            links=LinkStore(stores.sessions),
         )
         yield World(stores, jobs, core)
 

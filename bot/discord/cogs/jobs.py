@@ -25,6 +25,7 @@ from ...core.actions import (
     MIN_CUSTOM_ZOOM,
     Action,
     ActionName,
+    Source,
     Words,
     journaled_commands,
 )
@@ -136,6 +137,14 @@ class RemixModal(discord.ui.Modal):
         await self.cog.words_submitted(interaction, self.action, self.job_id, self.number, words)
 
 
+# Vary (Region) where the browser editor is not served (no [http] public_url).
+NO_EDITOR = (
+    "The Vary (Region) editor is not turned on here: download the image, paint white over"
+    " the part to change and black elsewhere, then use `/imagine` with the image as `image`"
+    " and your painting as `mask`."
+)
+
+
 def _factor(text: str) -> float | None:
     """A typed zoom factor; None when it is not a number (the action says what it takes)."""
     try:
@@ -182,12 +191,43 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if isinstance(source, Refusal):
             await self._refuse(interaction, member, action.command, source)
             return
+        if action.takes_mask:  # the browser editor asks for the region and the words
+            await self._editor_link(interaction, member, source)
+            return
         if action.takes_words:  # the form asks for them; see words_submitted
             await interaction.response.send_modal(
                 RemixModal(self, action, job.id, number, source.spec)
             )
             return
         await self._make(interaction, member, self.services.acting.draft(action, source))
+
+    async def _editor_link(
+        self, interaction: discord.Interaction, member: Requester, source: Source
+    ) -> None:
+        """Vary (Region): a private link to the browser editor, for this member and image;
+        where the editor is not served, how to do the same with /imagine."""
+        editor = self.services.core.editor
+        command = BY_NAME[ActionName.VARY_REGION].command
+        if not editor.served:
+            await interaction.response.send_message(NO_EDITOR, ephemeral=True)
+            await self.services.audit.record_command(actor_of(interaction), command, "no editor")
+            return
+        if (barred := await self.services.door.barred(member.user_id)) is not None:
+            await self._refuse(interaction, member, command, barred)
+            return
+        if await self._private(interaction):  # the new image follows the private result
+            member = dataclasses.replace(member, channel_id=None)
+        assert source.number is not None
+        link = await editor.issue(
+            member, source.job_id, source.number, nsfw_channel=member.nsfw_channel
+        )
+        minutes = self.services.config.http.editor_link_minutes
+        await interaction.response.send_message(
+            f"🖌️ [Open the editor]({link}) to mark the region to change and edit the prompt."
+            f" The link is yours alone, works once and expires in {minutes:g} minutes;"
+            " the new image will appear here as a reply to this one.",
+            ephemeral=True,
+        )
 
     async def words_submitted(
         self,

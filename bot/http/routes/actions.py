@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...core.actions import ACTIONS, BY_NAME, Action, ActionName, Words
+from ...core.door import NO_INPUTS
 from ...core.refusals import Refusal
 from ...core.views import utcnow
 from .. import admission
@@ -52,8 +53,10 @@ async def act(request: web.Request) -> web.Response:
         raise await refused(services, member, action, source)
     # Audited (and its blocked words counted) as `http.<action>`, Discord's `button.<action>`.
     draft = acting.draft(action, source, words, command=command_of(action))
+    # Vary (Region)'s mask, saved like any input (removed by the door if it refuses).
+    inputs = await admission.save_mask(services, body.mask) if body.mask else NO_INPUTS
     try:
-        submitted = await admission.queued(services, holder, draft)
+        submitted = await admission.queued(services, holder, draft, inputs)
     except admission.DoorRefused as door:  # audited by the door
         raise api_error(door.refusal, utcnow()) from None
     return await created(services, submitted)
@@ -64,6 +67,10 @@ def _words(action: Action, body: ActionRequest) -> Words | None:
     client learns at once that it asked for something else."""
     if body.image is not None and not action.per_image:
         raise ApiError(400, "bad_request", f"image: {action.name} acts on the whole job")
+    if (body.mask is not None) != action.takes_mask:
+        if action.takes_mask:
+            raise ApiError(400, "bad_request", f"mask: is required for {action.name}")
+        raise ApiError(400, "bad_request", f"mask: {action.name} takes no mask")
     if not action.takes_words:
         if body.prompt is not None or body.negative_prompt or body.zoom is not None:
             raise ApiError(400, "bad_request", f"prompt: {action.name} takes no words")
@@ -96,7 +103,8 @@ OPERATIONS: tuple[Operation, ...] = (
                 *(f"- `{action.name}`: {action.summary}" for action in ACTIONS),
                 "",
                 "Body: `image` (from 1) for variation, strong and upscale; `prompt` (and"
-                " `negative_prompt`) for remix; `{}` or none for the others.",
+                " `negative_prompt`) for remix; `image`, `prompt` and `mask` (a PNG, base64,"
+                " white = repaint) for vary_region; `{}` or none for the others.",
             ]
         ),
         tag="v1/jobs",

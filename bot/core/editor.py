@@ -1,0 +1,291 @@
+"""Vary (Region)'s browser editor: the short-lived signed links to it, and what its
+submission queues.
+
+A link reads `<job>.<image>.<member>.<expiry>.<nonce>.<signature>`: the signature is an
+HMAC-SHA256, under a key only the bot holds, over everything before it, so changing
+the job, the image, the member or the expiry breaks it. The nonce names the link's
+row (bot.store.editor_links), which makes the link work once and holds who was given
+it and where. A submission goes through the door like any request: rate, standing,
+moderation, the spec, then the link is used (one compare-and-set), then admission
+(quota, queue length); the job's answer goes to Discord as a reply to the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from ..config import HttpConfig
+from ..store.editor_links import IssuedLink, LinkStore
+from ..store.jobs import Requester
+from ..store.models import Job, utcnow
+from .acting import Acting
+from .actions import BY_NAME, ActionName, Source, Words
+from .door import Accepted, Door, InputSource, Messages, Origin
+from .refusals import Refusal, RefusalKind
+
+log = logging.getLogger(__name__)
+
+# The key signing the links when no environment variable holds one, kept in data_dir.
+KEY_FILE = "editor-link.key"
+# The path under [http] public_url that a link opens.
+EDITOR_PATH = "/edit/"
+# A submission's audit name (and its refusals': `editor.vary_region.refused`).
+COMMAND = "editor.vary_region"
+
+
+class LinkProblem(StrEnum):
+    """Why a link does not open the editor; the value is its audit outcome."""
+
+    MALFORMED = "malformed"  # not a link this bot makes
+    TAMPERED = "tampered"  # its signature does not match what it says
+    EXPIRED = "expired"
+    USED = "used"
+    UNKNOWN = "unknown"  # signed, but not given by this database (restored, reset)
+
+
+# What the member reads for each problem: one sentence saying what to do instead.
+_REASONS = {
+    LinkProblem.MALFORMED: "This is not an editor link: use the Vary (Region) button under"
+    " an image in Discord.",
+    LinkProblem.TAMPERED: "This editor link has been changed and no longer works: click Vary"
+    " (Region) under the image in Discord for a new one.",
+    LinkProblem.EXPIRED: "This editor link has expired: click Vary (Region) under the image"
+    " in Discord for a new one.",
+    LinkProblem.USED: "This editor link was used already (each works once): click Vary"
+    " (Region) under the image in Discord for a new one.",
+    LinkProblem.UNKNOWN: "This editor link is not known here any more: click Vary (Region)"
+    " under the image in Discord for a new one.",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkClaim:
+    """What a link says of itself: trusted only once its signature matched."""
+
+    job_id: str
+    image: int
+    user_id: int
+    expires_at: datetime
+    nonce: str
+
+    def payload(self) -> bytes:
+        expiry = int(self.expires_at.timestamp())
+        return f"{self.job_id}.{self.image}.{self.user_id}.{expiry}.{self.nonce}".encode()
+
+
+def sign(key: bytes, claim: LinkClaim) -> str:
+    """The link's token: the claim and its signature."""
+    return f"{claim.payload().decode()}.{_b64(_mac(key, claim))}"
+
+
+def read_token(key: bytes, token: str, now: datetime) -> LinkClaim | LinkProblem:
+    """The claim a token makes, when it is this bot's, unchanged and not expired."""
+    parts = token.split(".")
+    if len(parts) != 6:
+        return LinkProblem.MALFORMED
+    job_id, image, user_id, expiry, nonce, signature = parts
+    if not (image.isdigit() and user_id.isdigit() and expiry.isdigit()):
+        return LinkProblem.MALFORMED
+    claim = LinkClaim(
+        job_id=job_id,
+        image=int(image),
+        user_id=int(user_id),
+        expires_at=datetime.fromtimestamp(int(expiry), UTC),
+        nonce=nonce,
+    )
+    if not hmac.compare_digest(_b64(_mac(key, claim)), signature):
+        return LinkProblem.TAMPERED
+    if claim.expires_at <= now:
+        return LinkProblem.EXPIRED
+    return claim
+
+
+def _mac(key: bytes, claim: LinkClaim) -> bytes:
+    return hmac.new(key, claim.payload(), hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def link_key(http: HttpConfig, data_dir: Path) -> bytes:
+    """The key that signs links: the environment's, else one generated once and kept in
+    data_dir (readable by the bot's user only), so every process on that folder and every
+    restart reads the same. Blocking: call it in a thread."""
+    if secret := os.environ.get(http.link_secret_env, "").strip():
+        return hashlib.sha256(secret.encode()).digest()
+    path = data_dir / KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two processes starting at once, one writes the key and both read it.
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(handle, "w") as file:
+        file.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Opened:
+    """A link that opens the editor, with the job and image it edits."""
+
+    link: IssuedLink
+    job: Job
+    source: Source
+
+
+class ResultReplies(Protocol):
+    """Where the answer of a region edit goes (the Discord door's): a reply to the result
+    it was made from, shown by `member`'s placeholder until the job is delivered there."""
+
+    def to(self, job: Job, member_id: int) -> Messages: ...
+
+
+class RegionEditor:
+    """The links to the editor, and the jobs its submissions queue."""
+
+    def __init__(
+        self, *, http: HttpConfig, data_dir: Path, links: LinkStore, door: Door, acting: Acting
+    ) -> None:
+        self._http = http
+        self._data_dir = data_dir
+        self._links = links
+        self._door = door
+        self._acting = acting
+        self._key: bytes | None = None
+
+    @property
+    def served(self) -> bool:
+        """Whether members' browsers can reach the editor: the HTTP server is on and its
+        public address is configured."""
+        return self._http.enabled and self._http.public_url is not None
+
+    async def issue(
+        self, member: Requester, job_id: str, image: int, *, nsfw_channel: bool = False
+    ) -> str:
+        """A new link for `member` to edit image `image` of `job_id`, recorded and audited
+        as the button's; its full address."""
+        assert self._http.public_url is not None
+        lifetime = timedelta(minutes=self._http.editor_link_minutes)
+        # Whole seconds: the token carries the expiry as a Unix time.
+        expires_at = (utcnow() + lifetime).replace(microsecond=0)
+        claim = LinkClaim(
+            job_id=job_id,
+            image=image,
+            user_id=member.user_id,
+            expires_at=expires_at,
+            nonce=secrets.token_hex(16),
+        )
+        await self._links.issue(
+            IssuedLink(
+                nonce=claim.nonce,
+                job_id=job_id,
+                image=image,
+                user_id=member.user_id,
+                user_name=member.user_name,
+                guild_id=member.guild_id,
+                channel_id=member.channel_id,
+                role_ids=member.role_ids,
+                nsfw_channel=nsfw_channel,
+                expires_at=expires_at,
+            ),
+            BY_NAME[ActionName.VARY_REGION].command,
+        )
+        token = sign(await self._signing_key(), claim)
+        return f"{self._http.public_url.rstrip('/')}{EDITOR_PATH}{token}"
+
+    async def check(self, token: str) -> IssuedLink | Refusal:
+        """The link a token names, when it opens the editor now; a refusal is audited."""
+        claim = read_token(await self._signing_key(), token, utcnow())
+        if isinstance(claim, LinkProblem):
+            return await self._refused(claim, token)
+        link = await self._links.get(claim.nonce)
+        if link is None or (link.job_id, link.image, link.user_id) != (
+            claim.job_id,
+            claim.image,
+            claim.user_id,
+        ):
+            return await self._refused(LinkProblem.UNKNOWN, token)
+        if link.used_at is not None:
+            return await self._refused(LinkProblem.USED, token)
+        return link
+
+    async def open(self, token: str) -> Opened | Refusal:
+        """The link and the image it edits, when the editor opens on it now."""
+        link = await self.check(token)
+        if isinstance(link, Refusal):
+            return link
+        action = BY_NAME[ActionName.VARY_REGION]
+        job = await self._acting.find(action, link.job_id)
+        if isinstance(job, Refusal):
+            return job
+        source = await self._acting.source(action, job, link.image)
+        return source if isinstance(source, Refusal) else Opened(link=link, job=job, source=source)
+
+    async def submit(
+        self, token: str, words: Words, mask: InputSource, replies: ResultReplies
+    ) -> Accepted | Refusal:
+        """The editor's submission: a Vary (Region) of the link's image with `words` and
+        the painted `mask`, through the door like any request. The link is used only once
+        the request passed the door's checks, and before it is queued."""
+        opened = await self.open(token)
+        if isinstance(opened, Refusal):
+            await mask.discard()
+            return opened
+        link = opened.link
+        member = Requester.on_discord(
+            user_id=link.user_id,
+            user_name=link.user_name,
+            guild_id=link.guild_id,
+            channel_id=link.channel_id,
+            role_ids=link.role_ids,
+            nsfw_channel=link.nsfw_channel,
+        )
+        action = BY_NAME[ActionName.VARY_REGION]
+        draft = self._acting.draft(action, opened.source, words, command=COMMAND)
+        checked = await self._door.check(member, draft, mask, Origin.HTTP)
+        if isinstance(checked, Refusal):
+            await mask.discard()
+            await self._door.refused(member, COMMAND, Origin.HTTP, checked)
+            return checked
+        if not await self._links.use(link):
+            await mask.discard()
+            return await self._refused(LinkProblem.USED, token)
+        messages = replies.to(opened.job, member.user_id)
+        return await self._door.admit(member, draft, mask, Origin.HTTP, checked, messages=messages)
+
+    async def _refused(self, problem: LinkProblem, token: str) -> Refusal:
+        # What the link claims, cut short (a tampered one may say anything), for the audit.
+        claimed: dict[str, object] = {"link": _claimed(token)}
+        await self._links.refused(problem.value, claimed)
+        log.info("editor link refused: %s", problem.value)
+        kind = RefusalKind.GONE if problem in _GONE else RefusalKind.NOT_ALLOWED
+        return Refusal(kind=kind, reason=_REASONS[problem])
+
+    async def _signing_key(self) -> bytes:
+        if self._key is None:
+            self._key = await asyncio.to_thread(link_key, self._http, self._data_dir)
+        return self._key
+
+
+_GONE = frozenset({LinkProblem.EXPIRED, LinkProblem.USED, LinkProblem.UNKNOWN})
+
+
+def _claimed(token: str) -> Sequence[str]:
+    """The parts of a token before its signature (job, image, member, expiry), each cut
+    short: never the signature or the nonce, which would let a reader of the audit log
+    rebuild a live link."""
+    return [part[:24] for part in token.split(".")[:4]]
