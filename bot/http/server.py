@@ -45,7 +45,9 @@ class HttpApi:
         self._services = services
         self._config = services.config
         self.watch = JobWatch()
-        self._synchronous = SynchronousJobs(services.jobs, self.watch)
+        self._synchronous = SynchronousJobs(
+            services.jobs, self.watch, services.config.http.wait_seconds
+        )
         self._rate = request_rate(services)
         self._document = api_document(sorted(services.config.models))
         # Written on a timer while the API listens; /healthz only reads it.

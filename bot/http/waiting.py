@@ -4,6 +4,8 @@ synchronous requests' jobs, cancelled when their client goes away or the API sto
 A synchronous request waits on a JobListener (a future per job), never by polling. If
 its client goes away, aiohttp cancels the handler and the job is cancelled, which
 refunds its reservation; a request cut off by a stop is cancelled at the next start.
+It waits at most `[http] wait_seconds`: then it is answered with the job's id to poll,
+and the job, no longer its connection's, goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -64,23 +67,32 @@ class JobWatch:
         return self._progress.get(job_id)
 
 
+@dataclass(frozen=True)
+class StillRunning:
+    """A waited-for job that had not ended after the wait: its client polls it."""
+
+    job: Job
+
+
 class SynchronousJobs:
     """The jobs whose request waits for their end on its connection. Owned by HttpApi:
     `cancel_orphans` at its start, `stop` at its stop."""
 
-    def __init__(self, jobs: JobService, watch: JobWatch) -> None:
+    def __init__(self, jobs: JobService, watch: JobWatch, wait_seconds: float) -> None:
         self._jobs = jobs
         self.watch = watch
+        self._wait_seconds = wait_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         # Jobs whose synchronous request is waiting for them right now.
         self._awaited: set[str] = set()
         # Set by `stop`: a job it cuts off is the bot's doing, refunded in full.
         self._stopping = False
 
-    async def run(self, submission: Awaitable[Submitted]) -> Job:
-        """Queue the job (`submission`) and wait for its end. A client that leaves while
-        the job is being queued must not leave it behind: the submission goes on,
-        shielded, and its job is cancelled once it is in."""
+    async def run(self, submission: Awaitable[Submitted]) -> Job | StillRunning:
+        """Queue the job (`submission`) and wait for its end, or StillRunning after
+        `wait_seconds`. A client that leaves while the job is being queued must not
+        leave it behind: the submission goes on, shielded, and its job is cancelled once
+        it is in."""
         queued = asyncio.ensure_future(submission)
         try:
             submitted = await asyncio.shield(queued)
@@ -90,10 +102,16 @@ class SynchronousJobs:
         job_id = submitted.job.id
         self._awaited.add(job_id)
         try:
-            job = await self._finished(job_id)
+            async with asyncio.timeout(self._wait_seconds):
+                job = await self._finished(job_id)
         except asyncio.CancelledError:
             self._cut_off(job_id)
             raise
+        except TimeoutError:
+            self._awaited.discard(job_id)
+            await self._jobs.store.stop_waiting(job_id, self._wait_seconds)
+            log.info("job %s: not done after %g s; its client polls it", job_id, self._wait_seconds)
+            return StillRunning(await self._jobs.store.get(job_id))
         except BaseException:
             self._awaited.discard(job_id)
             raise

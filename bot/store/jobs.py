@@ -841,6 +841,31 @@ class JobStore:
         async with self._sessions.begin() as session:
             await session.execute(update(Job).where(Job.id == job_id).values(message_id=message_id))
 
+    async def stop_waiting(self, job_id: str, waited: float) -> None:
+        """An HTTP request stopped waiting for its job after `waited` seconds and answered
+        with the job's id: the job is no longer its connection's, so neither that client
+        leaving nor a restart cancels it. A compare-and-set, audited with it."""
+        async with self._sessions.begin() as session:
+            moved = (
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.synchronous.is_(True))
+                    .values(synchronous=False)
+                    .returning(Job.user_id, Job.api_key_id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+            if moved is not None:
+                user_id, key_id = moved
+                audit.record(
+                    session,
+                    "job.wait_ended",
+                    "ok",
+                    actor_id=user_id,
+                    target=job_id,
+                    params={"waited": waited, "key_id": key_id},
+                )
+
     async def mark_delivered(self, job_id: str, message_id: int | None, how: str) -> bool:
         """Record that Discord accepted the job's answer; False if it was already (a
         second delivery is refused, never recorded twice)."""

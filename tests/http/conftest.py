@@ -141,9 +141,11 @@ async def serving(
 
 
 async def open_api(
-    directory: Path, model_dir: Path, extra: str = ""
+    directory: Path, model_dir: Path, extra: str = "", http: str = ""
 ) -> tuple[RunningApi, AsyncEngine]:
-    config = load_config(write_config(directory, model_dir, extra=HTTP_CONFIG + extra, steps=3))
+    """The API's services, not started; `http`: more keys of its [http] section."""
+    http_config = HTTP_CONFIG.replace("[http]\n", f"[http]\n{http}\n", 1)
+    config = load_config(write_config(directory, model_dir, extra=http_config + extra, steps=3))
     await asyncio.to_thread(upgrade, config.database_url)
     database = open_engine(config.database_url)
     sessions = session_factory(database)

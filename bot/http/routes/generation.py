@@ -1,5 +1,6 @@
 """Stability v1's generation routes: text-to-image, image-to-image and masking, each
-answered on its own connection once its job ended."""
+answered on its own connection once its job ended, or after `[http] wait_seconds` with
+the job's id to poll (202)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ from ..answers import generated
 from ..auth import holder_of
 from ..bodies import read_form, read_json
 from ..errors import ApiError, error_replies
-from ..models import GenerationResponse, ImageToImageRequest, MaskingRequest, TextToImageRequest
+from ..models import (
+    GenerationResponse,
+    ImageToImageRequest,
+    JobCreated,
+    MaskingRequest,
+    TextToImageRequest,
+)
 from ..openapi import PNG, Operation, Reply
 from ..services import ApiServices, services_of
 from ..translate import stop_for, strength_for
-from ..waiting import SYNCHRONOUS
+from ..waiting import SYNCHRONOUS, StillRunning
+from .jobs import polled
 
 # The door's lines keep the logger name they had before the door was split up.
 log = logging.getLogger("bot.http.server")
@@ -88,13 +96,16 @@ async def _generate_now(
     png: bool,
 ) -> web.Response:
     """Queue the job through the core's door, wait for its end on this connection, answer
-    with its images (a blocked prompt's: content-filtered)."""
+    with its images (a blocked prompt's: content-filtered), or with where to poll it once
+    the wait is over."""
     submission = admission.queued(services, holder, draft, inputs, synchronous=True)
     try:
         job = await request.app[SYNCHRONOUS].run(submission)
     except admission.DoorRefused as refused:
         blocked = await admission.blocked_job(services, holder, draft, inputs, refused.refusal)
         return await generated(services, blocked, png)
+    if isinstance(job, StillRunning):
+        return await polled(services, job.job)
     if job.state is JobState.FAILED:
         error_id = str(uuid.uuid4())
         log.error(
@@ -119,6 +130,12 @@ _GENERATED = Reply(
     png=True,
     headers=("Finish-Reason", "Seed"),
 )
+# A job not done within `[http] wait_seconds` is left to its client to poll.
+_STILL_RUNNING = Reply(
+    "Not done after the server's wait: the job's id and Location to poll",
+    JobCreated,
+    headers=("Location",),
+)
 _ENGINE = ("engine_id",)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -129,7 +146,7 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Images from text",
         tag="v1/generation",
         handler=text_to_image,
-        replies={200: _GENERATED, **_GENERATION_ERRORS},
+        replies={200: _GENERATED, 202: _STILL_RUNNING, **_GENERATION_ERRORS},
         json_body=TextToImageRequest,
         accept_png=True,
         path_parameters=_ENGINE,
@@ -141,7 +158,7 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="An image changed by text",
         tag="v1/generation",
         handler=image_to_image,
-        replies={200: _GENERATED, **_GENERATION_ERRORS},
+        replies={200: _GENERATED, 202: _STILL_RUNNING, **_GENERATION_ERRORS},
         form_body=ImageToImageRequest,
         accept_png=True,
         path_parameters=_ENGINE,
@@ -153,7 +170,7 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Part of an image repainted",
         tag="v1/generation",
         handler=masking,
-        replies={200: _GENERATED, **_GENERATION_ERRORS},
+        replies={200: _GENERATED, 202: _STILL_RUNNING, **_GENERATION_ERRORS},
         form_body=MaskingRequest,
         accept_png=True,
         path_parameters=_ENGINE,

@@ -1,14 +1,15 @@
-"""The job API: queue a generation and answer at once, read a job, cancel it; a member
-sees only their own jobs."""
+"""The job API: queue a generation and answer at once (or, with `?wait=true`, once it
+ended, up to `[http] wait_seconds`), read a job, cancel it; a member sees only their
+own jobs."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ...core.actions import BY_NAME, Action, ActionName
-from ...core.door import NO_INPUTS, InputSource, Origin
+from ...core.door import NO_INPUTS, Draft, InputSource, Origin
 from ...core.refusals import Refusal
-from ...core.views import Job, KeyHolder, Requester, utcnow
+from ...core.views import Job, JobState, KeyHolder, Requester, utcnow
 from ...jobs.service import Submitted
 from .. import admission
 from ..answers import eta_of, job_view, json_response
@@ -20,7 +21,7 @@ from ..openapi import Link, Operation, Reply
 from ..refusals import api_error
 from ..services import ApiServices, services_of
 from ..translate import stop_for, strength_for
-from ..waiting import SYNCHRONOUS
+from ..waiting import SYNCHRONOUS, StillRunning
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -58,13 +59,46 @@ async def create_job(request: web.Request) -> web.Response:
             ),
             stop=stop_for(form_body.step_schedule_end),
         )
+    wait = request.query.get("wait", "").lower() in ("true", "1")
     try:
+        if wait:
+            return await waited(request, services, holder, draft, inputs)
         submitted = await admission.queued(services, holder, draft, inputs)
     except admission.DoorRefused as refused:
         blocked = await admission.blocked_job(services, holder, draft, inputs, refused.refusal)
         answer = JobCreated(id=blocked.id, status=blocked.state, position=None, eta_seconds=None)
         return json_response(answer, 202, {"Location": f"/v1/jobs/{blocked.id}"})
     return await created(services, submitted)
+
+
+async def waited(
+    request: web.Request,
+    services: ApiServices,
+    holder: KeyHolder,
+    draft: Draft,
+    inputs: InputSource,
+) -> web.Response:
+    """`?wait=true`: the job once it ended (200, its view with its images), or 202 and
+    where to poll it when it had not after `[http] wait_seconds`."""
+    synchronous = request.app[SYNCHRONOUS]
+    submission = admission.queued(services, holder, draft, inputs, synchronous=True)
+    job = await synchronous.run(submission)
+    if isinstance(job, StillRunning):
+        return await polled(services, job.job)
+    return json_response(await job_view(services, synchronous.watch, job))
+
+
+async def polled(services: ApiServices, job: Job) -> web.Response:
+    """202 for a job whose request stopped waiting for it: where it is, and the
+    Location to poll."""
+    position = await services.jobs.queue_position(job.id) if job.state is JobState.QUEUED else None
+    answer = JobCreated(
+        id=job.id,
+        status=job.state,
+        position=position,
+        eta_seconds=None if job.state.finished else await eta_of(services, job.id, position or 1),
+    )
+    return json_response(answer, 202, {"Location": f"/v1/jobs/{job.id}"})
 
 
 async def created(services: ApiServices, submitted: Submitted) -> web.Response:
@@ -134,7 +168,10 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="createJob",
         summary="Queue a generation and answer at once",
         description="A text-to-image body as JSON, or an image-to-image body as multipart"
-        " (masking when it has mask_source); `engine_id` picks the model.",
+        " (masking when it has mask_source); `engine_id` picks the model. With the query"
+        " `?wait=true` the answer waits for the job's end (200 with the job, as GET"
+        " /v1/jobs/{job_id} reads it) for up to the server's `[http] wait_seconds`, then"
+        " is 202 with the job's id and Location to poll.",
         tag="v1/jobs",
         handler=create_job,
         replies={
@@ -147,6 +184,7 @@ OPERATIONS: tuple[Operation, ...] = (
                     Link("cancelJob", "job_id", "$response.body#/id"),
                 ),
             ),
+            200: Reply("With ?wait=true: the job, ended", JobView),
             **error_replies(400, 401, 403, 404, 413, 429, 500),
         },
         json_body=JobRequest,
