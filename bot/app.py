@@ -39,6 +39,7 @@ from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.api_keys import ApiKeyStore
 from .store.audit import AuditLog
+from .store.cache import CacheStore
 from .store.commands import CommandStore
 from .store.db import open_engine, session_factory
 from .store.editor_links import LinkStore
@@ -117,6 +118,7 @@ def build_service(
         queue=config.queue,
         batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
         moderation=config.moderation,
+        cache=CacheStore(sessions) if config.cache.enabled else None,
     )
 
 

@@ -19,6 +19,7 @@ from bot.jobs.engine_client import EngineProcess
 from bot.jobs.service import JobService
 from bot.jobs.spec import JobSpec
 from bot.store.audit import AuditLog
+from bot.store.cache import CacheStore
 from bot.store.db import open_engine, session_factory
 from bot.store.jobs import JobStore, NewOutput, Requester
 from bot.store.migrate import upgrade
@@ -87,10 +88,13 @@ def output(job_id: str, index: int) -> NewOutput:
     )
 
 
-def service_on(stores: Stores, store: JobStore | None = None, *, quotas: bool = True) -> JobService:
+def service_on(
+    stores: Stores, store: JobStore | None = None, *, quotas: bool = True, cache: bool = False
+) -> JobService:
     """A job service over `stores` (its jobs on `store`, else the stores'), with their
     quotas and queue settings and one CPU engine on the tiny model; its workers start
-    only with `start()`, so until then admitted jobs wait, as on a busy GPU."""
+    only with `start()`, so until then admitted jobs wait, as on a busy GPU. With
+    `cache`, the result cache answers repeated seeded requests (bot.jobs.cache)."""
     config = stores.config
     return JobService(
         store=store or stores.jobs,
@@ -101,6 +105,7 @@ def service_on(stores: Stores, store: JobStore | None = None, *, quotas: bool = 
         default_model="tiny",
         quotas=stores.quotas if quotas else None,
         queue=config.queue,
+        cache=CacheStore(stores.sessions) if cache else None,
     )
 
 

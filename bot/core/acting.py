@@ -53,6 +53,11 @@ class ActionDraft:
             for text in self.action.added(self.source, spec, self.tweak.words)
         ]
 
+    def repeatable(self) -> bool:
+        # An action draws its seed, or keeps its source's to make it again (/recreate):
+        # either way it asks for a run, never for a stored result.
+        return False
+
 
 @dataclass(frozen=True)
 class JournaledDraft:
@@ -70,6 +75,9 @@ class JournaledDraft:
 
     def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
         return []
+
+    def repeatable(self) -> bool:
+        return False  # an action's job, as ActionDraft's
 
 
 class Acting:

@@ -65,6 +65,11 @@ class Draft(Protocol):
         job an action reuses), screened before the inputs are saved."""
         ...
 
+    def repeatable(self) -> bool:
+        """Whether the member named the seeds (none was drawn): then the member's identical
+        earlier result answers the request (bot.jobs.cache), with `[cache] enabled`."""
+        ...
+
 
 class InputSource(Protocol):
     """The images a request brings: described first, saved once the request passed."""
@@ -254,7 +259,9 @@ class Door:
             return refusal
         targets = await messages.placeholders(len(specs)) if messages is not None else []
         try:
-            submitted = await self._jobs.submit_many(specs, member, targets)
+            submitted = await self._jobs.submit_many(
+                specs, member, targets, repeatable=draft.repeatable()
+            )
         except AlreadyHandled:
             log.info("command %s was handled before; nothing to do", member.command_id)
             if messages is not None:

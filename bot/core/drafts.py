@@ -74,6 +74,18 @@ class OptionsDraft:
                 refusals.append(refusal)
         raise refusals[0]
 
+    def repeatable(self) -> bool:
+        """A seed named by the options (the slash command's, the HTTP body's) or by a
+        `--seed` flag in the prompt (read unless it is plain)."""
+        if self.options.seed is not None:
+            return True
+        if self.plain:
+            return False
+        try:
+            return parse_prompt_flags(self.options.prompt).seed is not None
+        except BadInput:
+            return False  # refused when it is built
+
     def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
         """The member's default negative prompt, and the words of each job: what a style
         added is named as the style's."""

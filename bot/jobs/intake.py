@@ -22,6 +22,7 @@ from ..quota import Estimate
 from ..store.jobs import IllegalTransition, JobStore, NewJob, QueueAtLength, Requester
 from ..store.models import Job, JobState, Lane, new_id
 from ..store.quotas import QuotaStore, Refused
+from .cache import NOT_CACHED, ResultCache
 from .events import JobEvents, JobListener
 from .fair_queue import FairQueue
 from .pace import PACE_WINDOW, Pace
@@ -92,8 +93,10 @@ class JobIntake:
         engine_count: int,
         quotas: QuotaStore | None = None,
         queue: QueueConfig | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.store = store
+        self._cache = cache
         self._events = events
         self._workers = workers
         self._fair = fair
@@ -115,13 +118,25 @@ class JobIntake:
         specs: Sequence[JobSpec],
         requester: Requester,
         message_ids: Sequence[int | None] = (),
+        *,
+        repeatable: bool = False,
     ) -> list[Submitted]:
         """Queue the jobs of one command ({…} choices, --n) together, each reserved
         against the member's quota, or none of them (Refused, as for `submit`).
 
         `message_ids`, when given, are the messages already showing each job (the
         follow-ups of a multi-job reply); the command settles once for them all.
+
+        `repeatable`: the member named the seeds, so the result cache (when on) may
+        answer the jobs: when each has the member's identical earlier result, they are
+        written succeeded from it, never queued nor charged (their Submitted at place
+        0); a job whose identical twin is in flight is queued to wait for its result.
         """
+        plans = (
+            await self._cache.plans(specs, requester.user_id)
+            if repeatable and self._cache is not None
+            else [NOT_CACHED] * len(specs)
+        )
         # Read only to tell a lone job it is next; the admission counts the queue
         # again under the write lock against `[queue] max_length`.
         waiting = await self.store.waiting_count()
@@ -134,9 +149,16 @@ class JobIntake:
                 spec,
                 spec.model,
                 spec.seeds,
+                result_key=plan.key,
+                cached_from=plan.source,
             )
-            for spec, message_id in zip(specs, ids, strict=True)
+            for spec, message_id, plan in zip(specs, ids, plans, strict=True)
         ]
+        answers = [plan.answered for plan in plans]
+        if self._cache is not None and all(answers):
+            cached = await self._cache.answer(new, [a for a in answers if a is not None])
+            if cached is not None:
+                return [Submitted(job, 0) for job in cached]
         estimates: list[Estimate | None]
         max_waiting = self._queue.max_length
         try:
@@ -151,6 +173,7 @@ class JobIntake:
         except QueueAtLength as full:
             raise QueueFull(await self._minutes_to_drain(full.waiting)) from None
         self._workers.jobs_queued()
+        jobs = await self._settled(jobs)
         # A lone job that found the queue empty is next in line: its place needs no fair
         # order (whose reads would race the claim that starts it now). Should another
         # member's job have got in meanwhile, Discord's queued line is corrected at its
@@ -158,6 +181,9 @@ class JobIntake:
         alone = waiting == 0 and len(jobs) == 1
         submitted = []
         for job, estimate in zip(jobs, estimates, strict=True):
+            if job.state.finished:  # answered from its twin's result: nothing reserved
+                submitted.append(Submitted(job, 0))
+                continue
             place = NEXT_IN_LINE if alone else (await self.queue_place(job.id) or NEXT_IN_LINE)
             log.info(
                 "job %s: queued at position %d (%s lane) by user %d",
@@ -168,6 +194,17 @@ class JobIntake:
             )
             submitted.append(Submitted(job, place.position, job.lane, place.eta_seconds, estimate))
         return submitted
+
+    async def _settled(self, jobs: list[Job]) -> list[Job]:
+        """The jobs just queued, those waiting for a twin that ended meanwhile (or before:
+        one of a command the cache could answer only in part) answered or let run now."""
+        sources = {job.cached_from for job in jobs if job.cached_from is not None}
+        if self._cache is None or not sources:
+            return jobs
+        answered = {}
+        for source in sorted(sources):
+            answered.update({job.id: job for job in await self._cache.settle(source)})
+        return [answered.get(job.id, job) for job in jobs]
 
     async def queue_place(self, job_id: str) -> QueuePlace | None:
         """Where a waiting job stands in the fair order; None once it runs or ended."""

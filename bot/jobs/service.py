@@ -14,10 +14,13 @@ from pathlib import Path
 
 from engine.protocol import ModelSpec, Status
 
+from ..blobs.local import LocalBlobs
 from ..config import QueueConfig
 from ..moderation.images import ImageModerationConfig
+from ..store.cache import CacheStore
 from ..store.jobs import JobStore, Requester
 from ..store.quotas import QuotaStore
+from .cache import ResultCache
 from .engine_client import EngineProcess
 from .events import JobEvents, JobListener
 from .fair_queue import FairQueue
@@ -51,6 +54,7 @@ class JobService:
         queue: QueueConfig | None = None,
         batch_images: dict[str, int] | None = None,
         moderation: ImageModerationConfig | None = None,
+        cache: CacheStore | None = None,
         events: JobEvents | None = None,
     ) -> None:
         self.models = models
@@ -72,6 +76,20 @@ class JobService:
             batch_images=batch_images,
             moderation=moderation,
         )
+        # The result cache (`[cache] enabled`): None answers nothing from earlier results.
+        self.cache = (
+            None
+            if cache is None
+            else ResultCache(
+                store=cache,
+                models=models,
+                blobs=LocalBlobs(data_dir),
+                events=events,
+                wake=self.pool.jobs_queued,
+            )
+        )
+        if self.cache is not None:
+            events.add(self.cache)
         self.intake = JobIntake(
             store=store,
             events=events,
@@ -80,6 +98,7 @@ class JobService:
             engine_count=len(engines),
             quotas=quotas,
             queue=queue,
+            cache=self.cache,
         )
 
     @property
@@ -102,6 +121,8 @@ class JobService:
 
     async def start(self) -> None:
         await self.pool.start()
+        if self.cache is not None:
+            await self.cache.start()
 
     def start_workers(self) -> None:
         """Once the front doors can deliver: the workers, and the events of other processes."""
@@ -113,6 +134,8 @@ class JobService:
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.pool.stop(grace)
+        if self.cache is not None:
+            await self.cache.stop()
         await self.events.stop()
 
     async def engine_status(self) -> list[tuple[str, Status | None]]:
@@ -128,8 +151,10 @@ class JobService:
         specs: Sequence[JobSpec],
         requester: Requester,
         message_ids: Sequence[int | None] = (),
+        *,
+        repeatable: bool = False,
     ) -> list[Submitted]:
-        return await self.intake.submit_many(specs, requester, message_ids)
+        return await self.intake.submit_many(specs, requester, message_ids, repeatable=repeatable)
 
     async def queue_place(self, job_id: str) -> QueuePlace | None:
         return await self.intake.queue_place(job_id)

@@ -146,6 +146,10 @@ class NewJob:
     spec: JobSpec
     model: str
     seeds: list[int]
+    # The result cache (bot.jobs.cache): what it makes, and the identical job in flight
+    # whose result it waits for (it is not claimed meanwhile).
+    result_key: str | None = None
+    cached_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,9 @@ def add_job(
     model: str,
     seeds: list[int],
     lane: Lane = Lane.NORMAL,
+    *,
+    result_key: str | None = None,
+    cached_from: str | None = None,
 ) -> Job:
     """Add a queued job and its audit entry to the caller's transaction."""
     job = Job(
@@ -292,6 +299,8 @@ def add_job(
         api_key_id=requester.api_key_id,
         synchronous=requester.synchronous,
         nsfw_channel=requester.nsfw_channel,
+        result_key=result_key,
+        cached_from=cached_from,
         outputs=[],
     )
     session.add(job)
@@ -303,7 +312,13 @@ def add_job(
         guild_id=requester.guild_id,
         channel_id=requester.channel_id,
         target=job_id,
-        params={"model": model, "count": len(seeds), "lane": lane, **requester.audit_params()},
+        params={
+            "model": model,
+            "count": len(seeds),
+            "lane": lane,
+            **requester.audit_params(),
+            **({"waits_for": cached_from} if cached_from else {}),
+        },
     )
     return job
 
@@ -329,7 +344,19 @@ class JobStore:
         async with self._sessions.begin() as session:
             await upsert_user(session, new[0].requester.user_id, new[0].requester.user_name)
             await check_room(session, len(new), max_waiting)
-            jobs = [add_job(session, n.job_id, n.requester, n.spec, n.model, n.seeds) for n in new]
+            jobs = [
+                add_job(
+                    session,
+                    n.job_id,
+                    n.requester,
+                    n.spec,
+                    n.model,
+                    n.seeds,
+                    result_key=n.result_key,
+                    cached_from=n.cached_from,
+                )
+                for n in new
+            ]
             await settle_command(session, new[0].requester, queued_outcome(new))
             return jobs
 
@@ -900,7 +927,8 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
     query = (
         select(Job.id, Job.user_id, Job.lane, Job.created_at, Job.spec, Reservation.gpu_seconds)
         .outerjoin(Reservation, Reservation.job_id == Job.id)
-        .where(Job.state == JobState.QUEUED)
+        # A job waiting for an identical one's result (bot.jobs.cache) is not claimed.
+        .where(Job.state == JobState.QUEUED, Job.cached_from.is_(None))
         .order_by(Job.created_at, Job.id)
     )
     if session.get_bind().dialect.name == "postgresql":

@@ -91,7 +91,10 @@ FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, J
 # Every state change a job may make; anything else is refused, never applied.
 # running -> queued: the run was cut off (bot stopped or crashed, engine died) and is retried.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    # queued -> succeeded: a job waiting for an identical one is answered from its result.
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.SUCCEEDED, JobState.CANCELLED, JobState.FAILED}
+    ),
     JobState.RUNNING: frozenset({JobState.QUEUED, *FINISHED}),
     **{state: frozenset() for state in FINISHED},
 }
@@ -143,6 +146,8 @@ class Job(Base):
         # The scheduler reads the waiting jobs; the quota check counts a member's.
         Index("ix_jobs_state_lane_created", "state", "lane", "created_at"),
         Index("ix_jobs_user_state", "user_id", "state"),
+        # The result cache looks up a member's earlier job with the same result key.
+        Index("ix_jobs_user_result_key", "user_id", "result_key"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -206,6 +211,14 @@ class Job(Base):
     progress_step: Mapped[int | None] = mapped_column(Integer)
     progress_total: Mapped[int | None] = mapped_column(Integer)
     preview: Mapped[str | None] = mapped_column(Text)
+    # The result cache (bot.jobs.cache): what the job makes, as a hash of everything that
+    # decides its pixels; set only for a job whose seed its member named (None: never
+    # answered from, nor answering, another job).
+    result_key: Mapped[str | None] = mapped_column(String(64))
+    # The identical job whose result answers this one: while this one is queued, the job
+    # in flight it waits for (not claimed meanwhile); once it succeeded, the job its
+    # images come from (no GPU time, nothing charged).
+    cached_from: Mapped[str | None] = mapped_column(String(16), index=True)
     # The front door (bot.jobs.relay.front_door_id) delivering the finished job's answer,
     # and until when its claim holds: with several front doors, exactly one delivers; a
     # claim whose holder died lapses and another takes it.

@@ -214,7 +214,15 @@ class QuotaStore:
                     admissions = []
                     for job, estimate, lane in decisions:
                         row = add_job(
-                            session, job.job_id, job.requester, job.spec, job.model, job.seeds, lane
+                            session,
+                            job.job_id,
+                            job.requester,
+                            job.spec,
+                            job.model,
+                            job.seeds,
+                            lane,
+                            result_key=job.result_key,
+                            cached_from=job.cached_from,
                         )
                         ledger.reserve(session, row, estimate)
                         admissions.append(Admission(job=row, lane=lane, estimate=estimate))

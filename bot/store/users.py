@@ -282,6 +282,7 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
         job.interaction_token = None
         job.message_id = None
         job.api_key_id = None
+        job.result_key = None  # a hash of their words: it could confirm a guess of them
     # The member's HTTP API keys identify them: they go (and stop working) too.
     await session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
     await session.execute(

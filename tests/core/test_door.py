@@ -80,24 +80,28 @@ class World:
         return job_id
 
 
+def world_of(stores: Stores, jobs: JobService) -> World:
+    """The core over `stores` and the job service `jobs`."""
+    config = stores.config
+    moderation = Moderation(
+        config.moderation, GuildStore(stores.sessions), stores.users, stores.audit
+    )
+    core = Core.build(
+        config=config,
+        jobs=jobs,
+        users=stores.users,
+        moderation=moderation,
+        commands=CommandStore(stores.sessions),
+        quotas=stores.quotas,
+        links=LinkStore(stores.sessions),
+    )
+    return World(stores, jobs, core)
+
+
 @pytest.fixture
 async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
     async with open_stores(tmp_path, CONFIG, tiny_model_dir) as stores:
-        config = stores.config
-        jobs = service_on(stores)
-        moderation = Moderation(
-            config.moderation, GuildStore(stores.sessions), stores.users, stores.audit
-        )
-        core = Core.build(
-            config=config,
-            jobs=jobs,
-            users=stores.users,
-            moderation=moderation,
-            commands=CommandStore(stores.sessions),
-            quotas=stores.quotas,
-            links=LinkStore(stores.sessions),
-        )
-        yield World(stores, jobs, core)
+        yield world_of(stores, service_on(stores))
 
 
 async def rate_limited(world: World) -> Refusal | Accepted:
@@ -283,6 +287,9 @@ class Recording:
 
     def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
         return self.inner.added(personal, specs)
+
+    def repeatable(self) -> bool:
+        return self.inner.repeatable()
 
 
 async def test_the_job_queued_is_the_one_checked(world: World) -> None:

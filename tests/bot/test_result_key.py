@@ -1,0 +1,74 @@
+"""The result cache's key: every field of a spec that decides its pixels changes it, and
+nothing else does (bot.jobs.cache.result_key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from bot.jobs.cache import PROVENANCE, result_key
+from bot.jobs.spec import JobSpec
+from engine.protocol import ModelSpec
+from tests.stores import spec
+
+MODEL = ModelSpec(source="models/tiny")
+INPUTS = {"init_image": "a" * 64, "mask_image": "b" * 64, "control_image": "c" * 64}
+# A spec with every input image, so that every field has a value to change.
+BASE = spec(
+    init_image="inputs/x/init.png", mask_image="inputs/x/mask.png", control_image="inputs/x/c.png"
+)
+# The fields whose value the key reads (an input image is read by its bytes, below).
+KEYED = sorted(set(JobSpec.model_fields) - PROVENANCE - set(BASE.input_paths))
+
+
+def key_of(job: JobSpec, inputs: dict[str, str] = INPUTS, model: ModelSpec = MODEL) -> str:
+    return result_key(job, model, inputs)
+
+
+@st.composite
+def changed_field(draw: st.DrawFn) -> tuple[str, Any]:
+    """A keyed field and another value of its type (any value: the key does not validate)."""
+    name = draw(st.sampled_from(KEYED))
+    annotation = JobSpec.model_fields[name].annotation
+    assert annotation is not None
+    value = draw(st.from_type(annotation))  # type: ignore[arg-type]
+    assume(value != getattr(BASE, name))
+    return name, value
+
+
+@settings(max_examples=300, deadline=None)
+@given(changed_field())
+def test_changing_any_field_changes_the_key(change: tuple[str, Any]) -> None:
+    name, value = change
+    assert key_of(BASE.model_copy(update={name: value})) != key_of(BASE)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(KEYED))
+def test_an_identical_spec_gives_the_same_key(name: str) -> None:
+    """Built again from its own JSON (as a stored spec is read), field by field equal."""
+    again = JobSpec.model_validate(BASE.model_dump(mode="json"))
+    assert getattr(again, name) == getattr(BASE, name)
+    assert key_of(again) == key_of(BASE)
+
+
+@given(st.sampled_from(sorted(INPUTS)), st.text(min_size=64, max_size=64))
+def test_an_input_image_counts_by_its_bytes_not_its_path(name: str, other_hash: str) -> None:
+    assume(other_hash != INPUTS[name])
+    moved = BASE.model_copy(update={name: "inputs/elsewhere/same.png"})
+    assert key_of(moved) == key_of(BASE)
+    assert key_of(BASE, INPUTS | {name: other_hash}) != key_of(BASE)
+
+
+def test_where_an_input_came_from_does_not_count() -> None:
+    """Two variations of one image, asked from two jobs' messages, make the same pixels."""
+    for name in PROVENANCE:
+        assert key_of(BASE.model_copy(update={name: "elsewhere"})) == key_of(BASE)
+
+
+def test_the_model_counts_by_its_weights_not_its_defaults() -> None:
+    assert key_of(BASE, model=MODEL.model_copy(update={"source": "models/other"})) != key_of(BASE)
+    assert key_of(BASE, model=MODEL.model_copy(update={"vae": "vaes/sharp"})) != key_of(BASE)
+    assert key_of(BASE, model=MODEL.model_copy(update={"steps": 12, "cfg": 3.0})) == key_of(BASE)
