@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -160,6 +160,19 @@ class ControlType(StrEnum):
     NONE = "none"
 
 
+# Style reference and blend (IP-Adapter): the most images one job may take after, and
+# the strongest weight (1.0 is the adapter's trained strength).
+MAX_REFERENCES = 5
+MAX_REFERENCE_SCALE = 2.0
+
+
+class ReferenceMode(StrEnum):
+    """How a job's reference images steer it (engine.references)."""
+
+    STYLE = "style"  # --sref: their style only (InstantStyle: only a style block hears them)
+    BLEND = "blend"  # /blend: the images whole, content and style, in every block
+
+
 class ModelSpec(Message):
     """One `[models.<name>]` entry: where the weights are and their defaults.
 
@@ -179,6 +192,16 @@ class ModelSpec(Message):
     )
     inpaint: str | None = Field(None, description="dedicated inpainting checkpoint source")
     vae: str | None = Field(None, description="VAE source replacing the checkpoint's own")
+    ip_adapter: str | None = Field(
+        None,
+        description="--sref and /blend: IP-Adapter weights for this family, a .safetensors or"
+        " .bin file or <repo id>/<path in the repo>",
+    )
+    image_encoder: str | None = Field(
+        None,
+        description="the CLIP image encoder the IP-Adapter was trained with, a folder or"
+        " <repo id>[/<subfolder>]",
+    )
     preview_decoder: str | None = Field(
         None, description="tiny autoencoder (TAESD-style) source for live previews"
     )
@@ -238,13 +261,22 @@ class SharedParams(Message):
         False,
         description="a seamless texture: the image wraps around, left to right, top to bottom",
     )
+    # One IP-Adapter image input per pipeline call: only jobs after the same images (in
+    # practice one job) share a batch.
+    references: tuple[str, ...] = Field(
+        (), max_length=MAX_REFERENCES, description="reference images' absolute paths"
+    )
+    reference_mode: ReferenceMode = ReferenceMode.STYLE
+    reference_scale: float = Field(
+        1.0, ge=0.0, le=MAX_REFERENCE_SCALE, description="the IP-Adapter's scale (--sw / 100)"
+    )
 
 
 # Settings a mode ignores, reset by `batch_key` so they never keep jobs apart.
 _STRENGTH_MODES = frozenset(mode for mode, needed in MODE_INPUTS.items() if "init_image" in needed)
 _SHARED_DEFAULTS = {
     name: SharedParams.model_fields[name].default
-    for name in ("strength", "control_type", "control_scale")
+    for name in ("strength", "control_type", "control_scale", "reference_mode", "reference_scale")
 }
 
 
@@ -261,6 +293,9 @@ def batch_key(params: SharedParams) -> SharedParams:
     if params.mode is not Mode.CONTROLNET:
         fields["control_type"] = _SHARED_DEFAULTS["control_type"]
         fields["control_scale"] = _SHARED_DEFAULTS["control_scale"]
+    if not params.references:
+        fields["reference_mode"] = _SHARED_DEFAULTS["reference_mode"]
+        fields["reference_scale"] = _SHARED_DEFAULTS["reference_scale"]
     return SharedParams(**fields)
 
 
