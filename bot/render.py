@@ -92,6 +92,9 @@ def result_fields(job: Job) -> ResultFields:
     if spec.tile:
         fields.append(("Tiling", "seamless texture (--tile)", True))
     gpu = f" · {job.gpu_seconds:.1f} GPU s" if job.gpu_seconds is not None else ""
+    if job.cached_from is not None:  # the result cache answered it: no GPU time, free
+        fields.append(("From cache", f"the images of job `{job.cached_from}`; free", True))
+        gpu = f" · from cache (job {job.cached_from})"
     return ResultFields(title=_clip(spec.prompt, 256), fields=fields, footer=f"job {job.id}{gpu}")
 
 

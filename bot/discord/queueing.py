@@ -39,6 +39,8 @@ async def admit_and_show(
         return []
     specs = outcome.specs
     for number, (spec, queued) in enumerate(zip(specs, outcome.jobs, strict=True), start=1):
+        if queued.job.state.finished:  # answered from the result cache: delivered as is
+            continue
         ordinal = f"({number}/{len(specs)}) " if len(specs) > 1 else ""
         template = ordinal + queued_template(services, spec, queued)
         place = QueuePlace(queued.queue_position, queued.eta_seconds)

@@ -30,14 +30,20 @@ async def generated(services: ApiServices, job: Job, png: bool) -> web.Response:
     images = await _stored_images(services, job)
     artifacts = await asyncio.to_thread(artifacts_of, job, images.get)
     if not png:
-        return json_response(GenerationResponse(artifacts=artifacts))
+        return json_response(GenerationResponse(artifacts=artifacts), headers=cache_headers(job))
     first = artifacts[0]
     data = await asyncio.to_thread(base64.b64decode, first.base64)
     return web.Response(
         body=data,
         content_type=PNG,
-        headers={"Finish-Reason": str(first.finishReason), "Seed": str(first.seed)},
+        headers={"Finish-Reason": str(first.finishReason), "Seed": str(first.seed)}
+        | cache_headers(job),
     )
+
+
+def cache_headers(job: Job) -> dict[str, str]:
+    """`Atelier-Cached-From` for a job the result cache answered (bot.jobs.cache)."""
+    return {} if job.cached_from is None else {"Atelier-Cached-From": job.cached_from}
 
 
 async def _stored_images(services: ApiServices, job: Job) -> dict[str, bytes]:
@@ -75,6 +81,7 @@ async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
         created_at=job.created_at,
         error=failure_reason(job.error) if job.state is JobState.FAILED else job.error,
         finished_at=job.finished_at,
+        cached_from=job.cached_from,
     )
 
 

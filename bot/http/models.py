@@ -298,6 +298,11 @@ class JobView(Body):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    cached_from: str | None = Field(
+        None,
+        description="Answered from the result cache: the earlier job whose stored images"
+        " these are (no GPU time, nothing charged)",
+    )
 
 
 class EngineHealth(Body):

@@ -41,6 +41,11 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer"},
     },
     "Location": {"description": "Where the job's status is", "schema": {"type": "string"}},
+    "Atelier-Cached-From": {
+        "description": "Answered from the result cache: the earlier job whose stored images"
+        " these are (nothing ran, nothing was charged)",
+        "schema": {"type": "string"},
+    },
 }
 
 

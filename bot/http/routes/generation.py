@@ -128,7 +128,7 @@ _GENERATED = Reply(
     "The images: JSON artifacts, or PNG bytes with Accept: image/png",
     GenerationResponse,
     png=True,
-    headers=("Finish-Reason", "Seed"),
+    headers=("Finish-Reason", "Seed", "Atelier-Cached-From"),
 )
 # A job not done within `[http] wait_seconds` is left to its client to poll.
 _STILL_RUNNING = Reply(

@@ -12,7 +12,7 @@ from ...core.refusals import Refusal
 from ...core.views import Job, JobState, KeyHolder, Requester, utcnow
 from ...jobs.service import Submitted
 from .. import admission
-from ..answers import eta_of, job_view, json_response
+from ..answers import cache_headers, eta_of, job_view, json_response
 from ..auth import holder_of
 from ..bodies import read_form, read_json
 from ..errors import ApiError, error_replies
@@ -102,8 +102,13 @@ async def polled(services: ApiServices, job: Job) -> web.Response:
 
 
 async def created(services: ApiServices, submitted: Submitted) -> web.Response:
-    """202 for a queued job: where it is, its place in the queue and an estimate."""
+    """202 for a queued job: where it is, its place in the queue and an estimate (none
+    for one the result cache answered at once: it is already succeeded)."""
     job = submitted.job
+    if job.state.finished:
+        answer = JobCreated(id=job.id, status=job.state, position=None, eta_seconds=None)
+        headers = {"Location": f"/v1/jobs/{job.id}"} | cache_headers(job)
+        return json_response(answer, 202, headers)
     answer = JobCreated(
         id=job.id,
         status=job.state,
@@ -116,7 +121,8 @@ async def created(services: ApiServices, submitted: Submitted) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     services = services_of(request)
     job = await own_job(services, holder_of(request), request.match_info["job_id"])
-    return json_response(await job_view(services, request.app[SYNCHRONOUS].watch, job))
+    view = await job_view(services, request.app[SYNCHRONOUS].watch, job)
+    return json_response(view, headers=cache_headers(job))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -176,9 +182,9 @@ OPERATIONS: tuple[Operation, ...] = (
         handler=create_job,
         replies={
             202: Reply(
-                "Queued (or blocked by moderation)",
+                "Queued (or blocked by moderation, or answered from the result cache)",
                 JobCreated,
-                headers=("Location",),
+                headers=("Location", "Atelier-Cached-From"),
                 links=(
                     Link("getJob", "job_id", "$response.body#/id"),
                     Link("cancelJob", "job_id", "$response.body#/id"),
@@ -197,7 +203,7 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="A job's status, progress and images",
         tag="v1/jobs",
         handler=get_job,
-        replies={200: Reply("The job", JobView), **_JOB_ERRORS},
+        replies={200: Reply("The job", JobView, headers=("Atelier-Cached-From",)), **_JOB_ERRORS},
         path_parameters=("job_id",),
     ),
     Operation(
