@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from bot.jobs.service import JobService
 from bot.jobs.spec import JobSpec
 from bot.quota import Limits
 from bot.store.db import open_engine, session_factory
-from bot.store.jobs import Chooser, JobStore, Requester
+from bot.store.jobs import DEFAULT_LEASE, Chooser, JobStore, Requester
 from bot.store.ledger import FREE
 from bot.store.migrate import upgrade
 from bot.store.models import Job, JobState
@@ -60,12 +60,20 @@ class GatedJobStore(JobStore):
         self.gate = asyncio.Event()
         self.parked = asyncio.Event()
 
-    async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:
+    async def claim(
+        self,
+        device: str,
+        choose: Chooser,
+        fair_window: timedelta,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
         if not self.gate.is_set():
             self.parked.set()
         await self.gate.wait()
         self.parked.clear()
-        return await super().claim(device, choose, fair_window)
+        return await super().claim(device, choose, fair_window, lease=lease, models=models)
 
 
 class Finishes:

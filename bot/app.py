@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-from collections.abc import Callable
 
 import aiohttp
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .config import Config
 from .core import Core
@@ -30,31 +27,26 @@ from .discord.moderation import ModerationNotices
 from .discord.replies import ResultReplies
 from .http.server import HttpApi
 from .http.services import ApiServices
-from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
 from .moderation.service import Moderation, Notify
 from .ops.discord_http import unreachable
-from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .ops.service import Operations
 from .reports.console import AdminReports
 from .store.api_keys import ApiKeyStore
 from .store.audit import AuditLog
-from .store.cache import CacheStore
 from .store.commands import CommandStore
-from .store.db import open_engine, session_factory
+from .store.db import session_factory
 from .store.editor_links import LinkStore
 from .store.events import EventStore
 from .store.guilds import GuildStore
 from .store.health import HealthStore
-from .store.jobs import JobStore
-from .store.migrate import upgrade_async
 from .store.quotas import QuotaRules, QuotaStore
 from .store.retention import RetentionSweeper
 from .store.users import UserStore
+from .wiring import build_engines, build_service, on_signals, open_database
 
 log = logging.getLogger(__name__)
 
-SECRET_VARIABLES = ("DISCORD_TOKEN",)
 # At a stop, how long a closed Discord client may take to end its connection.
 CLOSE_SECONDS = 2.0
 # At a stop, how long deliveries under way may take past the batch's grace.
@@ -77,49 +69,6 @@ async def stop_work(service: JobService, http: HttpApi | None, grace: float) -> 
 
 class DiscordUnreachable(Exception):
     """Discord could not be reached at start; the message says what to check."""
-
-
-def engine_environment(secrets: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
-    """The engine's environment: the bot's, minus secrets it has no use for."""
-    return {key: value for key, value in os.environ.items() if key not in secrets}
-
-
-def build_engines(config: Config) -> list[EngineProcess]:
-    env = engine_environment((*SECRET_VARIABLES, config.discord.token_env))
-    env[ENGINE_FORMAT_VARIABLE] = config.logging.format  # the engine logs like the bot
-    return [
-        EngineProcess(
-            device,
-            config.models,
-            env,
-            config.engine.model_memory_gb,
-            config.engine.speed(),
-            config.moderation.classifier(),
-        )
-        for device in config.engine.devices
-    ]
-
-
-def build_service(
-    config: Config,
-    sessions: async_sessionmaker[AsyncSession],
-    quotas: QuotaStore,
-    engines: list[EngineProcess],
-) -> JobService:
-    return JobService(
-        store=JobStore(sessions, quotas.rules.pricing),
-        data_dir=config.storage.data_dir,
-        engines=engines,
-        job_timeout=config.engine.job_timeout,
-        models=config.models,
-        default_model=config.engine.default_model,
-        preview_every=config.generation.preview_every,
-        quotas=quotas,
-        queue=config.queue,
-        batch_images={d: config.engine.batch_images(d) for d in config.engine.devices},
-        moderation=config.moderation,
-        cache=CacheStore(sessions) if config.cache.enabled else None,
-    )
 
 
 def build_moderation(
@@ -178,28 +127,8 @@ def build_core(
     )
 
 
-async def _open_database(config: Config) -> AsyncEngine:
-    backup = await upgrade_async(config.database_url)
-    if backup is not None:
-        log.info("database migrated; the previous version is kept at %s", backup)
-    return open_engine(config.database_url)
-
-
-def _on_signals(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGINT and SIGTERM set `stop`; the returned function puts the handlers back."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
-    def restore() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-
-    return restore
-
-
 async def run_bot(config: Config, token: str) -> None:
-    database = await _open_database(config)
+    database = await open_database(config)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     engines = build_engines(config)
@@ -234,9 +163,7 @@ async def run_bot(config: Config, token: str) -> None:
         links=LinkStore(sessions),
     )
     http = (
-        build_http(
-            config, sessions, service, quotas, keys, moderation, core, ResultReplies(client)
-        )
+        build_http(config, sessions, service, quotas, keys, moderation, core, ResultReplies(client))
         if config.http.enabled
         else None
     )
@@ -257,7 +184,7 @@ async def run_bot(config: Config, token: str) -> None:
     imagine = ImagineCog(client, services)
     job_buttons = JobsCog(client, services)
     stop = asyncio.Event()
-    restore_signals = _on_signals(stop)
+    restore_signals = on_signals(stop)
     grace = config.queue.stop_grace_seconds
     sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     try:
@@ -333,7 +260,7 @@ async def run_bot(config: Config, token: str) -> None:
 async def serve_http(config: Config) -> None:
     """`atelier serve`: the HTTP API and the engines alone, no Discord (keys are made in
     Discord by `atelier run`, on the same database)."""
-    database = await _open_database(config)
+    database = await open_database(config)
     sessions = session_factory(database)
     quotas = QuotaStore(sessions, QuotaRules.from_config(config))
     service = build_service(config, sessions, quotas, build_engines(config))
@@ -349,7 +276,7 @@ async def serve_http(config: Config) -> None:
     )
     sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
     stop = asyncio.Event()
-    restore_signals = _on_signals(stop)
+    restore_signals = on_signals(stop)
     grace = config.queue.stop_grace_seconds
     try:
         await service.start()

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import discord
-
 from engine.protocol import ControlType
 
 from .config import Config, ConfigError, load_config
@@ -69,6 +67,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_config(doctor)
     doctor.add_argument("--offline", action="store_true", help="do not ask Discord")
+
+    worker = commands.add_parser(
+        "worker",
+        help="run this host's engines on the shared queue, without Discord or HTTP"
+        " (docs/operations.md, 'Several GPU hosts')",
+    )
+    _add_config(worker)
 
     serve = commands.add_parser(
         "serve", help="run only the HTTP API and the engines, without Discord (no token needed)"
@@ -200,6 +205,9 @@ def _resolve_config(
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here, not above: `atelier worker` never loads Discord.
+    import discord
+
     from .app import DiscordUnreachable, run_bot
     from .http.server import CannotListen
 
@@ -249,6 +257,17 @@ def _serve(config: Config) -> int:
     try:
         asyncio.run(serve_http(config))
     except CannotListen as error:
+        print(f"atelier: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _worker(config: Config) -> int:
+    from .worker import NoEngines, run_worker
+
+    try:
+        asyncio.run(run_worker(config))
+    except NoEngines as error:
         print(f"atelier: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
@@ -311,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(doctor(config, token, token_source(config), offline=args.offline))
     if args.command == "serve":
         return _serve(config)
+    if args.command == "worker":
+        return _worker(config)
     if args.command == "db":
         return _upgrade(config)
     if args.command in ("usage", "audit"):

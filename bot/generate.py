@@ -11,13 +11,13 @@ import sys
 
 from engine.protocol import JobError, Progress
 
-from .app import engine_environment
 from .config import Config
 from .jobs.engine_client import EngineFailure, EngineProcess
 from .jobs.inputs import ROLES, save_inputs
 from .jobs.spec import BadInput, Inputs, Options, build_specs
 from .render import progress_bar
 from .store.models import new_id
+from .wiring import engine_environment
 
 
 def _show_progress(progress: Progress) -> None:
@@ -73,7 +73,8 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
         return 2
-    device = args.device or config.engine.devices[0]
+    # A front door's config may list no device: the CPU then.
+    device = args.device or next(iter(config.engine.devices), "cpu")
     engine = EngineProcess(
         device,
         config.models,

@@ -109,6 +109,18 @@ def service_on(
     )
 
 
+@asynccontextmanager
+async def another_process(stores: Stores) -> AsyncIterator[JobStore]:
+    """A job store with connections of its own to the stores' database, as another
+    process has (a worker id of its own too): it shares nothing with the stores but the
+    database."""
+    engine = open_engine(stores.config.database_url)
+    try:
+        yield JobStore(session_factory(engine), stores.quotas.rules.pricing)
+    finally:
+        await engine.dispose()
+
+
 @contextmanager
 def writes_to(sessions: async_sessionmaker[AsyncSession]) -> Iterator[list[str]]:
     """The statements that change the database (INSERT, UPDATE, DELETE, ...) run through

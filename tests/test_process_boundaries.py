@@ -36,3 +36,10 @@ def test_engine_loads_no_discord_or_sqlalchemy() -> None:
     loaded = loaded_modules("import engine.worker, engine.pipelines, engine.models")
     assert "torch" in loaded
     assert not loaded & {"discord", "sqlalchemy", "aiosqlite", "alembic", "bot"}
+
+
+def test_a_gpu_hosts_worker_loads_no_discord() -> None:
+    # `atelier worker` (bot.cli -> bot.worker -> bot.wiring): no Discord, no HTTP door.
+    loaded = loaded_modules("import bot.cli, bot.worker, bot.wiring, bot.jobs.reaper")
+    assert "sqlalchemy" in loaded
+    assert not loaded & {"discord", "torch", "diffusers"}

@@ -71,7 +71,7 @@ class Core:
         return cls(
             door,
             acting,
-            Queries(jobs=jobs, quotas=quotas, engines=len(config.engine.devices)),
+            Queries(jobs=jobs, quotas=quotas, engines=max(1, len(config.engine.devices))),
             catalog,
             editor,
         )

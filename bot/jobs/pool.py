@@ -3,7 +3,14 @@ them, screens the images and records each job's end.
 
 Every worker is supervised: one that dies is logged with its traceback and restarted. A
 job whose run is cut off (the engine or the bot died) is retried once, then failed and
-refunded, so a job that kills the process cannot loop. Intake reaches the pool only
+refunded, so a job that kills the process cannot loop.
+
+Each claim is held under a lease (`claimed_by` this process, `lease_until`) that a
+heartbeat renews while the batch runs; the pool's reaper (bot.jobs.reaper) returns the
+jobs of a worker that stopped renewing, in this process or another, once their lease
+ran out. A run's end is recorded only while its claim is still this process's: a result
+of a job that was reaped meanwhile is discarded (logged and audited), never charged or
+delivered. Intake reaches the pool only
 through bot.jobs.intake.Workers (`jobs_queued`, `cancels_requested`), both wake-ups: what
 to do is in the store, so a pool in another process works the same without them.
 """
@@ -13,19 +20,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from engine.protocol import ErrorCode, GenerateRequest, JobError, JobResult, Status
 
 from ..moderation.images import ImageModerationConfig, screen
 from ..store.db import persist
-from ..store.jobs import CancelRequest, IllegalTransition, JobStore, QueuedRow
-from ..store.models import Job, JobState
+from ..store.jobs import (
+    DEFAULT_LEASE,
+    CancelRequest,
+    IllegalTransition,
+    JobStore,
+    LeaseLost,
+    QueuedRow,
+)
+from ..store.models import Job, JobState, utcnow
 from .engine_client import EngineFailure, EngineProcess
 from .events import JobEvents
 from .fair_queue import FairQueue
-from .scheduler import for_engine, next_batch
+from .reaper import Reaper
+from .scheduler import for_engine, keeping_loaded, next_batch
 from .withhold import outputs_of, withhold_inputs, withhold_outputs
 
 log = logging.getLogger(__name__)
@@ -39,6 +56,10 @@ POLL_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 0.5
 # Restarting a dead worker or a crashing engine backs off up to this.
 MAX_BACKOFF = 60.0
+# The heartbeat renews the leases of running jobs this many times per lease, and the
+# reaper looks for expired ones as often: a renewal that one slow database round misses
+# still lands well before the lease runs out.
+BEATS_PER_LEASE = 3
 
 
 class WorkerPool:
@@ -54,6 +75,9 @@ class WorkerPool:
         preview_every: int = 0,
         batch_images: dict[str, int] | None = None,
         moderation: ImageModerationConfig | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        switch_after: timedelta = timedelta(0),
+        models: Collection[str] | None = None,
     ) -> None:
         self.store = store
         self._events = events
@@ -66,7 +90,15 @@ class WorkerPool:
         self._batch_images = batch_images or {}
         # What flagged images meet (bot.moderation.images); the engines classify them.
         self._moderation = moderation or ImageModerationConfig()
+        # How long a claim holds unless renewed, and the models this pool serves (it
+        # claims no other's jobs; None: any).
+        self._lease = lease
+        self._models = models
+        # An engine keeps to its loaded models unless another's oldest job waited this.
+        self._switch_after = switch_after
         self._supervisors: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reaper: Reaper | None = None
         self._running: dict[str, EngineProcess] = {}
         # The models each engine ran last (what it most likely holds) and which are idle.
         self._loaded: dict[str, set[str]] = {engine.device: set() for engine in engines}
@@ -86,22 +118,33 @@ class WorkerPool:
     # -- start and stop --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Put back what a previous run left running (or fail it after its last attempt).
+        """Put back the jobs whose lease ran out (a killed worker's, this host's or
+        another's), or fail them after their last attempt; a job another worker still
+        holds is left to it. This process's own runs were given back at its stop.
 
         Workers do not start here: a front end starts them once it can deliver
         (`start_workers`), so a requeued job never finishes into a client that
         has not connected yet.
         """
-        for job in await self.store.requeue_interrupted("the bot stopped while it ran"):
-            if job.state.finished:  # failed after its last attempt, or asked to stop
-                self._events.finished(job)
+        self._reaper = Reaper(
+            self.store,
+            self._lease.total_seconds() / BEATS_PER_LEASE,
+            self._events.finished,
+            self._wake.set,
+        )
+        await self._reaper.reap()
 
     def start_workers(self) -> None:
+        """Start a worker per engine, and the tasks every pool runs even with none: the
+        cancel watch, the heartbeat of its leases and the reaper."""
         self._supervisors = [
             asyncio.create_task(self._supervise(engine), name=f"engine-worker-{engine.device}")
             for engine in self._engines
         ]
         self._cancel_watch = asyncio.create_task(self._watch_cancels(), name="cancel-watch")
+        self._heartbeat = asyncio.create_task(self._keep_leases(), name="lease-heartbeat")
+        if self._reaper is not None:
+            self._reaper.start()
 
     def stop_claiming(self) -> None:
         """Claim no further batch (the first step of a stop; running ones go on)."""
@@ -127,7 +170,8 @@ class WorkerPool:
             await asyncio.gather(self._cancel_watch, return_exceptions=True)
         cancelled = await self.store.cancel_requests(unfinished) if unfinished else {}
         for job_id in unfinished:
-            # A job ended meanwhile (its worker recorded it as it was cancelled) is left.
+            # A job ended meanwhile (its worker recorded it as it was cancelled) is left,
+            # and so is one whose lease ran out (the reaper gave it back already).
             with contextlib.suppress(IllegalTransition):
                 if job_id in cancelled:  # asked to stop: it stays stopped
                     await self._cancel_unrun(job_id, cancelled[job_id])
@@ -135,6 +179,12 @@ class WorkerPool:
                     await self.store.return_to_queue(job_id)
                     log.info("job %s: returned to the queue at stop", job_id)
         self._running.clear()
+        # The leases go last: the jobs given back above are no longer this process's.
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._reaper is not None:
+            await self._reaper.stop()
         await asyncio.gather(*(engine.stop() for engine in self._engines))
 
     # -- what intake tells the pool (bot.jobs.intake.Workers) -----------------------------
@@ -181,6 +231,37 @@ class WorkerPool:
                 except EngineFailure as failure:  # its batch fails with the engine
                     log.warning("job %s: the stop did not reach its engine: %s", job_id, failure)
 
+    # -- leases: the heartbeat ---------------------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every job this pool runs, BEATS_PER_LEASE times per lease,
+        for as long as the pool runs. A job no longer renewed was reaped (this process
+        was cut off longer than its lease): its run goes on, but its end is discarded
+        (`_unless_lost`). A failed renewal (the database restarting) is tried again."""
+        every = self._lease.total_seconds() / BEATS_PER_LEASE
+        while True:
+            await asyncio.sleep(every)
+            if not (running := set(self._running)):
+                continue
+            try:
+                lost = running - await self.store.renew_leases(running, self._lease)
+            except Exception:
+                log.exception("renewing the leases of running jobs failed; trying again")
+                continue
+            for job_id in lost & set(self._running):
+                log.warning("job %s: its lease was lost; its result will be discarded", job_id)
+
+    @contextlib.asynccontextmanager
+    async def _unless_lost(self, job_id: str, outcome: str) -> AsyncIterator[None]:
+        """Record a run's end inside; one refused because the job's claim is no longer
+        this process's (LeaseLost: reaped, maybe running elsewhere) is discarded: logged
+        and audited, not delivered, its result uncharged."""
+        try:
+            yield
+        except LeaseLost as lost:
+            log.warning("job %s: %s discarded: the job's lease was lost", job_id, outcome)
+            await persist(partial(self.store.record_discarded, job_id, lost, outcome))
+
     # -- workers --------------------------------------------------------------------------
 
     async def _supervise(self, engine: EngineProcess) -> None:
@@ -202,9 +283,12 @@ class WorkerPool:
             elsewhere = set[str]().union(
                 *(self._loaded[device] for device in self._idle if device != engine.device)
             )
-            order = for_engine(
-                self._fair.order(rows, served), self._loaded[engine.device], elsewhere
-            )
+            loaded = self._loaded[engine.device]
+            # A job reaped from one of this pool's own batches (its heartbeat failed)
+            # is not claimed again here while that batch still runs.
+            fresh = [row for row in rows if row.job_id not in self._running]
+            order = for_engine(self._fair.order(fresh, served), loaded, elsewhere)
+            order = keeping_loaded(order, loaded, utcnow(), self._switch_after)
             limit = self._batch_images.get(engine.device, 1)
             return [w.job_id for w in next_batch(order, limit)]
 
@@ -215,7 +299,9 @@ class WorkerPool:
                 # A compiling engine warms up for minutes: before any job, not in one.
                 await engine.start()
             self._idle.add(engine.device)
-            jobs = await self.store.claim(engine.device, choose, self._fair.window)
+            jobs = await self.store.claim(
+                engine.device, choose, self._fair.window, lease=self._lease, models=self._models
+            )
             if not jobs:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -245,7 +331,8 @@ class WorkerPool:
         pending = []
         for job in jobs:
             if (requested := self._cancels.get(job.id)) is not None:
-                await self._cancel_unrun(job.id, requested)
+                async with self._unless_lost(job.id, "cancelled before it ran"):
+                    await self._cancel_unrun(job.id, requested)
             else:
                 pending.append(job)
         if not pending:
@@ -269,16 +356,19 @@ class WorkerPool:
             outcomes = failure.outcomes
             for job_id in request.job_ids:
                 if job_id not in outcomes:
-                    await self._after_crash(job_id, str(failure))
+                    async with self._unless_lost(job_id, "cut off by its engine"):
+                        await self._after_crash(job_id, str(failure))
         for outcome in outcomes.values():
-            if isinstance(outcome, JobResult):
-                await self._succeed(outcome, claimed[outcome.job_id])
-            elif outcome.code is ErrorCode.CONTENT_FILTERED and outcome.job_id in claimed:
-                job = claimed[outcome.job_id]
-                args = (self.store, self._data_dir, self._moderation, outcome, job)
-                self._events.finished(await withhold_inputs(*args))
-            else:
-                await self._job_error(outcome)
+            ended = "succeeded" if isinstance(outcome, JobResult) else f"error {outcome.code}"
+            async with self._unless_lost(outcome.job_id or "", ended):
+                if isinstance(outcome, JobResult):
+                    await self._succeed(outcome, claimed[outcome.job_id])
+                elif outcome.code is ErrorCode.CONTENT_FILTERED and outcome.job_id in claimed:
+                    job = claimed[outcome.job_id]
+                    args = (self.store, self._data_dir, self._moderation, outcome, job)
+                    self._events.finished(await withhold_inputs(*args))
+                else:
+                    await self._job_error(outcome)
 
     def _request(self, jobs: list[Job]) -> GenerateRequest:
         """One engine request for a batch, named as its claim named it. No file is

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..store.models import Lane
 
@@ -81,6 +81,23 @@ def for_engine(
     not loaded twice while a free engine that has it waits. Order is kept otherwise."""
     return [
         job for job in order if job.model in loaded_here or job.model not in loaded_on_idle_engines
+    ]
+
+
+def keeping_loaded(
+    order: Sequence[Waiting], loaded_here: Set[str], now: datetime, switch_after: timedelta
+) -> list[Waiting]:
+    """The fair order as an engine that holds `loaded_here` takes it: while jobs of those
+    models wait, another model's jobs are passed over (a model switch costs a load)
+    unless that model's oldest job has waited `switch_after` or longer. With nothing of
+    its models waiting, an engine takes any job rather than stand idle. Order is kept."""
+    if not any(job.model in loaded_here for job in order):
+        return list(order)
+    oldest: dict[str, datetime] = {}
+    for job in order:
+        oldest[job.model] = min(oldest.get(job.model, job.queued_at), job.queued_at)
+    return [
+        job for job in order if job.model in loaded_here or now - oldest[job.model] >= switch_after
     ]
 
 

@@ -10,12 +10,13 @@ knows how jobs are stored or run. Each method here is one line into intake or th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from engine.protocol import ModelSpec, Status
 
 from ..blobs.local import LocalBlobs
-from ..config import QueueConfig
+from ..config import QueueConfig, WorkerConfig
 from ..moderation.images import ImageModerationConfig
 from ..store.cache import CacheStore
 from ..store.jobs import JobStore, Requester
@@ -54,6 +55,7 @@ class JobService:
         queue: QueueConfig | None = None,
         batch_images: dict[str, int] | None = None,
         moderation: ImageModerationConfig | None = None,
+        worker: WorkerConfig | None = None,
         cache: CacheStore | None = None,
         events: JobEvents | None = None,
     ) -> None:
@@ -65,6 +67,7 @@ class JobService:
         # database (bot.app.build_events).
         self.events = events = events or JobEvents()
         fair = FairQueue.of(queue, quotas)
+        worker = worker or WorkerConfig()
         self.pool = WorkerPool(
             store=store,
             events=events,
@@ -75,6 +78,10 @@ class JobService:
             preview_every=preview_every,
             batch_images=batch_images,
             moderation=moderation,
+            # Its engines serve the configured models: it claims no other's jobs.
+            models=frozenset(models),
+            lease=timedelta(seconds=worker.lease_seconds),
+            switch_after=timedelta(seconds=worker.switch_after_seconds),
         )
         # The result cache (`[cache] enabled`): None answers nothing from earlier results.
         self.cache = (

@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import Update, case, delete, func, literal, select, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    Update,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
@@ -47,6 +61,15 @@ QUEUE_LENGTH_LOCK = 0x4151
 # payload is the job id only; the request itself is in the row), so the worker holding
 # the job hears it at once rather than at its next poll.
 CANCEL_CHANNEL = "atelier_cancel"
+# How long a claim holds unless renewed, where the caller names none ([worker]
+# lease_seconds).
+DEFAULT_LEASE = timedelta(seconds=30)
+
+
+def new_worker_id() -> str:
+    """A name for this process as the holder of its claims, unique across hosts and
+    restarts: the host, the process id, and a random part (a pid comes round again)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +218,16 @@ class IllegalTransition(RuntimeError):
         self.found = found
 
 
+class LeaseLost(IllegalTransition):
+    """The end of a run, refused because the claim is no longer this worker's: its lease
+    expired and the reaper took the job back (it may run elsewhere now). Nothing was
+    written, so nothing is charged or delivered for this run."""
+
+    def __init__(self, job_id: str, found: JobState, wanted: JobState, holder: str | None) -> None:
+        super().__init__(job_id, found, wanted)
+        self.holder = holder  # who holds the job now (None: nobody, it waits or ended)
+
+
 @dataclass(frozen=True)
 class QueuedRow:
     """A waiting job as the scheduler needs it."""
@@ -324,9 +357,17 @@ def add_job(
 
 
 class JobStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], pricing: Pricing = FREE) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pricing: Pricing = FREE,
+        worker_id: str | None = None,
+    ) -> None:
         self._sessions = sessions
         self._pricing = pricing
+        # The claimant this store's claims name: one per process (new_worker_id). Every
+        # end of a run it records is a compare-and-set on it.
+        self.worker_id = worker_id or new_worker_id()
         # Claims in this process go one at a time; the compare-and-set guards the rest.
         self._claiming = asyncio.Lock()
 
@@ -486,7 +527,9 @@ class JobStore:
         transaction.
         """
         async with self._sessions.begin() as session:
-            job = await _transition(session, job_id, expected, state, outcome, actor_id, **fields)
+            job = await _transition(
+                session, job_id, expected, state, outcome, actor_id, self.worker_id, **fields
+            )
             if state in (JobState.FAILED, JobState.CANCELLED, JobState.BLOCKED):
                 await ledger.refund(session, job)
         return job
@@ -508,7 +551,13 @@ class JobStore:
             images = [Output(job_id=job_id, **vars(output)) for output in outputs]
             session.add_all(images)  # flushed as the transition's statement runs
             job = await _transition(
-                session, job_id, JobState.RUNNING, state, gpu_seconds=gpu_seconds, **fields
+                session,
+                job_id,
+                JobState.RUNNING,
+                state,
+                holder=self.worker_id,
+                gpu_seconds=gpu_seconds,
+                **fields,
             )
             set_committed_value(job, "outputs", sorted(images, key=lambda image: image.index))
             await ledger.settle(session, job, len(outputs), self._pricing)
@@ -535,6 +584,7 @@ class JobStore:
                 JobState.CANCELLED,
                 "cancelled",
                 actor_id=actor_id,
+                holder=self.worker_id,
                 error=reason,
                 gpu_seconds=gpu_seconds,
             )
@@ -656,6 +706,7 @@ class JobStore:
                 JobState.RUNNING,
                 JobState.BLOCKED,
                 "blocked",
+                holder=self.worker_id,
                 error=reason,
                 moderation=moderation,
                 gpu_seconds=gpu_seconds,
@@ -668,10 +719,20 @@ class JobStore:
                 await ledger.refund(session, job)
         return await self.get(job_id)
 
-    async def claim(self, device: str, choose: Chooser, fair_window: timedelta) -> list[Job]:
+    async def claim(
+        self,
+        device: str,
+        choose: Chooser,
+        fair_window: timedelta,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
         """Mark the next batch running on `device`, in one transaction; [] when none waits.
         The claimed jobs share a new `batch_id`, the id of the engine request they are
-        claimed for (one cancelled before the request is sent keeps it, unrun).
+        claimed for (one cancelled before the request is sent keeps it, unrun), and are
+        held by this store's worker for `lease` (renewed by `renew_leases`). Only jobs
+        of `models` (the ones this worker serves; None: any) are considered.
 
         The rows are picked by `choose` and then moved with a compare-and-set
         (`UPDATE ... WHERE state = 'queued' RETURNING`) whose rows are counted, so a
@@ -682,20 +743,23 @@ class JobStore:
         async with self._claiming:
             for _ in range(3):
                 async with self._sessions.begin() as session:
-                    waiting, served = await _fair_inputs(session, fair_window)
+                    waiting, served = await _fair_inputs(session, fair_window, models)
                     if not waiting:
                         return []
                     chosen = choose(waiting, served)
+                    now = utcnow()
                     moved = await _move(
                         session,
                         update(Job)
                         .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
                         .values(
                             state=JobState.RUNNING,
-                            started_at=utcnow(),
+                            started_at=now,
                             device=device,
                             attempts=Job.attempts + 1,
                             batch_id=new_id(),
+                            claimed_by=self.worker_id,
+                            lease_until=now + lease,
                         ),
                     )
                     by_id = {job.id: job for job in moved}
@@ -709,19 +773,58 @@ class JobStore:
                     return jobs
         return []
 
-    async def requeue_interrupted(self, reason: str) -> list[Job]:
-        """At start: jobs left running by a stopped or crashed bot go back to the queue,
-        or fail (refunded) once they have been cut off MAX_ATTEMPTS times."""
-        async with self._sessions() as session:
-            running = (
-                await session.scalars(select(Job.id).where(Job.state == JobState.RUNNING))
-            ).all()
-        return [await self.retry_or_fail(job_id, reason) for job_id in running]
+    async def renew_leases(self, job_ids: Collection[str], lease: timedelta) -> set[str]:
+        """The heartbeat: hold the running jobs of `job_ids` that this worker still holds
+        for `lease` more, in one statement; those it renewed. One missing was reaped (its
+        lease ran out first): this worker may record nothing more for it."""
+        async with self._sessions.begin() as session:
+            renewed = await session.scalars(
+                update(Job)
+                .where(
+                    Job.id.in_(job_ids),
+                    Job.state == JobState.RUNNING,
+                    Job.claimed_by == self.worker_id,
+                )
+                .values(lease_until=utcnow() + lease)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            )
+            return set(renewed)
 
-    async def retry_or_fail(self, job_id: str, reason: str, crashes: str = "the bot") -> Job:
+    async def reap_expired(self) -> list[Job]:
+        """The reaper: running jobs whose lease ran out (their worker was killed, or cut
+        off from the database) go back to the queue, the attempt counted, or fail
+        (refunded) at MAX_ATTEMPTS, or are cancelled when asked to stop; what each became.
+
+        Any process may run it, any number at once: each move is a compare-and-set on
+        the lease still being out, so a heartbeat that renews it in between wins, and a
+        job another reaper moved first is left (no double requeue, no double refund).
+        A live lease, this process's or another worker's, is never touched.
+        """
+        async with self._sessions() as session:
+            expired = (
+                await session.execute(
+                    select(Job.id, Job.claimed_by).where(
+                        Job.state == JobState.RUNNING, Job.lease_until < utcnow()
+                    )
+                )
+            ).all()
+        reaped = []
+        for job_id, holder in expired:
+            reason = f"its worker {holder} stopped renewing its claim"
+            with contextlib.suppress(IllegalTransition):
+                reaped.append(await self.retry_or_fail(job_id, reason, "its worker", expired=True))
+        return reaped
+
+    async def retry_or_fail(
+        self, job_id: str, reason: str, crashes: str = "the bot", *, expired: bool = False
+    ) -> Job:
         """Put a running job whose run was cut off back in the queue, or fail it for good
         when this was its last attempt; one asked to stop is cancelled (refunded: its
-        images were never made), not run again."""
+        images were never made), not run again. Only this worker's claim is moved (a
+        compare-and-set on it), or with `expired` (the reaper) only a claim whose lease
+        has run out, whoever held it."""
+        claim: dict[str, Any] = {"lease_expired": True} if expired else {"holder": self.worker_id}
         async with self._sessions.begin() as session:
             found = (
                 await session.execute(
@@ -741,13 +844,20 @@ class JobStore:
                     JobState.CANCELLED,
                     "cancelled",
                     actor_id=cancel_requested_by,
+                    **claim,
                     error=f"cancelled ({reason})",
                 )
                 await ledger.refund(session, cancelled)
                 return cancelled
             if attempts < MAX_ATTEMPTS:
                 return await _transition(
-                    session, job_id, JobState.RUNNING, JobState.QUEUED, "requeued", error=reason
+                    session,
+                    job_id,
+                    JobState.RUNNING,
+                    JobState.QUEUED,
+                    "requeued",
+                    **claim,
+                    error=reason,
                 )
             failed = await _transition(
                 session,
@@ -755,6 +865,7 @@ class JobStore:
                 JobState.RUNNING,
                 JobState.FAILED,
                 "error",
+                **claim,
                 error=f"{reason} (it stopped {crashes} {attempts} times; not retried)",
             )
             await ledger.refund(session, failed)
@@ -770,8 +881,27 @@ class JobStore:
                 JobState.RUNNING,
                 JobState.QUEUED,
                 "requeued",
+                holder=self.worker_id,
                 attempts=Job.attempts - 1,
                 error="the bot stopped before it finished",
+            )
+
+    async def record_discarded(self, job_id: str, lost: LeaseLost, outcome: str) -> None:
+        """Audit a run's end that this worker could not record because it lost the job's
+        claim (LeaseLost): `outcome` says what the run came to; it is neither charged nor
+        delivered."""
+        async with self._sessions.begin() as session:
+            audit.record(
+                session,
+                "job.result_discarded",
+                "refused",
+                target=job_id,
+                params={
+                    "worker": self.worker_id,
+                    "outcome": outcome,
+                    "state": lost.found,
+                    "held_by": lost.holder,
+                },
             )
 
     async def waiting_snapshot(
@@ -923,7 +1053,7 @@ class JobStore:
             return True
 
 
-async def _waiting(session: AsyncSession) -> list[QueuedRow]:
+async def _waiting(session: AsyncSession, models: Collection[str] | None = None) -> list[QueuedRow]:
     query = (
         select(Job.id, Job.user_id, Job.lane, Job.created_at, Job.spec, Reservation.gpu_seconds)
         .outerjoin(Reservation, Reservation.job_id == Job.id)
@@ -931,6 +1061,8 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
         .where(Job.state == JobState.QUEUED, Job.cached_from.is_(None))
         .order_by(Job.created_at, Job.id)
     )
+    if models is not None:  # a worker claims only the jobs of models it serves
+        query = query.where(Job.model.in_(models))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Job)
     rows = await session.execute(query)
@@ -941,12 +1073,12 @@ async def _waiting(session: AsyncSession) -> list[QueuedRow]:
 
 
 async def _fair_inputs(
-    session: AsyncSession, fair_window: timedelta
+    session: AsyncSession, fair_window: timedelta, models: Collection[str] | None = None
 ) -> tuple[list[QueuedRow], dict[int, float]]:
-    """The waiting rows, and the recent GPU seconds of their members. Those only order
-    members against each other, so with one member waiting (a quiet server's usual
-    queue) they are not read."""
-    waiting = await _waiting(session)
+    """The waiting rows (of `models` only, when given), and the recent GPU seconds of
+    their members. Those only order members against each other, so with one member
+    waiting (a quiet server's usual queue) they are not read."""
+    waiting = await _waiting(session, models)
     if len({row.user_id for row in waiting}) < 2:
         return waiting, {}
     return waiting, await _served(session, utcnow() - fair_window)
@@ -984,6 +1116,8 @@ async def _transition(
     state: JobState,
     outcome: str = "ok",
     actor_id: int | None = None,
+    holder: str | None = None,
+    lease_expired: bool = False,
     **fields: Any,
 ) -> Job:
     """Compare-and-set: write only if the job is still in a state that is expected and
@@ -992,6 +1126,11 @@ async def _transition(
 
     When only one expected state may reach `state` (as for every move the bot makes),
     that one statement is all; a job in any other state is then read once to say why.
+
+    A running job's claim is compared too: with `holder`, only a job that worker holds
+    (or that no worker claimed: moved by hand, or before leases) moves, else LeaseLost;
+    with `lease_expired` (the reaper), only one whose lease has run out. A job that
+    leaves its claim behind (back to the queue, or ended by the reaper) is nobody's.
     """
     allowed = {expected} if isinstance(expected, JobState) else set(expected)
     sources = [source for source in allowed if state in TRANSITIONS[source]]
@@ -1000,6 +1139,15 @@ async def _transition(
         _refused(job_id, found, state, allowed)
     now = utcnow()
     times: dict[str, Any] = {}
+    claim: list[ColumnElement[bool]] = []
+    if found is JobState.RUNNING:
+        times["lease_until"] = None
+        if holder is not None:
+            claim.append(or_(Job.claimed_by.is_(None), Job.claimed_by == holder))
+        if lease_expired:
+            claim.append(Job.lease_until < now)
+    if state is JobState.QUEUED or lease_expired:
+        times["claimed_by"] = None
     if state is JobState.RUNNING:
         times["started_at"] = now
     elif state.finished:
@@ -1012,11 +1160,22 @@ async def _transition(
     moved = await _move(
         session,
         update(Job)
-        .where(Job.id == job_id, Job.state == found)
+        .where(Job.id == job_id, Job.state == found, *claim)
         .values(state=state, **times, **fields),
     )
     if not moved:  # in another state than the one expected (or changed since read)
-        _refused(job_id, await _state_of(session, job_id), state, allowed)
+        now_found, now_holder = await _claim_of(session, job_id)
+        if holder is not None and now_holder != holder and found is JobState.RUNNING:
+            log.warning(
+                "job %s: %s no longer holds it (%s, held by %s); %s not recorded",
+                job_id,
+                holder,
+                now_found,
+                now_holder or "nobody",
+                state,
+            )
+            raise LeaseLost(job_id, now_found, state, now_holder)
+        _refused(job_id, now_found, state, allowed)
     (job,) = moved
     _audit_change(session, job, found, outcome, actor_id)
     return job
@@ -1038,6 +1197,17 @@ async def _move(session: AsyncSession, statement: Update) -> list[Job]:
     for job in jobs:
         set_committed_value(job, "outputs", [])
     return jobs
+
+
+async def _claim_of(session: AsyncSession, job_id: str) -> tuple[JobState, str | None]:
+    """A job's state and the worker holding it."""
+    found = (
+        await session.execute(select(Job.state, Job.claimed_by).where(Job.id == job_id))
+    ).one_or_none()
+    if found is None:
+        raise JobNotFound(job_id)
+    state, holder = found
+    return state, holder
 
 
 async def _state_of(session: AsyncSession, job_id: str) -> JobState:

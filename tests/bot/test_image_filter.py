@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import select
 
-from bot.app import build_engines, build_service
+from bot.wiring import build_engines, build_service
 from bot.jobs.inputs import save_inputs
 from bot.jobs.spec import Inputs, Options, build_spec
 from bot.store.jobs import Requester

@@ -5,8 +5,6 @@ engine, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import pool
 from bot.jobs.pool import CANCEL_POLL_SECONDS
 from bot.jobs.spec import JobSpec, Options, build_spec
-from bot.store.db import open_engine, session_factory
 from bot.store.jobs import JobStore, Requester
 from bot.store.ledger import Pricing
 from bot.store.models import Job, JobState, Reservation, UsageEntry
 from tests.databases import Database
-from tests.stores import Stores, open_stores, service_on
+from tests.stores import Stores, another_process, open_stores, service_on
 
 from .conftest import Recorder
 
@@ -33,17 +30,6 @@ QUOTA = "[billing]\nprice_per_gpu_hour = 3.6\n[quota]\nimages_per_day = 5\n"
 # arrives.
 STEPS = 150
 IMAGES = 4
-
-
-@asynccontextmanager
-async def another_process(stores: Stores) -> AsyncIterator[JobStore]:
-    """A job store with connections of its own to the stores' database, as another
-    process has: it shares nothing with the pool under test but the database."""
-    engine = open_engine(stores.config.database_url)
-    try:
-        yield JobStore(session_factory(engine), stores.quotas.rules.pricing)
-    finally:
-        await engine.dispose()
 
 
 def in_order(trail: list[tuple[str, str, int | None]], *entries: tuple[str, str, int]) -> bool:

@@ -24,7 +24,8 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.app import build_core, build_engines, build_http, build_moderation, build_service
+from bot.app import build_core, build_http, build_moderation
+from bot.wiring import build_engines, build_service
 from bot.config import Config, load_config
 from bot.core import Core
 from bot.http.server import HttpApi
