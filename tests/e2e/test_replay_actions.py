@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import discord
+from PIL import Image, ImageDraw
 
 from bot.config import load_config
 from bot.core.actions import ACTIONS, Source, Tweak, Words
@@ -49,6 +50,12 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
         image_seed=int(image["seed"]),
     )
     clicked = discord.utils.time_snowflake(utcnow() - CLICKED_AGO)
+    # Vary (Region)'s mask, saved as the editor's submission saves it: the top half repainted.
+    mask = InputImage("inputs/replayed/mask.png", source.image.width, source.image.height)
+    painted = Image.new("L", (mask.width, mask.height), "black")
+    ImageDraw.Draw(painted).rectangle((0, 0, mask.width, mask.height // 2), fill="white")
+    (running_bot.data_dir / mask.path).parent.mkdir(parents=True)
+    painted.save(running_bot.data_dir / mask.path)
     journaled: dict[int, dict[str, object]] = {}
     for n, action in enumerate(a for a in ACTIONS if a.makes_job):
         assert action.transform is not None
@@ -64,6 +71,7 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
             ),
             models=config.models,
             styles=config.styles,
+            mask=mask if action.takes_mask else None,
         )
         spec = action.transform(source, tweak).model_dump(mode="json")
         interaction_id = clicked + n

@@ -5,6 +5,7 @@ as a reply to the original image."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -185,9 +186,11 @@ async def test_a_region_painted_in_the_browser_is_repainted_and_answered_as_a_re
     assert bot.job_row(job_id)["state"] == "succeeded"
 
     # The link worked once: sent again it is refused, and so is the page.
-    again = requests.post(link, json={"prompt": "x", "mask": "AAAA"}, timeout=10)
+    again = await asyncio.to_thread(
+        requests.post, link, json={"prompt": "x", "mask": "AAAA"}, timeout=10
+    )
     assert again.status_code == 410 and "used already" in again.json()["message"]
-    page_again = requests.get(link, timeout=10)
+    page_again = await asyncio.to_thread(requests.get, link, timeout=10)
     assert page_again.status_code == 410 and "used already" in page_again.text
     actions = [
         (r["action"], r["outcome"])

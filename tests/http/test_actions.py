@@ -4,14 +4,17 @@ it queues being the one Discord's button queues, and its refusals."""
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 import pytest
+from PIL import Image, ImageDraw
 
 from bot.core.actions import ACTIONS, BY_NAME, Action, ActionName, Words
 from bot.core.refusals import Refusal
 from bot.http.routes import api_document
-from bot.jobs.spec import Inputs, JobSpec
+from bot.jobs.spec import InputImage, Inputs, JobSpec
 from bot.store.audit import Actor
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, Job, JobState
@@ -27,6 +30,17 @@ REMIX = {"prompt": "a green fox --seed 77", "negative_prompt": "fog"}
 
 
 ZOOM = 1.5
+# The single-image source's size (not square, so Make Square has a border to paint).
+SINGLE = (128, 64)
+
+
+def region_mask() -> str:
+    """Vary (Region)'s mask for the single-image source: its left half repainted."""
+    image = Image.new("L", SINGLE, "black")
+    ImageDraw.Draw(image).rectangle((0, 0, SINGLE[0] // 2, SINGLE[1]), fill="white")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
 
 
 def body_for(action: Action) -> dict[str, Any]:
@@ -37,6 +51,8 @@ def body_for(action: Action) -> dict[str, Any]:
         body |= REMIX
     if action.takes_zoom:
         body["zoom"] = ZOOM
+    if action.takes_mask:
+        body["mask"] = region_mask()
     return body
 
 
@@ -107,7 +123,7 @@ async def job_for(api: RunningApi, member: Member, action: Action) -> Job:
     if JobState.SUCCEEDED in action.states:
         if action.single_image:
             # Not square, so Make Square has a border to paint.
-            return await finished_job(api, member, samples=1, size=(128, 64))
+            return await finished_job(api, member, samples=1, size=SINGLE)
         return await finished_job(api, member)
     if JobState.FAILED in action.states:
         return await failed_job(api, member)
@@ -170,25 +186,31 @@ async def test_an_action_over_http_queues_the_job_discords_button_queues(
     zoom = ZOOM if action.takes_zoom else None
     words = Words(prompt=REMIX["prompt"], negative=REMIX["negative_prompt"], zoom=zoom)
     draft = api.core.acting.draft(action, source, words if action.takes_words else None)
-    (from_button,) = await draft.build({}, Inputs())
+    # The editor's mask, as the door saves it (its folder is the request's own).
+    mask = InputImage("inputs/editor/mask.png", *SINGLE) if action.takes_mask else None
+    (from_button,) = await draft.build({}, Inputs(mask=mask))
 
     response = await act(api, member, job.id, action.name, body_for(action))
     assert response.status_code == 202, response.text
     from_http = (await api.service.store.get(response.json()["id"])).spec
 
-    # A variation, a reroll and each outpainting (zoom, square, pan) draw a new seed.
+    # A variation, a reroll, each outpainting (zoom, square, pan) and a region draw a new seed.
     rerolls = action.name is ActionName.REROLL or from_button.mode in (
         Mode.VARIATION,
         Mode.OUTPAINT,
+        Mode.INPAINT,
     )
-    assert from_http.model_dump(exclude={"seed"}) == from_button.model_dump(exclude={"seed"})
+    # The mask is saved where each request's inputs go.
+    mine = {"seed", "mask_image"}
+    assert from_http.model_dump(exclude=mine) == from_button.model_dump(exclude=mine)
+    assert (from_http.mask_image is None) == (mask is None)
     if rerolls:
         assert from_http.seed != source.spec.seed
     else:
         assert from_http.seed == from_button.seed
     if action.per_image:
         assert (from_http.source_job, from_http.source_image) == (job.id, number)
-        assert from_http.mode in (Mode.VARIATION, Mode.UPSCALE, Mode.OUTPAINT)
+        assert from_http.mode in (Mode.VARIATION, Mode.UPSCALE, Mode.OUTPAINT, Mode.INPAINT)
     await api.call("DELETE", f"/v1/jobs/{response.json()['id']}", headers=member.headers)
 
 
