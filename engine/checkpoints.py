@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,17 +37,14 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_inpain
 )
 from safetensors import safe_open
 
+from engine.protocol import Family as Family
+
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # Only SDXL checkpoints carry a second text encoder (OpenCLIP bigG) as embedder 1.
 _SDXL_SINGLE_FILE_KEY = "conditioner.embedders.1."
 _HASH_CHUNK = 1 << 20
-
-
-class Family(StrEnum):
-    SD = "sd"  # Stable Diffusion 1.x and 2.x: one text encoder, same latent space
-    SDXL = "sdxl"
 
 
 class Source:

@@ -35,7 +35,7 @@ from engine import checkpoints, speed
 from engine.checkpoints import Family, Source
 from engine.errors import BadRequest, JobFailure, UnknownModel
 from engine.memory import module_bytes
-from engine.protocol import ControlType, EngineSpeed, Mode, ModelSpec
+from engine.protocol import ControlType, EngineSpeed, LoraSpec, Mode, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class ModelRegistry:
     `memory_budget` None keeps one model at a time. A model larger than the
     whole budget is still loaded, alone. `speed_options` (engine.speed) say how
     every model runs; a dtype or compile setting the device cannot run is refused here
-    (BadRequest), before anything loads.
+    (BadRequest), before anything loads. `loras` are the configured LoRAs by name,
+    loaded per batch (engine.loras).
     """
 
     def __init__(
@@ -117,8 +118,10 @@ class ModelRegistry:
         memory_budget: int | None = None,
         speed_options: EngineSpeed | None = None,
         compile_backend: speed.CompileBackend = "inductor",
+        loras: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         self._specs = dict(specs)
+        self.loras: Mapping[str, LoraSpec] = dict(loras or {})
         self.device = device
         self.speed = speed_options or EngineSpeed()
         self.dtype = speed.torch_dtype(self.speed.dtype, device)

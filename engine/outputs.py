@@ -47,6 +47,12 @@ def a1111_parameters(
         settings += f", Denoising strength: {request.strength:g}"
     if request.tile:
         settings += ", Tiling: True"  # as AUTOMATIC1111 writes its seamless images
+    if request.loras:
+        # AUTOMATIC1111 keeps a LoRA as its tag in the prompt; the names are Atelier's own.
+        tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in request.loras)
+        lines[0] = f"{lines[0]} {tags}"
+    if request.draft:
+        settings += ", Draft: True"
     lines.append(settings)
     return "\n".join(lines)
 
@@ -76,6 +82,11 @@ def recipe(
         shared -= _CONTROL_FIELDS
     if not request.tile:
         shared.discard("tile")  # an untiled image's recipe stays as it was before --tile
+    # Likewise, a recipe names LoRAs and draft mode only where the image used them.
+    if not request.loras:
+        shared.discard("loras")
+    if not request.draft:
+        shared.discard("draft")
     made: dict[str, Any] = {
         **request.model_dump(mode="json", include=shared),
         **job.model_dump(mode="json", exclude=_LOCAL_FIELDS | _unused_job_fields(request.mode)),

@@ -32,7 +32,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image
 
-from engine import inputs, references
+from engine import inputs, loras
 from engine.errors import BadRequest, Cancelled, InputFlagged, JobFailure, OutOfMemory
 from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
@@ -122,7 +122,9 @@ def generate(
     sampler = find_sampler(request.sampler)
     model = registry.get(request.model)
     pipeline = model.pipeline_for(request.mode, request.control_type)
-    shown = references.references_for(request, registry.spec(request.model))
+    adapters = loras.adapters_for(
+        request, model.family, registry.spec(request.model), registry.loras
+    )
     if "init_image" in MODE_INPUTS[request.mode]:
         _check_denoising_steps(request)
     outcomes: dict[str, Outcome] = {}
@@ -138,7 +140,7 @@ def generate(
     if plans:
         batch = _Batch(request, model, pipeline, sampler, plans, on_step, cancelled)
         batch.classifier = classifier
-        batch.references = shown
+        batch.adapters = adapters
         if before_batch is not None:
             batch.before_batch = before_batch
         outcomes |= _run(batch, registry)
@@ -239,9 +241,7 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
         with (
             _tiled_decode(batch.pipeline, request),
             seamless(batch.pipeline, request.tile),
-            references.applied(
-                batch.pipeline, model.family, batch.references
-            ) as batch.reference_arguments,
+            loras.applied(batch.pipeline, batch.adapters),
         ):
             images = batch.run(first_size, registry.free_memory)
     except OutOfMemory:
@@ -393,10 +393,8 @@ class _Batch:
         self.cancelled = cancelled
         self.before_batch: BatchHook = lambda size: None
         self.classifier: ImageClassifier | None = None
-        # --sref / /blend (engine.references): the images, and the call's arguments for
-        # them while the IP-Adapter is loaded.
-        self.references: references.References | None = None
-        self.reference_arguments: dict[str, Any] = {}
+        # The LoRAs loaded while the batch runs (engine.loras), the draft LoRA included.
+        self.adapters: list[loras.Adapter] = []
         self.scheduler_recipe: dict[str, Any] = {}
         # Every image of every job, in request order: a chunk is a run of these.
         self.slots = [
@@ -511,7 +509,6 @@ class _Batch:
             callback_on_step_end=step_end,
             **self._prompt_arguments(slots),
             **self._mode_arguments(slots),
-            **self.reference_arguments,
         )
         images: list[Image.Image] = output.images
         return [self._finished(slot, image) for slot, image in zip(slots, images, strict=True)]

@@ -58,6 +58,7 @@ SAMPLER_NAMES: tuple[str, ...] = (
     "LMS",
     "LMS Karras",
     "LCM",
+    "TCD",
 )
 
 
@@ -160,23 +161,50 @@ class ControlType(StrEnum):
     NONE = "none"
 
 
-# Style reference and blend (IP-Adapter): the most images one job may take after, and
-# the strongest weight (1.0 is the adapter's trained strength).
-MAX_REFERENCES = 5
-MAX_REFERENCE_SCALE = 2.0
+class Family(StrEnum):
+    """A checkpoint's family: what its LoRAs and draft LoRA must be made for."""
+
+    SD = "sd"  # Stable Diffusion 1.x and 2.x: one text encoder, same latent space
+    SDXL = "sdxl"
 
 
-class ReferenceMode(StrEnum):
-    """How a job's reference images steer it (engine.references)."""
+# LoRAs: the most one job may use, and the widest weight (negative weights steer away,
+# as with slider LoRAs).
+MAX_LORAS = 5
+MAX_LORA_WEIGHT = 2.0
+# Draft mode: the few steps a draft LoRA (LCM, TCD, Hyper-SD) is made for.
+MIN_DRAFT_STEPS, MAX_DRAFT_STEPS = 4, 8
 
-    STYLE = "style"  # --sref: their style only (InstantStyle: only a style block hears them)
-    BLEND = "blend"  # /blend: the images whole, content and style, in every block
+
+class LoraSpec(Message):
+    """One `[loras.<name>]` entry: a LoRA members add to a prompt with `<lora:name:0.8>`."""
+
+    source: str = Field(
+        description="a .safetensors file, a folder holding pytorch_lora_weights.safetensors,"
+        " or a Hugging Face repo id"
+    )
+    family: Family = Field(description="the model family it was trained for")
+    weight: float = Field(
+        1.0, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT, description="weight when none is given"
+    )
+    triggers: list[str] = Field(
+        default_factory=list, description="words added to the prompt (if missing) when used"
+    )
+
+
+class LoraWeight(Message):
+    """One LoRA of a job, by its configured name, at the weight it is applied with."""
+
+    name: str = Field(min_length=1)
+    weight: float = Field(ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT)
 
 
 class ModelSpec(Message):
     """One `[models.<name>]` entry: where the weights are and their defaults.
 
-    The family (SD 1.x/2.x or SDXL) is read from the checkpoint, not configured.
+    The engine reads the family (SD 1.x/2.x or SDXL) from the checkpoint; the bot,
+    which loads none, reads `family` where the config gives it or the checkpoint's
+    files show it (to refuse a LoRA made for the other family before queueing).
     """
 
     source: str = Field(
@@ -192,19 +220,30 @@ class ModelSpec(Message):
     )
     inpaint: str | None = Field(None, description="dedicated inpainting checkpoint source")
     vae: str | None = Field(None, description="VAE source replacing the checkpoint's own")
-    ip_adapter: str | None = Field(
-        None,
-        description="--sref and /blend: IP-Adapter weights for this family, a .safetensors or"
-        " .bin file or <repo id>/<path in the repo>",
-    )
-    image_encoder: str | None = Field(
-        None,
-        description="the CLIP image encoder the IP-Adapter was trained with, a folder or"
-        " <repo id>[/<subfolder>]",
-    )
     preview_decoder: str | None = Field(
         None, description="tiny autoencoder (TAESD-style) source for live previews"
     )
+    family: Family | None = Field(
+        None, description="sd or sdxl; None: read from the checkpoint's files where local"
+    )
+    draft_lora: str | None = Field(
+        None, description="--draft: a few-step LoRA for this family (LCM-LoRA, TCD, Hyper-SD)"
+    )
+    draft_scheduler: str = Field("LCM", description="--draft: the sampler the LoRA is made for")
+    draft_steps: int = Field(4, ge=MIN_DRAFT_STEPS, le=MAX_DRAFT_STEPS)
+    draft_cfg: float = Field(
+        1.5, ge=0.0, le=30.0, description="--draft: guidance (few-step LoRAs want 1-2)"
+    )
+
+    @model_validator(mode="after")
+    def _draft_scheduler_is_a_sampler(self) -> Self:
+        if self.draft_scheduler not in SAMPLER_NAMES:
+            raise ValueError(
+                f"draft_scheduler {self.draft_scheduler!r} is not a sampler;"
+                f" choose one of: {', '.join(SAMPLER_NAMES)} (LCM for an LCM-LoRA, TCD for"
+                " a TCD or Hyper-SD LoRA)"
+            )
+        return self
 
 
 class Mode(StrEnum):
@@ -261,22 +300,28 @@ class SharedParams(Message):
         False,
         description="a seamless texture: the image wraps around, left to right, top to bottom",
     )
-    # One IP-Adapter image input per pipeline call: only jobs after the same images (in
-    # practice one job) share a batch.
-    references: tuple[str, ...] = Field(
-        (), max_length=MAX_REFERENCES, description="reference images' absolute paths"
+    # LoRAs are loaded into the model's shared UNet (and text encoders) for one pipeline
+    # call: only jobs with the same set, in the same (name) order and weights, share a batch.
+    loras: tuple[LoraWeight, ...] = Field(
+        (), max_length=MAX_LORAS, description="configured LoRAs by name, sorted by name"
     )
-    reference_mode: ReferenceMode = ReferenceMode.STYLE
-    reference_scale: float = Field(
-        1.0, ge=0.0, le=MAX_REFERENCE_SCALE, description="the IP-Adapter's scale (--sw / 100)"
+    draft: bool = Field(
+        False, description="with the model's draft LoRA (its draft_steps and draft_scheduler)"
     )
+
+    @model_validator(mode="after")
+    def _loras_named_once(self) -> Self:
+        names = [lora.name for lora in self.loras]
+        if names != sorted(set(names)):
+            raise ValueError("loras are named once each, sorted by name")
+        return self
 
 
 # Settings a mode ignores, reset by `batch_key` so they never keep jobs apart.
 _STRENGTH_MODES = frozenset(mode for mode, needed in MODE_INPUTS.items() if "init_image" in needed)
 _SHARED_DEFAULTS = {
     name: SharedParams.model_fields[name].default
-    for name in ("strength", "control_type", "control_scale", "reference_mode", "reference_scale")
+    for name in ("strength", "control_type", "control_scale")
 }
 
 
@@ -293,9 +338,6 @@ def batch_key(params: SharedParams) -> SharedParams:
     if params.mode is not Mode.CONTROLNET:
         fields["control_type"] = _SHARED_DEFAULTS["control_type"]
         fields["control_scale"] = _SHARED_DEFAULTS["control_scale"]
-    if not params.references:
-        fields["reference_mode"] = _SHARED_DEFAULTS["reference_mode"]
-        fields["reference_scale"] = _SHARED_DEFAULTS["reference_scale"]
     return SharedParams(**fields)
 
 
@@ -479,6 +521,7 @@ class SetupRequest(Message):
     )
     speed: EngineSpeed = EngineSpeed()
     classifier: ClassifierSettings = ClassifierSettings()
+    loras: dict[str, LoraSpec] = Field(default_factory=dict, description="LoRAs by name")
 
 
 class ShutdownRequest(Message):

@@ -49,7 +49,11 @@ class JobRunner:
     def __init__(self, setup: SetupRequest, channel: EventChannel, faults: FaultPlan) -> None:
         device = resolve_device(setup.device)
         self.registry = ModelRegistry(
-            setup.models, device, resolve_budget(setup.model_memory_gb, device), setup.speed
+            setup.models,
+            device,
+            resolve_budget(setup.model_memory_gb, device),
+            setup.speed,
+            loras=setup.loras,
         )
         # Loaded at setup, so a missing package refuses the engine rather than a job.
         self.classifier = load_classifier(setup.classifier)

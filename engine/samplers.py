@@ -29,6 +29,7 @@ from diffusers.schedulers.scheduling_k_dpm_2_discrete import KDPM2DiscreteSchedu
 from diffusers.schedulers.scheduling_lcm import LCMScheduler
 from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
 from diffusers.schedulers.scheduling_pndm import PNDMScheduler
+from diffusers.schedulers.scheduling_tcd import TCDScheduler
 from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
@@ -90,6 +91,8 @@ SCHEDULER_TABLE: dict[str, tuple[SchedulerClass, Mapping[str, object]]] = {
     "LMS": (LMSDiscreteScheduler, {}),
     "LMS Karras": (LMSDiscreteScheduler, _KARRAS),
     "LCM": (LCMScheduler, {}),
+    # Made for TCD and Hyper-SD LoRAs (draft mode), as LCM is for an LCM-LoRA.
+    "TCD": (TCDScheduler, {}),
 }
 
 # In the protocol's order; a name missing from the table fails here, at import.
