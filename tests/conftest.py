@@ -34,6 +34,7 @@ SLOW_FIRST = (
 ON_BOTH_DATABASES = (
     "tests/store/",
     "tests/bot/test_job_store.py",
+    "tests/bot/test_leases.py",
     "tests/bot/test_queue_length.py",
     "tests/bot/test_remote_cancel.py",
     "tests/http/",

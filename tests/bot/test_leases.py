@@ -230,7 +230,7 @@ async def test_a_result_whose_lease_was_lost_is_discarded_and_the_job_runs_again
         await service.start()
         service.start_workers()
         try:
-            options = Options(prompt="a lost claim", seed=3, steps=60)
+            options = Options(prompt="a lost claim", seed=3, steps=30)
             submitted = await service.submit(
                 build_spec(options, stores.config.models, "tiny"), ALICE
             )
