@@ -511,6 +511,13 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
             for field in ("inpaint", "vae", "preview_decoder")
             if (value := getattr(spec, field)) is not None
         }
+        # An IP-Adapter's file may lie in a hub repo (`h94/IP-Adapter/models/x.safetensors`):
+        # only what is written as a path (/, ., ~) is local.
+        extras |= {
+            field: _resolve_source(f"{key}.{field}", value, base, must_exist)
+            for field in ("ip_adapter", "image_encoder")
+            if (value := getattr(spec, field)) is not None and value.startswith(("/", ".", "~"))
+        }
         controlnets = {
             kind: _resolve_source(f"{key}.controlnets.{kind}", source, base, must_exist)
             for kind, source in spec.controlnets.items()

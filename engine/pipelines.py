@@ -32,7 +32,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image
 
-from engine import inputs, loras
+from engine import inputs, loras, references
 from engine.errors import BadRequest, Cancelled, InputFlagged, JobFailure, OutOfMemory
 from engine.memory import device_memory, images_per_batch
 from engine.models import LoadedModel, ModelRegistry
@@ -125,6 +125,7 @@ def generate(
     adapters = loras.adapters_for(
         request, model.family, registry.spec(request.model), registry.loras
     )
+    shown = references.references_for(request, registry.spec(request.model))
     if "init_image" in MODE_INPUTS[request.mode]:
         _check_denoising_steps(request)
     outcomes: dict[str, Outcome] = {}
@@ -141,6 +142,7 @@ def generate(
         batch = _Batch(request, model, pipeline, sampler, plans, on_step, cancelled)
         batch.classifier = classifier
         batch.adapters = adapters
+        batch.references = shown
         if before_batch is not None:
             batch.before_batch = before_batch
         outcomes |= _run(batch, registry)
@@ -242,6 +244,9 @@ def _run(batch: _Batch, registry: ModelRegistry) -> dict[str, Outcome]:
             _tiled_decode(batch.pipeline, request),
             seamless(batch.pipeline, request.tile),
             loras.applied(batch.pipeline, batch.adapters),
+            references.applied(
+                batch.pipeline, model.family, batch.references
+            ) as batch.reference_arguments,
         ):
             images = batch.run(first_size, registry.free_memory)
     except OutOfMemory:
@@ -395,6 +400,10 @@ class _Batch:
         self.classifier: ImageClassifier | None = None
         # The LoRAs loaded while the batch runs (engine.loras), the draft LoRA included.
         self.adapters: list[loras.Adapter] = []
+        # --sref / /blend (engine.references): the images, and the call's arguments for
+        # them while the IP-Adapter is loaded.
+        self.references: references.References | None = None
+        self.reference_arguments: dict[str, Any] = {}
         self.scheduler_recipe: dict[str, Any] = {}
         # Every image of every job, in request order: a chunk is a run of these.
         self.slots = [
@@ -509,6 +518,7 @@ class _Batch:
             callback_on_step_end=step_end,
             **self._prompt_arguments(slots),
             **self._mode_arguments(slots),
+            **self.reference_arguments,
         )
         images: list[Image.Image] = output.images
         return [self._finished(slot, image) for slot, image in zip(slots, images, strict=True)]

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 
 # Limits shared by both sides: the bot refuses out-of-range input before it
 # queues anything, and the engine re-checks so the CLI gets the same rules.
@@ -176,6 +176,19 @@ MAX_LORA_WEIGHT = 2.0
 MIN_DRAFT_STEPS, MAX_DRAFT_STEPS = 4, 8
 
 
+# Style reference and blend (IP-Adapter): the most images one job may take after, and
+# the strongest weight (1.0 is the adapter's trained strength).
+MAX_REFERENCES = 5
+MAX_REFERENCE_SCALE = 2.0
+
+
+class ReferenceMode(StrEnum):
+    """How a job's reference images steer it (engine.references)."""
+
+    STYLE = "style"  # --sref: their style only (InstantStyle: only a style block hears them)
+    BLEND = "blend"  # /blend: the images whole, content and style, in every block
+
+
 class LoraSpec(Message):
     """One `[loras.<name>]` entry: a LoRA members add to a prompt with `<lora:name:0.8>`."""
 
@@ -231,6 +244,16 @@ class ModelSpec(Message):
     )
     draft_scheduler: str = Field("LCM", description="--draft: the sampler the LoRA is made for")
     draft_steps: int = Field(4, ge=MIN_DRAFT_STEPS, le=MAX_DRAFT_STEPS)
+    ip_adapter: str | None = Field(
+        None,
+        description="--sref and /blend: IP-Adapter weights for this family, a .safetensors or"
+        " .bin file or <repo id>/<path in the repo>",
+    )
+    image_encoder: str | None = Field(
+        None,
+        description="the CLIP image encoder the IP-Adapter was trained with, a folder or"
+        " <repo id>[/<subfolder>]",
+    )
     draft_cfg: float = Field(
         1.5, ge=0.0, le=30.0, description="--draft: guidance (few-step LoRAs want 1-2)"
     )
@@ -305,6 +328,18 @@ class SharedParams(Message):
     loras: tuple[LoraWeight, ...] = Field(
         (), max_length=MAX_LORAS, description="configured LoRAs by name, sorted by name"
     )
+    # One IP-Adapter image input per pipeline call: only jobs after the same images (in
+    # practice one job) share a batch.
+    references: tuple[str, ...] = Field(
+        (), max_length=MAX_REFERENCES, description="reference images' absolute paths"
+    )
+    reference_mode: ReferenceMode = ReferenceMode.STYLE
+    reference_scale: float = Field(
+        1.0,
+        ge=0.0,
+        le=MAX_REFERENCE_SCALE,
+        description="the IP-Adapter's scale (from --sw: bot.jobs.spec.reference_scale)",
+    )
     draft: bool = Field(
         False, description="with the model's draft LoRA (its draft_steps and draft_scheduler)"
     )
@@ -321,7 +356,7 @@ class SharedParams(Message):
 _STRENGTH_MODES = frozenset(mode for mode, needed in MODE_INPUTS.items() if "init_image" in needed)
 _SHARED_DEFAULTS = {
     name: SharedParams.model_fields[name].default
-    for name in ("strength", "control_type", "control_scale")
+    for name in ("strength", "control_type", "control_scale", "reference_mode", "reference_scale")
 }
 
 
@@ -338,6 +373,9 @@ def batch_key(params: SharedParams) -> SharedParams:
     if params.mode is not Mode.CONTROLNET:
         fields["control_type"] = _SHARED_DEFAULTS["control_type"]
         fields["control_scale"] = _SHARED_DEFAULTS["control_scale"]
+    if not params.references:
+        fields["reference_mode"] = _SHARED_DEFAULTS["reference_mode"]
+        fields["reference_scale"] = _SHARED_DEFAULTS["reference_scale"]
     return SharedParams(**fields)
 
 

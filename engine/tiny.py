@@ -13,9 +13,11 @@ same `from_pretrained` path real models use.
         DIR/controlnet-scribble  ControlNet matching sd15's UNet (any control type)
         DIR/inpaint              SD 1.5 inpainting pipeline (9-channel UNet)
         DIR/taesd                tiny autoencoder (AutoencoderTiny) for previews
+        DIR/ip-adapter           IP-Adapter and CLIP image encoder for SD 1.5 (--sref, /blend)
 
 `write_tiny_lora` writes a LoRA for the tiny SD 1.5 or SDXL UNet (tests of LoRAs and
-draft mode).
+draft mode); `write_tiny_ip_adapter` an IP-Adapter and its CLIP image encoder for
+either (tests of --sref and /blend).
 """
 
 # diffusers leaves many public functions unannotated; their results are typed here.
@@ -33,6 +35,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.embeddings import ImageProjection
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
     StableDiffusionPipeline,
@@ -47,12 +50,15 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
+from safetensors.torch import save_file
 from tokenizers import pre_tokenizers
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
 )
 
 from engine.protocol import Family
@@ -293,6 +299,47 @@ def write_tiny_lora(directory: Path, family: Family = Family.SD, seed: int = SEE
     return directory
 
 
+def write_tiny_ip_adapter(directory: Path, family: Family = Family.SD, seed: int = SEED) -> Path:
+    """Write DIR/ip-adapter.safetensors for the tiny `family` UNet, in the layout
+    diffusers' `load_ip_adapter` reads (the original IP-Adapter's: `image_proj.*`, the
+    projection from the image embedding to 4 tokens, and `ip_adapter.<n>.to_k_ip` /
+    `to_v_ip` for each cross-attention, n = 1, 3, 5, ... in the UNet's order), and
+    DIR/image_encoder, the CLIPVisionModelWithProjection whose embeddings it reads."""
+    unet = tiny_sdxl_unet() if family is Family.SDXL else tiny_unet()
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=HIDDEN_SIZE,
+            intermediate_size=37,
+            projection_dim=HIDDEN_SIZE,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        )
+    )
+    encoder.save_pretrained(directory / "image_encoder", safe_serialization=True)
+    cross = int(unet.config["cross_attention_dim"])
+    projection = ImageProjection(
+        cross_attention_dim=cross, image_embed_dim=HIDDEN_SIZE, num_image_text_embeds=4
+    )
+    tensors = {
+        f"image_proj.{name.replace('image_embeds', 'proj')}": value
+        for name, value in projection.state_dict().items()
+    }
+    crossing = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for number, name in enumerate(crossing):
+        to_k = unet.get_submodule(name.replace("processor", "to_k"))
+        assert isinstance(to_k, torch.nn.Linear)
+        hidden = to_k.out_features
+        for key in ("to_k_ip", "to_v_ip"):
+            weight = torch.nn.Linear(cross, hidden, bias=False).weight.detach()
+            tensors[f"ip_adapter.{2 * number + 1}.{key}.weight"] = weight
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "ip-adapter.safetensors")
+    return directory
+
+
 # The folders `--all` writes, by name under DIR.
 TINY_SET = {
     "sd15": write_tiny_sd15,
@@ -300,6 +347,7 @@ TINY_SET = {
     "controlnet-scribble": write_tiny_controlnet,
     "inpaint": write_tiny_inpaint,
     "taesd": write_tiny_preview_decoder,
+    "ip-adapter": write_tiny_ip_adapter,  # for sd15
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..jobs.service import JobService, QueueFull, Submitted
 from ..jobs.spec import BadInput, Inputs, JobSpec
@@ -28,6 +28,7 @@ from ..store.commands import AlreadyHandled, CommandStore
 from ..store.jobs import Requester
 from ..store.quotas import OverQuotaError, Refused, UserBanned
 from ..store.users import Standing, UserStore
+from .references import Found, ReferenceFinder
 from .refusals import Refusal, RefusalKind, paused
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ class Draft(Protocol):
     def repeatable(self) -> bool:
         """Whether the member named the seeds (none was drawn): then the member's identical
         earlier result answers the request (bot.jobs.cache), with `[cache] enabled`."""
+        ...
+
+
+@runtime_checkable
+class Referring(Protocol):
+    """A draft that names results as reference images (--sref): the door finds them."""
+
+    def reference_words(self) -> tuple[str, ...]:
+        """The references as written (job ids, links); BadInput when unreadable."""
         ...
 
 
@@ -138,6 +148,8 @@ class Checked:
     specs: Sequence[JobSpec]
     # The inputs the specs were built from, as declared.
     inputs: Inputs = field(default_factory=Inputs)
+    # The results the request takes after (--sref), saved with its inputs.
+    references: tuple[Found, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,7 @@ class Door:
         self._users = users
         self._moderation = moderation
         self._commands = commands
+        self._references = ReferenceFinder(jobs.store, jobs.blobs)
 
     async def submit(
         self,
@@ -217,14 +230,16 @@ class Door:
             return _blocked(blocked)
         personal = standing.defaults
         try:
-            declared = inputs.declared()
+            words = draft.reference_words() if isinstance(draft, Referring) else ()
+            found = await self._references.find(member.user_id, words)
+            declared = self._references.joined(inputs, found).declared()
             specs = await draft.build(personal, declared)
         except BadInput as error:
             return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
         added = draft.added(personal, specs)
         if (blocked := await moderation.screen(who, added, draft.command, terms)) is not None:
             return _blocked(blocked)
-        return Checked(personal, specs, declared)
+        return Checked(personal, specs, declared, found)
 
     async def barred(self, user_id: int) -> Refusal | None:
         """Why the member may not use the bot now (a ban, a timed pause), or None: the
@@ -245,6 +260,7 @@ class Door:
         themselves when saving changed nothing: a random seed stays the one checked), and
         queue them all or none (quota, queue length). A refusal is audited and its journal
         row settled."""
+        inputs = self._references.joined(inputs, checked.references)
         try:
             saved = await inputs.save()
             specs = (

@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.protocol import ControlType, ModelSpec
 
 from ..jobs.inputs import looks_like_drawing
-from ..jobs.prompt_language import Style
+from ..jobs.prompt_language import Style, expand_prompt
 from ..jobs.spec import (
     MAX_TYPED_CHARS,
     BadInput,
@@ -20,6 +20,7 @@ from ..jobs.spec import (
     JobSpec,
     Options,
     build_specs,
+    clean_text,
     parse_prompt_flags,
 )
 from ..moderation.service import ScreenedText, TextKind
@@ -85,6 +86,19 @@ class OptionsDraft:
             return parse_prompt_flags(self.options.prompt).seed is not None
         except BadInput:
             return False  # refused when it is built
+
+    def reference_words(self) -> tuple[str, ...]:
+        """The results the options and the prompt's `--sref` name, for the door to find;
+        BadInput when the prompt's {…} choices would give its jobs different ones."""
+        if self.plain:
+            return self.options.references
+        if len(self.options.prompt) > MAX_TYPED_CHARS:
+            return ()  # refused as too long when built
+        prompts = expand_prompt(clean_text(self.options.prompt), self.catalog.max_permutations)
+        written = {parse_prompt_flags(prompt).references for prompt in prompts}
+        if len(written) > 1:
+            raise BadInput("Give `--sref` outside the {…} choices: one set for every job.")
+        return self.options.references + written.pop()
 
     def added(self, personal: Mapping[str, object], specs: Sequence[JobSpec]) -> list[ScreenedText]:
         """The member's default negative prompt, and the words of each job: what a style

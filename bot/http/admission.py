@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import logging
 import secrets
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..jobs.inputs import read_image, save_checked
 from ..jobs.service import Submitted
 from ..jobs.spec import BadInput, Inputs
 from .errors import ApiError
-from .models import GenerationOptions, MaskSource, TextPrompt
+from .models import GenerationOptions, JobRequest, MaskSource, TextPrompt
 from .refusals import api_error
 from .services import ApiServices
 from .translate import RequestError, options_for, save_request_images
@@ -83,6 +84,50 @@ async def save_images(
     except RequestError as error:
         raise ApiError(400, error.name, str(error)) from None
     return SavedInputs(inputs, folder)
+
+
+def _decoded(encoded: str, field: str) -> bytes:
+    """An image sent as base64 (a data URL too: a canvas's `toDataURL`), or a 400."""
+    _, _, data = encoded.rpartition(",")
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ApiError(400, "bad_request", f"{field}: not base64 (send a PNG, base64)") from None
+
+
+async def save_references(services: ApiServices, encoded: list[str]) -> SavedInputs:
+    """A body's reference images (base64), checked as attachments are and saved in a
+    folder of their own, in order (removed by the door if the request is refused)."""
+    images = [_decoded(image, f"reference_images[{n}]") for n, image in enumerate(encoded)]
+    config = services.config
+    data_dir = config.storage.data_dir
+    folder = data_dir / "inputs" / secrets.token_hex(8)
+    max_bytes = int(config.generation.max_attachment_mb * 2**20)
+    try:
+        inputs = await asyncio.to_thread(_save_references, images, folder, data_dir, max_bytes)
+    except BadInput as error:
+        raise ApiError(400, "bad_request", f"reference_images: {error}") from None
+    return SavedInputs(inputs, folder)
+
+
+def _save_references(images: list[bytes], folder: Path, data_dir: Path, max_bytes: int) -> Inputs:
+    # Roles image1, image2, ...: bot.jobs.inputs.REFERENCE_ROLES, in order.
+    roles = [f"image{n}" for n in range(1, len(images) + 1)]
+    checked = {
+        role: read_image(data, role, max_bytes) for role, data in zip(roles, images, strict=True)
+    }
+    return save_checked(checked, folder, data_dir)
+
+
+def with_references(draft: OptionsDraft, body: JobRequest) -> OptionsDraft:
+    """The draft with the body's style references (found by the core's door), reference
+    mode and style weight."""
+    update = {
+        "references": tuple(body.style_references),
+        "reference_mode": body.mode,
+        "style_weight": body.style_weight,
+    }
+    return dataclasses.replace(draft, options=draft.options.model_copy(update=update))
 
 
 async def save_mask(services: ApiServices, encoded: str) -> SavedInputs:

@@ -13,10 +13,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from engine.protocol import MAX_IMAGES_PER_JOB, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE
+from engine.protocol import (
+    MAX_IMAGES_PER_JOB,
+    MAX_REFERENCES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    ReferenceMode,
+)
 
 from ..core.views import JobState
-from ..jobs.prompt_language import MAX_CFG
+from ..jobs.prompt_language import MAX_CFG, MAX_STYLE_WEIGHT
 from ..jobs.spec import MAX_TYPED_CHARS
 
 # Stability's limit on one prompt's text; the joined prompt has the job's own limit.
@@ -162,9 +170,33 @@ class MaskingRequest(GenerationOptions):
 
 class JobRequest(TextToImageRequest):
     """POST /v1/jobs as JSON: a text-to-image body, plus the engine (default: the member's
-    default model, else the configured one)."""
+    default model, else the configured one), and reference images: a style reference
+    (`--sref`) or a blend (`/blend`)."""
 
     engine_id: str | None = Field(None, max_length=100)
+    style_references: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCES,
+        description="Results to take after, as --sref: a job id (`<id>`, `<id>/<image>`) of"
+        " yours or of a public result, or a result's link",
+    )
+    reference_images: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCES,
+        description="Reference images, base64 PNG, JPEG, WebP or GIF (a data URL works);"
+        " after style_references, at most 5 in all",
+    )
+    mode: ReferenceMode = Field(
+        ReferenceMode.STYLE,
+        description="How the reference images steer the job: `style` (their style only, as"
+        " --sref) or `blend` (2 to 5 images blended whole, as /blend)",
+    )
+    style_weight: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_STYLE_WEIGHT,
+        description="How strongly the references steer it, as --sw (default 100)",
+    )
 
 
 class ImageJobRequest(GenerationOptions):

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # Spec fields that say where an input came from, not what it is: the input's own bytes
 # are in the key (two variations of one image, from two jobs, make the same pixels).
 PROVENANCE = frozenset({"source_job", "source_image"})
+# Spec fields that list input images: each image is in `input_paths` (by its sha256).
+IMAGE_LISTS = frozenset({"references"})
 # A model's settings that are only defaults for specs, which carry the values they use;
 # and its preview decoder, which never touches a result.
 MODEL_DEFAULTS = frozenset({"width", "height", "steps", "cfg", "sampler", "preview_decoder"})
@@ -54,7 +56,7 @@ def result_key(spec: JobSpec, model: ModelSpec, inputs_sha256: Mapping[str, str]
     and the model's weights as configured."""
     paths = spec.input_paths
     described = {
-        "spec": spec.model_dump(mode="json", exclude=set(PROVENANCE | paths.keys())),
+        "spec": spec.model_dump(mode="json", exclude=set(PROVENANCE | IMAGE_LISTS | paths.keys())),
         "inputs": {name: inputs_sha256[name] for name in sorted(paths)},
         "model": model.model_dump(mode="json", exclude=set(MODEL_DEFAULTS)),
     }

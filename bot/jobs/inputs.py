@@ -22,6 +22,8 @@ from typing import cast
 import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
+from engine.protocol import MAX_REFERENCES
+
 from .spec import BadInput, InputImage, Inputs
 
 # Larger inputs are refused before decoding: a small file can expand to
@@ -40,6 +42,9 @@ _WEBP_CHANNELS = 4
 # PNG colour types: their channels (palette indices are one).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 ROLES = ("image", "mask", "control")
+# Roles whose images are reference images (Inputs.references, in this order): /imagine's
+# `sref` (a style reference), /blend's image1 to image5.
+REFERENCE_ROLES = ("sref", *(f"image{n}" for n in range(1, MAX_REFERENCES + 1)))
 ACCEPTED = "a PNG, JPEG, WebP or GIF image"
 # A mask may differ this much in shape from its image: rounding when someone scaled it.
 MASK_ASPECT_TOLERANCE = 0.01
@@ -170,13 +175,20 @@ def save_checked(checked: Mapping[str, CheckedImage], folder: Path, data_dir: Pa
         path = folder / f"{role}.png"
         found.image.save(path, format="PNG")
         saved[role] = InputImage(
-            str(path.relative_to(data_dir)), found.image.width, found.image.height
+            path.relative_to(data_dir).as_posix(), found.image.width, found.image.height
         )
+    notices = tuple(found.notice for found in checked.values() if found.notice)
+    return inputs_by_role(saved, notices)
+
+
+def inputs_by_role(images: Mapping[str, InputImage], notices: tuple[str, ...] = ()) -> Inputs:
+    """Inputs from images named by their roles (ROLES, REFERENCE_ROLES)."""
     return Inputs(
-        image=saved.get("image"),
-        mask=saved.get("mask"),
-        control=saved.get("control"),
-        notices=tuple(found.notice for found in checked.values() if found.notice),
+        image=images.get("image"),
+        mask=images.get("mask"),
+        control=images.get("control"),
+        references=tuple(images[role] for role in REFERENCE_ROLES if role in images),
+        notices=notices,
     )
 
 

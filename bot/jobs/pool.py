@@ -384,7 +384,7 @@ class WorkerPool:
         batch_id = jobs[0].batch_id
         assert batch_id is not None  # every claimed job has one
         return GenerateRequest.for_jobs(
-            batch_id, specs[0].shared_params(), parts, self._preview_every
+            batch_id, specs[0].shared_params(self._data_dir), parts, self._preview_every
         )
 
     async def _job_error(self, error: JobError) -> None:

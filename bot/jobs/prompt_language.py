@@ -18,7 +18,14 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.protocol import MAX_SEED, MAX_STEPS, MIN_STOP, SAMPLER_NAMES, ControlType
+from engine.protocol import (
+    MAX_REFERENCES,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_STOP,
+    SAMPLER_NAMES,
+    ControlType,
+)
 
 from .errors import BadInput
 
@@ -30,6 +37,8 @@ MAX_CFG = 30.0
 MAX_ASPECT = 4
 # The largest weight of one prompt of a multi-prompt (`a::100 b::1`): only the ratios count.
 MAX_BLEND_WEIGHT = 100.0
+# --sw: Midjourney's style weight, 100 by default (bot.jobs.spec.reference_scale).
+MAX_STYLE_WEIGHT = 1000
 
 
 class Style(BaseModel):
@@ -75,6 +84,10 @@ class ParsedPrompt:
     stop: int | None = None
     control_type: str | None = None  # how a ControlNet image is read (ControlType)
     tile: bool | None = None  # --tile: a seamless texture (a switch: True when given)
+    # --sref: the results to take the style of, as typed (job ids or links, checked by
+    # the core); --sw their weight, 0-1000.
+    references: tuple[str, ...] | None = None
+    style_weight: int | None = None
     # `a::2 b::1`: the prompts of a multi-prompt and their weights (read_blend); the
     # prompt keeps them as typed.
     blend: tuple[tuple[str, float], ...] | None = None
@@ -115,6 +128,8 @@ FLAGS: dict[str, _Flag] = {
     "stop": _Flag("stop", "--stop 80"),
     "control": _Flag("control_type", "--control scribble"),
     "tile": _Flag("tile", "--tile", switch=True),
+    "sref": _Flag("references", "--sref 123"),
+    "sw": _Flag("style_weight", "--sw 100"),
 }
 
 # A flag starts with `--` and a letter; phones turn `--` into an em dash (—)
@@ -128,6 +143,8 @@ _CLOSE_QUOTE = re.compile('["“”]')
 _RATIO = re.compile(r"([0-9]+):([0-9]+)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 # Midjourney's multi-prompt separator: `::` and the weight of the text before it.
+# Flags whose value is everything up to the next flag (--sref takes several references).
+_TO_NEXT_FLAG = ("negative_prompt", "references")
 _SEPARATOR = re.compile(r"::\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))?")
 
 
@@ -251,7 +268,7 @@ def _read_value(text: str, pos: int, typed: str, flag: _Flag) -> tuple[str, int]
     """The value after a flag: one word, or a "quoted phrase"; `--no` reads to the next flag."""
     while pos < len(text) and text[pos].isspace():
         pos += 1
-    if flag.field == "negative_prompt":
+    if flag.field in _TO_NEXT_FLAG:
         following = _FLAG_START.search(text, pos)
         end = following.start() if following else len(text)
         value, pos = text[pos:end].strip(), end
@@ -293,6 +310,15 @@ def _convert(typed: str, field: str, value: str) -> object:
             return _whole_number(typed, value, 0, 100)
         case "stop":
             return _whole_number(typed, value, MIN_STOP, 100)
+        case "style_weight":
+            return _whole_number(typed, value, 0, MAX_STYLE_WEIGHT)
+        case "references":
+            words = tuple(value.split())
+            if len(words) > MAX_REFERENCES:
+                raise BadInput(
+                    f"`--{typed}` takes at most {MAX_REFERENCES} references; you gave {len(words)}."
+                )
+            return words
         case "repeat":
             if value.isascii() and value.isdigit() and int(value) > MAX_REPEAT:
                 raise BadInput(
@@ -320,9 +346,9 @@ def parse_prompt(text: str) -> ParsedPrompt:
     Flags may stand anywhere, start with `--`, `—` or `–`, and are matched
     ignoring case. Each takes one word or a "quoted phrase"
     (`--sampler "DPM++ 2M Karras"`); `--no` takes everything up to the next
-    flag; a switch (`--tile`) takes nothing. An unknown flag, a flag given twice
-    and a value out of range are refused, naming the flag: nothing that looks
-    like a flag stays in the prompt.
+    flag, as `--sref` its references; a switch (`--tile`) takes nothing. An unknown
+    flag, a flag given twice and a value out of range are refused, naming the flag:
+    nothing that looks like a flag stays in the prompt.
     """
     values: dict[str, object] = {}
     typed_as: dict[str, str] = {}
@@ -405,6 +431,10 @@ def render_prompt(parsed: ParsedPrompt) -> str:
             flags.append(f"--{name} {_word(word)}")
     if parsed.repeat != 1:
         flags.append(f"--n {parsed.repeat}")
+    if parsed.style_weight is not None:
+        flags.append(f"--sw {parsed.style_weight}")
+    if parsed.references:
+        flags.append(f"--sref {' '.join(parsed.references)}")  # reads to the next flag
     if parsed.negative_prompt is not None:
         flags.append(f"--no {parsed.negative_prompt}")  # last: it reads to the next flag
     return " ".join([parsed.prompt, *flags]).strip()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.protocol import ModelSpec, Status
 
+from ..blobs import Blobs
 from ..blobs.local import LocalBlobs
 from ..config import QueueConfig, WorkerConfig
 from ..moderation.images import ImageModerationConfig
@@ -58,10 +59,13 @@ class JobService:
         worker: WorkerConfig | None = None,
         cache: CacheStore | None = None,
         events: JobEvents | None = None,
+        blobs: Blobs | None = None,
     ) -> None:
         self.models = models
         self.default_model = default_model
         self._data_dir = data_dir
+        # Where images and uploads are kept (`[storage] backend`); data_dir by default.
+        self.blobs = blobs or LocalBlobs(data_dir)
         queue = queue or QueueConfig()
         # In-process by default; bot.jobs.relay.SharedEvents where processes share the
         # database (bot.app.build_events).
@@ -90,7 +94,7 @@ class JobService:
             else ResultCache(
                 store=cache,
                 models=models,
-                blobs=LocalBlobs(data_dir),
+                blobs=self.blobs,
                 events=events,
                 wake=self.pool.jobs_queued,
             )

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.protocol import (
     MAX_CONTROL_SCALE,
     MAX_IMAGES_PER_JOB,
+    MAX_REFERENCE_SCALE,
+    MAX_REFERENCES,
     MAX_SEED,
     MAX_SIDE,
     MAX_STEPS,
@@ -33,6 +35,7 @@ from engine.protocol import (
     GenerateRequest,
     Mode,
     ModelSpec,
+    ReferenceMode,
     SharedParams,
     WeightedPrompt,
     consecutive_seeds,
@@ -46,6 +49,7 @@ from .prompt_language import (
     DEFAULT_MAX_PERMUTATIONS,
     MAX_ASPECT,
     MAX_CFG,
+    MAX_STYLE_WEIGHT,
     Style,
     expand_prompt,
     find_sampler,
@@ -96,6 +100,11 @@ class JobSpec(BaseModel):
     frame: Frame | None = None
     # --tile: a seamless texture; kept by the jobs made from this one (V, U, remix, zoom).
     tile: bool = False
+    # --sref (style) and /blend: reference images the model's IP-Adapter reads, paths
+    # relative to the data directory (saved as inputs, as uploads are), and their scale.
+    references: tuple[str, ...] = Field((), max_length=MAX_REFERENCES)
+    reference_mode: ReferenceMode = ReferenceMode.STYLE
+    reference_scale: float = Field(1.0, ge=0.0, le=MAX_REFERENCE_SCALE)
 
     @property
     def seeds(self) -> list[int]:
@@ -115,12 +124,17 @@ class JobSpec(BaseModel):
             "init_image": self.init_image,
             "mask_image": self.mask_image,
             "control_image": self.control_image,
+            **{f"reference_{n}": path for n, path in enumerate(self.references, 1)},
         }
         return {name: path for name, path in paths.items() if path is not None}
 
-    def shared_params(self) -> SharedParams:
-        """The settings this job shares with a batch."""
-        return SharedParams.model_validate(self.model_dump(include=set(SharedParams.model_fields)))
+    def shared_params(self, data_dir: Path | None = None) -> SharedParams:
+        """The settings this job shares with a batch; with `data_dir`, its reference
+        images' paths made absolute for the engine."""
+        fields = self.model_dump(include=set(SharedParams.model_fields))
+        if data_dir is not None:
+            fields["references"] = tuple(str(data_dir / path) for path in self.references)
+        return SharedParams.model_validate(fields)
 
     def batch_job(self, job_id: str, output_dir: Path, data_dir: Path) -> BatchJob:
         """This job's own part of a batch request, input paths made absolute; with
@@ -145,7 +159,7 @@ class JobSpec(BaseModel):
         """A request of this job alone (a batch of one, named after the job)."""
         return GenerateRequest.for_jobs(
             job_id,
-            self.shared_params(),
+            self.shared_params(data_dir),
             [self.batch_job(job_id, output_dir, data_dir)],
             preview_every,
         )
@@ -213,6 +227,8 @@ class Inputs:
     image: InputImage | None = None
     mask: InputImage | None = None
     control: InputImage | None = None
+    # Style references (--sref) or the images of a /blend, in order.
+    references: tuple[InputImage, ...] = ()
     # Sentences for the member about how an attachment was read ("used its first frame").
     notices: tuple[str, ...] = ()
 
@@ -243,6 +259,12 @@ class Options(BaseModel):
     # Weighted prompts (the HTTP API's text_prompts), heaviest first: see JobSpec.blend.
     blend: tuple[tuple[str, float], ...] = ()
     tile: bool | None = None
+    # --sref: results to take the style of (job ids, `<job>/<image>`, links), found by
+    # bot.core.door into `Inputs.references`; a blend (/blend) reads its images whole.
+    references: tuple[str, ...] = ()
+    reference_mode: ReferenceMode | None = None
+    # --sw: Midjourney's style weight, 0-1000 (100 when not given): see reference_scale.
+    style_weight: int | None = None
 
     def over(self, defaults: dict[str, object]) -> Self:
         """These options, with `defaults` (a member's own) filling the ones left out."""
@@ -255,6 +277,7 @@ class Options(BaseModel):
         values["prompt"] = flags.prompt
         # The blend is the prompt's own (a multi-prompt) unless the options give one.
         values["blend"] = self.blend or flags.blend
+        values["references"] = self.references + flags.references
         return type(self).model_validate(values)
 
 
@@ -475,6 +498,8 @@ def _build_one(
 ) -> JobSpec:
     """One JobSpec from options already merged with flags and personal defaults."""
     prompt = clean_text(options.prompt)
+    if not prompt and options.reference_mode is ReferenceMode.BLEND:
+        prompt = BLEND_PROMPT
     if not prompt:
         raise BadInput("The prompt is empty: describe the image you want.")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -530,6 +555,7 @@ def _build_one(
     _in_range("control_scale", control_scale, 0, MAX_CONTROL_SCALE)
     if inputs.image is not None:
         _check_denoising(steps, strength)
+    references, reference_mode, scale = _references_of(options, inputs, name, models)
     return JobSpec(
         prompt=prompt,
         negative_prompt=negative,
@@ -552,6 +578,66 @@ def _build_one(
         stop=stop,
         blend=blend,
         tile=bool(options.tile),
+        references=references,
+        reference_mode=reference_mode,
+        reference_scale=scale,
+    )
+
+
+# A /blend's prompt when none is given: neutral words, as diffusers' IP-Adapter guide uses
+# for image variations, so the images decide what is drawn.
+BLEND_PROMPT = "best quality, high quality"
+DEFAULT_STYLE_WEIGHT = 100
+# How many images a /blend takes.
+MIN_BLEND = 2
+
+
+def reference_scale(style_weight: int) -> float:
+    """The IP-Adapter scale of a --sw weight (Midjourney's 0-1000, 100 by default):
+    0-100 is the scale 0-1 (1: the adapter as trained), 100-1000 goes on to the engine's
+    strongest, 2, in even steps; so the default is the trained strength and 1000 is the
+    most the engine takes."""
+    _in_range("--sw", style_weight, 0, MAX_STYLE_WEIGHT)
+    if style_weight <= DEFAULT_STYLE_WEIGHT:
+        return style_weight / DEFAULT_STYLE_WEIGHT
+    above = (style_weight - DEFAULT_STYLE_WEIGHT) / (MAX_STYLE_WEIGHT - DEFAULT_STYLE_WEIGHT)
+    return round(1.0 + above * (MAX_REFERENCE_SCALE - 1.0), 4)
+
+
+def _references_of(
+    options: Options, inputs: Inputs, name: str, models: dict[str, ModelSpec]
+) -> tuple[tuple[str, ...], ReferenceMode, float]:
+    """A job's reference images, their mode and scale, or BadInput: a model without an
+    IP-Adapter takes none, a blend takes 2 to 5."""
+    mode = options.reference_mode or ReferenceMode.STYLE
+    images = inputs.references
+    if mode is ReferenceMode.BLEND and not MIN_BLEND <= len(images) <= MAX_REFERENCES:
+        raise BadInput(
+            f"A blend takes {MIN_BLEND} to {MAX_REFERENCES} images; you gave {len(images)}."
+        )
+    if not images and not options.references:
+        if options.style_weight is not None:
+            raise BadInput("`--sw` weighs a style reference: add `--sref` with an image.")
+        return (), ReferenceMode.STYLE, 1.0
+    if len(images) > MAX_REFERENCES:
+        raise BadInput(
+            f"A job takes at most {MAX_REFERENCES} reference images; you gave {len(images)}."
+        )
+    _check_ip_adapter(name, models)
+    weight = options.style_weight if options.style_weight is not None else DEFAULT_STYLE_WEIGHT
+    return tuple(image.path for image in images), mode, reference_scale(weight)
+
+
+def _check_ip_adapter(name: str, models: dict[str, ModelSpec]) -> None:
+    """Refuse reference images for a model with no IP-Adapter (and image encoder)."""
+    model = models[name]
+    if model.ip_adapter is not None and model.image_encoder is not None:
+        return
+    able = sorted(m for m, spec in models.items() if spec.ip_adapter and spec.image_encoder)
+    where = f"models that have one: {', '.join(able)}" if able else "no model here has one"
+    raise BadInput(
+        f"Model `{name}` has no IP-Adapter configured, so it takes no style reference"
+        f" (`--sref`) or blend; {where}."
     )
 
 
@@ -724,6 +810,8 @@ def remixed_spec(
     parsed = parse_prompt(typed)
     if parsed.repeat != 1:
         raise BadInput("A remix makes one job: remove `--n`.")
+    if parsed.references:
+        raise BadInput("A remix keeps the job's style references: remove `--sref`.")
     prompt = parsed.prompt
     if parsed.negative_prompt is not None:
         negative = parsed.negative_prompt
@@ -752,6 +840,12 @@ def remixed_spec(
     if controlnet and original.control_type not in models[name].controlnets:
         raise BadInput(f"Model `{name}` has no `{original.control_type}` ControlNet configured.")
     update["model"] = name
+    if original.references:
+        _check_ip_adapter(name, models)
+    if parsed.style_weight is not None:
+        if not original.references:
+            raise BadInput("`--sw` weighs a style reference, and this job has none.")
+        update["reference_scale"] = reference_scale(parsed.style_weight)
     if parsed.aspect is not None:
         if original.mode is not Mode.TXT2IMG:
             raise BadInput("`--ar` cannot change a job made from an image: its shape is kept.")

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bot.jobs.cache import PROVENANCE, result_key
+from bot.jobs.cache import IMAGE_LISTS, PROVENANCE, result_key
 from bot.jobs.spec import JobSpec
 from engine.protocol import ModelSpec
 from tests.stores import spec
@@ -20,7 +20,7 @@ BASE = spec(
     init_image="inputs/x/init.png", mask_image="inputs/x/mask.png", control_image="inputs/x/c.png"
 )
 # The fields whose value the key reads (an input image is read by its bytes, below).
-KEYED = sorted(set(JobSpec.model_fields) - PROVENANCE - set(BASE.input_paths))
+KEYED = sorted(set(JobSpec.model_fields) - PROVENANCE - IMAGE_LISTS - set(BASE.input_paths))
 
 
 def key_of(job: JobSpec, inputs: dict[str, str] = INPUTS, model: ModelSpec = MODEL) -> str:
@@ -60,6 +60,15 @@ def test_an_input_image_counts_by_its_bytes_not_its_path(name: str, other_hash: 
     moved = BASE.model_copy(update={name: "inputs/elsewhere/same.png"})
     assert key_of(moved) == key_of(BASE)
     assert key_of(BASE, INPUTS | {name: other_hash}) != key_of(BASE)
+
+
+def test_reference_images_count_by_their_bytes_and_order_not_their_paths() -> None:
+    styled = BASE.model_copy(update={"references": ("inputs/r/1.png", "inputs/r/2.png")})
+    hashes = INPUTS | {"reference_1": "d" * 64, "reference_2": "e" * 64}
+    moved = styled.model_copy(update={"references": ("inputs/s/1.png", "inputs/s/2.png")})
+    assert key_of(moved, hashes) == key_of(styled, hashes) != key_of(BASE)
+    swapped = hashes | {"reference_1": "e" * 64, "reference_2": "d" * 64}
+    assert key_of(styled, swapped) != key_of(styled, hashes)
 
 
 def test_where_an_input_came_from_does_not_count() -> None:

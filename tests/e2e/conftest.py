@@ -180,10 +180,14 @@ currency = "EUR"
 {extra}
 """
     config = write_config(directory, models["sd15"], extra=discord, steps=4, engine=engine)
-    # The tiny model gets a scribble ControlNet and a dedicated inpainting checkpoint.
+    # The tiny model gets a scribble ControlNet, a dedicated inpainting checkpoint and an
+    # IP-Adapter (--sref, /blend).
+    adapter = models["ip-adapter"]
     config.write_text(
         config.read_text()
         + f'inpaint = "{models["inpaint"]}"\n'
+        + f'ip_adapter = "{adapter / "ip-adapter.safetensors"}"\n'
+        + f'image_encoder = "{adapter / "image_encoder"}"\n'
         + f'[models.tiny.controlnets]\nscribble = "{models["controlnet-scribble"]}"\n'
     )
     return config

@@ -39,6 +39,7 @@ from engine.protocol import (
     MIN_STRENGTH,
     SAMPLER_NAMES,
     ControlType,
+    ReferenceMode,
 )
 
 from ...core.door import Checked, Origin
@@ -46,7 +47,8 @@ from ...core.drafts import OptionsDraft
 from ...core.refusals import Refusal, RefusalKind
 from ...core.views import ReceivedCommand, Requester
 from ...jobs.download import download_attachments
-from ...jobs.inputs import ACCEPTED, save_inputs
+from ...jobs.inputs import ACCEPTED, inputs_by_role, save_inputs
+from ...jobs.prompt_language import MAX_STYLE_WEIGHT
 from ...jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options
 from ..common import (
     Followup,
@@ -138,9 +140,7 @@ def _declared_inputs(attachments: dict[str, AttachmentRef], max_bytes: int) -> I
         if not is_image or not attachment.width or not attachment.height:
             raise BadInput(f"The `{role}` attachment is not an image; please attach {ACCEPTED}.")
         declared[role] = InputImage("", attachment.width, attachment.height)
-    return Inputs(
-        image=declared.get("image"), mask=declared.get("mask"), control=declared.get("control")
-    )
+    return inputs_by_role(declared)
 
 
 class Attachments:
@@ -282,6 +282,7 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
         "strength",
         "control_type",
         "control_scale",
+        "sw",
         "private",
     )
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
@@ -329,6 +330,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control="A sketch or photo the composition follows (ControlNet)",
         control_type="How to read the control image (default canny)",
         control_scale=f"How strongly to follow the control image (0-{MAX_CONTROL_SCALE:g})",
+        sref="A style reference: the image's style, not its content (also --sref <job id>)",
+        sw=f"How strongly to take the style reference's style (0-{MAX_STYLE_WEIGHT}, 100)",
         private="Only you see the reply and its images (default: your /settings)",
     )
     @app_commands.choices(
@@ -354,6 +357,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control: discord.Attachment | None = None,
         control_type: str | None = None,
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
+        sref: discord.Attachment | None = None,
+        sw: app_commands.Range[int, 0, MAX_STYLE_WEIGHT] | None = None,
         private: bool | None = None,
     ) -> None:
         given = {
@@ -369,13 +374,68 @@ class ImagineCog(commands.Cog, name="Imagine"):
             "strength": strength,
             "control_type": control_type,
             "control_scale": control_scale,
+            "sw": sw,
             "private": private,
         }
         attachments = {
             role: AttachmentRef.of(attachment)
-            for role, attachment in (("image", image), ("mask", mask), ("control", control))
+            for role, attachment in (
+                ("image", image),
+                ("mask", mask),
+                ("control", control),
+                ("sref", sref),
+            )
             if attachment is not None
         }
+        await self.start(interaction, given, attachments)
+
+    @app_commands.command(name="blend", description="Blend 2 to 5 images into a new one")
+    @app_commands.describe(
+        image1="An image to blend",
+        image2="An image to blend",
+        image3="Another image (optional)",
+        image4="Another image (optional)",
+        image5="Another image (optional)",
+        prompt="Words to steer the blend (optional). Flags work: --ar 3:2 --seed 42",
+        aspect="Shape of the image (default square)",
+        model="Which model to use (one with an IP-Adapter)",
+        sw=f"How strongly the images steer it (0-{MAX_STYLE_WEIGHT}, 100)",
+        seed="Seed of the image",
+        private="Only you see the reply and its images (default: your /settings)",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        prompt: str | None = None,
+        aspect: str | None = None,
+        model: str | None = None,
+        sw: app_commands.Range[int, 0, MAX_STYLE_WEIGHT] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        private: bool | None = None,
+    ) -> None:
+        """An /imagine whose attachments are the images of a blend (ReferenceMode.BLEND):
+        journaled, replayed and refused as one."""
+        images = (image1, image2, image3, image4, image5)
+        attachments = {
+            f"image{number}": AttachmentRef.of(image)
+            for number, image in enumerate(images, 1)
+            if image is not None
+        }
+        given = given_options(
+            prompt or "",
+            aspect=aspect,
+            model=model,
+            sw=sw,
+            seed=seed,
+            private=private,
+            reference_mode=ReferenceMode.BLEND.value,
+        )
         await self.start(interaction, given, attachments)
 
     async def start(
@@ -629,9 +689,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
             strength=given["strength"],
             control_type=kind,
             control_scale=given["control_scale"],
+            # Journaled before /blend and --sw came: neither.
+            style_weight=given.get("sw"),
+            reference_mode=given.get("reference_mode"),
         )
 
     @imagine.autocomplete("model")
+    @blend.autocomplete("model")
     async def model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:

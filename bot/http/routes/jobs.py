@@ -33,13 +33,17 @@ async def create_job(request: web.Request) -> web.Response:
         engine = admission.engine_named(
             services, json_body.engine_id or admission.default_engine(services, personal_model)
         )
+        if json_body.reference_images:
+            inputs = await admission.save_references(services, json_body.reference_images)
         draft = await admission.draft_of(
             services,
             json_body,
             json_body.text_prompts,
             engine,
+            inputs=inputs,
             size=(json_body.width, json_body.height),
         )
+        draft = admission.with_references(draft, json_body)
     else:
         form_body = await read_form(request, ImageJobRequest, services.config.http.max_body_mb)
         engine = admission.engine_named(

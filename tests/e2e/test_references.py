@@ -1,0 +1,85 @@
+"""Style references (--sref, the `sref` attachment) and /blend end to end: Discord, the
+bot, the engine with the tiny IP-Adapter of the tiny model set."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image, ImageChops
+
+from bot.jobs.spec import reference_scale
+from tests.discord_server import Message
+
+from .conftest import RunningBot
+from .test_imagine import finished
+from .test_modes import job_id_of, png
+
+
+def spec_of(bot: RunningBot, job_id: str) -> dict[str, object]:
+    (row,) = bot.rows("select spec, state from jobs where id = :id", id=job_id)
+    assert row["state"] == "succeeded", row
+    spec = row["spec"]
+    return json.loads(spec) if isinstance(spec, str) else dict(spec)  # type: ignore[arg-type]
+
+
+def image_of(message: Message) -> Image.Image:
+    return Image.open(io.BytesIO(message.attachments[0].data)).convert("RGB")
+
+
+async def answered(
+    bot: RunningBot, command: str, options: dict[str, object], **attachments: bytes
+) -> tuple[str, Message]:
+    """The job a command queued, and its result."""
+    ix = await bot.server.send_slash_command(
+        command,
+        options,
+        attachments={
+            role: (f"{role}.png", data, "image/png") for role, data in attachments.items()
+        },
+    )
+    assert (await ix.wait_for_callback(timeout=3)).type == 5
+    job_id = job_id_of(await ix.wait_for_original(lambda m: "queued" in m.content, timeout=30))
+    result = await ix.wait_for_original(finished, timeout=120)
+    assert result.embeds, result.content
+    return job_id, result
+
+
+async def test_a_style_reference_steers_the_image_and_a_blend_mixes_images(
+    running_bot: RunningBot,
+) -> None:
+    bot = running_bot
+    plain_id, plain = await answered(bot, "imagine", {"prompt": "a house", "seed": 5})
+
+    # The `sref` attachment: same prompt and seed, another image, weighed by --sw.
+    styled_id, styled = await answered(
+        bot, "imagine", {"prompt": "a house --sw 400", "seed": 5}, sref=png((96, 96), "blue")
+    )
+    spec = spec_of(bot, styled_id)
+    (reference,) = spec["references"]  # type: ignore[misc]
+    assert spec["reference_mode"] == "style" and spec["reference_scale"] == reference_scale(400)
+    assert str(reference).startswith("inputs/") and (bot.data_dir / str(reference)).is_file()
+    assert ImageChops.difference(image_of(plain), image_of(styled)).getbbox() is not None
+
+    # A job id as the reference: the first result's image is copied as an input.
+    by_id, _ = await answered(bot, "imagine", {"prompt": f"a house --sref {plain_id}/1", "seed": 5})
+    (copied,) = spec_of(bot, by_id)["references"]  # type: ignore[misc]
+    assert str(copied).startswith("inputs/")
+    assert (bot.data_dir / str(copied)).read_bytes() == plain.attachments[0].data
+
+    # /blend of two attachments, no prompt: one blend-mode job.
+    blend_id, blended = await answered(
+        bot, "blend", {"seed": 9}, image1=png((64, 64), "red"), image2=png((64, 64), "green")
+    )
+    spec = spec_of(bot, blend_id)
+    assert spec["reference_mode"] == "blend" and len(spec["references"]) == 2  # type: ignore[arg-type]
+    assert image_of(blended).size == (64, 64)
+
+
+async def test_an_unknown_reference_is_refused_privately(running_bot: RunningBot) -> None:
+    ix = await running_bot.server.send_slash_command(
+        "imagine", {"prompt": "a house --sref 0123456789"}
+    )
+    answer = await ix.wait_for_callback(timeout=3)
+    assert answer.type == 4 and answer.data["flags"] & 64  # private
+    assert "I know no result `0123456789`" in answer.data["content"]
