@@ -21,13 +21,15 @@ the blob store (under its own job's folder), so deleting either job leaves the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+from weakref import WeakValueDictionary
 
 from engine.protocol import ModelSpec, Progress
 
@@ -100,6 +102,19 @@ class ResultCache:
         # Tells the workers that released jobs wait (bot.jobs.intake.Workers.jobs_queued).
         self._wake = wake
         self._tasks: set[asyncio.Task[None]] = set()
+        # Each member's admission under way (`admitting`); gone when none holds it.
+        self._admissions: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+
+    @contextlib.asynccontextmanager
+    async def admitting(self, user_id: int) -> AsyncIterator[None]:
+        """Held while a member's request is planned and admitted, so that an identical
+        one arriving meanwhile (a double click, two clients at once) is planned once this
+        one's jobs are rows: it finds them in flight and waits for their result instead
+        of running too. Within this process; two front doors admitting the same member's
+        identical request at the same instant may both run it."""
+        lock = self._admissions.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            yield
 
     async def plans(self, specs: Sequence[JobSpec], user_id: int) -> list[Plan]:
         """For each job: its key, and the member's result or job in flight that answers it."""

@@ -22,7 +22,7 @@ from ..quota import Estimate
 from ..store.jobs import IllegalTransition, JobStore, NewJob, QueueAtLength, Requester
 from ..store.models import Job, JobState, Lane, new_id
 from ..store.quotas import QuotaStore, Refused
-from .cache import NOT_CACHED, ResultCache
+from .cache import NOT_CACHED, Plan, ResultCache
 from .events import JobEvents, JobListener
 from .fair_queue import FairQueue
 from .pace import PACE_WINDOW, Pace
@@ -132,11 +132,20 @@ class JobIntake:
         written succeeded from it, never queued nor charged (their Submitted at place
         0); a job whose identical twin is in flight is queued to wait for its result.
         """
-        plans = (
-            await self._cache.plans(specs, requester.user_id)
-            if repeatable and self._cache is not None
-            else [NOT_CACHED] * len(specs)
-        )
+        if not repeatable or self._cache is None:
+            return await self._admit(specs, requester, message_ids, [NOT_CACHED] * len(specs))
+        async with self._cache.admitting(requester.user_id):
+            plans = await self._cache.plans(specs, requester.user_id)
+            return await self._admit(specs, requester, message_ids, plans)
+
+    async def _admit(
+        self,
+        specs: Sequence[JobSpec],
+        requester: Requester,
+        message_ids: Sequence[int | None],
+        plans: Sequence[Plan],
+    ) -> list[Submitted]:
+        """`submit_many` with each job's cache plan made."""
         # Read only to tell a lone job it is next; the admission counts the queue
         # again under the write lock against `[queue] max_length`.
         waiting = await self.store.waiting_count()

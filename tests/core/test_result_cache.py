@@ -3,6 +3,7 @@ admitted jobs wait, and a finished job is written as the pool would write it).""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -160,6 +161,16 @@ async def test_a_repeat_waits_for_its_twin_in_flight_and_is_answered_by_it(world
     )
     assert await world.stores.count(Reservation, Reservation.job_id == second.id) == 0
     assert await world.stores.count(UsageEntry, UsageEntry.job_id == second.id) == 0
+
+
+async def test_the_same_request_twice_at_once_runs_once(world: World) -> None:
+    """Two identical requests admitted at the same moment (a member's double click, two
+    clients): one is queued to run, the other waits for its result."""
+    jobs = await asyncio.gather(submitted(world), submitted(world))
+    runs = [job for job in jobs if job.cached_from is None]
+    (waiter,) = [job for job in jobs if job.cached_from is not None]
+    assert [job.id for job in runs] == [waiter.cached_from]
+    assert await waiting_ids(world) == [waiter.cached_from]
 
 
 async def test_a_repeat_whose_twin_fails_runs_itself(world: World) -> None:
