@@ -29,10 +29,12 @@ from engine.protocol import (
     Attention,
     CompileMode,
     EngineSpeed,
+    LoraSpec,
     ModelSpec,
     Precision,
 )
 
+from .families import family_of
 from .jobs.prompt_language import DEFAULT_MAX_PERMUTATIONS, Style
 from .moderation.images import ImageModerationConfig
 
@@ -450,6 +452,9 @@ class Config(Section):
     styles: dict[str, Style] = Field(
         default_factory=dict, description="presets a prompt applies with --style <name>"
     )
+    loras: dict[str, LoraSpec] = Field(
+        default_factory=dict, description="LoRAs a prompt applies with <lora:name:weight>"
+    )
 
     @model_validator(mode="after")
     def _default_model_is_configured(self) -> Self:
@@ -468,6 +473,12 @@ class Config(Section):
                 raise ValueError(
                     f"styles.{name}: a style name is one word (letters, digits, - and _),"
                     " as members type it after --style"
+                )
+        for name in self.loras:
+            if not _STYLE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"loras.{name}: a LoRA name is one word (letters, digits, - and _),"
+                    " as members type it in <lora:name:0.8>"
                 )
         return self
 
@@ -508,7 +519,7 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
         key = f"models.{name}"
         extras = {
             field: _resolve_source(f"{key}.{field}", value, base, must_exist)
-            for field in ("inpaint", "vae", "preview_decoder")
+            for field in ("inpaint", "vae", "preview_decoder", "draft_lora")
             if (value := getattr(spec, field)) is not None
         }
         # An IP-Adapter's file may lie in a hub repo (`h94/IP-Adapter/models/x.safetensors`):
@@ -523,9 +534,18 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
             for kind, source in spec.controlnets.items()
         }
         source = _resolve_source(f"{key}.source", spec.source, base, must_exist)
+        family = spec.family or (family_of(source) if looks_local(source) else None)
         models[name] = spec.model_copy(
-            update={"source": source, "controlnets": controlnets, **extras}
+            update={"source": source, "controlnets": controlnets, "family": family, **extras}
         )
+    loras = {
+        name: lora.model_copy(
+            update={
+                "source": _resolve_source(f"loras.{name}.source", lora.source, base, must_exist)
+            }
+        )
+        for name, lora in config.loras.items()
+    }
     data_dir = (base / config.storage.data_dir.expanduser()).resolve()
     engine = config.engine
     if engine.sdxl_vae is not None:
@@ -539,6 +559,7 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
     return config.model_copy(
         update={
             "models": models,
+            "loras": loras,
             "engine": engine,
             "storage": config.storage.model_copy(update={"data_dir": data_dir}),
             "discord": discord,

@@ -69,6 +69,7 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
             None,
             config.styles,
             config.generation.max_permutations,
+            loras=config.loras,
         )
     except BadInput as error:
         print(f"atelier: {error}", file=sys.stderr)
@@ -82,6 +83,7 @@ async def generate(config: Config, args: argparse.Namespace) -> int:
         config.engine.model_memory_gb,
         config.engine.speed(),
         config.moderation.classifier(),
+        config.loras,
     )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ def build_engines(config: Config) -> list[EngineProcess]:
             config.engine.model_memory_gb,
             config.engine.speed(),
             config.moderation.classifier(),
+            config.loras,
         )
         for device in config.engine.devices
     ]

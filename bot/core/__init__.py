@@ -60,6 +60,7 @@ class Core:
             styles=config.styles,
             max_permutations=config.generation.max_permutations,
             data_dir=config.storage.data_dir,
+            loras=config.loras,
         )
         editor = RegionEditor(
             http=config.http,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.protocol import ControlType, ModelSpec
+from engine.protocol import ControlType, LoraSpec, ModelSpec
 
 from ..jobs.inputs import looks_like_drawing
 from ..jobs.prompt_language import Style, expand_prompt
@@ -31,13 +31,15 @@ ANY_CONTROL = (ControlType.SCRIBBLE, ControlType.LINEART, ControlType.CANNY)
 
 @dataclass(frozen=True, kw_only=True)
 class Catalog:
-    """What a spec is built against: the models, the styles, the limits of the config."""
+    """What a spec is built against: the models, styles and LoRAs, the limits of the
+    config."""
 
     models: Mapping[str, ModelSpec]
     default_model: str
     styles: Mapping[str, Style]
     max_permutations: int
     data_dir: Path
+    loras: Mapping[str, LoraSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +124,7 @@ class OptionsDraft:
             dict(catalog.styles),
             catalog.max_permutations,
             plain=self.plain,
+            loras=catalog.loras,
         )
 
     async def _guesses(self, inputs: Inputs) -> tuple[ControlType, ...]:

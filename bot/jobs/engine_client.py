@@ -29,6 +29,7 @@ from engine.protocol import (
     GenerateRequest,
     JobError,
     JobResult,
+    LoraSpec,
     ModelSpec,
     Progress,
     Ready,
@@ -79,9 +80,11 @@ class EngineProcess:
         model_memory_gb: float | None = None,
         speed: EngineSpeed | None = None,
         classifier: ClassifierSettings | None = None,
+        loras: dict[str, LoraSpec] | None = None,
     ) -> None:
         self.device = device
         self._models = models
+        self._loras = loras or {}
         self._env = env
         self._model_memory_gb = model_memory_gb
         self._speed = speed or EngineSpeed()
@@ -138,6 +141,7 @@ class EngineProcess:
                 model_memory_gb=self._model_memory_gb,
                 speed=self._speed,
                 classifier=self._classifier,
+                loras=self._loras,
             )
         )
         limit = COMPILE_START_TIMEOUT if self.warms_up else START_TIMEOUT

@@ -3,7 +3,7 @@
 `expand_prompt` turns one typed prompt into the prompts its {…} choices
 make; `parse_prompt` reads the flags of one of them into a `ParsedPrompt`;
 `render_prompt` writes a `ParsedPrompt` back as text; `read_blend` reads a multi-prompt
-(`a::2 b::1`). Everything here is pure
+(`a::2 b::1`); `read_loras` the `<lora:name:0.8>` tags of a prompt. Everything here is pure
 (no config, no Discord, no randomness): which models and styles exist is
 checked by bot.jobs.spec, which turns parsed prompts into JobSpecs.
 """
@@ -19,6 +19,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.protocol import (
+    MAX_LORA_WEIGHT,
     MAX_REFERENCES,
     MAX_SEED,
     MAX_STEPS,
@@ -62,6 +63,15 @@ class Style(BaseModel):
         return prompt, negative
 
 
+class LoraChoice(BaseModel):
+    """A LoRA a member asked for, by name, at a weight (None: its configured weight)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    weight: float | None = Field(None, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT)
+
+
 @dataclass(frozen=True)
 class ParsedPrompt:
     """One prompt's text and the flags written in it, each checked and typed.
@@ -84,6 +94,8 @@ class ParsedPrompt:
     stop: int | None = None
     control_type: str | None = None  # how a ControlNet image is read (ControlType)
     tile: bool | None = None  # --tile: a seamless texture (a switch: True when given)
+    draft: bool | None = None  # --draft: fast, with the model's few-step LoRA (a switch)
+    loras: tuple[LoraChoice, ...] | None = None  # its <lora:name:weight> tags, in order
     # --sref: the results to take the style of, as typed (job ids or links, checked by
     # the core); --sw their weight, 0-1000.
     references: tuple[str, ...] | None = None
@@ -128,6 +140,7 @@ FLAGS: dict[str, _Flag] = {
     "stop": _Flag("stop", "--stop 80"),
     "control": _Flag("control_type", "--control scribble"),
     "tile": _Flag("tile", "--tile", switch=True),
+    "draft": _Flag("draft", "--draft", switch=True),
     "sref": _Flag("references", "--sref 123"),
     "sw": _Flag("style_weight", "--sw 100"),
 }
@@ -142,6 +155,9 @@ _OPEN_QUOTES = '"“”„'
 _CLOSE_QUOTE = re.compile('["“”]')
 _RATIO = re.compile(r"([0-9]+):([0-9]+)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_SIGNED_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# A LoRA tag as AUTOMATIC1111 writes it: <lora:name> or <lora:name:weight>.
+_LORA_TAG = re.compile(r"<lora:([^:<>\s]+)(?::([^<>]*))?>", re.IGNORECASE)
 # Midjourney's multi-prompt separator: `::` and the weight of the text before it.
 # Flags whose value is everything up to the next flag (--sref takes several references).
 _TO_NEXT_FLAG = ("negative_prompt", "references")
@@ -372,9 +388,53 @@ def parse_prompt(text: str) -> ParsedPrompt:
         value, pos = _read_value(text, start.end(), typed, flag)
         values[flag.field] = _convert(typed, flag.field, value)
     kept.append(text[pos:])
-    prompt = " ".join(" ".join(kept).split())
+    prompt, loras = read_loras(" ".join(kept))
+    prompt = " ".join(prompt.split())
     blend = read_blend(prompt) or None
-    return ParsedPrompt(prompt=prompt, blend=blend, **values)  # type: ignore[arg-type]
+    return ParsedPrompt(
+        prompt=prompt,
+        blend=blend,
+        loras=loras or None,
+        **values,  # type: ignore[arg-type]
+    )
+
+
+def read_loras(prompt: str) -> tuple[str, tuple[LoraChoice, ...]]:
+    """The prompt without its `<lora:name:weight>` tags, and the LoRAs they name in order
+    (a tag without a weight leaves it to the LoRA's configured one). A LoRA named twice
+    or a weight that is not a number from -2 to 2 is refused."""
+    choices = [lora_choice(tag[1], tag[2], tag[0]) for tag in _LORA_TAG.finditer(prompt)]
+    return _LORA_TAG.sub(" ", prompt), _named_once(choices)
+
+
+def read_lora_list(text: str) -> tuple[LoraChoice, ...]:
+    """The LoRAs of a `lora` option: names with an optional weight, comma-separated
+    (`ink:0.8, glow`)."""
+    choices = []
+    for part in (part.strip() for part in text.split(",")):
+        if part:
+            name, _, weight = part.partition(":")
+            choices.append(lora_choice(name.strip(), weight or None, part))
+    return _named_once(choices)
+
+
+def lora_choice(name: str, weight: str | None, typed: str) -> LoraChoice:
+    """One LoRA as typed (`typed` names it in a refusal)."""
+    if weight is None:
+        return LoraChoice(name=name)
+    if not _SIGNED_DECIMAL.fullmatch(weight.strip()) or abs(float(weight)) > MAX_LORA_WEIGHT:
+        raise BadInput(
+            f"The weight in `{typed}` must be a number from {-MAX_LORA_WEIGHT:g} to"
+            f" {MAX_LORA_WEIGHT:g}, e.g. `<lora:{name}:0.8>`."
+        )
+    return LoraChoice(name=name, weight=float(weight))
+
+
+def _named_once(choices: list[LoraChoice]) -> tuple[LoraChoice, ...]:
+    names = [choice.name.casefold() for choice in choices]
+    if twice := next((name for name in names if names.count(name) > 1), None):
+        raise BadInput(f"LoRA `{twice}` is named twice; name each LoRA once.")
+    return tuple(choices)
 
 
 def read_blend(prompt: str) -> tuple[tuple[str, float], ...]:
@@ -426,6 +486,11 @@ def render_prompt(parsed: ParsedPrompt) -> str:
         flags.append(f"--control {parsed.control_type}")
     if parsed.tile:
         flags.append("--tile")
+    if parsed.draft:
+        flags.append("--draft")
+    for lora in parsed.loras or ():
+        weight = "" if lora.weight is None else f":{format(Decimal(repr(lora.weight)), 'f')}"
+        flags.append(f"<lora:{lora.name}{weight}>")
     for name in ("sampler", "model", "style"):
         if (word := getattr(parsed, name)) is not None:
             flags.append(f"--{name} {_word(word)}")

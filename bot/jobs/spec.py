@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 import unicodedata
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.protocol import (
     MAX_CONTROL_SCALE,
     MAX_IMAGES_PER_JOB,
+    MAX_LORAS,
     MAX_REFERENCE_SCALE,
     MAX_REFERENCES,
     MAX_SEED,
@@ -31,8 +32,11 @@ from engine.protocol import (
     MIN_STRENGTH,
     BatchJob,
     ControlType,
+    Family,
     Frame,
     GenerateRequest,
+    LoraSpec,
+    LoraWeight,
     Mode,
     ModelSpec,
     ReferenceMode,
@@ -50,6 +54,7 @@ from .prompt_language import (
     MAX_ASPECT,
     MAX_CFG,
     MAX_STYLE_WEIGHT,
+    LoraChoice,
     Style,
     expand_prompt,
     find_sampler,
@@ -100,6 +105,12 @@ class JobSpec(BaseModel):
     frame: Frame | None = None
     # --tile: a seamless texture; kept by the jobs made from this one (V, U, remix, zoom).
     tile: bool = False
+    # LoRAs (`<lora:name:0.8>`, the `lora` option): configured names at the weights they
+    # run with, sorted by name; kept by the jobs made from this one.
+    loras: tuple[LoraWeight, ...] = Field((), max_length=MAX_LORAS)
+    # --draft: made with the model's few-step LoRA, draft steps, sampler and cfg (a
+    # variation stays a draft; Enhance and Upscale make it at full quality).
+    draft: bool = False
     # --sref (style) and /blend: reference images the model's IP-Adapter reads, paths
     # relative to the data directory (saved as inputs, as uploads are), and their scale.
     references: tuple[str, ...] = Field((), max_length=MAX_REFERENCES)
@@ -259,6 +270,9 @@ class Options(BaseModel):
     # Weighted prompts (the HTTP API's text_prompts), heaviest first: see JobSpec.blend.
     blend: tuple[tuple[str, float], ...] = ()
     tile: bool | None = None
+    # The `lora` option's (HTTP: `loras`), beside the prompt's own <lora:…> tags.
+    loras: tuple[LoraChoice, ...] = ()
+    draft: bool | None = None
     # --sref: results to take the style of (job ids, `<job>/<image>`, links), found by
     # bot.core.door into `Inputs.references`; a blend (/blend) reads its images whole.
     references: tuple[str, ...] = ()
@@ -277,6 +291,10 @@ class Options(BaseModel):
         values["prompt"] = flags.prompt
         # The blend is the prompt's own (a multi-prompt) unless the options give one.
         values["blend"] = self.blend or flags.blend
+        # The prompt's LoRA tags and the option's together; one named in both takes the
+        # option's weight.
+        given = {lora.name.casefold(): lora for lora in (*flags.loras, *self.loras)}
+        values["loras"] = tuple(given.values())
         values["references"] = self.references + flags.references
         return type(self).model_validate(values)
 
@@ -407,6 +425,7 @@ def build_specs(
     max_permutations: int = DEFAULT_MAX_PERMUTATIONS,
     *,
     plain: bool = False,
+    loras: Mapping[str, LoraSpec] | None = None,
 ) -> list[JobSpec]:
     """Every job a member's options ask for, or BadInput saying what to change.
 
@@ -418,7 +437,8 @@ def build_specs(
     model's. With no seed given, one random seed serves every permutation (so
     they differ only by their text); the repeats of a prompt go on from it,
     job k at seed + k x count. A `plain` prompt (the HTTP API's) is read as it is
-    written: one job, no flags, no {…} choices.
+    written: one job, no flags, no {…} choices. `loras` are the configured LoRAs the
+    options may name.
     """
     typed = clean_text(options.prompt)
     if len(typed) > MAX_TYPED_CHARS:
@@ -426,13 +446,15 @@ def build_specs(
     seed = random_seed()
     if plain:
         merged = options.over(personal or {})
-        return [_build_one(merged, models, default_model, inputs, styles or {}, seed)]
+        one = _build_one(merged, models, default_model, inputs, styles or {}, seed)
+        return [_with_adapters(one, merged, models, loras or {})]
     specs = []
     for text in expand_prompt(typed, max_permutations):
         parsed = parse_prompt(text)
         flags = Options.model_validate({"prompt": parsed.prompt, **parsed.option_values()})
         merged = options.merged(flags).over(personal or {})
         first = _build_one(merged, models, default_model, inputs, styles or {}, seed)
+        first = _with_adapters(first, merged, models, loras or {})
         specs += [
             first.model_copy(update={"seed": (first.seed + k * first.count) % (MAX_SEED + 1)})
             for k in range(parsed.repeat)
@@ -641,6 +663,106 @@ def _check_ip_adapter(name: str, models: dict[str, ModelSpec]) -> None:
     )
 
 
+FAMILY_NAMES = {Family.SD: "SD 1.x/2.x", Family.SDXL: "SDXL"}
+
+
+def _with_adapters(
+    spec: JobSpec, options: Options, models: dict[str, ModelSpec], loras: Mapping[str, LoraSpec]
+) -> JobSpec:
+    """`spec` with the LoRAs its options name (weights resolved, trigger words added) and,
+    with --draft, the model's draft settings; BadInput for what the model cannot take."""
+    if not options.loras and not options.draft:
+        return spec
+    update: dict[str, object] = {}
+    if options.loras:
+        update["loras"], triggers = _resolved_loras(options.loras, spec, models, loras)
+        if triggers:
+            words = ", ".join(triggers)
+            update["prompt"] = f"{spec.prompt}, {words}"
+            update["blend"] = tuple((f"{text}, {words}", w) for text, w in spec.blend)
+            if len(str(update["prompt"])) > MAX_PROMPT_CHARS:
+                raise BadInput(_too_long(str(update["prompt"])))
+    if options.draft:
+        update |= draft_settings(spec.model, models)
+    changed = JobSpec.model_validate({**spec.model_dump(), **update})
+    if changed.init_image is not None:
+        _check_denoising(changed.steps, changed.strength)
+    return changed
+
+
+def _resolved_loras(
+    choices: tuple[LoraChoice, ...],
+    spec: JobSpec,
+    models: dict[str, ModelSpec],
+    loras: Mapping[str, LoraSpec],
+) -> tuple[tuple[LoraWeight, ...], list[str]]:
+    """The configured LoRAs `choices` name, sorted by name at their weights, and the trigger
+    words the prompt lacks; BadInput for an unknown LoRA or one of another family."""
+    if len(choices) > MAX_LORAS:
+        raise BadInput(f"A job takes at most {MAX_LORAS} LoRAs; you gave {len(choices)}.")
+    family = models[spec.model].family
+    if family is None:
+        raise BadInput(
+            f"Model `{spec.model}` takes no LoRAs here: its family is not known (an admin sets"
+            f" `family` in [models.{spec.model}])."
+        )
+    fitting = sorted(name for name, lora in loras.items() if lora.family is family)
+    resolved, triggers = [], []
+    for choice in choices:
+        name = next((known for known in loras if known.casefold() == choice.name.casefold()), None)
+        if name is None:
+            where = (
+                f"LoRAs for `{spec.model}`: {', '.join(fitting)}"
+                if fitting
+                else (f"none is configured for `{spec.model}`")
+            )
+            raise BadInput(f"Unknown LoRA `{choice.name}`; {where}.")
+        lora = loras[name]
+        if lora.family is not family:
+            raise BadInput(
+                f"LoRA `{name}` is made for {FAMILY_NAMES[lora.family]} models and `{spec.model}`"
+                f" is {FAMILY_NAMES[family]}: pick a model of its family or another LoRA."
+            )
+        weight = choice.weight if choice.weight is not None else lora.weight
+        resolved.append(LoraWeight(name=name, weight=weight))
+        triggers += [
+            word
+            for word in lora.triggers
+            if word.casefold() not in spec.prompt.casefold() and word not in triggers
+        ]
+    return tuple(sorted(resolved, key=lambda lora: lora.name)), triggers
+
+
+def draft_settings(name: str, models: dict[str, ModelSpec]) -> dict[str, object]:
+    """What --draft sets on a job of model `name`: its draft LoRA, steps, sampler and cfg
+    (they replace any given); BadInput where the model has no draft mode."""
+    model = models[name]
+    if model.draft_lora is None:
+        able = sorted(m for m, spec in models.items() if spec.draft_lora is not None)
+        where = f"models that have one: {', '.join(able)}" if able else "no model here has one"
+        raise BadInput(f"Model `{name}` has no draft mode (`--draft`); {where}.")
+    return {
+        "draft": True,
+        "steps": model.draft_steps,
+        "sampler": model.draft_scheduler,
+        "cfg": model.draft_cfg,
+    }
+
+
+def enhanced_spec(original: JobSpec, models: dict[str, ModelSpec]) -> JobSpec:
+    """A draft made again at full quality (Enhance, and Upscale of a draft): the same
+    prompt, seeds, size and LoRAs, with the model's own steps, sampler and cfg and no
+    draft LoRA; BadInput for a job that is no draft."""
+    if not original.draft:
+        raise BadInput("This job is not a draft: Enhance makes a `--draft` job at full quality.")
+    model = models.get(original.model)
+    if model is None:
+        raise BadInput(f"Model `{original.model}` is no longer available here.")
+    return original.model_copy(
+        update={"draft": False, "steps": model.steps, "sampler": model.sampler, "cfg": model.cfg}
+    )
+
+
 def _mode_of(
     options: Options, inputs: Inputs, name: str, models: dict[str, ModelSpec]
 ) -> tuple[Mode, InputImage | None]:
@@ -810,6 +932,8 @@ def remixed_spec(
     parsed = parse_prompt(typed)
     if parsed.repeat != 1:
         raise BadInput("A remix makes one job: remove `--n`.")
+    if parsed.loras:
+        raise BadInput("A remix keeps the job's LoRAs: remove the `<lora:…>` tags.")
     if parsed.references:
         raise BadInput("A remix keeps the job's style references: remove `--sref`.")
     prompt = parsed.prompt
@@ -855,6 +979,8 @@ def remixed_spec(
         model = models[name]
         ratio = original.width / original.height
         update["width"], update["height"] = fit_size(ratio, model.width * model.height)
+    if parsed.draft and not original.draft:
+        update |= draft_settings(name, models)
     remixed = JobSpec.model_validate({**original.model_dump(), **update})
     if remixed.init_image is not None:
         _check_denoising(remixed.steps, remixed.strength)

@@ -26,6 +26,7 @@ import discord
 
 from ..config import Config, looks_local
 from ..discord.bot import INTENTS
+from ..families import SDXL_SINGLE_FILE_KEY, safetensors_keys
 from .discord_http import unreachable
 from .downloads import hub_cache, repo_folder
 from .gpu import TorchBuild, nvidia_gpus, probe_torch
@@ -52,7 +53,6 @@ _INTENT_FLAGS = {
     "members": (1 << 14) | (1 << 15),
     "message_content": (1 << 18) | (1 << 19),
 }
-_SDXL_KEY = "conditioner.embedders.1."
 _SDXL_UNET_KEY = "add_embedding."  # a diffusers-layout SDXL UNet's extra embedding
 
 
@@ -262,16 +262,6 @@ def _class_family(class_name: str) -> str:
     return class_name
 
 
-def safetensors_keys(path: Path) -> list[str]:
-    """Tensor names from a .safetensors header (8-byte length, then JSON): no torch."""
-    with path.open("rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8))
-        if length > 100_000_000:
-            raise ValueError("header too large")
-        header = json.loads(file.read(length))
-    return [key for key in header if key != "__metadata__"]
-
-
 def describe_source(source: str) -> tuple[Verdict, str, str]:
     """(verdict, what it is, advice) for one weight source, read without torch."""
     if not looks_local(source):
@@ -300,7 +290,9 @@ def describe_source(source: str) -> tuple[Verdict, str, str]:
                     f"{path.name} is not a readable .safetensors file ({error})",
                     "",
                 )
-            family = "SDXL" if any(k.startswith(_SDXL_KEY) for k in keys) else "SD 1.x/2.x"
+            family = (
+                "SDXL" if any(k.startswith(SDXL_SINGLE_FILE_KEY) for k in keys) else "SD 1.x/2.x"
+            )
             return Verdict.OK, f"single file {path.name} ({_size([path])}, {family})", ""
         return (
             Verdict.OK,
