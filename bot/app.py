@@ -87,10 +87,9 @@ def build_http(
     keys: ApiKeyStore,
     moderation: Moderation,
     core: Core,
-    replies: ResultReplies | None = None,
 ) -> HttpApi:
-    """The HTTP API on `service` and `core`, listening to its jobs; with `replies` (the
-    bot's Discord), also the Vary (Region) editor."""
+    """The HTTP API on `service` and `core`, listening to its jobs; where the core serves
+    the Vary (Region) editor (with the bot's Discord), its pages too."""
     http = HttpApi(
         ApiServices(
             config=config,
@@ -101,7 +100,6 @@ def build_http(
             quotas=quotas,
             moderation=moderation,
             health=HealthStore(sessions),
-            replies=replies,
         )
     )
     service.add_listener(http.watch)
@@ -161,9 +159,10 @@ async def run_bot(config: Config, token: str) -> None:
         commands=commands,
         quotas=quotas,
         links=LinkStore(sessions),
+        replies=ResultReplies(client),
     )
     http = (
-        build_http(config, sessions, service, quotas, keys, moderation, core, ResultReplies(client))
+        build_http(config, sessions, service, quotas, keys, moderation, core)
         if config.http.enabled
         else None
     )

@@ -30,13 +30,15 @@ SLOW_FIRST = (
 
 
 # The tests that run on PostgreSQL as well as SQLite (those that ask for `database`):
-# the stores, the claim and scheduling, admission, the HTTP API and the bot's lifecycle.
+# the stores, the claim and scheduling, admission, the editor links, the HTTP API and the
+# bot's lifecycle.
 ON_BOTH_DATABASES = (
     "tests/store/",
     "tests/bot/test_job_store.py",
     "tests/bot/test_leases.py",
     "tests/bot/test_queue_length.py",
     "tests/bot/test_remote_cancel.py",
+    "tests/core/test_editor_links.py",
     "tests/http/",
     "tests/e2e/test_lifecycle.py",
 )

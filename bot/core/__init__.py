@@ -27,7 +27,7 @@ from ..store.users import UserStore
 from .acting import Acting
 from .door import Door
 from .drafts import Catalog
-from .editor import RegionEditor
+from .editor import RegionEditor, ResultReplies
 from .queries import Queries
 
 
@@ -51,7 +51,10 @@ class Core:
         commands: CommandStore,
         quotas: QuotaStore | None,
         links: LinkStore,
+        replies: ResultReplies | None = None,
     ) -> Core:
+        """The core; `replies` (the bot's Discord, where it runs) answers the browser
+        editor's Vary (Region) and so serves the editor (bot.core.editor)."""
         door = Door(jobs=jobs, users=users, moderation=moderation, commands=commands)
         acting = Acting(jobs=jobs, config=config)
         catalog = Catalog(
@@ -68,6 +71,7 @@ class Core:
             links=links,
             door=door,
             acting=acting,
+            replies=replies,
         )
         return cls(
             door,

@@ -92,24 +92,31 @@ def sign(key: bytes, claim: LinkClaim) -> str:
 
 def read_token(key: bytes, token: str, now: datetime) -> LinkClaim | LinkProblem:
     """The claim a token makes, when it is this bot's, unchanged and not expired."""
+    claim = _claim_of(token)
+    if claim is None:
+        return LinkProblem.MALFORMED
+    if not hmac.compare_digest(_b64(_mac(key, claim)), token.rsplit(".", 1)[1]):
+        return LinkProblem.TAMPERED
+    if claim.expires_at <= now:
+        return LinkProblem.EXPIRED
+    return claim
+
+
+def _claim_of(token: str) -> LinkClaim | None:
+    """What a token says of itself, unchecked; None when it is not shaped as a link."""
     parts = token.split(".")
     if len(parts) != 6:
-        return LinkProblem.MALFORMED
-    job_id, image, user_id, expiry, nonce, signature = parts
+        return None
+    job_id, image, user_id, expiry, nonce, _ = parts
     if not (image.isdigit() and user_id.isdigit() and expiry.isdigit()):
-        return LinkProblem.MALFORMED
-    claim = LinkClaim(
+        return None
+    return LinkClaim(
         job_id=job_id,
         image=int(image),
         user_id=int(user_id),
         expires_at=datetime.fromtimestamp(int(expiry), UTC),
         nonce=nonce,
     )
-    if not hmac.compare_digest(_b64(_mac(key, claim)), signature):
-        return LinkProblem.TAMPERED
-    if claim.expires_at <= now:
-        return LinkProblem.EXPIRED
-    return claim
 
 
 def _mac(key: bytes, claim: LinkClaim) -> bytes:
@@ -158,20 +165,32 @@ class RegionEditor:
     """The links to the editor, and the jobs its submissions queue."""
 
     def __init__(
-        self, *, http: HttpConfig, data_dir: Path, links: LinkStore, door: Door, acting: Acting
+        self,
+        *,
+        http: HttpConfig,
+        data_dir: Path,
+        links: LinkStore,
+        door: Door,
+        acting: Acting,
+        replies: ResultReplies | None = None,
     ) -> None:
         self._http = http
         self._data_dir = data_dir
         self._links = links
         self._door = door
         self._acting = acting
+        self._replies = replies
         self._key: bytes | None = None
 
     @property
     def served(self) -> bool:
-        """Whether members' browsers can reach the editor: the HTTP server is on and its
-        public address is configured."""
-        return self._http.enabled and self._http.public_url is not None
+        """Whether this process serves the editor: its HTTP server is on, its public
+        address is configured, and Discord is here to answer (`atelier run`, not `atelier
+        serve`). The HTTP server adds the editor's routes, and the button offers a link,
+        only then: a link never leads to a page that is not there."""
+        return (
+            self._http.enabled and self._http.public_url is not None and self._replies is not None
+        )
 
     async def issue(
         self, member: Requester, job_id: str, image: int, *, nsfw_channel: bool = False
@@ -211,16 +230,18 @@ class RegionEditor:
         """The link a token names, when it opens the editor now; a refusal is audited."""
         claim = read_token(await self._signing_key(), token, utcnow())
         if isinstance(claim, LinkProblem):
-            return await self._refused(claim, token)
+            # An expired link is still this bot's: whom it was given to is known.
+            signed = _claim_of(token) if claim is LinkProblem.EXPIRED else None
+            return await self._refused(claim, token, signed)
         link = await self._links.get(claim.nonce)
         if link is None or (link.job_id, link.image, link.user_id) != (
             claim.job_id,
             claim.image,
             claim.user_id,
         ):
-            return await self._refused(LinkProblem.UNKNOWN, token)
+            return await self._refused(LinkProblem.UNKNOWN, token, claim)
         if link.used_at is not None:
-            return await self._refused(LinkProblem.USED, token)
+            return await self._refused(LinkProblem.USED, token, claim)
         return link
 
     async def open(self, token: str) -> Opened | Refusal:
@@ -235,9 +256,7 @@ class RegionEditor:
         source = await self._acting.source(action, job, link.image)
         return source if isinstance(source, Refusal) else Opened(link=link, job=job, source=source)
 
-    async def submit(
-        self, token: str, words: Words, mask: InputSource, replies: ResultReplies
-    ) -> Accepted | Refusal:
+    async def submit(self, token: str, words: Words, mask: InputSource) -> Accepted | Refusal:
         """The editor's submission: a Vary (Region) of the link's image with `words` and
         the painted `mask`, through the door like any request. The link is used only once
         the request passed the door's checks, and before it is queued."""
@@ -264,13 +283,18 @@ class RegionEditor:
         if not await self._links.use(link):
             await mask.discard()
             return await self._refused(LinkProblem.USED, token)
-        messages = replies.to(opened.job, member.user_id)
+        assert self._replies is not None  # submissions come only where the editor is served
+        messages = self._replies.to(opened.job, member.user_id)
         return await self._door.admit(member, draft, mask, Origin.HTTP, checked, messages=messages)
 
-    async def _refused(self, problem: LinkProblem, token: str) -> Refusal:
+    async def _refused(
+        self, problem: LinkProblem, token: str, signed: LinkClaim | None = None
+    ) -> Refusal:
+        """Audit and answer a refused link; `signed`: its claim, where its signature
+        matched, so its member is the entry's actor (forget-me finds them there)."""
         # What the link claims, cut short (a tampered one may say anything), for the audit.
         claimed: dict[str, object] = {"link": _claimed(token)}
-        await self._links.refused(problem.value, claimed)
+        await self._links.refused(problem.value, claimed, signed.user_id if signed else None)
         log.info("editor link refused: %s", problem.value)
         kind = RefusalKind.GONE if problem in _GONE else RefusalKind.NOT_ALLOWED
         return Refusal(kind=kind, reason=_REASONS[problem])
@@ -285,7 +309,9 @@ _GONE = frozenset({LinkProblem.EXPIRED, LinkProblem.USED, LinkProblem.UNKNOWN})
 
 
 def _claimed(token: str) -> Sequence[str]:
-    """The parts of a token before its signature (job, image, member, expiry), each cut
-    short: never the signature or the nonce, which would let a reader of the audit log
-    rebuild a live link."""
-    return [part[:24] for part in token.split(".")[:4]]
+    """The job, image and expiry a token names, each cut short: never the signature or
+    the nonce, which would let a reader of the audit log rebuild a live link, nor the
+    member, who is the entry's actor where the link is this bot's (a changed link's
+    member id is no one's to keep)."""
+    parts = token.split(".")
+    return [part[:24] for part in (*parts[:2], *parts[3:4])]

@@ -11,15 +11,17 @@ import binascii
 import dataclasses
 import logging
 import secrets
+import shutil
 from pathlib import Path
 
+from ..blobs import INPUTS
 from ..core.door import NO_INPUTS, Draft, InputSource, Origin, SavedInputs
 from ..core.drafts import OptionsDraft
 from ..core.refusals import Refusal, RefusalKind
 from ..core.views import Job, KeyHolder, Requester, utcnow
-from ..jobs.inputs import read_image, save_checked
+from ..jobs.inputs import CheckedImage, inputs_by_role, read_image, save_checked
 from ..jobs.service import Submitted
-from ..jobs.spec import BadInput, Inputs
+from ..jobs.spec import BadInput, InputImage, Inputs
 from .errors import ApiError
 from .models import GenerationOptions, JobRequest, MaskSource, TextPrompt
 from .refusals import api_error
@@ -130,27 +132,41 @@ def with_references(draft: OptionsDraft, body: JobRequest) -> OptionsDraft:
     return dataclasses.replace(draft, options=draft.options.model_copy(update=update))
 
 
-async def save_mask(services: ApiServices, encoded: str) -> SavedInputs:
+async def read_mask(services: ApiServices, encoded: str) -> BodyMask:
     """A mask sent as base64 PNG (a data URL too: a canvas's `toDataURL`), checked as any
-    mask (it repaints something, not everything) and saved in a folder of its own."""
-    _, _, data = encoded.rpartition(",")
+    mask (it repaints something, not everything); stored when the door admits it."""
+    image = _decoded(encoded, "mask")
+    max_bytes = int(services.config.generation.max_attachment_mb * 2**20)
     try:
-        image = base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise ApiError(400, "bad_request", "mask: not base64 (send a PNG, base64)") from None
-    config = services.config
-    data_dir = config.storage.data_dir
-    folder = data_dir / "inputs" / secrets.token_hex(8)
-    max_bytes = int(config.generation.max_attachment_mb * 2**20)
-    try:
-        inputs = await asyncio.to_thread(_save_mask, image, folder, data_dir, max_bytes)
+        checked = await asyncio.to_thread(read_image, image, "mask", max_bytes)
     except BadInput as error:
         raise ApiError(400, "bad_request", f"mask: {error}") from None
-    return SavedInputs(inputs, folder)
+    return BodyMask(checked, services.jobs.blobs.spool)
 
 
-def _save_mask(image: bytes, folder: Path, data_dir: Path, max_bytes: int) -> Inputs:
-    return save_checked({"mask": read_image(image, "mask", max_bytes)}, folder, data_dir)
+class BodyMask:
+    """A body's mask, checked, as an InputSource (bot.core.door): written to the blob
+    store's spool only once the request passed the door's checks, so the door publishes
+    it to the store ([storage] backend) before its job is queued."""
+
+    def __init__(self, checked: CheckedImage, spool: Path) -> None:
+        self._checked = checked
+        self._spool = spool
+        self._folder: Path | None = None
+
+    def declared(self) -> Inputs:
+        image = self._checked.image
+        return inputs_by_role({"mask": InputImage("", image.width, image.height)})
+
+    async def save(self) -> Inputs:
+        self._folder = self._spool / INPUTS / secrets.token_hex(8)
+        return await asyncio.to_thread(
+            save_checked, {"mask": self._checked}, self._folder, self._spool
+        )
+
+    async def discard(self) -> None:
+        if self._folder is not None:
+            await asyncio.to_thread(shutil.rmtree, self._folder, True)
 
 
 async def draft_of(

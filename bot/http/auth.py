@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler, Middleware
 from ..core.door import barred_by
 from ..core.views import KeyHolder, utcnow
 from ..moderation.rate import Buckets
-from .errors import ApiError
+from .errors import ApiError, logged_path
 from .refusals import api_error
 from .services import CLIENT, ApiServices
 from .translate import retry_after
@@ -73,7 +73,7 @@ async def _member(services: ApiServices, rate: Buckets, request: web.Request) ->
             holder.guild_id,
             None,
             standing.plain(),
-            params={"client": CLIENT, "key_id": holder.key_id, "path": request.path},
+            params={"client": CLIENT, "key_id": holder.key_id, "path": logged_path(request)},
             kind=standing.kind.value,
         )
         raise api_error(standing, utcnow())
@@ -110,7 +110,7 @@ async def audit_refusal(services: ApiServices, request: web.Request, error: ApiE
         params={
             "client": CLIENT,
             "key_id": holder.key_id,
-            "path": request.path,
+            "path": logged_path(request),
             "status": error.status,
             "name": error.name,
         },

@@ -18,14 +18,15 @@ from pathlib import Path
 from aiohttp import web
 
 from ..core.actions import Words
-from ..core.editor import Opened, ResultReplies
-from ..core.refusals import Refusal
+from ..core.editor import Opened
+from ..core.refusals import Refusal, RefusalKind
 from ..core.views import utcnow
 from . import admission
 from .bodies import read_json
 from .models import EditorSubmission
+from .openapi import PNG
 from .refusals import RENDERINGS, api_error
-from .services import ApiServices, services_of
+from .services import services_of
 
 STATIC = Path(__file__).parent / "static"
 # The token is in the page's address: no other site gets it as a referrer, no cache
@@ -85,8 +86,17 @@ async def image(request: web.Request) -> web.StreamResponse:
     if isinstance(opened, Refusal):
         raise api_error(opened, utcnow())
     assert opened.source.image is not None
-    path = services_of(request).config.storage.data_dir / opened.source.image.path
-    return web.FileResponse(path, headers=HEADERS)
+    # From the blob store, wherever [storage] keeps it (the data folder or a bucket).
+    data = await services_of(request).jobs.output_bytes(opened.source.image.path)
+    if data is None:  # deleted since the link was opened
+        raise api_error(GONE, utcnow())
+    return web.Response(body=data, content_type=PNG, headers=HEADERS)
+
+
+GONE = Refusal(
+    kind=RefusalKind.GONE,
+    reason="This image is no longer stored: it cannot be edited any more.",
+)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -97,9 +107,9 @@ async def submit(request: web.Request) -> web.Response:
     if isinstance(opened, Refusal):
         raise api_error(opened, utcnow())
     body = await read_json(request, EditorSubmission)
-    mask = await admission.save_mask(services, body.mask)
+    mask = await admission.read_mask(services, body.mask)
     words = Words(prompt=body.prompt, negative=body.negative_prompt)
-    outcome = await services.core.editor.submit(token, words, mask, _replies(services))
+    outcome = await services.core.editor.submit(token, words, mask)
     if isinstance(outcome, Refusal):
         raise api_error(outcome, utcnow())
     (queued,) = outcome.jobs
@@ -139,9 +149,3 @@ REFUSED_PAGE = """<!doctype html>
 
 async def _opened(request: web.Request) -> Opened | Refusal:
     return await services_of(request).core.editor.open(request.match_info["token"])
-
-
-def _replies(services: ApiServices) -> ResultReplies:
-    # The routes are only added where the API is served with Discord (bot.http.server).
-    assert services.replies is not None
-    return services.replies

@@ -8,9 +8,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_request import BaseRequest
 
+from ..ops.logs import without_links
 from .models import ErrorBody
 from .openapi import Reply
 
@@ -66,13 +69,38 @@ def error_replies(*statuses: int) -> dict[int, Reply]:
     }
 
 
+def logged_path(request: web.Request) -> str:
+    """The request's path as a log line or the audit may hold it: an editor link's token
+    (the credential in the Vary (Region) editor's address) taken out."""
+    return without_links(request.path)
+
+
+class AccessLog(AbstractAccessLogger):
+    """aiohttp's access log (`aiohttp.access`, off unless an admin turns it on), one line
+    a request, with the path as `logged_path` gives it."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %.3f s',
+            request.remote,
+            request.method,
+            without_links(request.path),
+            response.status,
+            time,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
 def unreadable(request: web.Request, error: Exception, what: str) -> ApiError:
     """A 400 for a body that cannot be read; what went wrong stays in the log (its text
     can quote the client's bytes), the answer says what to send."""
     log.info(
         "http %s %s: unreadable body: %s: %.200s",
         request.method,
-        request.path,
+        logged_path(request),
         type(error).__name__,
         error,
     )
@@ -111,14 +139,17 @@ def error_middleware(max_body_mb: float, refused: OnRefused) -> Middleware:
             routing = ApiError(
                 http_error.status,
                 names.get(http_error.status, "bad_request"),
-                f"{request.method} {request.path}: {http_error.reason}",
+                f"{request.method} {logged_path(request)}: {http_error.reason}",
                 headers,
             )
             return error_response(request, routing)
         except Exception:
             error_id = str(uuid.uuid4())
             log.exception(
-                "http %s %s: unexpected error (error id %s)", request.method, request.path, error_id
+                "http %s %s: unexpected error (error id %s)",
+                request.method,
+                logged_path(request),
+                error_id,
             )
             body = ErrorBody(
                 id=error_id,
@@ -136,7 +167,7 @@ def error_response(request: web.Request, error: ApiError) -> web.Response:
     log.info(
         "http %s %s: %d %s (error id %s): %s",
         request.method,
-        request.path,
+        logged_path(request),
         error.status,
         error.name,
         error_id,

@@ -25,7 +25,7 @@ from aiohttp import web
 from ..core.services import DatabaseHeartbeat
 from .auth import audit_refusal, key_middleware, request_rate
 from .editor import add_editor_routes
-from .errors import error_middleware
+from .errors import AccessLog, error_middleware
 from .routes import OPERATIONS, api_document
 from .routes.health import DOCUMENT, HEARTBEAT, openapi
 from .services import CLIENT, SERVICES, ApiServices
@@ -70,7 +70,7 @@ class HttpApi:
             if not operation.auth:
                 public.add(route)
         public.update(app.router.add_get("/openapi.json", openapi).resource or ())  # and HEAD
-        if services.replies is not None:  # the editor answers in Discord: only with the bot
+        if services.core.editor.served:  # with Discord to answer, and a public address
             public.update(add_editor_routes(app))
         app.middlewares.extend(
             [
@@ -90,6 +90,7 @@ class HttpApi:
             self.application(),
             handler_cancellation=True,
             shutdown_timeout=self._config.queue.stop_grace_seconds,
+            access_log_class=AccessLog,
         )
         await self._runner.setup()
         http = self._config.http

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from ..config import Config
 from ..core import Core
-from ..core.editor import ResultReplies
 from ..core.services import ApiKeyStore, HealthStore, QuotaStore, UserStore
 from ..jobs.service import JobService
 from ..moderation.service import Moderation
@@ -30,9 +29,6 @@ class ApiServices:
     quotas: QuotaStore
     moderation: Moderation
     health: HealthStore
-    # Where a Vary (Region) made in the browser editor is answered (a reply to its result
-    # in Discord); None where the API is served without Discord, which serves no editor.
-    replies: ResultReplies | None = None
 
 
 SERVICES = web.AppKey("services", ApiServices)

@@ -1,9 +1,10 @@
 """The bot's logging: one line per event, as text or JSON, with secrets taken out.
 
 Every line passes through a redactor before it is written: the bot token (and
-any other secret given at start) and the interaction tokens inside webhook and
-callback URLs (credentials for a member's reply) become `[redacted]`, in the
-message and in tracebacks alike. In JSON each line is one object with `time`,
+any other secret given at start), the interaction tokens inside webhook and
+callback URLs (credentials for a member's reply) and the tokens of Vary (Region)
+editor links (bot.core.editor) become `[redacted]`, in the message and in
+tracebacks alike. In JSON each line is one object with `time`,
 `level`, `logger`, `message`, and `job_id` when the line is about a job (the
 bot's lines say "job <id>: ..."), so a log shipper can index by job.
 """
@@ -23,6 +24,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "[redacted]"
 # An interaction token is the path segment after the application or interaction id.
 _URL_TOKENS = re.compile(r"((?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]{20,}")
+# An editor link's token is the path segment after /edit/ (bot.core.editor.EDITOR_PATH).
+_EDITOR_LINKS = re.compile(r"(/edit/)[^/\s?#\"']+")
 _JOB_ID = re.compile(r"\bjob `?([0-9a-f]{10})\b")
 # The environment variable the engine reads to log in the same format.
 ENGINE_FORMAT_VARIABLE = "ATELIER_LOG_FORMAT"
@@ -47,7 +50,13 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return _URL_TOKENS.sub(rf"\1{REDACTED}", text)
+        return without_links(_URL_TOKENS.sub(rf"\1{REDACTED}", text))
+
+
+def without_links(text: str) -> str:
+    """`text` with every editor link's token taken out: the link is the credential that
+    opens the editor, so no log line, audit entry or error message may hold one."""
+    return _EDITOR_LINKS.sub(rf"\1{REDACTED}", text)
 
 
 def job_id_of(record: logging.LogRecord, message: str) -> str | None:

@@ -95,11 +95,14 @@ class LinkStore:
             audit.record_by(session, link.actor, USED, target=link.target)
             return True
 
-    async def refused(self, reason: str, claimed: dict[str, object]) -> None:
+    async def refused(
+        self, reason: str, claimed: dict[str, object], member: int | None = None
+    ) -> None:
         """Audit a link refused (tampered, expired, used, another member's); `claimed` is
-        what the link says of itself, which is not to be trusted."""
+        what the link says of itself, which is not to be trusted; `member`, whom the link
+        was given to where its signature proves it."""
         async with self._sessions.begin() as session:
-            audit.record(session, REFUSED, reason, params=claimed)
+            audit.record(session, REFUSED, reason, actor_id=member, params=claimed)
 
 
 def _issued(row: EditorLink) -> IssuedLink:

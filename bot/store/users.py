@@ -19,6 +19,7 @@ from .models import (
     ApiKey,
     AuditEntry,
     CommandState,
+    EditorLink,
     Job,
     JobState,
     Output,
@@ -283,8 +284,10 @@ async def _move_to_pseudonym(session: AsyncSession, user_id: int) -> _Moved:
         job.message_id = None
         job.api_key_id = None
         job.result_key = None  # a hash of their words: it could confirm a guess of them
-    # The member's HTTP API keys identify them: they go (and stop working) too.
+    # The member's HTTP API keys identify them: they go (and stop working) too, and so do
+    # the Vary (Region) editor links given to them (their name and where they were).
     await session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+    await session.execute(delete(EditorLink).where(EditorLink.user_id == user_id))
     await session.execute(
         update(UsageEntry).where(UsageEntry.user_id == user_id).values(user_id=pseudonym)
     )

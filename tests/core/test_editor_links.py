@@ -5,6 +5,7 @@ compare-and-set; every step audited."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -26,9 +27,10 @@ from bot.core.editor import (
     sign,
 )
 from bot.core.refusals import Refusal, RefusalKind
+from bot.store.audit import Actor
 from bot.store.editor_links import IssuedLink, LinkStore
 from bot.store.jobs import Requester
-from bot.store.models import AuditEntry
+from bot.store.models import AuditEntry, EditorLink
 from tests.databases import Database
 from tests.stores import Stores, open_stores
 
@@ -177,3 +179,34 @@ async def test_a_changed_expired_or_unknown_link_is_refused_and_audited(stores: 
     async with stores.sessions() as session:
         audited = str([row.params for row in await session.scalars(select(AuditEntry))])
     assert rest[1] not in audited and rest[2] not in audited  # never the nonce or signature
+
+
+async def test_forget_me_deletes_the_members_links_and_keeps_no_id_of_theirs_in_the_audit(
+    stores: Stores,
+) -> None:
+    editor = editor_on(stores)
+    forgotten = dataclasses.replace(MEMBER, user_id=913_377_000_123, user_name="dana")
+    used = token_of(await editor.issue(forgotten, "0123456789", 1))
+    unused = token_of(await editor.issue(forgotten, "0123456789", 2))
+    kept = token_of(await editor.issue(MEMBER, "0123456789", 1))
+    link = await editor.check(used)
+    assert isinstance(link, IssuedLink) and await LinkStore(stores.sessions).use(link)
+    await editor.check(used)  # refused as used: this bot's link, their id is its actor
+    job, _, member, *rest = unused.split(".")
+    await editor.check(".".join([job, "3", member, *rest]))  # changed: claims their id
+
+    await stores.users.forget(forgotten.user_id, Actor(forgotten.user_id))
+
+    async with stores.sessions() as session:
+        links = (await session.scalars(select(EditorLink))).all()
+        entries = (await session.scalars(select(AuditEntry))).all()
+    assert [link.user_id for link in links] == [MEMBER.user_id]
+    # Only the record of the request to forget them names them.
+    about_links = [(e.actor_id, e.target, e.params) for e in entries if e.action != "user.forget"]
+    assert str(forgotten.user_id) not in str(about_links)
+    assert "dana" not in str([link.user_name for link in links])
+    # Their links work no more; another member's still does.
+    for token in (used, unused):
+        refused = await editor.check(token)
+        assert isinstance(refused, Refusal) and refused.kind is RefusalKind.GONE
+    assert isinstance(await editor.check(kept), IssuedLink)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -250,6 +251,8 @@ def check_finished_bot(bot: RunningBot, code: int | None, json_lines: bool = Fal
     assert server.bot_token not in logged  # the secret never reaches a log
     for token in server.interaction_tokens:
         assert token not in logged
+    # Nor a Vary (Region) editor link's token, whoever logged its address.
+    assert re.search(r"/edit/(?!\[redacted\])", logged) is None
     if json_lines:
         for line in logged.splitlines():
             if line.strip():

@@ -1,7 +1,7 @@
 """Vary (Region) end to end: the button's private link, the editor page in a real headless
 Chromium (the distribution's, driven by playwright), a region painted with the mouse
 and a rectangle, the inpainting job its mask makes, and its result delivered in Discord
-as a reply to the original image."""
+as a reply to the original image; where no editor is served, the button's answer."""
 
 from __future__ import annotations
 
@@ -18,30 +18,17 @@ import pytest
 import requests
 from PIL import Image
 
+from bot.discord.cogs.jobs import NO_EDITOR
+from tests.browser import chromium, drag, needs_chromium
 from tests.discord_server import Message
 
 from .conftest import Launch, RunningBot
 from .test_apikey import free_port
 from .test_imagine import finished
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Where a run also writes the editor's screenshot for the docs (README shows it).
 SCREENSHOT_VARIABLE = "ATELIER_EDITOR_SCREENSHOT"
 LINK = re.compile(r"\((http://[^)\s]+/edit/[^)\s]+)\)")
-
-playwright = pytest.importorskip("playwright.async_api")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
-)
 
 
 @dataclass(frozen=True)
@@ -78,16 +65,12 @@ async def editor_bot(launch_bot: Launch) -> RunningBot:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    async with playwright.async_playwright() as driver:
-        launched = await driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
-async def editor_link(bot: RunningBot, result: Message) -> str:
-    """Click Vary (Region) under `result`; the link in the private answer."""
+async def vary_region(bot: RunningBot, result: Message) -> str:
+    """Click Vary (Region) under `result`; its private answer."""
     button = next(
         c["custom_id"]
         for c in result.iter_components()
@@ -96,27 +79,37 @@ async def editor_link(bot: RunningBot, result: Message) -> str:
     click = await bot.server.click_button(result, button)
     answer = await click.wait_for_callback(timeout=10)
     assert answer.type == 4 and answer.data["flags"] & 64, answer  # private
-    found = LINK.search(answer.data["content"])
-    assert found is not None, answer.data["content"]
+    content = answer.data["content"]
+    assert isinstance(content, str)
+    return content
+
+
+async def editor_link(bot: RunningBot, result: Message) -> str:
+    """Click Vary (Region) under `result`; the link in the private answer."""
+    answer = await vary_region(bot, result)
+    found = LINK.search(answer)
+    assert found is not None, answer
     return found.group(1)
 
 
-async def drag(
-    page: object, box: dict[str, float], scale: float, points: list[tuple[float, float]]
+async def test_without_the_editor_the_button_says_how_to_inpaint_with_imagine(
+    running_bot: RunningBot,
 ) -> None:
-    """Press the mouse at the first point (image pixels), move through the others, release."""
-    mouse = page.mouse  # type: ignore[attr-defined]
-    at = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in points]
-    await mouse.move(*at[0])
-    await mouse.down()
-    for x, y in at[1:]:
-        await mouse.move(x, y, steps=8)
-    await mouse.up()
+    # No [http] server in this `atelier run`: no page to link to.
+    made = await running_bot.server.send_slash_command("imagine", {"prompt": "a lighthouse"})
+    result = await made.wait_for_original(finished, timeout=120)
+    answer = await vary_region(running_bot, result)
+    assert answer == NO_EDITOR and "/edit/" not in answer
+    assert running_bot.rows(
+        "select outcome from audit_log where action = 'button.vary_region'"
+    ) == [{"outcome": "no editor"}]
 
 
+@needs_chromium
 async def test_a_region_painted_in_the_browser_is_repainted_and_answered_as_a_reply(
     editor_bot: RunningBot, browser: object, tmp_path: Path
 ) -> None:
+    playwright = pytest.importorskip("playwright.async_api")
     bot, server = editor_bot, editor_bot.server
     made = await server.send_slash_command("imagine", {"prompt": "a lighthouse", "seed": 7})
     result = await made.wait_for_original(finished, timeout=120)

@@ -54,7 +54,7 @@ async def act(request: web.Request) -> web.Response:
     # Audited (and its blocked words counted) as `http.<action>`, Discord's `button.<action>`.
     draft = acting.draft(action, source, words, command=command_of(action))
     # Vary (Region)'s mask, saved like any input (removed by the door if it refuses).
-    inputs = await admission.save_mask(services, body.mask) if body.mask else NO_INPUTS
+    inputs = await admission.read_mask(services, body.mask) if body.mask else NO_INPUTS
     try:
         submitted = await admission.queued(services, holder, draft, inputs)
     except admission.DoorRefused as door:  # audited by the door
