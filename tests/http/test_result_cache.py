@@ -3,6 +3,7 @@ their earlier job's images, marked by its header and job view, and costs nothing
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -71,3 +72,23 @@ async def test_a_generation_without_a_seed_is_never_cached(api: RunningApi) -> N
     jobs = await api.rows(Job, Job.user_id == member.user_id)
     assert [job.cached_from for job in jobs] == [None, None]
     assert all(job.gpu_seconds for job in jobs)
+
+
+async def test_the_same_generation_sent_twice_at_once_runs_once(api: RunningApi) -> None:
+    """Both answered, with the same pixels, from one run on the engine: the second waited
+    for the first's result."""
+    member = await api.member()
+    body = BODY | {"seed": 8}
+    answers = await asyncio.gather(*(generate(api, member.key, body) for _ in range(2)))
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[0].json()["artifacts"] == answers[1].json()["artifacts"]
+    jobs = await api.rows(Job, Job.user_id == member.user_id)
+    (ran,) = [job for job in jobs if job.cached_from is None]
+    (waited,) = [job for job in jobs if job.cached_from is not None]
+    assert (waited.cached_from, waited.gpu_seconds) == (ran.id, 0)
+    runs = await api.rows(
+        AuditEntry, AuditEntry.action == "job.running", AuditEntry.target.in_([ran.id, waited.id])
+    )
+    assert [entry.target for entry in runs] == [ran.id]  # one run on the engine
+    ledger = await api.rows(UsageEntry, UsageEntry.user_id == member.user_id)
+    assert [entry.job_id for entry in ledger] == [ran.id]
