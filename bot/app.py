@@ -9,6 +9,7 @@ import logging
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .blobs import open_blobs
 from .config import Config
 from .core import Core
 from .core.deliveries import Deliveries, front_door_id
@@ -75,7 +76,7 @@ def build_moderation(
     config: Config, sessions: async_sessionmaker[AsyncSession], notify: Notify | None = None
 ) -> Moderation:
     """Moderation on its own stores; `notify` tells the admins (None: the log only)."""
-    users = UserStore(sessions, config.storage.data_dir)
+    users = UserStore(sessions, open_blobs(config.storage))
     return Moderation(config.moderation, GuildStore(sessions), users, AuditLog(sessions), notify)
 
 
@@ -96,7 +97,7 @@ def build_http(
             jobs=service,
             core=core,
             keys=keys,
-            users=UserStore(sessions, config.storage.data_dir),
+            users=UserStore(sessions, service.blobs),
             quotas=quotas,
             moderation=moderation,
             health=HealthStore(sessions),
@@ -117,7 +118,7 @@ def build_core(
     return Core.build(
         config=config,
         jobs=service,
-        users=UserStore(sessions, config.storage.data_dir),
+        users=UserStore(sessions, service.blobs),
         moderation=moderation,
         commands=CommandStore(sessions),
         quotas=quotas,
@@ -134,12 +135,12 @@ async def run_bot(config: Config, token: str) -> None:
     service = build_service(config, sessions, quotas, engines)
     use_endpoints(config.discord)
     client = AtelierBot(config.discord, ops.discord_trace)
-    users = UserStore(sessions, config.storage.data_dir)
+    users = UserStore(sessions, service.blobs)
     admin_log = AdminLog(client, config.moderation.log_channel_id)
     delivery = Delivery(
         client=client,
         deliveries=Deliveries(service.store, EventStore(sessions), front_door_id()),
-        data_dir=config.storage.data_dir,
+        blobs=service.blobs,
         interval=config.discord.progress_interval,
         queue_place=service.queue_place,
         prefers_dm=users.prefers_dm,
@@ -185,7 +186,7 @@ async def run_bot(config: Config, token: str) -> None:
     stop = asyncio.Event()
     restore_signals = on_signals(stop)
     grace = config.queue.stop_grace_seconds
-    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
+    sweeper = RetentionSweeper(sessions, service.blobs, config.storage.retention_days)
     try:
         await service.start()
         await ops.start()
@@ -273,7 +274,7 @@ async def serve_http(config: Config) -> None:
         moderation,
         build_core(config, sessions, service, moderation, quotas),
     )
-    sweeper = RetentionSweeper(sessions, config.storage.data_dir, config.storage.retention_days)
+    sweeper = RetentionSweeper(sessions, service.blobs, config.storage.retention_days)
     stop = asyncio.Event()
     restore_signals = on_signals(stop)
     grace = config.queue.stop_grace_seconds

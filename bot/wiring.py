@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from .blobs import open_blobs
 from .config import Config
 from .jobs.engine_client import EngineProcess
 from .jobs.service import JobService
@@ -70,6 +71,7 @@ def build_service(
         moderation=config.moderation,
         worker=config.worker,
         cache=CacheStore(sessions) if config.cache.enabled else None,
+        blobs=open_blobs(config.storage),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.blobs import Blobs, open_blobs
 from bot.config import Config, load_config
 from bot.jobs.engine_client import EngineProcess
 from bot.jobs.service import JobService
@@ -38,6 +39,7 @@ class Stores:
     quotas: QuotaStore
     users: UserStore
     audit: AuditLog
+    blobs: Blobs  # the store `[storage]` names
 
     async def count(self, model: type[Base], *where: Any) -> int:
         async with self.sessions() as session:
@@ -158,14 +160,16 @@ async def open_stores(
         engine = open_engine(config.database_url)
         sessions = session_factory(engine)
         rules = QuotaRules.from_config(config)
+        blobs = open_blobs(config.storage)
         try:
             yield Stores(
                 config=config,
                 sessions=sessions,
                 jobs=JobStore(sessions, rules.pricing),
                 quotas=QuotaStore(sessions, rules),
-                users=UserStore(sessions, config.storage.data_dir),
+                users=UserStore(sessions, blobs),
                 audit=AuditLog(sessions),
+                blobs=blobs,
             )
         finally:
             await engine.dispose()

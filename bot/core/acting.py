@@ -9,12 +9,11 @@ admins are: Discord knows them, the HTTP API has none).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from ..blobs import job_folder
 from ..config import Config
 from ..jobs.service import JobService
 from ..jobs.spec import BadInput, InputImage, Inputs, JobSpec
@@ -85,7 +84,6 @@ class Acting:
         self._jobs = jobs
         self._store = jobs.store
         self._config = config
-        self._data_dir = config.storage.data_dir
 
     @staticmethod
     def allowed(
@@ -139,7 +137,7 @@ class Acting:
         spec = job.spec
         if not action.per_image:
             inputs = spec.input_paths.values()
-            if action.makes_job and await asyncio.to_thread(self._missing, inputs):
+            if action.makes_job and await self._missing(inputs):
                 reason = "The image this job started from is no longer stored; it cannot run again."
                 return Refusal(kind=RefusalKind.GONE, reason=reason)
             return Source(job_id=job.id, spec=spec)
@@ -151,7 +149,7 @@ class Acting:
             reason = f"Job `{job.id}` has {images} image(s): say which, from 1 to {images}."
             return Refusal(kind=RefusalKind.BAD_INPUT, reason=reason)
         output = job.outputs[number - 1]
-        if await asyncio.to_thread(self._missing, [output.path]):
+        if await self._missing([output.path]):
             reason = f"Image {number} of job `{job.id}` is no longer stored; it cannot be reused."
             return Refusal(kind=RefusalKind.GONE, reason=reason)
         return Source(
@@ -187,17 +185,13 @@ class Acting:
         paths = await self._store.delete_outputs(
             job.id, member.user_id, member.guild_id, member.channel_id
         )
-        await asyncio.to_thread(self._remove_files, job.id, paths)
+        await self._jobs.blobs.delete(paths)
+        await self._jobs.blobs.delete_under(job_folder(job.id))  # anything else it left
         log.info("job %s: %d image(s) deleted by user %d", job.id, len(paths), member.user_id)
         return paths
 
-    def _missing(self, paths: Iterable[str]) -> bool:
-        return any(not (self._data_dir / path).is_file() for path in paths)
-
-    def _remove_files(self, job_id: str, paths: list[str]) -> None:
-        for relative in paths:
-            (self._data_dir / relative).unlink(missing_ok=True)
-        shutil.rmtree(self._data_dir / "images" / job_id, ignore_errors=True)
+    async def _missing(self, keys: Iterable[str]) -> bool:
+        return not all([await self._jobs.blobs.exists(key) for key in keys])
 
 
 def _done(action: Action) -> str:

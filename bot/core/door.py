@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..blobs import uploads_of
 from ..jobs.service import JobService, QueueFull, Submitted
 from ..jobs.spec import BadInput, Inputs, JobSpec
 from ..moderation.service import Blocked, Moderation, ScreenedText
@@ -162,6 +163,11 @@ class Accepted:
     notices: tuple[str, ...] = field(default=())
 
 
+def _keys(inputs: Inputs) -> list[str]:
+    images = (inputs.image, inputs.mask, inputs.control, *inputs.references)
+    return [image.path for image in images if image]
+
+
 def actor_of(member: Requester) -> Actor:
     return Actor(member.user_id, member.guild_id, member.channel_id)
 
@@ -273,6 +279,10 @@ class Door:
             refusal = Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
             await self.refused(member, draft.command, origin, refusal)
             return refusal
+        # Stored before a job that reads them is queued (a worker may stage them at once);
+        # only those this request saved, never a source job's (an action's declared inputs).
+        uploads = sorted(set(uploads_of(_keys(saved))) - set(_keys(checked.inputs)))
+        await self._jobs.blobs.publish(uploads)
         targets = await messages.placeholders(len(specs)) if messages is not None else []
         try:
             submitted = await self._jobs.submit_many(
@@ -287,6 +297,7 @@ class Door:
             if messages is not None:
                 await messages.discard(targets)
             await inputs.discard()
+            await self._jobs.blobs.delete(uploads)
             return await self._admission_refused(member, draft.command, origin, refused)
         return Accepted(jobs=submitted, specs=specs, notices=saved.notices)
 

@@ -35,6 +35,7 @@ from sqlalchemy.exc import OperationalError
 
 from engine.protocol import Progress
 
+from ..blobs import Blobs
 from ..core.deliveries import Deliveries
 from ..core.views import Job, JobState, utcnow
 from ..jobs.failures import member_failure
@@ -109,7 +110,7 @@ class Delivery:
         *,
         client: discord.Client,
         deliveries: Deliveries,
-        data_dir: Path,
+        blobs: Blobs,
         interval: float,
         queue_place: Callable[[str], Awaitable[QueuePlace | None]],
         prefers_dm: Callable[[int], Awaitable[bool]],
@@ -121,7 +122,7 @@ class Delivery:
         # Whether a member asked (/settings delivery:DM) for results by DM.
         self._prefers_dm = prefers_dm
         self._deliveries = deliveries
-        self._data_dir = data_dir
+        self._blobs = blobs
         self._interval = interval
         self._queue_place = queue_place
         self._tasks: set[asyncio.Task[None]] = set()
@@ -302,10 +303,9 @@ class Delivery:
             self._delivering.discard(job.id)
 
     async def _send(self, job: Job) -> tuple[int | None, str]:
-        # The files are read in a thread while the member's choice is read.
-        answer, by_dm = await asyncio.gather(
-            asyncio.to_thread(self._answer, job), self._prefers_dm(job.user_id)
-        )
+        # The images are read from the store while the member's choice is read.
+        images, by_dm = await asyncio.gather(self._images(job), self._prefers_dm(job.user_id))
+        answer = await asyncio.to_thread(self._answer, job, images)
         direct = _direct(job, answer)
         # A member's wish for DMs yields to the image policy: images withheld from a DM
         # go where the job was asked for, where they may be shown.
@@ -413,21 +413,32 @@ class Delivery:
                 nonce=f"{job.id}-{number}",
             )
 
-    def _answer(self, job: Job) -> Answer:
+    async def _images(self, job: Job) -> list[bytes]:
+        """The job's images as the answer shows them (none for a withheld or failed job)."""
+        if withheld_by_filter(job) or job.state is not JobState.SUCCEEDED:
+            return []
+        images = []
+        for output in job.outputs:
+            data = await self._blobs.read(output.path)
+            if data is None:  # a delivery failure, retried as a missing file was
+                raise FileNotFoundError(f"image {output.path} is not in the store")
+            images.append(data)
+        return images
+
+    def _answer(self, job: Job, images: list[bytes]) -> Answer:
         """The answer's text and files, fitted to the upload limit (runs in a thread)."""
         if withheld_by_filter(job):
             return Answer(public_notice(job.id), None, None, [])
         if job.state is not JobState.SUCCEEDED:  # 🔁 Try again, where the registry offers it
             return Answer(failure_text(job), None, result_view(job), [])
-        paths = [self._data_dir / output.path for output in job.outputs]
         # Flagged images shown in an age-restricted channel set to "spoiler" (the grid too).
         spoilers = [bool(output.flags.get("spoiler")) for output in job.outputs]
         uploads = [
-            Upload(_named(output_name(job.id, index), spoiler), path.read_bytes())
-            for index, (path, spoiler) in enumerate(zip(paths, spoilers, strict=True))
+            Upload(_named(output_name(job.id, index), spoiler), data)
+            for index, (data, spoiler) in enumerate(zip(images, spoilers, strict=True))
         ]
-        if len(paths) > 1:
-            uploads.insert(0, Upload(_named(GRID_NAME, any(spoilers)), grid_jpeg(paths)))
+        if len(images) > 1:
+            uploads.insert(0, Upload(_named(GRID_NAME, any(spoilers)), grid_jpeg(images)))
         limit = job.upload_limit or DEFAULT_UPLOAD_LIMIT
         messages, too_large = pack_uploads([len(u.data) for u in uploads], limit)
         content = f"✅ <@{job.user_id}>'s images are ready."

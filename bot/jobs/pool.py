@@ -27,6 +27,8 @@ from pathlib import Path
 
 from engine.protocol import ErrorCode, GenerateRequest, JobError, JobResult, Status
 
+from ..blobs import Blobs
+from ..blobs.local import LocalBlobs
 from ..moderation.images import ImageModerationConfig, screen
 from ..store.db import persist
 from ..store.jobs import (
@@ -78,12 +80,15 @@ class WorkerPool:
         lease: timedelta = DEFAULT_LEASE,
         switch_after: timedelta = timedelta(0),
         models: Collection[str] | None = None,
+        blobs: Blobs | None = None,
     ) -> None:
         self.store = store
         self._events = events
         self._fair = fair
         self._engines = engines
         self._data_dir = data_dir
+        # Where inputs are read from and images kept (bot.blobs); data_dir by default.
+        self._blobs = blobs or LocalBlobs(data_dir)
         self._job_timeout = job_timeout
         self._preview_every = preview_every
         # Images one request may carry, per device (bot.config EngineConfig.batch_images).
@@ -316,6 +321,7 @@ class WorkerPool:
             try:
                 await self._run_batch(engine, jobs)
             finally:
+                await self._blobs.unstage(_staging(jobs))
                 for job in jobs:
                     self._running.pop(job.id, None)
                     self._cancels.pop(job.id, None)
@@ -338,7 +344,9 @@ class WorkerPool:
         if not pending:
             return
         claimed = {job.id: job for job in pending}
-        request = self._request(pending)
+        # The inputs as files the engine can read (the local store's own: no I/O, no yield).
+        keys = [key for job in pending for key in job.spec.input_paths.values()]
+        request = self._request(pending, await self._blobs.stage(_staging(jobs), keys))
         outcomes: dict[str, JobResult | JobError] = {}
         try:
             if not engine.alive:
@@ -365,26 +373,27 @@ class WorkerPool:
                     await self._succeed(outcome, claimed[outcome.job_id])
                 elif outcome.code is ErrorCode.CONTENT_FILTERED and outcome.job_id in claimed:
                     job = claimed[outcome.job_id]
-                    args = (self.store, self._data_dir, self._moderation, outcome, job)
+                    args = (self.store, self._blobs, self._moderation, outcome, job)
                     self._events.finished(await withhold_inputs(*args))
                 else:
                     await self._job_error(outcome)
 
-    def _request(self, jobs: list[Job]) -> GenerateRequest:
+    def _request(self, jobs: list[Job], inputs: Path) -> GenerateRequest:
         """One engine request for a batch, named as its claim named it. No file is
         touched: the engine makes each job's output folder. So the request is sent before
-        this task yields to the "starting" edits that the claim set off."""
+        this task yields to the "starting" edits that the claim set off. Input keys are
+        made paths under `inputs`, where they were staged."""
         specs = [job.spec for job in jobs]
         parts = []
         for job, spec in zip(jobs, specs, strict=True):
             output_dir = self._data_dir / "images" / job.id
-            part = spec.batch_job(job.id, output_dir, self._data_dir)
+            part = spec.batch_job(job.id, output_dir, inputs)
             policy = self._moderation.policy(job.nsfw_channel)
             parts.append(part.model_copy(update={"nsfw_policy": policy}))
         batch_id = jobs[0].batch_id
         assert batch_id is not None  # every claimed job has one
         return GenerateRequest.for_jobs(
-            batch_id, specs[0].shared_params(self._data_dir), parts, self._preview_every
+            batch_id, specs[0].shared_params(inputs), parts, self._preview_every
         )
 
     async def _job_error(self, error: JobError) -> None:
@@ -412,10 +421,12 @@ class WorkerPool:
         policy = self._moderation.policy(claimed.nsfw_channel)
         screened = screen(result, policy, self._moderation.image_threshold)
         if screened.withheld:
-            args = (self.store, self._data_dir, self._moderation, result, screened)
+            args = (self.store, self._blobs, self._moderation, result, screened)
             self._events.finished(await withhold_outputs(*args))
             return
         outputs = outputs_of(result, self._data_dir, screened, policy)
+        # Stored before the row says so: whoever reads the job finds its images.
+        await self._blobs.publish(output.path for output in outputs)
         job = await persist(
             lambda: self.store.succeed(
                 result.job_id, result.gpu_seconds, outputs, moderation=screened.record
@@ -452,3 +463,8 @@ class WorkerPool:
     async def engine_status(self) -> list[tuple[str, Status | None]]:
         """Each engine's device and what it has loaded; None for an engine not running."""
         return [(engine.device, await engine.status()) for engine in self._engines]
+
+
+def _staging(jobs: list[Job]) -> str:
+    """The name a batch's staged inputs go under: its batch id (every claim sets one)."""
+    return jobs[0].batch_id or jobs[0].id

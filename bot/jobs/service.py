@@ -63,7 +63,6 @@ class JobService:
     ) -> None:
         self.models = models
         self.default_model = default_model
-        self._data_dir = data_dir
         # Where images and uploads are kept (`[storage] backend`); data_dir by default.
         self.blobs = blobs or LocalBlobs(data_dir)
         queue = queue or QueueConfig()
@@ -82,6 +81,7 @@ class JobService:
             preview_every=preview_every,
             batch_images=batch_images,
             moderation=moderation,
+            blobs=self.blobs,
             # Its engines serve the configured models: it claims no other's jobs.
             models=frozenset(models),
             lease=timedelta(seconds=worker.lease_seconds),
@@ -184,5 +184,6 @@ class JobService:
     async def pace(self) -> Pace:
         return await self.intake.pace()
 
-    def output_path(self, relative: str) -> Path:
-        return self._data_dir / relative
+    async def output_bytes(self, key: str) -> bytes | None:
+        """A stored image by its key; None when it is gone."""
+        return await self.blobs.read(key)

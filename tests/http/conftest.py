@@ -25,7 +25,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_core, build_http, build_moderation
-from bot.wiring import build_engines, build_service
 from bot.config import Config, load_config
 from bot.core import Core
 from bot.http.server import HttpApi
@@ -38,6 +37,7 @@ from bot.store.migrate import upgrade
 from bot.store.models import Base
 from bot.store.quotas import QuotaRules, QuotaStore
 from bot.store.users import UserStore
+from bot.wiring import build_engines, build_service
 from tests.configs import write_config
 from tests.databases import SQLITE, Database
 
@@ -165,7 +165,7 @@ async def open_api(
         http=http,
         keys=keys,
         quotas=quotas,
-        users=UserStore(sessions, config.storage.data_dir),
+        users=UserStore(sessions, service.blobs),
         guilds=GuildStore(sessions),
     )
     return running, database
