@@ -58,6 +58,11 @@ class Bucket:
         listed = self.client().list_objects_v2(Bucket=self.name, Prefix=f"{self.prefix}/")
         return {item["Key"].removeprefix(f"{self.prefix}/") for item in listed.get("Contents", [])}
 
+    def read(self, key: str) -> bytes:
+        """An object's bytes, by its key under the prefix."""
+        got = self.client().get_object(Bucket=self.name, Key=f"{self.prefix}/{key}")
+        return bytes(got["Body"].read())
+
     def storage(self, data_dir: Path) -> StorageConfig:
         config = S3Config(bucket=self.name, endpoint=self.endpoint, prefix=self.prefix)
         return StorageConfig(data_dir=data_dir, backend="s3", s3=config)
