@@ -91,7 +91,14 @@ def result_fields(job: Job) -> ResultFields:
     ]
     if spec.tile:
         fields.append(("Tiling", "seamless texture (--tile)", True))
-    gpu = f" · {job.gpu_seconds:.1f} GPU s" if job.gpu_seconds is not None else ""
+    if spec.loras:
+        loras = ", ".join(f"{lora.name} {lora.weight:g}" for lora in spec.loras)
+        fields.append(("LoRAs", loras, True))
+    # A draft says so where the member looks (a field and the footer), and how to finish it.
+    draft = " · draft" if spec.draft else ""
+    if spec.draft:
+        fields.append(("Draft", "few steps (--draft); ✨ Enhance makes it at full quality", True))
+    gpu = f"{draft} · {job.gpu_seconds:.1f} GPU s" if job.gpu_seconds is not None else draft
     if job.cached_from is not None:  # the result cache answered it: no GPU time, free
         fields.append(("From cache", f"the images of job `{job.cached_from}`; free", True))
         gpu = f" · from cache (job {job.cached_from})"

@@ -348,6 +348,7 @@ TINY_SET = {
     "inpaint": write_tiny_inpaint,
     "taesd": write_tiny_preview_decoder,
     "ip-adapter": write_tiny_ip_adapter,  # for sd15
+    "lora": write_tiny_lora,  # for sd15
 }
 
 

@@ -122,18 +122,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LoRA for the tiny SD 1.5 UNet (a folder), built once per session."""
+    from engine.tiny import write_tiny_lora
+
+    return write_tiny_lora(tmp_path_factory.mktemp("models") / "lora")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_set(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_model_dir: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     """Every tiny model by name, as `python -m engine.tiny --all DIR` lays them out.
 
     sd15 (the `tiny_model_dir` pipeline), sdxl, controlnet-scribble (fits sd15),
-    inpaint (9-channel UNet) and taesd (preview decoder); built once per session.
+    inpaint (9-channel UNet), taesd (preview decoder), ip-adapter and lora (the
+    `tiny_lora`); built once per session.
     """
     from engine.tiny import TINY_SET
 
     root = tmp_path_factory.mktemp("tiny-set")
-    return {
-        name: tiny_model_dir if name == "sd15" else write(root / name)
-        for name, write in TINY_SET.items()
-    }
+    built = {"sd15": tiny_model_dir, "lora": tiny_lora}
+    return {name: built.get(name) or write(root / name) for name, write in TINY_SET.items()}

@@ -26,6 +26,7 @@ from ..jobs.spec import (
     InputImage,
     JobSpec,
     derived_spec,
+    enhanced_spec,
     outpainted_spec,
     random_seed,
     remixed_spec,
@@ -53,6 +54,7 @@ class ActionName(StrEnum):
     PAN_UP = "pan_up"
     PAN_DOWN = "pan_down"
     VARY_REGION = "vary_region"
+    ENHANCE = "enhance"
 
 
 class ButtonStyle(StrEnum):
@@ -125,10 +127,12 @@ def _variation(source: Source, tweak: Tweak) -> JobSpec:
 def _upscale(source: Source, tweak: Tweak) -> JobSpec:
     assert tweak.strength is not None
     image = _image_of(source)
-    # An upscale keeps the image's own seed, so it redraws the same picture larger.
+    # An upscale keeps the image's own seed, so it redraws the same picture larger; a
+    # draft's is made at full quality (as Enhance makes it), not as a larger draft.
     seed = source.image_seed if source.image_seed is not None else source.spec.seed
     key = (source.job_id, source.number or 1)
-    larger = derived_spec(source.spec, key, image, Mode.UPSCALE, tweak.strength, seed)
+    original = _enhance(source, tweak) if source.spec.draft else source.spec
+    larger = derived_spec(original, key, image, Mode.UPSCALE, tweak.strength, seed)
     if (larger.width, larger.height) == (image.width, image.height):
         raise BadInput(f"Image {source.number} is already as large as Atelier makes images.")
     return larger
@@ -209,6 +213,10 @@ def _remix(source: Source, tweak: Tweak) -> JobSpec:
     )
 
 
+def _enhance(source: Source, tweak: Tweak) -> JobSpec:
+    return enhanced_spec(source.spec, dict(tweak.models))
+
+
 def _recreate(source: Source, tweak: Tweak) -> JobSpec:
     return source.spec
 
@@ -254,6 +262,8 @@ class Action:
     strength: Callable[[GenerationConfig], float] | None = None
     # The states its button is drawn in, where fewer than those it applies to.
     drawn_in: frozenset[JobState] | None = None
+    # Drawn only under a `--draft` job (Enhance); its transform refuses any other.
+    drafts_only: bool = False
     takes_words: bool = False
     # Its form also asks for a zoom factor (Words.zoom).
     takes_zoom: bool = False
@@ -275,9 +285,12 @@ class Action:
     def strength_in(self, config: GenerationConfig) -> float | None:
         return self.strength(config) if self.strength is not None else None
 
-    def shown_for(self, state: JobState, images: int) -> bool:
-        """Whether its button is drawn under a job in `state` with `images` images."""
+    def shown_for(self, state: JobState, images: int, draft: bool = False) -> bool:
+        """Whether its button is drawn under a job in `state` with `images` images (a
+        `draft` one: made with --draft)."""
         if self.button is None or state not in (self.drawn_in or self.states):
+            return False
+        if self.drafts_only and not draft:
             return False
         return not self.single_image or images == 1
 
@@ -452,6 +465,17 @@ ACTIONS: tuple[Action, ...] = (
         strength=lambda generation: generation.outpaint_strength,
     ),
     Action(
+        name=ActionName.ENHANCE,
+        key="enh",
+        summary="A --draft job made again at full quality: the same prompt, seeds, size and"
+        " LoRAs, with the model's own steps, sampler and cfg.",
+        states=FINISHED,
+        # Beside the U buttons (at most four under a grid), the other full-quality redraw.
+        button=Button(label="Enhance", emoji="✨", row=1),
+        drafts_only=True,
+        transform=_enhance,
+    ),
+    Action(
         name=ActionName.DELETE,
         key="delete",
         summary="Delete the job's images (and, in Discord, its message); its usage stays.",
@@ -488,12 +512,14 @@ def journaled_commands() -> frozenset[str]:
     return frozenset(action.command for action in ACTIONS if action.makes_job)
 
 
-def buttons_for(state: JobState, images: int) -> list[tuple[Action, int | None]]:
-    """The buttons under a job in `state` with `images` images, in registry order within
-    each row: (action, image number or None)."""
+def buttons_for(
+    state: JobState, images: int, draft: bool = False
+) -> list[tuple[Action, int | None]]:
+    """The buttons under a job in `state` with `images` images (`draft`: a --draft job),
+    in registry order within each row: (action, image number or None)."""
     drawn: list[tuple[Action, int | None]] = []
     for action in ACTIONS:
-        if not action.shown_for(state, images):
+        if not action.shown_for(state, images, draft):
             continue
         if action.per_image:
             numbers: Sequence[int] = [1] if action.single_image else range(1, images + 1)

@@ -133,7 +133,7 @@ def progress_view(job_id: str) -> discord.ui.View:
 
 def result_view(job: Job) -> discord.ui.View:
     """The buttons under an ended job, as the registry draws them for its state."""
-    return _view(job.id, buttons_for(job.state, len(job.outputs)))
+    return _view(job.id, buttons_for(job.state, len(job.outputs), job.spec.draft))
 
 
 def _view(job_id: str, buttons: list[tuple[Action, int | None]]) -> discord.ui.View:

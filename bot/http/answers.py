@@ -13,7 +13,7 @@ from engine.protocol import Progress
 
 from ..core.views import Job, JobState
 from ..jobs.failures import failure_reason
-from .models import GenerationResponse, JobProgress, JobView
+from .models import GenerationResponse, JobProgress, JobView, LoraRequest
 from .openapi import PNG
 from .services import ApiServices
 from .translate import artifacts_of
@@ -82,6 +82,8 @@ async def job_view(services: ApiServices, watch: JobWatch, job: Job) -> JobView:
         error=failure_reason(job.error) if job.state is JobState.FAILED else job.error,
         finished_at=job.finished_at,
         cached_from=job.cached_from,
+        draft=job.spec.draft,
+        loras=[LoraRequest(name=lora.name, weight=lora.weight) for lora in job.spec.loras],
     )
 
 

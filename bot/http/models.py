@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from engine.protocol import (
     MAX_IMAGES_PER_JOB,
+    MAX_LORA_WEIGHT,
+    MAX_LORAS,
     MAX_REFERENCES,
     MAX_SEED,
     MAX_SIDE,
@@ -90,6 +92,18 @@ class TextPrompt(Body):
     )
 
 
+class LoraRequest(Body):
+    """One LoRA of a request, as `<lora:name:weight>` in a prompt."""
+
+    name: str = Field(min_length=1, max_length=64, description="A configured LoRA's name")
+    weight: float | None = Field(
+        None,
+        ge=-MAX_LORA_WEIGHT,
+        le=MAX_LORA_WEIGHT,
+        description="How strongly it applies; default: its configured weight",
+    )
+
+
 class GenerationOptions(Body):
     """Fields every generation request takes; unset ones come from the member's own
     defaults (/defaults), then the model's."""
@@ -109,6 +123,17 @@ class GenerationOptions(Body):
         max_length=64,
         description="A Stability style preset name: applied when a [styles.<name>] of that"
         " name is configured, otherwise ignored; configured style names work too",
+    )
+    loras: list[LoraRequest] = Field(
+        default_factory=list,
+        max_length=MAX_LORAS,
+        description="LoRAs to apply (configured ones of the model's family), beside any"
+        " <lora:name:weight> in the prompt; one in both takes the weight given here",
+    )
+    draft: bool = Field(
+        False,
+        description="A draft (--draft): the model's few-step LoRA, fast and cheaper, marked"
+        " as a draft; its `enhance` action makes it again at full quality",
     )
     extras: dict[str, Any] | None = Field(None, description="Accepted and ignored")
 
@@ -334,6 +359,13 @@ class JobView(Body):
         None,
         description="Answered from the result cache: the earlier job whose stored images"
         " these are (no GPU time, nothing charged)",
+    )
+    draft: bool = Field(
+        False,
+        description="A draft (`draft`, --draft): its `enhance` action makes it at full quality",
+    )
+    loras: list[LoraRequest] = Field(
+        default_factory=list, description="The LoRAs it applies, at their weights"
     )
 
 

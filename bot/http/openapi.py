@@ -138,6 +138,8 @@ def form_schema(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, An
     form = copy.deepcopy(schema)
     properties: dict[str, Any] = form["properties"]
     properties.pop("extras", None)  # an object: no form field holds one (ignored anyway)
+    # Objects too: a form names its LoRAs in the prompt (`<lora:name:0.8>`).
+    properties.pop("loras", None)
     prompts = properties.pop("text_prompts", None)
     if prompts is not None:
         prompt = schemas["TextPrompt"]["properties"]

@@ -20,7 +20,7 @@ from engine.protocol import MAX_SIDE, MIN_SIDE, MIN_STOP, MIN_STRENGTH, ModelSpe
 
 from ..core.views import Job, JobState
 from ..jobs.inputs import CheckedImage, decode_image, finish, on_white, save_checked
-from ..jobs.prompt_language import Style
+from ..jobs.prompt_language import LoraChoice, Style
 from ..jobs.spec import (
     MAX_PROMPT_CHARS,
     BadInput,
@@ -240,6 +240,8 @@ def options_for(
         width=width,
         height=height,
         blend=blend,
+        loras=tuple(LoraChoice(name=lora.name, weight=lora.weight) for lora in request.loras),
+        draft=request.draft or None,
     )
 
 

@@ -38,7 +38,7 @@ from bot.store.models import Base
 from bot.store.quotas import QuotaRules, QuotaStore
 from bot.store.users import UserStore
 from bot.wiring import build_engines, build_service
-from tests.configs import write_config
+from tests.configs import lora_config, write_config
 from tests.databases import SQLITE, Database
 
 GUILD_ID = 4242
@@ -123,12 +123,17 @@ class RunningApi:
 
 @contextlib.asynccontextmanager
 async def serving(
-    directory: Path, model_dir: Path, extra: str = "", database: Database = SQLITE
+    directory: Path,
+    model_dir: Path,
+    extra: str = "",
+    database: Database = SQLITE,
+    model: str = "",
 ) -> AsyncIterator[RunningApi]:
     """The API served from `directory` over a fresh `database` with workers running
-    (`extra`: more config), then stopped with its job service and database."""
+    (`extra`: more config; `model`: more keys of the tiny model's section), then stopped
+    with its job service and database."""
     with database.fresh() as section:
-        running, engine = await open_api(directory, model_dir, section + extra)
+        running, engine = await open_api(directory, model_dir, section + extra, model=model)
         try:
             await running.service.start()
             await running.http.start()
@@ -142,11 +147,13 @@ async def serving(
 
 
 async def open_api(
-    directory: Path, model_dir: Path, extra: str = "", http: str = ""
+    directory: Path, model_dir: Path, extra: str = "", http: str = "", model: str = ""
 ) -> tuple[RunningApi, AsyncEngine]:
-    """The API's services, not started; `http`: more keys of its [http] section."""
+    """The API's services, not started; `http`: more keys of its [http] section, `model`
+    of the tiny model's."""
     http_config = HTTP_CONFIG.replace("[http]\n", f"[http]\n{http}\n", 1)
-    config = load_config(write_config(directory, model_dir, extra=http_config + extra, steps=3))
+    written = write_config(directory, model_dir, extra=http_config + extra, steps=3, model=model)
+    config = load_config(written)
     await asyncio.to_thread(upgrade, config.database_url)
     database = open_engine(config.database_url)
     sessions = session_factory(database)
@@ -173,10 +180,14 @@ async def open_api(
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def api(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, database: Database
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+    tiny_lora: Path,
+    database: Database,
 ) -> AsyncIterator[RunningApi]:
     """One server for the package's tests (on each database); each test makes its own
-    members."""
+    members. The tiny LoRA is configured (lora_config), also as the draft LoRA."""
     folder = tmp_path_factory.mktemp("http")
-    async with serving(folder, tiny_model_dir, database=database) as running:
+    loras, draft = lora_config(tiny_lora)
+    async with serving(folder, tiny_model_dir, loras, database, draft) as running:
         yield running

@@ -57,13 +57,18 @@ def body_for(action: Action) -> dict[str, Any]:
 
 
 async def finished_job(
-    api: RunningApi, member: Member, samples: int = 2, size: tuple[int, int] | None = None
+    api: RunningApi,
+    member: Member,
+    samples: int = 2,
+    size: tuple[int, int] | None = None,
+    draft: bool = False,
 ) -> Job:
     body: dict[str, Any] = {
         "text_prompts": [{"text": "a red fox"}],
         "steps": 2,
         "samples": samples,
         "seed": 40,
+        "draft": draft,
     }
     if size is not None:
         body["width"], body["height"] = size
@@ -121,6 +126,8 @@ async def running_job(api: RunningApi, member: Member) -> Job:
 async def job_for(api: RunningApi, member: Member, action: Action) -> Job:
     """A job in a state `action` applies to."""
     if JobState.SUCCEEDED in action.states:
+        if action.drafts_only:  # Enhance: a --draft job (the api's model has a draft LoRA)
+            return await finished_job(api, member, draft=True)
         if action.single_image:
             # Not square, so Make Square has a border to paint.
             return await finished_job(api, member, samples=1, size=SINGLE)
@@ -228,6 +235,9 @@ async def test_actions_are_refused_in_the_apis_error_shape_and_audited(api: Runn
     assert words.status_code == 400 and error_of(words)["message"].startswith("prompt:")
     no_words = await act(api, member, job.id, "remix", {})
     assert no_words.status_code == 400 and error_of(no_words)["message"].startswith("prompt:")
+    not_draft = await act(api, member, job.id, "enhance", None)
+    assert not_draft.status_code == 400
+    assert error_of(not_draft)["message"].startswith("This job is not a draft")
     not_running = await act(api, member, job.id, "cancel", None)
     assert not_running.status_code == 409 and error_of(not_running)["name"] == "conflict"
 
@@ -244,6 +254,7 @@ async def test_actions_are_refused_in_the_apis_error_shape_and_audited(api: Runn
         if entry.action.endswith(".refused")
     }
     assert ("http.upscale.refused", "input") in kinds
+    assert ("http.enhance.refused", "input") in kinds
     assert ("http.cancel.refused", "not_ready") in kinds
     assert ("http.remix.refused", "moderation") in kinds
     strikes = [e for e in refused if e.action == "moderation.blocked"]
