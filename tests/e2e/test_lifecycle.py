@@ -278,7 +278,8 @@ def pixels(message: Message) -> list[bytes]:
 
 
 async def test_compatible_jobs_of_two_members_run_as_one_batch(launch_bot: Launch) -> None:
-    bot = await launch_bot(engine="max_batch_images = 4")
+    # The cache off: the batched job is asked for again alone, to run and be compared.
+    bot = await launch_bot(engine="max_batch_images = 4", extra="[cache]\nenabled = false")
     member_b = bot.server.add_member(name="b")
     # A slow job of its own kind holds the engine while the four compatible ones queue.
     blocker = await imagine(bot, "blocker", seed=1, steps=30)
@@ -301,5 +302,6 @@ async def test_compatible_jobs_of_two_members_run_as_one_batch(launch_bot: Launc
     # Alone, the same prompt and seed make the same pixels (within 1/255 per channel).
     alone = await imagine(bot, "fox 0", seed=10)
     single = await alone.wait_for_original(finished, timeout=240)
+    assert "GPU s" in single.embeds[0]["footer"]["text"]  # run again, not from the cache
     (batched_pixels,), (single_pixels,) = pixels(results_[0]), pixels(single)
     assert max(abs(a - b) for a, b in zip(batched_pixels, single_pixels, strict=True)) <= 1
