@@ -44,6 +44,7 @@ ITEMS: dict[str, str] = {
     "bot": "botproc",
     "store": "store",
     "gpu": "gpu",
+    "cache": "cache",
 }
 
 

@@ -29,6 +29,7 @@ class Sizes:
     history_jobs: int
     store_ops: int
     gpu_rounds: int
+    cache_rounds: int
 
     @classmethod
     def full(cls) -> Sizes:
@@ -48,6 +49,7 @@ class Sizes:
             history_jobs=100_000,
             store_ops=200,
             gpu_rounds=3,
+            cache_rounds=10,
         )
 
     @classmethod
@@ -68,6 +70,7 @@ class Sizes:
             history_jobs=500,
             store_ops=5,
             gpu_rounds=1,
+            cache_rounds=2,
         )
 
 
