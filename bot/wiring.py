@@ -16,10 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .blobs import open_blobs
 from .config import Config
 from .jobs.engine_client import EngineProcess
+from .jobs.events import JobEvents
+from .jobs.relay import SharedEvents
 from .jobs.service import JobService
 from .ops.logs import ENGINE_FORMAT_VARIABLE
 from .store.cache import CacheStore
 from .store.db import open_engine
+from .store.events import EventStore
 from .store.jobs import JobStore
 from .store.migrate import upgrade_async
 from .store.quotas import QuotaStore
@@ -51,6 +54,15 @@ def build_engines(config: Config) -> list[EngineProcess]:
     ]
 
 
+def build_events(config: Config, sessions: async_sessionmaker[AsyncSession]) -> JobEvents:
+    """In-process events on SQLite (one process); on PostgreSQL, events every process
+    sharing the database hears, followed at the progress edit interval."""
+    store = EventStore(sessions)
+    if not store.shared:
+        return JobEvents()
+    return SharedEvents(store, config.storage.data_dir, config.discord.progress_interval)
+
+
 def build_service(
     config: Config,
     sessions: async_sessionmaker[AsyncSession],
@@ -71,6 +83,7 @@ def build_service(
         moderation=config.moderation,
         worker=config.worker,
         cache=CacheStore(sessions) if config.cache.enabled else None,
+        events=build_events(config, sessions),
         blobs=open_blobs(config.storage),
     )
 

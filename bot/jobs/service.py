@@ -67,7 +67,7 @@ class JobService:
         self.blobs = blobs or LocalBlobs(data_dir)
         queue = queue or QueueConfig()
         # In-process by default; bot.jobs.relay.SharedEvents where processes share the
-        # database (bot.app.build_events).
+        # database (bot.wiring.build_events).
         self.events = events = events or JobEvents()
         fair = FairQueue.of(queue, quotas)
         worker = worker or WorkerConfig()
