@@ -25,7 +25,7 @@ from ..store.quotas import QuotaStore, Refused
 from .cache import NOT_CACHED, Plan, ResultCache
 from .events import JobEvents, JobListener
 from .fair_queue import FairQueue
-from .pace import PACE_WINDOW, Pace
+from .pace import LIVE_WINDOW, PACE_WINDOW, Pace
 from .spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,9 @@ class JobIntake:
         self._events = events
         self._workers = workers
         self._fair = fair
-        # The engines that share the queue: a place's wait is the work ahead over them.
-        self._engine_count = max(1, engine_count)
+        # This process's own engines (none in a pure front door): counted as working the
+        # queue even before they claimed anything; other hosts' are read from the claims.
+        self._engine_count = engine_count
         self._quotas = quotas
         self._queue = queue or QueueConfig()
 
@@ -222,8 +223,16 @@ class JobIntake:
         for index, waiting in enumerate(order):
             if waiting.job_id == job_id:
                 ahead = sum(w.estimate for w in order[:index])
-                return QueuePlace(index + 1, ahead / self._engine_count)
+                return QueuePlace(index + 1, ahead / await self.live_engine_count())
         return None
+
+    async def live_engine_count(self) -> int:
+        """The engines that share the work ahead of a waiting job: this process's own and
+        every other worker's that holds a lease or finished a job within LIVE_WINDOW (at
+        least 1, so a wait is never divided by none)."""
+        live = await self.store.live_engines(LIVE_WINDOW)
+        others = {engine for engine in live if engine[0] != self.store.worker_id}
+        return max(1, self._engine_count + len(others))
 
     async def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to run; None once it runs or ended."""

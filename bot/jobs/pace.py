@@ -9,6 +9,9 @@ from datetime import timedelta
 
 # The pace is measured over this much of the recent past.
 PACE_WINDOW = timedelta(hours=1)
+# An engine counts as working the queue (a wait's share of the work ahead) while it holds
+# a claim's lease or finished a job this recently, on whichever host it runs.
+LIVE_WINDOW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)

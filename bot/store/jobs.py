@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from sqlalchemy import (
     ColumnElement,
     Update,
+    and_,
     case,
     delete,
     func,
@@ -927,6 +928,26 @@ class JobStore:
                 .where(Job.state.in_(FINISHED), Job.finished_at >= utcnow() - period)
             )
         return (done or 0) / (period / timedelta(minutes=1))
+
+    async def live_engines(self, within: timedelta) -> set[tuple[str, str]]:
+        """The engines working the queue now, wherever they run, as (worker id, device):
+        each that holds an unexpired lease or finished a job in the last `within`. Read
+        from the jobs' claims, so a worker that claimed nothing lately is not counted."""
+        now = utcnow()
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Job.claimed_by, Job.device)
+                .distinct()
+                .where(
+                    Job.claimed_by.is_not(None),
+                    Job.device.is_not(None),
+                    or_(
+                        and_(Job.state == JobState.RUNNING, Job.lease_until >= now),
+                        and_(Job.state.in_(FINISHED), Job.finished_at >= now - within),
+                    ),
+                )
+            )
+            return {(str(worker), str(device)) for worker, device in rows}
 
     async def undelivered(self) -> Sequence[Job]:
         """Finished jobs whose answer Discord has not accepted yet, oldest first."""
