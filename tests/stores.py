@@ -94,9 +94,9 @@ def service_on(
     stores: Stores, store: JobStore | None = None, *, quotas: bool = True, cache: bool = False
 ) -> JobService:
     """A job service over `stores` (its jobs on `store`, else the stores'), with their
-    quotas and queue settings and one CPU engine on the tiny model; its workers start
-    only with `start()`, so until then admitted jobs wait, as on a busy GPU. With
-    `cache`, the result cache answers repeated seeded requests (bot.jobs.cache)."""
+    quotas, queue settings and blob store, and one CPU engine on the tiny model; its
+    workers start only with `start()`, so until then admitted jobs wait, as on a busy
+    GPU. With `cache`, the result cache answers repeated seeded requests (bot.jobs.cache)."""
     config = stores.config
     return JobService(
         store=store or stores.jobs,
@@ -108,6 +108,7 @@ def service_on(
         quotas=stores.quotas if quotas else None,
         queue=config.queue,
         cache=CacheStore(stores.sessions) if cache else None,
+        blobs=stores.blobs,
     )
 
 

@@ -19,6 +19,7 @@ from bot.store.audit import Actor
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, Job, JobState, Reservation, UsageEntry
 from tests.bot.conftest import Recorder
+from tests.buckets import Bucket
 from tests.core.test_door import CONFIG, MEMBER, OTHER, World, world_of
 from tests.stores import open_stores, output, service_on
 
@@ -192,3 +193,25 @@ async def test_with_the_cache_off_a_repeat_is_queued(tmp_path: Path, tiny_model_
         await world.finished_job()
         job = await submitted(world)
     assert (job.state, job.cached_from, job.result_key) == (JobState.QUEUED, None, None)
+
+
+async def test_on_a_bucket_the_repeat_is_answered_from_and_copied_in_the_bucket(
+    tmp_path: Path, tiny_model_dir: Path, bucket: Bucket
+) -> None:
+    """With `[storage] backend = "s3"` the images are only in the bucket: the cache finds
+    the earlier result there and copies it there, under the new job's own keys."""
+    async with open_stores(tmp_path, bucket.toml() + CONFIG, tiny_model_dir) as stores:
+        world = world_of(stores, service_on(stores, cache=True))
+        try:
+            original = await submitted(world)
+            await stores.jobs.transition(original.id, JobState.QUEUED, JobState.RUNNING)
+            made = output(original.id, 0)
+            await stores.blobs.put(made.path, b"the original's png")
+            await stores.jobs.succeed(original.id, 1.0, [made])
+            job = await submitted(world)
+        finally:
+            await world.jobs.stop()
+    assert (job.state, job.cached_from) == (JobState.SUCCEEDED, original.id)
+    assert bucket.keys() == {made.path, f"images/{job.id}/0.png"}
+    assert bucket.read(f"images/{job.id}/0.png") == b"the original's png"
+    assert not (stores.config.storage.data_dir / "images").exists()
