@@ -46,7 +46,7 @@ sampler = "Euler"
 TINY_LORA, TINY_LORA_TRIGGER = "ink", "ink wash"
 
 
-def lora_config(lora: Path) -> tuple[str, str]:
+def lora_toml(lora: Path) -> tuple[str, str]:
     """The tiny LoRA (engine.tiny.write_tiny_lora's folder) as `[loras.ink]` (a section
     for `extra`) and as the tiny model's draft LoRA (a key for `model`): one file serves
     both, the engine loads each under its own adapter name."""

@@ -14,6 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from engine.protocol import Family, LoraSpec
+
 from ..admin_reach import Admins, AdminScope, Asker
 from ..config import Config
 from ..core import Core
@@ -323,6 +325,24 @@ class Followup:
             await self.webhook.send(text, ephemeral=True)
         except discord.HTTPException as error:
             log.warning("could not send a notice: %s", error)
+
+
+def lora_choices(
+    loras: Mapping[str, LoraSpec], family: Family | None, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete for a `lora` option (`ink:0.8, glow`): the configured LoRAs of the
+    model's `family` (none where it is unknown) containing what was typed after the last
+    comma, each offered as the whole option with that name (and any weight typed after it)
+    in place of the last part."""
+    head, comma, last = current.rpartition(",")
+    typed, colon, weight = last.strip().partition(":")
+    before = f"{head}{comma} " if comma else ""
+    offered = [
+        f"{before}{name}{colon}{weight}"[:100]
+        for name in sorted(loras)
+        if loras[name].family is family and typed.casefold() in name.casefold()
+    ]
+    return [app_commands.Choice(name=text, value=text) for text in offered][:25]
 
 
 def model_choices(models: Mapping[str, object], current: str) -> list[app_commands.Choice[str]]:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from bot.config import load_config
 from bot.store.db import open_engine
-from tests.configs import write_config
+from tests.configs import lora_toml, write_config
 from tests.databases import Database
 from tests.discord_server import LocalDiscord
 
@@ -181,15 +181,18 @@ currency = "EUR"
 {extra}
 """
     config = write_config(directory, models["sd15"], extra=discord, steps=4, engine=engine)
-    # The tiny model gets a scribble ControlNet, a dedicated inpainting checkpoint and an
-    # IP-Adapter (--sref, /blend).
+    # The tiny model gets a scribble ControlNet, a dedicated inpainting checkpoint, an
+    # IP-Adapter (--sref, /blend) and the tiny LoRA, as `ink` and as its draft LoRA.
     adapter = models["ip-adapter"]
+    loras, draft = lora_toml(models["lora"])
     config.write_text(
         config.read_text()
         + f'inpaint = "{models["inpaint"]}"\n'
         + f'ip_adapter = "{adapter / "ip-adapter.safetensors"}"\n'
         + f'image_encoder = "{adapter / "image_encoder"}"\n'
+        + f"{draft}\n"
         + f'[models.tiny.controlnets]\nscribble = "{models["controlnet-scribble"]}"\n'
+        + loras
     )
     return config
 

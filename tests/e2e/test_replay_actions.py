@@ -4,6 +4,7 @@ action that makes a job: the list comes from the registry, so a new action is co
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import discord
@@ -11,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from bot.config import load_config
 from bot.core.actions import ACTIONS, Source, Tweak, Words
-from bot.jobs.spec import InputImage, JobSpec
+from bot.jobs.spec import InputImage, JobSpec, draft_settings
 from bot.store.models import utcnow
 
 from .conftest import Launch
@@ -56,6 +57,8 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
     ImageDraw.Draw(painted).rectangle((0, 0, mask.width, mask.height // 2), fill="white")
     (running_bot.data_dir / mask.path).parent.mkdir(parents=True)
     painted.save(running_bot.data_dir / mask.path)
+    # Enhance's source is the same job as a --draft (the tiny model has a draft LoRA).
+    drafted = source.spec.model_copy(update=draft_settings(source.spec.model, config.models))
     journaled: dict[int, dict[str, object]] = {}
     for n, action in enumerate(a for a in ACTIONS if a.makes_job):
         assert action.transform is not None
@@ -73,7 +76,8 @@ async def test_a_journaled_click_of_every_action_is_replayed_after_a_kill(
             styles=config.styles,
             mask=mask if action.takes_mask else None,
         )
-        spec = action.transform(source, tweak).model_dump(mode="json")
+        clicked_on = replace(source, spec=drafted) if action.drafts_only else source
+        spec = action.transform(clicked_on, tweak).model_dump(mode="json")
         interaction_id = clicked + n
         journaled[interaction_id] = spec
         running_bot.execute(

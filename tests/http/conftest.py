@@ -38,7 +38,7 @@ from bot.store.models import Base
 from bot.store.quotas import QuotaRules, QuotaStore
 from bot.store.users import UserStore
 from bot.wiring import build_engines, build_service
-from tests.configs import lora_config, write_config
+from tests.configs import lora_toml, write_config
 from tests.databases import SQLITE, Database
 
 GUILD_ID = 4242
@@ -186,8 +186,8 @@ async def api(
     database: Database,
 ) -> AsyncIterator[RunningApi]:
     """One server for the package's tests (on each database); each test makes its own
-    members. The tiny LoRA is configured (lora_config), also as the draft LoRA."""
+    members. The tiny LoRA is configured (lora_toml), also as the draft LoRA."""
     folder = tmp_path_factory.mktemp("http")
-    loras, draft = lora_config(tiny_lora)
+    loras, draft = lora_toml(tiny_lora)
     async with serving(folder, tiny_model_dir, loras, database, draft) as running:
         yield running

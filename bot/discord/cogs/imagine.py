@@ -48,7 +48,7 @@ from ...core.refusals import Refusal, RefusalKind
 from ...core.views import ReceivedCommand, Requester
 from ...jobs.download import download_attachments
 from ...jobs.inputs import ACCEPTED, inputs_by_role, save_inputs
-from ...jobs.prompt_language import MAX_STYLE_WEIGHT
+from ...jobs.prompt_language import MAX_STYLE_WEIGHT, read_lora_list
 from ...jobs.spec import ASPECTS, BadInput, InputImage, Inputs, Options
 from ..common import (
     Followup,
@@ -56,6 +56,7 @@ from ..common import (
     Services,
     age_restricted,
     journal_then_defer,
+    lora_choices,
     model_choices,
     refuse,
     requester_from_journal,
@@ -283,6 +284,8 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
         "control_type",
         "control_scale",
         "sw",
+        "lora",
+        "draft",
         "private",
     )
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
@@ -332,6 +335,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control_scale=f"How strongly to follow the control image (0-{MAX_CONTROL_SCALE:g})",
         sref="A style reference: the image's style, not its content (also --sref <job id>)",
         sw=f"How strongly to take the style reference's style (0-{MAX_STYLE_WEIGHT}, 100)",
+        lora="LoRAs with weights, e.g. ink:0.8, glow (also <lora:ink:0.8> in the prompt)",
+        draft="A fast few-step draft; ✨ Enhance makes it at full quality (also --draft)",
         private="Only you see the reply and its images (default: your /settings)",
     )
     @app_commands.choices(
@@ -359,6 +364,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         control_scale: app_commands.Range[float, 0.0, MAX_CONTROL_SCALE] | None = None,
         sref: discord.Attachment | None = None,
         sw: app_commands.Range[int, 0, MAX_STYLE_WEIGHT] | None = None,
+        lora: app_commands.Range[str, 1, 200] | None = None,
+        draft: bool | None = None,
         private: bool | None = None,
     ) -> None:
         given = {
@@ -375,6 +382,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             "control_type": control_type,
             "control_scale": control_scale,
             "sw": sw,
+            "lora": lora,
+            "draft": draft,
             "private": private,
         }
         attachments = {
@@ -692,6 +701,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             # Journaled before /blend and --sw came: neither.
             style_weight=given.get("sw"),
             reference_mode=given.get("reference_mode"),
+            # Journaled before LoRAs and drafts came: neither.
+            loras=read_lora_list(given.get("lora") or ""),
+            draft=given.get("draft"),
         )
 
     @imagine.autocomplete("model")
@@ -700,3 +712,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         return model_choices(self.services.config.models, current)
+
+    @imagine.autocomplete("lora")
+    async def lora_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """The LoRAs of the family of the model chosen so far (else the default one)."""
+        catalog = self.services.core.catalog
+        model = catalog.models.get(interaction.namespace.model or catalog.default_model)
+        return lora_choices(catalog.loras, model.family if model else None, current)
