@@ -11,6 +11,8 @@ from, because the machines it runs on are shared and noisy. Items:
     store      admission, claim and settle on an empty vs a 100 000-job database
     gpu        full-size SD 1.5 and SDXL: plain diffusers vs the engine, batches,
                share of the device's peak (skipped without CUDA)
+    scale      claims/s and overhead per job with 1, 2 and 4 workers sharing a
+               10 000-job queue, PostgreSQL vs SQLite
 
 Results go to bench/results/<name>.json and .md; `--smoke` runs everything at
 toy sizes in seconds so a test keeps the suite from rotting (no timing is

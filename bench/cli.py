@@ -45,6 +45,7 @@ ITEMS: dict[str, str] = {
     "store": "store",
     "gpu": "gpu",
     "cache": "cache",
+    "scale": "scale",
 }
 
 

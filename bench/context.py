@@ -29,6 +29,8 @@ class Sizes:
     history_jobs: int
     store_ops: int
     gpu_rounds: int
+    scale_jobs: int
+    scale_seconds: float
     cache_rounds: int
 
     @classmethod
@@ -49,6 +51,8 @@ class Sizes:
             history_jobs=100_000,
             store_ops=200,
             gpu_rounds=3,
+            scale_jobs=10_000,
+            scale_seconds=5.0,
             cache_rounds=10,
         )
 
@@ -70,6 +74,8 @@ class Sizes:
             history_jobs=500,
             store_ops=5,
             gpu_rounds=1,
+            scale_jobs=20,
+            scale_seconds=0.3,
             cache_rounds=2,
         )
 

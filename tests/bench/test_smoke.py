@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ITEMS = ["overhead", "batching", "previews", "bot", "store", "gpu", "cache"]
+ITEMS = ["overhead", "batching", "previews", "bot", "store", "gpu", "cache", "scale"]
 
 
 @pytest.mark.timeout(1200)  # several engine processes on a shared 2-core machine
