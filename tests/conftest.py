@@ -39,8 +39,10 @@ ON_BOTH_DATABASES = (
     "tests/bot/test_queue_length.py",
     "tests/bot/test_remote_cancel.py",
     "tests/core/test_editor_links.py",
+    "tests/core/test_result_cache.py",
     "tests/http/",
     "tests/e2e/test_lifecycle.py",
+    "tests/e2e/test_result_cache.py",
 )
 
 

@@ -1,5 +1,6 @@
-"""The result cache through the core's door, on a real SQLite file (no engine runs:
-admitted jobs wait, and a finished job is written as the pool would write it)."""
+"""The result cache through the core's door, on SQLite and PostgreSQL made by the
+migrations (no engine runs: admitted jobs wait, and a finished job is written as the pool
+would write it)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bot.store.models import AuditEntry, Job, JobState, Reservation, UsageEntry
 from tests.bot.conftest import Recorder
 from tests.buckets import Bucket
 from tests.core.test_door import CONFIG, MEMBER, OTHER, World, world_of
+from tests.databases import Database
 from tests.stores import open_stores, output, service_on
 
 # A cached answer, from the door's call to the written job, takes less than this.
@@ -28,8 +30,8 @@ CACHED_WITHIN = 0.3
 
 
 @pytest.fixture
-async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
-    async with open_stores(tmp_path, CONFIG, tiny_model_dir) as stores:
+async def world(tmp_path: Path, tiny_model_dir: Path, database: Database) -> AsyncIterator[World]:
+    async with open_stores(tmp_path, CONFIG, tiny_model_dir, database) as stores:
         world = world_of(stores, service_on(stores, cache=True))
         yield world
         await world.jobs.stop()
@@ -187,8 +189,10 @@ async def test_a_repeat_whose_twin_fails_runs_itself(world: World) -> None:
     assert "job.cache_released" in trail
 
 
-async def test_with_the_cache_off_a_repeat_is_queued(tmp_path: Path, tiny_model_dir: Path) -> None:
-    async with open_stores(tmp_path, CONFIG, tiny_model_dir) as stores:
+async def test_with_the_cache_off_a_repeat_is_queued(
+    tmp_path: Path, tiny_model_dir: Path, database: Database
+) -> None:
+    async with open_stores(tmp_path, CONFIG, tiny_model_dir, database) as stores:
         world = world_of(stores, service_on(stores))
         await world.finished_job()
         job = await submitted(world)
@@ -196,11 +200,11 @@ async def test_with_the_cache_off_a_repeat_is_queued(tmp_path: Path, tiny_model_
 
 
 async def test_on_a_bucket_the_repeat_is_answered_from_and_copied_in_the_bucket(
-    tmp_path: Path, tiny_model_dir: Path, bucket: Bucket
+    tmp_path: Path, tiny_model_dir: Path, database: Database, bucket: Bucket
 ) -> None:
     """With `[storage] backend = "s3"` the images are only in the bucket: the cache finds
     the earlier result there and copies it there, under the new job's own keys."""
-    async with open_stores(tmp_path, bucket.toml() + CONFIG, tiny_model_dir) as stores:
+    async with open_stores(tmp_path, bucket.toml() + CONFIG, tiny_model_dir, database) as stores:
         world = world_of(stores, service_on(stores, cache=True))
         try:
             original = await submitted(world)
