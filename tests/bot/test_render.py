@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.core.views import Job
 from bot.jobs.spec import Options, build_spec
 from bot.render import UPLOAD_OVERHEAD, pack_uploads, result_fields
-from engine.protocol import ModelSpec
+from engine.protocol import LoraWeight, ModelSpec
 
 MODELS = {"sd15": ModelSpec(source="x")}
 
@@ -47,3 +47,17 @@ def test_a_tiled_result_says_it_is_a_seamless_texture() -> None:
         "Sampler",
         "Seed",
     ]
+
+
+def test_a_draft_says_so_in_a_field_and_the_footer_and_names_its_loras() -> None:
+    spec = build_spec(Options(prompt="a harbour", seed=1), MODELS, "sd15")
+    drafted = spec.model_copy(
+        update={"draft": True, "loras": (LoraWeight(name="ink", weight=0.8),)}
+    )
+    shown = result_fields(Job(id="j1", spec=drafted, gpu_seconds=1.25))
+    names = {name: value for name, value, _ in shown.fields}
+    assert names["LoRAs"] == "ink 0.8" and "Enhance" in names["Draft"]
+    assert shown.footer == "job j1 · draft · 1.2 GPU s"
+    plain = result_fields(Job(id="j2", spec=spec, gpu_seconds=1.25))
+    assert {"Draft", "LoRAs"}.isdisjoint(name for name, _, _ in plain.fields)
+    assert plain.footer == "job j2 · 1.2 GPU s"
