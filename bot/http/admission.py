@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import dataclasses
 import logging
 import secrets
@@ -93,7 +92,7 @@ def _decoded(encoded: str, field: str) -> bytes:
     _, _, data = encoded.rpartition(",")
     try:
         return base64.b64decode(data, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise ApiError(400, "bad_request", f"{field}: not base64 (send a PNG, base64)") from None
 
 

@@ -33,6 +33,9 @@ JOB_FIELDS = {
     "error",
     "created_at",
     "finished_at",
+    "cached_from",
+    "draft",
+    "loras",
 }
 
 

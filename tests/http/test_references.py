@@ -94,3 +94,21 @@ async def test_a_blend_of_body_images_runs_and_a_model_without_an_adapter_refuse
     assert response.status_code == 400, response.text
     assert f"I know no result `{job_id}`" in response.json()["message"]
     assert await api.count(Job, Job.user_id == other.user_id, Job.state == JobState.QUEUED) == 0
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("image", ["not base64!", "data:image/png;base64,ÿÿÿÿ"])
+async def test_a_reference_image_that_is_not_base64_is_a_400_and_queues_nothing(
+    styled_api: RunningApi, image: str
+) -> None:
+    member = await styled_api.member()
+    body = {
+        "text_prompts": [{"text": "a garden"}],
+        "engine_id": "styled",
+        "mode": "blend",
+        "reference_images": [encoded("red"), image],
+    }
+    response = await styled_api.call("POST", "/v1/jobs", json=body, headers=member.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == ("reference_images[1]: not base64 (send a PNG, base64)")
+    assert await styled_api.count(Job, Job.user_id == member.user_id) == 0
