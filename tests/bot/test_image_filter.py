@@ -9,11 +9,11 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import select
 
-from bot.wiring import build_engines, build_service
 from bot.jobs.inputs import save_inputs
 from bot.jobs.spec import Inputs, Options, build_spec
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, Job, JobState, Output, Reservation, UsageEntry
+from bot.wiring import build_engines, build_service
 from engine.protocol import EXPLICIT_LABELS
 from tests.stores import Stores, open_stores
 
