@@ -265,14 +265,7 @@ class RegionEditor:
             await mask.discard()
             return opened
         link = opened.link
-        member = Requester.on_discord(
-            user_id=link.user_id,
-            user_name=link.user_name,
-            guild_id=link.guild_id,
-            channel_id=link.channel_id,
-            role_ids=link.role_ids,
-            nsfw_channel=link.nsfw_channel,
-        )
+        member = _member_of(link)
         action = BY_NAME[ActionName.VARY_REGION]
         draft = self._acting.draft(action, opened.source, words, command=COMMAND)
         checked = await self._door.check(member, draft, mask, Origin.HTTP)
@@ -286,6 +279,13 @@ class RegionEditor:
         assert self._replies is not None  # submissions come only where the editor is served
         messages = self._replies.to(opened.job, member.user_id)
         return await self._door.admit(member, draft, mask, Origin.HTTP, checked, messages=messages)
+
+    async def unreadable(self, link: IssuedLink, reason: str) -> Refusal:
+        """A submission on a good link whose body or mask cannot be used: refused and
+        audited as its member's, like the door's refusals of it; the link stays unused."""
+        refusal = Refusal(kind=RefusalKind.BAD_INPUT, reason=reason)
+        await self._door.refused(_member_of(link), COMMAND, Origin.HTTP, refusal)
+        return refusal
 
     async def _refused(
         self, problem: LinkProblem, token: str, signed: LinkClaim | None = None
@@ -303,6 +303,18 @@ class RegionEditor:
         if self._key is None:
             self._key = await asyncio.to_thread(link_key, self._http, self._data_dir)
         return self._key
+
+
+def _member_of(link: IssuedLink) -> Requester:
+    """The member a link was given to, where they clicked for it."""
+    return Requester.on_discord(
+        user_id=link.user_id,
+        user_name=link.user_name,
+        guild_id=link.guild_id,
+        channel_id=link.channel_id,
+        role_ids=link.role_ids,
+        nsfw_channel=link.nsfw_channel,
+    )
 
 
 _GONE = frozenset({LinkProblem.EXPIRED, LinkProblem.USED, LinkProblem.UNKNOWN})

@@ -23,6 +23,7 @@ from ..core.refusals import Refusal, RefusalKind
 from ..core.views import utcnow
 from . import admission
 from .bodies import read_json
+from .errors import ApiError
 from .models import EditorSubmission
 from .openapi import PNG
 from .refusals import RENDERINGS, api_error
@@ -106,8 +107,14 @@ async def submit(request: web.Request) -> web.Response:
     opened = await services.core.editor.open(token)
     if isinstance(opened, Refusal):
         raise api_error(opened, utcnow())
-    body = await read_json(request, EditorSubmission)
-    mask = await admission.read_mask(services, body.mask)
+    try:
+        body = await read_json(request, EditorSubmission)
+        mask = await admission.read_mask(services, body.mask)
+    except ApiError as error:
+        # No API key names the member here: the link does, and the core audits it.
+        await services.core.editor.unreadable(opened.link, error.message)
+        error.audited = True
+        raise
     words = Words(prompt=body.prompt, negative=body.negative_prompt)
     outcome = await services.core.editor.submit(token, words, mask)
     if isinstance(outcome, Refusal):

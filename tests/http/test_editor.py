@@ -19,12 +19,13 @@ from PIL import Image, ImageDraw
 from bot.app import build_http, build_moderation
 from bot.core import Core
 from bot.core.editor import EDITOR_PATH
+from bot.core.refusals import RefusalKind
 from bot.core.views import Job
 from bot.jobs.spec import JobSpec
 from bot.store.commands import CommandStore
 from bot.store.editor_links import LinkStore
 from bot.store.jobs import Requester
-from bot.store.models import JobState
+from bot.store.models import AuditEntry, JobState
 from tests.browser import chromium, drag, needs_chromium
 from tests.buckets import Bucket
 from tests.databases import Database
@@ -255,3 +256,27 @@ async def test_the_lasso_repaints_the_polygon_it_draws(editor: Editor) -> None:
     within = inside(corners, 1.5)
     assert within.sum() > 500 and (mask[within] >= 200).all()
     assert (mask[~inside(corners, -1.5)] <= 55).all()
+
+
+async def test_a_mask_the_editor_cannot_use_is_refused_audited_and_the_link_still_works(
+    editor: Editor,
+) -> None:
+    path = await editor.link("badmask001")
+    black = (
+        "data:image/png;base64," + base64.b64encode(png_of(Image.new("L", (SIZE, SIZE)))).decode()
+    )
+    for body in ({"prompt": "a red door", "mask": black}, {"prompt": "a red door"}):
+        refused = await editor.api.call("POST", path, json=body)
+        assert refused.status_code == 400, refused.text
+    # Each refusal is the link's member's, in the audit as any refused submission is.
+    entries = await editor.api.rows(AuditEntry, AuditEntry.action == "editor.vary_region.refused")
+    assert [(entry.actor_id, entry.outcome) for entry in entries] == [
+        (MEMBER.user_id, "refused")
+    ] * 2
+    assert all(entry.params["kind"] == RefusalKind.BAD_INPUT for entry in entries)
+    # Nothing was queued and the link was not used up: a good mask goes through.
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=255)
+    good = "data:image/png;base64," + base64.b64encode(png_of(mask)).decode()
+    sent = await editor.api.call("POST", path, json={"prompt": "a red door", "mask": good})
+    assert sent.status_code == 202, sent.text
