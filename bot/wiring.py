@@ -85,6 +85,7 @@ def build_service(
         cache=CacheStore(sessions) if config.cache.enabled else None,
         events=build_events(config, sessions),
         blobs=open_blobs(config.storage),
+        loras=config.loras,
     )
 
 

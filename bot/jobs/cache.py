@@ -9,7 +9,9 @@ that one ends without images it can use, it runs itself. A drawn seed is never c
 
 The result key (`result_key`) is a hash of the spec as canonical JSON, every field but
 those that only say where an input came from, with each input image named by its
-sha256 rather than its path, and the model's configured weights. A field added to
+sha256 rather than its path, the model's configured weights, and each LoRA it uses by
+the sha256 of its file (or folder), so that a LoRA file replaced under the same name
+answers nothing from results made with the old one. A field added to
 JobSpec (or an input image added to `JobSpec.input_paths`) joins the key by itself.
 
 Hits stay within one member: a result is never shown to another member, so /forget-me
@@ -31,7 +33,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from weakref import WeakValueDictionary
 
-from engine.protocol import ModelSpec, Progress
+from engine.protocol import LoraSpec, ModelSpec, Progress
 
 from ..blobs import Blobs, job_folder
 from ..store.cache import CacheStore, Copied
@@ -39,6 +41,7 @@ from ..store.jobs import NewJob, NewOutput
 from ..store.models import Job, JobState, Output
 from .events import JobEvents
 from .spec import JobSpec
+from .weights import WeightHashes
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +53,27 @@ IMAGE_LISTS = frozenset({"references"})
 # A model's settings that are only defaults for specs, which carry the values they use;
 # and its preview decoder, which never touches a result.
 MODEL_DEFAULTS = frozenset({"width", "height", "steps", "cfg", "sampler", "preview_decoder"})
+# The draft LoRA's name among a job's LoRAs' identities (a configured name is one word of
+# letters, digits, - and _: none is this).
+DRAFT_LORA = "<draft>"
 
 
-def result_key(spec: JobSpec, model: ModelSpec, inputs_sha256: Mapping[str, str]) -> str:
+def result_key(
+    spec: JobSpec,
+    model: ModelSpec,
+    inputs_sha256: Mapping[str, str],
+    loras: Mapping[str, str],
+) -> str:
     """The hash of everything that decides a job's pixels: the spec (but its PROVENANCE),
     its input images by their sha256 (`inputs_sha256`, by field, as `spec.input_paths`),
-    and the model's weights as configured."""
+    the model's weights as configured, and the LoRAs it uses by their files' identity
+    (`loras`, by name, the draft LoRA as DRAFT_LORA; bot.jobs.weights)."""
     paths = spec.input_paths
     described = {
         "spec": spec.model_dump(mode="json", exclude=set(PROVENANCE | IMAGE_LISTS | paths.keys())),
         "inputs": {name: inputs_sha256[name] for name in sorted(paths)},
         "model": model.model_dump(mode="json", exclude=set(MODEL_DEFAULTS)),
+        "loras": dict(loras),
     }
     canonical = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -94,9 +107,12 @@ class ResultCache:
         blobs: Blobs,
         events: JobEvents,
         wake: Callable[[], None],
+        loras: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         self._store = store
         self._models = models
+        self._loras = loras or {}
+        self._weights = WeightHashes()
         self._blobs = blobs
         self._events = events
         # Tells the workers that released jobs wait (bot.jobs.intake.Workers.jobs_queued).
@@ -204,7 +220,10 @@ class ResultCache:
         inputs = await self._inputs_sha256(spec)
         if inputs is None:
             return NOT_CACHED
-        key = result_key(spec, model, inputs)
+        loras = await self._loras_identity(spec, model)
+        if loras is None:
+            return NOT_CACHED
+        key = result_key(spec, model, inputs, loras)
         earlier = await self._store.succeeded(user_id, key)
         if earlier is not None and _usable(earlier) and await self._present(earlier):
             return Plan(key, answered=earlier)
@@ -219,6 +238,21 @@ class ResultCache:
                 return None
             hashes[name] = await asyncio.to_thread(_sha256, data)
         return hashes
+
+    async def _loras_identity(self, spec: JobSpec, model: ModelSpec) -> dict[str, str] | None:
+        """Each LoRA the job uses by its file's identity, by name; None when one is not
+        configured (the engine refuses the job)."""
+        sources = {}
+        for use in spec.loras:
+            lora = self._loras.get(use.name)
+            if lora is None:
+                return None
+            sources[use.name] = lora.source
+        if spec.draft:
+            if model.draft_lora is None:
+                return None
+            sources[DRAFT_LORA] = model.draft_lora
+        return {name: await self._weights.identity(source) for name, source in sources.items()}
 
     async def _present(self, job: Job) -> bool:
         return all([await self._blobs.exists(output.path) for output in job.outputs])

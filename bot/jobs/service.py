@@ -9,11 +9,11 @@ knows how jobs are stored or run. Each method here is one line into intake or th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from engine.protocol import ModelSpec, Status
+from engine.protocol import LoraSpec, ModelSpec, Status
 
 from ..blobs import Blobs
 from ..blobs.local import LocalBlobs
@@ -60,6 +60,7 @@ class JobService:
         cache: CacheStore | None = None,
         events: JobEvents | None = None,
         blobs: Blobs | None = None,
+        loras: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         self.models = models
         self.default_model = default_model
@@ -97,6 +98,7 @@ class JobService:
                 blobs=self.blobs,
                 events=events,
                 wake=self.pool.jobs_queued,
+                loras=loras,
             )
         )
         if self.cache is not None:

@@ -3,6 +3,7 @@ nothing else does (bot.jobs.cache.result_key)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import assume, given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from bot.jobs.cache import IMAGE_LISTS, PROVENANCE, result_key
 from bot.jobs.spec import JobSpec
+from bot.jobs.weights import WeightHashes
 from engine.protocol import ModelSpec
 from tests.stores import spec
 
@@ -23,8 +25,13 @@ BASE = spec(
 KEYED = sorted(set(JobSpec.model_fields) - PROVENANCE - IMAGE_LISTS - set(BASE.input_paths))
 
 
-def key_of(job: JobSpec, inputs: dict[str, str] = INPUTS, model: ModelSpec = MODEL) -> str:
-    return result_key(job, model, inputs)
+def key_of(
+    job: JobSpec,
+    inputs: dict[str, str] = INPUTS,
+    model: ModelSpec = MODEL,
+    loras: dict[str, str] | None = None,
+) -> str:
+    return result_key(job, model, inputs, loras or {})
 
 
 @st.composite
@@ -81,3 +88,28 @@ def test_the_model_counts_by_its_weights_not_its_defaults() -> None:
     assert key_of(BASE, model=MODEL.model_copy(update={"source": "models/other"})) != key_of(BASE)
     assert key_of(BASE, model=MODEL.model_copy(update={"vae": "vaes/sharp"})) != key_of(BASE)
     assert key_of(BASE, model=MODEL.model_copy(update={"steps": 12, "cfg": 3.0})) == key_of(BASE)
+
+
+async def test_a_lora_counts_by_its_file_bytes_not_its_name_or_source(tmp_path: Path) -> None:
+    """A LoRA file replaced under the same name and path makes other pixels: another key."""
+    lora = tmp_path / "ink.safetensors"
+    lora.write_bytes(b"first weights")
+    hashes = WeightHashes()
+    before = {"ink": await hashes.identity(str(lora))}
+    assert await hashes.identity(str(lora)) == before["ink"]
+    lora.write_bytes(b"other weights, another size")
+    after = {"ink": await hashes.identity(str(lora))}
+    assert key_of(BASE, loras=after) != key_of(BASE, loras=before)
+
+
+async def test_a_lora_folder_counts_by_the_files_in_it(tmp_path: Path) -> None:
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"first")
+    hashes = WeightHashes()
+    before = await hashes.identity(str(tmp_path))
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"second")
+    assert await hashes.identity(str(tmp_path)) != before
+
+
+async def test_a_lora_from_a_repo_counts_by_its_id() -> None:
+    hashes = WeightHashes()
+    assert await hashes.identity("org/ink-lora") != await hashes.identity("org/other-lora")
