@@ -19,6 +19,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import HttpConfig
+from ..moderation.rate import TokenBucket
 from ..store.editor_links import IssuedLink, LinkStore
 from ..store.jobs import Requester
 from ..store.models import Job, utcnow
@@ -43,6 +45,13 @@ KEY_FILE = "editor-link.key"
 EDITOR_PATH = "/edit/"
 # A submission's audit name (and its refusals': `editor.vary_region.refused`).
 COMMAND = "editor.vary_region"
+# The editor's routes take no key and have no rate limit, so a link whose signature does
+# not verify (malformed, changed, another key's) names no one and costs nothing to send:
+# its refusals are audited within this bound, all senders together, so a flood of them
+# is not a flood of database writes (like unknown API keys, which are not audited). A
+# refused link whose signature verifies names its member and is always audited.
+UNSIGNED_AUDIT_BURST = 20
+UNSIGNED_AUDITS_PER_MINUTE = 10.0
 
 
 class LinkProblem(StrEnum):
@@ -181,6 +190,7 @@ class RegionEditor:
         self._acting = acting
         self._replies = replies
         self._key: bytes | None = None
+        self._unsigned_audits = TokenBucket(UNSIGNED_AUDIT_BURST, UNSIGNED_AUDITS_PER_MINUTE)
 
     @property
     def served(self) -> bool:
@@ -275,7 +285,8 @@ class RegionEditor:
             return checked
         if not await self._links.use(link):
             await mask.discard()
-            return await self._refused(LinkProblem.USED, token)
+            # Its signature verified when it was opened: the entry names its member.
+            return await self._refused(LinkProblem.USED, token, _claim_of(token))
         assert self._replies is not None  # submissions come only where the editor is served
         messages = self._replies.to(opened.job, member.user_id)
         return await self._door.admit(member, draft, mask, Origin.HTTP, checked, messages=messages)
@@ -292,12 +303,21 @@ class RegionEditor:
     ) -> Refusal:
         """Audit and answer a refused link; `signed`: its claim, where its signature
         matched, so its member is the entry's actor (forget-me finds them there)."""
-        # What the link claims, cut short (a tampered one may say anything), for the audit.
-        claimed: dict[str, object] = {"link": _claimed(token)}
-        await self._links.refused(problem.value, claimed, signed.user_id if signed else None)
         log.info("editor link refused: %s", problem.value)
+        if signed is not None or self._unsigned_audit_allowed():
+            # What the link claims, cut short (a tampered one may say anything).
+            claimed: dict[str, object] = {"link": _claimed(token)}
+            await self._links.refused(problem.value, claimed, signed.user_id if signed else None)
         kind = RefusalKind.GONE if problem in _GONE else RefusalKind.NOT_ALLOWED
         return Refusal(kind=kind, reason=_REASONS[problem])
+
+    def _unsigned_audit_allowed(self) -> bool:
+        """Whether a refusal of a link no one signed is audited: within the bound."""
+        now = time.monotonic()
+        if self._unsigned_audits.wait(now) > 0:
+            return False
+        self._unsigned_audits.take(now)
+        return True
 
     async def _signing_key(self) -> bytes:
         if self._key is None:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from bot.app import build_http, build_moderation
 from bot.core import Core
-from bot.core.editor import EDITOR_PATH
+from bot.core.editor import EDITOR_PATH, UNSIGNED_AUDIT_BURST
 from bot.core.refusals import RefusalKind
 from bot.core.views import Job
 from bot.jobs.spec import JobSpec
@@ -84,6 +84,13 @@ def picture() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), "teal").save(out, format="PNG")
     return out.getvalue()
+
+
+def square() -> str:
+    """A mask repainting a square of the image, as the editor's page sends it."""
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=255)
+    return "data:image/png;base64," + base64.b64encode(png_of(mask)).decode()
 
 
 def png_of(image: Image.Image) -> bytes:
@@ -275,8 +282,32 @@ async def test_a_mask_the_editor_cannot_use_is_refused_audited_and_the_link_stil
     ] * 2
     assert all(entry.params["kind"] == RefusalKind.BAD_INPUT for entry in entries)
     # Nothing was queued and the link was not used up: a good mask goes through.
-    mask = Image.new("L", (SIZE, SIZE), 0)
-    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=255)
-    good = "data:image/png;base64," + base64.b64encode(png_of(mask)).decode()
-    sent = await editor.api.call("POST", path, json={"prompt": "a red door", "mask": good})
+    sent = await editor.api.call("POST", path, json={"prompt": "a red door", "mask": square()})
     assert sent.status_code == 202, sent.text
+
+
+async def test_a_flood_of_changed_links_is_refused_each_time_within_a_bound_of_audit_writes(
+    editor: Editor,
+) -> None:
+    path = await editor.link("flood00001")
+    job, _, rest = path.partition(".1.")
+    changed = f"{job}.2.{rest}"  # another image: its signature fails
+    answers = [
+        await editor.api.call("GET", page)
+        for page in [changed] * (UNSIGNED_AUDIT_BURST + 10) + [EDITOR_PATH + "not-a-link"] * 5
+    ]
+    # Each sender still reads why the link does not open.
+    assert {answer.status_code for answer in answers} == {403}
+    # A flood of links no one signed writes at most the bound's audit rows...
+    refused = AuditEntry.action == "editor.link.refused"
+    entries = await editor.api.rows(AuditEntry, refused)
+    assert len(entries) == UNSIGNED_AUDIT_BURST
+    assert {entry.actor_id for entry in entries} == {None}
+    # ...while a refusal of a link this bot signed names its member and is always audited.
+    sent = await editor.api.call("POST", path, json={"prompt": "a red door", "mask": square()})
+    assert sent.status_code == 202, sent.text
+    assert (await editor.api.call("GET", path)).status_code == 410
+    entries = await editor.api.rows(AuditEntry, refused)
+    assert [(e.actor_id, e.outcome) for e in entries[UNSIGNED_AUDIT_BURST:]] == [
+        (MEMBER.user_id, "used")
+    ]
