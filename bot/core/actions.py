@@ -25,6 +25,7 @@ from ..jobs.spec import (
     Growth,
     InputImage,
     JobSpec,
+    available_model,
     derived_spec,
     enhanced_spec,
     outpainted_spec,
@@ -149,9 +150,7 @@ def _outpaint(growth_of: Callable[[InputImage], Growth]) -> Transform:
     def transform(source: Source, tweak: Tweak) -> JobSpec:
         assert tweak.strength is not None
         image = _image_of(source)
-        model = tweak.models.get(source.spec.model)
-        if model is None:
-            raise BadInput(f"Model `{source.spec.model}` is no longer available here.")
+        model = available_model(source.spec.model, tweak.models)
         return outpainted_spec(
             source.spec,
             (source.job_id, source.number or 1),

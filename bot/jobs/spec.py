@@ -749,15 +749,22 @@ def draft_settings(name: str, models: dict[str, ModelSpec]) -> dict[str, object]
     }
 
 
+def available_model(name: str, models: Mapping[str, ModelSpec]) -> ModelSpec:
+    """The configured model `name` that an earlier job used; BadInput when it has been
+    removed from the config since."""
+    model = models.get(name)
+    if model is None:
+        raise BadInput(f"Model `{name}` is no longer available here.")
+    return model
+
+
 def enhanced_spec(original: JobSpec, models: dict[str, ModelSpec]) -> JobSpec:
     """A draft made again at full quality (Enhance, and Upscale of a draft): the same
     prompt, seeds, size and LoRAs, with the model's own steps, sampler and cfg and no
     draft LoRA; BadInput for a job that is no draft."""
     if not original.draft:
         raise BadInput("This job is not a draft: Enhance makes a `--draft` job at full quality.")
-    model = models.get(original.model)
-    if model is None:
-        raise BadInput(f"Model `{original.model}` is no longer available here.")
+    model = available_model(original.model, models)
     return original.model_copy(
         update={"draft": False, "steps": model.steps, "sampler": model.sampler, "cfg": model.cfg}
     )

@@ -153,7 +153,6 @@ def _add_cached(session: AsyncSession, copy: Copied) -> Job:
     requester = new.requester
     job = Job(
         id=new.job_id,
-        user_id=requester.user_id,
         state=JobState.SUCCEEDED,
         spec=new.spec,
         model=new.model,
@@ -163,16 +162,7 @@ def _add_cached(session: AsyncSession, copy: Copied) -> Job:
         created_at=now,
         started_at=now,
         finished_at=now,
-        guild_id=requester.guild_id,
-        channel_id=requester.channel_id,
-        interaction_id=requester.interaction_id,
-        interaction_token=requester.interaction_token,
-        message_id=requester.message_id,
-        upload_limit=requester.upload_limit,
-        client=requester.client,
-        api_key_id=requester.api_key_id,
-        synchronous=requester.synchronous,
-        nsfw_channel=requester.nsfw_channel,
+        **requester.job_columns(),
         # An HTTP job's answer is read from the stored job: nothing to push (as _transition).
         delivered_at=None if requester.client == "discord" else now,
         result_key=new.result_key,

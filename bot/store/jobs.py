@@ -154,6 +154,22 @@ class Requester:
             synchronous=synchronous,
         )
 
+    def job_columns(self) -> dict[str, Any]:
+        """The columns of a job row that say who asked it and where it is answered."""
+        return {
+            "user_id": self.user_id,
+            "guild_id": self.guild_id,
+            "channel_id": self.channel_id,
+            "interaction_id": self.interaction_id,
+            "interaction_token": self.interaction_token,
+            "message_id": self.message_id,
+            "upload_limit": self.upload_limit,
+            "client": self.client,
+            "api_key_id": self.api_key_id,
+            "synchronous": self.synchronous,
+            "nsfw_channel": self.nsfw_channel,
+        }
+
     def audit_params(self) -> dict[str, Any]:
         """What every audit entry of this requester's jobs says about the client."""
         if self.client == "discord":
@@ -317,22 +333,12 @@ def add_job(
     """Add a queued job and its audit entry to the caller's transaction."""
     job = Job(
         id=job_id,
-        user_id=requester.user_id,
         state=JobState.QUEUED,
         spec=spec,
         model=model,
         seeds=seeds,
-        guild_id=requester.guild_id,
-        channel_id=requester.channel_id,
-        interaction_id=requester.interaction_id,
-        interaction_token=requester.interaction_token,
-        message_id=requester.message_id,
-        upload_limit=requester.upload_limit,
         lane=lane,
-        client=requester.client,
-        api_key_id=requester.api_key_id,
-        synchronous=requester.synchronous,
-        nsfw_channel=requester.nsfw_channel,
+        **requester.job_columns(),
         result_key=result_key,
         cached_from=cached_from,
         outputs=[],
