@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class RunningWorker:
     log: Path
     fault: str = ""  # the engine's ATELIER_ENGINE_FAULT
     process: asyncio.subprocess.Process | None = None
+    command: str = "worker"  # or "serve", an HTTP front door
+    ready: str = "serving tiny on cpu"  # the log line that says it started
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO), ATELIER_ENGINE_FAULT=self.fault)
@@ -43,7 +46,7 @@ class RunningWorker:
                 sys.executable,
                 "-m",
                 "bot.cli",
-                "worker",
+                self.command,
                 "--config",
                 str(self.config),
                 cwd=REPO,
@@ -51,12 +54,19 @@ class RunningWorker:
                 stdout=sink,
                 stderr=sink,
             )
-        for _ in range(240):
-            if "serving tiny on cpu" in self.log.read_text(errors="replace"):
+        for _ in range(480):  # 2 minutes: several may start at once
+            if self.ready in self.log.read_text(errors="replace"):
                 return
             assert self.process.returncode is None, self.log.read_text(errors="replace")
             await asyncio.sleep(0.25)
         raise AssertionError(f"the worker did not start: {self.log.read_text()}")
+
+    @property
+    def worker_id(self) -> str:
+        """The id its claims write in jobs.claimed_by, as its start logs it."""
+        found = re.search(r"worker (\S+): serving", self.log.read_text(errors="replace"))
+        assert found is not None, self.log.read_text(errors="replace")
+        return found.group(1)
 
     async def kill(self) -> None:
         """SIGKILL, as a host's crash would; its engine (a child left hanging) goes too."""
