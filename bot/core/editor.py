@@ -158,6 +158,7 @@ def link_key(http: HttpConfig, data_dir: Path) -> bytes:
 class Opened:
     """A link that opens the editor, with the job and image it edits."""
 
+    token: str  # the link as its holder sent it
     link: IssuedLink
     job: Job
     source: Source
@@ -264,16 +265,17 @@ class RegionEditor:
         if isinstance(job, Refusal):
             return job
         source = await self._acting.source(action, job, link.image)
-        return source if isinstance(source, Refusal) else Opened(link=link, job=job, source=source)
+        return (
+            source
+            if isinstance(source, Refusal)
+            else Opened(token=token, link=link, job=job, source=source)
+        )
 
-    async def submit(self, token: str, words: Words, mask: InputSource) -> Accepted | Refusal:
-        """The editor's submission: a Vary (Region) of the link's image with `words` and
-        the painted `mask`, through the door like any request. The link is used only once
-        the request passed the door's checks, and before it is queued."""
-        opened = await self.open(token)
-        if isinstance(opened, Refusal):
-            await mask.discard()
-            return opened
+    async def submit(self, opened: Opened, words: Words, mask: InputSource) -> Accepted | Refusal:
+        """The editor's submission on a link `open` opened: a Vary (Region) of its image
+        with `words` and the painted `mask`, through the door like any request. The link
+        is used only once the request passed the door's checks, and before it is queued:
+        that compare-and-set, not a second look, settles a link used since it opened."""
         link = opened.link
         member = _member_of(link)
         action = BY_NAME[ActionName.VARY_REGION]
@@ -286,7 +288,7 @@ class RegionEditor:
         if not await self._links.use(link):
             await mask.discard()
             # Its signature verified when it was opened: the entry names its member.
-            return await self._refused(LinkProblem.USED, token, _claim_of(token))
+            return await self._refused(LinkProblem.USED, opened.token, _claim_of(opened.token))
         assert self._replies is not None  # submissions come only where the editor is served
         messages = self._replies.to(opened.job, member.user_id)
         return await self._door.admit(member, draft, mask, Origin.HTTP, checked, messages=messages)

@@ -103,8 +103,7 @@ GONE = Refusal(
 async def submit(request: web.Request) -> web.Response:
     """Queue the Vary (Region); its answer goes to Discord as a reply to the image."""
     services = services_of(request)
-    token = request.match_info["token"]
-    opened = await services.core.editor.open(token)
+    opened = await services.core.editor.open(request.match_info["token"])
     if isinstance(opened, Refusal):
         raise api_error(opened, utcnow())
     try:
@@ -116,7 +115,7 @@ async def submit(request: web.Request) -> web.Response:
         error.audited = True
         raise
     words = Words(prompt=body.prompt, negative=body.negative_prompt)
-    outcome = await services.core.editor.submit(token, words, mask)
+    outcome = await services.core.editor.submit(opened, words, mask)
     if isinstance(outcome, Refusal):
         raise api_error(outcome, utcnow())
     (queued,) = outcome.jobs

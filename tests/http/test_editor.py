@@ -23,7 +23,7 @@ from bot.core.refusals import RefusalKind
 from bot.core.views import Job
 from bot.jobs.spec import JobSpec
 from bot.store.commands import CommandStore
-from bot.store.editor_links import LinkStore
+from bot.store.editor_links import IssuedLink, LinkStore
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, JobState
 from tests.browser import chromium, drag, needs_chromium
@@ -311,3 +311,20 @@ async def test_a_flood_of_changed_links_is_refused_each_time_within_a_bound_of_a
     assert [(e.actor_id, e.outcome) for e in entries[UNSIGNED_AUDIT_BURST:]] == [
         (MEMBER.user_id, "used")
     ]
+
+
+async def test_a_submission_checks_its_link_once(
+    editor: Editor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = await editor.link("once000001")
+    looked_up: list[str] = []
+    get = LinkStore.get
+
+    async def counted(links: LinkStore, nonce: str) -> IssuedLink | None:
+        looked_up.append(nonce)
+        return await get(links, nonce)
+
+    monkeypatch.setattr(LinkStore, "get", counted)
+    sent = await editor.api.call("POST", path, json={"prompt": "a red door", "mask": square()})
+    assert sent.status_code == 202, sent.text
+    assert looked_up == [path.split(".")[4]]
