@@ -17,7 +17,8 @@ from 6 members (four over the local Discord server, two over HTTP), 2 steps at 6
   its end, soon after the request;
 - /forget-me deletes the member's images from the bucket, and only theirs.
 
-Full size (60 jobs); it takes about 2-3 minutes on 2 CPU cores.
+Full size (60 jobs): about 2 CPU minutes in all; 3.5 minutes of wall time on 2 cores
+shared with other test runs (load 4-8).
 """
 
 from __future__ import annotations
