@@ -279,9 +279,11 @@ class Door:
             refusal = Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
             await self.refused(member, draft.command, origin, refusal)
             return refusal
-        # Stored before a job that reads them is queued (a worker may stage them at once);
-        # only those this request saved, never a source job's (an action's declared inputs).
-        uploads = sorted(set(uploads_of(_keys(saved))) - set(_keys(checked.inputs)))
+        # Stored before a job that reads them is queued (a worker may stage them at once).
+        # `save` returns only what this request stored, whether it stored it just now or
+        # before the door (the HTTP API's SavedInputs, whose declared inputs are the same
+        # keys); a source job's uploads (an action's) reach the spec through `build` only.
+        uploads = sorted(set(uploads_of(_keys(saved))))
         await self._jobs.blobs.publish(uploads)
         targets = await messages.placeholders(len(specs)) if messages is not None else []
         try:

@@ -37,8 +37,15 @@ async def styled_api(
     tiny_model_set: dict[str, Path],
 ) -> AsyncIterator[RunningApi]:
     """A server whose second model, `styled`, has the tiny IP-Adapter; `tiny` has none."""
+    styled = styled_toml(tiny_model_dir, tiny_model_set)
+    async with serving(tmp_path_factory.mktemp("http"), tiny_model_dir, styled) as running:
+        yield running
+
+
+def styled_toml(tiny_model_dir: Path, tiny_model_set: dict[str, Path]) -> str:
+    """`[models.styled]`: the tiny model with the tiny IP-Adapter (blends, style references)."""
     adapter = tiny_model_set["ip-adapter"]
-    styled = f"""
+    return f"""
 [models.styled]
 source = "{tiny_model_dir}"
 width = 64
@@ -48,8 +55,6 @@ sampler = "Euler"
 ip_adapter = "{adapter / "ip-adapter.safetensors"}"
 image_encoder = "{adapter / "image_encoder"}"
 """
-    async with serving(tmp_path_factory.mktemp("http"), tiny_model_dir, styled) as running:
-        yield running
 
 
 @pytest.mark.asyncio(loop_scope="module")
