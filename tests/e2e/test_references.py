@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from PIL import Image, ImageChops
 
 from bot.jobs.spec import reference_scale
@@ -69,19 +70,45 @@ async def test_a_style_reference_steers_the_image_and_a_blend_mixes_images(
     assert str(copied).startswith("inputs/")
     assert (bot.data_dir / str(copied)).read_bytes() == plain.attachments[0].data
 
-    # /blend of two attachments, no prompt: one blend-mode job.
+    # The link of the first result's image on Discord (atelier-<job>-1.png), as a member
+    # copies it from the message: that image, copied byte for byte.
+    link = plain.attachments[0].url
+    assert link.startswith("http") and link.endswith(f"atelier-{plain_id}-1.png"), link
+    # (Another seed: the same one would be answered from the cache, with no run.)
+    by_link, _ = await answered(bot, "imagine", {"prompt": f"a house --sref {link}", "seed": 6})
+    (linked,) = spec_of(bot, by_link)["references"]
+    assert str(linked).startswith("inputs/") and linked != copied
+    assert (bot.data_dir / str(linked)).read_bytes() == plain.attachments[0].data
+
+    # /blend of two attachments, no prompt: one blend-mode job, journaled as `blend`.
     blend_id, blended = await answered(
         bot, "blend", {"seed": 9}, image1=png((64, 64), "red"), image2=png((64, 64), "green")
     )
     spec = spec_of(bot, blend_id)
     assert spec["reference_mode"] == "blend" and len(spec["references"]) == 2
     assert image_of(blended).size == (64, 64)
+    (journaled,) = bot.rows(
+        "select c.command from received_commands c join jobs j"
+        " on j.interaction_id = c.interaction_id where j.id = :id",
+        id=blend_id,
+    )
+    assert journaled["command"] == "blend"
 
 
-async def test_an_unknown_reference_is_refused_privately(running_bot: RunningBot) -> None:
+@pytest.mark.parametrize("command", ["imagine", "blend"])
+async def test_an_unknown_reference_is_refused_privately_and_audited_under_its_command(
+    running_bot: RunningBot, command: str
+) -> None:
+    images = {f"image{n}": ("image.png", png((64, 64), "red"), "image/png") for n in (1, 2)}
     ix = await running_bot.server.send_slash_command(
-        "imagine", {"prompt": "a house --sref 0123456789"}
+        command,
+        {"prompt": "a house --sref 0123456789"},
+        attachments=images if command == "blend" else {},
     )
     answer = await ix.wait_for_callback(timeout=3)
     assert answer.type == 4 and answer.data is not None and answer.data["flags"] & 64  # private
     assert "I know no result `0123456789`" in answer.data["content"]
+    refused = await running_bot.wait_for_rows(
+        "select action from audit_log where outcome = 'refused'"
+    )
+    assert [row["action"] for row in refused] == [f"{command}.refused"]

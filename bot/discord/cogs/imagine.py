@@ -71,6 +71,8 @@ from .scope import channel_ids, out_of_scope
 log = logging.getLogger(__name__)
 
 COMMAND = "imagine"
+# /blend is an /imagine of a blend, journaled and audited under its own name.
+BLEND = "blend"
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,11 @@ def given_options(prompt: str, **given: Any) -> dict[str, Any]:
     return {"prompt": prompt, **dict.fromkeys(keys), **given}
 
 
+def command_of(given: dict[str, Any]) -> str:
+    """The name a request's journal row and audit entries carry: /blend's or /imagine's."""
+    return BLEND if given.get("reference_mode") == ReferenceMode.BLEND.value else COMMAND
+
+
 def _private(given: dict[str, Any], defaults: Mapping[str, object]) -> bool:
     """Whether only the member sees the reply: the option, else their setting."""
     chosen = given.get("private")
@@ -429,7 +436,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         private: bool | None = None,
     ) -> None:
         """An /imagine whose attachments are the images of a blend (ReferenceMode.BLEND):
-        journaled, replayed and refused as one."""
+        journaled, replayed and refused as one is, under the name `blend`."""
         images = (image1, image2, image3, image4, image5)
         attachments = {
             f"image{number}": AttachmentRef.of(image)
@@ -462,12 +469,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         checked = await self._check(requester, draft, inputs, origin, rated=True)
         if isinstance(checked, Refusal):
             await tell_privately(interaction, sentence(checked))  # within Discord's 3 s
-            await self.services.door.refused(requester, COMMAND, origin, checked)
+            await self.services.door.refused(requester, command_of(given), origin, checked)
             return
         journaled = await journal_then_defer(
             self.services,
             interaction,
-            COMMAND,
+            command_of(given),
             ticket.journal_options(origin),
             ephemeral=_private(given, checked.personal),
         )
@@ -602,10 +609,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
     # -- journal --------------------------------------------------------------------------
 
     async def replay_pending(self) -> None:
-        """At start: complete every /imagine acknowledged by a previous run but not handled."""
+        """At start: complete every /imagine and /blend acknowledged by a previous run but
+        not handled."""
         for row in await self.services.commands.pending():
-            if row.command == COMMAND:
-                log.info("completing /imagine %s received before the restart", row.interaction_id)
+            if row.command in (COMMAND, BLEND):
+                log.info(
+                    "completing /%s %s received before the restart", row.command, row.interaction_id
+                )
                 async with settled_on_error(self.services, row):
                     ticket = Ticket.from_journal(row)
                     await self._complete(ticket, ticket.origin)
@@ -636,7 +646,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         reply = reply or Followup(self.bot, ticket.token, ephemeral=private)
         if isinstance(decided, Refusal):
             await reply.refuse(sentence(decided))
-            await services.door.refused(requester, COMMAND, origin, decided)
+            await services.door.refused(requester, command_of(ticket.options), origin, decided)
             return
         if private:
             # No channel: after its token expires, a private result goes by DM.
@@ -665,7 +675,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except BadInput as error:
             return Refusal(kind=RefusalKind.BAD_INPUT, reason=str(error))
         return OptionsDraft(
-            command=COMMAND,
+            command=command_of(given),
             options=options,
             catalog=self.services.core.catalog,
             control_auto=bool(given.get("control_auto")),
