@@ -93,6 +93,23 @@ async def test_a_blend_of_body_images_runs_and_a_model_without_an_adapter_refuse
     (by_id,) = await api.rows(Job, Job.id == response.json()["id"])
     assert by_id.spec.reference_mode == "style" and len(by_id.spec.references) == 1
 
+    # A style reference by the job's link on this API (`?image=1`) runs to success, with
+    # the blend's image copied as its input byte for byte. (Another seed: the same one would
+    # be answered by the job above's run, not run itself.)
+    link = f"{api.url}/v1/jobs/{job_id}?image=1"
+    linked = styled | {"style_references": [link], "seed": 5}
+    response = await api.call("POST", "/v1/jobs", json=linked, headers=member.headers)
+    assert response.status_code == 202, response.text
+    by_link = await ended(api, member, response.json()["id"])
+    assert by_link["status"] == "succeeded", by_link
+    (ran,) = await api.rows(Job, Job.id == by_link["id"])
+    assert ran.cached_from is None and ran.gpu_seconds
+    (reference,) = ran.spec.references
+    (blended,) = (await api.service.store.get(job_id)).outputs
+    copied = await api.service.blobs.read(reference)
+    assert reference.startswith("inputs/") and copied is not None
+    assert copied == await api.service.blobs.read(blended.path)
+
     # Another member's result from the HTTP API is private: unknown to them.
     other = await api.member()
     response = await api.call("POST", "/v1/jobs", json=styled, headers=other.headers)
