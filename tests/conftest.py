@@ -34,6 +34,7 @@ SLOW_FIRST = (
 # bot's lifecycle.
 ON_BOTH_DATABASES = (
     "tests/store/",
+    "tests/bot/test_claim_heads.py",
     "tests/bot/test_job_store.py",
     "tests/bot/test_leases.py",
     "tests/bot/test_queue_length.py",

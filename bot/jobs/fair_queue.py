@@ -40,5 +40,8 @@ class FairQueue:
         default = quotas.rules.default_gpu_seconds if quotas else 1.0
         return cls(timedelta(minutes=queue.fair_share_minutes), default)
 
+    def waiting(self, rows: Sequence[QueuedRow]) -> list[Waiting]:
+        return [waiting_of(row, self.default_estimate) for row in rows]
+
     def order(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[Waiting]:
-        return fair_order([waiting_of(row, self.default_estimate) for row in rows], served)
+        return fair_order(self.waiting(rows), served)

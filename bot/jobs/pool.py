@@ -44,7 +44,7 @@ from .engine_client import EngineFailure, EngineProcess
 from .events import JobEvents
 from .fair_queue import FairQueue
 from .reaper import Reaper
-from .scheduler import for_engine, keeping_loaded, next_batch
+from .scheduler import EngineView, choose_batch
 from .withhold import outputs_of, withhold_inputs, withhold_outputs
 
 log = logging.getLogger(__name__)
@@ -284,18 +284,21 @@ class WorkerPool:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _work(self, engine: EngineProcess) -> None:
-        def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str] | None:
             elsewhere = set[str]().union(
                 *(self._loaded[device] for device in self._idle if device != engine.device)
             )
             loaded = self._loaded[engine.device]
             # A job reaped from one of this pool's own batches (its heartbeat failed)
             # is not claimed again here while that batch still runs.
-            fresh = [row for row in rows if row.job_id not in self._running]
-            order = for_engine(self._fair.order(fresh, served), loaded, elsewhere)
-            order = keeping_loaded(order, loaded, utcnow(), self._switch_after)
+            waiting = self._fair.waiting([row for row in rows if row.job_id not in self._running])
+            # The store reads the heads of the members' queues first; None asks it for
+            # every waiting row when those heads do not decide the batch.
+            cut = {row.user_id for row in rows if row.more_behind}
+            engine_view = EngineView(loaded, elsewhere, self._switch_after)
             limit = self._batch_images.get(engine.device, 1)
-            return [w.job_id for w in next_batch(order, limit)]
+            batch = choose_batch(waiting, served, cut, engine_view, utcnow(), limit)
+            return None if batch is None else [w.job_id for w in batch]
 
         while not self._stopping.is_set():
             if (crashes := self._crashes[engine.device]) and not engine.alive:

@@ -45,15 +45,24 @@ def _own_order(job: Waiting) -> tuple[int, datetime, str]:
     return LANE_RANK[job.lane], job.queued_at, job.job_id
 
 
-def fair_order(waiting: Sequence[Waiting], served: Mapping[int, float]) -> list[Waiting]:
+def fair_order(
+    waiting: Sequence[Waiting], served: Mapping[int, float], cut: Set[int] = frozenset()
+) -> list[Waiting]:
     """Every waiting job in the order it would run, as if each ran alone.
 
     `served` is each member's recent GPU seconds (finished jobs in the fair-share
     window plus running jobs' estimates); members not in it have had none.
+
+    `cut` are members whose queues were read only up to their first few jobs (a claim
+    reads the heads of the queues, bot.store.jobs): the order then ends after such a
+    member's last given job, as what follows would depend on the jobs not read. So it
+    is always the start of the order of every waiting job.
     """
     queues: dict[int, list[Waiting]] = {}
     for job in sorted(waiting, key=_own_order, reverse=True):
         queues.setdefault(job.user_id, []).append(job)  # each member's next job last
+    if cut - queues.keys():
+        return []  # a cut member none of whose jobs were given could go first
     received = {user: served.get(user, 0.0) for user in queues}
 
     def entry(user: int) -> tuple[int, float, datetime, str, int]:
@@ -67,6 +76,8 @@ def fair_order(waiting: Sequence[Waiting], served: Mapping[int, float]) -> list[
         user = heapq.heappop(heap)[-1]
         job = queues[user].pop()
         order.append(job)
+        if not queues[user] and user in cut:
+            break
         received[user] += job.estimate
         if queues[user]:
             heapq.heappush(heap, entry(user))
@@ -91,14 +102,34 @@ def keeping_loaded(
     models wait, another model's jobs are passed over (a model switch costs a load)
     unless that model's oldest job has waited `switch_after` or longer. With nothing of
     its models waiting, an engine takes any job rather than stand idle. Order is kept."""
-    if not any(job.model in loaded_here for job in order):
-        return list(order)
+    return keeping_loaded_of(order, order, loaded_here, now, switch_after, complete=True) or []
+
+
+def keeping_loaded_of(
+    order: Sequence[Waiting],
+    known: Sequence[Waiting],
+    loaded_here: Set[str],
+    now: datetime,
+    switch_after: timedelta,
+    *,
+    complete: bool,
+) -> list[Waiting] | None:
+    """`keeping_loaded` of `order`, the start of the fair order, when the models waiting
+    and their oldest jobs are judged from `known` (every job read, of the models this
+    engine takes). Unless `known` is `complete` (every waiting job), a model's oldest
+    job may not have been read: None when that could change which jobs are kept."""
     oldest: dict[str, datetime] = {}
-    for job in order:
+    for job in known:
         oldest[job.model] = min(oldest.get(job.model, job.queued_at), job.queued_at)
-    return [
-        job for job in order if job.model in loaded_here or now - oldest[job.model] >= switch_after
-    ]
+    if not oldest.keys() & loaded_here:
+        return list(order) if complete or not loaded_here else None
+
+    def kept(model: str) -> bool:
+        return model in loaded_here or now - oldest[model] >= switch_after
+
+    if not complete and not all(kept(job.model) for job in order):
+        return None  # a passed-over model's oldest job may be older than those read
+    return [job for job in order if kept(job.model)]
 
 
 def next_batch(order: Sequence[Waiting], max_images: int) -> list[Waiting]:
@@ -109,8 +140,20 @@ def next_batch(order: Sequence[Waiting], max_images: int) -> list[Waiting]:
     incompatible jobs than the batch already holds, so no job jumps the fair order
     by more than the batch it joins.
     """
+    return _batch(order, max_images)[0]
+
+
+def settled_batch(order: Sequence[Waiting], max_images: int) -> list[Waiting] | None:
+    """`next_batch` of `order`, the start of a longer fair order, when that start already
+    decides it; None when a job after it could still join (or `order` is empty)."""
+    batch, settled = _batch(order, max_images)
+    return batch if settled else None
+
+
+def _batch(order: Sequence[Waiting], max_images: int) -> tuple[list[Waiting], bool]:
+    """The next batch, and whether jobs after `order` could not have joined it."""
     if not order:
-        return []
+        return [], False
     head = order[0]
     batch, images, overtaken = [head], head.images, 0
     for job in order[1:]:
@@ -118,10 +161,42 @@ def next_batch(order: Sequence[Waiting], max_images: int) -> list[Waiting]:
             break
         fits = images + job.images <= max_images
         if job.batch_key == head.batch_key and job.lane is head.lane and fits:
-            if overtaken > len(batch):
-                break
             batch.append(job)
             images += job.images
         else:
             overtaken += 1
-    return batch
+            if overtaken > len(batch):
+                break  # no later job may overtake this many: the batch is complete
+    return batch, images >= max_images or overtaken > len(batch)
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """What an engine's claim weighs besides the queue: the models it holds, those that
+    other idle engines hold, and how long a model's jobs wait before it switches."""
+
+    loaded_here: Set[str]
+    loaded_on_idle_engines: Set[str]
+    switch_after: timedelta
+
+
+def choose_batch(
+    waiting: Sequence[Waiting],
+    served: Mapping[int, float],
+    cut: Set[int],
+    engine: EngineView,
+    now: datetime,
+    max_images: int,
+) -> list[Waiting] | None:
+    """The next batch for `engine`: the fair order, as this engine takes it, batched.
+
+    `waiting` may hold only the heads of the `cut` members' queues (fair_order): the
+    batch is then the one every waiting job would give, or None when the heads do not
+    decide it (then ask again with every waiting job and no `cut`)."""
+    loaded, elsewhere = engine.loaded_here, engine.loaded_on_idle_engines
+    order = for_engine(fair_order(waiting, served, cut), loaded, elsewhere)
+    known = for_engine(waiting, loaded, elsewhere)
+    kept = keeping_loaded_of(order, known, loaded, now, engine.switch_after, complete=not cut)
+    if not cut:
+        return next_batch(kept or [], max_images)
+    return None if kept is None else settled_batch(kept, max_images)
