@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..blobs import INPUTS, Blobs, job_folder
 from . import audit
 from .models import Job, Output, utcnow
-from .uploads import INPUT_KEYS, NOT_FORGOTTEN, upload_paths
+from .uploads import HOLDING_UPLOADS, NOT_FORGOTTEN, upload_paths
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,8 @@ async def _referenced_uploads(
 ) -> set[str]:
     """The upload folders (inputs/<name>) the spec of some job among `jobs` (not
     forgotten) points at."""
-    columns = [Job.spec[key].as_string() for key in INPUT_KEYS]
     async with sessions() as session:
-        rows = await session.execute(
-            select(Job.spec).where(jobs, NOT_FORGOTTEN, or_(*(c.is_not(None) for c in columns)))
-        )
+        rows = await session.execute(select(Job.spec).where(jobs, NOT_FORGOTTEN, HOLDING_UPLOADS))
         return {_upload_of(key) for (spec,) in rows for key in upload_paths(spec)}
 
 

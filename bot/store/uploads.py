@@ -1,5 +1,5 @@
-"""Members' uploads: the stored inputs (init images, masks, sketches) a job's spec points
-at, and which of them another job still reads.
+"""Members' uploads: the stored inputs (init images, masks, sketches, reference images) a
+job's spec points at, and which of them another job still reads.
 
 A re-roll or remix copies its source job's spec, upload paths included, so one upload
 can serve jobs of several members. It is deleted (forget-me, a flagged upload, retention)
@@ -11,17 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Text, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..blobs import uploads_of
+from ..blobs import INPUTS, uploads_of
 from ..jobs.spec import JobSpec
 from .models import Job
 
-# The JSON keys of the spec fields that hold input images (JobSpec.input_paths), for queries.
-INPUT_KEYS = ("init_image", "mask_image", "control_image")
 # A forgotten member's jobs stand under a pseudonym, a negative id (bot.store.users).
 NOT_FORGOTTEN = Job.user_id >= 0
+
+
+def _mentioning(*keys: str) -> ColumnElement[bool]:
+    """Jobs whose spec's JSON holds a string that starts with one of `keys`: a prefilter,
+    on both databases, over every field of JobSpec.input_paths at once (the reference
+    images are a list, which a JSON path cannot compare); upload_paths of the rows read
+    decides."""
+    text = cast(Job.spec, Text)
+    return or_(*(text.contains(f'"{key}', autoescape=True) for key in keys))
+
+
+# Jobs whose spec may point at some upload (any key under inputs/).
+HOLDING_UPLOADS = _mentioning(f"{INPUTS}/")
 
 
 def upload_paths(spec: JobSpec) -> list[str]:
@@ -44,7 +55,7 @@ async def uploads_in_use(
         select(Job.spec).where(
             Job.id.not_in(other_than),
             NOT_FORGOTTEN,
-            or_(*(Job.spec[key].as_string().in_(wanted) for key in INPUT_KEYS)),
+            _mentioning(*wanted),
         )
     )
     return {path for (spec,) in rows for path in upload_paths(spec)} & set(wanted)

@@ -131,3 +131,17 @@ async def test_an_old_upload_stays_while_a_queued_or_kept_job_reads_it(stores: S
     assert (sorted(swept.jobs), swept.inputs) == (["gone", "old"], 1)
     assert uploads["waiting"].exists() and uploads["rerolled"].exists()
     assert not uploads["expired"].exists()
+
+
+async def test_an_upload_a_queued_job_reads_as_a_reference_image_stays(stores: Stores) -> None:
+    """A blend's images (or a --sref's copy of a result) are uploads as an init image is:
+    neither expired nor orphaned while a job that waits in the queue reads them."""
+    data_dir = stores.config.storage.data_dir
+    reference = write(data_dir / "inputs" / "blend" / "image1.png", 40)
+    blend = spec(references=("inputs/blend/image1.png",), reference_mode="blend")
+    await stores.quotas.admit("queued", DANA, blend, "tiny", [1])
+
+    for days in (30, None):  # expiry, then the orphans' pass alone
+        swept = await sweep(stores.sessions, stores.blobs, retention_days=days)
+        assert (swept.inputs, swept.orphans) == (0, 0), days
+    assert reference.exists()

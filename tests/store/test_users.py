@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from bot.jobs.spec import JobSpec
 from bot.store.audit import Actor, AuditEntry
 from bot.store.commands import CommandStore, NewCommand
 from bot.store.jobs import Requester
@@ -172,17 +173,24 @@ async def test_forget_me_deletes_uploads_and_hands_back_the_result_messages(
         assert job is not None and job.message_id is None
 
 
+SHARED = "inputs/dana-upload/image.png"
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [spec(init_image=SHARED), spec(references=(SHARED,))],
+    ids=["init_image", "references"],
+)
 async def test_forget_me_keeps_an_upload_another_members_job_uses_until_it_is_forgotten_too(
-    stores: Stores,
+    stores: Stores, reading: JobSpec
 ) -> None:
-    data_dir = stores.config.storage.data_dir
-    upload = data_dir / "inputs" / "dana-upload" / "image.png"
+    """An init image, or a reference image (a blend's, a --sref's copy of a result)."""
+    upload = stores.config.storage.data_dir / SHARED
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"png")
-    img2img = spec(init_image="inputs/dana-upload/image.png")
-    await stores.quotas.admit("dana1", DANA, img2img, "tiny", [1])
+    await stores.quotas.admit("dana1", DANA, reading, "tiny", [1])
     # Erin re-rolled Dana's result: her job's spec is a copy, upload path included.
-    await stores.quotas.admit("erin1", ERIN, img2img, "tiny", [2])
+    await stores.quotas.admit("erin1", ERIN, reading, "tiny", [2])
     for job_id in ("dana1", "erin1"):
         await stores.jobs.transition(job_id, JobState.QUEUED, JobState.CANCELLED, "cancelled")
 
