@@ -266,3 +266,28 @@ async def test_the_documents_actions_are_the_registrys() -> None:
     (action,) = [p for p in post["parameters"] if p["name"] == "action"]
     assert action["schema"]["enum"] == list(BY_NAME)
     assert post["requestBody"]["required"] is False
+
+
+async def test_recreate_over_http_makes_the_originals_images_again(api: RunningApi) -> None:
+    """On the same device (CPU, the tiny model) a recreated job's images are the original's,
+    pixel for pixel, from a run of its own (an action never asks the result cache). The
+    PNG files differ only in their recipe text, which names each job."""
+    member = await api.member()
+    job = await finished_job(api, member)
+    response = await act(api, member, job.id, "recreate", None)
+    assert response.status_code == 202, response.text
+    again = await wait_for_state(api, response.json()["id"], JobState.SUCCEEDED)
+    assert again.cached_from is None and again.gpu_seconds
+    assert again.spec == job.spec
+
+    async def images(job_id: str) -> list[tuple[tuple[int, int], str, bytes]]:
+        view = await api.call("GET", f"/v1/jobs/{job_id}", headers=member.headers)
+        pictures = [
+            Image.open(io.BytesIO(base64.b64decode(artifact["base64"])))
+            for artifact in view.json()["artifacts"]
+        ]
+        return [(picture.size, picture.mode, picture.tobytes()) for picture in pictures]
+
+    original = await images(job.id)
+    assert len(original) == 2 and original[0] != original[1]
+    assert await images(again.id) == original
