@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from .blobs import open_blobs
+from .blobs import Blobs, open_blobs
 from .config import Config
 from .jobs.engine_client import EngineProcess
 from .jobs.events import JobEvents
@@ -54,13 +54,16 @@ def build_engines(config: Config) -> list[EngineProcess]:
     ]
 
 
-def build_events(config: Config, sessions: async_sessionmaker[AsyncSession]) -> JobEvents:
+def build_events(
+    config: Config, sessions: async_sessionmaker[AsyncSession], blobs: Blobs
+) -> JobEvents:
     """In-process events on SQLite (one process); on PostgreSQL, events every process
-    sharing the database hears, followed at the progress edit interval."""
+    sharing the database hears, followed at the progress edit interval, previews
+    through the blob store."""
     store = EventStore(sessions)
     if not store.shared:
         return JobEvents()
-    return SharedEvents(store, config.storage.data_dir, config.discord.progress_interval)
+    return SharedEvents(store, blobs, config.discord.progress_interval)
 
 
 def build_service(
@@ -69,6 +72,7 @@ def build_service(
     quotas: QuotaStore,
     engines: list[EngineProcess],
 ) -> JobService:
+    blobs = open_blobs(config.storage)
     return JobService(
         store=JobStore(sessions, quotas.rules.pricing),
         data_dir=config.storage.data_dir,
@@ -83,8 +87,8 @@ def build_service(
         moderation=config.moderation,
         worker=config.worker,
         cache=CacheStore(sessions) if config.cache.enabled else None,
-        events=build_events(config, sessions),
-        blobs=open_blobs(config.storage),
+        events=build_events(config, sessions, blobs),
+        blobs=blobs,
         loras=config.loras,
     )
 

@@ -130,7 +130,8 @@ class Delivery:
         self._latest: dict[str, str] = {}
         # A queued job's line, with {where} for its current queue position.
         self._queued: dict[str, str] = {}
-        self._preview: dict[str, Path] = {}
+        # A running job's latest preview: a path on this host or a blob key (_preview_file).
+        self._preview: dict[str, str] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._delivering: set[str] = set()
         # Deliveries retried after a transient failure, for the metrics.
@@ -146,7 +147,7 @@ class Delivery:
         bar = progress_bar(progress.step, progress.total)
         text = f"🎨 Job `{job_id}`: step {progress.step}/{progress.total} `{bar}`"
         if progress.preview:
-            self._preview[job_id] = Path(progress.preview)
+            self._preview[job_id] = progress.preview
         self._latest[job_id] = text
         if job_id in self._changed:
             self._changed[job_id].set()
@@ -226,7 +227,7 @@ class Delivery:
             text = await self._with_position(job.id, self._latest.get(job.id, ""))
             preview = self._preview.pop(job.id, None)
             if text != shown or preview is not None:
-                files = await _preview_file(preview) if preview else []
+                files = await _preview_file(self._blobs, preview) if preview else []
                 try:
                     await self._edit_status(
                         job, content=text, attachments=files, view=progress_view(job.id)
@@ -510,11 +511,25 @@ def _where(place: QueuePlace) -> str:
     return f"position {place.position} in queue, {start}"
 
 
-async def _preview_file(path: Path) -> list[discord.File]:
-    """The preview as an attachment, read in a thread; none once the engine has removed
-    it (its job just ended)."""
+async def _preview_file(blobs: Blobs, preview: str) -> list[discord.File]:
+    """The preview as an attachment: the engine's file when the job runs in this process
+    (an absolute path, read in a thread), else the copy its worker stored (a blob key,
+    bot.jobs.relay); none once it is gone (its job just ended) or cannot be read."""
+    data = await _read_preview(blobs, preview)
+    return [] if data is None else [discord.File(io.BytesIO(data), PREVIEW_NAME)]
+
+
+async def _read_preview(blobs: Blobs, preview: str) -> bytes | None:
+    path = Path(preview)
+    if path.is_absolute():
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return None
     try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except OSError:
-        return []
-    return [discord.File(io.BytesIO(data), PREVIEW_NAME)]
+        return await blobs.read(preview)
+    # A preview only adorns a progress edit: whatever the store answers (obstore's own
+    # errors included), the step is shown without it.
+    except Exception as error:
+        log.info("preview %s could not be read (%s)", preview, error)
+        return None

@@ -4,11 +4,17 @@ process as it hears of its own, through the same JobEvents interface.
 What a process's pool tells (started, progress, finished) goes to its own listeners at
 once, as in one process, and out to the others: progress is written on the job's row at
 most once per interval; a start and an end are announced by a NOTIFY of the job id
-(bot.store.events). Every interval each process reads the running jobs' rows and tells
-its listeners what they have not heard yet: a job started elsewhere, a step further, a
-job no longer running that ended. The notifications only make starts and ends prompt;
-that read is the guarantee, and a LISTEN connection that drops is opened again, after
-which the catch-up hooks (a front door's search for undelivered answers) run.
+(bot.store.events). A preview travels as a file in the blob store: at each write the
+latest one is stored at its job's key (`preview_key`, overwritten each time) and the row
+names that key; the job's end deletes it. Listeners in the process running the job hear
+the engine's own file (a path on this host), the others the key, read through the store
+when shown (bot.discord.delivery).
+
+Every interval each process reads the running jobs' rows and tells its listeners what
+they have not heard yet: a job started elsewhere, a step further, a job no longer
+running that ended. The notifications only make starts and ends prompt; that read is
+the guarantee, and a LISTEN connection that drops is opened again, after which the
+catch-up hooks (a front door's search for undelivered answers) run.
 
 Each listener hears each job's start and end once, and its steps in order, whichever
 way they arrive first.
@@ -26,6 +32,7 @@ from typing import Any
 
 from engine.protocol import Progress
 
+from ..blobs import Blobs, job_folder
 from ..store.events import Announcement, EventKind, EventStore, RunningRow
 from ..store.models import Job, JobState
 from .events import JobEvents
@@ -39,20 +46,29 @@ CATCH_UP_SECONDS = 60.0
 REMEMBERED_ENDS = 1000
 
 
+def preview_key(job_id: str) -> str:
+    """Where a running job's latest preview is stored for other processes: in the job's
+    folder, so that forget-me and retention, which delete the folder, take a preview a
+    dead worker left too."""
+    return f"{job_folder(job_id)}/preview.png"
+
+
 class SharedEvents(JobEvents):
     """JobEvents shared by every process on one PostgreSQL database; `start` and `stop`
     are its owner's (bot.jobs.service.JobService)."""
 
-    def __init__(self, store: EventStore, data_dir: Path, interval: float) -> None:
+    def __init__(self, store: EventStore, blobs: Blobs, interval: float) -> None:
         super().__init__()
         self._store = store
-        self._data_dir = data_dir
+        self._blobs = blobs
         self._interval = interval
         # Running jobs whose start the listeners heard, and the last step they heard.
         self._steps: dict[str, int] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         # This process's progress not yet written on the rows.
         self._unwritten: dict[str, Progress] = {}
+        # This process's jobs whose preview is in the store, deleted as they end.
+        self._published: set[str] = set()
         self._catch_up: list[Callable[[], Awaitable[None]]] = []
         self._connections = 0
         self._loops: list[asyncio.Task[None]] = []
@@ -92,6 +108,10 @@ class SharedEvents(JobEvents):
     def finished(self, job: Job) -> None:
         if self._tell_finished(job):
             self._spawn(self._store.announce(Announcement(EventKind.FINISHED, job.id)))
+        # Whether or not the rows told its end first, the preview this process stored goes.
+        if job.id in self._published:
+            self._published.discard(job.id)
+            self._spawn(self._blobs.delete([preview_key(job.id)]))
 
     # -- telling this process's listeners, each event once -----------------------------------
 
@@ -118,9 +138,8 @@ class SharedEvents(JobEvents):
         if row.step is None or row.total is None or row.step <= self._steps[row.job_id]:
             return
         self._steps[row.job_id] = row.step
-        preview = str(self._data_dir / row.preview) if row.preview else None
         super().progress(
-            Progress(job_id=row.job_id, step=row.step, total=row.total, preview=preview)
+            Progress(job_id=row.job_id, step=row.step, total=row.total, preview=row.preview)
         )
 
     # -- notifications ------------------------------------------------------------------------
@@ -160,9 +179,27 @@ class SharedEvents(JobEvents):
     async def _write_progress(self) -> None:
         unwritten, self._unwritten = self._unwritten, {}
         for progress in unwritten.values():
+            preview = await self._publish_preview(progress)
             await self._store.record_progress(
-                progress.job_id, progress.step, progress.total, self._relative(progress.preview)
+                progress.job_id, progress.step, progress.total, preview
             )
+
+    async def _publish_preview(self, progress: Progress) -> str | None:
+        """Store the engine's latest preview at its job's key; the key, or None without a
+        preview (none this step, or the engine removed it: its job just ended)."""
+        if progress.preview is None:
+            return None
+        try:
+            data = await asyncio.to_thread(Path(progress.preview).read_bytes)
+        except OSError:
+            return None
+        key = preview_key(progress.job_id)
+        await self._blobs.put(key, data)
+        if progress.job_id in self._ended:  # it ended while stored: its end deleted too early
+            await self._blobs.delete([key])
+            return None
+        self._published.add(progress.job_id)
+        return key
 
     async def _read_rows(self) -> None:
         rows = await self._store.running()
@@ -179,15 +216,6 @@ class SharedEvents(JobEvents):
                 self._tell_finished(job)
             else:  # back in the queue (or gone): its next start is told again
                 self._steps.pop(job_id, None)
-
-    def _relative(self, preview: str | None) -> str | None:
-        """A preview's path as its row keeps it: under the shared data folder."""
-        if preview is None:
-            return None
-        path = Path(preview)
-        return (
-            str(path.relative_to(self._data_dir)) if path.is_relative_to(self._data_dir) else None
-        )
 
     # -- catching up --------------------------------------------------------------------------
 

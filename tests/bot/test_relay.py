@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from bot.blobs import Blobs, open_blobs
+from bot.discord.delivery import _preview_file
 from bot.jobs.events import JobEvents
-from bot.jobs.relay import SharedEvents
+from bot.jobs.relay import SharedEvents, preview_key
 from bot.store.db import open_engine, session_factory
 from bot.store.events import EventStore
 from bot.store.jobs import Requester
 from bot.store.models import Job, JobState
 from engine.protocol import Progress
+from tests.buckets import Bucket
 from tests.databases import Database
 from tests.stores import Stores, open_stores, spec
 
@@ -57,9 +60,19 @@ async def running_job(stores: Stores, job_id: str) -> Job:
     return await stores.jobs.transition(job_id, JobState.QUEUED, JobState.RUNNING, device="cpu")
 
 
-def step(job_id: str, number: int, data_dir: Path) -> Progress:
-    preview = data_dir / "images" / job_id / f"{job_id}-preview.png"
+def step(job_id: str, number: int, spool: Path) -> Progress:
+    """Step `number`, with the preview the engine wrote for it in `spool`."""
+    preview = spool / "images" / job_id / f"{job_id}-preview.png"
+    preview.parent.mkdir(parents=True, exist_ok=True)
+    preview.write_bytes(f"step {number}".encode())
     return Progress(job_id=job_id, step=number, total=4, preview=str(preview))
+
+
+async def shown(blobs: Blobs, preview: str | None) -> bytes:
+    """The preview a progress edit attaches, read as the Discord delivery reads it."""
+    assert preview is not None
+    (attached,) = await _preview_file(blobs, preview)
+    return bytes(attached.fp.read())
 
 
 async def test_in_one_process_listeners_hear_each_event_as_it_is_told(
@@ -93,8 +106,8 @@ async def test_a_front_door_hears_once_each_event_of_a_job_run_in_another_proces
         assert EventStore(stores.sessions).shared
         # The front door's own connections to the database, as another process has.
         door_engine = open_engine(stores.config.database_url)
-        runner = SharedEvents(EventStore(stores.sessions), data_dir, INTERVAL)
-        door = SharedEvents(EventStore(session_factory(door_engine)), data_dir, INTERVAL)
+        runner = SharedEvents(EventStore(stores.sessions), stores.blobs, INTERVAL)
+        door = SharedEvents(EventStore(session_factory(door_engine)), stores.blobs, INTERVAL)
         at_runner, at_door = Heard(), Heard()
         runner.add(at_runner)
         door.add(at_door)
@@ -126,8 +139,11 @@ async def test_a_front_door_hears_once_each_event_of_a_job_run_in_another_proces
     ]
     assert at_door.events == told
     assert at_runner.events == told  # its own events, not again from the rows or echoes
-    # The preview is the file under the shared data folder, found from the row's key.
-    assert at_door.previews == [str(data_dir / "images/job/job-preview.png")] * 2
+    # The runner's listeners hear the engine's file; the door's the key its copy is
+    # stored at (a file in the shared data folder with the local backend), gone at the end.
+    assert at_runner.previews == [str(data_dir / "images/job/job-preview.png")] * 2
+    assert at_door.previews == [preview_key("job")] * 2
+    assert not (data_dir / preview_key("job")).exists()
 
 
 @pytest.mark.postgresql_only
@@ -137,7 +153,7 @@ async def test_a_front_door_hears_of_an_end_it_missed_from_the_row(
     """An end whose notification never came (the runner died after it committed) is
     heard at the next read of the rows: the job no longer runs."""
     async with open_stores(tmp_path, database=database) as stores:
-        door = SharedEvents(EventStore(stores.sessions), stores.config.storage.data_dir, INTERVAL)
+        door = SharedEvents(EventStore(stores.sessions), stores.blobs, INTERVAL)
         heard = Heard()
         door.add(heard)
         door.start()
@@ -148,3 +164,44 @@ async def test_a_front_door_hears_of_an_end_it_missed_from_the_row(
             await soon(lambda: ("finished", "job", JobState.FAILED) in heard.events)
         finally:
             await door.stop()
+
+
+@pytest.mark.postgresql_only
+async def test_a_front_door_on_another_host_shows_the_preview_from_the_bucket(
+    tmp_path: Path, database: Database, bucket: Bucket
+) -> None:
+    """With `[storage] backend = "s3"` and no shared folder, the worker stores each
+    interval's latest preview in the bucket, overwriting it; the front door reads it
+    from there, and the job's end deletes it."""
+    async with open_stores(tmp_path, database=database) as stores:
+        worker_spool, door_spool = tmp_path / "worker", tmp_path / "door"
+        door_engine = open_engine(stores.config.database_url)
+        worker_blobs = open_blobs(bucket.storage(worker_spool))
+        door_blobs = open_blobs(bucket.storage(door_spool))
+        worker = SharedEvents(EventStore(stores.sessions), worker_blobs, INTERVAL)
+        door = SharedEvents(EventStore(session_factory(door_engine)), door_blobs, INTERVAL)
+        heard = Heard()
+        door.add(heard)
+        worker.start()
+        door.start()
+        try:
+            job = await running_job(stores, "job")
+            worker.started(job)
+            worker.progress(step("job", 1, worker_spool))
+            await soon(lambda: ("progress", "job", 1) in heard.events)
+            assert heard.previews == [preview_key("job")]
+            assert await shown(door_blobs, heard.previews[-1]) == b"step 1"
+            worker.progress(step("job", 3, worker_spool))
+            await soon(lambda: ("progress", "job", 3) in heard.events)
+            assert await shown(door_blobs, heard.previews[-1]) == b"step 3"
+            assert bucket.keys() == {preview_key("job")}
+            assert not door_spool.exists()  # read from the bucket, nothing kept on the door
+            ended = await stores.jobs.transition("job", JobState.RUNNING, JobState.SUCCEEDED)
+            worker.finished(ended)
+            await soon(lambda: ("finished", "job", JobState.SUCCEEDED) in heard.events)
+            await soon(lambda: not bucket.keys())
+            assert await _preview_file(door_blobs, preview_key("job")) == []
+        finally:
+            await door.stop()
+            await worker.stop()
+            await door_engine.dispose()
