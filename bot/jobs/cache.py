@@ -9,9 +9,10 @@ that one ends without images it can use, it runs itself. A drawn seed is never c
 
 The result key (`result_key`) is a hash of the spec as canonical JSON, every field but
 those that only say where an input came from, with each input image named by its
-sha256 rather than its path, the model's configured weights, and each LoRA it uses by
-the sha256 of its file (or folder), so that a LoRA file replaced under the same name
-answers nothing from results made with the old one. A field added to
+sha256 rather than its path, the model's configured weights with each local weight
+file's (or folder's) names, sizes and mtimes, and each LoRA it uses by the sha256 of its
+file (or folder), so that a checkpoint or LoRA file replaced under the same name answers
+nothing from results made with the old one. A field added to
 JobSpec (or an input image added to `JobSpec.input_paths`) joins the key by itself.
 
 Hits stay within one member: a result is never shown to another member, so /forget-me
@@ -63,20 +64,36 @@ def result_key(
     model: ModelSpec,
     inputs_sha256: Mapping[str, str],
     loras: Mapping[str, str],
+    weights: Mapping[str, str],
 ) -> str:
     """The hash of everything that decides a job's pixels: the spec (but its PROVENANCE),
     its input images by their sha256 (`inputs_sha256`, by field, as `spec.input_paths`),
-    the model's weights as configured, and the LoRAs it uses by their files' identity
-    (`loras`, by name, the draft LoRA as DRAFT_LORA; bot.jobs.weights)."""
+    the model's weights as configured and by their files' stamps (`weights`, by role, as
+    `weight_sources`), and the LoRAs it uses by their files' identity (`loras`, by name,
+    the draft LoRA as DRAFT_LORA; bot.jobs.weights)."""
     paths = spec.input_paths
     described = {
         "spec": spec.model_dump(mode="json", exclude=set(PROVENANCE | IMAGE_LISTS | paths.keys())),
         "inputs": {name: inputs_sha256[name] for name in sorted(paths)},
         "model": model.model_dump(mode="json", exclude=set(MODEL_DEFAULTS)),
         "loras": dict(loras),
+        "weights": dict(weights),
     }
     canonical = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def weight_sources(model: ModelSpec) -> dict[str, str]:
+    """The model's weights that may make a job's pixels, by role (its preview decoder
+    never does; its draft LoRA is among a draft's LoRAs)."""
+    roles = {
+        "source": model.source,
+        "vae": model.vae,
+        "inpaint": model.inpaint,
+        "ip_adapter": model.ip_adapter,
+        "image_encoder": model.image_encoder,
+    } | {f"controlnet:{kind.value}": source for kind, source in model.controlnets.items()}
+    return {role: source for role, source in roles.items() if source is not None}
 
 
 @dataclass(frozen=True)
@@ -223,7 +240,11 @@ class ResultCache:
         loras = await self._loras_identity(spec, model)
         if loras is None:
             return NOT_CACHED
-        key = result_key(spec, model, inputs, loras)
+        weights = {
+            role: await self._weights.stamp(source)
+            for role, source in weight_sources(model).items()
+        }
+        key = result_key(spec, model, inputs, loras, weights)
         earlier = await self._store.succeeded(user_id, key)
         if earlier is not None and _usable(earlier) and await self._present(earlier):
             return Plan(key, answered=earlier)

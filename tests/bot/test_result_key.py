@@ -3,13 +3,14 @@ nothing else does (bot.jobs.cache.result_key)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bot.jobs.cache import IMAGE_LISTS, PROVENANCE, result_key
+from bot.jobs.cache import IMAGE_LISTS, PROVENANCE, result_key, weight_sources
 from bot.jobs.spec import JobSpec
 from bot.jobs.weights import WeightHashes
 from engine.protocol import ModelSpec
@@ -30,8 +31,9 @@ def key_of(
     inputs: dict[str, str] = INPUTS,
     model: ModelSpec = MODEL,
     loras: dict[str, str] | None = None,
+    weights: dict[str, str] | None = None,
 ) -> str:
-    return result_key(job, model, inputs, loras or {})
+    return result_key(job, model, inputs, loras or {}, weights or {})
 
 
 @st.composite
@@ -113,3 +115,62 @@ async def test_a_lora_folder_counts_by_the_files_in_it(tmp_path: Path) -> None:
 async def test_a_lora_from_a_repo_counts_by_its_id() -> None:
     hashes = WeightHashes()
     assert await hashes.identity("org/ink-lora") != await hashes.identity("org/other-lora")
+
+
+async def stamped_key(model: ModelSpec) -> str:
+    """BASE's key with `model`'s weights stamped as the cache stamps them."""
+    hashes = WeightHashes()
+    weights = {role: await hashes.stamp(source) for role, source in weight_sources(model).items()}
+    return key_of(BASE, model=model, weights=weights)
+
+
+def rewrite(file: Path, data: bytes) -> None:
+    """`file` replaced by `data`, its mtime a second later: a filesystem's clock may tick
+    more coarsely than two writes in a test (a real replacement comes minutes later)."""
+    before = file.stat().st_mtime_ns
+    file.write_bytes(data)
+    os.utime(file, ns=(before + 10**9, before + 10**9))
+
+
+async def test_a_rewritten_checkpoint_file_changes_the_key(tmp_path: Path) -> None:
+    """A fine-tune of the same architecture has the same size: its mtime tells it apart."""
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"first weights")
+    model = ModelSpec(source=str(checkpoint))
+    before = await stamped_key(model)
+    rewrite(checkpoint, b"other weights")
+    assert await stamped_key(model) != before
+
+
+async def test_a_rewritten_file_in_a_checkpoint_folder_changes_the_key(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "unet").mkdir()
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first")
+    (tmp_path / "model_index.json").write_text("{}")
+    model = ModelSpec(source=str(tmp_path))
+    before = await stamped_key(model)
+    rewrite(weights, b"other")
+    assert await stamped_key(model) != before
+
+
+async def test_a_replaced_vae_changes_the_key(tmp_path: Path) -> None:
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"first")
+    model = MODEL.model_copy(update={"vae": str(vae)})
+    before = await stamped_key(model)
+    rewrite(vae, b"other, longer")
+    assert await stamped_key(model) != before
+
+
+async def test_the_same_checkpoint_files_give_the_same_key(tiny_model_dir: Path) -> None:
+    """Stamped again (by another cache, as after a restart): the same key."""
+    model = ModelSpec(source=str(tiny_model_dir))
+    assert await stamped_key(model) == await stamped_key(model)
+
+
+async def test_a_checkpoint_from_a_repo_counts_by_its_id() -> None:
+    hashes = WeightHashes()
+    assert await hashes.stamp("org/model") == await hashes.stamp("org/model")
+    assert await hashes.stamp("org/model") != await hashes.stamp("org/other-model")

@@ -20,6 +20,7 @@ from bot.store.audit import Actor
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, Job, JobState, Reservation, UsageEntry
 from tests.bot.conftest import Recorder
+from tests.bot.test_result_key import rewrite
 from tests.buckets import Bucket
 from tests.core.test_door import CONFIG, MEMBER, OTHER, World, world_of
 from tests.databases import Database
@@ -138,6 +139,27 @@ async def test_a_forgotten_members_results_are_not_reused(world: World) -> None:
             .where(Job.user_id < 0, Job.result_key.is_not(None))
         )
     assert forgotten == 0  # their result keys (hashes of their words) went too
+
+
+async def test_a_repeat_after_the_checkpoint_file_is_rewritten_is_not_answered(
+    tmp_path: Path, database: Database
+) -> None:
+    """The checkpoint replaced under the same path: before its first run records its hash,
+    only its files' stamp in the key tells the old result from the new checkpoint's."""
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first weights")
+    async with open_stores(tmp_path, CONFIG, model, database) as stores:
+        world = world_of(stores, service_on(stores, cache=True))
+        try:
+            original_id = await world.finished_job()
+            assert (await submitted(world)).cached_from == original_id
+            rewrite(weights, b"other weights")
+            job = await submitted(world)
+        finally:
+            await world.jobs.stop()
+    assert (job.state, job.cached_from) == (JobState.QUEUED, None)
 
 
 async def test_a_repeat_waits_for_its_twin_in_flight_and_is_answered_by_it(world: World) -> None:
