@@ -67,8 +67,9 @@ class SharedEvents(JobEvents):
         self._ended: OrderedDict[str, None] = OrderedDict()
         # This process's progress not yet written on the rows.
         self._unwritten: dict[str, Progress] = {}
-        # This process's jobs whose preview is in the store, deleted as they end.
-        self._published: set[str] = set()
+        # This process's jobs that had previews: their end deletes the stored one, also
+        # one an earlier, killed run of the job left there.
+        self._previewed: set[str] = set()
         self._catch_up: list[Callable[[], Awaitable[None]]] = []
         self._connections = 0
         self._loops: list[asyncio.Task[None]] = []
@@ -103,14 +104,16 @@ class SharedEvents(JobEvents):
     def progress(self, progress: Progress) -> None:
         self._unwritten[progress.job_id] = progress
         self._steps[progress.job_id] = max(progress.step, self._steps.get(progress.job_id, -1))
+        if progress.preview is not None:
+            self._previewed.add(progress.job_id)
         super().progress(progress)
 
     def finished(self, job: Job) -> None:
         if self._tell_finished(job):
             self._spawn(self._store.announce(Announcement(EventKind.FINISHED, job.id)))
-        # Whether or not the rows told its end first, the preview this process stored goes.
-        if job.id in self._published:
-            self._published.discard(job.id)
+        # Whether or not the rows told its end first, its stored preview goes.
+        if job.id in self._previewed:
+            self._previewed.discard(job.id)
             self._spawn(self._blobs.delete([preview_key(job.id)]))
 
     # -- telling this process's listeners, each event once -----------------------------------
@@ -198,7 +201,6 @@ class SharedEvents(JobEvents):
         if progress.job_id in self._ended:  # it ended while stored: its end deleted too early
             await self._blobs.delete([key])
             return None
-        self._published.add(progress.job_id)
         return key
 
     async def _read_rows(self) -> None:

@@ -205,3 +205,22 @@ async def test_a_front_door_on_another_host_shows_the_preview_from_the_bucket(
             await door.stop()
             await worker.stop()
             await door_engine.dispose()
+
+
+@pytest.mark.postgresql_only
+async def test_a_rerun_deletes_the_preview_a_killed_run_left(
+    tmp_path: Path, database: Database, bucket: Bucket
+) -> None:
+    """A worker killed mid-job leaves its last preview in the bucket; the job's next run
+    deletes it as it ends, even when it ended before storing a preview of its own."""
+    async with open_stores(tmp_path, database=database) as stores:
+        spool = tmp_path / "worker"
+        blobs = open_blobs(bucket.storage(spool))
+        await blobs.put(preview_key("job"), b"left by a killed worker")
+        # An interval longer than the run: nothing is written on the row before the end.
+        worker = SharedEvents(EventStore(stores.sessions), blobs, 60.0)
+        worker.started(await running_job(stores, "job"))
+        worker.progress(step("job", 1, spool))
+        worker.finished(await stores.jobs.transition("job", JobState.RUNNING, JobState.SUCCEEDED))
+        await worker.stop()  # lets the deletion under way finish
+    assert bucket.keys() == set()
