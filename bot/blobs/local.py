@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +55,15 @@ class LocalBlobs:
     def _put(self, key: str, data: bytes) -> None:
         path = self._root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        # Written beside it, then renamed over it: a reader in another process (a front
+        # door showing a preview the worker overwrites) sees the old file or the new
+        # one, never half of one.
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            partial.write_bytes(data)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def _delete(self, keys: list[str]) -> None:
         for key in keys:

@@ -3,6 +3,7 @@ and the engine's files staged and published through the spool."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,3 +92,21 @@ async def test_the_local_backend_is_the_data_folder_itself(tmp_path: Path) -> No
     assert await blobs.stage("batch-1", ["inputs/u/image.png"]) == tmp_path
     await blobs.delete(["inputs/u/image.png"])
     assert not (tmp_path / "inputs/u").exists()  # the folder it left empty goes too
+
+
+async def test_a_local_blob_overwritten_while_read_is_read_whole(tmp_path: Path) -> None:
+    """A front door reads a preview while the worker overwrites it on a shared folder."""
+    blobs = LocalBlobs(tmp_path)
+    versions = [bytes([n]) * 1_000_000 for n in range(1, 4)]
+    await blobs.put("images/j/preview.png", versions[0])
+
+    async def overwrite() -> None:
+        for n in range(60):
+            await blobs.put("images/j/preview.png", versions[n % 3])
+
+    async def read() -> list[bytes | None]:
+        return [await blobs.read("images/j/preview.png") for _ in range(120)]
+
+    _, seen = await asyncio.gather(overwrite(), read())
+    assert all(data in versions for data in seen)
+    assert files_in(tmp_path) == [tmp_path / "images/j/preview.png"]  # no partial file left
