@@ -10,7 +10,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -24,12 +24,13 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import lazyload
+from sqlalchemy.orm import aliased, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..jobs.scheduler import LANE_RANK
@@ -270,9 +271,10 @@ Chooser = Callable[[Sequence[QueuedRow], dict[int, float]], list[str] | None]
 # How many of each member's first waiting jobs a claim reads, while the chooser says
 # they do not decide the batch (None: all): the fair order takes a member's jobs in
 # their own order, so a batch (a few images) is nearly always decided by the heads of
-# the queues, and reading every waiting row costs about 50 microseconds per row (with
-# 10 000 waiting, half a second per claim; measured by bench/, item scale).
-HEADS_READ = (8, 64, None)
+# the queues, and each row read costs about 50 microseconds (its spec parsed and
+# keyed; with 10 000 waiting, half a second per claim; measured by bench/, item scale).
+# Two per member already order every member's next job against the others'.
+HEADS_READ = (2, 8, 64, None)
 
 
 async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> User:
@@ -1112,42 +1114,92 @@ async def _waiting(
     """The waiting rows; with `heads`, only each member's first `heads` in the member's
     own order (bot.jobs.scheduler), the last one read marked when more wait."""
     query = (
-        select(Job.id, Job.user_id, Job.lane, Job.created_at, Job.spec, Reservation.gpu_seconds)
+        select(
+            Job.id,
+            Job.user_id,
+            Job.lane,
+            Job.created_at,
+            Job.spec,
+            Reservation.gpu_seconds,
+            Job.state,
+            Job.cached_from,
+        )
         .outerjoin(Reservation, Reservation.job_id == Job.id)
-        .where(*_claimable(models))
         .order_by(Job.created_at, Job.id)
     )
-    if heads is not None:
-        # The heads' ids first, then their rows by id: PostgreSQL locks no rows of a
-        # query with a window, and joined to the ranking its planner (on a table that
-        # just grew, before autovacuum's statistics) compared every row with every
-        # ranked one (seconds for 10 000 waiting jobs, bench/ item scale).
-        lane_rank = case(*((Job.lane == lane, rank) for lane, rank in LANE_RANK.items()))
-        own_order = (lane_rank, Job.created_at, Job.id)
-        place = func.row_number().over(partition_by=Job.user_id, order_by=own_order)
-        ranked = select(Job.id, place.label("place")).where(*_claimable(models)).subquery()
-        ids = await session.scalars(select(ranked.c.id).where(ranked.c.place <= heads + 1))
-        query = query.where(Job.id.in_(list(ids)))
+    behind: set[str] = set()
+    if heads is None:
+        query = query.where(*_claimable(models))
+    else:
+        # The heads' ids first (and which of them have more behind), then only their
+        # rows by primary key: a spec is parsed only for a job the scheduler sees, and
+        # PostgreSQL locks no rows of a query that reads the lane heads below. The
+        # rows are not filtered again in SQL: with the queue's conditions beside the
+        # ids, both databases (PostgreSQL before its statistics caught up with a
+        # growing table) scanned every waiting row, comparing each with every id.
+        places = await _lane_heads(session, models, heads + 1)
+        kept, behind = _heads_of(places, heads)
+        query = query.where(Job.id.in_(kept))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Job)
-    rows = [
-        QueuedRow(job_id, user_id, lane, created_at, spec, spec.count, estimate)
-        for job_id, user_id, lane, created_at, spec, estimate in await session.execute(query)
+    return [
+        QueuedRow(job_id, user_id, lane, created_at, spec, spec.count, estimate, job_id in behind)
+        for job_id, user_id, lane, created_at, spec, estimate, state, cached in (
+            await session.execute(query)
+        )
+        # A head claimed or parked since its id was read (PostgreSQL, another worker
+        # committed in between; the lock returns the row as it is now) is left out.
+        if state is JobState.QUEUED and cached is None
     ]
-    if heads is None:
-        return rows
-    return _heads(rows, heads)
 
 
-def _heads(rows: Sequence[QueuedRow], heads: int) -> list[QueuedRow]:
-    """Each member's first `heads` of `rows` (their first `heads` + 1), in the order of
-    `rows`, the last marked `more_behind` when the member had one more."""
-    by_member: dict[int, list[QueuedRow]] = {}
-    for row in sorted(rows, key=lambda row: (LANE_RANK[row.lane], row.queued_at, row.job_id)):
-        by_member.setdefault(row.user_id, []).append(row)
-    kept = {row.job_id for queue in by_member.values() for row in queue[:heads]}
-    last = {queue[heads - 1].job_id for queue in by_member.values() if len(queue) > heads}
-    return [replace(row, more_behind=row.job_id in last) for row in rows if row.job_id in kept]
+# A waiting job's place in its member's own order: (lane, queued at, id), and whose.
+_Place = tuple[str, int, Lane, datetime]
+
+
+async def _lane_heads(
+    session: AsyncSession, models: Collection[str] | None, count: int
+) -> list[_Place]:
+    """The first `count` waiting jobs of each member in each lane, read through the
+    (state, user_id, lane, created_at, id) index: one short index range per member and
+    lane instead of ranking every waiting row (with 10 000 waiting, a window over them
+    all took 40 ms on SQLite and more on PostgreSQL; bench/, item scale). A member's
+    first `count` in their own order are among their lanes' first `count`."""
+    queues = select(Job.user_id, Job.lane).where(*_claimable(models)).distinct().subquery()
+    head = aliased(Job, name="head")
+    first = (
+        select(head.id)
+        .where(
+            head.state == JobState.QUEUED,
+            head.cached_from.is_(None),
+            head.user_id == queues.c.user_id,
+            head.lane == queues.c.lane,
+            *([] if models is None else [head.model.in_(models)]),
+        )
+        .order_by(head.created_at, head.id)
+        .limit(count)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        lateral = first.lateral("first")
+        ids: Any = select(lateral.c.id).select_from(queues).join(lateral, true())
+    else:
+        # SQLite has no LATERAL: the same short range, as a correlated IN per queue.
+        ids = select(Job.id).select_from(queues).join(Job, Job.id.in_(first.scalar_subquery()))
+    places = select(Job.id, Job.user_id, Job.lane, Job.created_at).where(Job.id.in_(ids))
+    return [
+        (job_id, user_id, lane, at) for job_id, user_id, lane, at in await session.execute(places)
+    ]
+
+
+def _heads_of(places: Sequence[_Place], heads: int) -> tuple[list[str], set[str]]:
+    """The ids of each member's first `heads` of `places`, and those of them that are
+    the last read of a member who has more waiting."""
+    by_member: dict[int, list[_Place]] = {}
+    for place in sorted(places, key=lambda p: (LANE_RANK[p[2]], p[3], p[0])):
+        by_member.setdefault(place[1], []).append(place)
+    kept = [place[0] for queue in by_member.values() for place in queue[:heads]]
+    behind = {queue[heads - 1][0] for queue in by_member.values() if len(queue) > heads}
+    return kept, behind
 
 
 async def _fair_inputs(

@@ -146,6 +146,8 @@ class Job(Base):
         # The scheduler reads the waiting jobs; the quota check counts a member's.
         Index("ix_jobs_state_lane_created", "state", "lane", "created_at"),
         Index("ix_jobs_user_state", "user_id", "state"),
+        # A claim reads each member's first waiting jobs per lane (bot.store.jobs).
+        Index("ix_jobs_state_user_lane_created", "state", "user_id", "lane", "created_at", "id"),
         # The result cache looks up a member's earlier job with the same result key.
         Index("ix_jobs_user_result_key", "user_id", "result_key"),
     )
