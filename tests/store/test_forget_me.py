@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import typing
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -21,6 +22,7 @@ from bot.jobs.spec import JobSpec
 from bot.store.api_keys import ApiKeyStore
 from bot.store.audit import Actor
 from bot.store.commands import CommandStore, NewCommand
+from bot.store.editor_links import IssuedLink, LinkStore
 from bot.store.jobs import NewOutput, Requester
 from bot.store.models import Base, Job, JobState
 from bot.store.users import REDACTED
@@ -41,6 +43,7 @@ MEMBER_TEXT = {
     "received_commands.user_name": "their Discord name",
     "received_commands.options": "the options of a command, as typed",
     "received_commands.outcome": "a refusal's sentence, which may quote them",
+    "editor_links.user_name": "their Discord name (forget-me deletes their links)",
 }
 # Every other column that can hold text, and why a member's words are never in it.
 OTHER_TEXT = {
@@ -74,10 +77,26 @@ OTHER_TEXT = {
     "received_commands.command": "the command's name",
     "received_commands.token": "Discord's credential, not words (the row goes)",
     "received_commands.role_ids": "ids",
+    "jobs.result_key": "a hash of a job's recipe (cleared by forget-me: their words are in it)",
+    "jobs.cached_from": "an id",
+    "jobs.claimed_by": "a worker's id (host, process)",
+    "jobs.delivery_claimed_by": "a front door's id (host, process)",
+    "jobs.preview": "a stored file's key",
+    "editor_links.nonce": "a random id",
+    "editor_links.job_id": "an id",
+    "editor_links.role_ids": "ids",
 }
 # JobSpec fields that can hold text: the member's words, and the others.
 SPEC_WORDS = ("prompt", "negative_prompt", "blend")
-SPEC_OTHER = ("model", "sampler", "init_image", "mask_image", "control_image", "source_job")
+SPEC_OTHER = (
+    "model",
+    "sampler",
+    "init_image",
+    "mask_image",
+    "control_image",
+    "source_job",
+    "references",
+)
 
 
 def text_columns() -> list[str]:
@@ -172,6 +191,19 @@ async def write_everywhere(stores: Stores) -> None:
         )
     )
     await journal.settle(71, f"refused: Unknown model `{WORDS}`.")
+    link = IssuedLink(
+        nonce="n" * 32,
+        job_id="discord",
+        image=1,
+        user_id=DANA.user_id,
+        user_name=DANA.user_name,
+        guild_id=10,
+        channel_id=20,
+        role_ids=(),
+        nsfw_channel=False,
+        expires_at=datetime.now(UTC) + timedelta(minutes=10),
+    )
+    await LinkStore(stores.sessions).issue(link, "vary_region")
 
 
 async def test_forget_me_redacts_every_column_that_holds_a_members_words(
