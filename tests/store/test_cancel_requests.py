@@ -4,12 +4,14 @@ audited in the same transaction) for whichever worker holds the job to read."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from bot.store.jobs import CancelRequest, IllegalTransition, Requester
-from bot.store.models import Job, JobState, Reservation, UsageEntry
+from bot.store.models import Job, JobState, Reservation, UsageEntry, utcnow
 from tests.databases import Database, Kind
 from tests.stores import Stores, service_on, spec
 
@@ -92,17 +94,22 @@ async def test_a_cancel_through_the_service_is_a_request_on_a_running_job_and_re
     assert (await stores.jobs.get("done")).state is JobState.SUCCEEDED
 
 
-async def test_a_job_asked_to_stop_whose_run_was_cut_off_is_cancelled_and_refunded_not_run_again(
+async def test_a_job_asked_to_stop_whose_worker_died_is_cancelled_and_refunded_by_the_reaper(
     stores: Stores,
 ) -> None:
     await running_job(stores, "asked")
     await running_job(stores, "other")
     assert await stores.jobs.request_cancel("asked", ADMIN_ID, refund=False)
 
-    ended = {job.id: job for job in await stores.jobs.requeue_interrupted("the bot died")}
+    async with stores.sessions.begin() as session:  # its worker died: the lease ran out
+        await session.execute(
+            update(Job).values(claimed_by="gone:1:a", lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+    ended = {job.id: job for job in await stores.jobs.reap_expired()}
 
     assert (ended["asked"].state, ended["other"].state) == (JobState.CANCELLED, JobState.QUEUED)
-    assert ended["asked"].error == "cancelled (the bot died)"
+    assert ended["asked"].error == "cancelled (its worker gone:1:a stopped renewing its claim)"
     trail = [(e.action, e.outcome, e.actor_id) for e in await stores.jobs.audit_trail("asked")]
     assert trail[-2:] == [
         ("job.cancelled", "cancelled", ADMIN_ID),
