@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from PIL import Image
+from sqlalchemy import update
 
 from bot.config import Config
 from bot.jobs.spec import Options, build_spec
+from bot.store.db import open_engine, session_factory
 from bot.store.jobs import JobStore, Requester
-from bot.store.models import JobState
+from bot.store.models import Job, JobState, utcnow
 
 from .conftest import Recorder, make_service
 
@@ -52,9 +56,20 @@ async def test_unfinished_jobs_survive_a_restart_and_run_once(
     spec = build_spec(Options(prompt="a quiet lake", seed=3), config.models, "tiny")
     stopped = make_service(config, store)
     submitted = await stopped.submit(spec, ALICE)
-    # A second job was mid-run when the process died.
-    interrupted = await stopped.submit(spec, ALICE)
+    # A second job (another seed: not the first's twin) was mid-run when the process
+    # died: its lease has run out.
+    other_seed = build_spec(Options(prompt="a quiet lake", seed=4), config.models, "tiny")
+    interrupted = await stopped.submit(other_seed, ALICE)
     await store.transition(interrupted.job.id, JobState.QUEUED, JobState.RUNNING, device="cpu")
+    database = open_engine(config.database_url)
+    async with session_factory(database).begin() as session:
+        expired = utcnow() - timedelta(seconds=1)
+        await session.execute(
+            update(Job)
+            .where(Job.id == interrupted.job.id)
+            .values(claimed_by="gone:1:a", lease_until=expired)
+        )
+    await database.dispose()
 
     restarted = make_service(config, store)
     recorder = Recorder()
