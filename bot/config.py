@@ -29,6 +29,7 @@ from engine.protocol import (
     Attention,
     CompileMode,
     EngineSpeed,
+    Family,
     LoraSpec,
     ModelSpec,
     Precision,
@@ -431,6 +432,23 @@ class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class FamilyConfig(Section):
+    """`[families.<sd|sdxl>]`: weights every model of the family uses unless its own
+    `[models.<name>]` section sets the same key (IP-Adapter weights fit a family, not one
+    checkpoint)."""
+
+    ip_adapter: str | None = Field(
+        None, description="--sref and /blend: the family's IP-Adapter weights"
+    )
+    image_encoder: str | None = Field(
+        None, description="the CLIP image encoder that IP-Adapter was trained with"
+    )
+
+
+# The keys a [families.<name>] section gives its models, and how a model writes them.
+FAMILY_KEYS = ("ip_adapter", "image_encoder")
+
+
 class Config(Section):
     discord: DiscordConfig = DiscordConfig()
     storage: StorageConfig = StorageConfig()
@@ -455,6 +473,20 @@ class Config(Section):
     loras: dict[str, LoraSpec] = Field(
         default_factory=dict, description="LoRAs a prompt applies with <lora:name:weight>"
     )
+    families: dict[Family, FamilyConfig] = Field(
+        default_factory=dict, description="defaults for every model of a family"
+    )
+
+    @field_validator("families", mode="before")
+    @classmethod
+    def _families_are_known(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
+            if name not in {family.value for family in Family}:
+                raise ValueError(
+                    f"families.{name}: a family is sd (SD 1.x/2.x) or sdxl, so name the"
+                    " section [families.sd] or [families.sdxl]"
+                )
+        return value
 
     @model_validator(mode="after")
     def _default_model_is_configured(self) -> Self:
@@ -512,8 +544,30 @@ def _resolve_source(key: str, source: str, base: Path, must_exist: bool = True) 
     return str(path)
 
 
+def _family_keys(
+    key: str, section: ModelSpec | FamilyConfig, base: Path, must_exist: bool
+) -> dict[str, str]:
+    """The FAMILY_KEYS `section` sets, local paths resolved. An IP-Adapter's file may lie
+    in a hub repo (`h94/IP-Adapter/models/x.safetensors`): only what is written as a path
+    (/, ., ~) is local."""
+    return {
+        field: (
+            _resolve_source(f"{key}.{field}", value, base, must_exist)
+            if value.startswith(("/", ".", "~"))
+            else value
+        )
+        for field in FAMILY_KEYS
+        if (value := getattr(section, field)) is not None
+    }
+
+
 def _check_model_sources(config: Config, base: Path, must_exist: bool = True) -> Config:
-    """Resolve every local weight source against the config file's folder."""
+    """Resolve every local weight source against the config file's folder, and give each
+    model its family's keys where it sets none of its own."""
+    families = {
+        family: _family_keys(f"families.{family}", section, base, must_exist)
+        for family, section in config.families.items()
+    }
     models = {}
     for name, spec in config.models.items():
         key = f"models.{name}"
@@ -522,19 +576,15 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
             for field in ("inpaint", "vae", "preview_decoder", "draft_lora")
             if (value := getattr(spec, field)) is not None
         }
-        # An IP-Adapter's file may lie in a hub repo (`h94/IP-Adapter/models/x.safetensors`):
-        # only what is written as a path (/, ., ~) is local.
-        extras |= {
-            field: _resolve_source(f"{key}.{field}", value, base, must_exist)
-            for field in ("ip_adapter", "image_encoder")
-            if (value := getattr(spec, field)) is not None and value.startswith(("/", ".", "~"))
-        }
+        own = _family_keys(key, spec, base, must_exist)
         controlnets = {
             kind: _resolve_source(f"{key}.controlnets.{kind}", source, base, must_exist)
             for kind, source in spec.controlnets.items()
         }
         source = _resolve_source(f"{key}.source", spec.source, base, must_exist)
         family = spec.family or (family_of(source) if looks_local(source) else None)
+        inherited = families.get(family, {}) if family is not None else {}
+        extras |= inherited | own
         models[name] = spec.model_copy(
             update={"source": source, "controlnets": controlnets, "family": family, **extras}
         )
@@ -560,6 +610,9 @@ def _check_model_sources(config: Config, base: Path, must_exist: bool = True) ->
         update={
             "models": models,
             "loras": loras,
+            "families": {
+                family: FamilyConfig.model_validate(keys) for family, keys in families.items()
+            },
             "engine": engine,
             "storage": config.storage.model_copy(update={"data_dir": data_dir}),
             "discord": discord,

@@ -150,3 +150,51 @@ def test_a_sqlite_without_returning_is_refused_with_what_to_do(
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.toml")
+
+
+FAMILIES = (
+    VALID.replace("height = 64\n", 'height = 64\nfamily = "sd"\n', 1)
+    + """
+[models.own]
+source = "./tiny"
+family = "sd"
+ip_adapter = "./own-adapter.safetensors"
+
+[models.xl]
+source = "./tiny"
+family = "sdxl"
+
+[families.sd]
+ip_adapter = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+image_encoder = "./encoder"
+"""
+)
+
+
+def test_a_family_gives_its_ip_adapter_to_its_models_unless_they_set_their_own(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "own-adapter.safetensors").write_bytes(b"")
+    models = load_config(write(tmp_path, FAMILIES)).models
+    family = ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors", str(tmp_path / "encoder"))
+    assert (models["tiny"].ip_adapter, models["tiny"].image_encoder) == family
+    # The model's own key wins; the key it leaves out still comes from its family.
+    own = (str(tmp_path / "own-adapter.safetensors"), str(tmp_path / "encoder"))
+    assert (models["own"].ip_adapter, models["own"].image_encoder) == own
+    assert (models["xl"].ip_adapter, models["xl"].image_encoder) == (None, None)
+
+
+def test_a_family_key_names_its_section_when_its_file_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "own-adapter.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"families\.sd\.image_encoder: './encoder' does not"):
+        load_config(write(tmp_path, FAMILIES))
+
+
+def test_an_unknown_family_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, VALID + "\n[families.sd15]\nip_adapter = 'a/b/c.bin'\n"))
+    assert str(raised.value).endswith(
+        "config.toml: families.sd15: a family is sd (SD 1.x/2.x) or sdxl, so name the section"
+        " [families.sd] or [families.sdxl]"
+    )

@@ -17,7 +17,8 @@ from tests.stores import open_stores, service_on
 
 from .test_door import CONFIG, MEMBER, OTHER, World, world_of
 
-# A second model with an IP-Adapter (a hub path: no engine loads it here).
+# A second model with an IP-Adapter of its own, and a third that takes its family's (hub
+# paths, and a family the config names: no engine loads them here).
 STYLED = """
 [models.styled]
 source = "{source}"
@@ -25,6 +26,16 @@ width = 64
 height = 64
 ip_adapter = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
 image_encoder = "h94/IP-Adapter/models/image_encoder"
+
+[models.xl]
+source = "{source}"
+width = 64
+height = 64
+family = "sdxl"
+
+[families.sdxl]
+ip_adapter = "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors"
+image_encoder = "h94/IP-Adapter/sdxl_models/image_encoder"
 """
 
 
@@ -66,8 +77,10 @@ def test_style_weight_maps_onto_the_adapter_scale() -> None:
     assert [reference_scale(w) for w in (0, 50, 100, 550, 1000)] == [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
-async def styled(world: World, member: object, words: str) -> Accepted | Refusal:
-    draft = world.draft(f"a lighthouse --sref {words}", model="styled")
+async def styled(
+    world: World, member: object, words: str, model: str = "styled"
+) -> Accepted | Refusal:
+    draft = world.draft(f"a lighthouse --sref {words}", model=model)
     return await world.core.door.submit(member, draft, NO_INPUTS, Origin.SLASH)  # type: ignore[arg-type]
 
 
@@ -92,6 +105,16 @@ async def test_own_and_public_results_are_taken_after_private_and_unknown_ones_r
         assert refused.reason.startswith(f"I know no result `{word}`")
 
 
+async def test_a_model_with_its_familys_ip_adapter_takes_a_style_reference(
+    world: World,
+) -> None:
+    source = await world.finished_job(MEMBER)
+    accepted = await styled(world, MEMBER, source, model="xl")
+    assert isinstance(accepted, Accepted), accepted
+    (spec,) = accepted.specs
+    assert spec.model == "xl" and spec.reference_mode == "style" and len(spec.references) == 1
+
+
 async def test_a_model_without_an_ip_adapter_refuses_a_style_reference(world: World) -> None:
     source = await world.finished_job(MEMBER)
     draft = world.draft(f"a lighthouse --sref {source}", model="tiny")
@@ -99,5 +122,5 @@ async def test_a_model_without_an_ip_adapter_refuses_a_style_reference(world: Wo
     assert isinstance(refused, Refusal) and refused.kind is RefusalKind.BAD_INPUT
     assert refused.reason == (
         "Model `tiny` has no IP-Adapter configured, so it takes no style reference (`--sref`)"
-        " or blend; models that have one: styled."
+        " or blend; models that have one: styled, xl."
     )
