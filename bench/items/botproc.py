@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from bot.jobs.fair_queue import waiting_of
 from bot.jobs.scheduler import Waiting, fair_order, next_batch
+from bot.jobs.spec import stored_batch_key
 from bot.store.jobs import QueuedRow
 from bot.store.models import Lane, utcnow
 
@@ -38,7 +39,8 @@ def queued_rows(count: int, member_count: int) -> list[QueuedRow]:
                 user_id=people[number % member_count],
                 lane=Lane.PRIORITY if number % 50 == 0 else Lane.NORMAL,
                 queued_at=now - timedelta(seconds=count - number),
-                spec=spec,
+                model=spec.model,
+                batch_key=stored_batch_key(spec),
                 images=1,
                 estimate=rng.uniform(1.0, 5.0),
             )
@@ -63,7 +65,7 @@ def scheduler_figures(ctx: Context, section: Section) -> None:
     pure, pure_n = picks_per_second(
         lambda: next_batch(fair_order(waiting, served), BATCH), sizes.scheduler_seconds
     )
-    # What a worker's claim computes: every waiting row read back as a JobSpec, then ordered.
+    # What a worker's claim computes: every waiting row made a scheduler entry, then ordered.
     full, full_n = picks_per_second(
         lambda: next_batch(fair_order([waiting_of(r, 1.0) for r in rows], served), BATCH),
         sizes.scheduler_seconds,

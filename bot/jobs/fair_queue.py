@@ -11,20 +11,18 @@ from ..config import QueueConfig
 from ..store.jobs import QueuedRow
 from ..store.quotas import QuotaStore
 from .scheduler import Waiting, fair_order
-from .spec import batch_key
 
 
 def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
-    spec = row.spec
     return Waiting(
         job_id=row.job_id,
         user_id=row.user_id,
-        model=spec.model,
+        model=row.model,
         lane=row.lane,
         queued_at=row.queued_at,
         images=row.images,
         estimate=row.estimate if row.estimate is not None else default_estimate,
-        batch_key=batch_key(spec),
+        batch_key=row.batch_key,
     )
 
 

@@ -190,6 +190,14 @@ def batch_key(spec: JobSpec) -> Hashable:
     return protocol_batch_key(spec.shared_params())
 
 
+def stored_batch_key(spec: JobSpec) -> str:
+    """`batch_key` as the jobs table stores it (bot.store.models.Job.batch_key): a
+    sha256 of the key's JSON, so a claim compares the waiting jobs' keys without
+    parsing their specs (about 50 microseconds a row)."""
+    key = protocol_batch_key(spec.shared_params())
+    return hashlib.sha256(key.model_dump_json().encode()).hexdigest()
+
+
 def image_seeds(seed: int, count: int, chaos: int = 0) -> list[int]:
     """The seed of each image of a job, from the job's seed and --chaos.
 

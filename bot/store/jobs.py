@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    String,
     Update,
     and_,
     case,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    type_coerce,
     union_all,
     update,
 )
@@ -255,7 +258,9 @@ class QueuedRow:
     user_id: int
     lane: Lane
     queued_at: datetime
-    spec: JobSpec
+    model: str
+    # bot.jobs.spec.stored_batch_key of its spec: equal keys can share an engine request.
+    batch_key: str
     images: int
     estimate: float | None  # the reserved GPU seconds; None without quotas
     # The member has waiting jobs after this one that were not read (a claim reads the
@@ -271,8 +276,8 @@ Chooser = Callable[[Sequence[QueuedRow], dict[int, float]], list[str] | None]
 # How many of each member's first waiting jobs a claim reads, while the chooser says
 # they do not decide the batch (None: all): the fair order takes a member's jobs in
 # their own order, so a batch (a few images) is nearly always decided by the heads of
-# the queues, and each row read costs about 50 microseconds (its spec parsed and
-# keyed; with 10 000 waiting, half a second per claim; measured by bench/, item scale).
+# the queues, and each row read costs time (about 50 microseconds when each spec was
+# parsed and keyed; the rows now hold the key, Job.batch_key; bench/, item scale).
 # Two per member already order every member's next job against the others'.
 HEADS_READ = (2, 8, 64, None)
 
@@ -1119,7 +1124,10 @@ async def _waiting(
             Job.user_id,
             Job.lane,
             Job.created_at,
-            Job.spec,
+            Job.model,
+            # Never None on a waiting row (Job._keep_spec_columns, migration 0014).
+            type_coerce(Job.batch_key, String),
+            type_coerce(Job.image_count, Integer),
             Reservation.gpu_seconds,
             Job.state,
             Job.cached_from,
@@ -1132,19 +1140,21 @@ async def _waiting(
         query = query.where(*_claimable(models))
     else:
         # The heads' ids first (and which of them have more behind), then only their
-        # rows by primary key: a spec is parsed only for a job the scheduler sees, and
-        # PostgreSQL locks no rows of a query that reads the lane heads below. The
-        # rows are not filtered again in SQL: with the queue's conditions beside the
-        # ids, both databases (PostgreSQL before its statistics caught up with a
-        # growing table) scanned every waiting row, comparing each with every id.
+        # rows by primary key: PostgreSQL locks no rows of a query that reads the lane
+        # heads below. The rows are not filtered again in SQL: with the queue's
+        # conditions beside the ids, both databases (PostgreSQL before its statistics
+        # caught up with a growing table) scanned every waiting row, comparing each
+        # with every id.
         places = await _lane_heads(session, models, heads + 1)
         kept, behind = _heads_of(places, heads)
         query = query.where(Job.id.in_(kept))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Job)
+    # The scheduler's columns, never the spec: parsing ~200 specs and keying them was
+    # most of a claim's time (30 of 37 ms with 10 000 waiting; bench/, item scale).
     return [
-        QueuedRow(job_id, user_id, lane, created_at, spec, spec.count, estimate, job_id in behind)
-        for job_id, user_id, lane, created_at, spec, estimate, state, cached in (
+        QueuedRow(job_id, user_id, lane, at, model, key, images, estimate, job_id in behind)
+        for job_id, user_id, lane, at, model, key, images, estimate, state, cached in (
             await session.execute(query)
         )
         # A head claimed or parked since its id was read (PostgreSQL, another worker

@@ -26,10 +26,10 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 from sqlalchemy.types import TypeDecorator
 
-from ..jobs.spec import JobSpec
+from ..jobs.spec import JobSpec, stored_batch_key
 
 
 def new_id() -> str:
@@ -159,6 +159,12 @@ class Job(Base):
     spec: Mapped[JobSpec] = mapped_column(SpecJSON)
     model: Mapped[str] = mapped_column(String(100))
     seeds: Mapped[list[int]] = mapped_column(JSON)
+    # What a claim's scheduler reads of the spec, kept beside it whenever it is set
+    # (_keep_spec_columns), so a claim builds its entries without parsing specs:
+    # bot.jobs.spec.stored_batch_key and the image count. None only on rows that had
+    # finished before migration 0014, which never wait again.
+    batch_key: Mapped[str | None] = mapped_column(String(64))
+    image_count: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
     device: Mapped[str | None] = mapped_column(String(32))
@@ -230,6 +236,14 @@ class Job(Base):
     outputs: Mapped[list[Output]] = relationship(
         back_populates="job", order_by="Output.index", lazy="selectin"
     )
+
+    @validates("spec")
+    def _keep_spec_columns(self, _key: str, spec: JobSpec) -> JobSpec:
+        # Every spec set through the ORM (a new row, forget-me's redaction) keeps the
+        # scheduler's columns equal to what it would compute from the spec.
+        self.batch_key = stored_batch_key(spec)
+        self.image_count = spec.count
+        return spec
 
 
 class Output(Base):

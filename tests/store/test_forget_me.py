@@ -79,6 +79,7 @@ OTHER_TEXT = {
     "received_commands.role_ids": "ids",
     "jobs.result_key": "a hash of a job's recipe (cleared by forget-me: their words are in it)",
     "jobs.cached_from": "an id",
+    "jobs.batch_key": "a hash of the settings a batch shares (no prompt: size, steps, model, ...)",
     "jobs.claimed_by": "a worker's id (host, process)",
     "jobs.delivery_claimed_by": "a front door's id (host, process)",
     "jobs.preview": "a stored file's key",

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bot.jobs.spec import JobSpec
+from bot.jobs.spec import JobSpec, stored_batch_key
 from bot.store.audit import Actor
 from bot.store.jobs import Requester
 from bot.store.users import REDACTED
@@ -52,7 +52,11 @@ async def test_the_store_takes_a_job_spec_gives_it_back_and_stores_the_same_json
     # The column holds the JSON earlier versions wrote from the same spec: no migration.
     assert await stored_json(stores, "job") == asked.model_dump(mode="json")
     (waiting,), _ = await stores.jobs.waiting_snapshot(timedelta(hours=1))
-    assert (waiting.spec, waiting.images) == (asked, 2)
+    assert (waiting.model, waiting.batch_key, waiting.images) == (
+        asked.model,
+        stored_batch_key(asked),
+        2,
+    )
 
 
 async def test_a_spec_stored_in_the_oldest_shape_loads_and_is_forgotten(stores: Stores) -> None:
