@@ -74,7 +74,7 @@ def scheduler_figures(ctx: Context, section: Section) -> None:
         Figure(
             name=f"scheduler picks, {len(rows)} waiting jobs from {len(served)} members",
             ratio=ratio(1 / full, 1.0),
-            ratio_means="one claim's choice (rows read as specs, fair order, batch) / 1 s of GPU",
+            ratio_means="one claim's choice (entries from rows, fair order, batch) / 1 s of GPU",
             values={
                 "picks_per_s": round(full, 1),
                 "pick_ms": ms(1 / full),
