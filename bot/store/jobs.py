@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Update,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     type_coerce,
     union_all,
     update,
@@ -1175,7 +1178,18 @@ async def _lane_heads(
     lane instead of ranking every waiting row (with 10 000 waiting, a window over them
     all took 40 ms on SQLite and more on PostgreSQL; bench/, item scale). A member's
     first `count` in their own order are among their lanes' first `count`."""
-    queues = select(Job.user_id, Job.lane).where(*_claimable(models)).distinct().subquery()
+    places = _lane_heads_query(session.get_bind().dialect.name, models is None, count)
+    rows = await session.execute(places, {} if models is None else {"models": list(models)})
+    return [(job_id, user_id, lane, at) for job_id, user_id, lane, at in rows]
+
+
+@functools.cache
+def _lane_heads_query(dialect: str, every_model: bool, count: int) -> Any:
+    """_lane_heads' statement, built once per database, model filter and count (its
+    models are a parameter, "models"): building its aliases and recursive CTE took
+    longer than the database took to run it (7 of 18 ms per claim on SQLite with
+    10 000 waiting, profiled; bench/, item scale)."""
+    queues = _queues()
     head = aliased(Job, name="head")
     first = (
         select(head.id)
@@ -1184,21 +1198,46 @@ async def _lane_heads(
             head.cached_from.is_(None),
             head.user_id == queues.c.user_id,
             head.lane == queues.c.lane,
-            *([] if models is None else [head.model.in_(models)]),
+            *([] if every_model else [head.model.in_(bindparam("models", expanding=True))]),
         )
         .order_by(head.created_at, head.id)
         .limit(count)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         lateral = first.lateral("first")
         ids: Any = select(lateral.c.id).select_from(queues).join(lateral, true())
     else:
         # SQLite has no LATERAL: the same short range, as a correlated IN per queue.
         ids = select(Job.id).select_from(queues).join(Job, Job.id.in_(first.scalar_subquery()))
-    places = select(Job.id, Job.user_id, Job.lane, Job.created_at).where(Job.id.in_(ids))
-    return [
-        (job_id, user_id, lane, at) for job_id, user_id, lane, at in await session.execute(places)
-    ]
+    return select(Job.id, Job.user_id, Job.lane, Job.created_at).where(Job.id.in_(ids))
+
+
+def _queues() -> Any:
+    """The members and lanes with waiting jobs, skipping through the (state, user_id,
+    lane, ...) index from one pair to the next: one index probe per queue instead of
+    reading every waiting row (with 10 000 waiting from 100 members, the lane heads'
+    query took 8.6 ms on SQLite and 7.0 on PostgreSQL with a DISTINCT over them, 2.6
+    and 2.7 with this; bench/, item scale). A queue whose jobs are all parked or of
+    models not served is listed too; its heads read finds none."""
+    step = aliased(Job, name="step")
+    pair = tuple_(step.user_id, step.lane)
+
+    def after(bound: Any) -> Any:
+        # The next pair's first row; correlated to the last pair found when bounded.
+        following = select(step.id).where(step.state == JobState.QUEUED)
+        if bound is not None:
+            following = following.where(pair > bound)
+        return following.order_by(step.user_id, step.lane).limit(1).scalar_subquery()
+
+    found = aliased(Job, name="found")
+    first = select(found.user_id, found.lane).where(found.id == after(None))
+    queues = first.cte("queues", recursive=True)
+    found_next = aliased(Job, name="found_next")
+    return queues.union_all(
+        select(found_next.user_id, found_next.lane)
+        .select_from(queues)
+        .join(found_next, found_next.id == after(tuple_(queues.c.user_id, queues.c.lane)))
+    )
 
 
 def _heads_of(places: Sequence[_Place], heads: int) -> tuple[list[str], set[str]]:
