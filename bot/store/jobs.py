@@ -40,7 +40,7 @@ from sqlalchemy.orm import aliased, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..jobs.scheduler import LANE_RANK
-from ..jobs.spec import JobSpec
+from ..jobs.spec import JobSpec, stored_batch_key
 from . import audit, commands, ledger, uploads
 from .ledger import FREE, Pricing
 from .models import (
@@ -1128,7 +1128,8 @@ async def _waiting(
             Job.lane,
             Job.created_at,
             Job.model,
-            # Never None on a waiting row (Job._keep_spec_columns, migration 0014).
+            # Set with every spec (Job._keep_spec_columns, migration 0014): None only
+            # on rows an older release wrote (_unkeyed_specs).
             type_coerce(Job.batch_key, String),
             type_coerce(Job.image_count, Integer),
             Reservation.gpu_seconds,
@@ -1155,8 +1156,8 @@ async def _waiting(
         query = query.with_for_update(skip_locked=True, of=Job)
     # The scheduler's columns, never the spec: parsing ~200 specs and keying them was
     # most of a claim's time (30 of 37 ms with 10 000 waiting; bench/, item scale).
-    return [
-        QueuedRow(job_id, user_id, lane, at, model, key, images, estimate, job_id in behind)
+    rows = [
+        (job_id, user_id, lane, at, model, key, images, estimate)
         for job_id, user_id, lane, at, model, key, images, estimate, state, cached in (
             await session.execute(query)
         )
@@ -1164,6 +1165,31 @@ async def _waiting(
         # committed in between; the lock returns the row as it is now) is left out.
         if state is JobState.QUEUED and cached is None
     ]
+    unkeyed = await _unkeyed_specs(session, [row[0] for row in rows if None in row[5:7]])
+    return [
+        QueuedRow(
+            job_id,
+            user_id,
+            lane,
+            at,
+            model,
+            key if key is not None else stored_batch_key(unkeyed[job_id]),
+            images if images is not None else unkeyed[job_id].count,
+            estimate,
+            job_id in behind,
+        )
+        for job_id, user_id, lane, at, model, key, images, estimate in rows
+    ]
+
+
+async def _unkeyed_specs(session: AsyncSession, job_ids: list[str]) -> dict[str, JobSpec]:
+    """The specs of waiting rows written without the scheduler's columns: by a release
+    before them still running during an upgrade (a front door queueing while a new
+    worker claims), or by hand. Rare, so their specs are read only then."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids)))
+    return {job_id: spec for job_id, spec in rows}
 
 
 # A waiting job's place in its member's own order: (lane, queued at, id), and whose.

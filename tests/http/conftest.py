@@ -112,8 +112,11 @@ class RunningApi:
             return total or 0
 
     async def rows(self, model: type[Base], *where: Any) -> list[Any]:
+        """The rows, in the order they were written (their keys'): PostgreSQL returns
+        rows without an ORDER BY in whatever order its pages hold them."""
+        order = model.__table__.primary_key.columns
         async with self.sessions() as session:
-            return list((await session.scalars(select(model).where(*where))).all())
+            return list((await session.scalars(select(model).where(*where).order_by(*order))).all())
 
     async def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One plain `requests` call, in a thread (the server needs this event loop)."""

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.jobs.spec import JobSpec, batch_key, stored_batch_key
 from bot.store.jobs import QueuedRow, Requester
@@ -69,6 +69,25 @@ async def test_a_requeued_job_keeps_them(stores: Stores) -> None:
     assert await stored(stores) == await computed(stores)
     (again,) = await stores.jobs.claim("cpu", first, WINDOW)
     assert again.id == "a"
+
+
+async def test_a_row_written_without_them_is_claimed_as_its_spec_says(stores: Stores) -> None:
+    """A front door of the release before still queueing while a new worker claims."""
+    await stores.jobs.create("old", DANA, spec(steps=30, count=2), "tiny", [1, 2])
+    await stores.jobs.create("new", DANA, spec(steps=30, prompt="a cat"), "tiny", [3])
+    async with stores.sessions.begin() as session:
+        await session.execute(
+            update(Job).where(Job.id == "old").values(batch_key=None, image_count=None)
+        )
+    keys = {job_id: key for job_id, (key, _, _) in (await computed(stores)).items()}
+
+    waiting, _ = await stores.jobs.waiting_snapshot(WINDOW)
+    assert {(row.job_id, row.batch_key, row.images) for row in waiting} == {
+        ("old", keys["old"], 2),
+        ("new", keys["new"], 1),
+    }
+    claimed = await stores.jobs.claim("cpu", lambda rows, _: [r.job_id for r in rows], WINDOW)
+    assert sorted(job.id for job in claimed) == ["new", "old"]
 
 
 async def test_migration_0014_fills_them_for_waiting_and_running_jobs(stores: Stores) -> None:
