@@ -4,11 +4,12 @@ downloads a browser of its own here."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
+from tests.system_packages import install_if_missing
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -20,17 +21,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# For the modules that drive it: skipped where Chromium is not installed.
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
-)
+
+
+def _ensure_chromium() -> None:
+    install_if_missing("chromium", CHROMIUM.exists)
+    if not CHROMIUM.exists():
+        raise RuntimeError("the browser tests need Chromium: apt-get install chromium")
 
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[object]:
-    """A headless Chromium, closed after."""
+    """A headless Chromium, closed after; the distribution's package is installed first
+    where it is missing (tests.system_packages)."""
     from playwright.async_api import async_playwright
 
+    await asyncio.to_thread(_ensure_chromium)
     async with async_playwright() as driver:
         launched = await driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

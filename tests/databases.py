@@ -12,7 +12,6 @@ has an operator set it up.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import socket
@@ -25,10 +24,10 @@ from enum import StrEnum
 from itertools import count
 from pathlib import Path
 
+from tests.system_packages import install_if_missing
+
 ROLE = "atelier"
 SUPERUSER = "postgres"
-# Two xdist workers may both find PostgreSQL missing: one installs, the other waits.
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "atelier-tests-apt.lock"
 
 
 def _installed_bin() -> Path | None:
@@ -45,21 +44,8 @@ def _installed_bin() -> Path | None:
 
 def postgres_bin() -> Path:
     """The folder of `initdb`, `pg_ctl` and `psql`, installing PostgreSQL if it is missing."""
+    install_if_missing("postgresql", lambda: _installed_bin() is not None)
     found = _installed_bin()
-    if found is not None:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        with INSTALL_LOCK.open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if _installed_bin() is None:
-                env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-                subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-                subprocess.run(
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
-                    check=True,
-                    env=env,
-                )
-        found = _installed_bin()
     if found is None:
         raise RuntimeError(
             "the PostgreSQL tests need PostgreSQL's server binaries (initdb, pg_ctl): install"

@@ -19,7 +19,7 @@ import requests
 from PIL import Image
 
 from bot.discord.cogs.jobs import NO_EDITOR
-from tests.browser import chromium, drag, needs_chromium
+from tests.browser import chromium, drag
 from tests.discord_server import Message
 
 from .conftest import Launch, RunningBot
@@ -105,7 +105,6 @@ async def test_without_the_editor_the_button_says_how_to_inpaint_with_imagine(
     ) == [{"outcome": "no editor"}]
 
 
-@needs_chromium
 async def test_a_region_painted_in_the_browser_is_repainted_and_answered_as_a_reply(
     editor_bot: RunningBot, browser: object, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from bot.store.commands import CommandStore
 from bot.store.editor_links import IssuedLink, LinkStore
 from bot.store.jobs import Requester
 from bot.store.models import AuditEntry, JobState
-from tests.browser import chromium, drag, needs_chromium
+from tests.browser import chromium, drag
 from tests.buckets import Bucket
 from tests.databases import Database
 from tests.stores import output, spec
@@ -231,7 +231,6 @@ def inside(corners: list[tuple[float, float]], margin: float) -> np.ndarray:
     return found
 
 
-@needs_chromium
 async def test_the_lasso_repaints_the_polygon_it_draws(editor: Editor) -> None:
     playwright = pytest.importorskip("playwright.async_api")
     path = await editor.link("lassojob01")
