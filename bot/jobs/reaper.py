@@ -10,10 +10,10 @@ served by several hosts gets its jobs back while any one of them is up.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
+from ..periodic import Periodic
 from ..store.jobs import JobStore
 from ..store.models import Job
 
@@ -32,10 +32,9 @@ class Reaper:
         requeued: Callable[[], None],
     ) -> None:
         self.store = store
-        self._every = every
         self._ended = ended
         self._requeued = requeued
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Periodic("lease reaper", self.reap, every)
 
     async def reap(self) -> list[Job]:
         """Reap once; what each expired job became."""
@@ -49,18 +48,7 @@ class Reaper:
         return reaped
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lease-reaper")
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every)
-            try:
-                await self.reap()
-            except Exception:  # the database restarting: tried again at the next round
-                log.exception("reaping expired leases failed; trying again")
+        await self._timer.stop()

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..periodic import Periodic
 from .models import Heartbeat, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,15 @@ class DatabaseHeartbeat:
         self._service = service
         self._every = every
         self._error: str | None = None  # why the last write failed; None: it went through
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Periodic(f"{service} heartbeat", self._beat, every.total_seconds())
 
     async def start(self) -> None:
         """Write the first heartbeat (so the first request has one to read), then time."""
         await self._beat()
-        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self._service}")
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._timer.stop()
 
     async def health(self) -> DatabaseHealth:
         """Whether the timer's writes go through: the last one's outcome and the stored
@@ -95,11 +93,6 @@ class DatabaseHeartbeat:
                 False, f"not writable: the last heartbeat is {age.total_seconds():.0f} s old"
             )
         return DatabaseHealth(True, "writable")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every.total_seconds())
-            await self._beat()
 
     async def _beat(self) -> None:
         try:

@@ -12,7 +12,6 @@ go, each pass audited with what it removed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sqlalchemy import ColumnElement, delete, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..blobs import INPUTS, Blobs, job_folder
+from ..periodic import Periodic
 from . import audit
 from .models import Job, Output, utcnow
 from .uploads import HOLDING_UPLOADS, NOT_FORGOTTEN, upload_paths
@@ -167,24 +167,13 @@ class RetentionSweeper:
         self._sessions = sessions
         self._blobs = blobs
         self._retention_days = retention_days
-        self._every = every
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Periodic("retention sweep", self._sweep, every.total_seconds(), at_once=True)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="retention-sweeper")
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._timer.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await sweep(self._sessions, self._blobs, self._retention_days)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention sweep failed; trying again in %s", self._every)
-            await asyncio.sleep(self._every.total_seconds())
+    async def _sweep(self) -> None:
+        await sweep(self._sessions, self._blobs, self._retention_days)
