@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from bot.store.db import open_engine
 from bot.store.models import Base
 
 target_metadata = Base.metadata
+# Processes started together on one PostgreSQL database (a front door and a worker)
+# migrate in turn: the first upgrades, the others then find nothing left to do.
+MIGRATION_LOCK = 0x41544C4D  # "ATLM"
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +25,8 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":  # held until the migrations commit
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         context.run_migrations()
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
@@ -16,6 +19,8 @@ from bot.store.db import open_engine
 from bot.store.migrate import downgrade, upgrade
 from bot.store.models import Base
 from tests.databases import Database
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def inspected(url: str, look: Any) -> Any:
@@ -65,3 +70,24 @@ def test_upgrade_of_a_database_at_head_makes_no_backup(tmp_path: Path) -> None:
     assert upgrade(url) is None  # a new file: nothing to back up
     assert upgrade(url) is None
     assert list(tmp_path.glob("*.bak")) == []
+
+
+@pytest.mark.postgresql_only
+def test_processes_started_together_on_one_database_migrate_in_turn(
+    tmp_path: Path, database: Database
+) -> None:
+    """A front door and workers started at once (docker compose up) on a new database."""
+    with database.fresh_url(tmp_path / "db") as url:
+        migrate = "import sys; from bot.store.migrate import upgrade; upgrade(sys.argv[1])"
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", migrate, url],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(3)
+        ]
+        outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+        assert [process.returncode for process in processes] == [0, 0, 0], outputs
+        assert {"users", "jobs", "outputs", "audit_log"} <= tables(url)
