@@ -283,6 +283,14 @@ Chooser = Callable[[Sequence[QueuedRow], dict[int, float]], list[str] | None]
 # parsed and keyed; the rows now hold the key, Job.batch_key; bench/, item scale).
 # Two per member already order every member's next job against the others'.
 HEADS_READ = (2, 8, 64, None)
+# How many times a claim asks `choose` again from the rows it read, when other workers
+# took the jobs chosen, before it reads the queue again; how many reads a claim makes
+# while it loses races (each lost one is another worker's claim, so the queue moves on),
+# before it answers none and its worker waits for the next job queued; and how many
+# times a claim starts over when part of a batch moved.
+MAX_TURNS = 2
+MAX_RACES = 10
+MAX_READS = 3
 
 
 async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> User:
@@ -764,50 +772,83 @@ class JobStore:
         of `models` (the ones this worker serves; None: any) are considered.
 
         The rows are picked by `choose` and then moved with a compare-and-set
-        (`UPDATE ... WHERE state = 'queued' RETURNING`) whose rows are counted, so a
-        job taken by another worker meanwhile makes the claim start over. On
-        PostgreSQL the waiting rows are read `FOR UPDATE SKIP LOCKED`, so several
-        processes can share one queue.
+        (`UPDATE ... WHERE state = 'queued' RETURNING`) whose rows are counted. Jobs
+        another worker took meanwhile (none of the batch moved) are set aside and
+        `choose` asked again from the rows already read, as if they were running: with
+        several workers on one queue, each picks the same fair next job, and one read
+        then serves a turn or two of the race. The losing statement waited for the
+        winner's commit (PostgreSQL's row lock; SQLite's one writer), so it reads what
+        the winner wrote; after MAX_TURNS the queue is read again in the same
+        transaction (on SQLite, under the write lock the first compare-and-set took, so
+        the next one cannot lose). A batch of which only part moved is rolled back and
+        the claim starts over.
         """
         async with self._claiming:
-            for _ in range(3):
+            for _ in range(MAX_READS):
                 async with self._sessions.begin() as session:
-                    waiting, served = await _fair_inputs(
-                        session, fair_window, models, HEADS_READ[0]
-                    )
-                    if not waiting:
-                        return []
-                    chosen = choose(waiting, served)
-                    for heads in HEADS_READ[1:]:
-                        if chosen is not None:
-                            break
-                        chosen = choose(await _waiting(session, models, heads), served)
-                    chosen = chosen or []
-                    now = utcnow()
-                    moved = await _move(
-                        session,
-                        update(Job)
-                        .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
-                        .values(
-                            state=JobState.RUNNING,
-                            started_at=now,
-                            device=device,
-                            attempts=Job.attempts + 1,
-                            batch_id=new_id(),
-                            claimed_by=self.worker_id,
-                            lease_until=now + lease,
-                        ),
-                    )
-                    by_id = {job.id: job for job in moved}
-                    if len(by_id) != len(chosen):
-                        log.info("claim raced another worker; trying again")
-                        await session.rollback()
-                        continue
-                    jobs = [by_id[job_id] for job_id in chosen]
+                    jobs = await self._claim_in(session, device, choose, fair_window, lease, models)
+                    if jobs is not None:
+                        return jobs
+                    await session.rollback()  # part of a batch had moved
+        return []
+
+    async def _claim_in(
+        self,
+        session: AsyncSession,
+        device: str,
+        choose: Chooser,
+        fair_window: timedelta,
+        lease: timedelta,
+        models: Collection[str] | None,
+    ) -> list[Job] | None:
+        """claim's transaction: the jobs claimed ([] when none waits, or none this
+        worker takes); None when part of a batch moved (to roll back)."""
+        for _ in range(MAX_RACES):
+            waiting, served = await _fair_inputs(session, fair_window, models, HEADS_READ[0])
+            if not waiting:
+                return []
+            chosen = choose(waiting, served)
+            for heads in HEADS_READ[1:]:
+                if chosen is not None:
+                    break
+                chosen = choose(await _waiting(session, models, heads), served)
+            for _ in range(MAX_TURNS):
+                if chosen is None:
+                    break  # the rows left do not decide: read the queue again
+                moved = await self._move_claimed(session, chosen, device, lease)
+                if len(moved) == len(chosen):
+                    jobs = [moved[job_id] for job_id in chosen]
                     for job in jobs:
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs
+                if moved:
+                    return None
+                waiting, served = _set_aside(waiting, served, chosen)
+                chosen = choose(waiting, served) if waiting else None
+            log.info("claim raced other workers; reading the queue again")
         return []
+
+    async def _move_claimed(
+        self, session: AsyncSession, chosen: list[str], device: str, lease: timedelta
+    ) -> dict[str, Job]:
+        """The compare-and-set of a claim: those of `chosen` still queued, now running on
+        `device` and held by this worker, as one new batch."""
+        now = utcnow()
+        moved = await _move(
+            session,
+            update(Job)
+            .where(Job.id.in_(chosen), Job.state == JobState.QUEUED)
+            .values(
+                state=JobState.RUNNING,
+                started_at=now,
+                device=device,
+                attempts=Job.attempts + 1,
+                batch_id=new_id(),
+                claimed_by=self.worker_id,
+                lease_until=now + lease,
+            ),
+        )
+        return {job.id: job for job in moved}
 
     async def renew_leases(self, job_ids: Collection[str], lease: timedelta) -> set[str]:
         """The heartbeat: hold the running jobs of `job_ids` that this worker still holds
@@ -1109,11 +1150,15 @@ class JobStore:
             return True
 
 
-def _claimable(models: Collection[str] | None) -> list[ColumnElement[bool]]:
+def _claimable_where(every_model: bool) -> list[ColumnElement[bool]]:
     # A job waiting for an identical one's result (bot.jobs.cache) is not claimed, and
-    # a worker claims only the jobs of models it serves.
+    # a worker claims only the jobs of models it serves (the parameter "models").
     where = [Job.state == JobState.QUEUED, Job.cached_from.is_(None)]
-    return where if models is None else [*where, Job.model.in_(models)]
+    return where if every_model else [*where, Job.model.in_(bindparam("models", expanding=True))]
+
+
+def _models_param(models: Collection[str] | None) -> dict[str, Any]:
+    return {} if models is None else {"models": list(models)}
 
 
 async def _waiting(
@@ -1121,50 +1166,22 @@ async def _waiting(
 ) -> list[QueuedRow]:
     """The waiting rows; with `heads`, only each member's first `heads` in the member's
     own order (bot.jobs.scheduler), the last one read marked when more wait."""
-    query = (
-        select(
-            Job.id,
-            Job.user_id,
-            Job.lane,
-            Job.created_at,
-            Job.model,
-            # Set with every spec (Job._keep_spec_columns, migration 0014): None only
-            # on rows an older release wrote (_unkeyed_specs).
-            type_coerce(Job.batch_key, String),
-            type_coerce(Job.image_count, Integer),
-            Reservation.gpu_seconds,
-            Job.state,
-            Job.cached_from,
-        )
-        .outerjoin(Reservation, Reservation.job_id == Job.id)
-        .order_by(Job.created_at, Job.id)
-    )
-    behind: set[str] = set()
+    # Executed on the session's connection, not as an ORM statement: the rows are plain
+    # columns, and the ORM's loading of ~200 of them was a fifth of a claim's time.
+    connection = await session.connection()
+    params = _models_param(models)
     if heads is None:
-        query = query.where(*_claimable(models))
+        query = _waiting_query(models is None)
     else:
-        # The heads' ids first (and which of them have more behind), then only their
-        # rows by primary key: PostgreSQL locks no rows of a query that reads the lane
-        # heads below. The rows are not filtered again in SQL: with the queue's
-        # conditions beside the ids, both databases (PostgreSQL before its statistics
-        # caught up with a growing table) scanned every waiting row, comparing each
-        # with every id.
-        places = await _lane_heads(session, models, heads + 1)
-        kept, behind = _heads_of(places, heads)
-        query = query.where(Job.id.in_(kept))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Job)
+        # One more than `heads` per lane, to tell who has more behind.
+        query = _lane_heads_query(connection.dialect.name, models is None, heads + 1)
     # The scheduler's columns, never the spec: parsing ~200 specs and keying them was
     # most of a claim's time (30 of 37 ms with 10 000 waiting; bench/, item scale).
-    rows = [
-        (job_id, user_id, lane, at, model, key, images, estimate)
-        for job_id, user_id, lane, at, model, key, images, estimate, state, cached in (
-            await session.execute(query)
-        )
-        # A head claimed or parked since its id was read (PostgreSQL, another worker
-        # committed in between; the lock returns the row as it is now) is left out.
-        if state is JobState.QUEUED and cached is None
-    ]
+    # One statement: its rows are all claimable as one snapshot of the queue saw them.
+    rows: list[_Row] = list(await connection.execute(query, params))
+    behind: set[str] = set()
+    if heads is not None:
+        rows, behind = _heads_of(rows, heads)
     unkeyed = await _unkeyed_specs(session, [row[0] for row in rows if None in row[5:7]])
     return [
         QueuedRow(
@@ -1182,6 +1199,39 @@ async def _waiting(
     ]
 
 
+# A waiting row as the scheduler reads it: id, whose, lane, queued at, model, batch key
+# and image count (None on rows an older release wrote), reserved GPU seconds.
+_Row = tuple[str, int, Lane, datetime, str, str | None, int | None, float | None]
+
+
+def _scheduler_rows() -> Any:
+    """The scheduler's columns of waiting rows, in queue order (to add a WHERE to)."""
+    return (
+        select(
+            Job.id,
+            Job.user_id,
+            Job.lane,
+            Job.created_at,
+            Job.model,
+            # Set with every spec (Job._keep_spec_columns, migration 0014): None only
+            # on rows an older release wrote (_unkeyed_specs).
+            type_coerce(Job.batch_key, String),
+            type_coerce(Job.image_count, Integer),
+            Reservation.gpu_seconds,
+        )
+        .outerjoin(Reservation, Reservation.job_id == Job.id)
+        .order_by(Job.created_at, Job.id)
+    )
+
+
+@functools.cache
+def _waiting_query(every_model: bool) -> Any:
+    """_waiting's statement for every claimable row (of the models in the parameter
+    "models" unless `every_model`), built once: building it each time cost about as
+    much as running it (bench/, item scale)."""
+    return _scheduler_rows().where(*_claimable_where(every_model))
+
+
 async def _unkeyed_specs(session: AsyncSession, job_ids: list[str]) -> dict[str, JobSpec]:
     """The specs of waiting rows written without the scheduler's columns: by a release
     before them still running during an upgrade (a front door queueing while a new
@@ -1192,29 +1242,21 @@ async def _unkeyed_specs(session: AsyncSession, job_ids: list[str]) -> dict[str,
     return {job_id: spec for job_id, spec in rows}
 
 
-# A waiting job's place in its member's own order: (lane, queued at, id), and whose.
-_Place = tuple[str, int, Lane, datetime]
-
-
-async def _lane_heads(
-    session: AsyncSession, models: Collection[str] | None, count: int
-) -> list[_Place]:
-    """The first `count` waiting jobs of each member in each lane, read through the
-    (state, user_id, lane, created_at, id) index: one short index range per member and
-    lane instead of ranking every waiting row (with 10 000 waiting, a window over them
-    all took 40 ms on SQLite and more on PostgreSQL; bench/, item scale). A member's
-    first `count` in their own order are among their lanes' first `count`."""
-    places = _lane_heads_query(session.get_bind().dialect.name, models is None, count)
-    rows = await session.execute(places, {} if models is None else {"models": list(models)})
-    return [(job_id, user_id, lane, at) for job_id, user_id, lane, at in rows]
-
-
 @functools.cache
 def _lane_heads_query(dialect: str, every_model: bool, count: int) -> Any:
-    """_lane_heads' statement, built once per database, model filter and count (its
-    models are a parameter, "models"): building its aliases and recursive CTE took
-    longer than the database took to run it (7 of 18 ms per claim on SQLite with
-    10 000 waiting, profiled; bench/, item scale)."""
+    """The scheduler's rows of the first `count` waiting jobs of each member in each
+    lane, read through the (state, user_id, lane, created_at, id) index: one short
+    index range per member and lane instead of ranking every waiting row (with 10 000
+    waiting, a window over them all took 40 ms on SQLite and more on PostgreSQL;
+    bench/, item scale). A member's first `count` in their own order are among their
+    lanes' first `count`.
+
+    Built once per database, model filter and count (its models are a parameter,
+    "models"): building its aliases and recursive CTE took longer than the database
+    took to run it (7 of 18 ms per claim on SQLite with 10 000 waiting, profiled). The
+    rows are not filtered again beside the ids: with the queue's conditions there too,
+    both databases (PostgreSQL before its statistics caught up with a growing table)
+    scanned every waiting row, comparing each with every id."""
     queues = _queues()
     head = aliased(Job, name="head")
     first = (
@@ -1235,7 +1277,7 @@ def _lane_heads_query(dialect: str, every_model: bool, count: int) -> Any:
     else:
         # SQLite has no LATERAL: the same short range, as a correlated IN per queue.
         ids = select(Job.id).select_from(queues).join(Job, Job.id.in_(first.scalar_subquery()))
-    return select(Job.id, Job.user_id, Job.lane, Job.created_at).where(Job.id.in_(ids))
+    return _scheduler_rows().where(Job.id.in_(ids))
 
 
 def _queues() -> Any:
@@ -1266,13 +1308,28 @@ def _queues() -> Any:
     )
 
 
-def _heads_of(places: Sequence[_Place], heads: int) -> tuple[list[str], set[str]]:
-    """The ids of each member's first `heads` of `places`, and those of them that are
-    the last read of a member who has more waiting."""
-    by_member: dict[int, list[_Place]] = {}
-    for place in sorted(places, key=lambda p: (LANE_RANK[p[2]], p[3], p[0])):
-        by_member.setdefault(place[1], []).append(place)
-    kept = [place[0] for queue in by_member.values() for place in queue[:heads]]
+def _set_aside(
+    waiting: Sequence[QueuedRow], served: dict[int, float], taken: Collection[str]
+) -> tuple[list[QueuedRow], dict[int, float]]:
+    """The claim's inputs once the jobs `taken` by another worker run: not waiting, and
+    their estimates counted as their members' (as _served counts running jobs)."""
+    served = dict(served)
+    left = []
+    for row in waiting:
+        if row.job_id in taken:
+            served[row.user_id] = served.get(row.user_id, 0.0) + (row.estimate or 1.0)
+        else:
+            left.append(row)
+    return left, served
+
+
+def _heads_of(rows: Sequence[_Row], heads: int) -> tuple[list[_Row], set[str]]:
+    """Each member's first `heads` of `rows` in their own order (bot.jobs.scheduler),
+    and the ids of those that are the last read of a member who has more waiting."""
+    by_member: dict[int, list[_Row]] = {}
+    for row in sorted(rows, key=lambda r: (LANE_RANK[r[2]], r[3], r[0])):
+        by_member.setdefault(row[1], []).append(row)
+    kept = [row for queue in by_member.values() for row in queue[:heads]]
     behind = {queue[heads - 1][0] for queue in by_member.values() if len(queue) > heads}
     return kept, behind
 
@@ -1296,13 +1353,22 @@ async def _fair_inputs(
 async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:
     """Each member's GPU seconds since `since` (settled), plus running jobs' estimates."""
     served: dict[int, float] = {}
+    connection = await session.connection()
+    for user_id, seconds in await connection.execute(_served_query(), {"since": since}):
+        served[user_id] = served.get(user_id, 0.0) + float(seconds or 0.0)
+    return served
+
+
+@functools.cache
+def _served_query() -> Any:
+    """_served's statement, built once (its window's start is the parameter "since")."""
     # The window's entries first, then their sums: grouped directly, SQLite satisfies
     # the GROUP BY from the (user_id, at) index and so reads the whole ledger (months
     # of it) at every claim; the ordered subquery makes it read only the window
     # through the `at` index (measured by bench/, item store).
     window = (
         select(UsageEntry.user_id, UsageEntry.gpu_seconds)
-        .where(UsageEntry.at >= since)
+        .where(UsageEntry.at >= bindparam("since", type_=UsageEntry.at.type))
         .order_by(UsageEntry.at)
         .subquery()
     )
@@ -1313,9 +1379,7 @@ async def _served(session: AsyncSession, since: datetime) -> dict[int, float]:
         .where(Job.state == JobState.RUNNING)
         .group_by(Job.user_id)
     )
-    for user_id, seconds in await session.execute(union_all(settled, running)):
-        served[user_id] = served.get(user_id, 0.0) + float(seconds or 0.0)
-    return served
+    return union_all(settled, running)
 
 
 async def _transition(

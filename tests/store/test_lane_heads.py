@@ -1,5 +1,5 @@
-"""The lane heads a claim reads (bot.store.jobs._lane_heads: a skip over the members'
-queues, then a short range of each) are exactly each queue's first waiting jobs, as
+"""The lane heads a claim reads (bot.store.jobs._lane_heads_query: a skip over the
+members' queues, then a short range of each) are exactly each queue's first waiting jobs, as
 read from every row, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Collection
 import pytest
 from sqlalchemy import select
 
-from bot.store.jobs import Requester, _lane_heads, add_job, upsert_user
+from bot.store.jobs import Requester, _lane_heads_query, _models_param, add_job, upsert_user
 from bot.store.models import Job, JobState, Lane
 from tests.stores import Stores, spec
 
@@ -58,6 +58,9 @@ async def test_the_lane_heads_are_each_queues_first_waiting_jobs(
             if models is None or model in models:
                 queues.setdefault((user_id, lane), []).append(job_id)
         expected = sorted(job_id for queue in queues.values() for job_id in queue[:count])
-        places = await _lane_heads(session, models, count)
-    assert sorted(job_id for job_id, _, _, _ in places) == expected
+        connection = await session.connection()
+        heads = _lane_heads_query(connection.dialect.name, models is None, count)
+        read = await connection.execute(heads, _models_param(models))
+        found = sorted(row.id for row in read)
+    assert found == expected
     assert len(queues) > 10  # several members, each in several lanes

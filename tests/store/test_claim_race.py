@@ -1,0 +1,101 @@
+"""Workers racing for one queue (bot.store.jobs.JobStore.claim): a job another worker
+took between a claim's read and its compare-and-set is set aside, and the claim
+chooses again from the rows it read, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+
+from bot.store.jobs import JobStore, QueuedRow, Requester
+from bot.store.models import JobState
+from tests.stores import Stores, another_process, spec
+
+WINDOW = timedelta(hours=1)
+MEMBERS = [Requester(user, f"member{user}") for user in (1, 2, 3)]
+
+
+def oldest(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+    return [min(rows, key=lambda row: (row.queued_at, row.job_id)).job_id]
+
+
+def claim_elsewhere(stores: Stores, job_id: str) -> None:
+    """Another worker claims `job_id` now, on a thread and event loop of its own, while
+    the caller's claim waits between its read and its compare-and-set."""
+
+    async def claim() -> None:
+        async with another_process(stores) as other:
+            (taken,) = await other.claim("gpu9", lambda rows, served: [job_id], WINDOW)
+            assert taken.id == job_id
+
+    thread = threading.Thread(target=asyncio.run, args=(claim(),))
+    thread.start()
+    thread.join()
+
+
+async def test_a_job_taken_meanwhile_is_set_aside_without_reading_the_queue_again(
+    stores: Stores,
+) -> None:
+    for n in range(6):
+        await stores.jobs.create(f"job{n}", MEMBERS[n % 3], spec(), "tiny", [n])
+    asked: list[tuple[list[str], dict[int, float]]] = []
+
+    def chooser(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        asked.append((sorted(row.job_id for row in rows), dict(served)))
+        chosen = oldest(rows, served)
+        if len(asked) == 1:
+            claim_elsewhere(stores, chosen[0])  # the race, lost by this claim
+        return chosen
+
+    async with another_process(stores) as worker:
+        reads: list[str] = []
+        sync_engine = worker._sessions.kw["bind"].sync_engine
+
+        def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                reads.append(statement)
+
+        event.listen(sync_engine, "before_cursor_execute", record)
+        (claimed,) = await worker.claim("gpu1", chooser, WINDOW)
+
+    # Asked twice: the second time without job0 (the other worker's now), its member
+    # charged the running job's estimate as a new read would; one read of the queue.
+    assert claimed.id == "job1" and claimed.claimed_by == worker.worker_id
+    (first_rows, first_served), (second_rows, second_served) = asked
+    assert first_rows == [f"job{n}" for n in range(6)]
+    assert second_rows == [f"job{n}" for n in range(1, 6)]
+    assert second_served.get(1, 0.0) == first_served.get(1, 0.0) + 1.0
+    assert sum("RECURSIVE" in statement for statement in reads) == 1
+    taken = await stores.jobs.get("job0")
+    assert (taken.state, taken.device, taken.attempts) == (JobState.RUNNING, "gpu9", 1)
+    trail = [entry.action for entry in await stores.jobs.audit_trail("job0")]
+    assert trail == ["job.queued", "job.running"]
+
+
+async def test_workers_racing_for_one_queue_take_every_job_exactly_once(stores: Stores) -> None:
+    jobs = 40
+    for n in range(jobs):
+        await stores.jobs.create(f"job{n:02d}", MEMBERS[n % 3], spec(), "tiny", [n])
+
+    async def drain(worker: JobStore, device: str) -> list[str]:
+        taken: list[str] = []
+        while batch := await worker.claim(device, oldest, WINDOW):
+            taken += [job.id for job in batch]
+        return taken
+
+    async with (
+        another_process(stores) as one,
+        another_process(stores) as two,
+        another_process(stores) as three,
+    ):
+        taken = await asyncio.gather(drain(one, "gpu1"), drain(two, "gpu2"), drain(three, "gpu3"))
+    every = [job_id for worker in taken for job_id in worker]
+    assert sorted(every) == [f"job{n:02d}" for n in range(jobs)]
+    for job_id in every:
+        job = await stores.jobs.get(job_id)
+        assert (job.state, job.attempts) == (JobState.RUNNING, 1)
