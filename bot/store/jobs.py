@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
@@ -291,6 +292,12 @@ HEADS_READ = (2, 8, 64, None)
 MAX_TURNS = 2
 MAX_RACES = 10
 MAX_READS = 3
+# Workers that lose races are claiming the same fair next jobs as others at the same
+# moment: each then passes over a random few of them (up to twice the rivals it has
+# met lately, at most MAX_RIVALS), so they spread over the first jobs of the fair
+# order instead of all taking its first one again. Those first jobs all start within
+# moments of each other anyway; a worker that meets no rival takes the order as it is.
+MAX_RIVALS = 3
 
 
 async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> User:
@@ -407,6 +414,8 @@ class JobStore:
         self.worker_id = worker_id or new_worker_id()
         # Claims in this process go one at a time; the compare-and-set guards the rest.
         self._claiming = asyncio.Lock()
+        # Rivals met in recent claims: one more per race lost, one less per claim won.
+        self._rivals = 0
 
     async def create(
         self, job_id: str, requester: Requester, spec: JobSpec, model: str, seeds: list[int]
@@ -776,12 +785,14 @@ class JobStore:
         another worker took meanwhile (none of the batch moved) are set aside and
         `choose` asked again from the rows already read, as if they were running: with
         several workers on one queue, each picks the same fair next job, and one read
-        then serves a turn or two of the race. The losing statement waited for the
-        winner's commit (PostgreSQL's row lock; SQLite's one writer), so it reads what
-        the winner wrote; after MAX_TURNS the queue is read again in the same
-        transaction (on SQLite, under the write lock the first compare-and-set took, so
-        the next one cannot lose). A batch of which only part moved is rolled back and
-        the claim starts over.
+        then serves a turn or two of the race. A worker that has met rivals lately also
+        passes over a random few of the next choices (MAX_RIVALS), so that workers
+        claiming at the same moment spread over the first jobs of the fair order. The
+        losing statement waited for the winner's commit (PostgreSQL's row lock;
+        SQLite's one writer), so it reads what the winner wrote; after MAX_TURNS the
+        queue is read again in the same transaction (on SQLite, under the write lock
+        the first compare-and-set took, so the next one cannot lose). A batch of which
+        only part moved is rolled back and the claim starts over.
         """
         async with self._claiming:
             for _ in range(MAX_READS):
@@ -811,20 +822,29 @@ class JobStore:
             for heads in HEADS_READ[1:]:
                 if chosen is not None:
                     break
-                chosen = choose(await _waiting(session, models, heads), served)
+                waiting = await _waiting(session, models, heads)
+                chosen = choose(waiting, served)
+            waiting, served, chosen = _pass_over(
+                waiting, served, chosen, choose, _spread(self._rivals)
+            )
             for _ in range(MAX_TURNS):
                 if chosen is None:
                     break  # the rows left do not decide: read the queue again
                 moved = await self._move_claimed(session, chosen, device, lease)
                 if len(moved) == len(chosen):
+                    self._rivals = max(self._rivals - 1, 0)
                     jobs = [moved[job_id] for job_id in chosen]
                     for job in jobs:
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs
                 if moved:
                     return None
+                self._rivals = min(self._rivals + 1, MAX_RIVALS)
                 waiting, served = _set_aside(waiting, served, chosen)
                 chosen = choose(waiting, served) if waiting else None
+                waiting, served, chosen = _pass_over(
+                    waiting, served, chosen, choose, _spread(self._rivals)
+                )
             log.info("claim raced other workers; reading the queue again")
         return []
 
@@ -1306,6 +1326,32 @@ def _queues() -> Any:
         .select_from(queues)
         .join(found_next, found_next.id == after(tuple_(queues.c.user_id, queues.c.lane)))
     )
+
+
+def _spread(rivals: int) -> int:
+    """How many of the next fair choices a claim passes over, having met `rivals`."""
+    return random.randint(0, 2 * rivals)
+
+
+def _pass_over(
+    waiting: Sequence[QueuedRow],
+    served: dict[int, float],
+    chosen: list[str] | None,
+    choose: Chooser,
+    times: int,
+) -> tuple[Sequence[QueuedRow], dict[int, float], list[str] | None]:
+    """The claim's inputs and choice once up to `times` choices, `chosen` first, are
+    set aside as if other workers took them; never past the last choice the rows read
+    decide (a claim that passes over jobs still takes one)."""
+    for _ in range(times):
+        if chosen is None:
+            break
+        left, more = _set_aside(waiting, served, chosen)
+        following = choose(left, more) if left else None
+        if following is None:
+            break
+        waiting, served, chosen = left, more, following
+    return waiting, served, chosen
 
 
 def _set_aside(

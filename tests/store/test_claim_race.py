@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
+import bot.store.jobs as jobs_module
 from bot.store.jobs import JobStore, QueuedRow, Requester
 from bot.store.models import JobState
 from tests.stores import Stores, another_process, spec
@@ -39,8 +41,9 @@ def claim_elsewhere(stores: Stores, job_id: str) -> None:
 
 
 async def test_a_job_taken_meanwhile_is_set_aside_without_reading_the_queue_again(
-    stores: Stores,
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(jobs_module, "_spread", lambda rivals: 0)  # no random pass-over
     for n in range(6):
         await stores.jobs.create(f"job{n}", MEMBERS[n % 3], spec(), "tiny", [n])
     asked: list[tuple[list[str], dict[int, float]]] = []
@@ -99,3 +102,27 @@ async def test_workers_racing_for_one_queue_take_every_job_exactly_once(stores: 
     for job_id in every:
         job = await stores.jobs.get(job_id)
         assert (job.state, job.attempts) == (JobState.RUNNING, 1)
+
+
+async def test_a_worker_that_met_rivals_passes_over_a_few_fair_choices_but_still_claims(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "_spread", lambda rivals: 2 * rivals)  # the most
+    for n in range(6):
+        await stores.jobs.create(f"job{n}", MEMBERS[n % 3], spec(), "tiny", [n])
+    async with another_process(stores) as worker:
+        worker._rivals = 2  # two races lost lately
+        (first,) = await worker.claim("gpu1", oldest, WINDOW)
+        # Four choices passed over (the oldest four), one rival fewer after a won claim.
+        assert first.id == "job4" and worker._rivals == 1
+        (second,) = await worker.claim("gpu1", oldest, WINDOW)
+        # Two passed over of job0, job1, job2, job3, job5.
+        assert second.id == "job2" and worker._rivals == 0
+        (third,) = await worker.claim("gpu1", oldest, WINDOW)
+        assert third.id == "job0"  # no rivals: the fair order as it is
+        worker._rivals = 3
+        (fourth,) = await worker.claim("gpu1", oldest, WINDOW)
+        # Six to pass over, three waiting (job1, job3, job5): never past the last one.
+        assert fourth.id == "job5"
+    states = [(await stores.jobs.get(f"job{n}")).state for n in range(6)]
+    assert states.count(JobState.RUNNING) == 4
