@@ -1334,12 +1334,12 @@ def _spread(rivals: int) -> int:
 
 
 def _pass_over(
-    waiting: Sequence[QueuedRow],
+    waiting: list[QueuedRow],
     served: dict[int, float],
     chosen: list[str] | None,
     choose: Chooser,
     times: int,
-) -> tuple[Sequence[QueuedRow], dict[int, float], list[str] | None]:
+) -> tuple[list[QueuedRow], dict[int, float], list[str] | None]:
     """The claim's inputs and choice once up to `times` choices, `chosen` first, are
     set aside as if other workers took them; never past the last choice the rows read
     decide (a claim that passes over jobs still takes one)."""
