@@ -6,10 +6,13 @@ every measurement. Two measurements per number of workers, each worker with a jo
 and connections of its own (as a worker process has, `claimed_by` its own), all running
 at once against the same database:
 
-    claims    JobStore.claim in a loop (one job each, the service's fair order over
-              every waiting job), nothing run, each worker a process of its own (as
-              `atelier worker` is), started together: claims per second, all workers
-              together
+    claims    JobStore.claim in a loop with the worker pool's chooser (the fair order
+              over the heads of the queues), nothing run, each worker a process of its
+              own (as `atelier worker` is), started together: claims and jobs claimed
+              per second, all workers together; once with one job per claim (batching
+              off, the CPU default: every job is a claim) and once with batches of up to
+              8 images (the CUDA default, bot.config.CUDA_BATCH_IMAGES; the bench's jobs
+              are all alike, so each claim takes 8: the most batching gives)
     jobs      the real WorkerPool, one per worker, whose engine answers at once with
               a tiny PNG (no compute): claim, lease, engine request, image published,
               success recorded with its output, ledger entry and audit; the seconds a
@@ -34,12 +37,14 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.config import CUDA_BATCH_IMAGES
 from bot.jobs.engine_client import EngineProcess, ProgressCallback
 from bot.jobs.events import JobEvents
 from bot.jobs.fair_queue import FairQueue
 from bot.jobs.pool import WorkerPool
+from bot.jobs.scheduler import EngineView
 from bot.store.db import open_engine, session_factory
-from bot.store.jobs import JobStore, NewJob, Requester, upsert_user
+from bot.store.jobs import JobStore, NewJob, QueuedRow, Requester, upsert_user
 from bot.store.migrate import upgrade
 from bot.store.models import new_id
 from engine.protocol import GenerateRequest, JobError, JobResult, OutputImage
@@ -50,7 +55,6 @@ from ..history import job_spec, members
 from ..queueing import Finishes
 from ..report import Figure, Section
 from ..stats import ratio
-from .store import choose
 
 TITLE = "Shared queue: claims and overhead per job with 1, 2, 4 workers, PostgreSQL vs SQLite"
 WORKERS = (1, 2, 4)
@@ -59,6 +63,10 @@ WORKERS = (1, 2, 4)
 CLAIMS_TARGET = 200.0
 OVERHEAD_LIMIT = 1.5
 FAIR_WINDOW = timedelta(hours=1)
+# Images a claim may take: batching off (the CPU default), and the CUDA default.
+CLAIM_IMAGES = (1, CUDA_BATCH_IMAGES)
+# The model of every queued job (bench.history.job_spec), held by every claimer.
+MODEL = "tiny"
 # Claims held for the run: no lease runs out while the item measures.
 LONG_LEASE = timedelta(hours=1)
 FILL_CHUNK = 500
@@ -127,8 +135,10 @@ class Database:
     url: str
     folder: Path
     engine: AsyncEngine | None = None
-    claims_per_s: dict[int, float] = field(default_factory=dict)
-    claims: dict[int, int] = field(default_factory=dict)
+    # Per (workers, images a claim may take).
+    claims_per_s: dict[tuple[int, int], float] = field(default_factory=dict)
+    claimed_per_s: dict[tuple[int, int], float] = field(default_factory=dict)
+    claims: dict[tuple[int, int], int] = field(default_factory=dict)
     jobs_per_s: dict[int, float] = field(default_factory=dict)
     jobs: dict[int, int] = field(default_factory=dict)
 
@@ -164,10 +174,13 @@ class Database:
         finally:
             await engine.dispose()
 
-    async def measure_claims(self, workers: int, seconds: float) -> None:
-        claimed, elapsed = await asyncio.to_thread(claim_in_processes, self.url, workers, seconds)
-        self.claims[workers] = claimed
-        self.claims_per_s[workers] = claimed / elapsed
+    async def measure_claims(self, workers: int, images: int, seconds: float) -> None:
+        claims, claimed, elapsed = await asyncio.to_thread(
+            claim_in_processes, self.url, workers, images, seconds
+        )
+        self.claims[workers, images] = claims
+        self.claims_per_s[workers, images] = claims / elapsed
+        self.claimed_per_s[workers, images] = claimed / elapsed
 
     async def measure_jobs(self, workers: int, seconds: float) -> None:
         finishes = Finishes()
@@ -206,14 +219,16 @@ class Database:
 START_SECONDS = 120.0
 
 
-def claim_in_processes(url: str, workers: int, seconds: float) -> tuple[int, float]:
-    """Claims made by `workers` processes claiming at once for `seconds`, and the
-    longest time any of them claimed."""
+def claim_in_processes(
+    url: str, workers: int, images: int, seconds: float
+) -> tuple[int, int, float]:
+    """Claims and jobs claimed by `workers` processes claiming batches of up to `images`
+    images at once for `seconds`, and the longest time any of them claimed."""
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(workers + 1)
-    counts: Queue[tuple[int, float]] = context.Queue()
+    counts: Queue[tuple[int, int, float]] = context.Queue()
     processes = [
-        context.Process(target=claimer_process, args=(url, seconds, start, counts))
+        context.Process(target=claimer_process, args=(url, images, seconds, start, counts))
         for _ in range(workers)
     ]
     for process in processes:
@@ -226,17 +241,29 @@ def claim_in_processes(url: str, workers: int, seconds: float) -> tuple[int, flo
             process.join(timeout=START_SECONDS)
             if process.is_alive():
                 process.kill()
-    return sum(claimed for claimed, _ in results), max(took for _, took in results)
+    return (
+        sum(claims for claims, _, _ in results),
+        sum(claimed for _, claimed, _ in results),
+        max(took for _, _, took in results),
+    )
 
 
 def claimer_process(
-    url: str, seconds: float, start: Barrier, counts: Queue[tuple[int, float]]
+    url: str, images: int, seconds: float, start: Barrier, counts: Queue[tuple[int, int, float]]
 ) -> None:
     """One claimer process: connect, wait for the others, claim for `seconds`."""
-    counts.put(asyncio.run(_claim_for(url, seconds, start)))
+    counts.put(asyncio.run(_claim_for(url, images, seconds, start)))
 
 
-async def _claim_for(url: str, seconds: float, start: Barrier) -> tuple[int, float]:
+async def _claim_for(
+    url: str, images: int, seconds: float, start: Barrier
+) -> tuple[int, int, float]:
+    fair = FairQueue(FAIR_WINDOW, 1.0)
+    holds = EngineView(frozenset({MODEL}), frozenset(), timedelta(0))
+
+    def choose(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str] | None:
+        return fair.choose(rows, served, holds, images)
+
     engine = open_engine(url)
     try:
         store = JobStore(session_factory(engine))
@@ -244,10 +271,12 @@ async def _claim_for(url: str, seconds: float, start: Barrier) -> tuple[int, flo
         await asyncio.to_thread(start.wait, START_SECONDS)
         started = time.perf_counter()
         deadline = started + seconds
-        claimed = 0
+        claims = claimed = 0
         while time.perf_counter() < deadline:
-            claimed += len(await store.claim("gpu", choose, FAIR_WINDOW, lease=LONG_LEASE))
-        return claimed, time.perf_counter() - started
+            if batch := await store.claim("gpu", choose, FAIR_WINDOW, lease=LONG_LEASE):
+                claims += 1
+                claimed += len(batch)
+        return claims, claimed, time.perf_counter() - started
     finally:
         await engine.dispose()
 
@@ -267,10 +296,11 @@ async def measure(
     for database in both:
         await asyncio.to_thread(upgrade, database.url)
     for count in workers:
-        for database in both:
-            await database.fill(queued, people)
-            say(f"scale: {database.name}, {count} claimers for {seconds:g} s")
-            await database.measure_claims(count, seconds)
+        for images in CLAIM_IMAGES:
+            for database in both:
+                await database.fill(queued, people)
+                say(f"scale: {database.name}, {count} claimers of {images} for {seconds:g} s")
+                await database.measure_claims(count, images, seconds)
         for database in both:
             await database.fill(queued, people)
             say(f"scale: {database.name}, {count} worker pools for {seconds:g} s")
@@ -279,20 +309,24 @@ async def measure(
 
 
 def report(section: Section, sqlite: Database, postgres: Database, queued: int) -> None:
-    for count in sqlite.claims_per_s:
-        lowest = min(sqlite.claims_per_s[count], postgres.claims_per_s[count])
+    for count, images in sqlite.claims_per_s:
+        key = count, images
+        lowest = min(sqlite.claimed_per_s[key], postgres.claimed_per_s[key])
+        batched = f", batches of up to {images} images" if images > 1 else ""
         section.add(
             Figure(
-                name=f"claims, {count} worker{'s' if count > 1 else ''}",
-                ratio=ratio(postgres.claims_per_s[count], sqlite.claims_per_s[count]),
-                ratio_means="PostgreSQL claims/s / SQLite claims/s",
+                name=f"claims, {count} worker{'s' if count > 1 else ''}{batched}",
+                ratio=ratio(postgres.claimed_per_s[key], sqlite.claimed_per_s[key]),
+                ratio_means="PostgreSQL jobs claimed/s / SQLite jobs claimed/s",
                 values={
-                    "sqlite_claims_per_s": round(sqlite.claims_per_s[count], 1),
-                    "postgresql_claims_per_s": round(postgres.claims_per_s[count], 1),
-                    "sqlite_claims": sqlite.claims[count],
-                    "postgresql_claims": postgres.claims[count],
+                    "sqlite_claims_per_s": round(sqlite.claims_per_s[key], 1),
+                    "postgresql_claims_per_s": round(postgres.claims_per_s[key], 1),
+                    "sqlite_jobs_claimed_per_s": round(sqlite.claimed_per_s[key], 1),
+                    "postgresql_jobs_claimed_per_s": round(postgres.claimed_per_s[key], 1),
+                    "sqlite_claims": sqlite.claims[key],
+                    "postgresql_claims": postgres.claims[key],
                 },
-                target=f">= {CLAIMS_TARGET:g} claims/s on both (not the bottleneck)",
+                target=f">= {CLAIMS_TARGET:g} jobs claimed/s on both (not the bottleneck)",
                 met=lowest >= CLAIMS_TARGET,
             )
         )
@@ -316,7 +350,10 @@ def report(section: Section, sqlite: Database, postgres: Database, queued: int) 
         )
     section.notes.append(
         f"{queued:,} jobs from 100 members waiting at the start of each measurement;"
-        " claims: each worker a process of its own, all claiming at once (on this"
+        " claims: each worker a process of its own, all claiming at once with the worker"
+        " pool's chooser, one job per claim (batching off) and batches of up to"
+        f" {CUDA_BATCH_IMAGES} images (the CUDA default; the jobs are all alike, so the most"
+        " batching gives) (on this"
         f" machine's {os.cpu_count()} cores, which the database server shares); jobs: every"
         " worker with its own connections and worker id, all in this one process (one"
         " event loop), so on PostgreSQL the claims' row locks and on SQLite its one"

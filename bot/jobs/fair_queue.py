@@ -3,14 +3,15 @@ pool's claims (bot.jobs.scheduler holds the rules)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ..config import QueueConfig
 from ..store.jobs import QueuedRow
+from ..store.models import utcnow
 from ..store.quotas import QuotaStore
-from .scheduler import Waiting, fair_order
+from .scheduler import EngineView, Waiting, choose_batch, fair_order
 
 
 def waiting_of(row: QueuedRow, default_estimate: float) -> Waiting:
@@ -43,3 +44,20 @@ class FairQueue:
 
     def order(self, rows: Sequence[QueuedRow], served: dict[int, float]) -> list[Waiting]:
         return fair_order(self.waiting(rows), served)
+
+    def choose(
+        self,
+        rows: Sequence[QueuedRow],
+        served: dict[int, float],
+        engine: EngineView,
+        max_images: int,
+        skip: Collection[str] = (),
+    ) -> list[str] | None:
+        """A worker's choice (JobStore.claim's chooser): the ids of `engine`'s next batch
+        of up to `max_images` images from `rows`, leaving out the jobs of `skip`; None
+        when the heads of the queues that `rows` hold do not decide it (the store then
+        reads more of them)."""
+        waiting = self.waiting([row for row in rows if row.job_id not in skip])
+        cut = {row.user_id for row in rows if row.more_behind}
+        batch = choose_batch(waiting, served, cut, engine, utcnow(), max_images)
+        return None if batch is None else [w.job_id for w in batch]

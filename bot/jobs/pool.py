@@ -39,12 +39,12 @@ from ..store.jobs import (
     LeaseLost,
     QueuedRow,
 )
-from ..store.models import Job, JobState, utcnow
+from ..store.models import Job, JobState
 from .engine_client import EngineFailure, EngineProcess
 from .events import JobEvents
 from .fair_queue import FairQueue
 from .reaper import Reaper
-from .scheduler import EngineView, choose_batch
+from .scheduler import EngineView
 from .withhold import outputs_of, withhold_inputs, withhold_outputs
 
 log = logging.getLogger(__name__)
@@ -288,17 +288,11 @@ class WorkerPool:
             elsewhere = set[str]().union(
                 *(self._loaded[device] for device in self._idle if device != engine.device)
             )
-            loaded = self._loaded[engine.device]
+            view = EngineView(self._loaded[engine.device], elsewhere, self._switch_after)
+            limit = self._batch_images.get(engine.device, 1)
             # A job reaped from one of this pool's own batches (its heartbeat failed)
             # is not claimed again here while that batch still runs.
-            waiting = self._fair.waiting([row for row in rows if row.job_id not in self._running])
-            # The store reads the heads of the members' queues first; None asks it for
-            # every waiting row when those heads do not decide the batch.
-            cut = {row.user_id for row in rows if row.more_behind}
-            engine_view = EngineView(loaded, elsewhere, self._switch_after)
-            limit = self._batch_images.get(engine.device, 1)
-            batch = choose_batch(waiting, served, cut, engine_view, utcnow(), limit)
-            return None if batch is None else [w.job_id for w in batch]
+            return self._fair.choose(rows, served, view, limit, skip=self._running)
 
         while not self._stopping.is_set():
             if (crashes := self._crashes[engine.device]) and not engine.alive:

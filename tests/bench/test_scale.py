@@ -2,7 +2,8 @@
 sharing one queue on SQLite and on PostgreSQL, measured and reported side by side.
 
 No timing is asserted: only that every worker count ran on both databases, each claim
-took a job and each finished job went the whole way (succeeded, with its image)."""
+took a job (several when batching) and each finished job went the whole way (succeeded,
+with its image)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,14 @@ async def test_scale_measures_claims_and_jobs_on_both_databases(
     with postgres.database() as url:
         sqlite, postgresql = await measure(tmp_path, url, queued=10, seconds=0.3, workers=(1, 2))
         for database in (sqlite, postgresql):
-            assert set(database.claims) == set(database.jobs) == {1, 2}
+            assert set(database.claims) == {(1, 1), (1, 8), (2, 1), (2, 8)}
+            assert set(database.jobs) == {1, 2}
             assert all(claims > 0 for claims in database.claims.values()), database
+            for workers in (1, 2):
+                # One job a claim without batching; batches take several.
+                single, batched = (workers, 1), (workers, 8)
+                assert database.claimed_per_s[single] == database.claims_per_s[single]
+                assert database.claimed_per_s[batched] > database.claims_per_s[batched]
             assert all(jobs > 0 for jobs in database.jobs.values()), database
             done, images = await succeeded_with_images(database.url)
             assert done >= sum(database.jobs.values()) and images == done
@@ -46,7 +53,9 @@ async def test_scale_measures_claims_and_jobs_on_both_databases(
     names = [figure.name for figure in section.figures]
     assert names == [
         "claims, 1 worker",
+        "claims, 1 worker, batches of up to 8 images",
         "claims, 2 workers",
+        "claims, 2 workers, batches of up to 8 images",
         "overhead per job, 1 worker",
         "overhead per job, 2 workers",
     ]
