@@ -111,15 +111,22 @@ def age_restricted(channel: object) -> bool:
 # Discord allows 3 s from an interaction's creation to its first answer: the deferral
 # goes out by this long after it, first if the journal write is still running then (a
 # slow disk, or checks before it that took the time).
+DISCORD_ANSWER_WITHIN = 3.0
 DEFER_BY = 2.0
+# The journal's time when this machine's clock and Discord's disagree (an interaction
+# created in the future, or older than Discord would still take an answer for): its
+# age is then unknown.
+UNKNOWN_AGE_BUDGET = 1.0
 
 
 def journal_budget(interaction: discord.Interaction[Any]) -> float:
     """How long the journal write may take before the deferral goes first: what is left of
-    DEFER_BY since Discord created the interaction (its id's time; a clock behind
-    Discord's gives all of DEFER_BY, one ahead defers at once)."""
+    DEFER_BY since Discord created the interaction (its id's time), or
+    UNKNOWN_AGE_BUDGET where the clocks disagree."""
     age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
-    return min(DEFER_BY, max(0.0, DEFER_BY - age))
+    if not 0.0 <= age <= DISCORD_ANSWER_WITHIN:
+        return UNKNOWN_AGE_BUDGET
+    return max(0.0, DEFER_BY - age)
 
 
 async def journal_then_defer(

@@ -10,6 +10,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -294,10 +295,12 @@ MAX_RACES = 10
 MAX_READS = 3
 # Workers that lose races are claiming the same fair next jobs as others at the same
 # moment: each then passes over a random few of them (up to twice the rivals it has
-# met lately, at most MAX_RIVALS), so they spread over the first jobs of the fair
-# order instead of all taking its first one again. Those first jobs all start within
-# moments of each other anyway; a worker that meets no rival takes the order as it is.
+# met lately, who count at most MAX_RIVALS: six choices), so they spread over the
+# first jobs of the fair order instead of all taking its first one again. Those first
+# jobs all start within moments of each other anyway; a worker that has lost no race
+# for RIVALS_FORGOTTEN seconds takes the order as it is.
 MAX_RIVALS = 3
+RIVALS_FORGOTTEN = 10.0
 
 
 async def upsert_user(session: AsyncSession, user_id: int, name: str | None = None) -> User:
@@ -414,8 +417,7 @@ class JobStore:
         self.worker_id = worker_id or new_worker_id()
         # Claims in this process go one at a time; the compare-and-set guards the rest.
         self._claiming = asyncio.Lock()
-        # Rivals met in recent claims: one more per race lost, one less per claim won.
-        self._rivals = 0
+        self._rivals = _Rivals()
 
     async def create(
         self, job_id: str, requester: Requester, spec: JobSpec, model: str, seeds: list[int]
@@ -785,9 +787,11 @@ class JobStore:
         another worker took meanwhile (none of the batch moved) are set aside and
         `choose` asked again from the rows already read, as if they were running: with
         several workers on one queue, each picks the same fair next job, and one read
-        then serves a turn or two of the race. A worker that has met rivals lately also
-        passes over a random few of the next choices (MAX_RIVALS), so that workers
-        claiming at the same moment spread over the first jobs of the fair order. The
+        then serves a turn or two of the race; a job set aside that was a member's last
+        row read (more wait behind it) sends the claim back to read instead. A worker
+        that has met rivals lately also passes over a random few of the next choices
+        (MAX_RIVALS), so that workers claiming at the same moment spread over the first
+        jobs of the fair order. The
         losing statement waited for the winner's commit (PostgreSQL's row lock;
         SQLite's one writer), so it reads what the winner wrote; after MAX_TURNS the
         queue is read again in the same transaction (on SQLite, under the write lock
@@ -822,28 +826,34 @@ class JobStore:
             for heads in HEADS_READ[1:]:
                 if chosen is not None:
                     break
-                waiting = await _waiting(session, models, heads)
+                if not (waiting := await _waiting(session, models, heads)):
+                    return []  # the queue emptied between two reads
                 chosen = choose(waiting, served)
+            if chosen is None:
+                continue  # every row read did not decide (the queue moved): read again
+            if not chosen:
+                return []  # nothing waiting that this worker takes
             waiting, served, chosen = _pass_over(
-                waiting, served, chosen, choose, _spread(self._rivals)
+                waiting, served, chosen, choose, _spread(self._rivals.lately())
             )
             for _ in range(MAX_TURNS):
-                if chosen is None:
-                    break  # the rows left do not decide: read the queue again
                 moved = await self._move_claimed(session, chosen, device, lease)
                 if len(moved) == len(chosen):
-                    self._rivals = max(self._rivals - 1, 0)
+                    self._rivals.won()
                     jobs = [moved[job_id] for job_id in chosen]
                     for job in jobs:
                         _audit_change(session, job, JobState.QUEUED, "ok", None)
                     return jobs
                 if moved:
                     return None
-                self._rivals = min(self._rivals + 1, MAX_RIVALS)
-                waiting, served = _set_aside(waiting, served, chosen)
-                chosen = choose(waiting, served) if waiting else None
+                self._rivals.met()
+                if (aside := _set_aside(waiting, served, chosen)) is None:
+                    break  # the rows left no longer decide: read the queue again
+                waiting, served = aside
+                if not (chosen := choose(waiting, served) if waiting else None):
+                    break  # none left, or they do not decide: read the queue again
                 waiting, served, chosen = _pass_over(
-                    waiting, served, chosen, choose, _spread(self._rivals)
+                    waiting, served, chosen, choose, _spread(self._rivals.lately())
                 )
             log.info("claim raced other workers; reading the queue again")
         return []
@@ -1328,6 +1338,26 @@ def _queues() -> Any:
     )
 
 
+@dataclass
+class _Rivals:
+    """The other workers a store's claims met lately: one more per race lost (at most
+    MAX_RIVALS), one fewer per claim won, none once RIVALS_FORGOTTEN seconds pass
+    without a race lost."""
+
+    count: int = 0
+    last_met: float = 0.0
+
+    def met(self) -> None:
+        self.count = min(self.lately() + 1, MAX_RIVALS)
+        self.last_met = time.monotonic()
+
+    def won(self) -> None:
+        self.count = max(self.count - 1, 0)
+
+    def lately(self) -> int:
+        return self.count if time.monotonic() - self.last_met < RIVALS_FORGOTTEN else 0
+
+
 def _spread(rivals: int) -> int:
     """How many of the next fair choices a claim passes over, having met `rivals`."""
     return random.randint(0, 2 * rivals)
@@ -1336,29 +1366,32 @@ def _spread(rivals: int) -> int:
 def _pass_over(
     waiting: list[QueuedRow],
     served: dict[int, float],
-    chosen: list[str] | None,
+    chosen: list[str],
     choose: Chooser,
     times: int,
-) -> tuple[list[QueuedRow], dict[int, float], list[str] | None]:
+) -> tuple[list[QueuedRow], dict[int, float], list[str]]:
     """The claim's inputs and choice once up to `times` choices, `chosen` first, are
-    set aside as if other workers took them; never past the last choice the rows read
-    decide (a claim that passes over jobs still takes one)."""
+    set aside as if other workers took them. It stops at the last choice the rows read
+    decide and that takes a job (a claim that passes over jobs still takes one), and
+    before setting aside a member's last row read (_set_aside)."""
     for _ in range(times):
-        if chosen is None:
+        if (aside := _set_aside(waiting, served, chosen)) is None or not aside[0]:
             break
-        left, more = _set_aside(waiting, served, chosen)
-        following = choose(left, more) if left else None
-        if following is None:
+        if not (following := choose(*aside)):
             break
-        waiting, served, chosen = left, more, following
+        (waiting, served), chosen = aside, following
     return waiting, served, chosen
 
 
 def _set_aside(
     waiting: Sequence[QueuedRow], served: dict[int, float], taken: Collection[str]
-) -> tuple[list[QueuedRow], dict[int, float]]:
+) -> tuple[list[QueuedRow], dict[int, float]] | None:
     """The claim's inputs once the jobs `taken` by another worker run: not waiting, and
-    their estimates counted as their members' (as _served counts running jobs)."""
+    their estimates counted as their members' (as _served counts running jobs). None
+    when one of them is the last row read of a member with more waiting: the rows left
+    would show that member's queue as ended, so they no longer decide (read again)."""
+    if any(row.more_behind for row in waiting if row.job_id in taken):
+        return None
     served = dict(served)
     left = []
     for row in waiting:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.discord.common import DEFER_BY, journal_budget
+from bot.discord.common import DEFER_BY, UNKNOWN_AGE_BUDGET, journal_budget
 
 
 @dataclass
@@ -26,7 +26,10 @@ def made(seconds_ago: float) -> Created:
         (0.0, DEFER_BY - 0.2, DEFER_BY),  # just created: nearly all of it
         (1.5, DEFER_BY - 1.7, DEFER_BY - 1.5),  # slow checks: only the rest
         (2.5, 0.0, 0.0),  # past the deadline: defer at once
-        (-30.0, DEFER_BY, DEFER_BY),  # a clock behind Discord's: never more than DEFER_BY
+        # Clocks that disagree with Discord's (created in the future, or older than
+        # Discord still answers): the age is unknown, a short budget.
+        (-0.5, UNKNOWN_AGE_BUDGET, UNKNOWN_AGE_BUDGET),
+        (30.0, UNKNOWN_AGE_BUDGET, UNKNOWN_AGE_BUDGET),
     ],
 )
 def test_the_journal_gets_what_is_left_of_the_deadline(age: float, low: float, high: float) -> None:

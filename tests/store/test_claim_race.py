@@ -104,6 +104,11 @@ async def test_workers_racing_for_one_queue_take_every_job_exactly_once(stores: 
         assert (job.state, job.attempts) == (JobState.RUNNING, 1)
 
 
+def met(worker: JobStore, rivals: int) -> None:
+    for _ in range(rivals):
+        worker._rivals.met()  # a race lost
+
+
 async def test_a_worker_that_met_rivals_passes_over_a_few_fair_choices_but_still_claims(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,18 +116,66 @@ async def test_a_worker_that_met_rivals_passes_over_a_few_fair_choices_but_still
     for n in range(6):
         await stores.jobs.create(f"job{n}", MEMBERS[n % 3], spec(), "tiny", [n])
     async with another_process(stores) as worker:
-        worker._rivals = 2  # two races lost lately
+        met(worker, 2)
         (first,) = await worker.claim("gpu1", oldest, WINDOW)
         # Four choices passed over (the oldest four), one rival fewer after a won claim.
-        assert first.id == "job4" and worker._rivals == 1
+        assert first.id == "job4" and worker._rivals.lately() == 1
         (second,) = await worker.claim("gpu1", oldest, WINDOW)
         # Two passed over of job0, job1, job2, job3, job5.
-        assert second.id == "job2" and worker._rivals == 0
+        assert second.id == "job2" and worker._rivals.lately() == 0
         (third,) = await worker.claim("gpu1", oldest, WINDOW)
         assert third.id == "job0"  # no rivals: the fair order as it is
-        worker._rivals = 3
+        met(worker, 3)
         (fourth,) = await worker.claim("gpu1", oldest, WINDOW)
         # Six to pass over, three waiting (job1, job3, job5): never past the last one.
         assert fourth.id == "job5"
     states = [(await stores.jobs.get(f"job{n}")).state for n in range(6)]
     assert states.count(JobState.RUNNING) == 4
+
+
+async def test_a_pass_over_stops_before_a_members_last_row_read(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Member 1 queued four jobs, then member 2 one: a claim reads member 1's first two
+    # (the second marked as having more behind it) and member 2's job.
+    monkeypatch.setattr(jobs_module, "_spread", lambda rivals: 2 * rivals)
+    for n in range(4):
+        await stores.jobs.create(f"a{n}", MEMBERS[0], spec(), "tiny", [n])
+    await stores.jobs.create("b0", MEMBERS[1], spec(), "tiny", [9])
+    async with another_process(stores) as worker:
+        met(worker, 3)
+        (claimed,) = await worker.claim("gpu1", oldest, WINDOW)
+    # Passing over a1 as well would leave b0 as if member 1 had no more (a2 and a3 are
+    # older): the pass-over stops at a1.
+    assert claimed.id == "a1"
+
+
+async def test_a_pass_over_stops_at_the_last_choice_that_takes_a_job(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "_spread", lambda rivals: 2 * rivals)
+    await stores.jobs.create("mine", MEMBERS[0], spec(), "tiny", [1])
+    for n in range(3):
+        await stores.jobs.create(f"other{n}", MEMBERS[1], spec(), "tiny", [n])
+
+    def members_first_only(rows: Sequence[QueuedRow], served: dict[int, float]) -> list[str]:
+        return [row.job_id for row in rows if row.user_id == MEMBERS[0].user_id][:1]
+
+    async with another_process(stores) as worker:
+        met(worker, 3)
+        (claimed,) = await worker.claim("gpu1", members_first_only, WINDOW)
+    assert claimed.id == "mine"  # the rows after it give nothing this worker takes
+
+
+def test_rivals_are_forgotten_after_a_while_without_a_race_lost() -> None:
+    rivals = jobs_module._Rivals()
+    assert rivals.lately() == 0
+    for _ in range(5):
+        rivals.met()
+    assert rivals.lately() == jobs_module.MAX_RIVALS
+    rivals.won()
+    assert rivals.lately() == jobs_module.MAX_RIVALS - 1
+    rivals.last_met -= jobs_module.RIVALS_FORGOTTEN
+    assert rivals.lately() == 0
+    rivals.met()
+    assert rivals.lately() == 1  # counted afresh
