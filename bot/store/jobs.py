@@ -37,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -44,6 +45,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..jobs.scheduler import LANE_RANK
 from ..jobs.spec import JobSpec, stored_batch_key
 from . import audit, commands, ledger, uploads
+from .db import is_transient
 from .ledger import FREE, Pricing
 from .models import (
     FINISHED,
@@ -800,11 +802,20 @@ class JobStore:
         """
         async with self._claiming:
             for _ in range(MAX_READS):
-                async with self._sessions.begin() as session:
-                    jobs = await self._claim_in(session, device, choose, fair_window, lease, models)
-                    if jobs is not None:
-                        return jobs
-                    await session.rollback()  # part of a batch had moved
+                try:
+                    async with self._sessions.begin() as session:
+                        jobs = await self._claim_in(
+                            session, device, choose, fair_window, lease, models
+                        )
+                        if jobs is not None:
+                            return jobs
+                        await session.rollback()  # part of a batch had moved
+                except DBAPIError as error:
+                    # Two workers' batches that overlap can deadlock on PostgreSQL (the
+                    # read takes no locks): one is rolled back, and claims afresh.
+                    if not is_transient(error):
+                        raise
+                    log.info("claim met a conflict (%s); claiming again", error.orig)
         return []
 
     async def _claim_in(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 import bot.store.jobs as jobs_module
 from bot.store.jobs import JobStore, QueuedRow, Requester
@@ -179,3 +180,25 @@ def test_rivals_are_forgotten_after_a_while_without_a_race_lost() -> None:
     assert rivals.lately() == 0
     rivals.met()
     assert rivals.lately() == 1  # counted afresh
+
+
+async def test_a_claim_that_meets_a_deadlock_claims_again(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stores.jobs.create("job0", MEMBERS[0], spec(), "tiny", [0])
+    move = JobStore._move_claimed
+    tries: list[int] = []
+
+    async def deadlocked_once(self: JobStore, *args: Any) -> dict[str, Any]:
+        tries.append(1)
+        if len(tries) == 1:  # as PostgreSQL rolls back one side of a deadlock
+            raise OperationalError("UPDATE jobs ...", {}, Exception("deadlock detected"))
+        return await move(self, *args)
+
+    monkeypatch.setattr(JobStore, "_move_claimed", deadlocked_once)
+    (claimed,) = await stores.jobs.claim("gpu1", oldest, WINDOW)
+    assert claimed.id == "job0" and len(tries) == 2
+    assert [entry.action for entry in await stores.jobs.audit_trail("job0")] == [
+        "job.queued",
+        "job.running",
+    ]
