@@ -254,6 +254,10 @@ async def test_zoom_out_make_square_and_pan_paint_around_the_kept_picture(
     told = await wrong.wait_for_callback(timeout=10)
     assert told.data is not None and told.data["flags"] & 64
     assert told.data["content"] == "⚠️ Custom Zoom needs a factor from 1.05 to 2, e.g. 1.5."
+    # Answered, that form is closed (as Discord closes it, and discord.py stops it; a
+    # second submission of it raced the stop): the member opens a new one.
+    custom = await server.click_button(panned, f"atelier:zc:{pan_id}:1")
+    assert (await custom.wait_for_callback(timeout=10)).type == 9
     sent = await server.submit_modal(
         custom, {"prompt": "a lighthouse in a storm", "negative": "", "zoom": "1.5"}
     )

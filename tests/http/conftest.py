@@ -66,6 +66,16 @@ negative = "cartoon"
 """
 
 
+# The package's server is shared by every test of a run's worker, and their members
+# by one server (GUILD_ID): a server-wide rate limit would tie unrelated tests together
+# (a test that queues a job per action drained it for the next one, on a busy machine).
+# Each member's own limit still holds; the door's rate rule is tested in tests/core.
+SHARED_GUILD = """
+[moderation]
+guild_burst = 0
+"""
+
+
 def png(width: int, height: int, colour: Any = "red", mode: str = "RGB") -> bytes:
     out = io.BytesIO()
     Image.new(mode, (width, height), colour).save(out, format="PNG")
@@ -192,5 +202,5 @@ async def api(
     members. The tiny LoRA is configured (lora_toml), also as the draft LoRA."""
     folder = tmp_path_factory.mktemp("http")
     loras, draft = lora_toml(tiny_lora)
-    async with serving(folder, tiny_model_dir, loras, database, draft) as running:
+    async with serving(folder, tiny_model_dir, loras + SHARED_GUILD, database, draft) as running:
         yield running
