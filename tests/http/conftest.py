@@ -69,7 +69,8 @@ negative = "cartoon"
 # The package's server is shared by every test of a run's worker, and their members
 # by one server (GUILD_ID): a server-wide rate limit would tie unrelated tests together
 # (a test that queues a job per action drained it for the next one, on a busy machine).
-# Each member's own limit still holds; the door's rate rule is tested in tests/core.
+# Each member's own limit still holds; the server-wide rule is tested in
+# tests/bot/test_rate.py.
 SHARED_GUILD = """
 [moderation]
 guild_burst = 0
