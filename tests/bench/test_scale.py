@@ -35,7 +35,10 @@ async def test_scale_measures_claims_and_jobs_on_both_databases(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     with postgres.database() as url:
-        sqlite, postgresql = await measure(tmp_path, url, queued=10, seconds=0.3, workers=(1, 2))
+        # 1 s each: two worker pools on one SQLite file hand its write lock back and forth
+        # through SQLite's sleeping busy handler; on a busy machine 0.3 s once finished
+        # no job at all (CI).
+        sqlite, postgresql = await measure(tmp_path, url, queued=10, seconds=1.0, workers=(1, 2))
         for database in (sqlite, postgresql):
             assert set(database.claims) == {(1, 1), (1, 8), (2, 1), (2, 8)}
             assert set(database.jobs) == {1, 2}

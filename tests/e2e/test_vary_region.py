@@ -100,7 +100,8 @@ async def test_without_the_editor_the_button_says_how_to_inpaint_with_imagine(
     result = await made.wait_for_original(finished, timeout=120)
     answer = await vary_region(running_bot, result)
     assert answer == NO_EDITOR and "/edit/" not in answer
-    assert running_bot.rows(
+    # Audited just after the answer: waited for.
+    assert await running_bot.wait_for_rows(
         "select outcome from audit_log where action = 'button.vary_region'"
     ) == [{"outcome": "no editor"}]
 
