@@ -793,12 +793,12 @@ class JobStore:
         row read (more wait behind it) sends the claim back to read instead. A worker
         that has met rivals lately also passes over a random few of the next choices
         (MAX_RIVALS), so that workers claiming at the same moment spread over the first
-        jobs of the fair order. The
-        losing statement waited for the winner's commit (PostgreSQL's row lock;
-        SQLite's one writer), so it reads what the winner wrote; after MAX_TURNS the
-        queue is read again in the same transaction (on SQLite, under the write lock
-        the first compare-and-set took, so the next one cannot lose). A batch of which
-        only part moved is rolled back and the claim starts over.
+        jobs of the fair order. The losing statement waited for the winner's commit
+        (PostgreSQL's row lock; SQLite's one writer), so it reads what the winner wrote;
+        after MAX_TURNS the queue is read again in the same transaction (on SQLite,
+        under the write lock the first compare-and-set took, so the next one cannot
+        lose). A batch of which only part moved is rolled back and the claim starts
+        over; a transient database error (a deadlock) rolls it back and claims again.
         """
         async with self._claiming:
             for _ in range(MAX_READS):
